@@ -1,0 +1,124 @@
+"""Command line: ``python -m core presets | run | warm``.
+
+    python -m core presets
+    python -m core run --preset E2                   # trains (or replays from the cache)
+    python -m core run --config run.json --set epochs=2 --force
+    python -m core warm --preset A-sigmoid-depth A-fixes   # fill the cache before a lecture
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tqdm import tqdm
+
+from .config import ConfigError, RunConfig, parse_value
+from .data import DatasetUnavailable
+from .jobs import get_manager
+from .presets import PRESETS, get_preset
+
+
+def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
+    if args.config:
+        with open(args.config, encoding="utf-8") as fh:
+            runs = [(args.config, RunConfig.from_json(fh.read()))]
+    else:
+        runs = []
+        for name in args.preset:
+            preset = get_preset(name)
+            chosen = preset.runs if args.all or args.index is None and len(preset.runs) == 1 or args.command == "warm" \
+                else [preset.runs[args.index or 0]]
+            runs += [(f"{name} / {label}", cfg) for label, cfg in chosen]
+    overrides = {}
+    for item in args.set or []:
+        name, _, value = item.partition("=")
+        overrides[name.strip()] = parse_value(name.strip(), value)
+    return [(label, cfg.replace(**overrides)) for label, cfg in runs]
+
+
+def _watch(label: str, key: str, quiet: bool) -> dict:
+    manager = get_manager()
+    seen, bar, last = 0, None, None
+    while True:
+        snap = manager.snapshot(key, since=seen)
+        seen += len(snap.events)
+        for event in snap.events:
+            if event.kind == "started" and not quiet:
+                bar = tqdm(total=event.total_steps, desc=label, unit="step", file=sys.stderr)
+            elif event.kind == "eval":
+                last = event
+                if bar is not None:
+                    bar.update(event.step - bar.n)
+                    bar.set_postfix(loss=f"{event.train_loss:.4f}", val_acc=f"{event.val_acc:.4f}")
+        if snap.done:
+            if bar is not None:
+                bar.close()
+            end = next((e for e in reversed(manager.snapshot(key).events) if e.kind in ("finished", "failed")), None)
+            return {"status": snap.status, "cached": snap.from_cache, "end": end, "last": last}
+        time.sleep(0.1)
+
+
+def _print_result(label: str, key: str, result: dict) -> None:
+    end = result["end"]
+    source = " (from cache)" if result["cached"] else ""
+    print(f"{label}: {result['status']}{source}  key={key}")
+    if end is None:
+        return
+    if end.kind == "failed":
+        print(f"  error: {end.message}")
+        return
+    if end.reason:
+        print(f"  {end.reason}")
+    rows = [("train", end.train_loss, end.train_acc), ("validation", end.val_loss, end.val_acc),
+            ("test", end.test_loss, end.test_acc)]
+    for name, loss, acc in rows:
+        if loss is not None:
+            print(f"  {name:<10} loss {loss:.4f}  accuracy {acc:.4f}")
+    if end.epoch_seconds:
+        print(f"  {sum(end.epoch_seconds) / len(end.epoch_seconds):.2f} s/epoch, {end.elapsed:.1f} s in all")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Gradient Lab engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("presets", help="list the named experiments")
+    for name, help_text in (("run", "train a preset or a config file and print its final metrics"),
+                            ("warm", "train every run of the given presets into the cache")):
+        p = sub.add_parser(name, help=help_text)
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--preset", nargs="+", choices=sorted(PRESETS), metavar="NAME")
+        src.add_argument("--config", metavar="FILE.json")
+        p.add_argument("--index", type=int, help="which run of a preset family (default: the first)")
+        p.add_argument("--all", action="store_true", help="every run of the preset family")
+        p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
+        p.add_argument("--force", action="store_true", help="train again even if the cache has this run")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    if args.command == "presets":
+        for preset in PRESETS.values():
+            print(f"{preset.name:<18} [{preset.lesson}] {preset.title} ({len(preset.runs)} run"
+                  f"{'s' if len(preset.runs) > 1 else ''})")
+        return 0
+    try:
+        runs = _configs(args)
+    except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manager = get_manager()
+    failures = 0
+    for label, cfg in runs:
+        key = manager.submit(cfg, force=args.force)
+        result = _watch(label, key, args.quiet)
+        _print_result(label, key, result)
+        failures += result["status"] == "failed"
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except DatasetUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

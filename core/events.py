@@ -1,0 +1,159 @@
+"""Typed events emitted by the training loop, and the run record that collects them.
+
+Events are plain dataclasses of JSON-able values plus numpy arrays; :func:`encode_events`
+turns a list of them into JSON + one ``.npz`` blob (no pickle), :func:`decode_events` back.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+@dataclass
+class RunStarted(Event):
+    kind: ClassVar[str] = "started"
+    key: str
+    config: dict
+    device: str
+    device_name: str
+    n_params: int
+    steps_per_epoch: int
+    total_steps: int
+    layers: list[str]
+    layer_shapes: list[list[int]]
+    dataset: dict
+    started_at: float
+    versions: dict
+
+
+@dataclass
+class StepLosses(Event):
+    """Training loss (data + penalty) of every step from ``first_step`` on."""
+
+    kind: ClassVar[str] = "steps"
+    first_step: int
+    losses: list[float]
+
+
+@dataclass
+class Evaluation(Event):
+    """Metrics at a log point. Train metrics are running means over the steps since the last
+    log point (train mode); validation is the whole validation set (eval mode). Losses are
+    data losses; ``penalty`` is the L1 + L2 term on top."""
+
+    kind: ClassVar[str] = "eval"
+    step: int
+    epoch: float
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    penalty: float
+    elapsed: float
+
+
+@dataclass
+class LayerStats(Event):
+    """Per weight layer at a log point: gradient norm, mean |W_t - W_0|, mean |W_t - W_prev_log|,
+    fraction of saturated (sigmoid/tanh) or dead (ReLU) units, and |W_t - W_0| pooled to <= 64x64."""
+
+    kind: ClassVar[str] = "layers"
+    step: int
+    epoch: float
+    layers: list[str]
+    grad_norm: list[float]
+    weight_change: list[float]
+    weight_delta: list[float]
+    saturation: list[float | None]
+    heatmaps: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class RunFinished(Event):
+    """End of a run: status is finished, cancelled or diverged (history is kept in all three)."""
+
+    kind: ClassVar[str] = "finished"
+    status: str
+    step: int
+    epoch: float
+    elapsed: float
+    reason: str = ""
+    train_loss: float | None = None
+    train_acc: float | None = None
+    val_loss: float | None = None
+    val_acc: float | None = None
+    test_loss: float | None = None
+    test_acc: float | None = None
+    epoch_seconds: list[float] = field(default_factory=list)
+    confusion: list[list[int]] | None = None
+    misclassified: list[dict] = field(default_factory=list)
+    misclassified_images: np.ndarray | None = None
+
+
+@dataclass
+class RunFailed(Event):
+    kind: ClassVar[str] = "failed"
+    step: int
+    message: str
+    error_type: str
+    elapsed: float
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
+                                        (RunStarted, StepLosses, Evaluation, LayerStats, RunFinished, RunFailed)}
+TERMINAL_KINDS = ("finished", "failed")
+
+
+def _strip_arrays(value: Any, arrays: list[np.ndarray]) -> Any:
+    if isinstance(value, np.ndarray):
+        arrays.append(value)
+        return {"$array": len(arrays) - 1}
+    if isinstance(value, dict):
+        return {k: _strip_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strip_arrays(v, arrays) for v in value]
+    return value
+
+
+def _restore_arrays(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$array"}:
+            return arrays[f"a{value['$array']}"]
+        return {k: _restore_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_arrays(v, arrays) for v in value]
+    return value
+
+
+def encode_events(events: list[Event], extra: dict | None = None) -> tuple[str, bytes]:
+    """Events (+ JSON-able extra) -> (JSON text, npz bytes of the numeric arrays)."""
+    arrays: list[np.ndarray] = []
+    payload = {"events": [_strip_arrays(e.to_dict(), arrays) for e in events], "extra": extra or {}}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"a{i}": a for i, a in enumerate(arrays)})
+    return json.dumps(payload, allow_nan=True), buf.getvalue()
+
+
+def decode_events(text: str, blob: bytes) -> tuple[list[Event], dict]:
+    """Inverse of :func:`encode_events`; raises ValueError on damaged data. Never unpickles."""
+    payload = json.loads(text)
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    events = []
+    for raw in payload["events"]:
+        raw = _restore_arrays(raw, arrays)
+        cls = EVENT_TYPES[raw.pop("kind")]
+        events.append(cls(**raw))
+    return events, payload.get("extra", {})
