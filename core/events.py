@@ -100,6 +100,7 @@ class RunFinished(Event):
     confusion: list[list[int]] | None = None
     misclassified: list[dict] = field(default_factory=list)
     misclassified_images: np.ndarray | None = None
+    decision_grid: dict | None = None  # 2-D inputs only: {"xs", "ys", "pred" [ny][nx], "confidence" [ny][nx]}
 
 
 @dataclass

@@ -25,6 +25,7 @@ Callback = Callable[[Event], None]
 EVAL_CHUNK = 4096
 PROBE_BATCH = 256
 MAX_MISCLASSIFIED = 36
+DECISION_GRID_SIZE = 60
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
@@ -273,3 +274,22 @@ def _test_metrics(cfg: RunConfig, model: nn.Module, ds: datasets.Dataset, finish
     finished.misclassified = [{"index": int(i), "true": int(ds.y_test[i]), "pred": int(pred[i])} for i in wrong.tolist()]
     if ds.is_image and len(wrong):
         finished.misclassified_images = ds.x_test[wrong].cpu().numpy()
+    if ds.input_shape == (2,):
+        finished.decision_grid = decision_grid(model, torch.cat([ds.x, ds.x_test]))
+
+
+@torch.no_grad()
+def decision_grid(model: nn.Module, points: torch.Tensor, size: int = DECISION_GRID_SIZE) -> dict:
+    """Predicted class and confidence on a size x size grid covering 2-D ``points`` (with a margin)."""
+    lo, hi = points.min(dim=0).values, points.max(dim=0).values
+    margin = (hi - lo) * 0.1
+    xs = torch.linspace(float(lo[0] - margin[0]), float(hi[0] + margin[0]), size, device=points.device)
+    ys = torch.linspace(float(lo[1] - margin[1]), float(hi[1] + margin[1]), size, device=points.device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    was_training = model.training
+    model.eval()
+    probs = model(torch.stack([gx.flatten(), gy.flatten()], dim=1)).softmax(dim=1)
+    model.train(was_training)
+    confidence, pred = probs.max(dim=1)
+    return {"xs": xs.tolist(), "ys": ys.tolist(), "pred": pred.reshape(size, size).tolist(),
+            "confidence": confidence.reshape(size, size).tolist()}
