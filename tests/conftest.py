@@ -1,0 +1,43 @@
+"""Shared fixtures: an isolated cache per test, and the real datasets from ../shared (read-only)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+# Never reach for the network from tests; point the data search at ../shared when it is there.
+os.environ.setdefault("GRADIENT_LAB_OFFLINE", "1")
+if SHARED_DATASETS.is_dir():
+    os.environ.setdefault("GRADIENT_LAB_DATA_DIR", str(SHARED_DATASETS))
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """A fresh cache dir (run store, uploads) for this test; the job-manager singleton is reset."""
+    import core.jobs
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GRADIENT_LAB_CACHE_DIR", str(cache))
+    monkeypatch.setattr(core.jobs, "_manager", None)
+    return cache
+
+
+def _require(folder: str) -> Path:
+    raw = SHARED_DATASETS / folder / "raw"
+    if not raw.is_dir():
+        pytest.skip(f"real {folder} files not found at {raw} (CI has ../shared/datasets beside the clone)")
+    return SHARED_DATASETS
+
+
+@pytest.fixture
+def shared_mnist() -> Path:
+    return _require("MNIST")
+
+
+@pytest.fixture
+def shared_fashion() -> Path:
+    return _require("FashionMNIST")
