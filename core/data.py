@@ -245,6 +245,8 @@ LOADERS: dict[str, Callable[[], Dataset]] = {
     "digits": _load_digits,
     "mnist": lambda: _load_idx_dataset("mnist", "MNIST", "MNIST", DIGIT_CLASSES),
     "fashion-mnist": lambda: _load_idx_dataset("fashion-mnist", "FashionMNIST", "Fashion-MNIST", FASHION_CLASSES),
+    # built from Fashion-MNIST through the zip upload path; imported lazily (uploads imports this module)
+    "fashion3": lambda: __import__(__package__ + ".uploads", fromlist=["load_fashion3"]).load_fashion3(),
 }
 
 _cache: dict[tuple[str, float], Dataset] = {}
@@ -297,6 +299,8 @@ def register_arrays(name: str, x: np.ndarray, y: np.ndarray, classes: list[str],
 
 def available(name: str) -> bool:
     """True when the dataset loads here without a download."""
+    if name == "fashion3":  # built from Fashion-MNIST (core/uploads.py)
+        name = "fashion-mnist"
     if name in ("mnist", "fashion-mnist"):
         return _find_raw({"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]) is not None
     return True
