@@ -50,8 +50,9 @@ class StepLosses(Event):
 @dataclass
 class Evaluation(Event):
     """Metrics at a log point. Train metrics are running means over the steps since the last
-    log point (train mode); validation is the whole validation set (eval mode). Losses are
-    data losses; ``penalty`` is the L1 + L2 term on top."""
+    log point (train mode); validation (eval mode) is the whole validation split at epoch ends
+    and its first 2048 examples (a fixed random subset) in between. Losses are data losses;
+    ``penalty`` is the L1 + L2 term on top."""
 
     kind: ClassVar[str] = "eval"
     step: int

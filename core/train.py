@@ -23,6 +23,7 @@ from .probes import ActivationProbe, WeightTracker
 
 Callback = Callable[[Event], None]
 EVAL_CHUNK = 4096
+VAL_SUBSET = 2048  # validation examples scored at log points between epoch ends (full split at epoch ends)
 PROBE_BATCH = 256
 MAX_MISCLASSIFIED = 36
 DECISION_GRID_SIZE = 60
@@ -191,7 +192,7 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
     step = 0
     model.train()
 
-    def log_point(epoch_float: float, grads: torch.Tensor | None) -> None:
+    def log_point(epoch_float: float, grads: torch.Tensor | None, epoch_end: bool) -> None:
         nonlocal step_losses, step_data_losses, step_correct, step_sizes, first_step, last_eval
         losses = torch.stack(step_losses).tolist() if step_losses else []
         if losses:
@@ -203,7 +204,8 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
         grad_norm = grads.tolist() if grads is not None else [float("nan")] * len(named_layers)
         change, delta, maps = tracker.changes()
         saturation = probe.measure(model, probe_x)
-        val_loss, val_acc, _ = evaluate(cfg, model, x_val, y_val)
+        n_val = len(y_val) if epoch_end else VAL_SUBSET
+        val_loss, val_acc, _ = evaluate(cfg, model, x_val[:n_val], y_val[:n_val])
         pen = penalty(cfg, model)
         n = max(sum(step_sizes), 1)
         sizes = torch.tensor(step_sizes, dtype=torch.float32, device=device)
@@ -243,12 +245,12 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
                     step_correct.append((logits.argmax(dim=1) == yb).sum())
                     step_sizes.append(len(yb))
                 if is_log:
-                    log_point(epoch + (b + 1) / steps_per_epoch, grads)
+                    log_point(epoch + (b + 1) / steps_per_epoch, grads, epoch_end=b == steps_per_epoch - 1)
             epoch_seconds.append(time.perf_counter() - epoch_start)
     except KeyboardInterrupt:
         status, reason = "cancelled", f"cancelled at step {step}"
         if step_losses:
-            log_point(step / steps_per_epoch, None)
+            log_point(step / steps_per_epoch, None, epoch_end=True)
     except Diverged as exc:
         status, reason = "diverged", str(exc)
 
