@@ -68,7 +68,8 @@ class Evaluation(Event):
 @dataclass
 class LayerStats(Event):
     """Per weight layer at a log point: gradient norm, mean |W_t - W_0|, mean |W_t - W_prev_log|,
-    fraction of saturated (sigmoid/tanh) or dead (ReLU) units, and |W_t - W_0| pooled to <= 64x64."""
+    fraction of saturated (sigmoid/tanh) or dead (ReLU) units, |W_t - W_0| pooled to <= 64x64,
+    the share of weights with |w| < 1e-3, and a 40-bin histogram of w over [-max|w|, max|w|]."""
 
     kind: ClassVar[str] = "layers"
     step: int
@@ -79,6 +80,9 @@ class LayerStats(Event):
     weight_delta: list[float]
     saturation: list[float | None]
     heatmaps: list[np.ndarray] = field(default_factory=list)
+    near_zero: list[float] = field(default_factory=list)
+    weight_absmax: list[float] = field(default_factory=list)
+    weight_hist: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 HEATMAP_MAX = 64
+HIST_BINS = 40
+NEAR_ZERO = 1e-3  # |w| below this counts as (near) zero: L1's sparsity
 SIGMOID_SATURATED = 0.025  # sigmoid'(z) = y(1-y) below 10% of its maximum 0.25
 TANH_SATURATED = 0.1  # tanh'(z) = 1 - y^2 below 10% of its maximum 1
 
@@ -55,6 +57,19 @@ class WeightTracker:
             if with_heatmaps:
                 maps.append(pooled_abs(d0))
         return torch.stack(total), torch.stack(delta), maps
+
+
+@torch.no_grad()
+def weight_distribution(layers: list[nn.Module]) -> tuple[list[float], list[float], list[np.ndarray]]:
+    """Per layer: share of |w| < NEAR_ZERO, max |w|, and a histogram of w over [-max, max]."""
+    near_zero, absmax, hists = [], [], []
+    for layer in layers:
+        w = layer.weight.detach().flatten().float()
+        top = float(w.abs().max()) or 1e-12
+        near_zero.append(float((w.abs() < NEAR_ZERO).float().mean()))
+        absmax.append(top)
+        hists.append(torch.histc(w, bins=HIST_BINS, min=-top, max=top).cpu().numpy().astype(np.int64))
+    return near_zero, absmax, hists
 
 
 class ActivationProbe:

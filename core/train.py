@@ -19,7 +19,7 @@ from . import data as datasets
 from .config import RunConfig
 from .events import Evaluation, Event, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
 from .models import build_model, count_parameters, penalty_weights, set_dropout_generator, weight_layers
-from .probes import ActivationProbe, WeightTracker
+from .probes import ActivationProbe, WeightTracker, weight_distribution
 
 Callback = Callable[[Event], None]
 EVAL_CHUNK = 4096
@@ -206,15 +206,17 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
         saturation = probe.measure(model, probe_x)
         n_val = len(y_val) if epoch_end else VAL_SUBSET
         val_loss, val_acc, _ = evaluate(cfg, model, x_val[:n_val], y_val[:n_val])
-        pen = penalty(cfg, model)
+        with torch.no_grad():
+            pen = penalty(cfg, model)
         n = max(sum(step_sizes), 1)
         sizes = torch.tensor(step_sizes, dtype=torch.float32, device=device)
         train_loss = float((torch.stack(step_data_losses) * sizes).sum()) / n if step_sizes else float("nan")
         train_acc = float(torch.stack(step_correct).sum()) / n if step_sizes else float("nan")
         last_eval = Evaluation(step, round(epoch_float, 4), train_loss, train_acc, val_loss, val_acc,
                                float(pen) if pen is not None else 0.0, time.perf_counter() - t0)
+        near_zero, absmax, hists = weight_distribution(tracker.layers)
         emit(LayerStats(step, round(epoch_float, 4), [nm for nm, _ in named_layers], grad_norm,
-                        change.tolist(), delta.tolist(), saturation, maps))
+                        change.tolist(), delta.tolist(), saturation, maps, near_zero, absmax, hists))
         emit(last_eval)
         step_losses, step_data_losses, step_correct, step_sizes, first_step = [], [], [], [], step + 1
 

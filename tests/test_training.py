@@ -86,6 +86,7 @@ def test_layer_stats_shapes_and_meaning():
         assert len(s.grad_norm) == len(s.weight_change) == len(s.saturation) == len(s.heatmaps) == 3
         assert s.heatmaps[0].shape == (32, 64) and s.heatmaps[2].shape == (10, 16)
         assert s.saturation[2] is None and 0.0 <= s.saturation[0] <= 1.0
+        assert s.weight_hist[0].sum() == 32 * 64 and 0.0 <= s.near_zero[0] <= 1.0
     # weights move away from W_0 over training, and the heatmap is the pooled |W_t - W_0|
     assert stats[-1].weight_change[0] > stats[0].weight_change[0] > 0
     assert stats[-1].heatmaps[0].mean() == pytest.approx(stats[-1].weight_change[0], rel=1e-4)
@@ -93,6 +94,14 @@ def test_layer_stats_shapes_and_meaning():
     assert [e.step for e in evals] == [s.step for s in stats]
     steps = sum(len(e.losses) for e in _of(events, "steps"))
     assert steps == end.step == started.total_steps
+
+
+def test_l1_makes_more_weights_near_zero_than_no_penalty():
+    base = RunConfig(dataset="digits", hidden=(32,), epochs=15, lr=0.01)
+    _, plain = _run(base)
+    _, sparse = _run(base.replace(l1=0.003))
+    share = lambda events: _of(events, "layers")[-1].near_zero[0]  # noqa: E731
+    assert share(sparse) > 2 * share(plain)
 
 
 def test_big_matrices_are_pooled_to_64x64():
