@@ -64,6 +64,16 @@ class Dataset:
             self._on_device["features"] = batch_features(self.x)
         return self._on_device["features"]
 
+    def fits_on(self, device: torch.device) -> bool:
+        """Whether the uint8 data plus its float copy take at most half of the device's free memory."""
+        if device.type == "cpu":
+            return True
+        if str(device) in self._on_device:
+            return True
+        free, _ = torch.cuda.mem_get_info(device)
+        n_bytes = (self.x.numel() + self.x_test.numel()) * (1 + 4) + (len(self.y) + len(self.y_test)) * 8
+        return n_bytes <= free // 2
+
     def on(self, device: torch.device) -> "Dataset":
         """This dataset with tensors on ``device`` (cached; the CPU copy stays)."""
         if device.type == "cpu":

@@ -150,11 +150,13 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
     ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
     if cfg.arch == "cnn" and not ds.is_image:
         raise ValueError(f"The CNN needs an image dataset; {ds.title} is not one")
-    dev_ds = ds.on(device)
+    # Data lives on the training device when it fits there; otherwise batches are moved one by one.
+    data_device = device if ds.fits_on(device) else torch.device("cpu")
+    dev_ds = ds.on(data_device)
     features = dev_ds.features()  # float copy, made once per dataset and device
     train_idx, val_idx = datasets.split_indices(len(ds.y), cfg.val_fraction, cfg.seed)
-    train_idx, val_idx = train_idx.to(device), val_idx.to(device)
-    x_val, y_val = features[val_idx], dev_ds.y[val_idx]
+    train_idx, val_idx = train_idx.to(data_device), val_idx.to(data_device)
+    x_val, y_val = features[val_idx].to(device), dev_ds.y[val_idx].to(device)
     n_train = len(train_idx)
 
     init_gen = torch.Generator().manual_seed(cfg.seed)
@@ -224,12 +226,12 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
     try:
         for epoch in range(cfg.epochs):
             epoch_start = time.perf_counter()
-            perm = train_idx[torch.randperm(n_train, generator=order_gen).to(device)]
+            perm = train_idx[torch.randperm(n_train, generator=order_gen).to(data_device)]
             for b in range(steps_per_epoch):
                 if cancel.is_set():
                     raise KeyboardInterrupt
                 idx = perm[b * batch:(b + 1) * batch]
-                xb, yb = features[idx], dev_ds.y[idx]
+                xb, yb = features[idx].to(device, non_blocking=True), dev_ds.y[idx].to(device, non_blocking=True)
                 logits = model(xb)
                 loss = data_loss(cfg, logits, yb)
                 pen = penalty(cfg, model)
@@ -262,24 +264,26 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
         finished.train_loss, finished.train_acc = last_eval.train_loss, last_eval.train_acc
         finished.val_loss, finished.val_acc = last_eval.val_loss, last_eval.val_acc
     if status == "finished":
-        _test_metrics(cfg, model, dev_ds, finished)
+        _test_metrics(cfg, model, dev_ds, finished, device)
         finished.elapsed = time.perf_counter() - t0
     emit(finished)
     return finished
 
 
-def _test_metrics(cfg: RunConfig, model: nn.Module, ds: datasets.Dataset, finished: RunFinished) -> None:
-    loss, acc, pred = evaluate(cfg, model, datasets.batch_features(ds.x_test), ds.y_test, keep_predictions=True)
+def _test_metrics(cfg: RunConfig, model: nn.Module, ds: datasets.Dataset, finished: RunFinished,
+                  device: torch.device) -> None:
+    x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
+    loss, acc, pred = evaluate(cfg, model, datasets.batch_features(x_test), y_test, keep_predictions=True)
     finished.test_loss, finished.test_acc = loss, acc
     k = ds.n_classes
-    confusion = torch.bincount(ds.y_test * k + pred, minlength=k * k).reshape(k, k)
+    confusion = torch.bincount(y_test * k + pred, minlength=k * k).reshape(k, k)
     finished.confusion = confusion.tolist()
-    wrong = (pred != ds.y_test).nonzero().flatten()[:MAX_MISCLASSIFIED]
-    finished.misclassified = [{"index": int(i), "true": int(ds.y_test[i]), "pred": int(pred[i])} for i in wrong.tolist()]
+    wrong = (pred != y_test).nonzero().flatten()[:MAX_MISCLASSIFIED]
+    finished.misclassified = [{"index": int(i), "true": int(y_test[i]), "pred": int(pred[i])} for i in wrong.tolist()]
     if ds.is_image and len(wrong):
-        finished.misclassified_images = ds.x_test[wrong].cpu().numpy()
+        finished.misclassified_images = x_test[wrong].cpu().numpy()
     if ds.input_shape == (2,):
-        finished.decision_grid = decision_grid(model, torch.cat([ds.x, ds.x_test]))
+        finished.decision_grid = decision_grid(model, torch.cat([ds.x, ds.x_test]).to(device))
 
 
 @torch.no_grad()
