@@ -1,0 +1,70 @@
+"""Data preview: one example per class with its name, class counts, split sizes, 2-D scatter.
+
+Used by the Data page and the Playground. Class names may come from user uploads, so they are
+shown only in Plotly labels (escaped) and dataframes (plain text), never as Markdown.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import data as datasets
+
+from . import figures
+from .widgets import plain
+
+
+@functools.lru_cache(maxsize=32)
+def _preview(name: str, noise: float):
+    """(dataset, figures...) for a dataset, built once per process."""
+    ds = datasets.load_dataset(name, noise)
+    counts = ds.class_counts()
+    test_counts = np.bincount(ds.y_test.numpy(), minlength=ds.n_classes).tolist()
+    table = pd.DataFrame({"class": [str(c) for c in ds.classes], "train + validation": counts, "test": test_counts})
+    if ds.is_image:
+        first = [int(np.flatnonzero(ds.y.numpy() == c)[0]) if counts[c] else None for c in range(ds.n_classes)]
+        have = [i for i in first if i is not None]
+        names = [ds.classes[c] for c, i in enumerate(first) if i is not None]
+        cols = 10 if ds.n_classes <= 10 else 12
+        picture = figures.examples_figure(ds.x[have].numpy(), names, cols=cols)
+    else:
+        picture = figures.toy_scatter_figure(ds.x.numpy(), ds.y.numpy(), ds.classes,
+                                             "Training pool (train + validation)")
+    return ds, table, picture, figures.class_counts_figure(counts, ds.classes, "Examples per class (train + validation)")
+
+
+def split_sizes(n_pool: int, n_test: int, val_fraction: float, seed: int) -> dict[str, int]:
+    train_idx, val_idx = datasets.split_indices(n_pool, val_fraction, seed)
+    return {"train": len(train_idx), "validation": len(val_idx), "test": n_test}
+
+
+def show_data_preview(name: str, noise: float = 0.1, val_fraction: float = 0.1, seed: int = 0,
+                      key: str = "data") -> bool:
+    """Draw the preview; returns False (with a message) when the dataset cannot be loaded."""
+    try:
+        ds, table, picture, counts_fig = _preview(name, round(float(noise), 6))
+    except datasets.DatasetUnavailable as exc:
+        st.error(plain(str(exc)))
+        return False
+    sizes = split_sizes(len(ds.y), len(ds.y_test), val_fraction, seed)
+    shape = "×".join(str(s) for s in ds.input_shape)
+    st.caption(plain(f"{ds.title}: {ds.n_classes} classes, inputs of shape {shape}. "
+                     f"Split: {sizes['train']:,} train, {sizes['validation']:,} validation "
+                     f"(validation fraction {val_fraction:g}, seed {seed}), {sizes['test']:,} test."))
+    if ds.notice:
+        st.info(plain(ds.notice))
+    if ds.is_image:
+        st.plotly_chart(picture, key=f"{key}_examples", width="content", config={"displaylogo": False})
+    left, right = st.columns(2)
+    with left:
+        if ds.is_image:
+            st.plotly_chart(counts_fig, key=f"{key}_counts", config={"displaylogo": False})
+        else:
+            st.plotly_chart(picture, key=f"{key}_scatter", config={"displaylogo": False})
+    with right:
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame([sizes]), hide_index=True, width="stretch")
+    return True

@@ -1,0 +1,45 @@
+"""Gradient Lab entry point: ``streamlit run app/main.py`` from the repository root.
+
+Pages are listed once in :data:`PAGES`; a page whose file is missing is left out, so lessons
+added later only need one line here.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # Streamlit only puts app/ on sys.path; core/ and app/ live in the root
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.shell import sidebar_status  # noqa: E402
+
+
+class PageSpec(NamedTuple):
+    file: str  # under pages/
+    title: str
+    icon: str
+    default: bool = False
+
+
+PAGES = [
+    PageSpec("playground.py", "Playground", ":material/science:", default=True),
+    PageSpec("vanishing.py", "Vanishing gradients", ":material/trending_down:"),
+    PageSpec("regularization.py", "Regularization", ":material/tune:"),
+    PageSpec("data.py", "Data", ":material/dataset:"),
+    PageSpec("library.py", "Run library", ":material/history:"),
+]
+
+
+def available_pages() -> list[st.Page]:
+    return [st.Page(ROOT / "pages" / p.file, title=p.title, icon=p.icon, default=p.default)
+            for p in PAGES if (ROOT / "pages" / p.file).is_file()]
+
+
+st.set_page_config(page_title="Gradient Lab", page_icon=":material/neurology:", layout="wide")
+page = st.navigation(available_pages())
+sidebar_status()
+page.run()

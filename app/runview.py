@@ -1,0 +1,217 @@
+"""Reduce a run's events to tables and arrays for figures, metrics and exports.
+
+Pure functions of a list of events (no Streamlit), so any page, including ones that show
+several runs at once, can build the same frames: ``view = reduce_events(events)``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+EVAL_COLUMNS = ["step", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "penalty", "elapsed"]
+LAYER_COLUMNS = ["step", "epoch", "layer", "layer_index", "grad_norm", "weight_change", "weight_delta", "saturation"]
+DONE_STATUSES = ("finished", "cancelled", "diverged", "failed")
+
+
+@dataclass
+class LogPoint:
+    """Per-layer |W_t - W_0| matrices (pooled to <= 64x64) recorded at one log point."""
+
+    step: int
+    epoch: float
+    heatmaps: list[np.ndarray]
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    epoch: float
+    total_epochs: int
+    elapsed: float
+    eta: float | None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+
+@dataclass
+class RunView:
+    """Everything a page draws about one run, reduced from its events."""
+
+    started: object | None = None  # core.events.RunStarted
+    end: object | None = None  # RunFinished or RunFailed
+    evals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVAL_COLUMNS))
+    step_losses: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["step", "loss"]))
+    layers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LAYER_COLUMNS))
+    log_points: list[LogPoint] = field(default_factory=list)
+    n_events: int = 0
+
+    # --- what the run is ------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        return dict(self.started.config) if self.started is not None else {}
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.started.dataset.get("classes", [])) if self.started is not None else []
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.started.layers) if self.started is not None else []
+
+    @property
+    def status(self) -> str:
+        """waiting (no events yet), running, or the terminal status."""
+        if self.end is not None:
+            return "failed" if self.end.kind == "failed" else self.end.status
+        return "running" if self.started is not None else "waiting"
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE_STATUSES
+
+    @property
+    def finished(self):
+        """The RunFinished event (also for cancelled/diverged runs), else None."""
+        return self.end if self.end is not None and self.end.kind == "finished" else None
+
+    @property
+    def reason(self) -> str:
+        if self.end is None:
+            return ""
+        return self.end.message if self.end.kind == "failed" else (self.end.reason or "")
+
+    @property
+    def chance_accuracy(self) -> float | None:
+        """Accuracy of always guessing the test set's most common class (1/k before the end)."""
+        fin = self.finished
+        if fin is not None and fin.confusion:
+            rows = np.asarray(fin.confusion).sum(axis=1)
+            if rows.sum():
+                return float(rows.max() / rows.sum())
+        return 1.0 / len(self.classes) if self.classes else None
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        fin = self.finished
+        if fin is not None and fin.epoch_seconds:
+            return float(np.mean(fin.epoch_seconds))
+        return None
+
+    def progress(self, now: float | None = None) -> Progress | None:
+        """Step, epoch, elapsed and estimated time left (ETA from the pace so far)."""
+        if self.started is None:
+            return None
+        total = int(self.started.total_steps)
+        per_epoch = max(int(self.started.steps_per_epoch), 1)
+        epochs = int(self.config.get("epochs", math.ceil(total / per_epoch)))
+        step = 0
+        if len(self.step_losses):
+            step = int(self.step_losses["step"].iloc[-1])
+        if len(self.evals):
+            step = max(step, int(self.evals["step"].iloc[-1]))
+        if self.end is not None:
+            step = max(step, int(self.end.step))
+            return Progress(step, total, step / per_epoch, epochs, float(self.end.elapsed), 0.0)
+        elapsed = max(0.0, (now or time.time()) - float(self.started.started_at))
+        eta = None
+        if len(self.evals) and step > 0:
+            rate = float(self.evals["elapsed"].iloc[-1]) / step  # seconds per step so far
+            eta = max(0.0, rate * (total - step) - (elapsed - float(self.evals["elapsed"].iloc[-1])))
+        return Progress(step, total, step / per_epoch, epochs, elapsed, eta)
+
+    def final_metrics(self) -> pd.DataFrame:
+        """Rows train / validation / test with loss and accuracy (NaN where unknown)."""
+        fin = self.finished
+        rows = []
+        for split, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
+            loss = getattr(fin, f"{prefix}_loss", None) if fin is not None else None
+            acc = getattr(fin, f"{prefix}_acc", None) if fin is not None else None
+            rows.append({"split": split, "loss": _num(loss), "accuracy": _num(acc)})
+        return pd.DataFrame(rows)
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def reduce_events(events: list) -> RunView:
+    """Build a :class:`RunView` from a run's events (any prefix of them, in order)."""
+    view = RunView(n_events=len(events))
+    evals, layer_rows, step_chunks = [], [], []
+    for event in events:
+        kind = event.kind
+        if kind == "started":
+            view.started = event
+        elif kind == "steps":
+            step_chunks.append((event.first_step, event.losses))
+        elif kind == "eval":
+            evals.append([event.step, event.epoch, event.train_loss, event.train_acc, event.val_loss,
+                          event.val_acc, event.penalty, event.elapsed])
+        elif kind == "layers":
+            for i, name in enumerate(event.layers):
+                sat = event.saturation[i] if i < len(event.saturation) else None
+                layer_rows.append([event.step, event.epoch, name, i, event.grad_norm[i], event.weight_change[i],
+                                   event.weight_delta[i], np.nan if sat is None else sat])
+            if event.heatmaps:
+                view.log_points.append(LogPoint(event.step, event.epoch, list(event.heatmaps)))
+        elif kind in ("finished", "failed"):
+            view.end = event
+    if evals:
+        view.evals = pd.DataFrame(evals, columns=EVAL_COLUMNS)
+    if layer_rows:
+        view.layers = pd.DataFrame(layer_rows, columns=LAYER_COLUMNS)
+    if step_chunks:
+        steps = np.concatenate([np.arange(first, first + len(losses)) for first, losses in step_chunks])
+        losses = np.concatenate([np.asarray(losses, dtype=float) for _, losses in step_chunks])
+        view.step_losses = pd.DataFrame({"step": steps, "loss": losses})
+    return view
+
+
+def downsample(frame: pd.DataFrame, x: str, y: str, max_points: int = 1500) -> pd.DataFrame:
+    """Bin means of ``y`` over ``x`` so a long curve stays cheap to send and draw."""
+    n = len(frame)
+    if n <= max_points:
+        return frame[[x, y]]
+    bins = np.arange(n) * max_points // n
+    return frame[[x, y]].groupby(bins).mean()
+
+
+def layer_matrix(view: RunView, value: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(layer names, log steps, [layers x steps] matrix) of one per-layer quantity."""
+    if not len(view.layers):
+        return view.layer_names, np.array([]), np.zeros((len(view.layer_names), 0))
+    wide = view.layers.pivot_table(index="layer_index", columns="step", values=value, aggfunc="last", dropna=False)
+    names = [view.layer_names[i] if i < len(view.layer_names) else str(i) for i in wide.index]
+    return names, wide.columns.to_numpy(), wide.to_numpy(dtype=float)
+
+
+def metrics_table(view: RunView) -> pd.DataFrame:
+    """Per-log-point metrics plus one final row per split: what the CSV export holds."""
+    table = view.evals.copy()
+    table.insert(0, "row", "log point")
+    fin = view.finished
+    if fin is not None:
+        final = {"row": "final", "step": fin.step, "epoch": fin.epoch, "elapsed": fin.elapsed,
+                 "train_loss": fin.train_loss, "train_acc": fin.train_acc, "val_loss": fin.val_loss,
+                 "val_acc": fin.val_acc, "test_loss": fin.test_loss, "test_acc": fin.test_acc}
+        table = pd.concat([table, pd.DataFrame([final])], ignore_index=True)
+    return table
+
+
+def metrics_csv(view: RunView) -> str:
+    buf = io.StringIO()
+    metrics_table(view).to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def config_json(view: RunView) -> str:
+    return json.dumps(view.config, indent=2, sort_keys=True)

@@ -1,0 +1,290 @@
+"""AppTest tests of the dashboard (pages render, presets, training, validation, cached replay, URL)
+plus unit tests of the pure reducers and figure builders in app/."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import core.jobs
+from app import figures, runview
+from core.config import RunConfig
+from core.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+MAIN = REPO / "app" / "main.py"
+# A digits run that learns a lot in a few seconds on a CPU.
+DIGITS_QUERY = {"epochs": "5", "log_every": "10"}
+
+
+@pytest.fixture
+def app_env(isolated_cache):
+    """Isolated run store and a fresh job manager, shared by the test and the AppTest script."""
+    return isolated_cache
+
+
+@pytest.fixture
+def no_mnist(tmp_path, monkeypatch):
+    """Pretend MNIST / Fashion-MNIST are not on this server (empty data folder, no downloads)."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
+    monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
+
+
+def new_app(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    at.query_params.update(query or {})
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def metric(at: AppTest, label: str) -> float:
+    found = [m for m in at.metric if m.label == label]
+    assert found, f"no metric {label!r}; metrics: {[m.label for m in at.metric]}"
+    return float(found[0].value.replace(",", "").split()[0])
+
+
+def wait_for_result(at: AppTest, timeout: float = 240) -> AppTest:
+    """AppTest never fires run_every timers: rerun until the final metrics appear."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(m.label == "Test accuracy" for m in at.metric):
+            return at
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception, at.exception
+    raise AssertionError("the run did not finish in time; status: " + texts(at.info) + texts(at.error))
+
+
+def page_files() -> list[str]:
+    import app.main as main  # noqa: F401  (imports streamlit only)
+
+    return [p.file for p in main.PAGES if (REPO / "pages" / p.file).is_file()]
+
+
+# --- pages ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("page", page_files())
+def test_every_page_renders_without_exception(app_env, page):
+    at = new_app()
+    assert not at.exception
+    at.switch_page(f"../pages/{page}").run()
+    assert not at.exception, at.exception
+    assert at.title, f"{page} has no title"
+
+
+def test_sidebar_shows_device_and_queue(app_env):
+    at = new_app()
+    status = texts(at.sidebar.caption)
+    assert "Training on CPU" in status or "Training on GPU" in status
+    assert "0 running, 0 queued" in status
+
+
+# --- widgets, presets, URL -------------------------------------------------------------------------
+def test_widgets_show_schema_defaults_grouped(app_env):
+    at = new_app()
+    assert [e.label for e in at.sidebar.expander] == ["Data", "Architecture", "Regularization", "Optimization"]
+    assert at.sidebar.selectbox(key="cfg_dataset").value == "digits"
+    assert at.sidebar.text_input(key="cfg_hidden").value == "64,64"
+    assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(1e-3)
+    assert at.sidebar.number_input(key="cfg_epochs").value == 10
+    assert at.query_params == {} or all(not v for v in at.query_params.values())
+
+
+def test_preset_picker_fills_the_widgets(app_env, no_mnist):
+    at = new_app()
+    at.sidebar.selectbox(key="gl_preset").select("A-fixes").run()
+    assert not at.exception
+    assert at.sidebar.text_input(key="cfg_hidden").value == "10,10,10,10"
+    assert at.sidebar.selectbox(key="cfg_activation").value == "sigmoid"
+    assert at.sidebar.selectbox(key="cfg_optimizer").value == "sgd"
+    assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(0.2)
+    assert at.sidebar.number_input(key="cfg_batch_size").value == 32
+    assert at.sidebar.number_input(key="cfg_epochs").value == 5
+    # MNIST is not here: the preset lands on digits, and the page says so
+    assert at.sidebar.selectbox(key="cfg_dataset").value == "digits"
+    assert "MNIST is not available on this server" in texts(at.warning).replace("\\", "")
+    assert "Lesson A" in texts(at.info)
+    # the family's runs are selectable by label
+    run_box = at.sidebar.selectbox(key="gl_preset_run")
+    assert "relu + he" in run_box.options
+    run_box.select(2).run()
+    assert at.sidebar.selectbox(key="cfg_activation").value == "relu"
+    assert at.sidebar.selectbox(key="cfg_init").value == "he"
+    assert at.query_params["init"] == "he" and "activation" not in at.query_params  # relu is the default
+
+
+def test_preset_keeps_mnist_when_the_files_are_here(app_env, shared_mnist):
+    at = new_app()
+    at.sidebar.selectbox(key="gl_preset").select("A-sigmoid-depth").run()
+    assert at.sidebar.selectbox(key="cfg_dataset").value == "mnist"
+    assert "not available" not in texts(at.warning)
+
+
+def test_url_round_trip_and_seed(app_env):
+    at = new_app({"seed": "7", "hidden": "32", "lr": "0.01"})
+    assert at.sidebar.number_input(key="cfg_seed").value == 7
+    assert at.sidebar.text_input(key="cfg_hidden").value == "32"
+    at.sidebar.number_input(key="cfg_epochs").set_value(3).run()
+    assert at.query_params["epochs"] == "3" and at.query_params["seed"] == "7"
+    assert RunConfig.from_query(at.query_params) == RunConfig(seed=7, hidden=(32,), lr=0.01, epochs=3)
+
+
+def test_bad_query_string_falls_back_to_defaults_with_notice(app_env):
+    at = new_app({"lr": "fast", "hidden": "64,64", "colour": "blue"})
+    assert not at.exception
+    notice = texts(at.warning).replace("\\", "")
+    assert "not valid, so the defaults are loaded" in notice and "Learning rate (lr) must be a number" in notice
+    assert "colour" in notice
+    assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(1e-3)
+
+
+def test_unavailable_dataset_in_link_falls_back_to_digits(app_env, no_mnist):
+    at = new_app({"dataset": "mnist"})
+    assert at.sidebar.selectbox(key="cfg_dataset").value == "digits"
+    assert "MNIST is not available on this server" in texts(at.warning).replace("\\", "")
+    assert "dataset" not in at.query_params
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("cfg_lr", 0.0, "Learning rate (lr) = 0 is out of range: allowed (0, 1000]"),
+    ("cfg_hidden", "64,abc", "Hidden layers must be whole numbers like 128,64"),
+    ("cfg_hidden", "5000", "each width must be in [1, 4096]"),
+])
+def test_invalid_value_shows_the_schema_message(app_env, key, value, message):
+    at = new_app()
+    widget = at.sidebar.number_input(key=key) if key == "cfg_lr" else at.sidebar.text_input(key=key)
+    widget.set_value(value).run()
+    assert not at.exception
+    errors = texts(at.sidebar.error).replace("\\", "")
+    assert message in errors
+    assert at.button(key="train").disabled
+
+
+def test_invalid_combination_is_reported_next_to_the_widget(app_env):
+    at = new_app({"dataset": "spiral"})
+    at.sidebar.selectbox(key="cfg_arch").select("cnn").run()
+    assert not at.exception
+    assert "needs an image dataset" in texts(at.sidebar.error)
+    assert at.button(key="train").disabled
+
+
+# --- training, cached replay -------------------------------------------------------------------------
+def test_train_digits_job_finishes_with_learned_result(app_env):
+    at = new_app(DIGITS_QUERY)
+    assert at.button(key="train").label == "Train"
+    at.button(key="train").click().run()
+    assert not at.exception
+    key = at.session_state["gl_job"]
+    assert key == RunConfig(epochs=5, log_every=10).key()
+    wait_for_result(at)
+    acc = metric(at, "Test accuracy")
+    assert acc > 0.8, f"a 64-64 MLP learns 8x8 digits far above chance (0.1); got {acc}"
+    assert metric(at, "Parameters") > 0
+    snap = core.jobs.get_manager().snapshot(key)
+    assert snap.status == "finished" and not snap.from_cache
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [str(c["layout"].get("title", {}).get("text", "")) for c in charts]
+    assert any(t.startswith("Loss") for t in titles) and any("Confusion" in t for t in titles)
+    assert any("Misclassified" in t for t in titles)
+    loss = next(c for c, t in zip(charts, titles) if t.startswith("Loss"))
+    assert len(loss["data"][0]["x"]) > 1 if isinstance(loss["data"][0]["x"], list) else True
+    assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)"]
+    assert at.button(key="train").label == "Train again"
+    assert "From cache" not in texts(at.info)  # this session watched it train
+
+
+def test_cached_config_renders_without_starting_a_job(app_env, monkeypatch):
+    cfg = RunConfig(epochs=2, log_every=10)
+    manager = core.jobs.get_manager()
+    trained = manager.wait(manager.submit(cfg), timeout=120)
+    assert trained.status == "finished"
+    # A fresh server process: only the run store remembers the run. Training now would be a bug.
+    monkeypatch.setattr(core.jobs, "_manager", None)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached config must not train")
+
+    monkeypatch.setattr(core.jobs, "train", no_training)
+    at = new_app(cfg.to_query())
+    assert not at.exception
+    assert "From cache, trained" in texts(at.info)
+    assert metric(at, "Test accuracy") > 0.5
+    assert at.button(key="train").label == "Train again"
+    assert core.jobs.get_manager().counts() == {"queued": 0, "running": 0}
+    assert core.jobs.get_manager().snapshot(cfg.key()).from_cache
+
+
+def test_toy_set_shows_decision_regions(app_env):
+    cfg = RunConfig(dataset="moons", hidden=(16,), epochs=20, lr=0.01, log_every=20)
+    manager = core.jobs.get_manager()
+    assert manager.wait(manager.submit(cfg), timeout=120).status == "finished"
+    at = new_app(cfg.to_query())
+    titles = [str(json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")) for c in at.get("plotly_chart")]
+    assert "Decision regions after training" in titles
+    assert metric(at, "Test accuracy") > 0.8
+
+
+# --- pure reducers and figures -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def moons_events():
+    events = []
+    train(RunConfig(dataset="moons", hidden=(8, 8), epochs=3, lr=0.01, log_every=5), [events.append])
+    return events
+
+
+def test_reduce_events_tables(moons_events):
+    view = runview.reduce_events(moons_events)
+    assert view.status == "finished" and view.done
+    assert list(view.evals.columns) == runview.EVAL_COLUMNS and len(view.evals) >= 3
+    assert view.step_losses["step"].tolist() == list(range(1, len(view.step_losses) + 1))
+    assert set(view.layers["layer"]) == set(view.layer_names) == {"fc1", "fc2", "fc3"}
+    names, steps, matrix = runview.layer_matrix(view, "grad_norm")
+    assert matrix.shape == (3, len(steps)) and np.all(matrix > 0)
+    assert len(view.log_points) == len(steps) and view.log_points[0].heatmaps[0].shape == (8, 2)
+    assert view.progress().fraction == 1.0
+    final = view.final_metrics().set_index("split")
+    assert final.loc["test", "accuracy"] == pytest.approx(view.finished.test_acc)
+    csv = runview.metrics_csv(view)
+    assert csv.splitlines()[0].startswith("row,step,epoch,train_loss") and "final" in csv
+    assert json.loads(runview.config_json(view))["dataset"] == "moons"
+
+
+def test_prefix_of_events_is_a_running_view(moons_events):
+    view = runview.reduce_events(moons_events[:4])
+    assert view.status == "running" and not view.done and view.finished is None
+    prog = view.progress(now=view.started.started_at + 1.0)
+    assert 0 < prog.fraction < 1 and prog.elapsed == pytest.approx(1.0)
+
+
+def test_figures_build_from_a_run(moons_events):
+    view = runview.reduce_events(moons_events)
+    loss = figures.loss_figure(view)
+    assert [t.name for t in loss.data] == ["train", "validation"] and len(loss.data[0].x) == len(view.evals)
+    assert figures.grad_norm_figure(view).layout.yaxis.type == "log"
+    heat = figures.layer_heatmap_figure(view, "weight_delta")
+    assert np.asarray(heat.data[0].z).shape == (3, len(view.evals))
+    assert len(figures.weight_heatmaps_figure(view.log_points[-1], view.layer_names).data) == 3
+    fin = view.finished
+    assert np.asarray(figures.confusion_figure(fin.confusion, view.classes).data[0].z).sum() == 300
+    boundary = figures.toy_scatter_figure(np.zeros((4, 2)), np.array([0, 1, 0, 1]), view.classes, grid=fin.decision_grid)
+    assert boundary.data[0].type == "heatmap"
+    empty = figures.loss_figure(runview.reduce_events(moons_events[:1]))
+    assert "Waiting" in empty.layout.annotations[0].text
+
+
+def test_user_class_names_are_plain_text_in_figures():
+    evil = ['<a href="javascript:alert(1)">x</a>', "<b>bold</b>", "**md** [link](http://e.x)"]
+    images = np.zeros((3, 1, 8, 8), dtype=np.uint8)
+    grid = figures.examples_figure(images, evil)
+    texts_ = [a.text for a in grid.layout.annotations]
+    assert all("<a" not in t and "<b>" not in t for t in texts_) and "&lt;b&gt;bold&lt;/b&gt;" in texts_[1]
+    conf = figures.confusion_figure([[1, 0, 0], [0, 1, 0], [0, 0, 1]], evil)
+    assert all("<" not in t for t in conf.layout.xaxis.ticktext)

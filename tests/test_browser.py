@@ -1,0 +1,138 @@
+"""Real-browser test: Debian's Chromium (Playwright) against ``streamlit run app/main.py``.
+
+Opens the Playground on a toy-set config, presses Train, watches the loss chart grow while the
+run is in progress, waits for the final test accuracy, then reloads the same URL and expects
+the cached result. Screenshots go to the test's tmp dir and /tmp/gl_shots/.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = Path("/tmp/gl_shots")
+# Long enough (~520 steps, a log point every 10) that the chart updates several times while it runs.
+RUN_QUERY = "dataset=spiral&hidden=32,32&lr=0.01&epochs=40&log_every=10"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found (apt-get install chromium)")]
+
+# Points of the "train" trace of the loss chart (the largest, since a replaced chart may linger a moment).
+LOSS_POINTS_JS = """() => {
+  let best = -1;
+  for (const g of document.querySelectorAll('.js-plotly-plot')) {
+    const title = g.layout && g.layout.title ? String(g.layout.title.text || '') : '';
+    if (!title.includes('Loss (train vs validation)') || !g._fullData) continue;
+    const t = g._fullData.find(d => d.name === 'train');
+    best = Math.max(best, t && t.x ? t.x.length : 0);
+  }
+  return best;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | None = None) -> subprocess.Popen:
+    """``streamlit run app/main.py`` on ``port``, isolated cache, no downloads; waits for health."""
+    env = {**os.environ, "GRADIENT_LAB_CACHE_DIR": str(cache_dir), "GRADIENT_LAB_OFFLINE": "1", **(extra_env or {})}
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.address", "127.0.0.1"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError(f"streamlit did not become healthy:\n{log_path.read_text()}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def launch(p):
+    return p.chromium.launch(executable_path=str(CHROMIUM),
+                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+def metric_value(page, label: str) -> float:
+    box = page.locator('[data-testid="stMetric"]', has_text=label).first
+    return float(box.locator('[data-testid="stMetricValue"]').inner_text().strip())
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    proc = start_server(tmp_path / "cache", port, tmp_path / "streamlit.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
+
+
+def test_train_watch_live_then_cached_replay(server, tmp_path):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1500, "height": 4200})
+        page.goto(f"{server}/?{RUN_QUERY}")
+        train = page.get_by_role("button", name="Train", exact=True)
+        train.wait_for(timeout=60_000)
+        assert "dataset=spiral" in page.url
+        train.click()
+
+        # The loss chart must grow at least twice while the run is still in progress.
+        seen: list[int] = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            n = page.evaluate(LOSS_POINTS_JS)
+            done = page.locator('[data-testid="stMetric"]', has_text="Test accuracy").count() > 0
+            if done:
+                break
+            if n > 0 and (not seen or n != seen[-1]):
+                seen.append(n)
+            time.sleep(0.1)
+        assert len(seen) >= 2 and seen == sorted(seen), f"loss chart did not update while running: {seen}"
+
+        page.locator('[data-testid="stMetric"]', has_text="Test accuracy").first.wait_for(timeout=180_000)
+        page.wait_for_timeout(1500)  # let the final charts draw
+        test_acc = metric_value(page, "Test accuracy")
+        assert test_acc > 0.6, f"spiral has 3 classes (chance ~0.34); the MLP should beat it, got {test_acc}"
+        shot = tmp_path / "playground_finished.png"
+        page.screenshot(path=str(shot), full_page=True)
+        shutil.copy(shot, SHOTS / "playground_finished.png")
+
+        # Same URL again: the stored run renders at once, labelled as cached, with "Train again".
+        url = page.url
+        page.goto(url)
+        page.get_by_text("From cache, trained").first.wait_for(timeout=30_000)
+        assert abs(metric_value(page, "Test accuracy") - test_acc) < 1e-9
+        assert page.get_by_role("button", name="Train again").count() == 1
+        page.wait_for_timeout(1000)
+        shot = tmp_path / "playground_cached.png"
+        page.screenshot(path=str(shot), full_page=True)
+        shutil.copy(shot, SHOTS / "playground_cached.png")
+        browser.close()
