@@ -60,11 +60,11 @@ class WeightTracker:
 
 
 @torch.no_grad()
-def weight_distribution(layers: list[nn.Module]) -> tuple[list[float], list[float], list[np.ndarray]]:
-    """Per layer: share of |w| < NEAR_ZERO, max |w|, and a histogram of w over [-max, max]."""
+def weight_distribution(weights: list[torch.Tensor]) -> tuple[list[float], list[float], list[np.ndarray]]:
+    """Per weight tensor: share of |w| < NEAR_ZERO, max |w|, and a histogram of w over [-max, max]."""
     near_zero, absmax, hists = [], [], []
-    for layer in layers:
-        w = layer.weight.detach().flatten().float()
+    for weight in weights:
+        w = weight.detach().flatten().float()
         top = float(w.abs().max()) or 1e-12
         near_zero.append(float((w.abs() < NEAR_ZERO).float().mean()))
         absmax.append(top)

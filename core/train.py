@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,11 +62,15 @@ def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.opti
 
 
 def data_loss(cfg: RunConfig, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy on logits (softmax applied once, inside), or MSE of softmax vs one-hot."""
+    """Cross-entropy on logits (softmax applied once, inside), or MSE of softmax vs one-hot.
+
+    ``reduction`` is mean, sum, or none (one loss per example)."""
     if cfg.loss == "cross_entropy":
         return F.cross_entropy(logits, y, reduction=reduction)
     target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
     per_example = F.mse_loss(logits.softmax(dim=1), target, reduction="none").mean(dim=1)
+    if reduction == "none":
+        return per_example
     return per_example.mean() if reduction == "mean" else per_example.sum()
 
 
@@ -116,6 +120,120 @@ class Diverged(Exception):
     pass
 
 
+# What lanes trained in lockstep must share: they see the same split, batches and log points.
+LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "batch_size", "epochs", "log_every", "device")
+
+
+def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:
+    batch = min(cfg.batch_size, n_train)
+    # BatchNorm cannot train on a batch of one: drop such a last partial batch.
+    return n_train // batch + (1 if n_train % batch > 1 or (n_train % batch == 1 and cfg.norm != "batchnorm") else 0)
+
+
+class Lanes(Protocol):
+    """What the loop trains: one or more models ("lanes") advanced together, one forward and
+    one backward per step, all on the same batches.
+
+    A single run is one lane (:class:`ModuleLanes`); a grid batches many small MLPs into a few
+    tensors (:class:`core.batched.StackedLanes`). Per-lane results come as tensors or lists
+    indexed by lane.
+    """
+
+    configs: list[RunConfig]
+    optimizers: list[torch.optim.Optimizer]
+
+    def describe(self, lane: int) -> tuple[int, list[str], list[list[int]]]:
+        """(number of parameters, weight-layer names, weight shapes)."""
+
+    def train(self, mode: bool = True) -> None: ...
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per lane: total loss (data + penalty, with the graph), data loss, correct count."""
+
+    def grad_norms(self) -> torch.Tensor:
+        """Gradient norm of every weight layer, lane after lane (flat)."""
+
+    def layer_stats(self, probe_x: torch.Tensor) -> list[dict]:
+        """Per lane: weight_change, weight_delta, saturation, heatmaps, near_zero, weight_absmax, weight_hist."""
+
+    def penalties(self) -> list[float]: ...
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
+                 keep_predictions: bool = False) -> tuple[list[float], list[float], list[torch.Tensor] | None]:
+        """Per lane (mean data loss, accuracy, predictions) in eval mode."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[lanes, N, classes] in eval mode."""
+
+
+class ModuleLanes:
+    """One ``nn.Module`` built by :func:`build_model`: the single lane of an ordinary run."""
+
+    def __init__(self, configs: list[RunConfig], input_shape: tuple[int, ...], n_classes: int, device: torch.device):
+        (cfg,) = self.configs = list(configs)
+        self.cfg = cfg
+        self.model = build_model(cfg, input_shape, n_classes, torch.Generator().manual_seed(cfg.seed)).to(device)
+        set_dropout_generator(self.model, torch.Generator(device=device).manual_seed(cfg.seed + 2))
+        self.optimizers = [make_optimizer(cfg, self.model.parameters())]
+        self.named_layers = weight_layers(self.model)
+        self.tracker = WeightTracker([m for _, m in self.named_layers])
+        self.probe = ActivationProbe(self.model, len(self.named_layers))
+
+    def describe(self, lane: int) -> tuple[int, list[str], list[list[int]]]:
+        return (count_parameters(self.model), [n for n, _ in self.named_layers],
+                [list(m.weight.shape) for _, m in self.named_layers])
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.model(x)
+        loss = data_loss(self.cfg, logits, y)
+        pen = penalty(self.cfg, self.model)
+        total = loss + pen if pen is not None else loss
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == y).sum()
+        return total.view(1), loss.view(1), correct.view(1)
+
+    def grad_norms(self) -> torch.Tensor:
+        return self.tracker.grad_norms()
+
+    def layer_stats(self, probe_x: torch.Tensor) -> list[dict]:
+        change, delta, maps = self.tracker.changes()
+        saturation = self.probe.measure(self.model, probe_x)
+        near_zero, absmax, hists = weight_distribution([layer.weight for layer in self.tracker.layers])
+        return [{"weight_change": change.tolist(), "weight_delta": delta.tolist(), "saturation": saturation,
+                 "heatmaps": maps, "near_zero": near_zero, "weight_absmax": absmax, "weight_hist": hists}]
+
+    def penalties(self) -> list[float]:
+        with torch.no_grad():
+            pen = penalty(self.cfg, self.model)
+        return [float(pen) if pen is not None else 0.0]
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
+                 keep_predictions: bool = False) -> tuple[list[float], list[float], list[torch.Tensor] | None]:
+        loss, acc, pred = evaluate(self.cfg, self.model, x, y, keep_predictions)
+        return [loss], [acc], ([pred] if keep_predictions else None)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model(x).unsqueeze(0)
+        finally:
+            self.model.train(was_training)
+
+
+def _failure_message(exc: Exception) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return ("The GPU ran out of memory. Try a smaller batch size or fewer/narrower layers, "
+                f"or wait for other runs to finish. ({exc})")
+    if isinstance(exc, datasets.DatasetUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.Event | None = None,
           key: str | None = None) -> RunFinished | RunFailed:
     """Train one run, emitting events to ``callbacks``; returns the terminal event.
@@ -126,29 +244,45 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
     """
     callbacks = list(callbacks)
     emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
+    return train_lanes([cfg], ModuleLanes, [emit], cancel, [key or cfg.key()])[0]
+
+
+def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], emits: Sequence[Callback],
+                cancel: threading.Event | None = None, keys: Sequence[str] | None = None) -> list[RunFinished | RunFailed]:
+    """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
+
+    ``make_lanes(configs, input_shape, n_classes, device)`` builds what is trained; lane i emits
+    exactly the events a single run of ``configs[i]`` emits, to ``emits[i]``. A lane that
+    diverges ends alone; the others go on. Returns each lane's terminal event.
+    """
+    configs, emits = list(configs), list(emits)
     t0 = time.perf_counter()
-    state = {"step": 0}
+    state = {"step": 0, "ends": [None] * len(configs)}
     try:
-        return _train(cfg, emit, cancel or threading.Event(), key or cfg.key(), t0, state)
+        return _train(configs, make_lanes, emits, cancel or threading.Event(),
+                      list(keys) if keys else [c.key() for c in configs], t0, state)
     except Exception as exc:  # every failure becomes an event; the caller keeps serving
-        message = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            message = ("The GPU ran out of memory. Try a smaller batch size or fewer/narrower layers, "
-                       f"or wait for other runs to finish. ({exc})")
-        elif isinstance(exc, datasets.DatasetUnavailable):
-            message = str(exc)
-        event = RunFailed(state["step"], message, type(exc).__name__, time.perf_counter() - t0)
-        emit(event)
-        return event
+        ends = state["ends"]
+        for i, emit in enumerate(emits):
+            if ends[i] is None:
+                ends[i] = RunFailed(state["step"], _failure_message(exc), type(exc).__name__, time.perf_counter() - t0)
+                emit(ends[i])
+        return ends
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
-def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0: float, state: dict):
+def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: list[Callback],
+           cancel: threading.Event, keys: list[str], t0: float, state: dict) -> list[RunFinished]:
+    cfg = configs[0]
+    for other in configs[1:]:
+        differ = [f for f in LOCKSTEP_FIELDS if getattr(other, f) != getattr(cfg, f)]
+        if differ:
+            raise ValueError(f"configs trained in lockstep must share {', '.join(differ)}")
     device = resolve_device(cfg.device)
     ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
-    if cfg.arch == "cnn" and not ds.is_image:
+    if any(c.arch == "cnn" for c in configs) and not ds.is_image:
         raise ValueError(f"The CNN needs an image dataset; {ds.title} is not one")
     # Data lives on the training device when it fits there; otherwise batches are moved one by one.
     data_device = device if ds.fits_on(device) else torch.device("cpu")
@@ -159,67 +293,81 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
     x_val, y_val = features[val_idx].to(device), dev_ds.y[val_idx].to(device)
     n_train = len(train_idx)
 
-    init_gen = torch.Generator().manual_seed(cfg.seed)
     order_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    dropout_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
-    model = build_model(cfg, ds.input_shape, ds.n_classes, init_gen).to(device)
-    set_dropout_generator(model, dropout_gen)
-    optimizer = make_optimizer(cfg, model.parameters())
-    named_layers = weight_layers(model)
-    tracker = WeightTracker([m for _, m in named_layers])
-    probe = ActivationProbe(model, len(named_layers))
-    probe_x = x_val[:PROBE_BATCH] if len(val_idx) else features[train_idx[:PROBE_BATCH]]
+    lanes = make_lanes(configs, ds.input_shape, ds.n_classes, device)
+    probe_x = x_val[:PROBE_BATCH] if len(val_idx) else features[train_idx[:PROBE_BATCH]].to(device)
 
     batch = min(cfg.batch_size, n_train)
-    # BatchNorm cannot train on a batch of one: drop such a last partial batch.
-    steps_per_epoch = n_train // batch + (1 if n_train % batch > 1 or (n_train % batch == 1 and cfg.norm != "batchnorm") else 0)
-    total_steps = steps_per_epoch * cfg.epochs
-    emit(RunStarted(
-        key=key, config=cfg.to_dict(), device=device.type, device_name=device_name(device),
-        n_params=count_parameters(model), steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-        layers=[n for n, _ in named_layers], layer_shapes=[list(m.weight.shape) for _, m in named_layers],
-        dataset={"name": ds.name, "title": ds.title, "classes": ds.classes, "n_train": n_train,
-                 "n_val": len(val_idx), "n_test": len(ds.y_test), "notice": ds.notice,
-                 "input_shape": list(ds.input_shape)},
-        started_at=time.time(), versions=_versions()))
+    per_epoch = {steps_per_epoch(c, n_train) for c in configs}
+    if len(per_epoch) > 1:
+        raise ValueError("configs trained in lockstep must take the same steps per epoch (BatchNorm drops a last batch of one)")
+    (n_steps,) = per_epoch
+    total_steps = n_steps * cfg.epochs
+    dataset = {"name": ds.name, "title": ds.title, "classes": ds.classes, "n_train": n_train, "n_val": len(val_idx),
+               "n_test": len(ds.y_test), "notice": ds.notice, "input_shape": list(ds.input_shape)}
+    for i, (c, emit) in enumerate(zip(configs, emits)):
+        n_params, layers, shapes = lanes.describe(i)
+        emit(RunStarted(key=keys[i], config=c.to_dict(), device=device.type, device_name=device_name(device),
+                        n_params=n_params, steps_per_epoch=n_steps, total_steps=total_steps, layers=layers,
+                        layer_shapes=shapes, dataset=dataset, started_at=time.time(), versions=_versions()))
+    layer_names = [lanes.describe(i)[1] for i in range(len(configs))]
 
-    # Per-step tensors since the last log point, reduced there in one go (no per-step sync).
+    # Per-step tensors (one value per lane) since the last log point, reduced there in one go (no per-step sync).
     step_losses: list[torch.Tensor] = []
     step_data_losses: list[torch.Tensor] = []
     step_correct: list[torch.Tensor] = []
     step_sizes: list[int] = []
     first_step = 1
-    last_eval: Evaluation | None = None
+    last_eval: list[Evaluation | None] = [None] * len(configs)
+    alive = list(range(len(configs)))  # lanes still training
     epoch_seconds: list[float] = []
     step = 0
-    model.train()
+    lanes.train()
+
+    def end(i: int, status: str, reason: str) -> RunFinished:
+        finished = RunFinished(status=status, step=step, epoch=round(step / n_steps, 4),
+                               elapsed=time.perf_counter() - t0, reason=reason, epoch_seconds=list(epoch_seconds))
+        if last_eval[i] is not None:
+            finished.train_loss, finished.train_acc = last_eval[i].train_loss, last_eval[i].train_acc
+            finished.val_loss, finished.val_acc = last_eval[i].val_loss, last_eval[i].val_acc
+        state["ends"][i] = finished
+        return finished
 
     def log_point(epoch_float: float, grads: torch.Tensor | None, epoch_end: bool) -> None:
-        nonlocal step_losses, step_data_losses, step_correct, step_sizes, first_step, last_eval
-        losses = torch.stack(step_losses).tolist() if step_losses else []
-        if losses:
-            emit(StepLosses(first_step, losses))
-        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
-        if bad is not None:
-            raise Diverged(f"the training loss became {losses[bad]} at step {first_step + bad}: the learning rate "
-                           f"({cfg.lr:g}) is probably too high for this network")
-        grad_norm = grads.tolist() if grads is not None else [float("nan")] * len(named_layers)
-        change, delta, maps = tracker.changes()
-        saturation = probe.measure(model, probe_x)
+        nonlocal step_losses, step_data_losses, step_correct, step_sizes, first_step
+        losses = torch.stack(step_losses).T.tolist() if step_losses else [[] for _ in configs]
+        for i in list(alive):
+            if losses[i]:
+                emits[i](StepLosses(first_step, losses[i]))
+            bad = next((k for k, v in enumerate(losses[i]) if not math.isfinite(v)), None)
+            if bad is not None:
+                alive.remove(i)
+                emits[i](end(i, "diverged", f"the training loss became {losses[i][bad]} at step {first_step + bad}: "
+                                            f"the learning rate ({configs[i].lr:g}) is probably too high for this network"))
+        if not alive:
+            raise Diverged
+        flat = grads.tolist() if grads is not None else None
+        stats = lanes.layer_stats(probe_x)
         n_val = len(y_val) if epoch_end else VAL_SUBSET
-        val_loss, val_acc, _ = evaluate(cfg, model, x_val[:n_val], y_val[:n_val])
-        with torch.no_grad():
-            pen = penalty(cfg, model)
+        val_loss, val_acc, _ = lanes.evaluate(x_val[:n_val], y_val[:n_val])
+        pens = lanes.penalties()
         n = max(sum(step_sizes), 1)
-        sizes = torch.tensor(step_sizes, dtype=torch.float32, device=device)
-        train_loss = float((torch.stack(step_data_losses) * sizes).sum()) / n if step_sizes else float("nan")
-        train_acc = float(torch.stack(step_correct).sum()) / n if step_sizes else float("nan")
-        last_eval = Evaluation(step, round(epoch_float, 4), train_loss, train_acc, val_loss, val_acc,
-                               float(pen) if pen is not None else 0.0, time.perf_counter() - t0)
-        near_zero, absmax, hists = weight_distribution(tracker.layers)
-        emit(LayerStats(step, round(epoch_float, 4), [nm for nm, _ in named_layers], grad_norm,
-                        change.tolist(), delta.tolist(), saturation, maps, near_zero, absmax, hists))
-        emit(last_eval)
+        if step_sizes:
+            sizes = torch.tensor(step_sizes, dtype=torch.float32, device=device)
+            train_loss = [v / n for v in (torch.stack(step_data_losses) * sizes[:, None]).sum(dim=0).tolist()]
+            train_acc = [v / n for v in torch.stack(step_correct).sum(dim=0).tolist()]
+        else:
+            train_loss = train_acc = [float("nan")] * len(configs)
+        offset = 0
+        for i, names in enumerate(layer_names):
+            grad_norm = flat[offset:offset + len(names)] if flat is not None else [float("nan")] * len(names)
+            offset += len(names)
+            if i not in alive:
+                continue
+            last_eval[i] = Evaluation(step, round(epoch_float, 4), train_loss[i], train_acc[i], val_loss[i],
+                                      val_acc[i], pens[i], time.perf_counter() - t0)
+            emits[i](LayerStats(step, round(epoch_float, 4), names, grad_norm, **stats[i]))
+            emits[i](last_eval[i])
         step_losses, step_data_losses, step_correct, step_sizes, first_step = [], [], [], [], step + 1
 
     status, reason = "finished", ""
@@ -227,77 +375,75 @@ def _train(cfg: RunConfig, emit: Callback, cancel: threading.Event, key: str, t0
         for epoch in range(cfg.epochs):
             epoch_start = time.perf_counter()
             perm = train_idx[torch.randperm(n_train, generator=order_gen).to(data_device)]
-            for b in range(steps_per_epoch):
+            for b in range(n_steps):
                 if cancel.is_set():
                     raise KeyboardInterrupt
                 idx = perm[b * batch:(b + 1) * batch]
                 xb, yb = features[idx].to(device, non_blocking=True), dev_ds.y[idx].to(device, non_blocking=True)
-                logits = model(xb)
-                loss = data_loss(cfg, logits, yb)
-                pen = penalty(cfg, model)
-                total = loss + pen if pen is not None else loss
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                total, loss, correct = lanes.losses(xb, yb)
+                for optimizer in lanes.optimizers:
+                    optimizer.zero_grad(set_to_none=True)
+                total.sum().backward()
                 step += 1
                 state["step"] = step
-                is_log = step % cfg.log_every == 0 or b == steps_per_epoch - 1
-                grads = tracker.grad_norms() if is_log else None  # this step's gradients, before the update
-                optimizer.step()
-                with torch.no_grad():
-                    step_losses.append(total.detach())
-                    step_data_losses.append(loss.detach() if pen is not None else step_losses[-1])
-                    step_correct.append((logits.argmax(dim=1) == yb).sum())
-                    step_sizes.append(len(yb))
+                is_log = step % cfg.log_every == 0 or b == n_steps - 1
+                grads = lanes.grad_norms() if is_log else None  # this step's gradients, before the update
+                for optimizer in lanes.optimizers:
+                    optimizer.step()
+                step_losses.append(total.detach())
+                step_data_losses.append(loss.detach())
+                step_correct.append(correct)
+                step_sizes.append(len(yb))
                 if is_log:
-                    log_point(epoch + (b + 1) / steps_per_epoch, grads, epoch_end=b == steps_per_epoch - 1)
+                    log_point(epoch + (b + 1) / n_steps, grads, epoch_end=b == n_steps - 1)
             epoch_seconds.append(time.perf_counter() - epoch_start)
     except KeyboardInterrupt:
         status, reason = "cancelled", f"cancelled at step {step}"
         if step_losses:
-            log_point(step / steps_per_epoch, None, epoch_end=True)
-    except Diverged as exc:
-        status, reason = "diverged", str(exc)
+            try:
+                log_point(step / n_steps, None, epoch_end=True)
+            except Diverged:
+                pass
+    except Diverged:  # every lane diverged
+        pass
 
-    finished = RunFinished(status=status, step=step, epoch=round(step / steps_per_epoch, 4),
-                           elapsed=time.perf_counter() - t0, reason=reason, epoch_seconds=epoch_seconds)
-    if last_eval is not None:
-        finished.train_loss, finished.train_acc = last_eval.train_loss, last_eval.train_acc
-        finished.val_loss, finished.val_acc = last_eval.val_loss, last_eval.val_acc
-    if status == "finished":
-        _test_metrics(cfg, model, dev_ds, finished, device)
-        finished.elapsed = time.perf_counter() - t0
-    emit(finished)
-    return finished
+    ended = [end(i, status, reason) for i in alive]
+    if status == "finished" and alive:
+        _test_metrics(lanes, alive, dev_ds, ended, device)
+        for finished in ended:
+            finished.elapsed = time.perf_counter() - t0
+    for i, finished in zip(alive, ended):
+        emits[i](finished)
+    return state["ends"]
 
 
-def _test_metrics(cfg: RunConfig, model: nn.Module, ds: datasets.Dataset, finished: RunFinished,
+def _test_metrics(lanes: Lanes, alive: list[int], ds: datasets.Dataset, ended: list[RunFinished],
                   device: torch.device) -> None:
     x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
-    loss, acc, pred = evaluate(cfg, model, datasets.batch_features(x_test), y_test, keep_predictions=True)
-    finished.test_loss, finished.test_acc = loss, acc
+    losses, accs, preds = lanes.evaluate(datasets.batch_features(x_test), y_test, keep_predictions=True)
+    grids = decision_grids(lanes, torch.cat([ds.x, ds.x_test]).to(device)) if ds.input_shape == (2,) else None
     k = ds.n_classes
-    confusion = torch.bincount(y_test * k + pred, minlength=k * k).reshape(k, k)
-    finished.confusion = confusion.tolist()
-    wrong = (pred != y_test).nonzero().flatten()[:MAX_MISCLASSIFIED]
-    finished.misclassified = [{"index": int(i), "true": int(y_test[i]), "pred": int(pred[i])} for i in wrong.tolist()]
-    if ds.is_image and len(wrong):
-        finished.misclassified_images = x_test[wrong].cpu().numpy()
-    if ds.input_shape == (2,):
-        finished.decision_grid = decision_grid(model, torch.cat([ds.x, ds.x_test]).to(device))
+    for i, finished in zip(alive, ended):
+        pred = preds[i]
+        finished.test_loss, finished.test_acc = losses[i], accs[i]
+        finished.confusion = torch.bincount(y_test * k + pred, minlength=k * k).reshape(k, k).tolist()
+        wrong = (pred != y_test).nonzero().flatten()[:MAX_MISCLASSIFIED]
+        finished.misclassified = [{"index": int(j), "true": int(y_test[j]), "pred": int(pred[j])} for j in wrong.tolist()]
+        if ds.is_image and len(wrong):
+            finished.misclassified_images = x_test[wrong].cpu().numpy()
+        if grids is not None:
+            finished.decision_grid = grids[i]
 
 
 @torch.no_grad()
-def decision_grid(model: nn.Module, points: torch.Tensor, size: int = DECISION_GRID_SIZE) -> dict:
-    """Predicted class and confidence on a size x size grid covering 2-D ``points`` (with a margin)."""
+def decision_grids(lanes: Lanes, points: torch.Tensor, size: int = DECISION_GRID_SIZE) -> list[dict]:
+    """Per lane: predicted class and confidence on a size x size grid covering 2-D ``points`` (with a margin)."""
     lo, hi = points.min(dim=0).values, points.max(dim=0).values
     margin = (hi - lo) * 0.1
     xs = torch.linspace(float(lo[0] - margin[0]), float(hi[0] + margin[0]), size, device=points.device)
     ys = torch.linspace(float(lo[1] - margin[1]), float(hi[1] + margin[1]), size, device=points.device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    was_training = model.training
-    model.eval()
-    probs = model(torch.stack([gx.flatten(), gy.flatten()], dim=1)).softmax(dim=1)
-    model.train(was_training)
-    confidence, pred = probs.max(dim=1)
-    return {"xs": xs.tolist(), "ys": ys.tolist(), "pred": pred.reshape(size, size).tolist(),
-            "confidence": confidence.reshape(size, size).tolist()}
+    probs = lanes.logits(torch.stack([gx.flatten(), gy.flatten()], dim=1)).softmax(dim=2)
+    confidence, pred = probs.max(dim=2)
+    return [{"xs": xs.tolist(), "ys": ys.tolist(), "pred": pred[i].reshape(size, size).tolist(),
+             "confidence": confidence[i].reshape(size, size).tolist()} for i in range(len(probs))]
