@@ -246,11 +246,14 @@ def _render_field(name: str, problems: Mapping[str, str]) -> None:
     help_text = k.help
     kind = RunConfig.__dataclass_fields__[name].type
     if name == "dataset":
-        options = list(BUILTIN_DATASETS)
+        from app import upload_ui  # upload_ui imports this module inside its functions: no import cycle
+
+        options = list(BUILTIN_DATASETS) + [n for n in upload_ui.session_dataset_names() if n not in BUILTIN_DATASETS]
         current = st.session_state.get(key)
         if current not in options:
             options.append(current)
-        st.selectbox(k.label, options, key=key, help=help_text, format_func=dataset_label)
+        st.selectbox(k.label, options, key=key, help=help_text, format_func=upload_ui.dataset_label)
+        upload_ui.picker_uploader(key)
     elif name == "hidden":
         st.text_input(k.label, key=key, help=help_text + " Leave empty for no hidden layer (a linear model).",
                       placeholder="e.g. 128,64")
