@@ -20,6 +20,11 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Event":
+        """Inverse of :meth:`to_dict` without the ``kind`` (see :func:`event_from_dict`)."""
+        return cls(**raw)
+
 
 @dataclass
 class RunStarted(Event):
@@ -117,9 +122,47 @@ class RunFailed(Event):
     elapsed: float
 
 
+@dataclass
+class GridStarted(Event):
+    """A grid of runs (core.grid) begins: its cells, which of them train batched together, which alone."""
+
+    kind: ClassVar[str] = "grid_started"
+    key: str
+    cells: list[dict]  # per cell: label, key, config
+    batched: list[list[int]]  # groups of cells trained in lockstep as one batched model
+    alone: list[int]  # cells trained one after another by the single-run loop
+    notes: list[str]  # why some cells train alone
+    device: str
+    started_at: float
+
+
+@dataclass
+class CellEvent(Event):
+    """An event of one cell of a grid, wrapped with the cell's index and label."""
+
+    kind: ClassVar[str] = "cell"
+    cell: int
+    label: str
+    event: Event
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "cell": self.cell, "label": self.label, "event": self.event.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "CellEvent":
+        return cls(raw["cell"], raw["label"], event_from_dict(raw["event"]))
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
-                                        (RunStarted, StepLosses, Evaluation, LayerStats, RunFinished, RunFailed)}
+                                        (RunStarted, StepLosses, Evaluation, LayerStats, RunFinished, RunFailed,
+                                         GridStarted, CellEvent)}
 TERMINAL_KINDS = ("finished", "failed")
+
+
+def event_from_dict(raw: dict[str, Any]) -> Event:
+    """An event from its :meth:`Event.to_dict` form (nested events included)."""
+    raw = dict(raw)
+    return EVENT_TYPES[raw.pop("kind")].from_dict(raw)
 
 
 def _strip_arrays(value: Any, arrays: list[np.ndarray]) -> Any:
@@ -157,9 +200,5 @@ def decode_events(text: str, blob: bytes) -> tuple[list[Event], dict]:
     payload = json.loads(text)
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    events = []
-    for raw in payload["events"]:
-        raw = _restore_arrays(raw, arrays)
-        cls = EVENT_TYPES[raw.pop("kind")]
-        events.append(cls(**raw))
+    events = [event_from_dict(_restore_arrays(raw, arrays)) for raw in payload["events"]]
     return events, payload.get("extra", {})

@@ -29,12 +29,15 @@ STORED_STATUSES = ("finished", "cancelled", "diverged")
 SERVED_FROM_STORE = ("finished", "diverged")  # deterministic outcomes; a cancelled run trains again
 KEEP_DONE_JOBS = 256
 
-_RUNNERS: dict[type, tuple[str, Runner]] = {}
+_RUNNERS: dict[type, tuple[str, Runner, bool]] = {}
 
 
-def register_runner(config_type: type, kind: str, runner: Runner) -> None:
-    """Teach the manager to run another kind of task config."""
-    _RUNNERS[config_type] = (kind, runner)
+def register_runner(config_type: type, kind: str, runner: Runner, uses_store: bool = False) -> None:
+    """Teach the manager to run another kind of task config.
+
+    With ``uses_store`` the runner is called as ``runner(config, emit, cancel, store=...)`` with
+    the manager's run store, e.g. to file the runs a grid is made of under their own keys."""
+    _RUNNERS[config_type] = (kind, runner, uses_store)
 
 
 register_runner(RunConfig, "run", lambda cfg, emit, cancel: train(cfg, [emit], cancel))
@@ -109,7 +112,7 @@ class JobManager:
         """
         if type(config) not in _RUNNERS:
             raise TypeError(f"no runner registered for {type(config).__name__}")
-        kind, _ = _RUNNERS[type(config)]
+        kind = _RUNNERS[type(config)][0]
         key = config.key()
         with self._lock:
             job = self._jobs.get(key)
@@ -223,7 +226,7 @@ class JobManager:
                 job.status, job.error = "cancelled", "cancelled before it started"
                 return
             job.status, job.started_at = "running", time.time()
-        kind, runner = _RUNNERS[type(job.config)]
+        kind, runner, uses_store = _RUNNERS[type(job.config)]
 
         def emit(event: Event) -> None:
             with self._lock:
@@ -234,7 +237,7 @@ class JobManager:
                     job.outcome = status
 
         try:
-            runner(job.config, emit, job.cancel_flag)
+            runner(job.config, emit, job.cancel_flag, **({"store": self.store} if uses_store else {}))
         except Exception as exc:  # a bug in a runner must not kill the worker
             emit(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
         status = job.outcome

@@ -64,10 +64,11 @@ def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.opti
 def data_loss(cfg: RunConfig, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy on logits (softmax applied once, inside), or MSE of softmax vs one-hot.
 
-    ``reduction`` is mean, sum, or none (one loss per example)."""
+    Classes are dim 1 (logits [N, C] or [N, C, d] with y [N] or [N, d]); ``reduction`` is
+    mean, sum, or none (one loss per example)."""
     if cfg.loss == "cross_entropy":
         return F.cross_entropy(logits, y, reduction=reduction)
-    target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+    target = F.one_hot(y, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
     per_example = F.mse_loss(logits.softmax(dim=1), target, reduction="none").mean(dim=1)
     if reduction == "none":
         return per_example
@@ -153,8 +154,9 @@ class Lanes(Protocol):
     def grad_norms(self) -> torch.Tensor:
         """Gradient norm of every weight layer, lane after lane (flat)."""
 
-    def layer_stats(self, probe_x: torch.Tensor) -> list[dict]:
-        """Per lane: weight_change, weight_delta, saturation, heatmaps, near_zero, weight_absmax, weight_hist."""
+    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int]) -> list[dict | None]:
+        """For the given lanes (the others get None): weight_change, weight_delta, saturation,
+        heatmaps, near_zero, weight_absmax, weight_hist."""
 
     def penalties(self) -> list[float]: ...
 
@@ -198,7 +200,7 @@ class ModuleLanes:
     def grad_norms(self) -> torch.Tensor:
         return self.tracker.grad_norms()
 
-    def layer_stats(self, probe_x: torch.Tensor) -> list[dict]:
+    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int] = (0,)) -> list[dict | None]:
         change, delta, maps = self.tracker.changes()
         saturation = self.probe.measure(self.model, probe_x)
         near_zero, absmax, hists = weight_distribution([layer.weight for layer in self.tracker.layers])
@@ -347,7 +349,7 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
         if not alive:
             raise Diverged
         flat = grads.tolist() if grads is not None else None
-        stats = lanes.layer_stats(probe_x)
+        stats = lanes.layer_stats(probe_x, alive)
         n_val = len(y_val) if epoch_end else VAL_SUBSET
         val_loss, val_acc, _ = lanes.evaluate(x_val[:n_val], y_val[:n_val])
         pens = lanes.penalties()
