@@ -114,26 +114,27 @@ class _Workspace:
             made = [torch.zeros(shape, device=device) for _ in range(count if keep else min(count, 2))]
             return [made[j % len(made)] for j in range(count)]
 
-        self.shape, self.device, self.active = shape, device, stack.active
+        self.shape, self.device, self.stack = shape, device, stack
         self.z = tensors(D)  # pre-activation (before the norm)
         self.a = self.z if stack.norm == "none" else tensors(D)
         self.y = tensors(D)  # post-activation
-        self.a_parts = self._parts(self.a)
-        self.y_parts = self._parts(self.y)
+        # per layer: (forward kernel, input slice, output slice) of each group with active cells
+        self.forward_calls = [[(kernels[0], self.a[j][s:e], self.y[j][s:e])
+                               for kernels, (s, e) in zip(stack.kernels[j], stack.active[j])] for j in range(D)]
         self.final = self.y[-1] if stack.uniform else torch.zeros(shape, device=device)
         self._grads: tuple | None = None
         self.step = 0  # which forward the tensors hold
 
-    def _parts(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        return [[t[s:e] for s, e in self.active[j]] for j, t in enumerate(tensors)]
-
     def grads(self) -> tuple:
-        """(dL/dh per layer and its active slices, dL/da per layer and its active slices, dL/dfinal),
-        made on first use."""
+        """(dL/dh per layer, dL/da per layer, dL/dfinal, and per layer the (backward kernel, dL/dh,
+        a, y, dL/da) slices of each group with active cells), made on first use."""
         if self._grads is None:
+            stack, D = self.stack, len(self.z)
             gh = [torch.zeros(self.shape, device=self.device) for _ in self.z]
             ga = [torch.zeros(self.shape, device=self.device) for _ in self.z]
-            self._grads = (gh, self._parts(gh), ga, self._parts(ga), torch.zeros(self.shape, device=self.device))
+            calls = [[(kernels[1], gh[j][s:e], self.a[j][s:e], self.y[j][s:e], ga[j][s:e])
+                      for kernels, (s, e) in zip(stack.kernels[j], stack.active[j])] for j in range(D)]
+            self._grads = (gh, ga, torch.zeros(self.shape, device=self.device), calls)
         return self._grads
 
 
@@ -277,7 +278,7 @@ class _Stack:
                 torch.baddbmm(self.b[j].unsqueeze(2), self.w[j], ws.y[j - 1], out=ws.z[j])
             if self.norm != "none":
                 saved[j] = self._norm(j, ws.z[j], ws.a[j])
-            for (kernel, _), a, y in zip(self.kernels[j], ws.a_parts[j], ws.y_parts[j]):
+            for kernel, a, y in ws.forward_calls[j]:
                 kernel(a, y)
             if not self.uniform and j in self.ends_here:  # cells whose last hidden layer this is read out here
                 torch.where(self.ends_here[j], ws.y[j], ws.final, out=ws.final)
@@ -297,7 +298,7 @@ class _Stack:
         ws: _Workspace = cache["ws"]
         if ws.step != cache["step"]:
             raise RuntimeError("a stack's backward must follow its own training forward")
-        gh, gh_parts, ga, ga_parts, g_final = ws.grads()
+        gh, ga, g_final, backward_calls = ws.grads()
         gt = g.transpose(1, 2)  # [n, K, B]
         gwo = torch.bmm(gt, ws.final.transpose(1, 2))
         gbo = g.sum(dim=1)
@@ -311,8 +312,7 @@ class _Stack:
                 torch.mul(g_final, self.ends_here[j], out=gh[j])
             elif j in self.ends_here:  # cells whose last hidden layer this is get the output's gradient
                 torch.where(self.ends_here[j], g_final, gh[j], out=gh[j])
-            for (_, kernel), gp, ap, yp, out in zip(self.kernels[j], gh_parts[j], ws.a_parts[j], ws.y_parts[j],
-                                                    ga_parts[j]):
+            for kernel, gp, ap, yp, out in backward_calls[j]:
                 kernel(gp, ap, yp, out)
             if self.norm != "none":
                 gz, ggamma[j], gbeta[j] = self._norm_backward(j, ga[j], cache["saved"][j])

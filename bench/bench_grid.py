@@ -1,0 +1,94 @@
+"""A vanishing-gradients grid as one batched job vs one of its models trained alone.
+
+    python bench/bench_grid.py [--device auto|cpu|cuda] [--threads N] [--repeat 3] [--sequential]
+
+The grid of issue 4: activations sigmoid, tanh, relu, leaky_relu, gelu x depths 1, 2, 4, 6, 8,
+12 (30 cells) of width 10 on MNIST, SGD lr 0.2, batch 32, 1 epoch, layer stats at the default
+log interval, through the real runner (events for every cell). Prints the wall time of the
+grid, of ONE of its models trained alone by the single-run loop (the depth-12 sigmoid, the
+slowest cell), and the ratio; 30 such models one after another cost about 30x (``--sequential``
+measures that instead of estimating it). With ``--repeat`` each is timed that many times and
+the fastest is kept (the machine may be shared). Reads MNIST from GRADIENT_LAB_DATA_DIR or
+../shared/datasets.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared" / "datasets"
+if SHARED.is_dir() and "GRADIENT_LAB_DATA_DIR" not in os.environ:
+    os.environ["GRADIENT_LAB_DATA_DIR"] = str(SHARED)
+os.environ.setdefault("GRADIENT_LAB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from core import data as datasets  # noqa: E402
+from core.grid import GridConfig, run_grid  # noqa: E402
+from core.presets import A_BASE  # noqa: E402
+from core.train import device_name, resolve_device, train  # noqa: E402
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu")
+DEPTHS = (1, 2, 4, 6, 8, 12)
+
+
+def timed(fn) -> tuple[float, object]:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--repeat", type=int, default=1, help="time each this many times, keep the fastest")
+    parser.add_argument("--sequential", action="store_true", help="also train all 30 cells one by one")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not datasets.available("mnist"):
+        sys.exit("MNIST raw files not found: set GRADIENT_LAB_DATA_DIR")
+
+    base = A_BASE.replace(epochs=1, log_every=100, device=args.device)  # 100 = RunConfig's default interval
+    grid = GridConfig(base=base, activations=ACTIVATIONS, depths=DEPTHS, width=10)
+    alone_cfg = base.replace(activation="sigmoid", hidden=(10,) * 12)
+    device = resolve_device(args.device)
+    print(f"device: {device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"grid: {grid.n_cells} cells ({', '.join(ACTIVATIONS)} x depths {DEPTHS}), width 10, MNIST, "
+          f"batch 32, 1 epoch, stats every {base.log_every} steps")
+
+    # warm up: the dataset and its float copy on the device, and the lazy imports of the first optimizer
+    datasets.load_dataset("mnist").on(device).features()
+    train(base.replace(dataset="digits", hidden=(4,), epochs=1))
+
+    grid_times, grid_end = [], None
+    for _ in range(args.repeat):
+        events: list = []
+        seconds, grid_end = timed(lambda: run_grid(grid, events.append))
+        grid_times.append(seconds)
+    alone_times, alone_end = [], None
+    for _ in range(args.repeat):
+        seconds, alone_end = timed(lambda: train(alone_cfg))
+        alone_times.append(seconds)
+    t_grid, t_alone = min(grid_times), min(alone_times)
+    print(f"grid of {grid.n_cells} (one batched job): {t_grid:7.2f} s   ({grid_end.reason})")
+    print(f"one model alone (sigmoid x12):      {t_alone:7.2f} s   (test acc {alone_end.test_acc:.3f})")
+    print(f"ratio grid / one model:             {t_grid / t_alone:7.2f} x   (target <= 3x; "
+          f"{grid.n_cells} one after another ~ {grid.n_cells}x)")
+    if args.sequential:
+        seconds, _ = timed(lambda: [train(cfg) for _, cfg in grid.cells()])
+        print(f"{grid.n_cells} models one after another:       {seconds:7.2f} s   ({seconds / t_grid:.1f}x the grid)")
+
+
+if __name__ == "__main__":
+    main()
