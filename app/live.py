@@ -28,6 +28,7 @@ from .runview import RunView, config_json, metrics_csv, reduce_events
 from .widgets import plain
 
 POLL_SECONDS = 0.5
+LAYERS_POLL_SECONDS = 1.5
 FEEDS = "gl_feeds"
 MAX_FEEDS = 8
 
@@ -116,33 +117,65 @@ def cached_figure(view_key: tuple, name: Any, build: Callable[[], Any]) -> Any:
 
 
 # --- drawing -------------------------------------------------------------------------------------
-def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True) -> Feed | None:
-    """Draw one job (progress, charts, results); polls while it runs. Returns the session's feed."""
+def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
+             layers_poll_seconds: float = LAYERS_POLL_SECONDS) -> Feed | None:
+    """Draw one job (progress, charts, results); polls while it runs. Returns the session's feed.
+
+    Two sibling fragments poll while the job runs: progress and curves every ``poll_seconds``,
+    the per-layer diagnostics every ``layers_poll_seconds`` (less browser work per update).
+    """
     feed = refresh(key)
     if feed is None:
         st.info("This run is not known on this server (it may have been removed from the run store).")
         return None
-    interval = None if feed.done else poll_seconds
-    st.fragment(run_every=interval)(_job_fragment)(key, interval is not None, results)
+    running = not feed.done
+    st.fragment(run_every=poll_seconds if running else None)(_curves_fragment)(key, running, results)
+    st.fragment(run_every=layers_poll_seconds if running else None)(_layers_fragment)(key, running)
+    if results and not running and feed.status in ("finished", "cancelled", "diverged"):
+        view = view_of(key, feed)
+        if view.finished is not None:
+            _test_details(key, view, (key, feed.token, len(feed.events)))
     return st.session_state.get(FEEDS, {}).get(key)
 
 
-def _job_fragment(key: str, polling: bool, results: bool) -> None:
+def wait_for_first_point(key: str, timeout: float = 0.4) -> None:
+    """Right after submitting: wait (briefly) for the first log point, so the first draw has it."""
+    deadline = time.monotonic() + timeout
+    manager = get_manager()
+    while time.monotonic() < deadline:
+        snap = manager.snapshot(key)
+        if snap is None or snap.done or any(e.kind == "eval" for e in snap.events[-8:]):
+            return
+        time.sleep(0.02)
+
+
+def _current(key: str, polling: bool) -> tuple[Feed, RunView, tuple] | None:
     feed = refresh(key)
     if feed is None:
-        return
+        return None
     if polling and feed.done:
-        st.rerun()  # a full rerun declares this fragment again without run_every: polling stops
-    view = view_of(key, feed)
-    vkey = (key, feed.token, len(feed.events))
+        st.rerun()  # a full rerun declares the fragments again without run_every: polling stops
+    return feed, view_of(key, feed), (key, feed.token, len(feed.events))
+
+
+def _curves_fragment(key: str, polling: bool, results: bool) -> None:
+    current = _current(key, polling)
+    if current is None:
+        return
+    feed, view, vkey = current
     _status(key, view, feed)
     _progress(view, feed)
     if results and view.finished is not None:
         _summary(view)
     _curves(key, view, vkey)
+
+
+def _layers_fragment(key: str, polling: bool) -> None:
+    current = _current(key, polling)
+    if current is None:
+        return
+    feed, view, vkey = current
     _layers(key, view, vkey, live=not feed.done)
-    if results and view.finished is not None:
-        _test_details(key, view, vkey)
 
 
 def _ago(seconds: float) -> str:

@@ -189,6 +189,13 @@ def layer_matrix(view: RunView, value: str) -> tuple[list[str], np.ndarray, np.n
     """(layer names, log steps, [layers x steps] matrix) of one per-layer quantity."""
     if not len(view.layers):
         return view.layer_names, np.array([]), np.zeros((len(view.layer_names), 0))
+    n_layers = len(view.layer_names)
+    index = view.layers["layer_index"].to_numpy()
+    if n_layers and len(index) % n_layers == 0 and (index.reshape(-1, n_layers) == np.arange(n_layers)).all():
+        # the usual case: every log point lists every layer in order -> a plain reshape
+        steps = view.layers["step"].to_numpy()[::n_layers]
+        matrix = view.layers[value].to_numpy(dtype=float).reshape(-1, n_layers).T
+        return list(view.layer_names), steps, matrix
     wide = view.layers.pivot_table(index="layer_index", columns="step", values=value, aggfunc="last", dropna=False)
     names = [view.layer_names[i] if i < len(view.layer_names) else str(i) for i in wide.index]
     return names, wide.columns.to_numpy(), wide.to_numpy(dtype=float)

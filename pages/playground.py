@@ -8,6 +8,7 @@ from app.datapreview import show_data_preview
 from core.jobs import get_manager
 
 LAST_JOB = "gl_job"  # key of the job this session last started
+TRAIN_ERROR = "gl_train_error"
 
 st.title("Playground")
 st.caption("Pick a lesson preset or set the knobs in the sidebar, press **Train**, and watch the network learn. "
@@ -26,32 +27,39 @@ if form.preset is not None:
 
 cfg = form.config
 manager = get_manager()
+
+
+def start_training(config, force: bool) -> None:
+    """Button callback (runs before the page): queue the run, then draw it with its first point."""
+    try:
+        key = manager.submit(config, force=force)
+    except Exception as exc:  # e.g. the requested device vanished: say so, no traceback
+        st.session_state[TRAIN_ERROR] = f"Could not start the run: {exc}"
+        return
+    live.forget(key)
+    st.session_state[LAST_JOB] = key
+    live.wait_for_first_point(key)
+
+
 current = manager.snapshot(cfg.key()) if cfg is not None else None
 retrain = current is not None and current.status in ("finished", "diverged")
 busy = current is not None and current.status in ("queued", "running")
 
 train_col, summary_col = st.columns([1, 5], vertical_alignment="center")
 with train_col:
-    label = "Train again" if retrain else "Train"
-    clicked = st.button(label, type="primary", icon=":material/play_arrow:", disabled=cfg is None or busy, key="train",
-                        help="Trains these settings from scratch, even though a result is stored." if retrain
-                        else "Start training with the settings in the sidebar.")
+    label = "Training…" if busy else "Train again" if retrain else "Train"
+    st.button(label, type="primary", icon=":material/play_arrow:", disabled=cfg is None or busy, key="train",
+              on_click=start_training, args=(cfg, retrain),
+              help="Trains these settings from scratch, even though a result is stored." if retrain
+              else "Start training with the settings in the sidebar.")
 with summary_col:
     if cfg is None:
         st.error(f"Fix the setting{'s' if len(form.problems) > 1 else ''} marked in the sidebar to train: "
                  + widgets.plain(" ".join(form.problems.values())))
     else:
         st.caption(widgets.plain(widgets.describe(cfg)))
-
-if clicked and cfg is not None:
-    try:
-        key = manager.submit(cfg, force=retrain)
-    except Exception as exc:  # e.g. the requested device vanished: say so, no traceback
-        st.error(widgets.plain(f"Could not start the run: {exc}"))
-    else:
-        live.forget(key)
-        st.session_state[LAST_JOB] = key
-        current = manager.snapshot(key)
+if TRAIN_ERROR in st.session_state:
+    st.error(widgets.plain(st.session_state.pop(TRAIN_ERROR)))
 
 shown = cfg.key() if current is not None else st.session_state.get(LAST_JOB)
 if shown is None:

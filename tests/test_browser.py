@@ -88,7 +88,8 @@ def metric_value(page, label: str) -> float:
 @pytest.fixture
 def server(tmp_path):
     port = free_port()
-    proc = start_server(tmp_path / "cache", port, tmp_path / "streamlit.log")
+    # One torch thread: the browser shares this machine, and a run on every core would starve it.
+    proc = start_server(tmp_path / "cache", port, tmp_path / "streamlit.log", {"OMP_NUM_THREADS": "1"})
     yield f"http://127.0.0.1:{port}"
     stop_server(proc)
 
