@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter
+import threading
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,6 +36,8 @@ from . import compare_figures as cf
 from . import live, upload_ui, widgets
 
 POLL_SECONDS = 1.0
+REDRAW_SECONDS = 3.0
+SMALL_VALIDATION = 100  # below this many validation examples, say how coarse validation accuracy is
 MAX_VARIANTS = 12
 REGULARIZATION_FIELDS = ("norm", "dropout", "dropout_impl", "l1", "l2")
 OVERRIDE_FIELDS = ("lr", "hidden", "arch")  # blank in a variant row = the base network's value
@@ -74,7 +78,7 @@ def _lesson(name: str, button: str) -> FamilyPreset:
 
 
 FAMILY_PRESETS: dict[str, FamilyPreset] = {
-    "tour": FamilyPreset("Every technique (digits, fast)",
+    "tour": FamilyPreset("Every technique (fast)",
                          "None, L1, L2, dropout (nn.Dropout and our inverted class), BatchNorm, LayerNorm and "
                          "LayerNorm + dropout on the 8×8 digits: trains in seconds.",
                          tuple((label, DEFAULT_BASE.replace(**kw)) for label, kw in DEFAULT_VARIANTS)),
@@ -335,19 +339,21 @@ def _variant_columns() -> dict:
     return {
         "variant": cc.TextColumn("Variant", help="A name for this variant (plain text).", max_chars=60,
                                  required=True, width="medium"),
-        "norm": cc.SelectboxColumn("Normalization", options=list(NORM_NAMES), format_func=NORM_NAMES.get,
+        "norm": cc.SelectboxColumn("Normalization", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=110,
                                    default="none", help=knob_of("norm").help),
-        "dropout": number("Dropout p", knob_of("dropout").help, min_value=0.0, max_value=0.9, step=0.05, default=0.0),
+        "dropout": cc.NumberColumn("Dropout p", help=knob_of("dropout").help, format="%g", width=85, min_value=0.0,
+                                   max_value=0.9, step=0.05, default=0.0),
         "dropout_impl": cc.SelectboxColumn("Dropout class", options=list(DROPOUT_NAMES), format_func=DROPOUT_NAMES.get,
-                                           default="torch",
+                                           default="torch", width=125,
                                            help="nn.Dropout, or the project's from-scratch InvertedDropout (same "
                                                 "maths: drop with probability p, scale the rest by 1/(1−p), off in "
                                                 "eval mode)."),
         "l1": number("L1 λ", knob_of("l1").help, min_value=0.0, max_value=1.0, step=0.0001, default=0.0),
         "l2": number("L2 λ", knob_of("l2").help, min_value=0.0, max_value=1.0, step=0.0001, default=0.0),
-        "lr": number("Learning rate", "Empty = the base network's learning rate.", min_value=1e-6, max_value=10.0),
-        "hidden": cc.TextColumn("Hidden layers", width="small", help="Empty = the base network's, e.g. 128,64."),
-        "arch": cc.SelectboxColumn("Architecture", options=["mlp", "cnn"], width="small",
+        "lr": cc.NumberColumn("Learning rate", help="Empty = the base network's learning rate.", format="%g",
+                              width=105, min_value=1e-6, max_value=10.0),
+        "hidden": cc.TextColumn("Hidden layers", width=110, help="Empty = the base network's, e.g. 128,64."),
+        "arch": cc.SelectboxColumn("MLP / CNN", options=["mlp", "cnn"], width=90,
                                    help="Empty = the base network's (cnn: two 3×3 conv layers of 32 filters before "
                                         "the hidden layers)."),
     }
@@ -387,6 +393,17 @@ def family_editor(prefix: str = "reg", upload_area: Callable[[Keys], None] | Non
     if not rows:
         problems.append("Add at least one variant.")
     return family, problems
+
+
+def base_split(keys: Keys) -> tuple[float, int]:
+    """(validation fraction, seed) of the base network: how every variant splits its data."""
+    rest = st.session_state.get(keys.rest) or {}
+    try:
+        fraction = float(rest.get("val_fraction", RunConfig().val_fraction))
+    except ValueError:
+        fraction = RunConfig().val_fraction
+    seed = st.session_state.get(keys.field("seed"))
+    return fraction, int(seed) if isinstance(seed, int) else 0
 
 
 def use_dataset(keys: Keys, name: str) -> None:
@@ -460,6 +477,27 @@ def _status_text(feed: live.Feed | None, view) -> str:
     return feed.status
 
 
+_drawn_lock = threading.Lock()
+_drawn: OrderedDict = OrderedDict()  # family -> (monotonic time, data version) of the charts last built
+
+
+def _chart_version(family: tuple, version: tuple, polling: bool) -> tuple:
+    """Which data version to chart: the newest, except while training, when charts are rebuilt at most every
+    REDRAW_SECONDS (process-wide, so every viewer of a family shares them): building Plotly figures holds the
+    GIL that the training threads need."""
+    key = (family, tuple(v[0] for v in version))
+    now = time.monotonic()
+    with _drawn_lock:
+        last = _drawn.get(key)
+        if polling and last is not None and now - last[0] < REDRAW_SECONDS:
+            return last[1]
+        _drawn[key] = (now, version + (family,))
+        _drawn.move_to_end(key)
+        while len(_drawn) > 64:
+            _drawn.popitem(last=False)
+        return version + (family,)
+
+
 def _comparison_fragment(runs: list[dict], polling: bool, prefix: str) -> None:
     feeds = [_feed(r["key"]) for r in runs]
     if polling and all(f is None or f.done for f in feeds):
@@ -469,7 +507,7 @@ def _comparison_fragment(runs: list[dict], polling: bool, prefix: str) -> None:
     present = [(label, view) for label, view in zip(labels, views) if view is not None]
     snapshots = [cf.weight_snapshot(f.events) if f is not None else None for f in feeds]
     vkey = tuple((r["key"], f.token if f else None, len(f.events) if f else 0) for r, f in zip(runs, feeds))
-    vkey += (tuple(labels),)
+    vkey = _chart_version(tuple(labels), vkey, polling)
 
     def chart(name: str, build: Callable[[], Any]) -> None:
         st.plotly_chart(live.cached_figure(vkey, name, build), key=f"{prefix}_{name}",
@@ -498,10 +536,17 @@ def _comparison_fragment(runs: list[dict], polling: bool, prefix: str) -> None:
         chart("gap", lambda: cf.gap_figure(present))
     with right:
         chart("nearzero", lambda: cf.near_zero_figure(list(zip(labels, snapshots))))
-    st.caption("Click a variant in a legend to hide it, double-click to show it alone. Train metrics are averaged "
-               "over the steps since the previous log point in training mode (dropout on), so a dropout variant can "
-               "show a negative gap; validation is scored in eval mode (dropout off, BatchNorm on its running "
-               "statistics).")
+    st.caption("Overfitting shows as a validation loss that rises while the training loss keeps falling, and as a "
+               "growing gap. Click a variant in a legend to hide it, double-click to show it alone. Train metrics "
+               "are averaged over the steps since the previous log point in training mode (dropout on), so a "
+               "dropout variant can show a negative gap; validation is scored in eval mode (dropout off, BatchNorm "
+               "on its running statistics).")
+    n_val = min((int(v.started.dataset.get("n_val") or 0) for v in views if v is not None and v.started is not None),
+                default=0)
+    if 0 < n_val < SMALL_VALIDATION:
+        st.info(f"The validation set has only {n_val} examples, so validation accuracy moves in steps of "
+                f"1/{n_val} = {1 / n_val:.0%}: small differences between variants are noise. More examples per "
+                "class (or a larger validation fraction) give smoother curves.", icon=":material/info:")
 
     st.subheader("Results", divider="gray")
     table = cf.results_table([(lb, v) for lb, v in zip(labels, views) if v is not None],

@@ -181,17 +181,24 @@ def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go
             titles.append(f"<b>{plain_label(label, 28)}</b> · {layer}" if j == 0 else layer)
     fig = make_subplots(rows=len(rows), cols=n_cols, subplot_titles=titles, horizontal_spacing=0.04,
                         vertical_spacing=min(0.09, 0.6 / len(rows)))
-    for r, (i, label, snap) in enumerate(rows, start=1):
+    traces, trace_rows, trace_cols, axes = [], [], [], {}
+    for r, (i, label, snap) in enumerate(rows):
         for j in range(min(n_cols, len(snap.layers))):
             counts = np.asarray(snap.hists[j], dtype=float)
             top = snap.absmax[j] or 1e-12
             edges = np.linspace(-top, top, len(counts) + 1)
             share = counts / counts.sum() if counts.sum() else counts
-            fig.add_bar(x=(edges[:-1] + edges[1:]) / 2, y=share, width=np.diff(edges), row=r, col=j + 1,
-                        marker_color=variant_color(i), marker_line_width=0, showlegend=False,
-                        hovertemplate=f"{plain_label(label, 24)} · {plain_label(snap.layers[j], 12)}"
-                                      "<br>w ≈ %{x:.3g}<br>%{y:.1%} of the weights<extra></extra>")
-            fig.update_xaxes(tickvals=[-top, 0, top], ticktext=[f"{-top:.2g}", "0", f"{top:.2g}"], row=r, col=j + 1)
+            traces.append(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=share, width=np.diff(edges),
+                                 marker_color=variant_color(i), marker_line_width=0, showlegend=False,
+                                 hovertemplate=f"{plain_label(label, 24)} · {plain_label(snap.layers[j], 12)}"
+                                               "<br>w ≈ %{x:.3g}<br>%{y:.1%} of the weights<extra></extra>"))
+            trace_rows.append(r + 1)
+            trace_cols.append(j + 1)
+            index = r * n_cols + j + 1
+            axes[f"xaxis{index if index > 1 else ''}"] = dict(tickvals=[-top, 0, top],
+                                                              ticktext=[f"{-top:.2g}", "0", f"{top:.2g}"])
+    fig.add_traces(traces, rows=trace_rows, cols=trace_cols)  # one call: far faster than one per subplot
+    fig.update_layout(axes)
     fig.update_annotations(font_size=11)
     fig.update_yaxes(showticklabels=False)
     fig.update_xaxes(tickfont_size=9)

@@ -13,6 +13,7 @@ Class names and file names are user text: they are shown only in dataframes, Plo
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Callable
@@ -25,6 +26,8 @@ from core import uploads
 log = logging.getLogger(__name__)
 
 SESSION_UPLOADS = "gl_uploads"  # [{"name": "upload:<hash>", "title": ...}], oldest first
+MAX_TITLES = 512
+_titles: OrderedDict[str, str] = OrderedDict()  # dataset name -> title, process-wide (labels need no session)
 IMAGE_SIZES = (8, 16, 28, 32, 48, 64)
 COLORS = {"L": "grayscale", "RGB": "colour (RGB)"}
 
@@ -84,16 +87,21 @@ def remember_upload(name: str, title: str) -> None:
     """Offer an uploaded dataset in every dataset picker for the rest of the session."""
     entries = [u for u in st.session_state.get(SESSION_UPLOADS, []) if u["name"] != name]
     st.session_state[SESSION_UPLOADS] = entries + [{"name": name, "title": title}]
+    _titles[name] = title
+    _titles.move_to_end(name)
+    while len(_titles) > MAX_TITLES:
+        _titles.popitem(last=False)
 
 
 def dataset_label(name: str) -> str:
-    """A dataset's label for a picker: the upload's title when this session uploaded it."""
-    from . import widgets  # widgets may import this module
+    """A dataset's label for a picker: an upload's title (when this server has seen it), else the usual one.
 
-    for entry in st.session_state.get(SESSION_UPLOADS, []):
-        if entry["name"] == name:
-            return entry["title"]
-    return widgets.dataset_label(name)
+    It reads no session state, so it works as a ``format_func`` anywhere (AppTest calls those outside a run).
+    """
+    from . import widgets  # widgets imports this module
+
+    title = _titles.get(name)
+    return title if title is not None else widgets.dataset_label(name)
 
 
 # --- the widget ------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ def upload_area(keys: compare.Keys) -> None:
     """Your own data, offered as the base network's dataset."""
     opened = bool(st.session_state.get("reg_upload_file"))
     with st.expander("Upload your own data", icon=":material/upload_file:", expanded=opened):
-        upload_ui.upload_widget("reg_upload", on_use=lambda name: compare.use_dataset(keys, name),
+        val_fraction, seed = compare.base_split(keys)
+        upload_ui.upload_widget("reg_upload", val_fraction=val_fraction, seed=seed,
+                                on_use=lambda name: compare.use_dataset(keys, name),
                                 use_label="Train the variants on this dataset")
 
 
