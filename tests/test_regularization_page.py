@@ -1,0 +1,234 @@
+"""The Regularization page (AppTest) and its parts: the family editor, the comparison, the uploader.
+
+AppTest drives the page through app/main.py like a browser session would. It never fires
+``run_every`` timers, so a test waits for the jobs itself and then reruns the page.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import core.jobs
+from app import compare, compare_figures, upload_ui
+from app.runview import reduce_events
+from core.config import RunConfig
+from core.presets import PRESETS
+from core.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+MAIN = REPO / "app" / "main.py"
+PAGE = "../pages/regularization.py"
+CLASSES = ("circles", "squares", "**stripes** <b>bold")  # no "/": it would split the path
+
+
+@pytest.fixture
+def no_mnist(tmp_path, monkeypatch):
+    """Pretend MNIST / Fashion-MNIST are not on this server (empty data folder, no downloads)."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
+    monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def variant_labels(at: AppTest) -> list[str]:
+    return at.data_editor[0].value["variant"].tolist()
+
+
+def shapes_zip(classes=CLASSES, per_class: int = 12) -> bytes:
+    """An image-folder zip: ``shapes/<class>/<i>.png`` with a different drawing per class."""
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for k, name in enumerate(classes):
+            for i in range(per_class):
+                pixels = (rng.random((16, 16)) * 40).astype(np.uint8)
+                pixels[k * 5:k * 5 + 5, :] = 255  # a bright band whose height depends on the class
+                png = io.BytesIO()
+                Image.fromarray(pixels, "L").save(png, format="PNG")
+                archive.writestr(f"shapes/{name}/{i:02d}.png", png.getvalue())
+        archive.writestr("shapes/notes.txt", "not an image")
+    return out.getvalue()
+
+
+# --- pure parts -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["B-regularization", "C-kaggle-mnist", "E-eight-networks"])
+def test_lesson_families_round_trip_through_base_and_variant_rows(preset):
+    runs = PRESETS[preset].runs
+    base, rows = compare.family_from_runs(runs)
+    family, problems = compare.variant_configs(base, rows)
+    assert not problems
+    assert family == list(runs)
+
+
+def test_variant_rows_report_bad_values_by_row():
+    base = RunConfig(dataset="digits", hidden=(16,))
+    rows = [{"variant": "ok", "dropout": 0.2}, {"variant": "", "l1": -1.0}, {"variant": "ok", "hidden": "8,abc"}]
+    family, problems = compare.variant_configs(base, rows)
+    assert [label for label, _ in family] == ["ok"]
+    assert problems[0].startswith("Row 2 (variant 2): L1 lambda (l1) = -1")
+    assert problems[1].startswith("Row 3 (ok (2)): Hidden layers must be whole numbers")
+    assert family[0][1] == base.replace(dropout=0.2)
+
+
+def test_comparison_figures_and_table_from_two_runs(isolated_cache):
+    views, snapshots = [], []
+    for label, l1 in (("none", 0.0), ("<b>L1</b>", 0.002)):
+        events: list = []
+        train(RunConfig(dataset="digits", hidden=(16,), epochs=3, lr=0.01, log_every=10, l1=l1), [events.append])
+        views.append((label, reduce_events(events)))
+        snapshots.append(compare_figures.weight_snapshot(events))
+    assert snapshots[0].sizes == [64 * 16, 16 * 10] and len(snapshots[0].hists[0]) == 40
+    assert snapshots[1].overall_near_zero > snapshots[0].overall_near_zero
+    loss = compare_figures.overlay_figure(views, "loss")
+    assert len(loss.data) == 4 and {t.line.dash for t in loss.data} == {None, "dash"}
+    assert all("<b>" not in t.name for t in loss.data) and loss.data[2].name == "&lt;b&gt;L1&lt;/b&gt;"
+    gap = compare_figures.gap_figure(views)
+    ev = views[0][1].evals
+    assert np.allclose(gap.data[0].y, ev["train_acc"] - ev["val_acc"])
+    hist = compare_figures.weight_hist_figure(list(zip([v[0] for v in views], snapshots)))
+    assert len(hist.data) == 4  # 2 runs x 2 layers
+    table = compare_figures.results_table(views, snapshots)
+    assert table["variant"].tolist() == ["none", "<b>L1</b>"]
+    assert (table["test acc"] > 0.5).all() and table.loc[0, "weights ≈ 0"] < table.loc[1, "weights ≈ 0"]
+    assert table.loc[0, "gap"] == pytest.approx(table.loc[0, "train acc"] - table.loc[0, "val acc"])
+
+
+def test_handle_upload_good_bad_and_broken(isolated_cache, monkeypatch):
+    good = upload_ui.handle_upload("shapes.zip", shapes_zip())
+    assert good.ok and good.name.startswith("upload:") and "3 classes, 36 examples" in good.title
+    assert good.skipped == {"not an image": 1}
+    assert upload_ui.handle_upload("shapes.zip", shapes_zip()).from_cache
+    bad = upload_ui.handle_upload("evil.zip", b"PK\x03\x04 this is no zip")
+    assert not bad.ok and "damaged or not a zip" in bad.error
+    csv = upload_ui.handle_upload("digits.csv", b"label,a,b\n1,0,300\n")
+    assert not csv.ok and "outside 0-255" in csv.error
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(upload_ui.uploads, "prepare_zip", crash)
+    broken = upload_ui.handle_upload("shapes.zip", shapes_zip(per_class=11))
+    assert not broken.ok and "could not be read" in broken.error and "engine bug" not in broken.error
+
+
+# --- the page ---------------------------------------------------------------------------------------
+def test_page_renders_with_every_technique_loaded(isolated_cache):
+    at = open_page()
+    assert at.title[0].value == "Regularization"
+    assert variant_labels(at) == [label for label, _ in compare.DEFAULT_VARIANTS]
+    frame = at.data_editor[0].value
+    assert set(frame["norm"]) == {"none", "batchnorm", "layernorm"} and set(frame["dropout_impl"]) == {"torch",
+                                                                                                        "inverted"}
+    assert at.button(key="reg_train").label == "Train 8 variants" and not at.button(key="reg_train").disabled
+    assert at.selectbox(key="reg_dataset").value == "digits"
+
+
+@pytest.mark.parametrize("button, preset", [("reg_load_B", "B-regularization"), ("reg_load_C", "C-kaggle-mnist"),
+                                            ("reg_load_E", "E-eight-networks")])
+def test_lesson_buttons_fill_the_variant_table(isolated_cache, shared_fashion, shared_mnist, button, preset):
+    at = open_page()
+    at.button(key=button).click().run()
+    assert not at.exception, at.exception
+    runs = PRESETS[preset].runs
+    assert variant_labels(at) == [label for label, _ in runs]
+    base, _ = compare.family_from_runs(runs)
+    assert at.text_input(key="reg_hidden").value == ",".join(map(str, base.hidden))
+    assert at.selectbox(key="reg_dataset").value == base.dataset
+    assert at.number_input(key="reg_epochs").value == base.epochs
+    assert f"Lesson {PRESETS[preset].lesson}" in texts(at.info)
+    assert at.button(key="reg_train").label == f"Train {len(runs)} variants"
+    assert not at.warning  # the data is here: no fallback
+
+
+def test_lesson_c_without_mnist_falls_back_to_digits_with_a_warning(isolated_cache, no_mnist):
+    at = open_page()
+    at.button(key="reg_load_C").click().run()
+    assert at.selectbox(key="reg_dataset").value == "digits"
+    assert "MNIST is not available on this server" in texts(at.warning).replace("\\", "")
+    assert variant_labels(at)[1] == "layernorm + dropout 0.5"
+    assert not at.button(key="reg_train").disabled
+
+
+def test_tiny_comparison_trains_and_fills_the_results_table(isolated_cache):
+    at = open_page()
+    # keep "none" and "L1", delete the other six rows through the editor's own edit state
+    at.session_state[at.data_editor[0].key] = {"edited_rows": {}, "added_rows": [], "deleted_rows": [2, 3, 4, 5, 6, 7]}
+    at.text_input(key="reg_hidden").set_value("32")
+    at.number_input(key="reg_epochs").set_value(4)
+    at.run()
+    assert at.button(key="reg_train").label == "Train 2 variants"
+    at.button(key="reg_train").click().run()
+    assert not at.exception, at.exception
+    family = at.session_state["reg_family"]
+    assert [r["label"] for r in family] == ["none", "L1 0.0005"]
+    expected = RunConfig(dataset="digits", hidden=(32,), epochs=4, batch_size=32, val_fraction=0.2, log_every=20)
+    assert [r["key"] for r in family] == [expected.key(), expected.replace(l1=0.0005).key()]
+    manager = core.jobs.get_manager()
+    for run in family:
+        assert manager.wait(run["key"], timeout=240).status == "finished"
+    at.run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "test acc" in d.value.columns)
+    assert table["variant"].tolist() == ["none", "L1 0.0005"]
+    assert (table["status"] == "finished").all()
+    assert (table["test acc"] > 0.5).all() and (table["val acc"] > 0.5).all(), table  # chance is ~0.1
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("Generalization gap") for t in titles)
+    assert any(t.startswith("Weights of every layer") for t in titles)
+    assert "Chance level" in texts(at.caption)
+
+
+def test_upload_through_the_page_shows_the_preview_and_feeds_the_picker(isolated_cache):
+    at = open_page()
+    at.file_uploader(key="reg_upload_file").set_value(("shapes.zip", shapes_zip(), "application/zip")).run()
+    assert not at.exception, at.exception
+    assert "3 classes, 36 examples" in texts(at.success).replace("\\", "")
+    class_table = next(d.value for d in at.dataframe if "class" in d.value.columns)
+    assert class_table["class"].tolist() == sorted(CLASSES) and class_table["train + validation"].sum() > 0
+    examples = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                    if "example" in json.loads(c.proto.spec)["layout"]["title"]["text"])
+    shown = [a["text"] for a in examples["layout"]["annotations"]]
+    assert "circles" in shown and not any("<b>" in t for t in shown)  # class names are plain text
+    skipped = next(d.value for d in at.dataframe if "reason" in d.value.columns)
+    assert skipped.to_dict("records") == [{"reason": "not an image", "files": 1}]
+    (upload,) = at.session_state[upload_ui.SESSION_UPLOADS]
+    at.button(key="reg_upload_use").click().run()
+    assert at.session_state["reg_dataset"] == upload["name"]  # (the label depends on session state: read the key)
+    assert upload["title"] in at.selectbox(key="reg_dataset").options
+    # the Playground's picker offers it too, for the rest of the session
+    at.switch_page("../pages/playground.py").run()
+    assert not at.exception, at.exception
+    assert upload["title"] in at.sidebar.selectbox(key="cfg_dataset").options
+
+
+def test_hostile_upload_shows_the_error_and_the_page_keeps_working(isolated_cache):
+    at = open_page()
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("cats/../../etc/passwd.png", b"\x89PNG not really")
+    at.file_uploader(key="reg_upload_file").set_value(("evil.zip", evil.getvalue(), "application/zip")).run()
+    assert not at.exception, at.exception
+    assert "climbs out of its folder" in texts(at.error).replace("\\", "")
+    assert upload_ui.SESSION_UPLOADS not in at.session_state or not at.session_state[upload_ui.SESSION_UPLOADS]
+    assert at.title[0].value == "Regularization" and not at.button(key="reg_train").disabled
+    at.button(key="reg_load_B").click().run()  # the rest of the page still works
+    assert not at.exception and variant_labels(at)[0] == "none"
