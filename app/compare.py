@@ -6,8 +6,8 @@ Building blocks, usable by any page that compares runs:
   a base config plus one row per variant (regularization settings and a few overrides).
 - :func:`family_editor`: preset buttons, the base-network form and the variant table; returns
   the family the student set up (or the problems to fix).
-- :func:`train_button`: submits the family to the job manager; only the job keys are kept, in
-  session state.
+- :func:`train_button`: submits the family to the job manager (new variants as one grid job,
+  stored ones from the run store); only job keys are kept, in session state.
 - :func:`comparison_view`: polls every job in one ``st.fragment`` (``run_every`` only while
   something is queued or running) and draws overlaid curves, the generalization gap, weight
   histograms and a results table.
@@ -29,7 +29,8 @@ import pandas as pd
 import streamlit as st
 
 from core.config import ACTIVATIONS, BUILTIN_DATASETS, ConfigError, OPTIMIZERS, RunConfig, format_value, knob_of
-from core.jobs import get_manager
+from core.grid import GridConfig, cell_events
+from core.jobs import SERVED_FROM_STORE, get_manager
 from core.presets import PRESETS
 
 from . import compare_figures as cf
@@ -415,10 +416,42 @@ def use_dataset(keys: Keys, name: str) -> None:
 
 
 # --- training -------------------------------------------------------------------------------------
+def _trained_or_training(manager, cfg: RunConfig) -> bool:
+    """Whether ``cfg`` is stored (deterministic outcome) or already queued / running as its own job."""
+    snap = manager.snapshot(cfg.key())
+    return snap is not None and snap.status in ("queued", "running") + SERVED_FROM_STORE
+
+
 def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
-    """Queue every variant as its own job (dedup and the run store apply to each); returns labels + keys."""
+    """Queue the family; returns one ``{"label", "key"}`` per variant (``key``: its run key).
+
+    Variants stored or already training are served as their own jobs; the others (two or more)
+    train together as ONE grid job (core.grid: batched where shapes allow) and also get
+    ``"grid"`` (the grid's job key) and ``"cell"`` (their index in it). Each finished cell is
+    filed under its own run key, so the next time it is served from the store like any run.
+    """
     manager = get_manager()
-    return [{"label": label, "key": manager.submit(cfg)} for label, cfg in family]
+    entries = [{"label": label, "key": cfg.key()} for label, cfg in family]
+    fresh: dict[str, tuple[str, RunConfig]] = {}
+    for (label, cfg), entry in zip(family, entries):
+        if entry["key"] not in fresh and not _trained_or_training(manager, cfg):
+            fresh[entry["key"]] = (label, cfg)
+    cells: dict[str, int] = {}
+    grid_key = None
+    if len(fresh) >= 2:
+        try:
+            grid = GridConfig.from_runs(list(fresh.values()))
+        except ConfigError:  # a family the grid cannot hold: train the variants one by one
+            grid = None
+        if grid is not None:
+            grid_key = manager.submit(grid)
+            cells = {key: i for i, key in enumerate(fresh)}
+    for (label, cfg), entry in zip(family, entries):
+        if entry["key"] in cells:
+            entry.update(grid=grid_key, cell=cells[entry["key"]])
+        else:
+            manager.submit(cfg)
+    return entries
 
 
 def train_button(family: list[tuple[str, RunConfig]], problems: list[str], prefix: str = "reg") -> None:
@@ -457,11 +490,49 @@ def _feed(key: str) -> live.Feed | None:
                      error=snap.error, queue_position=snap.queue_position)
 
 
+def _cell_feed(grid, events: list) -> live.Feed:
+    """One cell of a grid job as a run's feed (its own events; the job's queue state until it starts)."""
+    end = next((e for e in reversed(events) if e.kind in ("finished", "failed")), None)
+    if end is not None:
+        status = "failed" if end.kind == "failed" else end.status
+    elif grid.done:  # the job ended without this cell ending: it was cancelled, or the job failed
+        status = "cancelled" if grid.status == "cancelled" else "failed"
+    elif grid.status == "queued" or not events:
+        status = "queued"
+    else:
+        status = "running"
+    return live.Feed(events=events, status=status, from_cache=grid.from_cache, saved_at=grid.saved_at,
+                     error=grid.error if status == "failed" and end is None else "",
+                     queue_position=grid.queue_position if grid.status == "queued" else None)
+
+
+def family_feeds(runs: list[dict]) -> tuple[list[live.Feed | None], list[str]]:
+    """(a feed per variant, notes of its grid jobs): grid cells from their job while it is known here,
+    otherwise (e.g. after a restart) the run filed under the cell's own key."""
+    manager = get_manager()
+    grids: dict[str, tuple[Any, dict]] = {}
+    feeds, notes = [], []
+    for run in runs:
+        grid_key = run.get("grid")
+        if grid_key:
+            if grid_key not in grids:
+                snap = manager.snapshot(grid_key)
+                grids[grid_key] = (snap, cell_events(snap.events) if snap is not None else {})
+                started = next((e for e in snap.events if e.kind == "grid_started"), None) if snap else None
+                notes += list(started.notes) if started is not None else []
+            snap, per_cell = grids[grid_key]
+            if snap is not None:
+                feeds.append(_cell_feed(snap, per_cell.get(run["cell"], [])))
+                continue
+        feeds.append(_feed(run["key"]))
+    return feeds, notes
+
+
 def comparison_view(runs: list[dict], poll_seconds: float = POLL_SECONDS, prefix: str = "cmp") -> None:
     """Live comparison of jobs ``[{"label", "key"}]``: polls while any is queued or running."""
     if not runs:
         return
-    feeds = [_feed(r["key"]) for r in runs]
+    feeds, _ = family_feeds(runs)
     running = any(f is not None and not f.done for f in feeds)
     interval = poll_seconds if running else None
     st.fragment(run_every=interval)(_comparison_fragment)(runs, interval is not None, prefix)
@@ -471,7 +542,9 @@ def _status_text(feed: live.Feed | None, view) -> str:
     if feed is None:
         return "unknown (removed from the run store)"
     if feed.status == "queued":
-        return f"queued ({feed.queue_position or 0} ahead)"
+        if feed.queue_position is None:  # a grid cell waiting for the cells before it
+            return "waiting for its turn"
+        return f"queued ({feed.queue_position} ahead)"
     if feed.done and feed.from_cache:
         return f"{feed.status} · cached"
     return feed.status
@@ -499,7 +572,7 @@ def _chart_version(family: tuple, version: tuple, polling: bool) -> tuple:
 
 
 def _comparison_fragment(runs: list[dict], polling: bool, prefix: str) -> None:
-    feeds = [_feed(r["key"]) for r in runs]
+    feeds, grid_notes = family_feeds(runs)
     if polling and all(f is None or f.done for f in feeds):
         st.rerun()  # a full rerun declares the fragment again without run_every: polling stops
     labels = [r["label"] for r in runs]
@@ -516,10 +589,13 @@ def _comparison_fragment(runs: list[dict], polling: bool, prefix: str) -> None:
     statuses = [_status_text(f, v) for f, v in zip(feeds, views)]
     if polling:
         _progress_table(labels, feeds, views, statuses)
+        if grid_notes:
+            st.caption(widgets.plain("Variants of the same shape train batched in one job; " +
+                                     "; ".join(grid_notes) + "."))
         if st.button("Cancel all", icon=":material/stop_circle:", key=f"{prefix}_cancel",
                      help="Stop every variant still queued or running; the charts keep what they have learned."):
-            for r in runs:
-                get_manager().cancel(r["key"])
+            for job_key in {r.get("grid") or r["key"] for r in runs}:
+                get_manager().cancel(job_key)
     for label, feed, view in zip(labels, feeds, views):
         if feed is not None and feed.status in ("failed", "diverged", "cancelled"):
             reason = view.reason if view is not None else feed.error

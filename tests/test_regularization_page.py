@@ -182,9 +182,15 @@ def test_tiny_comparison_trains_and_fills_the_results_table(isolated_cache):
     assert [r["label"] for r in family] == ["none", "L1 0.0005"]
     expected = RunConfig(dataset="digits", hidden=(32,), epochs=4, batch_size=32, val_fraction=0.2, log_every=20)
     assert [r["key"] for r in family] == [expected.key(), expected.replace(l1=0.0005).key()]
+    # two new variants of one shape: ONE grid job trains them batched, then files each under its run key
+    (grid_key,) = {run["grid"] for run in family}
+    assert [run["cell"] for run in family] == [0, 1]
     manager = core.jobs.get_manager()
+    grid = manager.wait(grid_key, timeout=240)
+    assert grid.status == "finished", grid.error
+    assert grid.events[0].kind == "grid_started" and grid.events[0].batched == [[0, 1]]
     for run in family:
-        assert manager.wait(run["key"], timeout=240).status == "finished"
+        assert manager.store.meta(run["key"])["status"] == "finished"
     at.run()
     assert not at.exception, at.exception
     table = next(d.value for d in at.dataframe if "test acc" in d.value.columns)
@@ -195,6 +201,24 @@ def test_tiny_comparison_trains_and_fills_the_results_table(isolated_cache):
     assert any(t.startswith("Generalization gap") for t in titles)
     assert any(t.startswith("Weights of every layer") for t in titles)
     assert "Chance level" in texts(at.caption)
+
+
+def test_stored_variants_are_served_and_only_new_ones_train(isolated_cache):
+    base = RunConfig(dataset="digits", hidden=(16,), epochs=2, log_every=20)
+    manager = core.jobs.get_manager()
+    assert manager.wait(manager.submit(base), timeout=120).status == "finished"
+    family = [("none", base), ("L2", base.replace(l2=0.001)), ("dropout", base.replace(dropout=0.2))]
+    entries = compare.submit_family(family)
+    assert "grid" not in entries[0] and manager.snapshot(entries[0]["key"]).status == "finished"
+    assert entries[1]["grid"] == entries[2]["grid"] and [e["cell"] for e in entries[1:]] == [0, 1]
+    grid = manager.wait(entries[1]["grid"], timeout=240)
+    assert grid.status == "finished", grid.error
+    assert grid.events[0].alone == [1]  # dropout draws its own masks: it trains on its own in the same job
+    feeds, notes = compare.family_feeds(entries)
+    assert [f.status for f in feeds] == ["finished"] * 3 and any("dropout" in n for n in notes)
+    assert [f.events[0].config["l2"] for f in feeds] == [0.0, 0.001, 0.0]
+    again = compare.submit_family(family)  # everything is stored now: no grid, nothing trains
+    assert all("grid" not in e for e in again) and manager.counts() == {"queued": 0, "running": 0}
 
 
 def test_upload_through_the_page_shows_the_preview_and_feeds_the_picker(isolated_cache):
