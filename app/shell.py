@@ -1,11 +1,14 @@
-"""The app shell's sidebar: which device trains, and how busy the job queue is."""
+"""The app shell's sidebar: which device trains, how busy the job queue is, which data is here."""
 from __future__ import annotations
 
 import functools
 
 import streamlit as st
 
+from core import data as datasets
 from core.jobs import get_manager
+
+DOWNLOADABLE = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -19,7 +22,16 @@ def device_label() -> str:
     return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
 
 
+def missing_datasets() -> list[str]:
+    """Titles of the built-in datasets whose files are not on this server."""
+    return [title for name, title in DOWNLOADABLE.items() if not datasets.available(name)]
+
+
 def sidebar_status() -> None:
     counts = get_manager().counts()
     st.sidebar.caption(f"Training on {device_label()} · jobs: {counts['running']} running, "
                        f"{counts['queued']} queued")
+    missing = missing_datasets()
+    if missing:
+        st.sidebar.caption(f"Not on this server: {' and '.join(missing)}. Lessons that use them run on "
+                           "Digits 8×8 (scikit-learn, offline) instead.")

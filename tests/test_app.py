@@ -149,6 +149,7 @@ def test_bad_query_string_falls_back_to_defaults_with_notice(app_env):
 def test_unavailable_dataset_in_link_falls_back_to_digits(app_env, no_mnist):
     at = new_app({"dataset": "mnist"})
     assert at.sidebar.selectbox(key="cfg_dataset").value == "digits"
+    assert "Not on this server: MNIST and Fashion-MNIST" in texts(at.sidebar.caption)
     assert "MNIST is not available on this server" in texts(at.warning).replace("\\", "")
     assert "dataset" not in at.query_params
 
@@ -199,6 +200,12 @@ def test_train_digits_job_finishes_with_learned_result(app_env):
     assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)"]
     assert at.button(key="train").label == "Train again"
     assert "From cache" not in texts(at.info)  # this session watched it train
+    # "Train again" really trains again (force), and the page follows the new run
+    first = snap.saved_at
+    at.button(key="train").click().run()
+    assert core.jobs.get_manager().snapshot(key).saved_at != first
+    wait_for_result(at)
+    assert core.jobs.get_manager().wait(key, timeout=120).saved_at > first
 
 
 def test_cached_config_renders_without_starting_a_job(app_env, monkeypatch):
@@ -220,6 +227,60 @@ def test_cached_config_renders_without_starting_a_job(app_env, monkeypatch):
     assert at.button(key="train").label == "Train again"
     assert core.jobs.get_manager().counts() == {"queued": 0, "running": 0}
     assert core.jobs.get_manager().snapshot(cfg.key()).from_cache
+
+
+def wait_for_status(at: AppTest, text: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()
+        assert not at.exception, at.exception
+        shown = (texts(at.warning) + texts(at.error)).replace("\\", "")
+        if text in shown:
+            return shown
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} never shown; info: {texts(at.info)}")
+
+
+def test_diverged_run_is_shown_plainly_with_the_reason(app_env):
+    at = new_app({"activation": "linear", "optimizer": "sgd", "lr": "10", "epochs": "2"})
+    at.button(key="train").click().run()
+    shown = wait_for_status(at, "Diverged.")
+    assert "learning rate (10) is probably too high" in shown
+    assert at.get("plotly_chart")  # the curves up to the blow-up are still drawn
+
+
+def test_cancelled_run_keeps_its_history(app_env):
+    at = new_app({"epochs": "200", "log_every": "5"})
+    at.button(key="train").click().run()
+    key = at.session_state["gl_job"]
+    assert at.button(key="train").label == "Training…" and at.button(key="train").disabled
+    at.button(key=f"cancel_{key}").click().run()
+    shown = wait_for_status(at, "Cancelled.")
+    assert "cancelled at step" in shown
+    titles = [str(json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")) for c in at.get("plotly_chart")]
+    assert any(t.startswith("Loss") for t in titles)
+    assert at.button(key="train").label == "Train"  # a cancelled run can be trained again
+
+
+def test_failed_run_shows_the_message(app_env, monkeypatch):
+    def broken(cfg, callbacks=(), cancel=None, key=None):
+        raise RuntimeError("the GPU caught fire")
+
+    monkeypatch.setattr(core.jobs, "train", broken)
+    at = new_app({"seed": "5"})
+    at.button(key="train").click().run()
+    shown = wait_for_status(at, "Failed.")
+    assert "the GPU caught fire" in shown
+
+
+def test_library_lists_stored_runs(app_env):
+    manager = core.jobs.get_manager()
+    manager.wait(manager.submit(RunConfig(epochs=1, seed=3)), timeout=120)
+    at = new_app()
+    at.switch_page("../pages/library.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 1 and table["dataset"][0] == "digits" and table["test accuracy"][0] > 0.2  # chance is 0.1
 
 
 def test_toy_set_shows_decision_regions(app_env):
