@@ -37,7 +37,7 @@ from . import compare_figures as cf
 from . import live, upload_ui, widgets
 
 POLL_SECONDS = 1.0
-REDRAW_SECONDS = 3.0
+REDRAW_SECONDS = 2.0
 SMALL_VALIDATION = 100  # below this many validation examples, say how coarse validation accuracy is
 MAX_VARIANTS = 12
 REGULARIZATION_FIELDS = ("norm", "dropout", "dropout_impl", "l1", "l2")

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 from .figures import HEIGHT, plain_label
 from .runview import RunView
@@ -62,15 +61,34 @@ def weight_snapshot(events: list) -> WeightSnapshot | None:
                           list(stats.weight_absmax), [np.asarray(h) for h in stats.weight_hist], sizes)
 
 
-# --- curves --------------------------------------------------------------------------------------
-def _layout(title: str, height: int = HEIGHT, **layout) -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=15)), height=height,
-                      margin=dict(l=10, r=10, t=56, b=10), uirevision="keep", hovermode="closest",
-                      legend=dict(orientation="h", yanchor="top", y=-0.16, xanchor="left", x=0,
-                                  font=dict(size=11)), **layout)
-    fig.update_xaxes(title_standoff=4)
-    return fig
+# --- plain Plotly specs (built without Plotly's per-property validation: far cheaper while runs stream) ---
+def _figure(data: list[dict], layout: dict) -> go.Figure:
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+
+def _layout(title: str, height: int = HEIGHT + 80, x_title: str | None = None, y_title: str | None = None,
+            **extra) -> dict:
+    layout = {"title": {"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}}, "height": height,
+              "margin": {"l": 10, "r": 10, "t": 56, "b": 10}, "uirevision": "keep", "hovermode": "closest",
+              "legend": {"orientation": "h", "yanchor": "top", "y": -0.16, "xanchor": "left", "x": 0,
+                         "font": {"size": 11}},
+              "xaxis": {"title": {"text": x_title, "standoff": 4}} if x_title else {},
+              "yaxis": {"title": {"text": y_title}} if y_title else {}}
+    for key, value in extra.items():
+        layout[key] = {**layout[key], **value} if isinstance(value, dict) and isinstance(layout.get(key), dict) \
+            else value
+    return layout
+
+
+def _waiting(layout: dict, text: str = "Waiting for the first log point…") -> go.Figure:
+    return _figure([], {**layout, "xaxis": {"visible": False}, "yaxis": {"visible": False},
+                        "annotations": [{"text": text, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper",
+                                         "yref": "paper", "font": {"size": 13}}]})
+
+
+def _finite(values) -> np.ndarray:
+    a = np.asarray(values.to_numpy() if hasattr(values, "to_numpy") else values, dtype=float)
+    return np.where(np.isfinite(a), a, np.nan)
 
 
 def _zoom_range(values: list[np.ndarray], top: float | None = None, floor: float | None = None) -> list[float] | None:
@@ -85,128 +103,125 @@ def _zoom_range(values: list[np.ndarray], top: float | None = None, floor: float
     return [low - pad, high + pad]
 
 
-def _waiting(fig: go.Figure, text: str = "Waiting for the first log point…") -> go.Figure:
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=13))
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
-
-
-def _finite(values) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
-    return np.where(np.isfinite(a), a, np.nan)
-
-
+# --- curves --------------------------------------------------------------------------------------
 def overlay_figure(runs: list[tuple[str, RunView]], metric: str) -> go.Figure:
     """Train (dashed) and validation (solid) ``loss`` or ``acc`` of every run, one colour per run."""
     name = {"loss": "Loss", "acc": "Accuracy"}[metric]
-    fig = _layout(f"{name}: validation (solid) vs train (dashed)", height=HEIGHT + 80, xaxis_title="epoch",
-                  yaxis_title=name.lower())
+    layout = _layout(f"{name}: validation (solid) vs train (dashed)", x_title="epoch", y_title=name.lower())
     if not any(len(view.evals) for _, view in runs):
-        return _waiting(fig)
-    if metric == "acc":  # zoomed on where the variants differ; drag or double-click to see it all
-        values = [_finite(view.evals[c]) for _, view in runs for c in ("train_acc", "val_acc") if len(view.evals)]
-        fig.update_yaxes(range=_zoom_range(values, top=1.0, floor=0.0))
+        return _waiting(layout)
+    data = []
     for i, (label, view) in enumerate(runs):
         ev = view.evals
         if not len(ev):
             continue
-        shown, color = plain_label(label, 30), variant_color(i)
-        fig.add_scatter(x=ev["epoch"], y=_finite(ev[f"val_{metric}"]), name=shown, legendgroup=str(i), mode="lines",
-                        line=dict(color=color, width=2),
-                        hovertemplate=f"{shown}<br>epoch %{{x:.2f}}<br>validation {name.lower()} %{{y:.4f}}"
-                                      "<extra></extra>")
-        fig.add_scatter(x=ev["epoch"], y=_finite(ev[f"train_{metric}"]), name=shown, legendgroup=str(i),
-                        showlegend=False, mode="lines", line=dict(color=color, width=1.5, dash="dash"),
-                        hovertemplate=f"{shown}<br>epoch %{{x:.2f}}<br>train {name.lower()} %{{y:.4f}}<extra></extra>")
-    return fig
+        shown, color, epochs = plain_label(label, 30), variant_color(i), _finite(ev["epoch"])
+        for split, dash, width in (("val", None, 2), ("train", "dash", 1.5)):
+            words = "validation" if split == "val" else "train"
+            data.append({"type": "scatter", "x": epochs, "y": _finite(ev[f"{split}_{metric}"]), "name": shown,
+                         "legendgroup": str(i), "showlegend": split == "val", "mode": "lines",
+                         "line": {"color": color, "width": width, **({"dash": dash} if dash else {})},
+                         "hovertemplate": f"{shown}<br>epoch %{{x:.2f}}<br>{words} {name.lower()} %{{y:.4f}}"
+                                          "<extra></extra>"})
+    if metric == "acc":  # zoomed on where the variants differ; drag or double-click to see it all
+        zoom = _zoom_range([t["y"] for t in data], top=1.0, floor=0.0)
+        if zoom:
+            layout["yaxis"] = {**layout["yaxis"], "range": zoom}
+    return _figure(data, layout)
 
 
 def gap_figure(runs: list[tuple[str, RunView]]) -> go.Figure:
     """Generalization gap (train accuracy minus validation accuracy) of every run over time."""
-    fig = _layout("Generalization gap: train − validation accuracy", height=HEIGHT + 80, xaxis_title="epoch",
-                  yaxis_title="gap", yaxis_tickformat=".0%")
+    layout = _layout("Generalization gap: train − validation accuracy", x_title="epoch", y_title="gap",
+                     yaxis={"tickformat": ".0%"})
     if not any(len(view.evals) for _, view in runs):
-        return _waiting(fig)
-    gaps = []
+        return _waiting(layout)
+    data = []
     for i, (label, view) in enumerate(runs):
         ev = view.evals
         if not len(ev):
             continue
         shown = plain_label(label, 30)
         gap = _finite(ev["train_acc"]) - _finite(ev["val_acc"])
-        gaps.append(gap)
-        fig.add_scatter(x=ev["epoch"], y=gap, name=shown, mode="lines", line=dict(color=variant_color(i), width=2),
-                        hovertemplate=f"{shown}<br>epoch %{{x:.2f}}<br>gap %{{y:.1%}}<extra></extra>")
-    fig.add_hline(y=0, line_dash="dot", line_color="gray")
-    finite = np.abs(np.concatenate(gaps)) if gaps else np.array([])
-    finite = finite[np.isfinite(finite)]
-    if finite.size:  # symmetric around 0, leaving out the first epochs' far-off points
-        reach = max(float(np.quantile(finite, 0.97)) * 1.2, 0.02)
-        fig.update_yaxes(range=[-reach, reach])
-    return fig
+        data.append({"type": "scatter", "x": _finite(ev["epoch"]), "y": gap, "name": shown, "mode": "lines",
+                     "line": {"color": variant_color(i), "width": 2},
+                     "hovertemplate": f"{shown}<br>epoch %{{x:.2f}}<br>gap %{{y:.1%}}<extra></extra>"})
+    layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": 0, "y1": 0,
+                         "line": {"dash": "dot", "color": "gray", "width": 1}}]
+    gaps = np.abs(np.concatenate([t["y"] for t in data]))
+    gaps = gaps[np.isfinite(gaps)]
+    if gaps.size:  # symmetric around 0, leaving out the first epochs' far-off points
+        reach = max(float(np.quantile(gaps, 0.97)) * 1.2, 0.02)
+        layout["yaxis"] = {**layout["yaxis"], "range": [-reach, reach]}
+    return _figure(data, layout)
 
 
 # --- weights -------------------------------------------------------------------------------------
 def near_zero_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.Figure:
     """Share of weights with |w| < 0.001 per run (all layers together; per layer on hover)."""
-    fig = _layout(f"Near-zero weights ({NEAR_ZERO_LABEL}), latest log point", height=HEIGHT + 60,
-                  yaxis_title="share of weights", yaxis_tickformat=".1%", showlegend=False)
+    layout = _layout(f"Near-zero weights ({NEAR_ZERO_LABEL}), latest log point", y_title="share of weights",
+                     yaxis={"tickformat": ".1%"}, showlegend=False)
     present = [(i, label, snap) for i, (label, snap) in enumerate(snapshots) if snap is not None]
     if not present:
-        return _waiting(fig)
+        return _waiting(layout)
     labels = [plain_label(label, 24) for _, label, _ in present]
     details = ["<br>".join(f"{plain_label(n, 12)}: {z:.1%}" for n, z in zip(snap.layers, snap.near_zero))
                for _, _, snap in present]
-    fig.add_bar(x=list(range(len(present))), y=[snap.overall_near_zero for _, _, snap in present],
-                marker_color=[variant_color(i) for i, _, _ in present], customdata=np.array([labels, details]).T,
-                hovertemplate="%{customdata[0]}<br>all layers: %{y:.2%}<br>%{customdata[1]}<extra></extra>")
-    fig.update_xaxes(tickvals=list(range(len(present))), ticktext=labels)
-    return fig
+    positions = list(range(len(present)))
+    layout["xaxis"] = {"tickvals": positions, "ticktext": labels}
+    return _figure([{"type": "bar", "x": positions, "y": [snap.overall_near_zero for _, _, snap in present],
+                     "marker": {"color": [variant_color(i) for i, _, _ in present]},
+                     "customdata": [[label, detail] for label, detail in zip(labels, details)],
+                     "hovertemplate": "%{customdata[0]}<br>all layers: %{y:.2%}<br>%{customdata[1]}<extra></extra>"}],
+                   layout)
+
+
+def _domain(low: float, high: float) -> list[float]:
+    return [min(max(round(low, 6), 0.0), 1.0), min(max(round(high, 6), 0.0), 1.0)]
 
 
 def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.Figure:
     """Small multiples: one row per run, one histogram per weight layer (share of weights per bin)."""
     rows = [(i, label, snap) for i, (label, snap) in enumerate(snapshots) if snap is not None]
+    title = ("Weights of every layer at the latest log point: share of weights per bin, from −max|w| to "
+             "+max|w|")
     if not rows:
-        return _waiting(_layout("Weight histograms per layer"))
-    n_cols = min(MAX_HIST_LAYERS, max(len(snap.layers) for _, _, snap in rows))
-    titles = []
-    for _, label, snap in rows:
-        for j in range(n_cols):
-            if j >= len(snap.layers):
-                titles.append("")
-                continue
-            layer = f"{plain_label(snap.layers[j], 12)}: {snap.near_zero[j]:.1%} near 0"
-            titles.append(f"<b>{plain_label(label, 28)}</b> · {layer}" if j == 0 else layer)
-    fig = make_subplots(rows=len(rows), cols=n_cols, subplot_titles=titles, horizontal_spacing=0.04,
-                        vertical_spacing=min(0.09, 0.6 / len(rows)))
-    traces, trace_rows, trace_cols, axes = [], [], [], {}
+        return _waiting(_layout(title))
+    n_rows, n_cols = len(rows), min(MAX_HIST_LAYERS, max(len(snap.layers) for _, _, snap in rows))
+    h_gap, v_gap = 0.04, min(0.09, 0.6 / n_rows)
+    width, height = (1 - h_gap * (n_cols - 1)) / n_cols, (1 - v_gap * (n_rows - 1)) / n_rows
+    layout = {"title": {"text": title, "x": 0, "font": {"size": 15}}, "height": 90 + 150 * n_rows,
+              "margin": {"l": 10, "r": 10, "t": 90, "b": 10}, "bargap": 0, "uirevision": "keep",
+              "showlegend": False}
+    data, annotations = [], []
     for r, (i, label, snap) in enumerate(rows):
+        top_y = 1 - r * (height + v_gap)
         for j in range(min(n_cols, len(snap.layers))):
+            n = r * n_cols + j + 1
+            suffix = "" if n == 1 else str(n)
+            x0 = j * (width + h_gap)
             counts = np.asarray(snap.hists[j], dtype=float)
             top = snap.absmax[j] or 1e-12
             edges = np.linspace(-top, top, len(counts) + 1)
-            share = counts / counts.sum() if counts.sum() else counts
-            traces.append(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=share, width=np.diff(edges),
-                                 marker_color=variant_color(i), marker_line_width=0, showlegend=False,
-                                 hovertemplate=f"{plain_label(label, 24)} · {plain_label(snap.layers[j], 12)}"
-                                               "<br>w ≈ %{x:.3g}<br>%{y:.1%} of the weights<extra></extra>"))
-            trace_rows.append(r + 1)
-            trace_cols.append(j + 1)
-            index = r * n_cols + j + 1
-            axes[f"xaxis{index if index > 1 else ''}"] = dict(tickvals=[-top, 0, top],
-                                                              ticktext=[f"{-top:.2g}", "0", f"{top:.2g}"])
-    fig.add_traces(traces, rows=trace_rows, cols=trace_cols)  # one call: far faster than one per subplot
-    fig.update_layout(axes)
-    fig.update_annotations(font_size=11)
-    fig.update_yaxes(showticklabels=False)
-    fig.update_xaxes(tickfont_size=9)
-    fig.update_layout(title=dict(text="Weights of every layer at the latest log point: share of weights per bin, "
-                                      "from −max|w| to +max|w|", x=0, font=dict(size=15)),
-                      height=90 + 150 * len(rows), margin=dict(l=10, r=10, t=90, b=10), bargap=0,
-                      uirevision="keep")
-    return fig
+            layer = plain_label(snap.layers[j], 12)
+            data.append({"type": "bar", "x": (edges[:-1] + edges[1:]) / 2,
+                         "y": counts / counts.sum() if counts.sum() else counts, "width": np.diff(edges),
+                         "xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "marker": {"color": variant_color(i),
+                                                                                    "line": {"width": 0}},
+                         "hovertemplate": f"{plain_label(label, 24)} · {layer}<br>w ≈ %{{x:.3g}}"
+                                          "<br>%{y:.1%} of the weights<extra></extra>"})
+            layout[f"xaxis{suffix}"] = {"domain": _domain(x0, x0 + width), "anchor": f"y{suffix}",
+                                        "tickvals": [-top, 0, top], "tickfont": {"size": 9},
+                                        "ticktext": [f"{-top:.2g}", "0", f"{top:.2g}"]}
+            layout[f"yaxis{suffix}"] = {"domain": _domain(top_y - height, top_y), "anchor": f"x{suffix}",
+                                        "showticklabels": False}
+            text = f"{layer}: {snap.near_zero[j]:.1%} near 0"
+            annotations.append({"text": f"<b>{plain_label(label, 28)}</b> · {text}" if j == 0 else text,
+                                "x": x0 + width / 2, "y": top_y, "xref": "paper", "yref": "paper",
+                                "xanchor": "center", "yanchor": "bottom", "showarrow": False,
+                                "font": {"size": 11}})
+    layout["annotations"] = annotations
+    return _figure(data, layout)
 
 
 # --- results -------------------------------------------------------------------------------------
