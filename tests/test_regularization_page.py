@@ -256,3 +256,17 @@ def test_hostile_upload_shows_the_error_and_the_page_keeps_working(isolated_cach
     assert at.title[0].value == "Regularization" and not at.button(key="reg_train").disabled
     at.button(key="reg_load_B").click().run()  # the rest of the page still works
     assert not at.exception and variant_labels(at)[0] == "none"
+
+
+def test_playground_picker_uploads_and_selects_your_data(isolated_cache):
+    at = AppTest.from_file(str(MAIN), default_timeout=60).run()
+    uploader = at.sidebar.file_uploader(key="cfg_dataset_upload_file")
+    uploader.set_value(("shapes.zip", shapes_zip(), "application/zip")).run()
+    assert not at.exception, at.exception
+    classes = next(d.value for d in at.sidebar.dataframe if "class" in d.value.columns)
+    assert classes["class"].tolist() == sorted(CLASSES)
+    at.sidebar.button(key="cfg_dataset_upload_use").click().run()
+    assert not at.exception, at.exception
+    name = at.session_state["cfg_dataset"]
+    assert name.startswith("upload:") and at.query_params["dataset"] in (name, [name])
+    assert RunConfig.from_query({"dataset": name}).dataset == name  # a shareable link, cached like any run
