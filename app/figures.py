@@ -148,6 +148,11 @@ def grad_norm_figure(view: RunView) -> go.Figure:
     if not len(steps):
         return _waiting(layout)
     data = []
+    positive = _finite(matrix)
+    positive = positive[positive > 0]
+    if positive.size:  # labels at 1-2-5 within a decade or two, one per decade across wider ranges
+        span = np.log10(positive.max() / positive.min())
+        layout["yaxis"]["dtick"] = 1 if span >= 2 else "D2"
     for name, color, row in zip(names, layer_colors(len(names)), matrix):
         values = _finite(row)
         values[values <= 0] = np.nan
