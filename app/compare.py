@@ -70,12 +70,13 @@ class FamilyPreset:
     runs: tuple[tuple[str, RunConfig], ...]
     lesson: str = ""
     description: str = ""
+    hint: str = ""
 
 
-def _lesson(name: str, button: str) -> FamilyPreset:
+def _lesson(name: str, button: str, hint: str = "") -> FamilyPreset:
     preset = PRESETS[name]
     return FamilyPreset(button, f"Lesson {preset.lesson}: {preset.title}", preset.runs, preset.lesson,
-                        preset.description)
+                        preset.description, hint)
 
 
 FAMILY_PRESETS: dict[str, FamilyPreset] = {
@@ -83,7 +84,9 @@ FAMILY_PRESETS: dict[str, FamilyPreset] = {
                          "None, L1, L2, dropout (nn.Dropout and our inverted class), BatchNorm, LayerNorm and "
                          "LayerNorm + dropout on the 8×8 digits: trains in seconds.",
                          tuple((label, DEFAULT_BASE.replace(**kw)) for label, kw in DEFAULT_VARIANTS)),
-    "B": _lesson("B-regularization", "LESSONS B · your image folder"),
+    "B": _lesson("B-regularization", "LESSONS B · your image folder",
+                 "To use your own images, open “Upload your own data” below, upload a zip with one folder per "
+                 "class, and press “Train the variants on this dataset”."),
     "C": _lesson("C-kaggle-mnist", "LESSONS C · LayerNorm + dropout"),
     "E": _lesson("E-eight-networks", "LESSONS E · eight networks"),
 }
@@ -266,7 +269,9 @@ def preset_buttons(keys: Keys) -> None:
                    type="primary" if st.session_state.get(keys.preset) == name else "secondary")
     loaded = FAMILY_PRESETS.get(st.session_state.get(keys.preset) or "")
     if loaded is not None and loaded.lesson:
-        st.info(f"**{widgets.plain(loaded.help)}.** {widgets.plain(loaded.description)}", icon=":material/menu_book:")
+        hint = f"  \n{widgets.plain(loaded.hint)}" if loaded.hint else ""
+        st.info(f"**{widgets.plain(loaded.help)}.** {widgets.plain(loaded.description)}{hint}",
+                icon=":material/menu_book:")
 
 
 def _on_dataset_change(keys: Keys) -> None:
@@ -340,9 +345,9 @@ def _variant_columns() -> dict:
     return {
         "variant": cc.TextColumn("Variant", help="A name for this variant (plain text).", max_chars=60,
                                  required=True, width="medium"),
-        "norm": cc.SelectboxColumn("Normalization", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=110,
+        "norm": cc.SelectboxColumn("Normalization", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=130,
                                    default="none", help=knob_of("norm").help),
-        "dropout": cc.NumberColumn("Dropout p", help=knob_of("dropout").help, format="%g", width=85, min_value=0.0,
+        "dropout": cc.NumberColumn("Dropout p", help=knob_of("dropout").help, format="%g", width=100, min_value=0.0,
                                    max_value=0.9, step=0.05, default=0.0),
         "dropout_impl": cc.SelectboxColumn("Dropout class", options=list(DROPOUT_NAMES), format_func=DROPOUT_NAMES.get,
                                            default="torch", width=125,
@@ -353,7 +358,7 @@ def _variant_columns() -> dict:
         "l2": number("L2 λ", knob_of("l2").help, min_value=0.0, max_value=1.0, step=0.0001, default=0.0),
         "lr": cc.NumberColumn("Learning rate", help="Empty = the base network's learning rate.", format="%g",
                               width=105, min_value=1e-6, max_value=10.0),
-        "hidden": cc.TextColumn("Hidden layers", width=110, help="Empty = the base network's, e.g. 128,64."),
+        "hidden": cc.TextColumn("Hidden layers", width=130, help="Empty = the base network's, e.g. 128,64."),
         "arch": cc.SelectboxColumn("MLP / CNN", options=["mlp", "cnn"], width=90,
                                    help="Empty = the base network's (cnn: two 3×3 conv layers of 32 filters before "
                                         "the hidden layers)."),
@@ -468,8 +473,8 @@ def train_button(family: list[tuple[str, RunConfig]], problems: list[str], prefi
         cfg = family[0][1]
         right.caption(widgets.plain(f"{n} networks on {upload_ui.dataset_label(cfg.dataset)}, {cfg.epochs} "
                                     f"epoch{'s' if cfg.epochs != 1 else ''} each, batch {cfg.batch_size}, seed "
-                                    f"{cfg.seed}. They queue and train in turn; variants trained before load from "
-                                    "the run store at once."))
+                                    f"{cfg.seed}. New variants train together in one job (batched where their "
+                                    "shapes allow); variants trained before load from the run store at once."))
     if clicked and family and not problems:
         try:
             st.session_state[keys.family] = submit_family(family)

@@ -158,21 +158,22 @@ def gap_figure(runs: list[tuple[str, RunView]]) -> go.Figure:
 
 # --- weights -------------------------------------------------------------------------------------
 def near_zero_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.Figure:
-    """Share of weights with |w| < 0.001 per run (all layers together; per layer on hover)."""
-    layout = _layout(f"Near-zero weights ({NEAR_ZERO_LABEL}), latest log point", y_title="share of weights",
-                     yaxis={"tickformat": ".1%"}, showlegend=False)
+    """Share of weights with |w| < 0.001 per run, as horizontal bars (all layers together; per layer on hover)."""
+    layout = _layout(f"Near-zero weights ({NEAR_ZERO_LABEL}), latest log point", x_title="share of weights",
+                     xaxis={"tickformat": ".0%", "rangemode": "tozero"}, showlegend=False)
     present = [(i, label, snap) for i, (label, snap) in enumerate(snapshots) if snap is not None]
     if not present:
         return _waiting(layout)
-    labels = [plain_label(label, 24) for _, label, _ in present]
+    labels = [plain_label(label, 28) for _, label, _ in present]
     details = ["<br>".join(f"{plain_label(n, 12)}: {z:.1%}" for n, z in zip(snap.layers, snap.near_zero))
                for _, _, snap in present]
     positions = list(range(len(present)))
-    layout["xaxis"] = {"tickvals": positions, "ticktext": labels}
-    return _figure([{"type": "bar", "x": positions, "y": [snap.overall_near_zero for _, _, snap in present],
+    layout["yaxis"] = {"tickvals": positions, "ticktext": labels, "autorange": "reversed", "automargin": True}
+    return _figure([{"type": "bar", "orientation": "h", "y": positions,
+                     "x": [snap.overall_near_zero for _, _, snap in present],
                      "marker": {"color": [variant_color(i) for i, _, _ in present]},
                      "customdata": [[label, detail] for label, detail in zip(labels, details)],
-                     "hovertemplate": "%{customdata[0]}<br>all layers: %{y:.2%}<br>%{customdata[1]}<extra></extra>"}],
+                     "hovertemplate": "%{customdata[0]}<br>all layers: %{x:.2%}<br>%{customdata[1]}<extra></extra>"}],
                    layout)
 
 
