@@ -1,0 +1,214 @@
+"""The Vanishing gradients page (AppTest) and the grid figure builders in app/grid_figures.py.
+
+AppTest never fires ``run_every`` timers, so a test waits for the job itself and reruns the page.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import core.jobs
+from app import grid_figures as gf
+from core.config import RunConfig
+from core.grid import GridConfig, run_grid
+
+REPO = Path(__file__).resolve().parents[1]
+MAIN = REPO / "app" / "main.py"
+PAGE = "../pages/vanishing.py"
+
+
+@pytest.fixture
+def no_mnist(tmp_path, monkeypatch):
+    """Pretend MNIST is not on this server (empty data folder, no downloads)."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
+    monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return {str(s["layout"].get("title", {}).get("text", "")): s for s in specs}
+
+
+def chart(at: AppTest, title_start: str) -> dict:
+    found = [spec for title, spec in charts(at).items() if title.startswith(title_start)]
+    assert found, f"no chart {title_start!r}; charts: {list(charts(at))}"
+    return found[0]
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def tiny_grid(at: AppTest) -> AppTest:
+    """2 activations x 2 depths on the moons toy set, 3 epochs."""
+    at.selectbox(key="vg_dataset").set_value("moons").run()
+    at.multiselect(key="vg_activations").set_value(["sigmoid", "relu"]).run()
+    at.slider(key="vg_depths").set_value((1, 2)).run()
+    at.number_input(key="vg_epochs").set_value(3).run()
+    assert not at.exception, at.exception
+    return at
+
+
+# --- the page ---------------------------------------------------------------------------------------
+def test_page_renders_with_the_lesson_defaults(isolated_cache):
+    at = open_page()
+    assert at.multiselect(key="vg_activations").value == ["sigmoid", "tanh", "relu"]
+    assert at.slider(key="vg_depths").value == (1, 8)
+    assert at.number_input(key="vg_width").value == 10 and at.number_input(key="vg_lr").value == 0.2
+    assert at.selectbox(key="vg_optimizer").value == "sgd" and at.number_input(key="vg_batch").value == 32
+    assert "24 networks" in texts(at.caption)
+    assert not at.get("plotly_chart")  # nothing trains until asked
+    assert core.jobs.get_manager().counts() == {"queued": 0, "running": 0}
+
+
+def test_preset_fills_the_controls_with_mnist(isolated_cache, shared_mnist):
+    at = open_page()
+    at.number_input(key="vg_epochs").set_value(2).run()
+    at.multiselect(key="vg_activations").set_value(["gelu"]).run()
+    at.button(key="vg_preset").click().run()
+    assert not at.exception
+    assert at.selectbox(key="vg_dataset").value == "mnist"
+    assert at.multiselect(key="vg_activations").value == ["sigmoid", "tanh", "relu"]
+    assert at.slider(key="vg_depths").value == (1, 8) and at.number_input(key="vg_epochs").value == 5
+    assert at.number_input(key="vg_batch").value == 32 and at.number_input(key="vg_lr").value == 0.2
+    assert not at.warning
+
+
+def test_preset_falls_back_to_digits_with_a_notice(isolated_cache, no_mnist):
+    at = open_page()
+    at.button(key="vg_preset").click().run()
+    assert at.selectbox(key="vg_dataset").value == "digits"
+    assert at.number_input(key="vg_epochs").value == 5
+    assert "MNIST is not available" in texts(at.warning)
+
+
+def test_too_many_networks_is_explained(isolated_cache):
+    at = open_page()
+    at.multiselect(key="vg_activations").set_value(["sigmoid", "tanh", "relu", "gelu"]).run()
+    at.slider(key="vg_depths").set_value((1, 20)).run()
+    assert "at most 60" in texts(at.error) and at.button(key="vg_train").disabled
+
+
+def test_tiny_grid_finishes_with_one_value_per_cell(isolated_cache):
+    at = tiny_grid(open_page())
+    at.button(key="vg_train").click().run()
+    assert not at.exception
+    key = at.session_state["vg_grid_job"]
+    assert key == GridConfig(base=RunConfig(dataset="moons", epochs=3, batch_size=32, optimizer="sgd", lr=0.2,
+                                            val_fraction=0.1, log_every=10),
+                             activations=("sigmoid", "relu"), depths=(1, 2), width=10).key()
+    assert core.jobs.get_manager().wait(key, timeout=300).status == "finished"
+    at.run()
+    assert not at.exception, at.exception
+    heat = chart(at, "Accuracy per network")["data"][0]
+    assert heat["y"] == ["sigmoid", "relu"] and heat["x"] == ["1", "2"]
+    values = np.array(heat["z"], dtype=float)
+    assert values.shape == (2, 2) and np.isfinite(values).all() and ((0 <= values) & (values <= 1)).all()
+    losses = chart(at, "Loss of every network")
+    assert "ln 2" in losses["layout"]["title"]["text"]
+    assert len([t for t in losses["data"] if t.get("name") == "validation"]) == 4
+    assert chart(at, "Gradient norm per layer over time")
+    assert chart(at, "First layer: how far each weight moved")
+    table = at.dataframe[0].value
+    assert table["network"].tolist() == ["sigmoid x1", "sigmoid x2", "relu x1", "relu x2"]
+    assert (table["status"] == "finished").all()
+    assert at.button(key="vg_train").label == "Train the grid again"
+
+
+def test_a_cell_opens_in_the_playground_from_the_store(isolated_cache):
+    at = tiny_grid(open_page())
+    at.button(key="vg_train").click().run()
+    core.jobs.get_manager().wait(at.session_state["vg_grid_job"], timeout=300)
+    at.run()
+    at.selectbox(key="vg_cell").set_value("relu x2").run()
+    at.button(key="vg_open").click().run()
+    assert not at.exception, at.exception
+    assert "From cache" in texts(at.info)  # the cell was filed under its own key: no training
+    assert core.jobs.get_manager().counts() == {"queued": 0, "running": 0}
+
+
+def test_fixes_train_side_by_side(isolated_cache):
+    at = tiny_grid(open_page())
+    at.slider(key="vg_fix_depth").set_value(3).run()
+    at.button(key="vg_train_fixes").click().run()
+    assert not at.exception
+    key = at.session_state["vg_fixes_job"]
+    assert core.jobs.get_manager().wait(key, timeout=300).status == "finished"
+    at.run()
+    profile = chart(at, "Gradient norm per layer at the latest log point")
+    names = [t["name"] for t in profile["data"]]
+    assert names[:3] == ["sigmoid", "relu", "relu + he"] and any("batchnorm" in n for n in names)
+    assert all(len(t["x"]) == 4 for t in profile["data"])  # 3 hidden layers + the output layer
+
+
+# --- the figure builders ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stuck_grid_events():
+    """Digits, width 10, SGD lr 0.2, 3 epochs: sigmoid x1 learns, sigmoid x8 is stuck."""
+    base = RunConfig(dataset="digits", epochs=3, batch_size=32, optimizer="sgd", lr=0.2, log_every=10)
+    grid = GridConfig(base=base, variants=(("sigmoid", {}), ("relu", {"activation": "relu", "init": "he"})),
+                      depths=(1, 8))
+    events: list = []
+    assert run_grid(grid, events.append).status == "finished"
+    return events
+
+
+def test_reduce_grid_places_cells_by_row_and_depth(stuck_grid_events):
+    grid = gf.reduce_grid(stuck_grid_events)
+    assert grid.rows == ["sigmoid", "relu"] and grid.depths == [1, 8] and grid.status == "finished"
+    assert grid.done_cells == 4 and grid.cell_at("relu", 8).label == "relu x8"
+    prefix = gf.reduce_grid(stuck_grid_events[:len(stuck_grid_events) // 2])
+    assert prefix.status == "running" and len(prefix.cells) == 4 and prefix.done_cells < 4
+
+
+def test_stuck_cell_is_majority_share_and_ln_classes(stuck_grid_events):
+    grid = gf.reduce_grid(stuck_grid_events)
+    stuck, learned = grid.cell_at("sigmoid", 8), grid.cell_at("sigmoid", 1)
+    assert stuck.stuck and not learned.stuck
+    answers, share = stuck.top_prediction
+    assert answers > 0.9  # one answer for (almost) every input ...
+    assert stuck.latest["acc"] == pytest.approx(share, abs=0.02)  # ... so its accuracy is that class's share
+    assert stuck.latest["loss"] == pytest.approx(math.log(10), abs=gf.STUCK_LOSS)
+    assert learned.latest["acc"] > 0.6 and learned.top_prediction[0] < 0.5
+    heat = gf.accuracy_heatmap_figure(grid)
+    assert heat.data[0].text[0][1].endswith("⊘") and not heat.data[0].text[0][0].endswith("⊘")
+    table = gf.cells_table(grid)
+    assert table["stuck"].tolist()[:2] == [False, True]
+    # the stuck network's first layer gets a far weaker gradient, relative to its output layer, than the shallow one's
+    assert 20 * table.loc[1, "first / last layer gradient"] < table.loc[0, "first / last layer gradient"]
+
+
+def test_gradient_band_marks_the_vanishing_layers(stuck_grid_events):
+    grid = gf.reduce_grid(stuck_grid_events)
+    ratio = 0.05  # on 8x8 digits the first layer of sigmoid x8 gets ~1% of the output layer's gradient (MNIST: ~1e-9)
+    names, steps, norms, vanished = gf.vanishing_mask(grid.cell_at("sigmoid", 8).view, ratio)
+    assert vanished[0].all() and not vanished[-1].any()  # first layer always far below the output layer
+    assert np.allclose(vanished, norms < ratio * norms[-1])
+    fig = gf.gradient_band_figure(grid.cell_at("sigmoid", 8).view, "sigmoid x8", ratio)
+    marks = fig.data[1]
+    assert len(marks.x) == int(vanished.sum()) and "vanishing" in marks.name
+    assert len(gf.gradient_band_figure(grid.cell_at("sigmoid", 1).view, ratio=ratio).data) == 1  # nothing marked
+    profile = gf.gradient_profile_figure([(c.label, c.view) for c in grid.cells])
+    assert [len(t.x) for t in profile.data] == [2, 9, 2, 9]
+
+
+def test_figures_wait_politely_before_data():
+    empty = gf.reduce_grid([])
+    for fig in (gf.accuracy_heatmap_figure(empty), gf.loss_multiples_figure(empty)):
+        assert fig.layout.annotations and "Waiting" in fig.layout.annotations[0].text
+    assert gf.cells_table(empty).empty
