@@ -18,6 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
+
 from .config import RunConfig
 from .events import Event, RunFailed
 from .store import RunStore
@@ -204,8 +206,16 @@ class JobManager:
             self._queues[device] = queue.Queue()
         return self._queues[device]
 
+    @staticmethod
+    def _share_cpu() -> None:
+        """Train on all cores but one (GRADIENT_LAB_TORCH_THREADS overrides), so the web server stays responsive."""
+        threads = int(os.environ.get("GRADIENT_LAB_TORCH_THREADS") or max(1, (os.cpu_count() or 1) - 1))
+        torch.set_num_threads(threads)
+
     def _ensure_workers(self, device: str) -> None:
         alive = [t for t in self._threads if t.is_alive() and t.name.startswith(f"gl-worker-{device}")]
+        if not alive and device == "cpu":
+            self._share_cpu()
         for i in range(len(alive), self.workers.get(device, 1)):
             t = threading.Thread(target=self._work, args=(device,), name=f"gl-worker-{device}-{i}", daemon=True)
             self._threads.append(t)
