@@ -347,10 +347,11 @@ def dataset_fallback_notice(original: str) -> None:
 
 def describe(cfg: RunConfig) -> str:
     """One line summary of a config, e.g. 'MLP 64-64 relu · adam lr 0.001 · batch 64 · 10 epochs'."""
+    from app import upload_ui  # imports this module: import here, not at the top
     arch = "CNN + MLP" if cfg.arch == "cnn" else "MLP"
     layers = "-".join(str(w) for w in cfg.hidden) or "no hidden layer"
     extras = [x for x in (cfg.norm if cfg.norm != "none" else "", f"dropout {cfg.dropout:g}" if cfg.dropout else "",
                           f"L1 {cfg.l1:g}" if cfg.l1 else "", f"L2 {cfg.l2:g}" if cfg.l2 else "") if x]
-    return " · ".join([DATASET_TITLES.get(cfg.dataset, cfg.dataset), f"{arch} {layers} {cfg.activation}",
+    return " · ".join([upload_ui.dataset_label(cfg.dataset), f"{arch} {layers} {cfg.activation}",
                        *extras, f"{cfg.optimizer} lr {cfg.lr:g}", f"batch {cfg.batch_size}",
                        f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}", f"seed {cfg.seed}"])

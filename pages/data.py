@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import widgets
+from app import upload_ui, widgets
 from app.datapreview import show_data_preview
 from core.config import BUILTIN_DATASETS, RunConfig
 
@@ -16,8 +16,8 @@ try:
     cfg = RunConfig.from_query(last)
 except Exception:
     cfg = RunConfig()
-options = list(BUILTIN_DATASETS) + ([cfg.dataset] if cfg.dataset not in BUILTIN_DATASETS else [])
-name = st.selectbox("Dataset", options, index=options.index(cfg.dataset), format_func=widgets.dataset_label,
+options = list(dict.fromkeys([*BUILTIN_DATASETS, *upload_ui.session_dataset_names(), cfg.dataset]))
+name = st.selectbox("Dataset", options, index=options.index(cfg.dataset), format_func=upload_ui.dataset_label,
                     key="data_dataset")
 if name != "digits" and not widgets.dataset_available(name):
     widgets.dataset_fallback_notice(name)
