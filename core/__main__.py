@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--force", action="store_true", help="train again even if the cache has this run")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    os.environ.setdefault("GRADIENT_LAB_TORCH_THREADS", str(os.cpu_count() or 1))  # no web server to leave room for
 
     if args.command == "presets":
         for preset in PRESETS.values():
