@@ -122,6 +122,9 @@ class _Workspace:
         self.forward_calls = [[(kernels[0], self.a[j][s:e], self.y[j][s:e])
                                for kernels, (s, e) in zip(stack.kernels[j], stack.active[j])] for j in range(D)]
         self.final = self.y[-1] if stack.uniform else torch.zeros(shape, device=device)
+        self.z0_flat = self.z[0].view(stack.n * stack.W, batch)
+        self.y_t = [t.transpose(1, 2) for t in self.y]
+        self.final_t = self.final.transpose(1, 2)
         self._grads: tuple | None = None
         self.step = 0  # which forward the tensors hold
 
@@ -189,6 +192,12 @@ class _Stack:
         self.running = [(m.flatten().to(device), v.flatten().to(device)) for m, v in running] \
             if self.norm == "batchnorm" else []
         self.params = [*self.w, *self.b, *self.gamma, *self.beta, self.wo, self.bo]
+        # views used every step, made once (the optimizer updates the parameters in place)
+        self.b_col = [t.unsqueeze(2) for t in self.b]  # [n, W, 1]
+        self.w_t = [t.transpose(1, 2) for t in self.w]  # [n, in, W]
+        self.w0_flat = self.w[0].view(n * W, IN).detach() if D else None
+        self.b0_col = self.b[0].view(n * W, 1).detach() if D else None
+        self.wo_t, self.bo_row = self.wo.transpose(1, 2), self.bo.unsqueeze(1)
         self.weights = [*self.w, self.wo]  # the weight matrices, layer by layer (what the stats describe)
         self.initial = [t.detach().clone() for t in self.weights]
         self.previous = [t.clone() for t in self.initial]
@@ -273,16 +282,16 @@ class _Stack:
         saved = [None] * D
         for j in range(D):
             if j == 0:  # all cells see the same x: one wide matmul
-                torch.addmm(self.b[0].view(n * W, 1), self.w[0].view(n * W, self.IN), x.t(), out=ws.z[0].view(n * W, B))
+                torch.addmm(self.b0_col, self.w0_flat, x.t(), out=ws.z0_flat)
             else:
-                torch.baddbmm(self.b[j].unsqueeze(2), self.w[j], ws.y[j - 1], out=ws.z[j])
+                torch.baddbmm(self.b_col[j], self.w[j], ws.y[j - 1], out=ws.z[j])
             if self.norm != "none":
                 saved[j] = self._norm(j, ws.z[j], ws.a[j])
             for kernel, a, y in ws.forward_calls[j]:
                 kernel(a, y)
             if not self.uniform and j in self.ends_here:  # cells whose last hidden layer this is read out here
                 torch.where(self.ends_here[j], ws.y[j], ws.final, out=ws.final)
-        logits = torch.baddbmm(self.bo.unsqueeze(1), ws.final.transpose(1, 2), self.wo.transpose(1, 2))
+        logits = torch.baddbmm(self.bo_row, ws.final_t, self.wo_t)
         if cache is not None:
             cache.update(x=x, ws=ws, saved=saved, step=ws.step)
         return logits
@@ -300,15 +309,15 @@ class _Stack:
             raise RuntimeError("a stack's backward must follow its own training forward")
         gh, ga, g_final, backward_calls = ws.grads()
         gt = g.transpose(1, 2)  # [n, K, B]
-        gwo = torch.bmm(gt, ws.final.transpose(1, 2))
+        gwo = torch.bmm(gt, ws.final_t)
         gbo = g.sum(dim=1)
         gw, gb = [None] * D, [None] * D
         ggamma, gbeta = [None] * D, [None] * D
         for j in reversed(range(D)):
             if j == D - 1 and self.uniform:
-                torch.bmm(self.wo.transpose(1, 2), gt, out=gh[j])  # [n, W, B]
+                torch.bmm(self.wo_t, gt, out=gh[j])  # [n, W, B]
             elif j == D - 1:  # the top layer is read out by the deepest cells only
-                torch.bmm(self.wo.transpose(1, 2), gt, out=g_final)
+                torch.bmm(self.wo_t, gt, out=g_final)
                 torch.mul(g_final, self.ends_here[j], out=gh[j])
             elif j in self.ends_here:  # cells whose last hidden layer this is get the output's gradient
                 torch.where(self.ends_here[j], g_final, gh[j], out=gh[j])
@@ -322,8 +331,8 @@ class _Stack:
             if j == 0:
                 gw[0] = gz.view(n * W, B).mm(x).view(n, W, self.IN)
             else:
-                gw[j] = torch.bmm(gz, ws.y[j - 1].transpose(1, 2))
-                torch.bmm(self.w[j].transpose(1, 2), gz, out=gh[j - 1])
+                gw[j] = torch.bmm(gz, ws.y_t[j - 1])
+                torch.bmm(self.w_t[j], gz, out=gh[j - 1])
         if self.norm == "none":
             return [*gw, *gb, gwo, gbo]
         return [*gw, *gb, *ggamma, *gbeta, gwo, gbo]
@@ -368,6 +377,22 @@ class _StackFunction(torch.autograd.Function):
 class StackedLanes:
     """The lanes of one lockstep group of batchable configs (see :func:`core.train.train_lanes`)."""
 
+    @staticmethod
+    def stack_groups(configs: list[RunConfig]) -> list[list[int]]:
+        """Indices of ``configs`` per stack, in the stack's order: activation groups, deepest cells first."""
+        by_key: dict[tuple, list[int]] = {}
+        for i, cfg in enumerate(configs):
+            by_key.setdefault(stack_key(cfg), []).append(i)
+        for lanes in by_key.values():  # activation groups become slices, deepest cells first within a group
+            lanes.sort(key=lambda i: (ACTIVATIONS.index(configs[i].activation), -configs[i].depth))
+        return list(by_key.values())
+
+    @classmethod
+    def stacked_order(cls, configs: list[RunConfig]) -> list[int]:
+        """Indices of ``configs`` as the stacks lay them out end to end: lanes handed over in this order
+        need no per-step reordering."""
+        return [i for lanes in cls.stack_groups(configs) for i in lanes]
+
     def __init__(self, configs: list[RunConfig], input_shape: tuple[int, ...], n_classes: int, device: torch.device):
         for cfg in configs:
             reason = why_not_batched(cfg)
@@ -377,17 +402,9 @@ class StackedLanes:
         self.n = len(configs)
         self.n_classes = n_classes
         self.device = device
-        by_key: dict[tuple, list[int]] = {}
-        for i, cfg in enumerate(configs):
-            by_key.setdefault(stack_key(cfg), []).append(i)
-        self.stacks: list[_Stack] = []
-        self.lanes_of: list[list[int]] = []  # per stack, the lane of each of its cells
-        for lanes in by_key.values():
-            # activation groups become slices, deepest cells first within a group
-            lanes.sort(key=lambda i: (ACTIVATIONS.index(configs[i].activation), -configs[i].depth))
-            self.stacks.append(_Stack([configs[i] for i in lanes], input_shape, n_classes, device))
-            self.lanes_of.append(lanes)
-        order = [lane for lanes in self.lanes_of for lane in lanes]  # the stacks' cells laid end to end
+        self.lanes_of = self.stack_groups(self.configs)  # per stack, the lane of each of its cells
+        self.stacks = [_Stack([configs[i] for i in lanes], input_shape, n_classes, device) for lanes in self.lanes_of]
+        order = [lane for lanes in self.lanes_of for lane in lanes]
         position = {lane: p for p, lane in enumerate(order)}
         self.gather = None if order == list(range(self.n)) else \
             torch.tensor([position[i] for i in range(self.n)], device=device)

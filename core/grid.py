@@ -40,6 +40,12 @@ AXES = {"activations": ("activation", ACTIVATIONS), "inits": ("init", INITS), "n
 Variant = tuple[str, tuple[tuple[str, Any], ...]]  # (label, ((field, value), ...))
 
 
+def _overrides(cfg: RunConfig, reference: RunConfig) -> dict[str, Any]:
+    """The settings in which ``cfg`` differs from ``reference``."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)
+            if getattr(cfg, f.name) != getattr(reference, f.name)}
+
+
 def _variant(label: Any, overrides: Any) -> Variant:
     items = overrides.items() if isinstance(overrides, Mapping) else overrides
     parsed = []
@@ -142,12 +148,7 @@ class GridConfig:
         """A grid of named variants: each run's differences from ``runs[0]``, applied to ``base``
         (default ``runs[0]``). E.g. a preset family's ``runs``."""
         first = runs[0][1]
-        variants = []
-        for label, cfg in runs:
-            diff = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)
-                    if getattr(cfg, f.name) != getattr(first, f.name)}
-            variants.append((label, diff))
-        return cls(base=base or first, variants=tuple(variants))
+        return cls(base=base or first, variants=tuple((label, _overrides(cfg, first)) for label, cfg in runs))
 
     # --- validation -------------------------------------------------------------------------------
     def _problems(self) -> dict[str, str]:
@@ -261,6 +262,7 @@ def run_grid(grid: GridConfig, emit: Callable[[Event], None], cancel: threading.
         return on_event
 
     for group in plan.batched:
+        group = [group[k] for k in StackedLanes.stacked_order([cells[i][1] for i in group])]  # no per-step reordering
         train_lanes([cells[i][1] for i in group], StackedLanes, [cell_emit(i) for i in group], cancel,
                     [keys[i] for i in group])
     for i in plan.alone:
@@ -308,8 +310,7 @@ def fixes_grid(base: RunConfig) -> GridConfig:
     base = base.replace(activation=first.activation)
     variants, seen = [], set()
     for label, cfg in runs:
-        diff = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)
-                if getattr(cfg, f.name) != getattr(first, f.name)}
+        diff = _overrides(cfg, first)
         if "lr" in diff:  # "a smaller learning rate" relative to this base
             diff["lr"] = base.lr * cfg.lr / first.lr
             label = f"{first.activation}, lr {diff['lr']:g}"
