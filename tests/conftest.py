@@ -41,3 +41,12 @@ def shared_mnist() -> Path:
 @pytest.fixture
 def shared_fashion() -> Path:
     return _require("FashionMNIST")
+
+
+@pytest.fixture
+def no_mnist(tmp_path, monkeypatch):
+    """Pretend MNIST / Fashion-MNIST are not on this server (empty data folder, no downloads)."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
+    monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")

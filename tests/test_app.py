@@ -27,15 +27,6 @@ def app_env(isolated_cache):
     return isolated_cache
 
 
-@pytest.fixture
-def no_mnist(tmp_path, monkeypatch):
-    """Pretend MNIST / Fashion-MNIST are not on this server (empty data folder, no downloads)."""
-    empty = tmp_path / "no-data"
-    empty.mkdir()
-    monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
-    monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
-
-
 def new_app(query: dict | None = None) -> AppTest:
     at = AppTest.from_file(str(MAIN), default_timeout=60)
     at.query_params.update(query or {})

@@ -28,15 +28,6 @@ PAGE = "../pages/regularization.py"
 CLASSES = ("circles", "squares", "**stripes** <b>bold")  # no "/": it would split the path
 
 
-@pytest.fixture
-def no_mnist(tmp_path, monkeypatch):
-    """Pretend MNIST / Fashion-MNIST are not on this server (empty data folder, no downloads)."""
-    empty = tmp_path / "no-data"
-    empty.mkdir()
-    monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
-    monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
-
-
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 

@@ -22,15 +22,6 @@ MAIN = REPO / "app" / "main.py"
 PAGE = "../pages/vanishing.py"
 
 
-@pytest.fixture
-def no_mnist(tmp_path, monkeypatch):
-    """Pretend MNIST is not on this server (empty data folder, no downloads)."""
-    empty = tmp_path / "no-data"
-    empty.mkdir()
-    monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
-    monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
-
-
 def open_page() -> AppTest:
     at = AppTest.from_file(str(MAIN), default_timeout=60)
     at.run()
