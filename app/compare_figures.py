@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from .figures import HEIGHT, plain_label
+from .figures import HEIGHT, base_layout, figure_from_spec, finite_values, plain_label, waiting_figure
 from .runview import RunView
 
 VARIANT_COLORS = qualitative.Plotly + qualitative.D3
@@ -61,34 +61,17 @@ def weight_snapshot(events: list) -> WeightSnapshot | None:
                           list(stats.weight_absmax), [np.asarray(h) for h in stats.weight_hist], sizes)
 
 
-# --- plain Plotly specs (built without Plotly's per-property validation: far cheaper while runs stream) ---
-def _figure(data: list[dict], layout: dict) -> go.Figure:
-    return go.Figure({"data": data, "layout": layout}, _validate=False)
-
-
+# --- plain Plotly specs (the builders of app/figures.py, with this page's taller, denser layout) ---
 def _layout(title: str, height: int = HEIGHT + 80, x_title: str | None = None, y_title: str | None = None,
             **extra) -> dict:
-    layout = {"title": {"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}}, "height": height,
-              "margin": {"l": 10, "r": 10, "t": 56, "b": 10}, "uirevision": "keep", "hovermode": "closest",
-              "legend": {"orientation": "h", "yanchor": "top", "y": -0.16, "xanchor": "left", "x": 0,
-                         "font": {"size": 11}},
-              "xaxis": {"title": {"text": x_title, "standoff": 4}} if x_title else {},
-              "yaxis": {"title": {"text": y_title}} if y_title else {}}
+    overrides: dict = {"hovermode": "closest", "margin": {"t": 56},
+                       "legend": {"y": -0.16, "font": {"size": 11}}}
+    if x_title:
+        overrides["xaxis"] = {"title": {"text": x_title, "standoff": 4}}
     for key, value in extra.items():
-        layout[key] = {**layout[key], **value} if isinstance(value, dict) and isinstance(layout.get(key), dict) \
-            else value
-    return layout
-
-
-def _waiting(layout: dict, text: str = "Waiting for the first log point…") -> go.Figure:
-    return _figure([], {**layout, "xaxis": {"visible": False}, "yaxis": {"visible": False},
-                        "annotations": [{"text": text, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper",
-                                         "yref": "paper", "font": {"size": 13}}]})
-
-
-def _finite(values) -> np.ndarray:
-    a = np.asarray(values.to_numpy() if hasattr(values, "to_numpy") else values, dtype=float)
-    return np.where(np.isfinite(a), a, np.nan)
+        overrides[key] = {**overrides[key], **value} if isinstance(value, dict) and isinstance(
+            overrides.get(key), dict) else value
+    return base_layout(title, height, x_title, y_title, **overrides)
 
 
 def _zoom_range(values: list[np.ndarray], top: float | None = None, floor: float | None = None) -> list[float] | None:
@@ -109,16 +92,16 @@ def overlay_figure(runs: list[tuple[str, RunView]], metric: str) -> go.Figure:
     name = {"loss": "Loss", "acc": "Accuracy"}[metric]
     layout = _layout(f"{name}: validation (solid) vs train (dashed)", x_title="epoch", y_title=name.lower())
     if not any(len(view.evals) for _, view in runs):
-        return _waiting(layout)
+        return waiting_figure(layout)
     data = []
     for i, (label, view) in enumerate(runs):
         ev = view.evals
         if not len(ev):
             continue
-        shown, color, epochs = plain_label(label, 30), variant_color(i), _finite(ev["epoch"])
+        shown, color, epochs = plain_label(label, 30), variant_color(i), finite_values(ev["epoch"])
         for split, dash, width in (("val", None, 2), ("train", "dash", 1.5)):
             words = "validation" if split == "val" else "train"
-            data.append({"type": "scatter", "x": epochs, "y": _finite(ev[f"{split}_{metric}"]), "name": shown,
+            data.append({"type": "scatter", "x": epochs, "y": finite_values(ev[f"{split}_{metric}"]), "name": shown,
                          "legendgroup": str(i), "showlegend": split == "val", "mode": "lines",
                          "line": {"color": color, "width": width, **({"dash": dash} if dash else {})},
                          "hovertemplate": f"{shown}<br>epoch %{{x:.2f}}<br>{words} {name.lower()} %{{y:.4f}}"
@@ -127,7 +110,7 @@ def overlay_figure(runs: list[tuple[str, RunView]], metric: str) -> go.Figure:
         zoom = _zoom_range([t["y"] for t in data], top=1.0, floor=0.0)
         if zoom:
             layout["yaxis"] = {**layout["yaxis"], "range": zoom}
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 def gap_figure(runs: list[tuple[str, RunView]]) -> go.Figure:
@@ -135,15 +118,15 @@ def gap_figure(runs: list[tuple[str, RunView]]) -> go.Figure:
     layout = _layout("Generalization gap: train − validation accuracy", x_title="epoch", y_title="gap",
                      yaxis={"tickformat": ".0%"})
     if not any(len(view.evals) for _, view in runs):
-        return _waiting(layout)
+        return waiting_figure(layout)
     data = []
     for i, (label, view) in enumerate(runs):
         ev = view.evals
         if not len(ev):
             continue
         shown = plain_label(label, 30)
-        gap = _finite(ev["train_acc"]) - _finite(ev["val_acc"])
-        data.append({"type": "scatter", "x": _finite(ev["epoch"]), "y": gap, "name": shown, "mode": "lines",
+        gap = finite_values(ev["train_acc"]) - finite_values(ev["val_acc"])
+        data.append({"type": "scatter", "x": finite_values(ev["epoch"]), "y": gap, "name": shown, "mode": "lines",
                      "line": {"color": variant_color(i), "width": 2},
                      "hovertemplate": f"{shown}<br>epoch %{{x:.2f}}<br>gap %{{y:.1%}}<extra></extra>"})
     layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": 0, "y1": 0,
@@ -153,7 +136,7 @@ def gap_figure(runs: list[tuple[str, RunView]]) -> go.Figure:
     if gaps.size:  # symmetric around 0, leaving out the first epochs' far-off points
         reach = max(float(np.quantile(gaps, 0.97)) * 1.2, 0.02)
         layout["yaxis"] = {**layout["yaxis"], "range": [-reach, reach]}
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 # --- weights -------------------------------------------------------------------------------------
@@ -163,13 +146,13 @@ def near_zero_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.F
                      xaxis={"tickformat": ".0%", "rangemode": "tozero"}, showlegend=False)
     present = [(i, label, snap) for i, (label, snap) in enumerate(snapshots) if snap is not None]
     if not present:
-        return _waiting(layout)
+        return waiting_figure(layout)
     labels = [plain_label(label, 28) for _, label, _ in present]
     details = ["<br>".join(f"{plain_label(n, 12)}: {z:.1%}" for n, z in zip(snap.layers, snap.near_zero))
                for _, _, snap in present]
     positions = list(range(len(present)))
     layout["yaxis"] = {"tickvals": positions, "ticktext": labels, "autorange": "reversed", "automargin": True}
-    return _figure([{"type": "bar", "orientation": "h", "y": positions,
+    return figure_from_spec([{"type": "bar", "orientation": "h", "y": positions,
                      "x": [snap.overall_near_zero for _, _, snap in present],
                      "marker": {"color": [variant_color(i) for i, _, _ in present]},
                      "customdata": [[label, detail] for label, detail in zip(labels, details)],
@@ -187,7 +170,7 @@ def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go
     title = ("Weights of every layer at the latest log point: share of weights per bin, from −max|w| to "
              "+max|w|")
     if not rows:
-        return _waiting(_layout(title))
+        return waiting_figure(_layout(title))
     n_rows, n_cols = len(rows), min(MAX_HIST_LAYERS, max(len(snap.layers) for _, _, snap in rows))
     h_gap, v_gap = 0.04, min(0.09, 0.6 / n_rows)
     width, height = (1 - h_gap * (n_cols - 1)) / n_cols, (1 - v_gap * (n_rows - 1)) / n_rows
@@ -222,7 +205,7 @@ def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go
                                 "xanchor": "center", "yanchor": "bottom", "showarrow": False,
                                 "font": {"size": 11}})
     layout["annotations"] = annotations
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 # --- results -------------------------------------------------------------------------------------

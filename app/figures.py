@@ -34,8 +34,9 @@ def plain_label(text: object, limit: int = 40) -> str:
     return html.escape(s, quote=False)
 
 
-def _finite(values) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
+def finite_values(values) -> np.ndarray:
+    """Floats with inf/NaN as NaN (a gap in a Plotly line); lists, arrays or pandas series."""
+    a = np.asarray(values.to_numpy() if hasattr(values, "to_numpy") else values, dtype=float)
     return np.where(np.isfinite(a), a, np.nan)
 
 
@@ -47,8 +48,8 @@ def _title(text: str) -> dict:
     return {"text": text, "x": 0, "xanchor": "left", "font": {"size": 15}}
 
 
-def _layout(title: str, height: int = HEIGHT, x_title: str | None = None, y_title: str | None = None,
-            **extra) -> dict:
+def base_layout(title: str, height: int = HEIGHT, x_title: str | None = None, y_title: str | None = None,
+                **extra) -> dict:
     layout = {"title": _title(title), "height": height, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
               "uirevision": "keep",
               "legend": {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
@@ -62,15 +63,15 @@ def _layout(title: str, height: int = HEIGHT, x_title: str | None = None, y_titl
     return layout
 
 
-def _figure(data: list[dict], layout: dict) -> go.Figure:
+def figure_from_spec(data: list[dict], layout: dict) -> go.Figure:
     return go.Figure({"data": data, "layout": layout}, _validate=False)
 
 
-def _waiting(layout: dict, text: str = "Waiting for the first log point…") -> go.Figure:
+def waiting_figure(layout: dict, text: str = "Waiting for the first log point…") -> go.Figure:
     layout = {**layout, "xaxis": {"visible": False}, "yaxis": {"visible": False},
               "annotations": [{"text": text, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper",
                                "yref": "paper", "font": {"size": 13}}]}
-    return _figure([], layout)
+    return figure_from_spec([], layout)
 
 
 def _mode(n: int) -> str:
@@ -78,7 +79,7 @@ def _mode(n: int) -> str:
 
 
 def _line(x, y, name: str, color: str, n: int, **extra) -> dict:
-    return {"type": "scatter", "x": _array(x), "y": _finite(y), "name": name, "mode": _mode(n),
+    return {"type": "scatter", "x": _array(x), "y": finite_values(y), "name": name, "mode": _mode(n),
             "line": {"color": color}, **extra}
 
 
@@ -90,12 +91,12 @@ def layer_colors(n: int) -> list[str]:
 # --- curves ---------------------------------------------------------------------------------
 def loss_figure(view: RunView) -> go.Figure:
     """Train and validation loss per log point, against epochs."""
-    layout = _layout("Loss (train vs validation)", x_title="epoch", y_title="loss")
+    layout = base_layout("Loss (train vs validation)", x_title="epoch", y_title="loss")
     ev = view.evals
     if not len(ev):
-        return _waiting(layout)
+        return waiting_figure(layout)
     n, steps = len(ev), _array(ev["step"])
-    return _figure([
+    return figure_from_spec([
         _line(ev["epoch"], ev["train_loss"], "train", TRAIN_COLOR, n, customdata=steps,
               hovertemplate="epoch %{x:.2f} (step %{customdata})<br>train loss %{y:.4f}<extra></extra>"),
         _line(ev["epoch"], ev["val_loss"], "validation", VAL_COLOR, n, customdata=steps,
@@ -105,11 +106,11 @@ def loss_figure(view: RunView) -> go.Figure:
 
 def accuracy_figure(view: RunView) -> go.Figure:
     """Train and validation accuracy per log point, with the chance level for reference."""
-    layout = _layout("Accuracy (train vs validation)", x_title="epoch", y_title="accuracy",
+    layout = base_layout("Accuracy (train vs validation)", x_title="epoch", y_title="accuracy",
                      yaxis={"range": [0, 1.02]})
     ev = view.evals
     if not len(ev):
-        return _waiting(layout)
+        return waiting_figure(layout)
     n = len(ev)
     data = [_line(ev["epoch"], ev["train_acc"], "train", TRAIN_COLOR, n,
                   hovertemplate="epoch %{x:.2f}<br>train accuracy %{y:.4f}<extra></extra>"),
@@ -121,18 +122,18 @@ def accuracy_figure(view: RunView) -> go.Figure:
                      "mode": "lines", "name": f"chance ({chance:.2f})",
                      "line": {"color": CHANCE_COLOR, "dash": "dot", "width": 1.5},
                      "hovertemplate": "always guessing the most common class: %{y:.3f}<extra></extra>"})
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 def step_loss_figure(view: RunView, max_points: int = 1500) -> go.Figure:
     """Training loss of every step (binned when long) and its moving average."""
-    layout = _layout("Training loss per step", x_title="step", y_title="loss")
+    layout = base_layout("Training loss per step", x_title="step", y_title="loss")
     steps = view.step_losses
     if not len(steps):
-        return _waiting(layout)
-    small = downsample(steps.assign(loss=_finite(steps["loss"])), "step", "loss", max_points)
+        return waiting_figure(layout)
+    small = downsample(steps.assign(loss=finite_values(steps["loss"])), "step", "loss", max_points)
     smooth = small["loss"].ewm(span=max(3, len(small) // 25), ignore_na=True).mean()
-    return _figure([
+    return figure_from_spec([
         {"type": "scatter", "x": _array(small["step"]), "y": _array(small["loss"]), "name": "per step",
          "mode": "lines", "line": {"width": 1, "color": "rgba(120,120,120,0.45)"}},
         {"type": "scatter", "x": _array(small["step"]), "y": _array(smooth), "name": "moving average",
@@ -142,24 +143,24 @@ def step_loss_figure(view: RunView, max_points: int = 1500) -> go.Figure:
 
 def grad_norm_figure(view: RunView) -> go.Figure:
     """Gradient norm of every weight layer over time, log scale (vanishing = lines far below)."""
-    layout = _layout("Gradient norm per layer (log scale)", x_title="step", y_title="‖∇W‖",
+    layout = base_layout("Gradient norm per layer (log scale)", x_title="step", y_title="‖∇W‖",
                      yaxis={"type": "log", "tickformat": "~g"})
     names, steps, matrix = layer_matrix(view, "grad_norm")
     if not len(steps):
-        return _waiting(layout)
+        return waiting_figure(layout)
     data = []
-    positive = _finite(matrix)
+    positive = finite_values(matrix)
     positive = positive[positive > 0]
     if positive.size:  # labels at 1-2-5 within a decade or two, one per decade across wider ranges
         span = np.log10(positive.max() / positive.min())
         layout["yaxis"]["dtick"] = 1 if span >= 2 else "D2"
     for name, color, row in zip(names, layer_colors(len(names)), matrix):
-        values = _finite(row)
+        values = finite_values(row)
         values[values <= 0] = np.nan
         label = plain_label(name)
         data.append(_line(steps, values, label, color, len(steps),
                           hovertemplate=f"{label}<br>step %{{x}}<br>‖∇W‖ %{{y:.3g}}<extra></extra>"))
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 def layer_heatmap_figure(view: RunView, value: str = "weight_delta") -> go.Figure:
@@ -167,15 +168,15 @@ def layer_heatmap_figure(view: RunView, value: str = "weight_delta") -> go.Figur
     titles = {"weight_delta": "Mean |ΔW| per layer between log points (log10)",
               "weight_change": "Mean |W − W₀| per layer (log10)",
               "grad_norm": "Gradient norm per layer (log10)"}
-    layout = _layout(titles.get(value, value), x_title="step",
+    layout = base_layout(titles.get(value, value), x_title="step",
                      yaxis={"autorange": "reversed", "title": {"text": "layer (input at top)"}})
     names, steps, matrix = layer_matrix(view, value)
     if not len(steps):
-        return _waiting(layout)
+        return waiting_figure(layout)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.log10(_finite(matrix))
+        z = np.log10(finite_values(matrix))
     z[~np.isfinite(z)] = np.nan
-    return _figure([{"type": "heatmap", "x": _array(steps), "y": [plain_label(n) for n in names],
+    return figure_from_spec([{"type": "heatmap", "x": _array(steps), "y": [plain_label(n) for n in names],
                      "z": np.round(z, 3), "colorscale": VIRIDIS,
                      "colorbar": {"title": {"text": "log10"}, "thickness": 12},
                      "hovertemplate": "%{y}<br>step %{x}<br>log10 = %{z:.2f}<extra></extra>"}], layout)
@@ -190,11 +191,11 @@ def saturation_figure(view: RunView) -> go.Figure:
         title = f"Saturated {activation} units per layer (slope < 10% of its maximum)"
     else:
         title = "Dead / saturated units per layer"
-    layout = _layout(title, x_title="step", y_title="fraction of units",
+    layout = base_layout(title, x_title="step", y_title="fraction of units",
                      yaxis={"range": [0, 1.02], "tickformat": ".0%"})
     names, steps, matrix = layer_matrix(view, "saturation")
     if not len(steps):
-        return _waiting(layout)
+        return waiting_figure(layout)
     data = []
     for name, color, row in zip(names, layer_colors(len(names)), matrix):
         if np.isfinite(row).any():
@@ -202,9 +203,9 @@ def saturation_figure(view: RunView) -> go.Figure:
             data.append(_line(steps, row, label, color, len(steps),
                               hovertemplate=f"{label}<br>step %{{x}}<br>%{{y:.1%}}<extra></extra>"))
     if not data:
-        return _waiting(layout, f"Not measured for the {activation or 'chosen'} activation "
+        return waiting_figure(layout, f"Not measured for the {activation or 'chosen'} activation "
                                 "(only ReLU, sigmoid and tanh have dead/saturated units).")
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 # --- weight-change matrices -----------------------------------------------------------------
@@ -246,7 +247,7 @@ def weight_heatmaps_figure(point: LogPoint, layer_names: list[str], layer_shapes
         data.append({"type": "heatmap", "z": np.round(z, 3), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
                      "coloraxis": "coloraxis",
                      "hovertemplate": "out %{y}, in %{x}<br>log10 |ΔW| = %{z:.2f}<extra></extra>"})
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -256,7 +257,7 @@ def confusion_figure(confusion: list[list[int]], classes: list[str]) -> go.Figur
     k = z.shape[0]
     names = [plain_label(c, 18) for c in classes[:k]] + [str(i) for i in range(len(classes), k)]
     ticks = list(range(k))
-    layout = _layout("Confusion matrix (test set)", height=max(HEIGHT, 120 + 28 * k),
+    layout = base_layout("Confusion matrix (test set)", height=max(HEIGHT, 120 + 28 * k),
                      xaxis={"title": {"text": "predicted class"}, "tickvals": ticks, "ticktext": names,
                             "tickangle": -45, "automargin": True},
                      yaxis={"title": {"text": "true class"}, "tickvals": ticks, "ticktext": names,
@@ -266,7 +267,7 @@ def confusion_figure(confusion: list[list[int]], classes: list[str]) -> go.Figur
              "hovertemplate": "true %{customdata[0]}<br>predicted %{customdata[1]}<br>%{z} examples<extra></extra>"}
     if k <= 20:
         trace.update(text=z, texttemplate="%{text}")
-    return _figure([trace], layout)
+    return figure_from_spec([trace], layout)
 
 
 def _png_data_uri(rgb: np.ndarray) -> str:
@@ -311,7 +312,7 @@ def image_grid_figure(images: np.ndarray, labels: list[str], title: str, cols: i
               "margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "plot_bgcolor": "white", "annotations": annotations,
               "xaxis": {"visible": False, "range": [0, width]},
               "yaxis": {"visible": False, "range": [height, 0], "scaleanchor": "x"}}
-    return _figure([{"type": "image", "source": _png_data_uri(mosaic), "hoverinfo": "skip"}], layout)
+    return figure_from_spec([{"type": "image", "source": _png_data_uri(mosaic), "hoverinfo": "skip"}], layout)
 
 
 def misclassified_figure(images: np.ndarray, misclassified: list[dict], classes: list[str],
@@ -340,7 +341,7 @@ def _class_colorscale(k: int) -> list:
 def toy_scatter_figure(x: np.ndarray, y: np.ndarray, classes: list[str], title: str = "Data",
                        grid: dict | None = None) -> go.Figure:
     """2-D points coloured by class; with ``grid`` (RunFinished.decision_grid) the decision regions."""
-    layout = _layout(title, height=420, x_title="x₁", y_title="x₂", yaxis={"scaleanchor": "x"})
+    layout = base_layout(title, height=420, x_title="x₁", y_title="x₂", yaxis={"scaleanchor": "x"})
     k = len(classes)
     data = []
     if grid:
@@ -354,14 +355,14 @@ def toy_scatter_figure(x: np.ndarray, y: np.ndarray, classes: list[str], title: 
                      "name": plain_label(cls),
                      "marker": {"size": 5, "color": CLASS_COLORS[i % len(CLASS_COLORS)],
                                 "line": {"width": 0.5, "color": "white"}}})
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 def class_counts_figure(counts: list[int], classes: list[str], title: str = "Examples per class") -> go.Figure:
     k = len(counts)
     names = [plain_label(classes[i], 18) if i < len(classes) else str(i) for i in range(k)]
-    layout = _layout(title, x_title="class", y_title="examples",
+    layout = base_layout(title, x_title="class", y_title="examples",
                      xaxis={"tickvals": list(range(k)), "ticktext": names})
-    return _figure([{"type": "bar", "x": list(range(k)), "y": list(counts), "customdata": names,
+    return figure_from_spec([{"type": "bar", "x": list(range(k)), "y": list(counts), "customdata": names,
                      "marker": {"color": [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(k)]},
                      "hovertemplate": "%{customdata}: %{y}<extra></extra>"}], layout)

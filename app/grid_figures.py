@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .compare_figures import variant_color
-from .figures import HEIGHT, TRAIN_COLOR, VAL_COLOR, VIRIDIS, _figure, _finite, _layout, _waiting, plain_label
+from .figures import HEIGHT, TRAIN_COLOR, VAL_COLOR, VIRIDIS, figure_from_spec, finite_values, base_layout, waiting_figure, plain_label
 from .runview import RunView, layer_matrix, reduce_events
 
 VANISHING_RATIO = 1e-3  # a layer whose gradient norm is below this share of the output layer's "has vanished"
@@ -131,11 +131,11 @@ def reduce_grid(events: list) -> GridView:
 # --- figures ---------------------------------------------------------------------------------------
 def accuracy_heatmap_figure(grid: GridView) -> go.Figure:
     """Rows x depths table of each cell's current accuracy; stuck cells are marked."""
-    layout = _layout("Accuracy per network (validation while training, test when done)", x_title="hidden layers",
+    layout = base_layout("Accuracy per network (validation while training, test when done)", x_title="hidden layers",
                      height=max(HEIGHT - 40, 120 + 46 * len(grid.rows)),
                      yaxis={"autorange": "reversed", "type": "category"}, xaxis={"type": "category"})
     if not grid.cells:
-        return _waiting(layout, "Waiting for the grid to start…")
+        return waiting_figure(layout, "Waiting for the grid to start…")
     rows, depths = grid.rows, grid.depths
     z = [[None] * len(depths) for _ in rows]
     text = [[""] * len(depths) for _ in rows]
@@ -156,7 +156,7 @@ def accuracy_heatmap_figure(grid: GridView) -> go.Figure:
             hover[r][c] = (f"{plain_label(cell.label)}<br>{latest['split']} accuracy {latest['acc']:.4f}"
                            f"<br>{latest['split']} loss {latest['loss']:.4f}<br>{status}"
                            + ("<br>stuck: loss ≈ ln(classes), accuracy ≈ 1/classes" if cell.stuck else ""))
-    return _figure([{"type": "heatmap", "x": [str(d) for d in depths], "y": [plain_label(r, 30) for r in rows],
+    return figure_from_spec([{"type": "heatmap", "x": [str(d) for d in depths], "y": [plain_label(r, 30) for r in rows],
                      "z": z, "zmin": 0.0, "zmax": 1.0, "colorscale": VIRIDIS, "text": text,
                      "texttemplate": "%{text}", "customdata": hover, "hovertemplate": "%{customdata}<extra></extra>",
                      "xgap": 2, "ygap": 2, "colorbar": {"title": {"text": "accuracy"}, "thickness": 12}}], layout)
@@ -168,7 +168,7 @@ def loss_multiples_figure(grid: GridView) -> go.Figure:
     Built as a raw spec with hand-placed axes (make_subplots and validated traces take ~50x longer,
     while the training threads wait for the GIL)."""
     if not grid.cells:
-        return _waiting(_layout("Loss of every network"), "Waiting for the grid to start…")
+        return waiting_figure(base_layout("Loss of every network"), "Waiting for the grid to start…")
     rows, depths = grid.rows, grid.depths
     n_classes = grid.cells[0].n_classes
     ceiling = math.log(n_classes)
@@ -206,7 +206,7 @@ def loss_multiples_figure(grid: GridView) -> go.Figure:
             for column, color, name in (("train_loss", TRAIN_COLOR, "train"), ("val_loss", VAL_COLOR, "validation")):
                 if not len(ev):
                     continue
-                y = _finite(ev[column])
+                y = finite_values(ev[column])
                 if np.isfinite(y).any():
                     top = max(top, min(float(np.nanmax(y)), ceiling * 3))
                 data.append({"type": "scatter", "x": ev["epoch"].to_numpy(), "y": y, "mode": "lines", "name": name,
@@ -215,14 +215,14 @@ def loss_multiples_figure(grid: GridView) -> go.Figure:
                              "hovertemplate": f"{plain_label(cell.label)}<br>epoch %{{x:.2f}}<br>{name} loss "
                                               "%{y:.4f}<extra></extra>"})
     layout["yaxis"] = {**layout.get("yaxis", {}), "range": [0, top]}
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 def vanishing_mask(view: RunView, ratio: float = VANISHING_RATIO) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """(layer names, steps, gradient norms [layers x steps], where a layer's norm is below ``ratio`` x the
     output layer's at that step)."""
     names, steps, matrix = layer_matrix(view, "grad_norm")
-    matrix = _finite(matrix)
+    matrix = finite_values(matrix)
     if not len(steps) or not len(names):
         return names, steps, matrix, np.zeros(matrix.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
@@ -233,11 +233,11 @@ def vanishing_mask(view: RunView, ratio: float = VANISHING_RATIO) -> tuple[list[
 def gradient_band_figure(view: RunView, label: str = "", ratio: float = VANISHING_RATIO) -> go.Figure:
     """Layer x time heatmap of the gradient norm (log10), the vanishing band (< ratio x the output layer) marked."""
     title = f"Gradient norm per layer over time (log10){': ' + plain_label(label, 30) if label else ''}"
-    layout = _layout(title, x_title="step", yaxis={"autorange": "reversed", "title": {"text": "layer (input at top)"}},
+    layout = base_layout(title, x_title="step", yaxis={"autorange": "reversed", "title": {"text": "layer (input at top)"}},
                      height=max(HEIGHT, 140 + 26 * len(view.layer_names)))
     names, steps, matrix, vanished = vanishing_mask(view, ratio)
     if not len(steps):
-        return _waiting(layout)
+        return waiting_figure(layout)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.log10(np.where(matrix > 0, matrix, np.nan))
     y = [plain_label(n) for n in names]
@@ -250,19 +250,19 @@ def gradient_band_figure(view: RunView, label: str = "", ratio: float = VANISHIN
                      "marker": {"symbol": "x-thin", "size": 9, "line": {"width": 2, "color": "#ff4d4d"}},
                      "name": f"vanishing: below {ratio:g} × the output layer's", "hoverinfo": "skip"})
     layout["legend"] = {**layout["legend"], "y": -0.25}
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 def gradient_profile_figure(runs: list[tuple[str, RunView]]) -> go.Figure:
     """Gradient norm of each layer at the latest log point, one line per network (log scale)."""
-    layout = _layout("Gradient norm per layer at the latest log point (log scale)", x_title="layer (input → output)",
+    layout = base_layout("Gradient norm per layer at the latest log point (log scale)", x_title="layer (input → output)",
                      y_title="‖∇W‖", yaxis={"type": "log", "tickformat": "~g"})
     data = []
     for i, (label, view) in enumerate(runs):
         names, steps, matrix = layer_matrix(view, "grad_norm")
         if not len(steps):
             continue
-        values = _finite(matrix[:, -1])
+        values = finite_values(matrix[:, -1])
         values[values <= 0] = np.nan
         shown = plain_label(label, 30)
         data.append({"type": "scatter", "x": list(range(1, len(names) + 1)), "y": values.tolist(), "name": shown,
@@ -270,9 +270,9 @@ def gradient_profile_figure(runs: list[tuple[str, RunView]]) -> go.Figure:
                      "customdata": [plain_label(n) for n in names],
                      "hovertemplate": f"{shown}<br>%{{customdata}}<br>‖∇W‖ %{{y:.3g}}<extra></extra>"})
     if not data:
-        return _waiting(layout)
+        return waiting_figure(layout)
     layout["xaxis"] = {**layout["xaxis"], "dtick": 1}
-    return _figure(data, layout)
+    return figure_from_spec(data, layout)
 
 
 def cells_table(grid: GridView) -> pd.DataFrame:
