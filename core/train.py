@@ -149,7 +149,8 @@ class Lanes(Protocol):
     def train(self, mode: bool = True) -> None: ...
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per lane: total loss (data + penalty, with the graph), data loss, correct count."""
+        """Per lane: total loss (data + penalty, with the graph), data loss, correct count; each of
+        shape [lanes], or 0-d when there is one lane (a single run pays for no extra ops)."""
 
     def grad_norms(self) -> torch.Tensor:
         """Gradient norm of every weight layer, lane after lane (flat)."""
@@ -193,9 +194,8 @@ class ModuleLanes:
         loss = data_loss(self.cfg, logits, y)
         pen = penalty(self.cfg, self.model)
         total = loss + pen if pen is not None else loss
-        with torch.no_grad():
-            correct = (logits.argmax(dim=1) == y).sum()
-        return total.view(1), loss.view(1), correct.view(1)
+        correct = (logits.argmax(dim=1) == y).sum()  # integer ops: no graph is recorded
+        return total, loss, correct
 
     def grad_norms(self) -> torch.Tensor:
         return self.tracker.grad_norms()
@@ -288,6 +288,7 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
         raise ValueError(f"The CNN needs an image dataset; {ds.title} is not one")
     # Data lives on the training device when it fits there; otherwise batches are moved one by one.
     data_device = device if ds.fits_on(device) else torch.device("cpu")
+    move_batches = data_device != device
     dev_ds = ds.on(data_device)
     features = dev_ds.features()  # float copy, made once per dataset and device
     train_idx, val_idx = datasets.split_indices(len(ds.y), cfg.val_fraction, cfg.seed)
@@ -337,7 +338,8 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
 
     def log_point(epoch_float: float, grads: torch.Tensor | None, epoch_end: bool) -> None:
         nonlocal step_losses, step_data_losses, step_correct, step_sizes, first_step
-        losses = torch.stack(step_losses).T.tolist() if step_losses else [[] for _ in configs]
+        per_lane = lambda steps: torch.stack(steps).reshape(len(steps), -1)  # noqa: E731  [steps, lanes]
+        losses = per_lane(step_losses).T.tolist() if step_losses else [[] for _ in configs]
         for i in list(alive):
             if losses[i]:
                 emits[i](StepLosses(first_step, losses[i]))
@@ -356,8 +358,8 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
         n = max(sum(step_sizes), 1)
         if step_sizes:
             sizes = torch.tensor(step_sizes, dtype=torch.float32, device=device)
-            train_loss = [v / n for v in (torch.stack(step_data_losses) * sizes[:, None]).sum(dim=0).tolist()]
-            train_acc = [v / n for v in torch.stack(step_correct).sum(dim=0).tolist()]
+            train_loss = [v / n for v in (per_lane(step_data_losses) * sizes[:, None]).sum(dim=0).tolist()]
+            train_acc = [v / n for v in per_lane(step_correct).sum(dim=0).tolist()]
         else:
             train_loss = train_acc = [float("nan")] * len(configs)
         offset = 0
@@ -381,11 +383,13 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
                 if cancel.is_set():
                     raise KeyboardInterrupt
                 idx = perm[b * batch:(b + 1) * batch]
-                xb, yb = features[idx].to(device, non_blocking=True), dev_ds.y[idx].to(device, non_blocking=True)
+                xb, yb = features[idx], dev_ds.y[idx]
+                if move_batches:
+                    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 total, loss, correct = lanes.losses(xb, yb)
                 for optimizer in lanes.optimizers:
                     optimizer.zero_grad(set_to_none=True)
-                total.sum().backward()
+                (total if total.dim() == 0 else total.sum()).backward()
                 step += 1
                 state["step"] = step
                 is_log = step % cfg.log_every == 0 or b == n_steps - 1
