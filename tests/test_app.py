@@ -11,12 +11,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import core.jobs
+from apptest_helpers import new_app, texts
 from app import figures, runview
 from core.config import RunConfig
 from core.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-MAIN = REPO / "app" / "main.py"
 # A digits run that learns a lot in a few seconds on a CPU.
 DIGITS_QUERY = {"epochs": "5", "log_every": "10"}
 
@@ -25,16 +25,6 @@ DIGITS_QUERY = {"epochs": "5", "log_every": "10"}
 def app_env(isolated_cache):
     """Isolated run store and a fresh job manager, shared by the test and the AppTest script."""
     return isolated_cache
-
-
-def new_app(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=60)
-    at.query_params.update(query or {})
-    return at.run()
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
 
 
 def metric(at: AppTest, label: str) -> float:

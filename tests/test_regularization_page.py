@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,28 +15,20 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import core.jobs
+from apptest_helpers import MAIN, texts
+from apptest_helpers import open_page as open_app_page
 from app import compare, compare_figures, upload_ui
 from app.runview import reduce_events
 from core.config import RunConfig
 from core.presets import PRESETS
 from core.train import train
 
-REPO = Path(__file__).resolve().parents[1]
-MAIN = REPO / "app" / "main.py"
 PAGE = "../pages/regularization.py"
 CLASSES = ("circles", "squares", "**stripes** <b>bold")  # no "/": it would split the path
 
 
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
-
-
 def open_page() -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=60)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page(PAGE)
 
 
 def variant_labels(at: AppTest) -> list[str]:

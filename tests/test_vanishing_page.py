@@ -6,28 +6,23 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import core.jobs
+from apptest_helpers import open_page as open_app_page
+from apptest_helpers import texts
 from app import grid_figures as gf
 from core.config import RunConfig
 from core.grid import GridConfig, run_grid
 
-REPO = Path(__file__).resolve().parents[1]
-MAIN = REPO / "app" / "main.py"
 PAGE = "../pages/vanishing.py"
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=60)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page(PAGE)
 
 
 def charts(at: AppTest) -> dict[str, dict]:
@@ -39,10 +34,6 @@ def chart(at: AppTest, title_start: str) -> dict:
     found = [spec for title, spec in charts(at).items() if title.startswith(title_start)]
     assert found, f"no chart {title_start!r}; charts: {list(charts(at))}"
     return found[0]
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
 
 
 def tiny_grid(at: AppTest) -> AppTest:
