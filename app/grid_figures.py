@@ -17,8 +17,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .compare_figures import variant_color
-from .figures import HEIGHT, TRAIN_COLOR, VAL_COLOR, VIRIDIS, figure_from_spec, finite_values, base_layout, waiting_figure, plain_label
-from .runview import RunView, layer_matrix, reduce_events
+from .figures import (HEIGHT, TRAIN_COLOR, VAL_COLOR, VIRIDIS, base_layout, figure_from_spec, finite_values, plain_label,
+                      waiting_figure)
+from .runview import RunView, layer_matrix, reduce_events, run_status
 
 VANISHING_RATIO = 1e-3  # a layer whose gradient norm is below this share of the output layer's "has vanished"
 STUCK_LOSS = 0.05  # loss within this of ln(classes) ...
@@ -94,9 +95,7 @@ class GridView:
 
     @property
     def status(self) -> str:
-        if self.end is not None:
-            return "failed" if self.end.kind == "failed" else self.end.status
-        return "running" if self.started is not None else "waiting"
+        return run_status(self.started, self.end)
 
     @property
     def done_cells(self) -> int:

@@ -19,6 +19,13 @@ LAYER_COLUMNS = ["step", "epoch", "layer", "layer_index", "grad_norm", "weight_c
 DONE_STATUSES = ("finished", "cancelled", "diverged", "failed")
 
 
+def run_status(started, end) -> str:
+    """waiting (not started), running, or the terminal status of a RunFinished / RunFailed ``end``."""
+    if end is not None:
+        return "failed" if end.kind == "failed" else end.status
+    return "running" if started is not None else "waiting"
+
+
 @dataclass
 class LogPoint:
     """Per-layer |W_t - W_0| matrices (pooled to <= 64x64) recorded at one log point."""
@@ -70,9 +77,7 @@ class RunView:
     @property
     def status(self) -> str:
         """waiting (no events yet), running, or the terminal status."""
-        if self.end is not None:
-            return "failed" if self.end.kind == "failed" else self.end.status
-        return "running" if self.started is not None else "waiting"
+        return run_status(self.started, self.end)
 
     @property
     def done(self) -> bool:

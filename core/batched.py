@@ -268,7 +268,7 @@ class _Stack:
         ``cache`` receives the hidden tensors; ``step`` (a training step, followed by its backward)
         keeps them in the persistent workspace of this batch size instead of fresh tensors."""
         x = x.flatten(1)
-        n, W, D, K, B = self.n, self.W, self.D, self.K, x.shape[0]
+        n, D, K, B = self.n, self.D, self.K, x.shape[0]
         if D == 0:
             logits = torch.addmm(self.bo.view(1, n * K), x, self.wo.view(n * K, self.IN).t())
             if cache is not None:
