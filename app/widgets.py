@@ -17,7 +17,7 @@ import streamlit as st
 
 from core import data as datasets
 from core import paths
-from core.config import (BUILTIN_DATASETS, GROUPS, TOY_DATASETS, UPLOAD_PREFIX, ConfigError, RunConfig,
+from core.config import (BUILTIN_DATASETS, GROUPS, TOY_DATASETS, UPLOAD_PREFIX, ConfigError, RunConfig, knob_applies,
                          fields_by_group, format_value, knob_of)
 from core.presets import PRESETS, Preset
 
@@ -40,7 +40,7 @@ DATASET_TITLES = {
     "blobs": "Blobs (2-D toy set)",
 }
 FLOAT_STEPS = {"data_noise": 0.05, "val_fraction": 0.05, "init_std": 0.01, "dropout": 0.05, "l1": 0.0001,
-               "l2": 0.0001, "lr": 0.0001, "momentum": 0.01, "beta1": 0.01, "beta2": 0.001,
+               "l2": 0.0001, "lr": 0.0001, "momentum": 0.01, "rms_alpha": 0.001, "rms_momentum": 0.01, "beta1": 0.01, "beta2": 0.001,
                "weight_decay": 0.0001}
 INT_STEPS = {"batch_size": 8, "log_every": 10}
 ALWAYS_OPEN = ("Data", "Architecture", "Optimization")
@@ -62,11 +62,8 @@ def relevant(name: str, values: Mapping[str, Any]) -> bool:
         "data_noise": lambda v: v.get("dataset") in TOY_DATASETS,
         "init_std": lambda v: v.get("init") == "normal",
         "dropout_impl": lambda v: _positive(v.get("dropout")),
-        "momentum": lambda v: v.get("optimizer") in ("momentum", "nesterov", "rmsprop"),
-        "beta1": lambda v: v.get("optimizer") in ("adam", "nadam"),
-        "beta2": lambda v: v.get("optimizer") in ("adam", "nadam", "rmsprop"),
     }
-    return rules.get(name, lambda v: True)(values)
+    return rules.get(name, lambda v: True)(values) and knob_applies(name, values)
 
 
 def _positive(value: Any) -> bool:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-optimizer knobs (RMSProp's own alpha/momentum), weight-decay form
 
 BUILTIN_DATASETS = ("digits", "mnist", "fashion-mnist", "fashion3", "spiral", "moons", "circles", "xor", "blobs")
 TOY_DATASETS = ("spiral", "moons", "circles", "xor", "blobs")
@@ -26,6 +26,7 @@ NORMS = ("none", "batchnorm", "layernorm")
 DROPOUT_IMPLS = ("torch", "inverted")
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 ARCHS = ("mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda")
 GROUPS = ("Data", "Architecture", "Regularization", "Optimization")
@@ -46,6 +47,9 @@ class Knob:
     hi: float | None = None
     log: bool = False  # widgets use a log scale
     lo_open: bool = False  # lo itself is not allowed
+    # The knob matters only when another field has one of these values, e.g. (("optimizer", ("rmsprop",)),);
+    # forms show it only then. Empty: always used.
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def knob(default: Any, **spec: Any) -> Any:
@@ -105,13 +109,29 @@ class RunConfig:
     lr: float = knob(1e-3, group="Optimization", label="Learning rate", lo=0.0, hi=1000.0,
                      lo_open=True, log=True, help="Step size.")
     momentum: float = knob(0.9, group="Optimization", label="Momentum", lo=0.0, hi=0.999,
-                           help="For momentum, nesterov and rmsprop.")
+                           when=(("optimizer", ("momentum", "nesterov")),),
+                           help="Heavy-ball coefficient mu of momentum and Nesterov: v <- mu*v + g.")
+    rms_alpha: float = knob(0.99, group="Optimization", label="RMSProp alpha", lo=0.0, hi=0.9999,
+                            when=(("optimizer", ("rmsprop",)),),
+                            help="Smoothing of RMSProp's running mean of squared gradients (textbook 0.99).")
+    rms_momentum: float = knob(0.0, group="Optimization", label="RMSProp momentum", lo=0.0, hi=0.999,
+                               when=(("optimizer", ("rmsprop",)),),
+                               help="Momentum on RMSProp's scaled step (0 = plain RMSProp).")
     beta1: float = knob(0.9, group="Optimization", label="Adam beta1", lo=0.0, hi=0.999,
-                        help="For adam and nadam.")
+                        when=(("optimizer", ("adam", "nadam")),),
+                        help="Decay of Adam's / Nadam's running mean of gradients (first moment).")
     beta2: float = knob(0.999, group="Optimization", label="Adam beta2", lo=0.0, hi=0.9999,
-                        help="For adam, nadam (and rmsprop's smoothing constant).")
+                        when=(("optimizer", ("adam", "nadam")),),
+                        help="Decay of Adam's / Nadam's running mean of squared gradients (second moment).")
     weight_decay: float = knob(0.0, group="Optimization", label="Weight decay", lo=0.0, hi=1.0,
-                               help="The optimizer's own decoupled decay (not part of the reported loss).")
+                               help="The optimizer's own decay of every parameter (biases and norm parameters "
+                                    "too), not part of the reported loss. Coupled: wd*w is added to the "
+                                    "gradient (for Adam/Nadam it is then rescaled like the gradient); "
+                                    "decoupled (Adam/Nadam only): w shrinks by lr*wd*w each step, as in AdamW.")
+    weight_decay_mode: str = knob("coupled", group="Optimization", label="Weight-decay form",
+                                  choices=WEIGHT_DECAY_MODES, when=(("optimizer", ("adam", "nadam")),),
+                                  help="coupled = L2 added to the gradient (torch Adam/NAdam weight_decay); "
+                                       "decoupled = AdamW-style shrinking of the weights, apart from the gradient.")
     batch_size: int = knob(64, group="Optimization", label="Batch size", lo=1, hi=4096,
                            help="Examples per step.")
     epochs: int = knob(10, group="Optimization", label="Epochs", lo=1, hi=200, help="Passes over the training data.")
@@ -208,6 +228,11 @@ def fields_by_group() -> dict[str, list[dataclasses.Field]]:
 
 def knob_of(name: str) -> Knob:
     return FIELDS[name].metadata["knob"]
+
+
+def knob_applies(name: str, values: Mapping[str, Any]) -> bool:
+    """Whether field ``name`` affects a run with these settings (see :attr:`Knob.when`)."""
+    return all(values.get(other) in allowed for other, allowed in knob_of(name).when)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}

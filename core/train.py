@@ -42,8 +42,10 @@ def device_name(device: torch.device) -> str:
 
 
 def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """torch.optim for the config; each optimizer reads only its own knobs (textbook defaults)."""
     params = list(params)
     wd = cfg.weight_decay
+    decoupled = cfg.weight_decay_mode == "decoupled"
     # One fused kernel (SGD, Adam) or one multi-tensor op per update instead of a Python loop per tensor.
     fast = {"fused": True}
     if cfg.optimizer == "sgd":
@@ -52,12 +54,14 @@ def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.opti
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov",
                                weight_decay=wd, **fast)
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.beta2, momentum=cfg.momentum, weight_decay=wd,
-                                   foreach=True)
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_alpha, momentum=cfg.rms_momentum,
+                                   weight_decay=wd, foreach=True)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, **fast)
+        adam = torch.optim.AdamW if decoupled else torch.optim.Adam
+        return adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, **fast)
     if cfg.optimizer == "nadam":
-        return torch.optim.NAdam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, foreach=True)
+        return torch.optim.NAdam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd,
+                                 decoupled_weight_decay=decoupled, foreach=True)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 

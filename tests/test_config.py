@@ -120,3 +120,20 @@ def test_from_json_rejects_garbage_and_unknown_keys():
         RunConfig.from_json("{nope")
     with pytest.raises(ConfigError, match="Unknown setting"):
         RunConfig.from_json('{"learning_rate": 0.1}')
+
+
+def test_each_optimizer_reads_its_own_knobs():
+    """RMSProp gets its own alpha/momentum (textbook 0.99 / 0), not Adam's beta2 or SGD's momentum."""
+    import torch
+
+    from core.config import knob_applies
+    from core.train import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    rms = make_optimizer(RunConfig(optimizer="rmsprop"), params).defaults
+    assert (rms["alpha"], rms["momentum"]) == (0.99, 0.0)
+    assert make_optimizer(RunConfig(optimizer="nesterov"), params).defaults["momentum"] == 0.9
+    adamw = make_optimizer(RunConfig(optimizer="adam", weight_decay=0.01, weight_decay_mode="decoupled"), params)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert knob_applies("rms_alpha", {"optimizer": "rmsprop"}) and not knob_applies("rms_alpha", {"optimizer": "adam"})
+    assert not knob_applies("momentum", {"optimizer": "rmsprop"}) and knob_applies("lr", {"optimizer": "sgd"})
