@@ -29,7 +29,8 @@ from .batched import StackedLanes, why_not_batched
 from .config import (ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, SCHEMA_VERSION, ConfigError, RunConfig,
                      parse_value)
 from .events import CellEvent, Event, GridStarted, RunFailed, RunFinished
-from .jobs import SERVED_FROM_STORE, register_runner
+from .jobs import SERVED_FROM_STORE
+from .runners import register_runner
 from .store import RunStore
 from .train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes
 

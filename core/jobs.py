@@ -6,7 +6,12 @@ store is served from it without training. Pages poll ``snapshot(key, since=n)``,
 returns only the events they have not seen. Worker threads never touch any UI.
 
 Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
-:func:`register_runner`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
+:func:`core.runners.register_runner`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
+
+Workers are processes by default (:mod:`core.workers`): training never shares the web server's
+GIL, and a worker that dies fails only its job. ``processes=False`` (or
+``GRADIENT_LAB_WORKER_PROCESSES=0``) runs jobs in threads of this process instead, for tests
+and notebooks.
 """
 from __future__ import annotations
 
@@ -20,29 +25,20 @@ from typing import Any, Callable
 
 import torch
 
-from .config import RunConfig
 from .events import Event, RunFailed
+from .runners import register_runner, runner_for  # noqa: F401  (register_runner: the public way to add a kind)
 from .store import RunStore
-from .train import resolve_device, train
+from .train import resolve_device
+from .workers import ProcessSlot, default_threads
 
-Runner = Callable[[Any, Callable[[Event], None], threading.Event], Event]
 TERMINAL = ("finished", "cancelled", "diverged", "failed")
 STORED_STATUSES = ("finished", "cancelled", "diverged")
 SERVED_FROM_STORE = ("finished", "diverged")  # deterministic outcomes; a cancelled run trains again
 KEEP_DONE_JOBS = 256
 
-_RUNNERS: dict[type, tuple[str, Runner, bool]] = {}
 
-
-def register_runner(config_type: type, kind: str, runner: Runner, uses_store: bool = False) -> None:
-    """Teach the manager to run another kind of task config.
-
-    With ``uses_store`` the runner is called as ``runner(config, emit, cancel, store=...)`` with
-    the manager's run store, e.g. to file the runs a grid is made of under their own keys."""
-    _RUNNERS[config_type] = (kind, runner, uses_store)
-
-
-register_runner(RunConfig, "run", lambda cfg, emit, cancel: train(cfg, [emit], cancel))
+def _processes_by_default() -> bool:
+    return os.environ.get("GRADIENT_LAB_WORKER_PROCESSES", "1").lower() not in ("0", "false", "no")
 
 
 @dataclass
@@ -91,8 +87,11 @@ def _status_of(event: Event) -> str | None:
 
 
 class JobManager:
-    def __init__(self, store: RunStore | None = None, workers: dict[str, int] | None = None):
+    def __init__(self, store: RunStore | None = None, workers: dict[str, int] | None = None,
+                 processes: bool | None = None):
         self._store = store
+        self.processes = _processes_by_default() if processes is None else processes
+        self._slots: list[ProcessSlot] = []
         self.workers = workers or {"cpu": int(os.environ.get("GRADIENT_LAB_CPU_WORKERS", "1")),
                                    "cuda": int(os.environ.get("GRADIENT_LAB_GPU_WORKERS", "2"))}
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -112,9 +111,7 @@ class JobManager:
 
         ``force`` trains again even if a stored result exists (a live job is still shared).
         """
-        if type(config) not in _RUNNERS:
-            raise TypeError(f"no runner registered for {type(config).__name__}")
-        kind = _RUNNERS[type(config)][0]
+        kind = runner_for(config).kind
         key = config.key()
         with self._lock:
             job = self._jobs.get(key)
@@ -166,6 +163,22 @@ class JobManager:
                     out[job.status] += 1
             return out
 
+    def start(self) -> None:
+        """Start every device's workers now, so they warm up before the first Train."""
+        with self._lock:
+            self._ensure_workers("cpu")
+            if torch.cuda.is_available():
+                self._ensure_workers("cuda")
+
+    def warmup_status(self) -> list[dict]:
+        """Per worker process: its device and {"state", "seconds"} (empty in thread mode)."""
+        return [{"device": slot.device, **slot.warmup()} for slot in self._slots]
+
+    def shutdown(self) -> None:
+        """Stop the worker processes (their threads then wait for work that never comes)."""
+        for slot in self._slots:
+            slot.stop()
+
     def wait(self, key: str, timeout: float | None = None, poll: float = 0.05) -> Snapshot:
         """Block until the job ends (for the CLI and tests)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -213,30 +226,36 @@ class JobManager:
         torch.set_num_threads(threads)
 
     def _ensure_workers(self, device: str) -> None:
+        """One thread per worker slot; in process mode each thread feeds its own worker process."""
         alive = [t for t in self._threads if t.is_alive() and t.name.startswith(f"gl-worker-{device}")]
-        if not alive and device == "cpu":
+        if not alive and device == "cpu" and not self.processes:
             self._share_cpu()
         for i in range(len(alive), self.workers.get(device, 1)):
-            t = threading.Thread(target=self._work, args=(device,), name=f"gl-worker-{device}-{i}", daemon=True)
+            slot = None
+            if self.processes:
+                slot = ProcessSlot(device, default_threads(device), name=f"gl-trainer-{device}-{i}")
+                slot.start()
+                self._slots.append(slot)
+            t = threading.Thread(target=self._work, args=(device, slot), name=f"gl-worker-{device}-{i}", daemon=True)
             self._threads.append(t)
             t.start()
 
-    def _work(self, device: str) -> None:
+    def _work(self, device: str, slot: ProcessSlot | None) -> None:
         q = self._queue(device)
         while True:
             job: Job = q.get()
             try:
-                self._run(job)
+                self._run(job, slot)
             finally:
                 q.task_done()
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, slot: ProcessSlot | None = None) -> None:
         with self._lock:
             if job.cancel_flag.is_set():
                 job.status, job.error = "cancelled", "cancelled before it started"
                 return
             job.status, job.started_at = "running", time.time()
-        kind, runner, uses_store = _RUNNERS[type(job.config)]
+        kind, runner, uses_store = runner_for(job.config)
 
         def emit(event: Event) -> None:
             with self._lock:
@@ -247,7 +266,10 @@ class JobManager:
                     job.outcome = status
 
         try:
-            runner(job.config, emit, job.cancel_flag, **({"store": self.store} if uses_store else {}))
+            if slot is not None:
+                slot.run(job.config, emit, job.cancel_flag)
+            else:
+                runner(job.config, emit, job.cancel_flag, **({"store": self.store} if uses_store else {}))
         except Exception as exc:  # a bug in a runner must not kill the worker
             emit(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
         status = job.outcome

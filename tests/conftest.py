@@ -11,6 +11,8 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 # Never reach for the network from tests; point the data search at ../shared when it is there.
 os.environ.setdefault("GRADIENT_LAB_OFFLINE", "1")
+# Jobs train in threads of the test process (tests/test_workers.py covers worker processes).
+os.environ.setdefault("GRADIENT_LAB_WORKER_PROCESSES", "0")
 if SHARED_DATASETS.is_dir():
     os.environ.setdefault("GRADIENT_LAB_DATA_DIR", str(SHARED_DATASETS))
 

@@ -1,0 +1,47 @@
+"""Which function trains which kind of task config (a run, a grid, ...).
+
+The job manager and the worker processes both look runners up here, so a spawned worker knows
+every kind of task whose module it has imported (unpickling a config imports its module, which
+registers its runner).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, NamedTuple
+
+from .config import RunConfig
+from .events import Event
+from .train import train
+
+Runner = Callable[..., Event]
+
+
+class RunnerSpec(NamedTuple):
+    kind: str
+    runner: Runner
+    uses_store: bool
+
+
+_RUNNERS: dict[type, RunnerSpec] = {}
+
+
+def register_runner(config_type: type, kind: str, runner: Runner, uses_store: bool = False) -> None:
+    """Teach the manager to run another kind of task config.
+
+    With ``uses_store`` the runner is called as ``runner(config, emit, cancel, store=...)`` with
+    the manager's run store."""
+    _RUNNERS[config_type] = RunnerSpec(kind, runner, uses_store)
+
+
+def runner_for(config: Any) -> RunnerSpec:
+    spec = _RUNNERS.get(type(config))
+    if spec is None:
+        raise TypeError(f"no runner registered for {type(config).__name__}")
+    return spec
+
+
+def _train_run(cfg: RunConfig, emit: Callable[[Event], None], cancel: threading.Event) -> Event:
+    return train(cfg, [emit], cancel)
+
+
+register_runner(RunConfig, "run", _train_run)

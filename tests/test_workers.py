@@ -1,0 +1,71 @@
+"""Worker processes: jobs train in spawned children, a dead child fails only its job, cancel crosses over."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+
+import pytest
+
+from core.config import RunConfig
+from core.jobs import JobManager
+from core.store import RunStore
+from core.train import train
+
+SMALL = RunConfig(dataset="digits", hidden=(32,), epochs=2, batch_size=64, log_every=10, seed=3)
+# Long enough to be killed or cancelled mid-run (about a second per epoch on one thread).
+LONG = SMALL.replace(hidden=(256, 256), epochs=200, batch_size=8, seed=4)
+
+
+@pytest.fixture
+def manager(isolated_cache):
+    jobs = JobManager(RunStore(isolated_cache / "runs"), workers={"cpu": 1}, processes=True)
+    yield jobs
+    jobs.shutdown()
+
+
+def _wait_until(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _running_step(manager: JobManager, key: str) -> int:
+    snap = manager.snapshot(key)
+    return max((getattr(e, "first_step", 0) for e in snap.events if e.kind == "steps"), default=0)
+
+
+def test_a_job_trains_in_a_worker_process_and_learns_what_it_learns_in_this_one(manager):
+    snap = manager.wait(manager.submit(SMALL), timeout=180)
+    assert snap.status == "finished"
+    end = snap.events[-1]
+    assert end.test_acc > 0.5 and end.test_loss < math.log(10)  # learned: far above chance
+    here = train(SMALL)
+    assert end.test_acc == pytest.approx(here.test_acc, abs=0.02)
+    assert manager.store.meta(SMALL.key())["status"] == "finished"  # the manager stored it
+    assert manager.warmup_status()[0]["state"] == "ready"
+
+
+def test_a_killed_worker_fails_its_job_and_a_new_worker_serves_the_next(manager):
+    key = manager.submit(LONG)
+    _wait_until(lambda: _running_step(manager, key) > 0)
+    (slot,) = manager._slots
+    os.kill(slot.pid, signal.SIGKILL)
+    snap = manager.wait(key, timeout=60)
+    assert snap.status == "failed"
+    assert "SIGKILL" in snap.error and "nothing stored was touched" in snap.error
+    assert manager.store.meta(key) is None
+    after = manager.wait(manager.submit(SMALL), timeout=180)
+    assert after.status == "finished" and after.events[-1].test_acc > 0.5
+    assert slot.restarts == 1
+
+
+def test_cancel_reaches_the_worker_process(manager):
+    key = manager.submit(LONG)
+    _wait_until(lambda: _running_step(manager, key) > 0)
+    assert manager.cancel(key)
+    snap = manager.wait(key, timeout=60)
+    assert snap.status == "cancelled"
+    assert snap.events[-1].step < LONG.epochs * 1000
