@@ -16,7 +16,6 @@ and notebooks.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +26,7 @@ import torch
 
 from .events import Event, RunFailed
 from .runners import register_runner, runner_for  # noqa: F401  (register_runner: the public way to add a kind)
+from .scheduler import FairQueue
 from .store import RunStore
 from .train import resolve_device
 from .workers import ProcessSlot, default_threads
@@ -56,6 +56,8 @@ class Job:
     error: str = ""
     from_cache: bool = False
     saved_at: float | None = None
+    session: str | None = None  # the browser session that started it (None: CLI, notebook, test)
+    watchers: set = field(default_factory=set)  # sessions that asked for it and have not cancelled
     outcome: str = "failed"  # terminal status announced by the runner; becomes ``status`` once stored
 
 
@@ -72,6 +74,8 @@ class Snapshot:
     saved_at: float | None
     error: str
     queue_position: int | None
+    watchers: int = 0
+    started_by: str | None = None
 
     @property
     def done(self) -> bool:
@@ -95,7 +99,7 @@ class JobManager:
         self.workers = workers or {"cpu": int(os.environ.get("GRADIENT_LAB_CPU_WORKERS", "1")),
                                    "cuda": int(os.environ.get("GRADIENT_LAB_GPU_WORKERS", "2"))}
         self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._queues: dict[str, queue.Queue] = {}
+        self._queues: dict[str, FairQueue] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.RLock()
 
@@ -106,10 +110,12 @@ class JobManager:
         return self._store
 
     # --- public API ------------------------------------------------------------------------
-    def submit(self, config: Any, force: bool = False) -> str:
+    def submit(self, config: Any, force: bool = False, session: str | None = None) -> str:
         """Queue ``config`` (or join its live job, or serve it from the store); returns its key.
 
         ``force`` trains again even if a stored result exists (a live job is still shared).
+        ``session`` (a browser session id) becomes one of the job's watchers; queued jobs are
+        handed to workers round-robin between sessions.
         """
         kind = runner_for(config).kind
         key = config.key()
@@ -117,6 +123,8 @@ class JobManager:
             job = self._jobs.get(key)
             if job is not None and (job.status in ("queued", "running") or
                                     (not force and job.status in SERVED_FROM_STORE)):
+                if session is not None and job.status in ("queued", "running"):
+                    job.watchers.add(session)
                 return key
             if not force:
                 cached = self._from_store(key, config, kind)
@@ -124,9 +132,10 @@ class JobManager:
                     self._remember(cached)
                     return key
             device = resolve_device(config.device).type
-            job = Job(key=key, config=config, kind=kind, device=device)
+            job = Job(key=key, config=config, kind=kind, device=device, session=session,
+                      watchers={session} if session is not None else set())
             self._remember(job)
-            self._queue(device).put(job)
+            self._queue(device).put(job, session)
             self._ensure_workers(device)
         return key
 
@@ -140,18 +149,27 @@ class JobManager:
                 job = self._job_from_stored(stored, None)
                 self._remember(job)
             position = None
-            if job.status == "queued":
-                waiting = [j for j in self._jobs.values() if j.status == "queued" and j.device == job.device]
-                position = next((i for i, j in enumerate(waiting) if j.key == key), None)
+            if job.status == "queued" and job.device in self._queues:
+                waiting = [j for j in self._queues[job.device].order() if j.status == "queued"]
+                position = next((i for i, j in enumerate(waiting) if j is job), None)
             return Snapshot(key, job.kind, job.status, list(job.events[since:]), len(job.events), job.from_cache,
-                            job.saved_at, job.error, position)
+                            job.saved_at, job.error, position, len(job.watchers), job.session)
 
-    def cancel(self, key: str) -> bool:
-        """Ask a queued or running job to stop (it ends as "cancelled" with its history)."""
+    def cancel(self, key: str, session: str | None = None, everyone: bool = False) -> bool:
+        """Stop watching a queued or running job; True when the job itself is asked to stop.
+
+        Without ``session`` (CLI, tests) the job stops. A browser session only leaves the job's
+        watchers: the job stops when nobody watches it any more, or at once with ``everyone``
+        when that session started it. A stopped job ends as "cancelled" with its history.
+        """
         with self._lock:
             job = self._jobs.get(key)
             if job is None or job.status not in ("queued", "running"):
                 return False
+            if session is not None:
+                job.watchers.discard(session)
+                if job.watchers and not (everyone and session == job.session):
+                    return False
             job.cancel_flag.set()
             return True
 
@@ -214,9 +232,9 @@ class JobManager:
                    device=meta.get("device", "cpu"), status=meta.get("status", "finished"), events=stored.events,
                    from_cache=True, saved_at=meta.get("saved_at"), error=meta.get("reason", ""))
 
-    def _queue(self, device: str) -> queue.Queue:
+    def _queue(self, device: str) -> FairQueue:
         if device not in self._queues:
-            self._queues[device] = queue.Queue()
+            self._queues[device] = FairQueue()
         return self._queues[device]
 
     @staticmethod
@@ -243,11 +261,7 @@ class JobManager:
     def _work(self, device: str, slot: ProcessSlot | None) -> None:
         q = self._queue(device)
         while True:
-            job: Job = q.get()
-            try:
-                self._run(job, slot)
-            finally:
-                q.task_done()
+            self._run(q.get(), slot)
 
     def _run(self, job: Job, slot: ProcessSlot | None = None) -> None:
         with self._lock:
