@@ -27,10 +27,25 @@ def missing_datasets() -> list[str]:
     return [title for name, title in DOWNLOADABLE.items() if not datasets.available(name)]
 
 
+def warmup_line(workers: list[dict]) -> str | None:
+    """What the sidebar says while the training processes warm up (None once they are ready)."""
+    waiting = [w for w in workers if w["state"] != "ready"]
+    if not waiting:
+        return None
+    return (f"Warming up the trainer ({len(workers) - len(waiting)} of {len(workers)} ready): importing the "
+            "engine, loading the default data, one tiny training step. Train works now; the first run may "
+            "wait a few seconds.")
+
+
 def sidebar_status() -> None:
-    counts = get_manager().counts()
+    manager = get_manager()
+    manager.start()  # idempotent: the workers start (and warm up) with the server's first page view
+    counts = manager.counts()
     st.sidebar.caption(f"Training on {device_label()} · jobs: {counts['running']} running, "
                        f"{counts['queued']} queued")
+    warming = warmup_line(manager.warmup_status())
+    if warming:
+        st.sidebar.caption(warming)
     missing = missing_datasets()
     if missing:
         st.sidebar.caption(f"Not on this server: {' and '.join(missing)}. Lessons that use them run on "
