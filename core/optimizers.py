@@ -112,12 +112,17 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.update()
+        return loss
+
+    def update(self) -> None:
+        """Apply the rule to every parameter that has a gradient (what :meth:`step` does, without
+        torch's per-call hooks; the 2-D race calls it inside one ``torch.no_grad()``)."""
         for group in self.param_groups:
             knobs = {name: group[name] for name in self.knob_names}
             for p in group["params"]:
                 if p.grad is not None:
                     self.rule(p, p.grad, self.state[p], **knobs)
-        return loss
 
 
 def rule_knobs(name: str, *, lr: float, momentum: float = 0.9, rms_alpha: float = 0.99, rms_momentum: float = 0.0,
