@@ -44,7 +44,8 @@ from .train import EVAL_CHUNK, data_loss, make_optimizer
 aten = torch.ops.aten
 EVAL_FLOATS = 1 << 23  # hidden activations held at once while evaluating (chunks shrink as cells grow)
 OPTIMIZER_FIELDS = ("optimizer", "lr", "momentum", "rms_alpha", "rms_momentum", "beta1", "beta2", "weight_decay",
-                    "weight_decay_mode")
+                    "weight_decay_mode", "optimizer_impl", "lr_schedule", "lr_step_every_epochs", "lr_gamma",
+                    "warmup_epochs")
 
 
 def why_not_batched(cfg: RunConfig) -> str | None:

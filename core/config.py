@@ -27,6 +27,8 @@ DROPOUT_IMPLS = ("torch", "inverted")
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+OPTIMIZER_IMPLS = ("torch", "ours")
+LR_SCHEDULES = ("constant", "step", "cosine", "warmup")
 ARCHS = ("mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda")
 GROUPS = ("Data", "Architecture", "Regularization", "Optimization")
@@ -136,6 +138,22 @@ class RunConfig:
                                   choices=WEIGHT_DECAY_MODES, when=(("optimizer", ("adam", "nadam")),),
                                   help="coupled = L2 added to the gradient (torch Adam/NAdam weight_decay); "
                                        "decoupled = AdamW-style shrinking of the weights, apart from the gradient.")
+    optimizer_impl: str = knob("torch", group="Optimization", label="Optimizer implementation",
+                               choices=OPTIMIZER_IMPLS,
+                               help="torch = torch.optim; ours = the project's from-scratch update rules "
+                                    "(core/optimizers.py), the same formulas written out.")
+    lr_schedule: str = knob("constant", group="Optimization", label="Learning-rate schedule", choices=LR_SCHEDULES,
+                            help="constant; step = multiply by gamma every few epochs; cosine = decay to 0 along "
+                                 "half a cosine; warmup = ramp up linearly, then constant.")
+    lr_step_every_epochs: int = knob(2, group="Optimization", label="Step decay every (epochs)", lo=1, hi=200,
+                                     when=(("lr_schedule", ("step",)),),
+                                     help="The step schedule multiplies the learning rate by gamma this often.")
+    lr_gamma: float = knob(0.5, group="Optimization", label="Step decay gamma", lo=0.0, hi=1.0, lo_open=True,
+                           when=(("lr_schedule", ("step",)),),
+                           help="Factor of each step decay.")
+    warmup_epochs: float = knob(1.0, group="Optimization", label="Warm-up (epochs)", lo=0.0, hi=200.0, lo_open=True,
+                                when=(("lr_schedule", ("warmup",)),),
+                                help="The warm-up raises the learning rate linearly from lr/steps to lr over this many epochs.")
     batch_size: int = knob(64, group="Optimization", label="Batch size", lo=1, hi=4096,
                            help="Examples per step.")
     epochs: int = knob(10, group="Optimization", label="Epochs", lo=1, hi=200, help="Passes over the training data.")

@@ -153,9 +153,36 @@ class CellEvent(Event):
         return cls(raw["cell"], raw["label"], event_from_dict(raw["event"]))
 
 
+@dataclass
+class SurfaceStarted(Event):
+    """A loss-surface job (core.surface) has its plane: grid coordinates, the projected path, variance explained."""
+
+    kind: ClassVar[str] = "surface_started"
+    key: str
+    directions: str  # "random" (filter-normalized) or "pca"
+    xs: list[float]  # coordinate along direction 1 of each grid column
+    ys: list[float]  # coordinate along direction 2 of each grid row
+    path: list[list[float]]  # the recorded weights projected onto the plane, first to last (last = origin)
+    path_steps: list[int]  # the training step of each path point
+    explained: float  # share of the trajectory's variance lying in the plane
+    explained_by_direction: list[float]
+    n_examples: int
+    final_loss: float  # the trained model's loss on the subset (the plane's origin)
+
+
+@dataclass
+class SurfaceRow(Event):
+    """One filled row of the loss surface: loss and accuracy at (xs[i], ys[row]) for every column i."""
+
+    kind: ClassVar[str] = "surface_row"
+    row: int
+    losses: list[float]
+    accs: list[float]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
                                         (RunStarted, StepLosses, Evaluation, LayerStats, RunFinished, RunFailed,
-                                         GridStarted, CellEvent)}
+                                         GridStarted, CellEvent, SurfaceStarted, SurfaceRow)}
 TERMINAL_KINDS = ("finished", "failed")
 
 

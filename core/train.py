@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as datasets
+from . import optimizers as rules
 from .config import RunConfig
 from .events import Evaluation, Event, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
 from .models import build_model, count_parameters, penalty_weights, set_dropout_generator, weight_layers
@@ -42,6 +43,12 @@ def device_name(device: torch.device) -> str:
 
 
 def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The config's optimizer (torch.optim, or ours from core.optimizers), carrying its lr schedule."""
+    optimizer = rules.from_config(cfg, params) if cfg.optimizer_impl == "ours" else _torch_optimizer(cfg, params)
+    return rules.with_schedule(optimizer, cfg)
+
+
+def _torch_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """torch.optim for the config; each optimizer reads only its own knobs (textbook defaults)."""
     params = list(params)
     wd = cfg.weight_decay
@@ -410,6 +417,7 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
                 is_log = step % cfg.log_every == 0 or b == n_steps - 1
                 grads = lanes.grad_norms() if is_log else None  # this step's gradients, before the update
                 for optimizer in lanes.optimizers:
+                    rules.apply_schedule(optimizer, step - 1, total_steps)
                     optimizer.step()
                 step_losses.append(total.detach())
                 step_data_losses.append(loss.detach())
