@@ -347,9 +347,12 @@ def _problems(cfg: RunConfig) -> dict[str, str]:
     return problems
 
 
-def by_hand_problem(cfg: RunConfig) -> str | None:
-    """Why ``backprop="by_hand"`` cannot train this config (None when it can, or autograd is chosen)."""
-    if cfg.backprop != "by_hand":
+def by_hand_problem(cfg: RunConfig, training: bool = True) -> str | None:
+    """Why ``backprop="by_hand"`` cannot train this config (None when it can, or autograd is chosen).
+
+    ``training=False`` asks only whether the by-hand network can compute this config's gradients
+    (whatever ``backprop`` says; the optimizer does not matter then)."""
+    if training and cfg.backprop != "by_hand":
         return None
     wrong = []
     if cfg.arch != "mlp":
@@ -360,8 +363,9 @@ def by_hand_problem(cfg: RunConfig) -> str | None:
         wrong.append(f"normalization {cfg.norm!r} (only none)")
     if cfg.dropout > 0:
         wrong.append(f"dropout {cfg.dropout:g} (only 0)")
-    if cfg.optimizer != "sgd":
+    if training and cfg.optimizer != "sgd":
         wrong.append(f"optimizer {cfg.optimizer!r} (only sgd, written out in core/scratch.py)")
     if not wrong:
         return None
-    return "Backprop (backprop) = 'by_hand' writes out a plain MLP only; this config has " + "; ".join(wrong)
+    return ("Backprop (backprop) = 'by_hand': the by-hand network (core/scratch.py) is a plain MLP trained with "
+            "SGD; this config has " + "; ".join(wrong))

@@ -170,7 +170,7 @@ class ScratchMLP:
     @classmethod
     def from_model(cls, model: nn.Module, cfg: RunConfig, bugs: Mapping[int, str] | None = None) -> "ScratchMLP":
         """The by-hand twin of a plain MLP built by :func:`core.models.build_model` (shares its tensors)."""
-        problem = by_hand_problem(cfg)
+        problem = by_hand_problem(cfg, training=False)
         if problem:
             raise ValueError(problem)
         layers = [m for _, m in weight_layers(model)]
