@@ -183,3 +183,21 @@ def test_bad_options_are_refused_with_a_reason():
         check_gradients(cfg, eps=0.0)
     with pytest.raises(ValueError, match="mistake"):
         check_gradients(cfg, mistake="nonsense")
+
+
+def test_the_cli_prints_the_per_layer_table(capsys):
+    from core.__main__ import main
+
+    assert main(["gradcheck", "--preset", "B-regularization", "--set", "dataset=digits", "--max-entries", "200"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["layer", "checked", "total", "rel"])
+    rows = [line.split() for line in lines[header + 1:header + 5]]
+    assert [r[0] for r in rows] == ["fc1", "fc2", "fc3", "fc4"]
+    assert all(float(r[3]) < GOOD and r[4] == "right" for r in rows)
+    assert int(rows[0][1]) < int(rows[0][2])  # 64*13+13 entries, 200 sampled
+    assert main(["gradcheck", "--preset", "B-regularization", "--set", "dataset=digits", "--mistake", "perturb_copy",
+                 "--max-entries", "50"]) == 0
+    assert "1.000e+00  wrong" in capsys.readouterr().out
+    assert main(["gradcheck", "--preset", "B-regularization", "--set", "lr=-1"]) == 2
+    assert "Learning rate" in capsys.readouterr().err
