@@ -4,6 +4,7 @@
     python -m core run --preset E2                   # trains (or replays from the cache)
     python -m core run --config run.json --set epochs=2 --force
     python -m core warm --preset A-sigmoid-depth A-fixes   # fill the cache before a lecture
+    python -m core gradcheck --preset B-regularization [--float32] [--eps 1e-7] [--set k=v]
 """
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import os
 import sys
 import time
 
+import torch
 from tqdm import tqdm
 
 from .config import ConfigError, RunConfig, parse_value
 from .data import DatasetUnavailable
+from .gradcheck import DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, check_gradients, format_table
 from .jobs import get_manager
 from .presets import PRESETS, get_preset
 
@@ -80,6 +83,27 @@ def _print_result(label: str, key: str, result: dict) -> None:
         print(f"  {sum(end.epoch_seconds) / len(end.epoch_seconds):.2f} s/epoch, {end.elapsed:.1f} s in all")
 
 
+def _gradcheck(args: argparse.Namespace) -> int:
+    args.preset = [args.preset] if args.preset else None
+    args.all = False
+    try:
+        label, cfg = _configs(args)[0]
+        result = check_gradients(cfg, eps=args.eps, dtype=torch.float32 if args.float32 else torch.float64,
+                                 dropout_active=args.dropout_on, at_kinks=args.kinks,
+                                 backprop="by_hand" if args.by_hand else None, mistake=args.mistake,
+                                 max_entries=args.max_entries or None, n_examples=args.examples)
+    except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = result.settings
+    print(f"{label}: gradient check at {s['where']}, {s['dtype']}, eps={s['eps']:g}, {s['examples']} examples, "
+          f"backprop {s['backprop']}")
+    print(format_table(result))
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="Gradient Lab engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +119,21 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
         p.add_argument("--force", action="store_true", help="train again even if the cache has this run")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = sub.add_parser("gradcheck", help="check a config's gradients layer by layer (float64 finite differences)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME")
+    src.add_argument("--config", metavar="FILE.json")
+    g.add_argument("--index", type=int, help="which run of a preset family (default: the first)")
+    g.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
+    g.add_argument("--eps", type=float, default=DEFAULT_EPS, help=f"finite-difference step (default {DEFAULT_EPS:g})")
+    g.add_argument("--float32", action="store_true", help="check in float32 instead of float64")
+    g.add_argument("--dropout-on", action="store_true", help="keep dropout active while checking")
+    g.add_argument("--kinks", action="store_true", help="move ReLU pre-activations onto the kink first")
+    g.add_argument("--by-hand", action="store_true", help="compare with the by-hand backward of core/scratch.py")
+    g.add_argument("--mistake", choices=MISTAKES, help="reproduce a classic mistake (perturb_copy: the seeds' 0.99999)")
+    g.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES,
+                   help=f"per layer; larger layers are sampled (default {DEFAULT_MAX_ENTRIES}; 0 = every entry)")
+    g.add_argument("--examples", type=int, default=32, help="training examples in the check batch")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIENT_LAB_TORCH_THREADS", str(os.cpu_count() or 1))  # no web server to leave room for
 
@@ -103,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{preset.name:<18} [{preset.lesson}] {preset.title} ({len(preset.runs)} run"
                   f"{'s' if len(preset.runs) > 1 else ''})")
         return 0
+    if args.command == "gradcheck":
+        return _gradcheck(args)
     try:
         runs = _configs(args)
     except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:

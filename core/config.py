@@ -31,6 +31,8 @@ OPTIMIZER_IMPLS = ("torch", "ours")
 LR_SCHEDULES = ("constant", "step", "cosine", "warmup")
 ARCHS = ("mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda")
+BACKPROPS = ("autograd", "by_hand")
+BY_HAND_ACTIVATIONS = ("sigmoid", "tanh", "relu")  # what core/scratch.py writes out
 GROUPS = ("Data", "Architecture", "Regularization", "Optimization")
 
 MAX_HIDDEN_LAYERS = 20
@@ -161,6 +163,10 @@ class RunConfig:
                           help="Evaluate and record layer stats every this many steps (and at each epoch end).")
     device: str = knob("auto", group="Optimization", label="Device", choices=DEVICES,
                        help="auto = the GPU when there is one, else the CPU.")
+    backprop: str = knob("autograd", group="Optimization", label="Backprop", choices=BACKPROPS,
+                         help="autograd = PyTorch computes the gradients; by_hand = the network of core/scratch.py, "
+                              "forward and backward written out, trained with SGD written out (plain MLP, "
+                              "sigmoid/tanh/ReLU, no normalization or dropout).")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
@@ -355,6 +361,33 @@ def _problems(cfg: RunConfig) -> dict[str, str]:
         too_low = value < k.lo or (k.lo_open and value == k.lo)
         if too_low or value > k.hi:
             problems[f.name] = f"{k.label} ({f.name}) = {_num(value)} is out of range: allowed {_allowed(k)}"
+    by_hand = by_hand_problem(cfg)
+    if by_hand:
+        problems["backprop"] = by_hand
     if cfg.arch == "cnn" and cfg.dataset in TOY_DATASETS:
         problems["arch"] = f"Architecture (arch) = 'cnn' needs an image dataset, not the 2-D toy set {cfg.dataset!r}"
     return problems
+
+
+def by_hand_problem(cfg: RunConfig, training: bool = True) -> str | None:
+    """Why ``backprop="by_hand"`` cannot train this config (None when it can, or autograd is chosen).
+
+    ``training=False`` asks only whether the by-hand network can compute this config's gradients
+    (whatever ``backprop`` says; the optimizer does not matter then)."""
+    if training and cfg.backprop != "by_hand":
+        return None
+    wrong = []
+    if cfg.arch != "mlp":
+        wrong.append(f"architecture {cfg.arch!r} (only mlp)")
+    if cfg.activation not in BY_HAND_ACTIVATIONS:
+        wrong.append(f"activation {cfg.activation!r} (only {', '.join(BY_HAND_ACTIVATIONS)})")
+    if cfg.norm != "none":
+        wrong.append(f"normalization {cfg.norm!r} (only none)")
+    if cfg.dropout > 0:
+        wrong.append(f"dropout {cfg.dropout:g} (only 0)")
+    if training and cfg.optimizer != "sgd":
+        wrong.append(f"optimizer {cfg.optimizer!r} (only sgd, written out in core/scratch.py)")
+    if not wrong:
+        return None
+    return ("Backprop (backprop) = 'by_hand': the by-hand network (core/scratch.py) is a plain MLP trained with "
+            "SGD; this config has " + "; ".join(wrong))

@@ -21,6 +21,7 @@ from .config import RunConfig
 from .events import Evaluation, Event, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
 from .models import build_model, count_parameters, penalty_weights, set_dropout_generator, weight_layers
 from .probes import ActivationProbe, WeightTracker, weight_distribution
+from .scratch import ScratchLanes
 
 Callback = Callable[[Event], None]
 EVAL_CHUNK = 4096
@@ -268,7 +269,8 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
     """
     callbacks = list(callbacks)
     emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
-    return train_lanes([cfg], ModuleLanes, [emit], cancel, [key or cfg.key()])[0]
+    make_lanes = ScratchLanes if cfg.backprop == "by_hand" else ModuleLanes
+    return train_lanes([cfg], make_lanes, [emit], cancel, [key or cfg.key()])[0]
 
 
 def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], emits: Sequence[Callback],

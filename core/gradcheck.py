@@ -1,0 +1,379 @@
+"""Gradient check of any network the engine builds, layer by layer, and the ways checks go wrong.
+
+For a config (MLP with any knobs, BatchNorm/LayerNorm, dropout, the CNN) take a copy of the
+model in float64, compute central finite differences (J(θ+ε) − J(θ−ε)) / 2ε of the training
+objective (``core.train.data_loss`` + ``penalty``) on a fixed batch, for every entry of small
+layers or a seeded sample of a large layer's entries, and compare them with backprop (autograd,
+or the by-hand backward of ``core.scratch``) as ‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖) per layer.
+The perturbed evaluations are batched: ``torch.func.functional_call`` under ``vmap``.
+
+The run store keeps metrics and events, not weights: a check runs at a config's initialization
+(the engine's own init for that seed) or on a model handed in (e.g. one just trained).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from . import data as datasets
+from .config import RunConfig, by_hand_problem
+from .models import InvertedDropout, build_model, set_dropout_generator
+from .scratch import ScratchMLP, check_bugs
+from .store import RunStore
+from .train import data_loss, penalty
+
+GOOD = 1e-7  # the thresholds the seeds quote: below 1e-7 the gradient is right,
+SUSPECT = 1e-5  # above 1e-5 something is wrong (in float64, away from kinks)
+DEFAULT_EPS = 1e-6
+DEFAULT_MAX_ENTRIES = 12_000  # per layer; above it a seeded sample is checked
+DEFAULT_EXAMPLES = 32
+PAIRS_PER_LAYER = 150  # (numeric, analytic) pairs kept per layer for a scatter
+MEMORY_BUDGET = 2**23  # elements per vmap chunk (64 MiB of float64)
+MISTAKES = ("perturb_copy",)
+DROPOUT_MODULES = (nn.Dropout, InvertedDropout)
+NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+KINK_ACTIVATIONS = ("relu", "leaky_relu")
+
+
+class RunGone(LookupError):
+    """The stored run asked for is not in the store (evicted, deleted, or never there)."""
+
+
+@dataclass
+class LayerCheck:
+    layer: str  # fc1, conv2, bn1, ln2 ...
+    parameters: list[str]  # model parameter names in this layer
+    checked: int
+    total: int
+    rel_diff: float
+    numeric_norm: float
+    analytic_norm: float
+
+    @property
+    def sampled(self) -> bool:
+        return self.checked < self.total
+
+    @property
+    def verdict(self) -> str:
+        if not math.isfinite(self.rel_diff) or self.rel_diff > SUSPECT:
+            return "wrong"
+        return "right" if self.rel_diff < GOOD else "doubtful"
+
+
+@dataclass
+class GradCheck:
+    """A check's per-layer rows, sampled (numeric, analytic) pairs and what was checked how."""
+
+    layers: list[LayerCheck]
+    pairs: list[dict]  # {"layer", "numeric", "analytic"}
+    overall: float  # the same relative difference over every checked entry at once
+    settings: dict
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def checked(self) -> int:
+        return sum(r.checked for r in self.layers)
+
+    @property
+    def total(self) -> int:
+        return sum(r.total for r in self.layers)
+
+    def table(self) -> list[dict]:
+        return [{"layer": r.layer, "entries checked": r.checked, "total entries": r.total,
+                 "rel diff": r.rel_diff, "verdict": r.verdict} for r in self.layers]
+
+    def first_wrong_layer(self, threshold: float = SUSPECT) -> str | None:
+        """The layer nearest the output whose difference exceeds ``threshold``: backprop runs from
+        the output down, so a bug shows first (and taints everything below) at its own layer."""
+        wrong = [r.layer for r in self.layers if not r.rel_diff <= threshold]
+        return wrong[-1] if wrong else None
+
+
+def layer_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """(layer name, its parameter names) in forward order: fcK / convK for weight layers, bnK / lnK
+    for the normalization after weight layer K."""
+    groups, k = [], 0
+    for name, module in model.named_modules():
+        own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+        if not own:
+            continue
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            k += 1
+            label = f"{'conv' if isinstance(module, nn.Conv2d) else 'fc'}{k}"
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            label = f"bn{k}"
+        elif isinstance(module, NORM_MODULES):
+            label = f"ln{k}"
+        else:
+            label = name
+        groups.append((label, own))
+    return groups
+
+
+def check_batch(cfg: RunConfig, n_examples: int = DEFAULT_EXAMPLES) -> tuple[torch.Tensor, torch.Tensor, tuple, int]:
+    """(x, y, input shape, classes): the first ``n_examples`` training examples of the config's split."""
+    ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
+    train_idx, _ = datasets.split_indices(len(ds.y), cfg.val_fraction, cfg.seed)
+    idx = train_idx[:max(2, min(n_examples, len(train_idx)))]
+    return datasets.batch_features(ds.x[idx]), ds.y[idx], ds.input_shape, ds.n_classes
+
+
+class _Objective(nn.Module):
+    """The training objective as a module, so functional_call swaps the weights the penalty reads too."""
+
+    def __init__(self, cfg: RunConfig, model: nn.Module):
+        super().__init__()
+        self.cfg, self.model = cfg, model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total = data_loss(self.cfg, self.model(x), y)
+        pen = penalty(self.cfg, self.model)
+        return total + pen if pen is not None else total
+
+
+def _prepare(model: nn.Module, dtype: torch.dtype, dropout_active: bool, seed: int) -> nn.Module:
+    """A copy in ``dtype`` and training mode; BatchNorm uses batch statistics and updates no running
+    statistics; dropout is off unless ``dropout_active`` (then each evaluation draws a new mask)."""
+    model = copy.deepcopy(model).to(dtype=dtype)
+    model.train()
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.track_running_stats = False
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+        if isinstance(module, DROPOUT_MODULES) and not dropout_active:
+            module.eval()
+    set_dropout_generator(model, torch.Generator().manual_seed(seed))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def move_to_kinks(cfg: RunConfig, model: nn.Module, x: torch.Tensor) -> int:
+    """Shift each hidden layer's bias so that every unit's pre-activation on the first example is 0,
+    the ReLU's kink; returns how many pre-activations now sit there. ReLU-type MLPs without norm only."""
+    if cfg.arch != "mlp" or cfg.activation not in KINK_ACTIVATIONS or cfg.norm != "none" or not cfg.hidden:
+        raise ValueError("The kink switch needs an MLP with ReLU or leaky ReLU, hidden layers and no normalization "
+                         f"(this config: {cfg.arch}, {cfg.activation}, norm {cfg.norm}, {len(cfg.hidden)} hidden layers)")
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)][:-1]
+    placed = 0
+    with torch.no_grad():
+        for linear in linears:
+            z = {}
+            handle = linear.register_forward_hook(lambda _m, _i, out: z.setdefault("z", out))
+            was = [m.training for m in model.modules()]
+            model.eval()
+            model(x[:1])
+            for m, t in zip(model.modules(), was):
+                m.training = t
+            handle.remove()
+            linear.bias -= z["z"][0]
+            placed += linear.out_features
+    return placed
+
+
+def _analytic(cfg: RunConfig, model: nn.Module, objective: _Objective, x: torch.Tensor, y: torch.Tensor,
+              backprop: str, bugs: Mapping[int, str]) -> dict[str, torch.Tensor]:
+    names = [n for n, _ in model.named_parameters()]
+    if backprop == "by_hand":
+        net = ScratchMLP.from_model(model, cfg, bugs)
+        with torch.no_grad():
+            _, grads = net.gradients(x, y)
+        return dict(zip(names, grads))
+    grads = torch.autograd.grad(objective(x, y), list(model.parameters()))
+    return {n: g.detach() for n, g in zip(names, grads)}
+
+
+def _entries(numel: int, max_entries: int | None, generator: torch.Generator) -> torch.Tensor:
+    if max_entries is None or numel <= max_entries:
+        return torch.arange(numel)
+    return torch.randperm(numel, generator=generator)[:max_entries].sort().values
+
+
+def _activation_size(model: nn.Module, x: torch.Tensor) -> int:
+    sizes = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return sum(sizes)
+
+
+def numeric_gradient(objective: _Objective, params: dict[str, torch.Tensor], name: str, entries: torch.Tensor,
+                     x: torch.Tensor, y: torch.Tensor, eps: float, *, batched: bool = True,
+                     perturb_copy: bool = False, dropout_active: bool = False, act_size: int = 0) -> torch.Tensor:
+    """Central differences of the objective for the given flat entries of parameter ``name``.
+
+    ``batched``: all 2k perturbed evaluations through functional_call under vmap, in chunks;
+    otherwise the naive loop (one in-place perturbation and forward at a time).
+    ``perturb_copy`` reproduces a classic mistake: the perturbation goes to a copy of the weights
+    while the loss is still computed with the model's own weights."""
+    base = params[name]
+    if not batched:
+        out = torch.empty(len(entries), dtype=base.dtype)
+        flat = base.view(-1)
+        with torch.no_grad():
+            for j, i in enumerate(entries.tolist()):
+                original = flat[i].item()
+                copy_ = flat.clone() if perturb_copy else flat
+                copy_[i] = original + eps
+                plus = objective(x, y)
+                copy_[i] = original - eps
+                minus = objective(x, y)
+                copy_[i] = original
+                out[j] = (plus - minus) / (2 * eps)
+        return out
+
+    def loss_at(p: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(objective, {**params, name: base if perturb_copy else p}, (inputs, y))
+
+    per_eval = base.numel() + act_size
+    chunk = max(1, min(2048, MEMORY_BUDGET // max(per_eval, 1)))
+    # With dropout on, the inputs are batched too (an expanded view), so every evaluation draws its own
+    # mask even in layers the perturbation does not reach.
+    batched_loss = vmap(loss_at, in_dims=(0, 0 if dropout_active else None),
+                        randomness="different" if dropout_active else "error")
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(entries), chunk):
+            idx = entries[start:start + chunk]
+            k = len(idx)
+            perturbed = base.detach().reshape(1, -1).repeat(2 * k, 1)
+            rows = torch.arange(k)
+            perturbed[rows, idx] += eps
+            perturbed[rows + k, idx] -= eps
+            inputs = x.expand(2 * k, *x.shape) if dropout_active else x
+            losses = batched_loss(perturbed.reshape(2 * k, *base.shape), inputs)
+            if losses.dim() == 0:  # a loss that does not depend on the perturbation (perturb_copy)
+                losses = losses.expand(2 * k)
+            out.append((losses[:k] - losses[k:]) / (2 * eps))
+    return torch.cat(out)
+
+
+def relative_difference(numeric: torch.Tensor, analytic: torch.Tensor) -> float:
+    """‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖), in float64 (0 when both are zero)."""
+    numeric, analytic = numeric.double(), analytic.double()
+    denominator = numeric.norm() + analytic.norm()
+    return float((numeric - analytic).norm() / denominator) if denominator > 0 else 0.0
+
+
+def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: float = DEFAULT_EPS,
+                    dtype: torch.dtype = torch.float64, dropout_active: bool = False, at_kinks: bool = False,
+                    backprop: str | None = None, bugs: Mapping[int, str] | None = None, mistake: str | None = None,
+                    max_entries: int | None = DEFAULT_MAX_ENTRIES, n_examples: int = DEFAULT_EXAMPLES,
+                    batch: tuple[torch.Tensor, torch.Tensor] | None = None, sample_seed: int = 0,
+                    batched: bool = True) -> GradCheck:
+    """Check the config's gradients at its initialization (or of ``model``), layer by layer.
+
+    ``backprop``: "autograd" or "by_hand" (default: the config's); ``bugs`` (by_hand only): linear
+    layer index -> a planted bug of :data:`core.scratch.BUGS`; ``mistake="perturb_copy"``: perturb a
+    copy of the weights, not the model. ``batch`` replaces the config's first training examples.
+    """
+    backprop = backprop or cfg.backprop
+    bugs = dict(bugs or {})
+    if not eps > 0:
+        raise ValueError(f"ε must be positive, got {eps}")
+    if mistake is not None and mistake not in MISTAKES:
+        raise ValueError(f"unknown mistake {mistake!r}; known: {', '.join(MISTAKES)}")
+    if backprop not in ("autograd", "by_hand"):
+        raise ValueError(f"backprop must be autograd or by_hand, got {backprop!r}")
+    if backprop == "by_hand":
+        problem = by_hand_problem(cfg, training=False)
+        if problem:
+            raise ValueError(problem)
+    elif bugs:
+        raise ValueError("planted bugs live in the by-hand backward: choose backprop by_hand to plant one")
+    if batch is None:
+        x, y, input_shape, n_classes = check_batch(cfg, n_examples)
+    else:
+        x, y = batch
+        input_shape, n_classes = tuple(x.shape[1:]), int(y.max()) + 1
+    notes = []
+    if model is None:
+        model = build_model(cfg, input_shape, n_classes, torch.Generator().manual_seed(cfg.seed))
+        where = "initialization"
+    else:
+        where = "the model handed in"
+    model = _prepare(model, dtype, dropout_active, sample_seed)
+    x = x.to(dtype)
+    has_dropout = any(isinstance(m, DROPOUT_MODULES) for m in model.modules())
+    if has_dropout and not dropout_active:
+        notes.append("Dropout is switched off while checking (it would draw a new mask for every evaluation).")
+    if dropout_active:
+        notes.append("Dropout is ON while checking: every evaluation draws a new mask, so the finite differences "
+                     "measure noise, not the gradient." if has_dropout else
+                     "The dropout switch is on, but this config has no dropout: nothing changes.")
+    if any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules()):
+        notes.append("BatchNorm is checked as it trains: with the check batch's own statistics.")
+    if at_kinks:
+        placed = move_to_kinks(cfg, model, x)
+        notes.append(f"{placed} hidden pre-activations were moved onto the ReLU kink (z = 0 on the first example): "
+                     "there the central difference averages the two one-sided slopes; backprop uses slope 0.")
+    if backprop == "by_hand":
+        check_bugs(bugs, [tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Linear)])
+    objective = _Objective(cfg, model)
+    analytic = _analytic(cfg, model, objective, x, y, backprop, bugs)
+    params = {f"model.{n}": p.detach() for n, p in model.named_parameters()}
+    act_size = _activation_size(model, x)
+    generator = torch.Generator().manual_seed(sample_seed)
+    rows, pairs, all_num, all_bp = [], [], [], []
+    for label, names in layer_groups(model):
+        nums, bps, checked, total = [], [], 0, 0
+        for name in names:
+            p = params[f"model.{name}"]
+            entries = _entries(p.numel(), max_entries, generator)
+            if batched:
+                num = numeric_gradient(objective, params, f"model.{name}", entries, x, y, eps, batched=True,
+                                       perturb_copy=mistake == "perturb_copy", dropout_active=dropout_active,
+                                       act_size=act_size)
+            else:
+                num = numeric_gradient(objective, {k[6:]: v for k, v in params.items()}, name, entries, x, y, eps,
+                                       batched=False, perturb_copy=mistake == "perturb_copy")
+            nums.append(num.double())
+            bps.append(analytic[name].reshape(-1)[entries].double())
+            checked += len(entries)
+            total += p.numel()
+        num, bp = torch.cat(nums), torch.cat(bps)
+        all_num.append(num)
+        all_bp.append(bp)
+        rows.append(LayerCheck(label, names, checked, total, relative_difference(num, bp), float(num.norm()),
+                               float(bp.norm())))
+        keep = torch.randperm(len(num), generator=generator)[:PAIRS_PER_LAYER]
+        pairs += [{"layer": label, "numeric": a, "analytic": b} for a, b in zip(num[keep].tolist(), bp[keep].tolist())]
+    if any(r.sampled for r in rows):
+        notes.append(f"Sampled {sum(r.checked for r in rows)} of {sum(r.total for r in rows)} entries "
+                     f"(layers above {max_entries} entries are sampled with seed {sample_seed}).")
+    settings = {"dtype": str(dtype).replace("torch.", ""), "eps": eps, "dropout_active": dropout_active,
+                "at_kinks": at_kinks, "backprop": backprop, "bugs": {str(k): v for k, v in bugs.items()},
+                "mistake": mistake, "where": where, "examples": len(y), "batched": batched}
+    return GradCheck(rows, pairs, relative_difference(torch.cat(all_num), torch.cat(all_bp)), settings, notes)
+
+
+def check_stored_run(key: str, store: RunStore | None = None, **options) -> GradCheck:
+    """Check the config of a stored run. The store keeps metrics, not weights, so this checks that
+    config's initial weights (the run's own starting point: same seed, same init)."""
+    meta = (store or RunStore()).meta(key)
+    if meta is None:
+        raise RunGone(f"The stored run {key} no longer exists (it was deleted or evicted from the run store): "
+                      "pick another run or check a config instead.")
+    result = check_gradients(RunConfig.from_dict(meta["config"], strict=False), **options)
+    result.notes.insert(0, "The run store keeps metrics, not weights: this checks the run's config at its "
+                           "initialization (the run's own starting point).")
+    result.settings["run"] = key
+    return result
+
+
+def format_table(result: GradCheck) -> str:
+    """The per-layer table as plain text (what the CLI prints)."""
+    lines = [f"{'layer':<8} {'checked':>8} {'total':>8} {'rel diff':>12}  verdict"]
+    for r in result.layers:
+        lines.append(f"{r.layer:<8} {r.checked:>8} {r.total:>8} {r.rel_diff:>12.3e}  {r.verdict}")
+    lines.append(f"{'all':<8} {result.checked:>8} {result.total:>8} {result.overall:>12.3e}")
+    return "\n".join(lines)

@@ -1,0 +1,203 @@
+"""Gradient check (core/gradcheck.py): passes for every network the engine builds, and fails
+exactly where the lesson says a check fails."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from core.config import ACTIVATIONS, NORMS, RunConfig
+from core.gradcheck import (GOOD, SUSPECT, RunGone, _Objective, _prepare, check_gradients, check_stored_run,
+                            format_table, layer_groups, numeric_gradient)
+from core.models import build_model
+from core.presets import get_preset
+from core.store import RunStore
+from core.train import ModuleLanes
+
+TINY = dict(dataset="blobs", hidden=(4, 3), seed=3)
+MLP_COMBOS = list(itertools.product(ACTIVATIONS, NORMS, ("cross_entropy", "mse"), ((0.0, 0.0), (0.01, 0.02))))
+
+
+@pytest.mark.parametrize("activation,norm,loss,penalties", MLP_COMBOS)
+def test_every_mlp_knob_combination_passes_in_float64(activation, norm, loss, penalties):
+    cfg = RunConfig(**TINY, activation=activation, norm=norm, loss=loss, l1=penalties[0], l2=penalties[1])
+    result = check_gradients(cfg, n_examples=8)
+    assert [r.layer for r in result.layers][0] == "fc1"
+    assert all(r.checked == r.total for r in result.layers)
+    assert result.overall < GOOD, format_table(result)
+    assert all(r.rel_diff < GOOD for r in result.layers), format_table(result)
+
+
+@pytest.mark.parametrize("init", ["xavier", "he", "normal"])
+@pytest.mark.parametrize("dropout_impl", ["torch", "inverted"])
+def test_inits_and_dropout_configs_pass_with_dropout_off(init, dropout_impl):
+    cfg = RunConfig(**TINY, init=init, dropout=0.3, dropout_impl=dropout_impl, activation="tanh")
+    result = check_gradients(cfg, n_examples=8)
+    assert result.overall < GOOD
+    assert any("Dropout is switched off" in note for note in result.notes)
+    assert result.settings["dropout_active"] is False
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_the_cnn_passes_in_float64(norm):
+    cfg = RunConfig(dataset="digits", arch="cnn", hidden=(4,), norm=norm, l2=0.01)
+    result = check_gradients(cfg, n_examples=4, max_entries=40)
+    assert [r.layer for r in result.layers if r.layer.startswith(("conv", "fc"))] == ["conv1", "conv2", "fc3", "fc4"]
+    assert result.overall < GOOD, format_table(result)
+    assert all(r.rel_diff < GOOD for r in result.layers), format_table(result)
+    big = next(r for r in result.layers if r.layer == "fc3")
+    assert big.checked < big.total and big.sampled
+    assert any(f"Sampled {result.checked} of {result.total}" in note for note in result.notes)
+
+
+def test_by_hand_backward_passes_and_matches_autograd_entry_by_entry():
+    cfg = RunConfig(**TINY, activation="sigmoid", loss="mse", l1=0.01)
+    by_hand = check_gradients(cfg, backprop="by_hand", n_examples=8)
+    auto = check_gradients(cfg, n_examples=8)
+    assert by_hand.overall < GOOD
+    for a, b in zip(by_hand.pairs, auto.pairs):
+        assert a["numeric"] == b["numeric"]
+        assert a["analytic"] == pytest.approx(b["analytic"], rel=1e-9, abs=1e-14)
+
+
+@pytest.mark.parametrize("bug,layer", [("missing_activation_derivative", 0), ("missing_activation_derivative", 2),
+                                       ("transposed_weight", 1), ("transposed_weight", 2),
+                                       ("mean_sum_mismatch", 0), ("mean_sum_mismatch", 3)])
+def test_each_planted_bug_is_localized_to_its_layer(bug, layer):
+    cfg = RunConfig(dataset="blobs", hidden=(5, 5, 5), activation="tanh", seed=1)
+    result = check_gradients(cfg, backprop="by_hand", bugs={layer: bug}, n_examples=8)
+    assert result.first_wrong_layer() == f"fc{layer + 1}", format_table(result)
+    for i, row in enumerate(result.layers):
+        if i > layer:
+            assert row.rel_diff < GOOD  # above the bug backprop is still right
+    assert result.layers[layer].rel_diff > SUSPECT
+
+
+def test_planted_bugs_need_the_by_hand_backward_and_a_fitting_layer():
+    cfg = RunConfig(dataset="blobs", hidden=(5, 3))
+    with pytest.raises(ValueError, match="by_hand"):
+        check_gradients(cfg, bugs={0: "mean_sum_mismatch"}, n_examples=4)
+    with pytest.raises(ValueError, match="square"):
+        check_gradients(cfg, backprop="by_hand", bugs={1: "transposed_weight"}, n_examples=4)
+    with pytest.raises(ValueError, match="plain MLP"):
+        check_gradients(cfg.replace(norm="batchnorm"), backprop="by_hand", n_examples=4)
+
+
+def _b_network() -> RunConfig:
+    """The B network (784-13-13-13-3 on fashion3) as the first config of the preset, on offline digits."""
+    return get_preset("B-regularization").config.replace(dataset="digits")
+
+
+def test_float32_with_eps_1e7_gives_a_difference_near_one():
+    cfg = _b_network()
+    right = check_gradients(cfg, max_entries=300)
+    wrong = check_gradients(cfg, dtype=torch.float32, eps=1e-7, max_entries=300)
+    assert right.overall < GOOD
+    assert wrong.layers[0].rel_diff > 0.99  # fc1: the loss difference rounds to nothing in float32
+    assert wrong.overall > 0.5
+    assert wrong.settings["dtype"] == "float32"
+
+
+def test_perturbing_a_copy_of_the_weights_gives_one_in_every_layer():
+    result = check_gradients(_b_network(), mistake="perturb_copy", max_entries=300)
+    assert all(r.numeric_norm == 0.0 and r.rel_diff == 1.0 for r in result.layers)
+
+
+def test_dropout_active_gives_a_difference_far_above_1e5():
+    cfg = RunConfig(dataset="blobs", hidden=(8, 8), dropout=0.5, dropout_impl="inverted", activation="tanh")
+    off = check_gradients(cfg, n_examples=16)
+    on = check_gradients(cfg, dropout_active=True, n_examples=16)
+    assert off.overall < GOOD
+    assert on.overall > 100 * SUSPECT
+    assert any("Dropout is ON" in note for note in on.notes)
+    torch_dropout = check_gradients(cfg.replace(dropout_impl="torch"), dropout_active=True, n_examples=16)
+    assert torch_dropout.overall > 100 * SUSPECT
+
+
+def test_eps_too_large_or_too_small_fails_in_float64():
+    cfg = RunConfig(**TINY, activation="tanh")
+    assert check_gradients(cfg, eps=1e-6, n_examples=8).overall < GOOD
+    assert check_gradients(cfg, eps=0.5, n_examples=8).overall > SUSPECT  # truncation error ~ eps^2
+    assert check_gradients(cfg, eps=1e-13, n_examples=8).overall > SUSPECT  # rounding error ~ 1e-16 / eps
+
+
+def test_relu_kinks_break_the_check():
+    cfg = RunConfig(dataset="blobs", hidden=(6, 6), activation="relu", seed=2)
+    away = check_gradients(cfg, n_examples=8)
+    kinks = check_gradients(cfg, at_kinks=True, n_examples=8)
+    assert away.overall < GOOD
+    assert max(r.rel_diff for r in kinks.layers[:2]) > SUSPECT
+    assert any("kink" in note for note in kinks.notes)
+    with pytest.raises(ValueError, match="ReLU"):
+        check_gradients(cfg.replace(activation="tanh"), at_kinks=True, n_examples=8)
+
+
+def test_batched_differences_equal_the_naive_loop():
+    cfg = RunConfig(**TINY, activation="elu", norm="batchnorm", l1=0.01)
+    model = _prepare(build_model(cfg, (2,), 4, torch.Generator().manual_seed(0)), torch.float64, False, 0)
+    objective = _Objective(cfg, model)
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(6, 2, dtype=torch.float64, generator=g), torch.randint(0, 4, (6,), generator=g)
+    params = {f"model.{n}": p.detach() for n, p in model.named_parameters()}
+    for _, names in layer_groups(model):
+        for name in names:
+            entries = torch.arange(params[f"model.{name}"].numel())
+            fast = numeric_gradient(objective, params, f"model.{name}", entries, x, y, 1e-6)
+            slow = numeric_gradient(objective, {k[6:]: v for k, v in params.items()}, name, entries, x, y, 1e-6,
+                                    batched=False)
+            torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-9)
+
+
+def test_a_trained_model_handed_in_is_checked():
+    cfg = RunConfig(dataset="blobs", hidden=(8,), activation="tanh", optimizer="sgd", lr=0.5)
+    lanes = ModuleLanes([cfg], (2,), 4, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 2, generator=g), torch.randint(0, 4, (32,), generator=g)
+    before = [p.detach().clone() for p in lanes.model.parameters()]
+    for _ in range(20):
+        total, _, _ = lanes.losses(x, y)
+        lanes.optimizers[0].zero_grad()
+        total.backward()
+        lanes.optimizers[0].step()
+    assert not torch.equal(before[0], lanes.model[1].weight.detach())
+    result = check_gradients(cfg, model=lanes.model, batch=(x, y))
+    assert result.settings["where"] == "the model handed in"
+    assert result.overall < GOOD
+
+
+def test_a_stored_run_that_no_longer_exists_is_named(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    with pytest.raises(RunGone, match="no longer exists"):
+        check_stored_run("run-000000000000000000000000", store)
+    cfg = RunConfig(**TINY)
+    store.put(cfg.key(), cfg.to_dict(), [])
+    result = check_stored_run(cfg.key(), store, n_examples=8)
+    assert result.overall < GOOD
+    assert "keeps metrics, not weights" in result.notes[0]
+
+
+def test_bad_options_are_refused_with_a_reason():
+    cfg = RunConfig(**TINY)
+    with pytest.raises(ValueError, match="positive"):
+        check_gradients(cfg, eps=0.0)
+    with pytest.raises(ValueError, match="mistake"):
+        check_gradients(cfg, mistake="nonsense")
+
+
+def test_the_cli_prints_the_per_layer_table(capsys):
+    from core.__main__ import main
+
+    assert main(["gradcheck", "--preset", "B-regularization", "--set", "dataset=digits", "--max-entries", "200"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["layer", "checked", "total", "rel"])
+    rows = [line.split() for line in lines[header + 1:header + 5]]
+    assert [r[0] for r in rows] == ["fc1", "fc2", "fc3", "fc4"]
+    assert all(float(r[3]) < GOOD and r[4] == "right" for r in rows)
+    assert int(rows[0][1]) < int(rows[0][2])  # 64*13+13 entries, 200 sampled
+    assert main(["gradcheck", "--preset", "B-regularization", "--set", "dataset=digits", "--mistake", "perturb_copy",
+                 "--max-entries", "50"]) == 0
+    assert "1.000e+00  wrong" in capsys.readouterr().out
+    assert main(["gradcheck", "--preset", "B-regularization", "--set", "lr=-1"]) == 2
+    assert "Learning rate" in capsys.readouterr().err
