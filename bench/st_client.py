@@ -23,6 +23,7 @@ class PageState:
     texts: list[str] = field(default_factory=list)  # markdown / alert / text bodies of the last run
     charts: int = 0  # plotly charts drawn by the last full run and fragment runs since
     finished_runs: int = 0
+    errors: list[str] = field(default_factory=list)  # tracebacks the page showed
 
 
 class Session:
@@ -110,6 +111,10 @@ class Session:
             self.state.buttons[element.button.label] = element.button.id
         elif kind in ("markdown", "alert", "text", "heading"):
             self.state.texts.append(getattr(element, kind).body)
+        elif kind == "progress":
+            self.state.texts.append(element.progress.text)
+        elif kind == "exception":
+            self.state.errors.append(f"{element.exception.type}: {element.exception.message}")
         elif kind == "plotly_chart":
             self.state.charts += 1
 

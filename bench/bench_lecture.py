@@ -1,0 +1,203 @@
+"""A lecture on one server: N students follow the instructor's script at once (loopback only).
+
+    python bench/bench_lecture.py [--sessions 10 30] [--browsers 2] [--timeout 600]
+
+For each N, a fresh server starts (its own cache). N sessions open together: ``--browsers`` of
+them are real headless Chromium pages, the rest light websocket clients (bench/st_client.py)
+that speak Streamlit's protocol and keep polling fragments running as a browser does. Each
+session follows the script:
+
+  1. open the Vanishing-gradients page on the lesson's grid and press Train (all the same
+     config: the server should train it once and let everyone watch);
+  2. open the Playground on its own variant of the lesson (a deep sigmoid network with a
+     learning rate of its own) and press Train.
+
+Prints p50 / p95 seconds from Train to the first progress point for both steps, health-check
+latency during the burst, jobs trained against jobs asked for, the server's RSS (with its
+worker processes) before, at peak and after the sessions closed, and the errors seen.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from playwright.async_api import async_playwright  # noqa: E402
+from st_client import Session  # noqa: E402
+
+from core.config import RunConfig  # noqa: E402
+from core.grid import GridConfig  # noqa: E402
+from core.store import RunStore  # noqa: E402
+from tests.test_browser import CHROMIUM, free_port, start_server, stop_server  # noqa: E402
+
+# Small enough that 30 students' worth trains within the bench's time on a 2-core CPU.
+LESSON = GridConfig(base=RunConfig(dataset="digits", epochs=2, batch_size=32, optimizer="sgd", lr=0.2,
+                                   log_every=20), activations=("sigmoid", "relu"), depths=(1, 2, 3, 4), width=10)
+FIRST_POINT = re.compile(r"step [1-9][\d,]* of")
+
+
+def variant(i: int) -> RunConfig:
+    """Student i's own network: a deep sigmoid net with a learning rate of its own."""
+    return LESSON.base.replace(activation="sigmoid", hidden=(10,) * 4, lr=round(0.05 + 0.01 * i, 4))
+
+
+def query(config) -> str:
+    return "&".join(f"{k}={v}" for k, v in config.to_query().items())
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the server and its trainers)."""
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        children.setdefault(int(fields["PPid"]), []).append(int(fields["Pid"]))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+async def light_student(port: int, i: int, out: dict) -> None:
+    async with Session(port, "vanishing", query(LESSON)) as s:
+        await s.wait_finished()
+        t0 = time.monotonic()
+        await s.click("Train")
+        while not any(FIRST_POINT.search(t) for t in s.state.texts):
+            await asyncio.sleep(0.02)
+        out["lesson"].append(time.monotonic() - t0)
+        out["errors"].extend(s.state.errors)
+    async with Session(port, "", query(variant(i))) as s:
+        await s.wait_finished()
+        t0 = time.monotonic()
+        await s.click("Train")
+        while not any(FIRST_POINT.search(t) for t in s.state.texts):
+            await asyncio.sleep(0.02)
+        out["variant"].append(time.monotonic() - t0)
+        out["errors"].extend(s.state.errors)
+
+
+async def browser_student(browser, port: int, i: int, out: dict) -> None:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await context.new_page()
+    try:
+        for step, (path, cfg) in enumerate((("vanishing", LESSON), ("", variant(i)))):
+            await page.goto(f"http://127.0.0.1:{port}/{path}?{query(cfg)}")
+            button = page.get_by_role("button", name=re.compile(r"^(play_arrow)?\s*Train$"))
+            await button.first.wait_for(timeout=120_000)
+            t0 = time.monotonic()
+            await button.first.click()
+            await page.get_by_text(FIRST_POINT).first.wait_for(timeout=300_000)
+            out["lesson" if step == 0 else "variant"].append(time.monotonic() - t0)
+    finally:
+        await context.close()
+
+
+async def health_pinger(port: int, latencies: list[float], stop: asyncio.Event) -> None:
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+    while not stop.is_set():
+        t0 = time.monotonic()
+        await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=30).read())
+        latencies.append(time.monotonic() - t0)
+        await asyncio.sleep(0.25)
+
+
+async def rss_sampler(pid: int, samples: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        samples.append(tree_rss_mb(pid))
+        await asyncio.sleep(0.5)
+
+
+async def lecture(n: int, n_browsers: int, timeout: float) -> dict:
+    cache = Path(tempfile.mkdtemp(prefix="gl-lecture-"))
+    port = free_port()
+    server = start_server(cache, port, cache / "server.log", {"GRADIENT_LAB_WORKER_PROCESSES": "1"})
+    out: dict = {"lesson": [], "variant": [], "errors": [], "health": [], "rss": []}
+    try:
+        await asyncio.sleep(3)  # the trainers warm up, as they would before a lecture starts
+        rss_before = tree_rss_mb(server.pid)
+        stop = asyncio.Event()
+        side = [asyncio.create_task(health_pinger(port, out["health"], stop)),
+                asyncio.create_task(rss_sampler(server.pid, out["rss"], stop))]
+        async with async_playwright() as p:
+            browser = None
+            if n_browsers:
+                browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            students = [browser_student(browser, port, i, out) if i < n_browsers else light_student(port, i, out)
+                        for i in range(n)]
+            t0 = time.monotonic()
+            results = await asyncio.wait_for(asyncio.gather(*students, return_exceptions=True), timeout)
+            out["errors"].extend(f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException))
+            out["wall"] = time.monotonic() - t0
+            if browser is not None:
+                await browser.close()
+        await asyncio.sleep(5)  # sessions closed: let the server let go of them
+        stop.set()
+        await asyncio.gather(*side, return_exceptions=True)
+        out["rss_before"], out["rss_peak"], out["rss_after"] = rss_before, max(out["rss"]), tree_rss_mb(server.pid)
+    finally:
+        stop_server(server)
+    runs = RunStore(cache / "runs").list_runs()
+    out["asked"] = 2 * n
+    out["distinct"] = 1 + len({variant(i).key() for i in range(n)})
+    out["stored"] = sum(1 for r in runs if r.get("kind") == "grid") + len(
+        {variant(i).key() for i in range(n)} & {r["key"] for r in runs})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[10, 30])
+    parser.add_argument("--browsers", type=int, default=2, help="real Chromium pages among the sessions")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per lecture at most")
+    args = parser.parse_args()
+    print(f"lesson grid: {LESSON.n_cells} cells on digits; cores: {os.cpu_count()}")
+    for n in args.sessions:
+        r = asyncio.run(lecture(n, min(args.browsers, n), args.timeout))
+        print(f"\n{n} sessions ({min(args.browsers, n)} in Chromium), all done in {r.get('wall', float('nan')):.1f} s")
+        for step in ("lesson", "variant"):
+            v = r[step]
+            print(f"  Train -> first point, {step:7s}: p50 {percentile(v, .5):6.2f} s  p95 {percentile(v, .95):6.2f} s"
+                  f"  ({len(v)} of {n} sessions)")
+        h = r["health"]
+        print(f"  health check during the burst: p50 {percentile(h, .5) * 1000:.0f} ms  p95 "
+              f"{percentile(h, .95) * 1000:.0f} ms  max {max(h, default=float('nan')) * 1000:.0f} ms")
+        print(f"  jobs: {r['asked']} asked for, {r['distinct']} distinct, {r['stored']} trained and stored "
+              f"(dedup ratio {r['asked'] / max(r['stored'], 1):.1f}x)")
+        print(f"  server RSS (with trainers): before {r['rss_before']:.0f} MB, peak {r['rss_peak']:.0f} MB, "
+              f"after {r['rss_after']:.0f} MB")
+        print(f"  errors: {len(r['errors'])}" + "".join(f"\n    {e[:200]}" for e in r["errors"][:5]))
+        if statistics.median(r["lesson"] or [0]) > 0:
+            print(f"  ratio p95/p50 (lesson): {percentile(r['lesson'], .95) / percentile(r['lesson'], .5):.2f}")
+
+
+if __name__ == "__main__":
+    main()
