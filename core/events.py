@@ -174,7 +174,16 @@ class CellEvent(Event):
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
                                         (RunStarted, StepLosses, Evaluation, LayerStats, RunFinished, RunFailed,
                                          GridStarted, CellEvent)}
-TERMINAL_KINDS = ("finished", "failed")
+# The one list of how a run ends: RunFinished.status is one of RUN_ENDINGS; a RunFailed is "failed".
+RUN_ENDINGS = ("finished", "cancelled", "diverged")
+TERMINAL_STATUSES = RUN_ENDINGS + ("failed",)
+
+
+def status_of(event: Event) -> str | None:
+    """The terminal status an event announces (None for the others)."""
+    if event.kind == "finished":
+        return event.status
+    return "failed" if event.kind == "failed" else None
 
 
 def event_from_dict(raw: dict[str, Any]) -> Event:

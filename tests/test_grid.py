@@ -321,3 +321,22 @@ def test_out_of_memory_inside_a_batched_grid_fails_its_cells_and_releases_them(m
     assert emptied[0] == 2  # after the batched group and after the lone cell
     gc.collect()
     assert made and made[0]() is None
+
+
+def test_a_grid_hands_its_ended_cells_to_file_run_and_writes_nothing_itself():
+    handed = []
+    grid = GridConfig(base=DIGITS.replace(hidden=(8,), epochs=1), variants=(("a", {"lr": 0.1}), ("b", {"lr": 0.2})))
+    run_grid(grid, [].append, None, lambda key, cfg, evs: handed.append((key, cfg, evs)))
+    cells = dict(enumerate(grid.cells()))
+    assert sorted(key for key, _, _ in handed) == sorted(cfg.key() for _, cfg in cells.values())
+    for key, cfg, evs in handed:
+        assert cfg.key() == key and evs[0].kind == "started" and evs[-1].kind == "finished"
+
+
+def test_a_failed_save_of_a_cell_is_reported_not_raised():
+    def full_disk(key, cfg, events):
+        raise OSError(28, "No space left on device")
+
+    grid = GridConfig(base=DIGITS.replace(hidden=(8,), epochs=1), variants=(("a", {"lr": 0.1}),))
+    end = run_grid(grid, [].append, None, full_disk)
+    assert end.status == "finished" and "not filed separately" in end.reason and "No space" in end.reason
