@@ -30,6 +30,7 @@ from .config import (ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, SCHEMA_VERSIO
                      parse_value)
 from .events import CellEvent, Event, GridStarted, RunFailed, RunFinished
 from .jobs import register_runner
+from .presets import get_preset
 from .train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes, train_split
 
 MAX_CELLS = 60
@@ -301,8 +302,6 @@ def _finish(ends: list[Event | None], cancel: threading.Event, t0: float, store_
 def fixes_grid(base: RunConfig) -> GridConfig:
     """LESSONS A's fixes for a deep sigmoid network, side by side with the same seed: ReLU, ReLU + He,
     Xavier, BatchNorm, LayerNorm, a smaller learning rate (the overrides of the A-fixes preset)."""
-    from .presets import get_preset
-
     runs = get_preset("A-fixes").runs
     first = runs[0][1]
     base = base.replace(activation=first.activation)
