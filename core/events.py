@@ -43,6 +43,7 @@ class RunStarted(Event):
     versions: dict
     log_every: int = 0  # the log interval actually used (0 in records made before it was stretched)
     notes: list[str] = field(default_factory=list)  # what the loop changed to keep the history bounded
+    lanes: int = 1  # runs trained together in lockstep: time per epoch is the whole group's when > 1
 
 
 @dataclass

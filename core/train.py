@@ -237,7 +237,7 @@ class _Run:
             emit(RunStarted(key=self.keys[i], config=c.to_dict(), device=device.type, device_name=device_name(device),
                             n_params=n_params, steps_per_epoch=self.n_steps, total_steps=self.total_steps,
                             layers=layers, layer_shapes=shapes, dataset=dataset, started_at=started_at,
-                            versions=_versions(), log_every=self.log_every, notes=list(notes)))
+                            versions=_versions(), log_every=self.log_every, notes=list(notes), lanes=len(configs)))
         self.alive_mask = torch.ones(len(configs), dtype=torch.bool, device=device)
         self.lanes.train()
         self.t0 = self.clock()  # training time starts here
