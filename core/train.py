@@ -89,7 +89,8 @@ def log_plan(log_every: int, steps_per_epoch: int, epochs: int) -> tuple[int, in
     if every > log_every:
         notes.append(f"logs every {every} steps instead of {log_every}: a run keeps at most {MAX_LOG_POINTS} "
                      f"log points (plus epoch ends)")
-    n_logs = epochs * (steps_per_epoch // every + (1 if steps_per_epoch % every else 0))
+    # log points: every `every`-th step of the run, plus each epoch end that is not one of those
+    n_logs = total // every + sum(1 for e in range(1, epochs + 1) if (e * steps_per_epoch) % every)
     heat_every = max(1, math.ceil(n_logs / MAX_HEATMAP_POINTS))
     if heat_every > 1:
         notes.append(f"weight-change heatmaps at every {heat_every}th log point and the last one "

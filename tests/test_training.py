@@ -336,8 +336,9 @@ def test_history_stays_bounded_however_often_a_run_logs(monkeypatch):
 
     # the URL that used to grow without bound: batch 1, log every step, 200 epochs (digits: 1617 steps)
     every, heat_every, stride, notes = log_plan(1, 1617, 200)
-    n_logs = 200 * math.ceil(1617 / every)
-    assert n_logs <= core.train.MAX_LOG_POINTS + 200 and n_logs / heat_every <= core.train.MAX_HEATMAP_POINTS
+    logged = [s for s in range(1, 1617 * 200 + 1) if s % every == 0 or s % 1617 == 0]  # as the loop logs
+    with_maps = [k for k in range(len(logged)) if k % heat_every == 0] + [len(logged) - 1]
+    assert len(logged) <= core.train.MAX_LOG_POINTS + 200 and len(set(with_maps)) <= core.train.MAX_HEATMAP_POINTS + 1
     assert 1617 * 200 / stride <= core.train.MAX_STEP_VALUES and len(notes) == 3
     assert log_plan(100, 25, 10) == (100, 1, 1, [])  # an ordinary run is left alone
 
