@@ -46,10 +46,13 @@ def _assert_same_run(cell: list, alone: list, tol: float = 1e-4) -> None:
     e_cell, e_alone = _of(cell, "eval"), _of(alone, "eval")
     assert [e.step for e in e_cell] == [e.step for e in e_alone]
     for a, b in zip(e_cell, e_alone):
-        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "penalty"):
+        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "penalty", "train_loss_running",
+                     "train_acc_running", "train_ce", "val_ce"):
             assert getattr(a, name) == pytest.approx(getattr(b, name), abs=tol), (a.step, name)
     losses = [v for e in _of(cell, "steps") for v in e.losses]
     assert losses == pytest.approx([v for e in _of(alone, "steps") for v in e.losses], rel=1e-4, abs=tol, nan_ok=True)
+    penalties = [v for e in _of(cell, "steps") for v in e.penalties]
+    assert penalties == pytest.approx([v for e in _of(alone, "steps") for v in e.penalties], rel=1e-3, abs=tol)
     for a, b in zip(_of(cell, "layers"), _of(alone, "layers")):
         assert a.layers == b.layers
         assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-3, abs=1e-9)
