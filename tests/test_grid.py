@@ -343,3 +343,14 @@ def test_a_failed_save_of_a_cell_is_reported_not_raised():
     grid = GridConfig(base=DIGITS.replace(hidden=(8,), epochs=1), variants=(("a", {"lr": 0.1}),))
     end = run_grid(grid, [].append, None, full_disk)
     assert end.status == "finished" and "not filed separately" in end.reason and "No space" in end.reason
+
+
+def test_doubled_softmax_cells_batch_and_equal_the_runs_alone():
+    grid = GridConfig(base=DIGITS.replace(loss="softmax_cross_entropy", hidden=(16,), epochs=1),
+                      activations=("relu", "tanh"))
+    end, events = _run_grid(grid)
+    assert end.status == "finished" and _of(events, "grid_started")[0].batched == [[0, 1]]
+    per_cell = cell_events(events)
+    for i, (_, cfg) in enumerate(grid.cells()):
+        _assert_same_run(per_cell[i], _single(cfg)[1])
+        assert per_cell[i][-1].test_ce != per_cell[i][-1].test_loss
