@@ -23,7 +23,7 @@ import torch
 from . import data as datasets
 from .config import RunConfig
 from .events import Evaluation, Event, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
-from .lanes import Lanes, ModuleLanes, Scores, data_loss, evaluate, make_optimizer, penalty  # noqa: F401 (re-exported)
+from .lanes import Lanes, ModuleLanes, data_loss, evaluate, make_optimizer, penalty  # noqa: F401 (re-exported)
 
 Callback = Callable[[Event], None]
 Clock = Callable[[], float]
