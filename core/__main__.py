@@ -54,7 +54,7 @@ def _watch(label: str, key: str, quiet: bool) -> dict:
                 last = event
                 if bar is not None:
                     bar.update(event.step - bar.n)
-                    bar.set_postfix(loss=f"{event.train_loss:.4f}", val_acc=f"{event.val_acc:.4f}")
+                    bar.set_postfix(train_loss=f"{event.train_loss:.4f}", val_acc=f"{event.val_acc:.4f}")
         if snap.done:
             if bar is not None:
                 bar.close()
@@ -79,6 +79,8 @@ def _print_result(label: str, key: str, result: dict) -> None:
     for name, loss, acc in rows:
         if loss is not None:
             print(f"  {name:<10} loss {loss:.4f}  accuracy {acc:.4f}")
+    if end.test_ce is not None and end.test_ce != end.test_loss:  # e.g. softmax applied twice (report 004)
+        print(f"  true cross-entropy: validation {end.val_ce:.4f}, test {end.test_ce:.4f}")
     if end.epoch_seconds:
         print(f"  {sum(end.epoch_seconds) / len(end.epoch_seconds):.2f} s/epoch, {end.elapsed:.1f} s in all")
 

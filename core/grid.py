@@ -10,8 +10,8 @@ split, seed, batch size, epochs, log interval) train in lockstep as one batched 
 (:func:`core.train.train_lanes`); a cell that cannot be batched (CNN, dropout, mixed widths)
 trains on its own with :func:`core.train.train`, and the grid says so. Each cell emits exactly
 the events of a single run, wrapped in :class:`CellEvent`; a cell that diverges ends alone.
-Each finished cell is also filed in the run store under its own key, so the single-run pages
-replay it instantly. Registered with the job manager as kind "grid".
+Each ended cell is handed to the job manager (the only writer to the store), which files it
+under its own key, so the single-run pages replay it instantly. Registered with the job manager as kind "grid".
 """
 from __future__ import annotations
 
@@ -29,9 +29,8 @@ from .batched import StackedLanes, why_not_batched
 from .config import (ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, SCHEMA_VERSION, ConfigError, RunConfig,
                      parse_value)
 from .events import CellEvent, Event, GridStarted, RunFailed, RunFinished
-from .jobs import SERVED_FROM_STORE
-from .runners import register_runner
-from .store import RunStore
+from .jobs import register_runner
+from .presets import get_preset
 from .train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes, train_split
 
 MAX_CELLS = 60
@@ -234,9 +233,15 @@ def plan_grid(cells: Sequence[tuple[str, RunConfig]]) -> GridPlan:
     return GridPlan(list(groups.values()), alone, notes)
 
 
+FileRun = Callable[[str, RunConfig, list[Event]], None]
+
+
 def run_grid(grid: GridConfig, emit: Callable[[Event], None], cancel: threading.Event | None = None,
-             store: RunStore | None = None) -> RunFinished | RunFailed:
-    """Train every cell of ``grid`` (see the module docstring); returns the grid's terminal event."""
+             file_run: FileRun | None = None) -> RunFinished | RunFailed:
+    """Train every cell of ``grid`` (see the module docstring); returns the grid's terminal event.
+
+    ``file_run(key, config, events)`` receives each ended cell (the job manager's
+    :meth:`~core.jobs.JobManager.file_run`, which decides what to store)."""
     t0 = time.perf_counter()
     cancel = cancel or threading.Event()
     cells = grid.cells()
@@ -258,8 +263,11 @@ def run_grid(grid: GridConfig, emit: Callable[[Event], None], cancel: threading.
             emit(CellEvent(i, label, event))
             if event.kind in ("finished", "failed"):
                 ends[i] = event
-                if store is not None and getattr(event, "status", None) in SERVED_FROM_STORE:
-                    _file_cell(store, keys[i], cfg, history[i], store_problems)
+                if file_run is not None:
+                    try:
+                        file_run(keys[i], cfg, list(history[i]))
+                    except Exception as exc:  # disk full etc.: the grid's own record still holds the cell
+                        store_problems.append(f"{type(exc).__name__}: {exc}")
         return on_event
 
     for group in plan.batched:
@@ -269,16 +277,6 @@ def run_grid(grid: GridConfig, emit: Callable[[Event], None], cancel: threading.
     for i in plan.alone:
         train(cells[i][1], [cell_emit(i)], cancel, keys[i])
     return _finish(ends, cancel, t0, store_problems, emit)
-
-
-def _file_cell(store: RunStore, key: str, cfg: RunConfig, events: list[Event], problems: list[str]) -> None:
-    """Store a finished cell under its own run key (unless an equal result is there already)."""
-    try:
-        meta = store.meta(key)
-        if meta is None or meta.get("status") not in SERVED_FROM_STORE:
-            store.put(key, cfg.to_dict(), list(events), "run")
-    except Exception as exc:  # disk full etc.: the grid's own record still holds the cell
-        problems.append(f"{type(exc).__name__}: {exc}")
 
 
 def _finish(ends: list[Event | None], cancel: threading.Event, t0: float, store_problems: list[str],
@@ -304,8 +302,6 @@ def _finish(ends: list[Event | None], cancel: threading.Event, t0: float, store_
 def fixes_grid(base: RunConfig) -> GridConfig:
     """LESSONS A's fixes for a deep sigmoid network, side by side with the same seed: ReLU, ReLU + He,
     Xavier, BatchNorm, LayerNorm, a smaller learning rate (the overrides of the A-fixes preset)."""
-    from .presets import get_preset
-
     runs = get_preset("A-fixes").runs
     first = runs[0][1]
     base = base.replace(activation=first.activation)

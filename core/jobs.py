@@ -24,15 +24,15 @@ from typing import Any, Callable
 
 import torch
 
-from .events import Event, RunFailed
+from .events import RUN_ENDINGS, TERMINAL_STATUSES, Event, RunFailed, status_of
 from .runners import register_runner, runner_for  # noqa: F401  (register_runner: the public way to add a kind)
 from .scheduler import FairQueue
 from .store import RunStore
 from .train import resolve_device
 from .workers import ProcessSlot, default_threads
 
-TERMINAL = ("finished", "cancelled", "diverged", "failed")
-STORED_STATUSES = ("finished", "cancelled", "diverged")
+TERMINAL = TERMINAL_STATUSES  # the names pages import; the statuses live in core.events
+STORED_STATUSES = RUN_ENDINGS
 SERVED_FROM_STORE = ("finished", "diverged")  # deterministic outcomes; a cancelled run trains again
 KEEP_DONE_JOBS = 256
 
@@ -80,14 +80,6 @@ class Snapshot:
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
-
-
-def _status_of(event: Event) -> str | None:
-    if event.kind == "finished":
-        return event.status
-    if event.kind == "failed":
-        return "failed"
-    return None
 
 
 class JobManager:
@@ -208,6 +200,17 @@ class JobManager:
                 return snap
             time.sleep(poll)
 
+    def file_run(self, key: str, config: Any, events: list[Event]) -> None:
+        """Store a run another job trained (a grid's cell) under its own key, with the manager's policy:
+        only outcomes served from the store, never over an equal result stored already. Raises when
+        the save fails (the caller says so)."""
+        status = next((s for s in map(status_of, reversed(events)) if s is not None), None)
+        if status not in SERVED_FROM_STORE:
+            return
+        meta = self.store.meta(key)
+        if meta is None or meta.get("status") not in SERVED_FROM_STORE:
+            self.store.put(key, config.to_dict(), list(events), "run")
+
     # --- internals -------------------------------------------------------------------------
     def _remember(self, job: Job) -> None:
         self._jobs[job.key] = job
@@ -274,16 +277,16 @@ class JobManager:
         def emit(event: Event) -> None:
             with self._lock:
                 job.events.append(event)
-                status = _status_of(event)
+                status = status_of(event)
                 if status is not None:
                     job.error = getattr(event, "message", "") or getattr(event, "reason", "")
                     job.outcome = status
 
         try:
             if slot is not None:
-                slot.run(job.config, emit, job.cancel_flag)
+                slot.run(job.config, emit, job.cancel_flag, self.file_run)
             else:
-                runner(job.config, emit, job.cancel_flag, **({"store": self.store} if uses_store else {}))
+                runner(job.config, emit, job.cancel_flag, **({"file_run": self.file_run} if uses_store else {}))
         except Exception as exc:  # a bug in a runner must not kill the worker
             emit(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
         status = job.outcome

@@ -28,8 +28,9 @@ _RUNNERS: dict[type, RunnerSpec] = {}
 def register_runner(config_type: type, kind: str, runner: Runner, uses_store: bool = False) -> None:
     """Teach the manager to run another kind of task config.
 
-    With ``uses_store`` the runner is called as ``runner(config, emit, cancel, store=...)`` with
-    the manager's run store."""
+    With ``uses_store`` the runner is called as ``runner(config, emit, cancel, file_run=...)``: it hands
+    the runs it is made of (e.g. a grid's cells) to :meth:`core.jobs.JobManager.file_run`, so the
+    manager stays the only writer to the store."""
     _RUNNERS[config_type] = RunnerSpec(kind, runner, uses_store)
 
 

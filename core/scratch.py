@@ -7,7 +7,7 @@ define them. Gradients are the chain rule applied layer by layer from the output
 
 For the gradient-check lesson a layer can carry a planted bug in its backward (:data:`BUGS`).
 :class:`ScratchLanes` lets the engine's one training loop train this network
-(``RunConfig.backprop="by_hand"``) with SGD written out here (:class:`ScratchSGD`).
+(``RunConfig.backprop="by_hand"``) with the update rules written out in :mod:`core.optimizers`.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from . import optimizers as rules
 from .config import BY_HAND_ACTIVATIONS, RunConfig, by_hand_problem
-from .models import build_model, count_parameters, weight_layers
-from .probes import ActivationProbe, WeightTracker, weight_distribution
+from .lanes import ModuleLanes
+from .models import weight_layers
 
-EVAL_CHUNK = 4096
 
 # Planted backward bugs, selectable per weight layer (index into the linear layers, 0 = first):
 #   missing_activation_derivative: the hidden activation after this layer passes the gradient through
@@ -262,86 +262,28 @@ class _ByHandBackward(torch.autograd.Function):
         return (None, None, None, *[grad_total * g for g in ctx.net.backward()])
 
 
-class ScratchSGD:
-    """Plain SGD written out: p <- p - lr * (g + weight_decay * p) (torch.optim.SGD without momentum)."""
-
-    def __init__(self, params: Sequence[torch.Tensor], lr: float, weight_decay: float = 0.0):
-        self.params, self.lr, self.weight_decay = list(params), lr, weight_decay
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for p in self.params:
-            if p.grad is None:
-                continue
-            step = p.grad + self.weight_decay * p if self.weight_decay else p.grad
-            p.add_(step, alpha=-self.lr)
-
-
-class ScratchLanes:
-    """The Lanes of a ``backprop="by_hand"`` run (see ``core.train.Lanes``): one plain MLP with the
-    engine's initialization, trained through the by-hand forward/backward and :class:`ScratchSGD`."""
+class ScratchLanes(ModuleLanes):
+    """The Lanes of a ``backprop="by_hand"`` run (see :class:`core.lanes.Lanes`): one plain MLP with the
+    engine's initialization, trained through the by-hand forward/backward and the from-scratch
+    update rules of :mod:`core.optimizers`; the probes are the engine's, on the same weights."""
 
     def __init__(self, configs: list[RunConfig], input_shape: tuple[int, ...], n_classes: int, device: torch.device):
-        (cfg,) = self.configs = list(configs)
-        problem = by_hand_problem(cfg)
+        problem = by_hand_problem(configs[0])
         if problem:
             raise ValueError(problem)
-        self.cfg = cfg
-        self.model = build_model(cfg, input_shape, n_classes, torch.Generator().manual_seed(cfg.seed)).to(device)
-        self.net = ScratchMLP.from_model(self.model, cfg)
+        super().__init__(configs, input_shape, n_classes, device)
+        self.net = ScratchMLP.from_model(self.model, self.cfg)
         self.params = list(self.model.parameters())
-        self.optimizers = [ScratchSGD(self.params, cfg.lr, cfg.weight_decay)]
-        self.named_layers = weight_layers(self.model)
-        self.tracker = WeightTracker([m for _, m in self.named_layers])
-        self.probe = ActivationProbe(self.model, len(self.named_layers))
-
-    def describe(self, lane: int) -> tuple[int, list[str], list[list[int]]]:
-        return (count_parameters(self.model), [n for n, _ in self.named_layers],
-                [list(m.weight.shape) for _, m in self.named_layers])
-
-    def train(self, mode: bool = True) -> None:
-        self.model.train(mode)  # nothing in a plain MLP behaves differently; kept for the probes
+        self.optimizers = [rules.with_schedule(rules.from_config(self.cfg, self.params), self.cfg)]
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         total = _ByHandBackward.apply(self.net, x, y, *self.params)
         data, logits = self.net.last
         return total, data, (logits.argmax(dim=1) == y).sum()
 
-    def grad_norms(self) -> torch.Tensor:
-        return self.tracker.grad_norms()
-
-    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int] = (0,)) -> list[dict | None]:
-        change, delta, maps = self.tracker.changes()
-        saturation = self.probe.measure(self.model, probe_x)
-        near_zero, absmax, hists = weight_distribution([layer.weight for layer in self.tracker.layers])
-        return [{"weight_change": change.tolist(), "weight_delta": delta.tolist(), "saturation": saturation,
-                 "heatmaps": maps, "near_zero": near_zero, "weight_absmax": absmax, "weight_hist": hists}]
-
     @torch.no_grad()
     def penalties(self) -> list[float]:
         return [float(self.net.penalty())]
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
-                 keep_predictions: bool = False) -> tuple[list[float], list[float], list[torch.Tensor] | None]:
-        if len(y) == 0:
-            return [float("nan")], [float("nan")], None
-        loss_sum, correct, preds = 0.0, 0, []
-        for start in range(0, len(y), EVAL_CHUNK):
-            xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
-            logits = self.net.forward(xb)
-            loss_sum += float(self.net.loss_fn.forward(logits, yb).sum())
-            pred = logits.argmax(dim=1)
-            correct += int((pred == yb).sum())
-            preds.append(pred)
-        return [loss_sum / len(y)], [correct / len(y)], ([torch.cat(preds)] if keep_predictions else None)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,8 +32,7 @@ from torch.func import functional_call
 from . import data as datasets
 from .config import SCHEMA_VERSION, ConfigError, RunConfig
 from .events import CellEvent, Event, RunFailed, RunFinished, SurfaceRow, SurfaceStarted
-from .jobs import SERVED_FROM_STORE, register_runner
-from .store import RunStore
+from .jobs import register_runner
 from .train import ModuleLanes, data_loss, evaluate, resolve_device, train_lanes
 
 DIRECTIONS = ("random", "pca")
@@ -107,9 +106,9 @@ class RecordingLanes(ModuleLanes):
         super().__init__(*args, **kwargs)
         self.snapshots = [flat_parameters(self.model).cpu()]
 
-    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int] = (0,)) -> list[dict | None]:
+    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int] = (0,), heatmaps: bool = True) -> list[dict | None]:
         self.snapshots.append(flat_parameters(self.model).cpu())
-        return super().layer_stats(probe_x, lanes)
+        return super().layer_stats(probe_x, lanes, heatmaps)
 
 
 @dataclass
@@ -253,7 +252,7 @@ def grid_axes(cfg: SurfaceConfig, coords: torch.Tensor) -> tuple[list[float], li
 
 # --- the job ------------------------------------------------------------------------------------
 def run_surface(cfg: SurfaceConfig, emit: Callable[[Event], None], cancel: threading.Event | None = None,
-                store: RunStore | None = None) -> RunFinished | RunFailed:
+                file_run: Callable[[str, RunConfig, list[Event]], None] | None = None) -> RunFinished | RunFailed:
     """Train, span the plane, then evaluate the loss grid row by row (see the module docstring)."""
     t0 = time.perf_counter()
     cancel = cancel or threading.Event()
@@ -278,11 +277,9 @@ def run_surface(cfg: SurfaceConfig, emit: Callable[[Event], None], cancel: threa
             emit(finished)
             return finished
         return fail(f"the run {end.status} ({end.reason}); a loss surface needs a trained network", "RunDiverged")
-    if store is not None:
+    if file_run is not None:  # the trained network is a run of its own (the job manager files it)
         try:
-            meta = store.meta(cfg.run.key())
-            if meta is None or meta.get("status") not in SERVED_FROM_STORE:
-                store.put(cfg.run.key(), cfg.run.to_dict(), run_events, "run")
+            file_run(cfg.run.key(), cfg.run, run_events)
         except Exception:  # the surface's own record still holds the run's events
             pass
     try:
@@ -296,7 +293,7 @@ def run_surface(cfg: SurfaceConfig, emit: Callable[[Event], None], cancel: threa
         return fail(str(exc))
     device = resolve_device(cfg.run.device)
     x, y = training_subset(cfg.run, cfg.n_examples, device)
-    final_loss, _, _ = evaluate(cfg.run, model, x, y)
+    final_loss = evaluate(cfg.run, model, x, y).loss[0]
     xs, ys = grid_axes(cfg, coords)
     emit(SurfaceStarted(key=cfg.key(), directions=cfg.directions, xs=xs, ys=ys, path=coords.tolist(),
                         path_steps=recorded.steps, explained=explained, explained_by_direction=along,

@@ -24,7 +24,6 @@ import torch
 from .config import RunConfig
 from .events import Event, RunFailed
 from .runners import runner_for
-from .store import RunStore
 from .train import train
 
 _SPAWN = mp.get_context("spawn")
@@ -54,10 +53,24 @@ def _child_main(conn: Connection, cancel: Any, warm: Any, warm_seconds: Any, dev
         spec = runner_for(config)
         send = lambda event: conn.send(("event", event))  # noqa: E731
         try:
-            spec.runner(config, send, cancel, **({"store": RunStore()} if spec.uses_store else {}))
+            spec.runner(config, send, cancel, **({"file_run": _FileRun(conn)} if spec.uses_store else {}))
         except Exception as exc:  # a bug in a runner must not kill the worker
             send(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
         conn.send(("done", None))
+
+
+class _FileRun:
+    """A child's ``file_run``: the parent's job manager stores the run (it is the only writer) and
+    answers with the error, if any, which is raised here as the caller expects."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def __call__(self, key: str, config: Any, events: list[Event]) -> None:
+        self.conn.send(("file", (key, config, events)))
+        error = self.conn.recv()
+        if error:
+            raise OSError(error)
 
 
 def death_reason(exitcode: int | None) -> str:
@@ -144,8 +157,10 @@ class ProcessSlot:
         return {"state": "ready", "seconds": self._warm_seconds.value}
 
     # --- running a job --------------------------------------------------------------------------
-    def run(self, config: Any, emit: Callable[[Event], None], cancel: threading.Event) -> None:
-        """Run ``config`` in the child, emitting its events here; returns when it has ended."""
+    def run(self, config: Any, emit: Callable[[Event], None], cancel: threading.Event,
+            file_run: Callable[[str, Any, list[Event]], None]) -> None:
+        """Run ``config`` in the child, emitting its events here (and filing the runs it hands over
+        with ``file_run``); returns when it has ended."""
         self.start()
         self._cancel.clear()
         last_step = 0
@@ -172,8 +187,20 @@ class ProcessSlot:
             tag, payload = message
             if tag == "done":
                 return
+            if tag == "file":
+                self._conn.send(_file_error(file_run, *payload))
+                continue
             last_step = getattr(payload, "step", last_step) or last_step
             emit(payload)
+
+
+def _file_error(file_run: Callable[[str, Any, list[Event]], None], key: str, config: Any,
+                events: list[Event]) -> str:
+    try:
+        file_run(key, config, events)
+    except Exception as exc:  # reported to the child's runner, which says so in its result
+        return f"{type(exc).__name__}: {exc}"
+    return ""
 
 
 def default_threads(device: str) -> int:

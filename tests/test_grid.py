@@ -46,10 +46,13 @@ def _assert_same_run(cell: list, alone: list, tol: float = 1e-4) -> None:
     e_cell, e_alone = _of(cell, "eval"), _of(alone, "eval")
     assert [e.step for e in e_cell] == [e.step for e in e_alone]
     for a, b in zip(e_cell, e_alone):
-        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "penalty"):
+        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "penalty", "train_loss_running",
+                     "train_acc_running", "train_ce", "val_ce"):
             assert getattr(a, name) == pytest.approx(getattr(b, name), abs=tol), (a.step, name)
     losses = [v for e in _of(cell, "steps") for v in e.losses]
     assert losses == pytest.approx([v for e in _of(alone, "steps") for v in e.losses], rel=1e-4, abs=tol, nan_ok=True)
+    penalties = [v for e in _of(cell, "steps") for v in e.penalties]
+    assert penalties == pytest.approx([v for e in _of(alone, "steps") for v in e.penalties], rel=1e-3, abs=tol)
     for a, b in zip(_of(cell, "layers"), _of(alone, "layers")):
         assert a.layers == b.layers
         assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-3, abs=1e-9)
@@ -183,7 +186,10 @@ def test_other_settings_batch_exactly_too():
         _assert_same_run(per_cell[i], _single(cfg)[1])
 
 
-def test_a_diverging_cell_ends_alone_and_the_others_go_on():
+def test_a_diverging_cell_ends_alone_and_the_others_go_on(monkeypatch):
+    import core.train
+
+    monkeypatch.setattr(core.train, "EXPLODED", math.inf)  # only a non-finite loss ends a cell here
     base = DIGITS.replace(activation="linear", hidden=(16,), epochs=3)
     grid = GridConfig(base=base, variants=(("calm", {"lr": 0.05}), ("wild", {"lr": 100.0})))
     end, events = _run_grid(grid)
@@ -279,3 +285,72 @@ def test_lessons_a_grid_on_mnist(shared_mnist):
     assert last.grad_norm[-1] >= 100 * last.grad_norm[0]  # the first layer's gradient vanished
     assert shallow[-1].test_acc > 0.8 and shallow[-1].test_loss < 1.0
     assert relu[-1].test_acc > 0.7 and relu[-1].test_loss < 1.0
+
+
+def test_out_of_memory_inside_a_batched_grid_fails_its_cells_and_releases_them(monkeypatch):
+    """An OOM in the middle of a batched step fails that group's cells (as failed events, the grid says
+    how many), frees the stacked model and the device cache; the cell that trains alone still trains."""
+    import gc
+    import weakref
+
+    import core.grid
+    import core.train
+
+    made, emptied = [], [0]
+
+    class OOMStacked(StackedLanes):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(weakref.ref(self))
+            self.calls = 0
+
+        def losses(self, x, y):
+            self.calls += 1
+            if self.calls == 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+            return super().losses(x, y)
+
+    monkeypatch.setattr(core.grid, "StackedLanes", OOMStacked)
+    monkeypatch.setattr(core.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
+    grid = GridConfig(base=DIGITS.replace(hidden=(16,), epochs=1),
+                      variants=(("a", {"lr": 0.1}), ("b", {"lr": 0.2}), ("dropout", {"dropout": 0.2})))
+    end, events = _run_grid(grid)
+    cells = cell_events(events)
+    for i in (0, 1):
+        assert cells[i][-1].kind == "failed" and cells[i][-1].error_type == "OutOfMemoryError"
+        assert "ran out of memory" in cells[i][-1].message and cells[i][-1].step == 1
+    assert cells[2][-1].kind == "finished" and cells[2][-1].status == "finished"
+    assert end.kind == "failed" and "2 of 3 cells failed" in end.message and "ran out of memory" in end.message
+    assert emptied[0] == 2  # after the batched group and after the lone cell
+    gc.collect()
+    assert made and made[0]() is None
+
+
+def test_a_grid_hands_its_ended_cells_to_file_run_and_writes_nothing_itself():
+    handed = []
+    grid = GridConfig(base=DIGITS.replace(hidden=(8,), epochs=1), variants=(("a", {"lr": 0.1}), ("b", {"lr": 0.2})))
+    run_grid(grid, [].append, None, lambda key, cfg, evs: handed.append((key, cfg, evs)))
+    cells = dict(enumerate(grid.cells()))
+    assert sorted(key for key, _, _ in handed) == sorted(cfg.key() for _, cfg in cells.values())
+    for key, cfg, evs in handed:
+        assert cfg.key() == key and evs[0].kind == "started" and evs[-1].kind == "finished"
+
+
+def test_a_failed_save_of_a_cell_is_reported_not_raised():
+    def full_disk(key, cfg, events):
+        raise OSError(28, "No space left on device")
+
+    grid = GridConfig(base=DIGITS.replace(hidden=(8,), epochs=1), variants=(("a", {"lr": 0.1}),))
+    end = run_grid(grid, [].append, None, full_disk)
+    assert end.status == "finished" and "not filed separately" in end.reason and "No space" in end.reason
+
+
+def test_doubled_softmax_cells_batch_and_equal_the_runs_alone():
+    grid = GridConfig(base=DIGITS.replace(loss="softmax_cross_entropy", hidden=(16,), epochs=1),
+                      activations=("relu", "tanh"))
+    end, events = _run_grid(grid)
+    assert end.status == "finished" and _of(events, "grid_started")[0].batched == [[0, 1]]
+    per_cell = cell_events(events)
+    for i, (_, cfg) in enumerate(grid.cells()):
+        _assert_same_run(per_cell[i], _single(cfg)[1])
+        assert per_cell[i][-1].test_ce != per_cell[i][-1].test_loss

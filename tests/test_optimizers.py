@@ -9,7 +9,8 @@ import torch
 from core import optimizers as rules
 from core.config import ConfigError, RunConfig
 from core.grid import GridConfig, cell_events, run_grid
-from core.train import _torch_optimizer, make_optimizer, train
+from core.lanes import _torch_optimizer, make_optimizer
+from core.train import train
 
 # Every optimizer with every knob it reads, weight decay in both forms, RMSProp with momentum.
 CASES = [

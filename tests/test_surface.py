@@ -36,7 +36,8 @@ def test_origin_is_the_final_models_loss_and_the_path_ends_there(directions, nor
     # an independent retrain of the same config gives the same final model; its loss on the same subset:
     recorded = train_recording(run)
     x, y = training_subset(run, 300, torch.device("cpu"))
-    expected, acc, _ = evaluate(run, recorded.model, x, y)
+    scores = evaluate(run, recorded.model, x, y)
+    expected, acc = scores.loss[0], scores.acc[0]
     assert started.xs[3] == 0 and started.ys[3] == 0
     assert rows[3][3] == pytest.approx(expected, rel=1e-5)
     assert expected < math.log(10)  # the network did learn (10 classes)

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from core.config import RunConfig
+from core.grid import GridConfig
 from core.jobs import JobManager
 from core.store import RunStore
 from core.train import train
@@ -69,3 +70,12 @@ def test_cancel_reaches_the_worker_process(manager):
     snap = manager.wait(key, timeout=60)
     assert snap.status == "cancelled"
     assert snap.events[-1].step < LONG.epochs * 1000
+
+
+def test_a_grid_in_a_worker_process_hands_its_cells_to_the_manager_to_store(manager):
+    grid = GridConfig(base=SMALL.replace(epochs=1, activation="sigmoid"), activations=("sigmoid", "relu"),
+                      depths=(1, 2), width=16)
+    snap = manager.wait(manager.submit(grid), timeout=240)
+    assert snap.status == "finished"
+    for _, cell in grid.cells():
+        assert manager.store.meta(cell.key())["status"] == "finished"  # filed by the web process, not the child
