@@ -114,27 +114,35 @@ def race(fn: Surface2D, start: Sequence[float], racers: Mapping[str, Mapping[str
     """
     if not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be in [1, {MAX_STEPS}], got {steps!r}")
-    out = []
-    for label, spec in racers.items():
-        spec = dict(spec)
+    labels = list(racers)
+    # Every racer's point is one row of `points`, and its gradient one row of `grads`: the rule
+    # updates its row in place, and one gradient call per step serves all racers.
+    points = torch.tensor([[float(start[0]), float(start[1])]] * len(labels), dtype=dtype)
+    grads = torch.empty_like(points)
+    optimizers = []
+    for i, label in enumerate(labels):
+        spec = dict(racers[label])
         name = spec.pop("optimizer")
-        p = torch.tensor([float(start[0]), float(start[1])], dtype=dtype)
-        optimizer = RuleOptimizer([p], name, **rule_knobs(name, **spec))
-        path = torch.empty(steps + 1, 2, dtype=dtype)
-        path[0] = p
-        x, y = p[0:1], p[1:2]  # views: they follow p as it is updated in place
-        grad = torch.empty(2, dtype=dtype)
-        p.grad = grad
-        with torch.no_grad():
-            for k in range(1, steps + 1):
-                torch.cat(fn.grad(x, y), out=grad)
+        p = points[i]
+        p.grad = grads[i]
+        optimizers.append(RuleOptimizer([p], name, **rule_knobs(name, **spec)))
+    path = torch.empty(steps + 1, len(labels), 2, dtype=dtype)
+    path[0] = points
+    x, y = points[:, 0], points[:, 1]  # views: they follow the points as they move
+    with torch.no_grad():
+        for k in range(1, steps + 1):
+            gx, gy = fn.grad(x, y)
+            grads[:, 0], grads[:, 1] = gx, gy
+            for optimizer in optimizers:
                 optimizer.update()
-                path[k] = p
-        finite = torch.isfinite(path).all(dim=1)
+            path[k] = points
+    out = []
+    for i, label in enumerate(labels):
+        own = path[:, i]
+        finite = torch.isfinite(own).all(dim=1)
         diverged_at = None if bool(finite.all()) else int((~finite).nonzero()[0])
-        path = path[:diverged_at] if diverged_at is not None else path
-        losses = fn.loss(path[:, 0], path[:, 1])
-        out.append(RaceResult(label, path.numpy(), losses.numpy(), diverged_at))
+        own = own[:diverged_at] if diverged_at is not None else own
+        out.append(RaceResult(label, own.numpy(), fn.loss(own[:, 0], own[:, 1]).numpy(), diverged_at))
     return out
 
 

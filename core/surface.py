@@ -298,14 +298,15 @@ def run_surface(cfg: SurfaceConfig, emit: Callable[[Event], None], cancel: threa
     x, y = training_subset(cfg.run, cfg.n_examples, device)
     final_loss, _, _ = evaluate(cfg.run, model, x, y)
     xs, ys = grid_axes(cfg, coords)
-    emit(SurfaceStarted(key=cfg.key(), directions=cfg.directions, xs=xs, ys=ys, path=coords.tolist(),
-                        path_steps=recorded.steps, explained=explained, explained_by_direction=along,
-                        n_examples=len(y), final_loss=final_loss))
     evaluate_points = plane_evaluator(cfg.run, model, directions, x, y)
     n = cfg.resolution
+    per_batch = points_per_batch(model, len(y), n)
+    path_losses = torch.cat([evaluate_points(chunk)[0].cpu() for chunk in coords.float().split(per_batch)])
+    emit(SurfaceStarted(key=cfg.key(), directions=cfg.directions, xs=xs, ys=ys, path=coords.tolist(),
+                        path_steps=recorded.steps, path_losses=path_losses.tolist(), explained=explained,
+                        explained_by_direction=along, n_examples=len(y), final_loss=final_loss))
     grid = torch.tensor([[a, b] for b in ys for a in xs])  # row-major: row j is ys[j]
     losses, accs = torch.empty(n * n), torch.empty(n * n)
-    per_batch = points_per_batch(model, len(y), n)
     next_row = 0
     for start in range(0, n * n, per_batch):
         if cancel.is_set():
