@@ -73,9 +73,10 @@ ROSENBROCK = Surface2D("rosenbrock", "Rosenbrock's banana valley", r"f(x,y) = (1
 BEALE = Surface2D("beale", "Beale's function",
                   r"f(x,y) = (1.5-x+xy)^2 + (2.25-x+xy^2)^2 + (2.625-x+xy^3)^2",
                   _beale, _beale_grad, (1.0, 1.4), (-4.5, 4.5), (-4.5, 4.5), ((3.0, 0.5),))
-SADDLE = Surface2D("saddle", "A saddle point", r"f(x,y) = x^2 - y^2",
-                   lambda x, y: x * x - y * y, lambda x, y: (2 * x, -2 * y),
-                   (-2.0, 1e-3), (-2.5, 2.5), (-2.5, 2.5), ())
+# A saddle at the origin, the way out along y leading down to two valleys at y = +-sqrt(2).
+SADDLE = Surface2D("saddle", "A saddle point", r"f(x,y) = x^2 - y^2 + \tfrac14\,y^4",
+                   lambda x, y: x * x - y * y + 0.25 * y ** 4, lambda x, y: (2 * x, -2 * y + y ** 3),
+                   (-2.0, 1e-3), (-2.5, 2.5), (-2.5, 2.5), ((0.0, 2 ** 0.5), (0.0, -2 ** 0.5)))
 # An asymmetric double well: a shallow minimum near x = +0.96 and a deeper one near x = -1.036.
 TWO_MINIMA = Surface2D("two_minima", "Two minima (a shallow and a deep one)", r"f(x,y) = (x^2-1)^2 + 0.3\,x + y^2",
                        lambda x, y: (x * x - 1) ** 2 + 0.3 * x + y * y,
@@ -166,3 +167,16 @@ def optimal_heavy_ball(kappa: float, mu: float = 1.0) -> tuple[float, float, flo
     big = kappa * mu
     rate = (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)
     return 4.0 / (math.sqrt(big) + math.sqrt(mu)) ** 2, rate * rate, rate
+
+
+# Choices for the race's controls (the knobs' own ranges come from core.config's Knob metadata).
+LEARNING_RATES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+KAPPAS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+ADAPTIVE = ("rmsprop", "adam", "nadam")  # step sizes in parameter units, not gradient units
+DEFAULT_STEPS = 300
+
+
+def default_lrs(name: str) -> tuple[float, float]:
+    """(SGD-family lr, adaptive lr) that make a readable race on function ``name``."""
+    return {"quadratic": (0.05, 0.1), "rosenbrock": (1e-3, 0.05), "beale": (0.005, 0.05),
+            "saddle": (0.02, 0.02), "two_minima": (0.05, 0.05)}[name]

@@ -1,0 +1,78 @@
+"""The Optimizers page (AppTest) and its pure parts: race figures, the CE-vs-MSE sentence, the surface figures."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apptest_helpers import open_page, texts
+from app import optimizer_figures as figs
+from app import optimizer_records as records
+from core import race
+from core.config import OPTIMIZERS, knob_of
+from core.events import Evaluation, LayerStats
+from core.optimizers import RULES
+
+PAGE = "../pages/optimizers.py"
+
+
+def test_page_shows_every_rule_as_math_beside_its_code_and_draws_the_race(isolated_cache):
+    at = open_page(PAGE)
+    codes = [c.value for c in at.code]
+    for name in OPTIMIZERS:
+        assert any(f"def {name}(" in code for code in codes), name
+    assert len(at.latex) >= len(OPTIMIZERS) + 1  # six rules + the race function
+    assert len(at.get("plotly_chart")) >= 2  # race contour + loss chart
+    frame = at.dataframe[0].value
+    assert list(frame["optimizer"]) == list(OPTIMIZERS)
+    words = texts(at.markdown)
+    for knob in ("lr", "momentum", "rms_alpha", "rms_momentum", "beta1", "beta2", "weight_decay"):
+        assert knob_of(knob).help in words, knob  # every knob's meaning is shown beside its rule
+
+
+def test_changing_the_race_function_and_optimizers_redraws(isolated_cache):
+    at = open_page(PAGE)
+    at.selectbox(key="opt_fn").set_value("quadratic").run()
+    assert not at.exception
+    assert any("(κ−1)/(κ+1)" in c.value for c in at.caption)
+    at.multiselect(key="opt_chosen").set_value(["sgd", "adam"]).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["optimizer"]) == ["sgd", "adam"]
+    # the start point moved with the function: the table's paths start at the quadratic's default start
+    assert at.number_input(key="opt_x0").value == race.quadratic().start[0]
+
+
+def test_race_figures_hold_one_path_per_optimizer_up_to_the_chosen_step():
+    fn = race.surface("rosenbrock")
+    results = race.race(fn, fn.start, {o: {"optimizer": o, "lr": 1e-3} for o in RULES}, steps=50)
+    fig = figs.race_contour_figure(fn, race.loss_grid(fn, n=21), results, upto=10)
+    lines = [t for t in fig.data if t.type == "scatter" and t.mode == "lines"]
+    assert [t.name for t in lines] == list(RULES)
+    assert all(len(t.x) == 11 for t in lines)
+    loss = figs.race_loss_figure(results, upto=None)
+    assert [len(t.y) for t in loss.data] == [51] * len(RULES)
+
+
+def _events(acc: float, grad: float, step: int = 100) -> list:
+    return [LayerStats(10, 0.1, ["fc1", "fc2"], [grad, grad], [0.0, 0.0], [0.0, 0.0], [None, None]),
+            Evaluation(step, 1.0, 0.5, acc, 0.5, acc, 0.0, 1.0)]
+
+
+def test_loss_sentence_follows_the_numbers():
+    ce = records.loss_run_summary("cross-entropy", _events(0.85, 0.4))
+    mse = records.loss_run_summary("mse", _events(0.70, 0.1))
+    text = records.losses_sentence(ce, mse)
+    assert "4.0x smaller with MSE" in text and "Cross-entropy ended ahead" in text and "0.850" in text
+    reverse = records.losses_sentence(records.loss_run_summary("ce", _events(0.6, 0.1)),
+                                      records.loss_run_summary("mse", _events(0.7, 0.3)))
+    assert "not smaller with MSE" in reverse and "MSE ended ahead" in reverse
+    assert records.loss_run_summary("x", []) is None
+
+
+def test_surface_figures_leave_unfilled_rows_blank():
+    xs, ys = [-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]
+    rows = [[1.0, 2.0, 3.0], None, [1.0, 1.0, 1.0]]
+    contour = figs.loss_surface_contour_figure(xs, ys, rows, [[0.5, 0.5], [0.0, 0.0]])
+    z = np.array(contour.data[0].z, dtype=float)
+    assert np.isnan(z[1]).all() and z[0, 1] == pytest.approx(np.log(2.0))
+    surface = figs.loss_surface_3d_figure(xs, ys, rows, [1.5, 1.0], [[0.5, 0.5], [0.0, 0.0]])
+    assert surface.data[1].z[-1] == pytest.approx(0.0)
