@@ -32,7 +32,7 @@ os.environ.setdefault("GRADIENT_LAB_OFFLINE", "1")
 import torch  # noqa: E402
 from torch.nn.utils import vector_to_parameters  # noqa: E402
 
-from app.optimizer_figures import race_contour_figure, race_loss_figure  # noqa: E402
+from app.figures.optimizers import race_contour_figure, race_loss_figure  # noqa: E402
 from core import race  # noqa: E402
 from core.presets import get_preset  # noqa: E402
 from core.surface import (SurfaceConfig, flat_parameters, grid_axes, plane_evaluator, points_per_batch,  # noqa: E402

@@ -6,18 +6,23 @@ import inspect
 import pandas as pd
 import streamlit as st
 
-from app import compare, widgets
-from app import optimizer_figures as figs
-from app import optimizer_records as records
+from app.figures import optimizers as figs
+from app.forms import url
+from app.records import optimizers as records
+from app.text import plain
+from app.views.compare import comparison_view, family_states
+from app.views.jobs import job_state, polling_fragment, status_line, train_button
 from core import race
 from core.config import OPTIMIZERS, knob_of
-from core.jobs import get_manager
+from core.grid import GridConfig
 from core.optimizers import RULES
 from core.presets import get_preset
 from core.surface import DIRECTIONS, MAX_RESOLUTION, SurfaceConfig, surface_grid
 
+PAGE = "optimizers"
 POLL_SECONDS = 1.5
 SURFACE_JOB = "opt_surface_job"
+MAX_RACE_STEPS = 1000
 
 st.title("Optimizers")
 st.caption("Six ways to turn a gradient into a step. Each rule is written out below as the formula and as the "
@@ -59,40 +64,77 @@ st.caption("Every optimizer starts from the same point and runs the code above o
            "rate in each coordinate, so they get their own learning rate.")
 
 
+RACE_KEYS = {"fn": "opt_fn", "kappa": "opt_kappa", "x0": "opt_x0", "y0": "opt_y0", "optimizers": "opt_chosen",
+             "lr": "opt_lr", "lr_adaptive": "opt_lr_adaptive", "momentum": "opt_momentum", "rms_alpha": "opt_rms_alpha",
+             "beta1": "opt_beta1", "beta2": "opt_beta2", "steps": "opt_steps"}
+
+
+def _race_defaults(name: str = "rosenbrock", kappa: float = 10.0) -> dict:
+    fn = race.surface(name, kappa)
+    lr, lr_adaptive = race.default_lrs(name)
+    return {"fn": name, "kappa": kappa, "x0": fn.start[0], "y0": fn.start[1], "optimizers": list(OPTIMIZERS),
+            "lr": lr, "lr_adaptive": lr_adaptive, "momentum": 0.9, "rms_alpha": 0.99, "beta1": 0.9, "beta2": 0.999,
+            "steps": race.DEFAULT_STEPS}
+
+
+def _load_race(settings: dict) -> None:
+    for name, key in RACE_KEYS.items():
+        st.session_state[key] = settings[name]
+
+
 def _on_function() -> None:
-    name = st.session_state["opt_fn"]
-    fn = race.surface(name, st.session_state.get("opt_kappa", 10.0))
-    st.session_state["opt_x0"], st.session_state["opt_y0"] = fn.start
-    st.session_state["opt_lr"], st.session_state["opt_lr_adaptive"] = race.default_lrs(name)
+    """A new function brings its own start point and learning rates (the other settings stay)."""
+    fresh = _race_defaults(st.session_state["opt_fn"], st.session_state.get("opt_kappa", 10.0))
+    for name in ("x0", "y0", "lr", "lr_adaptive"):
+        st.session_state[RACE_KEYS[name]] = fresh[name]
 
 
-if "opt_fn" not in st.session_state:
-    st.session_state["opt_fn"] = "rosenbrock"
-    _on_function()
+query = url.incoming_query(PAGE)
+if query is not None:  # a link or the first visit
+    knob_ranges = {n: (float(knob_of(n).lo), float(knob_of(n).hi)) for n in ("momentum", "rms_alpha", "beta1", "beta2")}
+    settings, notices = records.race_from_query(
+        query, _race_defaults(), race.FUNCTIONS, OPTIMIZERS,
+        {"kappa": race.KAPPAS, "lr": race.LEARNING_RATES, "lr_adaptive": race.LEARNING_RATES},
+        {**knob_ranges, "steps": (10, MAX_RACE_STEPS)})
+    own = _race_defaults(settings["fn"], settings["kappa"])  # what the link leaves out follows its function
+    for name in ("x0", "y0", "lr", "lr_adaptive"):
+        if name not in query:
+            settings[name] = own[name]
+    box = race.surface(settings["fn"], settings["kappa"])
+    if not (box.x_range[0] <= settings["x0"] <= box.x_range[1] and box.y_range[0] <= settings["y0"] <= box.y_range[1]):
+        settings["x0"], settings["y0"] = box.start
+        notices.append("The link's start point lies outside this function's box; its default start is used.")
+    _load_race(settings)
+    url.link_notices(notices)
+else:
+    url.restore("opt_race_saved", _race_defaults(), RACE_KEYS.get)
 
 c1, c2, c3, c4 = st.columns(4)
 fn_name = c1.selectbox("Function", race.FUNCTIONS, key="opt_fn", on_change=_on_function,
                        format_func=lambda n: race.surface(n).title.split(" (")[0])
-kappa = c1.select_slider("Condition number κ", race.KAPPAS, value=10.0, key="opt_kappa",
+kappa = c1.select_slider("Condition number κ", race.KAPPAS, key="opt_kappa",
                          disabled=fn_name != "quadratic", help="Curvature ratio of the quadratic's two axes.")
 fn = race.surface(fn_name, kappa)
 x0 = c2.number_input("Start x", *map(float, fn.x_range), key="opt_x0", step=0.1)
 y0 = c2.number_input("Start y", *map(float, fn.y_range), key="opt_y0", step=0.1)
-chosen = c3.multiselect("Optimizers", OPTIMIZERS, default=list(OPTIMIZERS), key="opt_chosen")
+chosen = c3.multiselect("Optimizers", OPTIMIZERS, key="opt_chosen")
 lr = c3.select_slider("Learning rate (SGD, momentum, Nesterov)", race.LEARNING_RATES, key="opt_lr")
 lr_adaptive = c3.select_slider("Learning rate (RMSProp, Adam, Nadam)", race.LEARNING_RATES, key="opt_lr_adaptive")
 
 
-def _knob_slider(column, name: str, value: float) -> float:
+def _knob_slider(column, name: str) -> float:
     k = knob_of(name)
-    return column.slider(k.label, float(k.lo), float(k.hi), value, step=0.001, key=f"opt_{name}", help=k.help)
+    return column.slider(k.label, float(k.lo), float(k.hi), step=0.001, key=f"opt_{name}", help=k.help)
 
 
-momentum = _knob_slider(c4, "momentum", 0.9)
-rms_alpha = _knob_slider(c4, "rms_alpha", 0.99)
-beta1 = _knob_slider(c4, "beta1", 0.9)
-beta2 = _knob_slider(c4, "beta2", 0.999)
-steps = c1.slider("Steps", 10, 1000, race.DEFAULT_STEPS, step=10, key="opt_steps")
+momentum = _knob_slider(c4, "momentum")
+rms_alpha = _knob_slider(c4, "rms_alpha")
+beta1 = _knob_slider(c4, "beta1")
+beta2 = _knob_slider(c4, "beta2")
+steps = c1.slider("Steps", 10, MAX_RACE_STEPS, step=10, key="opt_steps")
+race_settings = {name: st.session_state[key] for name, key in RACE_KEYS.items()}
+url.remember("opt_race_saved", race_settings)
+url.write_query(PAGE, records.race_query(race_settings))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -135,42 +177,42 @@ ours = e2.toggle("Train with our from-scratch rules (optimizer_impl = ours)", ke
                  help="The same formulas, run by the code above instead of torch.optim: the curves should match.")
 
 
+def _grid(family: list) -> GridConfig:
+    """The family as one grid job (batched lanes: same seed, batches and initial weights)."""
+    return GridConfig.from_runs(family)
+
+
+def _runs(grid: GridConfig) -> list[dict]:
+    """The grid's cells as the comparison view's job ids."""
+    return [{"label": label, "key": cfg.key(), "grid": grid.key(), "cell": i} for i, (label, cfg) in enumerate(grid.cells())]
+
+
 def _family(preset: str) -> list:
     impl = "ours" if ours else "torch"
     return [(label, cfg.replace(epochs=int(epochs), optimizer_impl=impl)) for label, cfg in get_preset(preset).runs]
 
 
-def _train(family: list, slot: str) -> None:
-    try:
-        st.session_state[slot] = compare.submit_family(family)
-    except Exception as exc:  # e.g. a device that vanished: say so, no traceback
-        st.error(widgets.plain(f"Could not start training: {exc}"))
+adam = dict(get_preset("D-optimizers").runs)["adam"].replace(epochs=int(epochs))
+GRIDS = {"opt_six": ("Six optimizers", "Train the six optimizers", _grid(_family("D-optimizers"))),
+         "opt_losses": ("Cross-entropy vs MSE", "Train cross-entropy vs MSE", _grid(_family("D-losses"))),
+         "opt_impl": ("Ours vs PyTorch (Adam)", "Train Adam: ours vs PyTorch",
+                      _grid([("adam · torch", adam), ("adam · ours", adam.replace(optimizer_impl="ours"))]))}
+for column, (slot, (heading, label, grid)) in zip(st.columns(len(GRIDS)), GRIDS.items()):
+    with column:
+        train_button(grid, slot, key=f"{slot}_train", label=label)
 
-
-b1, b2, b3 = st.columns(3)
-if b1.button("Train the six optimizers", type="primary", key="opt_train_six"):
-    _train(_family("D-optimizers"), "opt_six")
-if b2.button("Train cross-entropy vs MSE", key="opt_train_losses"):
-    _train(_family("D-losses"), "opt_losses")
-if b3.button("Ours vs PyTorch (Adam)", key="opt_train_impl",
-             help="The Adam run twice, once with torch.optim.Adam and once with the rule above."):
-    adam = dict(get_preset("D-optimizers").runs)["adam"].replace(epochs=int(epochs))
-    _train([("adam · torch", adam), ("adam · ours", adam.replace(optimizer_impl="ours"))], "opt_impl")
-
-for slot, heading in (("opt_six", "Six optimizers"), ("opt_impl", "Ours vs PyTorch")):
-    if st.session_state.get(slot):
-        st.markdown(f"**{heading}**")
-        compare.comparison_view(st.session_state[slot], prefix=f"{slot}_cmp")
-
-if st.session_state.get("opt_losses"):
-    st.markdown("**Cross-entropy vs MSE**")
-    runs = st.session_state["opt_losses"]
-    compare.comparison_view(runs, prefix="opt_losses_cmp")
-    feeds, _ = compare.family_feeds(runs)
-    if all(f is not None and f.done for f in feeds):
-        summaries = [records.loss_run_summary(r["label"], f.events) for r, f in zip(runs, feeds)]
-        if all(summaries):
-            st.info(records.losses_sentence(*summaries), icon=":material/lightbulb:")
+for slot, (heading, label, grid) in GRIDS.items():
+    if st.session_state.get(slot) != grid.key():
+        continue
+    st.markdown(f"**{heading}**")
+    runs = _runs(grid)
+    comparison_view(runs, prefix=f"{slot}_cmp")
+    if slot == "opt_losses":
+        states, _, _ = family_states(runs)
+        if all(s is not None and s.done for s in states):
+            summaries = [records.loss_run_summary(r["label"], s.events) for r, s in zip(runs, states)]
+            if all(summaries):
+                st.info(plain(records.losses_sentence(*summaries)), icon="💡")
 
 # --- 4. the loss surface ---------------------------------------------------------------------------------
 st.subheader("4 · The loss surface of a real network, with its path", divider="gray")
@@ -193,45 +235,37 @@ log_every = s3.number_input("Record the weights every (steps)", 10, 1000, 100, s
 run_cfg = NETWORKS[network].replace(epochs=int(surface_epochs), log_every=int(log_every),
                                     norm="batchnorm" if batchnorm else "none")
 surface_cfg = SurfaceConfig(run=run_cfg, directions=directions, resolution=int(resolution))
-if st.button("Compute the loss surface", type="primary", key="opt_surface_go",
-             help="Trains the network (recording its weights), then evaluates the loss at every grid point."):
-    try:
-        st.session_state[SURFACE_JOB] = get_manager().submit(surface_cfg)
-    except Exception as exc:
-        st.error(widgets.plain(f"Could not start the loss surface: {exc}"))
+train_button(surface_cfg, SURFACE_JOB, key="opt_surface_go", label="Compute the loss surface",
+             help="Trains the network (recording its weights), then evaluates the loss at every grid point.")
 
 
 def _surface_part(key: str, polling: bool) -> None:
-    snap = get_manager().snapshot(key)
-    if snap is None:
+    state = job_state(key)
+    if state is None:
         st.warning("This loss surface is no longer in the run store; compute it again.")
         return
-    training = [e.event for e in snap.events if e.kind == "cell"]
-    evals = [e for e in training if e.kind == "eval"]
-    started, rows = surface_grid(snap.events)
+    started, rows = surface_grid(state.events)
+    status_line(state, what="loss surface", started=started is not None, progress=False)
+    evals = [e.event for e in state.events if e.kind == "cell" and e.event.kind == "eval"]
     filled = sum(r is not None for r in rows)
-    if snap.status == "failed":
-        st.error(widgets.plain(snap.error or "The loss surface failed."))
-    elif started is None:
-        st.caption(f"Training and recording the weights… ({snap.status}"
-                   + (f", step {evals[-1].step}, validation accuracy {evals[-1].val_acc:.3f}" if evals else "") + ")")
-    else:
-        shares = ", ".join(f"{s:.1%}" for s in started.explained_by_direction)
-        st.caption(widgets.plain(f"{filled} of {len(rows)} rows evaluated on {started.n_examples} training examples "
-                                 f"({snap.status}). The plane holds {started.explained:.1%} of the path's variance "
-                                 f"(per direction: {shares}). Loss at the final weights: {started.final_loss:.4f}."))
-        left, right = st.columns(2)
-        left.plotly_chart(figs.loss_surface_contour_figure(started.xs, started.ys, rows, started.path),
-                          key="opt_surface_contour")
-        if filled:
-            right.plotly_chart(figs.loss_surface_3d_figure(started.xs, started.ys, rows, started.path_losses,
-                                                           started.path), key="opt_surface_3d")
-    if polling and snap.done:  # stop polling: a full rerun draws the fragment without a timer
-        st.rerun()
+    if started is None:
+        if not state.done:
+            st.caption("Training and recording the weights…" + (
+                f" step {evals[-1].step}, validation accuracy {evals[-1].val_acc:.3f}" if evals else ""))
+        return
+    st.progress(filled / len(rows), text=f"{filled} of {len(rows)} rows of the grid evaluated")
+    shares = ", ".join(f"{s:.1%}" for s in started.explained_by_direction)
+    st.caption(plain(f"Loss on {started.n_examples} training examples. The plane holds {started.explained:.1%} of "
+                     f"the path's variance (per direction: {shares}). Loss at the final weights: "
+                     f"{started.final_loss:.4f}."))
+    left, right = st.columns(2)
+    left.plotly_chart(figs.loss_surface_contour_figure(started.xs, started.ys, rows, started.path),
+                      key=f"opt_surface_contour_{polling}")
+    if filled:
+        right.plotly_chart(figs.loss_surface_3d_figure(started.xs, started.ys, rows, started.path_losses,
+                                                       started.path), key=f"opt_surface_3d_{polling}")
 
 
 if st.session_state.get(SURFACE_JOB):
     job_key = st.session_state[SURFACE_JOB]
-    snap = get_manager().snapshot(job_key)
-    polling = snap is not None and not snap.done
-    st.fragment(run_every=POLL_SECONDS if polling else None)(_surface_part)(job_key, polling)
+    polling_fragment(job_key, lambda polling: _surface_part(job_key, polling), every=POLL_SECONDS, name="opt_surface")

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from apptest_helpers import open_page, texts
-from app import optimizer_figures as figs
-from app import optimizer_records as records
+from test_kit import open_with_query
+from app.figures import optimizers as figs
+from app.records import optimizers as records
 from core import race
 from core.config import OPTIMIZERS, knob_of
 from core.events import Evaluation, LayerStats
@@ -76,3 +77,21 @@ def test_surface_figures_leave_unfilled_rows_blank():
     assert np.isnan(z[1]).all() and z[0, 1] == pytest.approx(np.log(2.0))
     surface = figs.loss_surface_3d_figure(xs, ys, rows, [1.5, 1.0], [[0.5, 0.5], [0.0, 0.0]])
     assert surface.data[1].z[-1] == pytest.approx(0.0)
+
+
+def test_the_race_reopens_from_its_link_and_a_bad_link_names_what_was_replaced(isolated_cache):
+    at = open_page(PAGE)
+    at.selectbox(key="opt_fn").set_value("quadratic").run()
+    at.select_slider(key="opt_kappa").set_value(100.0).run()
+    at.multiselect(key="opt_chosen").set_value(["momentum", "nadam"]).run()
+    assert not at.exception
+    link = dict(at.query_params)
+    fresh = open_with_query("optimizers", link)
+    assert fresh.selectbox(key="opt_fn").value == "quadratic"
+    assert fresh.select_slider(key="opt_kappa").value == 100.0
+    assert fresh.multiselect(key="opt_chosen").value == ["momentum", "nadam"]
+    bad = open_with_query("optimizers", {"fn": "himmelblau", "steps": "many", "lr": "0.3", "colour": "red"})
+    notice = texts(bad.warning).replace("\\", "")
+    assert "colour" in notice and "fn=himmelblau" in notice and "steps=many" in notice and "lr=0.3" in notice
+    assert bad.selectbox(key="opt_fn").value == "rosenbrock" and bad.slider(key="opt_steps").value == race.DEFAULT_STEPS
+    assert "colour" not in bad.query_params

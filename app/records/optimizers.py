@@ -63,3 +63,55 @@ def end_points_table(labels: Sequence[str], events_per_run: Sequence[Sequence[Ev
             rows.append({"optimizer": label, "step": last.step, "train loss": last.train_loss,
                          "val loss": last.val_loss, "val accuracy": last.val_acc})
     return rows
+
+
+# --- the 2-D race's settings in the URL -------------------------------------------------------------
+RACE_FLOATS = ("kappa", "x0", "y0", "lr", "lr_adaptive", "momentum", "rms_alpha", "beta1", "beta2")
+
+
+def race_query(settings: dict) -> dict[str, str]:
+    """The race's settings as query-string values (``optimizers`` comma-separated)."""
+    out = {k: repr(float(settings[k])) for k in RACE_FLOATS}
+    out.update(fn=settings["fn"], steps=str(int(settings["steps"])), optimizers=",".join(settings["optimizers"]))
+    return out
+
+
+def race_from_query(query: dict, defaults: dict, functions: Sequence[str], optimizers: Sequence[str],
+                    choices: dict[str, Sequence[float]], ranges: dict[str, tuple[float, float]]) -> tuple[dict, list[str]]:
+    """Settings from a link: each known value that parses and is allowed replaces the default; the
+    others are named in the notices (the rest of the link still loads)."""
+    settings, bad, unknown = dict(defaults), [], []
+    for name, raw in query.items():
+        try:
+            if name == "fn":
+                if raw not in functions:
+                    raise ValueError
+                settings["fn"] = raw
+            elif name == "optimizers":
+                chosen = [o for o in str(raw).split(",") if o]
+                if any(o not in optimizers for o in chosen):
+                    raise ValueError
+                settings["optimizers"] = chosen
+            elif name == "steps":
+                value = int(raw)
+                lo, hi = ranges["steps"]
+                if not lo <= value <= hi:
+                    raise ValueError
+                settings["steps"] = value
+            elif name in RACE_FLOATS:
+                value = float(raw)
+                if name in choices and value not in choices[name]:
+                    raise ValueError
+                if name in ranges and not ranges[name][0] <= value <= ranges[name][1]:
+                    raise ValueError
+                settings[name] = value
+            else:
+                unknown.append(name)
+        except (TypeError, ValueError):
+            bad.append(f"{name}={raw}")
+    notices = []
+    if unknown:
+        notices.append(f"The link had settings this version does not know, which were ignored: {', '.join(unknown)}.")
+    if bad:
+        notices.append(f"Some of the link's race settings are not allowed and were replaced by defaults: {', '.join(bad)}.")
+    return settings, notices
