@@ -95,3 +95,23 @@ def test_the_race_reopens_from_its_link_and_a_bad_link_names_what_was_replaced(i
     assert "colour" in notice and "fn=himmelblau" in notice and "steps=many" in notice and "lr=0.3" in notice
     assert bad.selectbox(key="opt_fn").value == "rosenbrock" and bad.slider(key="opt_steps").value == race.DEFAULT_STEPS
     assert "colour" not in bad.query_params
+
+
+def test_a_finished_loss_surface_is_drawn_with_its_path_and_variance(isolated_cache):
+    from core.config import RunConfig
+    from core.jobs import get_manager
+    from core.surface import SurfaceConfig
+
+    cfg = SurfaceConfig(run=RunConfig(dataset="digits", hidden=(16,), epochs=1, log_every=5, lr=0.01),
+                        directions="pca", resolution=5, n_examples=100)
+    manager = get_manager()
+    key = manager.submit(cfg)
+    assert manager.wait(key, timeout=300).status == "finished"
+    at = open_page(PAGE)
+    at.session_state["opt_surface_job"] = key
+    at.run()
+    assert not at.exception, at.exception
+    words = texts(at.caption).replace("\\", "")
+    assert "of the path's variance" in words and "Loss at the final weights" in words
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 4  # race contour + loss, surface contour + 3-D
