@@ -132,8 +132,7 @@ def race(fn: Surface2D, start: Sequence[float], racers: Mapping[str, Mapping[str
     x, y = points[:, 0], points[:, 1]  # views: they follow the points as they move
     with torch.no_grad():
         for k in range(1, steps + 1):
-            gx, gy = fn.grad(x, y)
-            grads[:, 0], grads[:, 1] = gx, gy
+            torch.stack(fn.grad(x, y), dim=1, out=grads)
             for optimizer in optimizers:
                 optimizer.update()
             path[k] = points
