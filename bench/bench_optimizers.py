@@ -68,8 +68,8 @@ def bench_race(repeat: int) -> None:
         drawn, _ = best_of(repeat, draw)
         total, _ = best_of(repeat, lambda: (race_contour_figure(fn, race.loss_grid(fn),
                                                                 race.race(fn, fn.start, racers, 500)).to_json()))
-        print(f"  {name:11s} compute {compute:6.3f} s  draw {drawn:6.3f} s  compute+grid+draw {compute + drawn:6.3f} s"
-              f"  (one pass, contour only: {total:.3f} s)")
+        print(f"  {name:11s} compute {compute:6.3f} s  draw {drawn:6.3f} s  compute+draw {compute + drawn:6.3f} s"
+              f"  (one pass: grid + race + contour: {total:.3f} s)")
 
 
 def bench_surface(device: torch.device, repeat: int, epochs: int) -> None:
