@@ -115,3 +115,29 @@ def test_a_finished_loss_surface_is_drawn_with_its_path_and_variance(isolated_ca
     assert "of the path's variance" in words and "Loss at the final weights" in words
     charts = at.get("plotly_chart")
     assert len(charts) >= 4  # race contour + loss, surface contour + 3-D
+
+
+def test_train_buttons_submit_the_d_families_as_one_grid_job_each(isolated_cache, monkeypatch):
+    import core.jobs
+    from core.grid import GridConfig
+
+    submitted = []
+
+    def record(self, config, force=False):
+        submitted.append(config)
+        return config.key()
+
+    monkeypatch.setattr(core.jobs.JobManager, "submit", record)
+    at = open_page(PAGE)
+    at.toggle(key="opt_ours").set_value(True).run()
+    at.button(key="opt_six_train").click().run()
+    assert not at.exception, at.exception
+    (grid,) = submitted
+    assert isinstance(grid, GridConfig)
+    cells = grid.cells()
+    assert [cfg.optimizer for _, cfg in cells] == list(OPTIMIZERS)
+    assert {cfg.optimizer_impl for _, cfg in cells} == {"ours"} and {cfg.epochs for _, cfg in cells} == {1}
+    assert len({(cfg.seed, cfg.batch_size, cfg.dataset) for _, cfg in cells}) == 1  # same data stream and init seed
+    at.button(key="opt_losses_train").click().run()
+    assert not at.exception, at.exception
+    assert [cfg.loss for _, cfg in submitted[-1].cells()] == ["cross_entropy", "mse"]
