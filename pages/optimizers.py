@@ -49,12 +49,14 @@ FORMULAS = {
 }
 SYMBOLS = {"lr": r"\eta", "momentum": r"\mu", "rms_alpha": r"\alpha", "rms_momentum": r"\mu_b", "beta1": r"\beta_1",
            "beta2": r"\beta_2", "weight_decay": r"\lambda", "weight_decay_mode": ""}
-for tab, name in zip(st.tabs([n.upper() if n in ("sgd",) else n.capitalize() for n in OPTIMIZERS]), OPTIMIZERS):
+TITLES = {"sgd": "SGD", "momentum": "Momentum", "nesterov": "Nesterov", "rmsprop": "RMSProp", "adam": "Adam",
+          "nadam": "Nadam"}
+for tab, name in zip(st.tabs([TITLES[n] for n in OPTIMIZERS]), OPTIMIZERS):
     formula, knobs = FORMULAS[name]
     left, right = tab.columns([2, 3])
     left.latex(formula)
     left.markdown("\n".join(f"- {'$' + SYMBOLS[k] + '$ ' if SYMBOLS[k] else ''}**{knob_of(k).label}** (`{k}`): "
-                            f"{knob_of(k).help}" for k in knobs) + "\n- $g$: the gradient of the batch loss.")
+                            f"{plain(knob_of(k).help)}" for k in knobs) + "\n- $g$: the gradient of the batch loss.")
     right.code(inspect.getsource(RULES[name]), language="python")
 
 # --- 2. the 2-D race -------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ lr_adaptive = c3.select_slider("Learning rate (RMSProp, Adam, Nadam)", race.LEAR
 
 def _knob_slider(column, name: str) -> float:
     k = knob_of(name)
-    return column.slider(k.label, float(k.lo), float(k.hi), step=0.001, key=f"opt_{name}", help=k.help)
+    return column.slider(k.label, float(k.lo), float(k.hi), step=0.001, format="%.3f", key=f"opt_{name}", help=k.help)
 
 
 momentum = _knob_slider(c4, "momentum")

@@ -25,7 +25,7 @@ def test_page_shows_every_rule_as_math_beside_its_code_and_draws_the_race(isolat
     assert len(at.get("plotly_chart")) >= 2  # race contour + loss chart
     frame = at.dataframe[0].value
     assert list(frame["optimizer"]) == list(OPTIMIZERS)
-    words = texts(at.markdown)
+    words = texts(at.markdown).replace("\\", "")
     for knob in ("lr", "momentum", "rms_alpha", "rms_momentum", "beta1", "beta2", "weight_decay"):
         assert knob_of(knob).help in words, knob  # every knob's meaning is shown beside its rule
 
