@@ -8,12 +8,13 @@ import streamlit as st
 
 from app.figures import optimizers as figs
 from app.forms import url
+from app.forms.fields import knob_widget, shown
 from app.records import optimizers as records
 from app.text import plain
 from app.views.compare import comparison_view, family_states
 from app.views.jobs import job_state, polling_fragment, status_line, train_button
 from core import race
-from core.config import OPTIMIZERS, knob_of
+from core.config import OPTIMIZERS, ConfigError, RunConfig, knob_of
 from core.grid import GridConfig
 from core.optimizers import RULES
 from core.presets import get_preset
@@ -179,6 +180,18 @@ ours = e2.toggle("Train with our from-scratch rules (optimizer_impl = ours)", ke
                  help="The same formulas, run by the code above instead of torch.optim: the curves should match.")
 
 
+SCHEDULE_KNOBS = ("lr_schedule", "lr_step_every_epochs", "lr_gamma", "warmup_epochs")
+for name in SCHEDULE_KNOBS:
+    st.session_state.setdefault(f"opt_{name}", getattr(RunConfig(), name))
+schedule_columns = st.columns(len(SCHEDULE_KNOBS))
+knob_widget("lr_schedule", "opt_lr_schedule", container=schedule_columns[0],
+            help_extra="Applied to every network of the family: too high, too low, or decayed.")
+schedule = {"lr_schedule": st.session_state["opt_lr_schedule"]}
+for column, name in zip(schedule_columns[1:], SCHEDULE_KNOBS[1:]):
+    if shown(name, schedule):
+        schedule[name] = knob_widget(name, f"opt_{name}", container=column)
+
+
 def _grid(family: list) -> GridConfig:
     """The family as one grid job (batched lanes: same seed, batches and initial weights)."""
     return GridConfig.from_runs(family)
@@ -191,15 +204,20 @@ def _runs(grid: GridConfig) -> list[dict]:
 
 def _family(preset: str) -> list:
     impl = "ours" if ours else "torch"
-    return [(label, cfg.replace(epochs=int(epochs), optimizer_impl=impl)) for label, cfg in get_preset(preset).runs]
+    return [(label, cfg.replace(epochs=int(epochs), optimizer_impl=impl, **schedule))
+            for label, cfg in get_preset(preset).runs]
 
 
-adam = dict(get_preset("D-optimizers").runs)["adam"].replace(epochs=int(epochs))
-GRIDS = {"opt_six": ("Six optimizers", "Train the six optimizers", _grid(_family("D-optimizers"))),
-         "opt_losses": ("Cross-entropy vs MSE", "Train cross-entropy vs MSE", _grid(_family("D-losses"))),
-         "opt_impl": ("Ours vs PyTorch (Adam)", "Train Adam: ours vs PyTorch",
-                      _grid([("adam · torch", adam), ("adam · ours", adam.replace(optimizer_impl="ours"))]))}
-for column, (slot, (heading, label, grid)) in zip(st.columns(len(GRIDS)), GRIDS.items()):
+try:
+    adam = dict(get_preset("D-optimizers").runs)["adam"].replace(epochs=int(epochs), **schedule)
+    GRIDS = {"opt_six": ("Six optimizers", "Train the six optimizers", _grid(_family("D-optimizers"))),
+             "opt_losses": ("Cross-entropy vs MSE", "Train cross-entropy vs MSE", _grid(_family("D-losses"))),
+             "opt_impl": ("Ours vs PyTorch (Adam)", "Train Adam: ours vs PyTorch",
+                          _grid([("adam · torch", adam), ("adam · ours", adam.replace(optimizer_impl="ours"))]))}
+except ConfigError as exc:
+    st.error(plain(f"These settings cannot train: {exc}"))
+    GRIDS = {}
+for column, (slot, (heading, label, grid)) in zip(st.columns(max(len(GRIDS), 1)), GRIDS.items()):
     with column:
         train_button(grid, slot, key=f"{slot}_train", label=label)
 

@@ -138,6 +138,10 @@ def test_train_buttons_submit_the_d_families_as_one_grid_job_each(isolated_cache
     assert [cfg.optimizer for _, cfg in cells] == list(OPTIMIZERS)
     assert {cfg.optimizer_impl for _, cfg in cells} == {"ours"} and {cfg.epochs for _, cfg in cells} == {1}
     assert len({(cfg.seed, cfg.batch_size, cfg.dataset) for _, cfg in cells}) == 1  # same data stream and init seed
+    at.selectbox(key="opt_lr_schedule").set_value("step").run()
+    at.number_input(key="opt_lr_gamma").set_value(0.25).run()
     at.button(key="opt_losses_train").click().run()
     assert not at.exception, at.exception
-    assert [cfg.loss for _, cfg in submitted[-1].cells()] == ["cross_entropy", "mse"]
+    cells = submitted[-1].cells()
+    assert [cfg.loss for _, cfg in cells] == ["cross_entropy", "mse"]
+    assert {(cfg.lr_schedule, cfg.lr_gamma) for _, cfg in cells} == {("step", 0.25)}
