@@ -183,6 +183,7 @@ class SurfaceStarted(Event):
     ys: list[float]  # coordinate along direction 2 of each grid row
     path: list[list[float]]  # the recorded weights projected onto the plane, first to last (last = origin)
     path_steps: list[int]  # the training step of each path point
+    path_losses: list[float]  # the loss at each projected path point, in the plane
     explained: float  # share of the trajectory's variance lying in the plane
     explained_by_direction: list[float]
     n_examples: int

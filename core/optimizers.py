@@ -26,33 +26,42 @@ NADAM_MOMENTUM_DECAY = 0.004  # torch.optim.NAdam's psi
 
 
 # --- the update rules -------------------------------------------------------------------------
+def buffer(state: dict, name: str, like: torch.Tensor) -> torch.Tensor:
+    """The running buffer ``name`` of a parameter, zero before its first step."""
+    return state[name] if name in state else torch.zeros_like(like)
+
+
 def sgd(p: torch.Tensor, g: torch.Tensor, state: dict, *, lr: float, weight_decay: float = 0.0) -> None:
-    g = g + weight_decay * p          # L2 term of the loss, folded into the gradient
+    if weight_decay:
+        g = g + weight_decay * p      # L2 term of the loss, folded into the gradient
     p -= lr * g                       # step downhill
 
 
 def momentum(p: torch.Tensor, g: torch.Tensor, state: dict, *, lr: float, momentum: float,
              weight_decay: float = 0.0) -> None:
-    g = g + weight_decay * p
-    v = state.get("v", torch.zeros_like(p))
+    if weight_decay:
+        g = g + weight_decay * p
+    v = buffer(state, "v", p)
     v = state["v"] = momentum * v + g  # velocity: running sum of past gradients
     p -= lr * v
 
 
 def nesterov(p: torch.Tensor, g: torch.Tensor, state: dict, *, lr: float, momentum: float,
              weight_decay: float = 0.0) -> None:
-    g = g + weight_decay * p
-    v = state.get("v", torch.zeros_like(p))
+    if weight_decay:
+        g = g + weight_decay * p
+    v = buffer(state, "v", p)
     v = state["v"] = momentum * v + g
     p -= lr * (g + momentum * v)      # step with the gradient plus the look-ahead velocity
 
 
 def rmsprop(p: torch.Tensor, g: torch.Tensor, state: dict, *, lr: float, alpha: float, momentum: float = 0.0,
             weight_decay: float = 0.0, eps: float = EPS) -> None:
-    g = g + weight_decay * p
-    s = state.get("s", torch.zeros_like(p))
+    if weight_decay:
+        g = g + weight_decay * p
+    s = buffer(state, "s", p)
     s = state["s"] = alpha * s + (1 - alpha) * g * g   # running mean of squared gradients
-    b = state.get("b", torch.zeros_like(p))
+    b = buffer(state, "b", p)
     b = state["b"] = momentum * b + g / (s.sqrt() + eps)  # scaled step (with optional momentum)
     p -= lr * b
 
@@ -62,10 +71,10 @@ def adam(p: torch.Tensor, g: torch.Tensor, state: dict, *, lr: float, beta1: flo
     t = state["t"] = state.get("t", 0) + 1
     if decoupled:
         p *= 1 - lr * weight_decay    # AdamW: shrink the weights apart from the gradient
-    else:
+    elif weight_decay:
         g = g + weight_decay * p
-    m = state["m"] = beta1 * state.get("m", torch.zeros_like(p)) + (1 - beta1) * g       # first moment
-    v = state["v"] = beta2 * state.get("v", torch.zeros_like(p)) + (1 - beta2) * g * g   # second moment
+    m = state["m"] = beta1 * buffer(state, "m", p) + (1 - beta1) * g       # first moment
+    v = state["v"] = beta2 * buffer(state, "v", p) + (1 - beta2) * g * g   # second moment
     m_hat = m / (1 - beta1 ** t)      # bias corrections: both moments start at zero
     v_hat = v / (1 - beta2 ** t)
     p -= lr * m_hat / (v_hat.sqrt() + eps)
@@ -77,13 +86,13 @@ def nadam(p: torch.Tensor, g: torch.Tensor, state: dict, *, lr: float, beta1: fl
     t = state["t"] = state.get("t", 0) + 1
     if decoupled:
         p *= 1 - lr * weight_decay
-    else:
+    elif weight_decay:
         g = g + weight_decay * p
     mu = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))            # momentum schedule mu_t
     mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
     mu_prod = state["mu_prod"] = state.get("mu_prod", 1.0) * mu      # prod of mu_1..mu_t
-    m = state["m"] = beta1 * state.get("m", torch.zeros_like(p)) + (1 - beta1) * g
-    v = state["v"] = beta2 * state.get("v", torch.zeros_like(p)) + (1 - beta2) * g * g
+    m = state["m"] = beta1 * buffer(state, "m", p) + (1 - beta1) * g
+    v = state["v"] = beta2 * buffer(state, "v", p) + (1 - beta2) * g * g
     denom = (v / (1 - beta2 ** t)).sqrt() + eps
     # Nesterov look-ahead: this gradient's share plus the next step's momentum share
     p -= lr * (1 - mu) / (1 - mu_prod) * g / denom

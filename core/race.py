@@ -73,9 +73,10 @@ ROSENBROCK = Surface2D("rosenbrock", "Rosenbrock's banana valley", r"f(x,y) = (1
 BEALE = Surface2D("beale", "Beale's function",
                   r"f(x,y) = (1.5-x+xy)^2 + (2.25-x+xy^2)^2 + (2.625-x+xy^3)^2",
                   _beale, _beale_grad, (1.0, 1.4), (-4.5, 4.5), (-4.5, 4.5), ((3.0, 0.5),))
-SADDLE = Surface2D("saddle", "A saddle point", r"f(x,y) = x^2 - y^2",
-                   lambda x, y: x * x - y * y, lambda x, y: (2 * x, -2 * y),
-                   (-2.0, 1e-3), (-2.5, 2.5), (-2.5, 2.5), ())
+# A saddle at the origin, the way out along y leading down to two valleys at y = +-sqrt(2).
+SADDLE = Surface2D("saddle", "A saddle point", r"f(x,y) = x^2 - y^2 + \tfrac14\,y^4",
+                   lambda x, y: x * x - y * y + 0.25 * y ** 4, lambda x, y: (2 * x, -2 * y + y ** 3),
+                   (-2.0, 1e-3), (-2.5, 2.5), (-2.5, 2.5), ((0.0, 2 ** 0.5), (0.0, -2 ** 0.5)))
 # An asymmetric double well: a shallow minimum near x = +0.96 and a deeper one near x = -1.036.
 TWO_MINIMA = Surface2D("two_minima", "Two minima (a shallow and a deep one)", r"f(x,y) = (x^2-1)^2 + 0.3\,x + y^2",
                        lambda x, y: (x * x - 1) ** 2 + 0.3 * x + y * y,
@@ -114,27 +115,34 @@ def race(fn: Surface2D, start: Sequence[float], racers: Mapping[str, Mapping[str
     """
     if not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be in [1, {MAX_STEPS}], got {steps!r}")
-    out = []
-    for label, spec in racers.items():
-        spec = dict(spec)
+    labels = list(racers)
+    # Every racer's point is one row of `points`, and its gradient one row of `grads`: the rule
+    # updates its row in place, and one gradient call per step serves all racers.
+    points = torch.tensor([[float(start[0]), float(start[1])]] * len(labels), dtype=dtype)
+    grads = torch.empty_like(points)
+    optimizers = []
+    for i, label in enumerate(labels):
+        spec = dict(racers[label])
         name = spec.pop("optimizer")
-        p = torch.tensor([float(start[0]), float(start[1])], dtype=dtype)
-        optimizer = RuleOptimizer([p], name, **rule_knobs(name, **spec))
-        path = torch.empty(steps + 1, 2, dtype=dtype)
-        path[0] = p
-        x, y = p[0:1], p[1:2]  # views: they follow p as it is updated in place
-        grad = torch.empty(2, dtype=dtype)
-        p.grad = grad
-        with torch.no_grad():
-            for k in range(1, steps + 1):
-                torch.cat(fn.grad(x, y), out=grad)
+        p = points[i]
+        p.grad = grads[i]
+        optimizers.append(RuleOptimizer([p], name, **rule_knobs(name, **spec)))
+    path = torch.empty(steps + 1, len(labels), 2, dtype=dtype)
+    path[0] = points
+    x, y = points[:, 0], points[:, 1]  # views: they follow the points as they move
+    with torch.no_grad():
+        for k in range(1, steps + 1):
+            torch.stack(fn.grad(x, y), dim=1, out=grads)
+            for optimizer in optimizers:
                 optimizer.update()
-                path[k] = p
-        finite = torch.isfinite(path).all(dim=1)
+            path[k] = points
+    out = []
+    for i, label in enumerate(labels):
+        own = path[:, i]
+        finite = torch.isfinite(own).all(dim=1)
         diverged_at = None if bool(finite.all()) else int((~finite).nonzero()[0])
-        path = path[:diverged_at] if diverged_at is not None else path
-        losses = fn.loss(path[:, 0], path[:, 1])
-        out.append(RaceResult(label, path.numpy(), losses.numpy(), diverged_at))
+        own = own[:diverged_at] if diverged_at is not None else own
+        out.append(RaceResult(label, own.numpy(), fn.loss(own[:, 0], own[:, 1]).numpy(), diverged_at))
     return out
 
 
@@ -158,3 +166,16 @@ def optimal_heavy_ball(kappa: float, mu: float = 1.0) -> tuple[float, float, flo
     big = kappa * mu
     rate = (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)
     return 4.0 / (math.sqrt(big) + math.sqrt(mu)) ** 2, rate * rate, rate
+
+
+# Choices for the race's controls (the knobs' own ranges come from core.config's Knob metadata).
+LEARNING_RATES = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+KAPPAS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+ADAPTIVE = ("rmsprop", "adam", "nadam")  # step sizes in parameter units, not gradient units
+DEFAULT_STEPS = 300
+
+
+def default_lrs(name: str) -> tuple[float, float]:
+    """(SGD-family lr, adaptive lr) that make a readable race on function ``name``."""
+    return {"quadratic": (0.05, 0.1), "rosenbrock": (1e-3, 0.05), "beale": (0.005, 0.05),
+            "saddle": (0.02, 0.02), "two_minima": (0.05, 0.05)}[name]

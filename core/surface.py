@@ -195,30 +195,50 @@ def project(snapshots: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Te
     return coords.to(snapshots.dtype), (inside / total if total > 0 else 0.0), along
 
 
-def plane_evaluator(cfg: RunConfig, model: nn.Module, directions: torch.Tensor, x: torch.Tensor,
+def plane_evaluator(cfg: RunConfig, model: nn.Sequential, directions: torch.Tensor, x: torch.Tensor,
                     y: torch.Tensor) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """A function from points [B, 2] to (data loss [B], accuracy [B]) of the model at
-    final weights + a * d1 + b * d2, all B points in one vmapped functional call (eval mode)."""
-    model.eval()
-    names = [n for n, _ in model.named_parameters()]
-    center = [p.detach() for _, p in model.named_parameters()]
-    buffers = {n: b for n, b in model.named_buffers()}
-    shapes = [p.shape for p in center]
-    sizes = [p.numel() for p in center]
-    device = center[0].device
-    d1 = [t.reshape(s).to(device) for t, s in zip(directions[0].split(sizes), shapes)]
-    d2 = [t.reshape(s).to(device) for t, s in zip(directions[1].split(sizes), shapes)]
+    final weights + a * d1 + b * d2, all B points in one vmapped functional call (eval mode).
 
-    def at(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        params = {n: c + point[0] * u + point[1] * v for n, c, u, v in zip(names, center, d1, d2)}
-        logits = functional_call(model, (params, buffers), (x,))
-        return data_loss(cfg, logits, y), (logits.argmax(dim=1) == y).float().mean()
+    When the first weight layer is linear (the MLPs), its output on the fixed inputs is affine in
+    (a, b): it is computed once for the weights and once per direction, and every point only
+    combines them, F0 + a F1 + b F2, before the rest of the network runs vmapped. That first layer
+    (784 x width) is most of an MLP's work, and at (0, 0) the result is the model's own output.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    sizes = [p.numel() for p in model.parameters()]
+    named = list(model.named_parameters())
+    split = [dict(zip([n for n, _ in named], (t.reshape(p.shape).to(device) for t, (_, p) in
+                                                zip(row.split(sizes), named)))) for row in directions]
+    center = {n: p.detach() for n, p in named}
+    buffers = dict(model.named_buffers())
+    first = next(i for i, m in enumerate(model) if isinstance(m, (nn.Linear, nn.Conv2d)))
+    if isinstance(model[first], nn.Linear):
+        prefix, layer, tail = model[:first], model[first], model[first + 1:]
+        with torch.no_grad():
+            inputs = prefix(x)
+            name = f"{first}."
+            affine = [functional_call(layer, {"weight": p[name + "weight"], "bias": p[name + "bias"]}, (inputs,))
+                      for p in (center, *split)]
+        tail_names = [n for n in center if not n.startswith(name)]
+
+        def at(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = affine[0] + point[0] * affine[1] + point[1] * affine[2]
+            params = {n: center[n] + point[0] * split[0][n] + point[1] * split[1][n] for n in tail_names}
+            logits = functional_call(tail, (params, buffers), (h,))
+            return data_loss(cfg, logits, y), (logits.argmax(dim=1) == y).float().mean()
+    else:
+        def at(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            params = {n: c + point[0] * split[0][n] + point[1] * split[1][n] for n, c in center.items()}
+            logits = functional_call(model, (params, buffers), (x,))
+            return data_loss(cfg, logits, y), (logits.argmax(dim=1) == y).float().mean()
 
     batched = torch.vmap(at)
 
     @torch.no_grad()
     def evaluate_points(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return batched(points.to(device, center[0].dtype))
+        return batched(points.to(device, x.dtype))
 
     return evaluate_points
 
@@ -295,14 +315,15 @@ def run_surface(cfg: SurfaceConfig, emit: Callable[[Event], None], cancel: threa
     x, y = training_subset(cfg.run, cfg.n_examples, device)
     final_loss = evaluate(cfg.run, model, x, y).loss[0]
     xs, ys = grid_axes(cfg, coords)
-    emit(SurfaceStarted(key=cfg.key(), directions=cfg.directions, xs=xs, ys=ys, path=coords.tolist(),
-                        path_steps=recorded.steps, explained=explained, explained_by_direction=along,
-                        n_examples=len(y), final_loss=final_loss))
     evaluate_points = plane_evaluator(cfg.run, model, directions, x, y)
     n = cfg.resolution
+    per_batch = points_per_batch(model, len(y), n)
+    path_losses = torch.cat([evaluate_points(chunk)[0].cpu() for chunk in coords.float().split(per_batch)])
+    emit(SurfaceStarted(key=cfg.key(), directions=cfg.directions, xs=xs, ys=ys, path=coords.tolist(),
+                        path_steps=recorded.steps, path_losses=path_losses.tolist(), explained=explained,
+                        explained_by_direction=along, n_examples=len(y), final_loss=final_loss))
     grid = torch.tensor([[a, b] for b in ys for a in xs])  # row-major: row j is ys[j]
     losses, accs = torch.empty(n * n), torch.empty(n * n)
-    per_batch = points_per_batch(model, len(y), n)
     next_row = 0
     for start in range(0, n * n, per_batch):
         if cancel.is_set():

@@ -42,6 +42,7 @@ def test_origin_is_the_final_models_loss_and_the_path_ends_there(directions, nor
     assert rows[3][3] == pytest.approx(expected, rel=1e-5)
     assert expected < math.log(10)  # the network did learn (10 classes)
     assert started.path[-1] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert started.path_losses[-1] == pytest.approx(expected, rel=1e-5)  # the path's end is the origin
     assert started.path_steps[0] == 0 and started.path_steps[-1] == end.step
     assert len(started.path) == len(started.path_steps) == len(recorded.snapshots)
     # moving off the trained weights by the full span makes the loss worse somewhere along each axis
