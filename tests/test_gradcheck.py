@@ -201,3 +201,27 @@ def test_the_cli_prints_the_per_layer_table(capsys):
     assert "1.000e+00  wrong" in capsys.readouterr().out
     assert main(["gradcheck", "--preset", "B-regularization", "--set", "lr=-1"]) == 2
     assert "Learning rate" in capsys.readouterr().err
+
+
+def test_seed_value_is_reproduced_by_perturbing_a_copy_not_by_float32_alone():
+    from core.gradcheck import SEED_VALUE, seed_variants
+
+    right, float32, copy_ = seed_variants(_b_network(), max_entries=300).values()
+    assert right.overall < GOOD
+    assert abs(copy_.overall - SEED_VALUE) < 1e-12  # 1 to every printed digit but the last four
+    assert all(r.numeric_norm == 0.0 for r in copy_.layers)
+    out = float32.layers[-1]  # the output layer's loss changes survive float32 rounding
+    assert out.numeric_norm > 0 and out.rel_diff < 0.99 and float32.overall < 0.99
+
+
+@pytest.mark.slow
+def test_the_b_preset_on_fashion3_reads_below_1e7_and_the_seed_mistake_reads_one(shared_fashion):
+    from core.gradcheck import SEED_VALUE, seed_variants
+
+    cfg = get_preset("B-regularization").config
+    assert cfg.dataset == "fashion3" and cfg.hidden == (13, 13, 13)
+    right, _, copy_ = seed_variants(cfg, max_entries=None).values()
+    assert [r.total for r in right.layers] == [784 * 13 + 13, 13 * 13 + 13, 13 * 13 + 13, 13 * 3 + 3]
+    assert all(r.checked == r.total for r in right.layers)
+    assert right.overall < GOOD and all(r.rel_diff < GOOD for r in right.layers)
+    assert abs(copy_.overall - SEED_VALUE) < 1e-12
