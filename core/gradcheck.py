@@ -33,6 +33,7 @@ SUSPECT = 1e-5  # above 1e-5 something is wrong (in float64, away from kinks)
 DEFAULT_EPS = 1e-6
 DEFAULT_MAX_ENTRIES = 12_000  # per layer; above it a seeded sample is checked
 DEFAULT_EXAMPLES = 32
+DEFAULT_MAX_MACS = 2e10  # multiply-adds of all perturbed forwards together (a few seconds on a CPU core)
 PAIRS_PER_LAYER = 150  # (numeric, analytic) pairs kept per layer for a scatter
 MEMORY_BUDGET = 2**23  # elements per vmap chunk (64 MiB of float64)
 MISTAKES = ("perturb_copy",)
@@ -177,6 +178,23 @@ def move_to_kinks(cfg: RunConfig, model: nn.Module, x: torch.Tensor) -> int:
     return placed
 
 
+def near_kinks(model: nn.Module, x: torch.Tensor, width: float) -> tuple[int, int]:
+    """(pre-activations within ``width`` of a ReLU / leaky-ReLU kink, all of them) for one forward of ``x``."""
+    counts = [0, 0]
+
+    def hook(_module: nn.Module, inputs: tuple, _out) -> None:
+        z = inputs[0]
+        counts[0] += int((z.abs() < width).sum())
+        counts[1] += z.numel()
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return counts[0], counts[1]
+
+
 def _analytic(cfg: RunConfig, model: nn.Module, objective: _Objective, x: torch.Tensor, y: torch.Tensor,
               backprop: str, bugs: Mapping[int, str]) -> dict[str, torch.Tensor]:
     names = [n for n, _ in model.named_parameters()]
@@ -195,15 +213,23 @@ def _entries(numel: int, max_entries: int | None, generator: torch.Generator) ->
     return torch.randperm(numel, generator=generator)[:max_entries].sort().values
 
 
-def _activation_size(model: nn.Module, x: torch.Tensor) -> int:
-    sizes = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
-             for m in model.modules() if not list(m.children())]
+def forward_cost(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(elements of every layer's output, multiply-adds of the Linear/Conv layers) of one forward of ``x``."""
+    sizes, macs = [], []
+
+    def hook(module: nn.Module, _inputs, out: torch.Tensor) -> None:
+        sizes.append(out.numel())
+        if isinstance(module, nn.Linear):
+            macs.append(out.numel() * module.in_features)
+        elif isinstance(module, nn.Conv2d):
+            macs.append(out.numel() * module.weight[0].numel())
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     with torch.no_grad():
         model(x)
     for h in hooks:
         h.remove()
-    return sum(sizes)
+    return sum(sizes), sum(macs)
 
 
 def numeric_gradient(objective: _Objective, params: dict[str, torch.Tensor], name: str, entries: torch.Tensor,
@@ -257,6 +283,20 @@ def numeric_gradient(objective: _Objective, params: dict[str, torch.Tensor], nam
     return torch.cat(out)
 
 
+def entry_caps(sizes: Mapping[str, int], max_entries: int | None, max_total: float | None) -> dict[str, int]:
+    """Entries to check per tensor: at most ``max_entries`` each and ``max_total`` in all, small tensors
+    first (a tensor that needs less than its share leaves the rest to the larger ones)."""
+    caps, left = {}, max_total
+    order = sorted(sizes, key=lambda n: sizes[n])
+    for i, name in enumerate(order):
+        cap = sizes[name] if max_entries is None else min(sizes[name], max_entries)
+        if left is not None:
+            cap = max(1, min(cap, int(left / (len(order) - i))))
+            left -= cap
+        caps[name] = cap
+    return caps
+
+
 def relative_difference(numeric: torch.Tensor, analytic: torch.Tensor) -> float:
     """‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖), in float64 (0 when both are zero)."""
     numeric, analytic = numeric.double(), analytic.double()
@@ -267,7 +307,8 @@ def relative_difference(numeric: torch.Tensor, analytic: torch.Tensor) -> float:
 def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: float = DEFAULT_EPS,
                     dtype: torch.dtype = torch.float64, dropout_active: bool = False, at_kinks: bool = False,
                     backprop: str | None = None, bugs: Mapping[int, str] | None = None, mistake: str | None = None,
-                    max_entries: int | None = DEFAULT_MAX_ENTRIES, n_examples: int = DEFAULT_EXAMPLES,
+                    max_entries: int | None = DEFAULT_MAX_ENTRIES, max_macs: float | None = DEFAULT_MAX_MACS,
+                    n_examples: int = DEFAULT_EXAMPLES,
                     batch: tuple[torch.Tensor, torch.Tensor] | None = None, sample_seed: int = 0,
                     batched: bool = True) -> GradCheck:
     """Check the config's gradients at its initialization (or of ``model``), layer by layer.
@@ -275,6 +316,8 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
     ``backprop``: "autograd" or "by_hand" (default: the config's); ``bugs`` (by_hand only): linear
     layer index -> a planted bug of :data:`core.scratch.BUGS`; ``mistake="perturb_copy"``: perturb a
     copy of the weights, not the model. ``batch`` replaces the config's first training examples.
+    A parameter tensor with more than ``max_entries`` entries, or more than its share of ``max_macs``
+    (multiply-adds of all perturbed forwards; None = no limit), is checked on a seeded sample.
     """
     backprop = backprop or cfg.backprop
     bugs = dict(bugs or {})
@@ -316,19 +359,26 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
         placed = move_to_kinks(cfg, model, x)
         notes.append(f"{placed} hidden pre-activations were moved onto the ReLU kink (z = 0 on the first example): "
                      "there the central difference averages the two one-sided slopes; backprop uses slope 0.")
+    close, pre_activations = near_kinks(model, x, 10 * eps)
+    if close and not at_kinks:
+        notes.append(f"{close} of {pre_activations} ReLU pre-activations lie within 10ε of the kink at 0: a "
+                     "perturbation may cross it there, and layers feeding them can read above 1e-7 (fewer "
+                     "examples or another seed move them away).")
     if backprop == "by_hand":
         check_bugs(bugs, [tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Linear)])
     objective = _Objective(cfg, model)
     analytic = _analytic(cfg, model, objective, x, y, backprop, bugs)
     params = {f"model.{n}": p.detach() for n, p in model.named_parameters()}
-    act_size = _activation_size(model, x)
+    act_size, macs = forward_cost(model, x)
+    caps = entry_caps({n: p.numel() for n, p in model.named_parameters()}, max_entries,
+                      None if max_macs is None else max_macs / (2 * max(macs, 1)))
     generator = torch.Generator().manual_seed(sample_seed)
     rows, pairs, all_num, all_bp = [], [], [], []
     for label, names in layer_groups(model):
         nums, bps, checked, total = [], [], 0, 0
         for name in names:
             p = params[f"model.{name}"]
-            entries = _entries(p.numel(), max_entries, generator)
+            entries = _entries(p.numel(), caps[name], generator)
             if batched:
                 num = numeric_gradient(objective, params, f"model.{name}", entries, x, y, eps, batched=True,
                                        perturb_copy=mistake == "perturb_copy", dropout_active=dropout_active,
@@ -348,8 +398,10 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
         keep = torch.randperm(len(num), generator=generator)[:PAIRS_PER_LAYER]
         pairs += [{"layer": label, "numeric": a, "analytic": b} for a, b in zip(num[keep].tolist(), bp[keep].tolist())]
     if any(r.sampled for r in rows):
-        notes.append(f"Sampled {sum(r.checked for r in rows)} of {sum(r.total for r in rows)} entries "
-                     f"(layers above {max_entries} entries are sampled with seed {sample_seed}).")
+        notes.append(f"Sampled {sum(r.checked for r in rows)} of {sum(r.total for r in rows)} entries (seed "
+                     f"{sample_seed}): at most {max_entries} per parameter tensor"
+                     + (f", and {int(max_macs / 2 / max(macs, 1)):,} entries in all, since each perturbed forward "
+                        f"costs {macs:,} multiply-adds." if max_macs is not None else "."))
     settings = {"dtype": str(dtype).replace("torch.", ""), "eps": eps, "dropout_active": dropout_active,
                 "at_kinks": at_kinks, "backprop": backprop, "bugs": {str(k): v for k, v in bugs.items()},
                 "mistake": mistake, "where": where, "examples": len(y), "batched": batched}
