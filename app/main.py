@@ -29,6 +29,7 @@ PAGES = [
     PageSpec("playground.py", "Playground", "🧪", default=True),
     PageSpec("vanishing.py", "Vanishing gradients", "📉"),
     PageSpec("regularization.py", "Regularization", "🎛️"),
+    PageSpec("gradcheck.py", "Gradient check", "🔬"),
     PageSpec("data.py", "Data", "🗂️"),
     PageSpec("library.py", "Run library", "📚"),
 ]
