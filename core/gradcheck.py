@@ -103,7 +103,15 @@ class CheckOptions:
             raw = str(query[f.name]).strip()
             try:
                 kind = type(f.default)
-                values[f.name] = raw in ("1", "true", "True") if kind is bool else kind(float(raw) if kind is int else raw)
+                if kind is bool:
+                    values[f.name] = raw.lower() in ("1", "true")
+                elif kind is int:
+                    number = float(raw)
+                    if not number.is_integer():
+                        raise ValueError
+                    values[f.name] = int(number)
+                else:
+                    values[f.name] = kind(raw)
             except ValueError:
                 problems[f.name] = f"{f.name} = {raw!r} is not a {kind.__name__}"
         if problems:

@@ -225,3 +225,19 @@ def test_the_b_preset_on_fashion3_reads_below_1e7_and_the_seed_mistake_reads_one
     assert all(r.checked == r.total for r in right.layers)
     assert right.overall < GOOD and all(r.rel_diff < GOOD for r in right.layers)
     assert abs(copy_.overall - SEED_VALUE) < 1e-12
+
+
+def test_check_options_round_trip_through_a_link_and_name_bad_values():
+    from core.config import ConfigError
+    from core.gradcheck import CheckOptions
+
+    options = CheckOptions(precision="float32", eps=1e-7, backprop="by_hand", bug="mean_sum_mismatch", bug_layer=2,
+                           dropout_on=True, kinks=True, mistake="perturb_copy", examples=8)
+    assert CheckOptions.from_query(options.to_query()) == options
+    assert CheckOptions().to_query() == {}
+    assert options.kwargs()["bugs"] == {1: "mean_sum_mismatch"} and options.kwargs()["dtype"] == torch.float32
+    with pytest.raises(ConfigError) as info:
+        CheckOptions.from_query({"eps": "lots", "examples": "2.5"})
+    assert set(info.value.problems) == {"eps", "examples"}
+    with pytest.raises(ConfigError, match="by_hand"):
+        CheckOptions(bug="transposed_weight")
