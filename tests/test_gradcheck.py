@@ -7,9 +7,10 @@ import itertools
 import pytest
 import torch
 
-from core.config import ACTIVATIONS, NORMS, RunConfig
-from core.gradcheck import (GOOD, SUSPECT, RunGone, _Objective, _prepare, check_gradients, check_stored_run,
-                            format_table, layer_groups, numeric_gradient)
+from core.__main__ import main
+from core.config import ACTIVATIONS, NORMS, ConfigError, RunConfig
+from core.gradcheck import (GOOD, SEED_VALUE, SUSPECT, CheckOptions, RunGone, _Objective, _prepare, check_gradients,
+                            check_stored_run, format_table, layer_groups, numeric_gradient, seed_variants)
 from core.models import build_model
 from core.presets import get_preset
 from core.store import RunStore
@@ -186,8 +187,6 @@ def test_bad_options_are_refused_with_a_reason():
 
 
 def test_the_cli_prints_the_per_layer_table(capsys):
-    from core.__main__ import main
-
     assert main(["gradcheck", "--preset", "B-regularization", "--set", "dataset=digits", "--max-entries", "200"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -204,8 +203,6 @@ def test_the_cli_prints_the_per_layer_table(capsys):
 
 
 def test_seed_value_is_reproduced_by_perturbing_a_copy_not_by_float32_alone():
-    from core.gradcheck import SEED_VALUE, seed_variants
-
     right, float32, copy_ = seed_variants(_b_network(), max_entries=300).values()
     assert right.overall < GOOD
     assert abs(copy_.overall - SEED_VALUE) < 1e-12  # 1 to every printed digit but the last four
@@ -216,8 +213,6 @@ def test_seed_value_is_reproduced_by_perturbing_a_copy_not_by_float32_alone():
 
 @pytest.mark.slow
 def test_the_b_preset_on_fashion3_reads_below_1e7_and_the_seed_mistake_reads_one(shared_fashion):
-    from core.gradcheck import SEED_VALUE, seed_variants
-
     cfg = get_preset("B-regularization").config
     assert cfg.dataset == "fashion3" and cfg.hidden == (13, 13, 13)
     right, _, copy_ = seed_variants(cfg, max_entries=None).values()
@@ -228,9 +223,6 @@ def test_the_b_preset_on_fashion3_reads_below_1e7_and_the_seed_mistake_reads_one
 
 
 def test_check_options_round_trip_through_a_link_and_name_bad_values():
-    from core.config import ConfigError
-    from core.gradcheck import CheckOptions
-
     options = CheckOptions(precision="float32", eps=1e-7, backprop="by_hand", bug="mean_sum_mismatch", bug_layer=2,
                            dropout_on=True, kinks=True, mistake="perturb_copy", examples=8)
     assert CheckOptions.from_query(options.to_query()) == options
