@@ -176,11 +176,13 @@ class GridConfig:
                 data["depths"] = list(range(lo, hi + 1))
             elif text:
                 data["depths"] = [int(v) for v in text.split(",")]
-            if query.get("width"):
-                data["width"] = int(query["width"])
         except ValueError:
-            raise ConfigError({"depths": f"Depths {text!r} / width {query.get('width')!r} must be whole numbers, "
-                                         "e.g. depths=1-8 and width=10"}) from None
+            raise ConfigError({"depths": f"Depths {text!r} must be whole numbers, e.g. 1-8 or 1,2,4"}) from None
+        if query.get("width"):
+            try:
+                data["width"] = int(query["width"])
+            except ValueError:
+                raise ConfigError({"width": f"Width {query['width']!r} must be a whole number"}) from None
         if query.get("variants"):
             try:
                 data["variants"] = json.loads(query["variants"])
