@@ -7,6 +7,7 @@ import json
 import streamlit as st
 
 from core.config import RunConfig
+from core.data import DatasetUnavailable
 from core.presets import get_preset
 from core.gradcheck import GOOD, SEED_VALUE, SUSPECT, CheckOptions, GradCheck, RunGone, check_gradients, \
     check_stored_run, seed_variants
@@ -25,8 +26,10 @@ def _check(config_json: str, options_json: str, run_key: str | None) -> GradChec
         if run_key:
             return check_stored_run(run_key, **options.kwargs())
         return check_gradients(RunConfig.from_json(config_json), **options.kwargs())
-    except (RunGone, ValueError) as exc:
+    except (RunGone, ValueError, DatasetUnavailable) as exc:
         return str(exc)
+    except Exception as exc:  # anything else: a plain message on the page, never a traceback
+        return f"The check could not run: {type(exc).__name__}: {exc}"
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
