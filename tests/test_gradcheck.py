@@ -233,3 +233,13 @@ def test_check_options_round_trip_through_a_link_and_name_bad_values():
     assert set(info.value.problems) == {"eps", "examples"}
     with pytest.raises(ConfigError, match="by_hand"):
         CheckOptions(bug="transposed_weight")
+
+
+def test_notes_explain_a_numeric_gradient_of_zero():
+    cfg = _b_network()
+    float32 = check_gradients(cfg, dtype=torch.float32, eps=1e-7, max_entries=200)
+    zeroed = [r.layer for r in float32.layers if r.numeric_norm == 0]
+    assert zeroed and any(f"In {', '.join(zeroed)} every loss change" in n for n in float32.notes)
+    copy_ = check_gradients(cfg, mistake="perturb_copy", max_entries=50)
+    assert any("copy of the weights" in n for n in copy_.notes)
+    assert not any("every loss change" in n for n in check_gradients(cfg, max_entries=50).notes)
