@@ -30,6 +30,7 @@ PAGES = [
     PageSpec("vanishing.py", "Vanishing gradients", "📉"),
     PageSpec("regularization.py", "Regularization", "🎛️"),
     PageSpec("optimizers.py", "Optimizers", "🏁"),
+    PageSpec("gradcheck.py", "Gradient check", "🔬"),
     PageSpec("data.py", "Data", "🗂️"),
     PageSpec("library.py", "Run library", "📚"),
 ]

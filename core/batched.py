@@ -53,6 +53,8 @@ def why_not_batched(cfg: RunConfig) -> str | None:
         return "the CNN trains on its own"
     if cfg.dropout > 0:
         return "dropout draws its own random masks per run"
+    if cfg.backprop == "by_hand":
+        return "the by-hand network trains through its own written-out backward"
     if len(set(cfg.hidden)) > 1:
         return "hidden layers of different widths"
     return None

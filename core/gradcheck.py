@@ -13,6 +13,7 @@ The run store keeps metrics and events, not weights: a check runs at a config's 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -22,9 +23,9 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from . import data as datasets
-from .config import RunConfig, by_hand_problem
+from .config import ConfigError, RunConfig, by_hand_problem
 from .models import InvertedDropout, build_model, set_dropout_generator
-from .scratch import ScratchMLP, check_bugs
+from .scratch import BUGS, ScratchMLP, check_bugs
 from .store import RunStore
 from .train import data_loss, penalty
 
@@ -33,12 +34,89 @@ SUSPECT = 1e-5  # above 1e-5 something is wrong (in float64, away from kinks)
 DEFAULT_EPS = 1e-6
 DEFAULT_MAX_ENTRIES = 12_000  # per layer; above it a seeded sample is checked
 DEFAULT_EXAMPLES = 32
+DEFAULT_MAX_MACS = 2e10  # multiply-adds of all perturbed forwards together (a few seconds on a CPU core)
 PAIRS_PER_LAYER = 150  # (numeric, analytic) pairs kept per layer for a scatter
 MEMORY_BUDGET = 2**23  # elements per vmap chunk (64 MiB of float64)
 MISTAKES = ("perturb_copy",)
 DROPOUT_MODULES = (nn.Dropout, InvertedDropout)
 NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 KINK_ACTIVATIONS = ("relu", "leaky_relu")
+
+
+PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+MAX_EXAMPLES = 256
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """The switches of one check, as a page or a link holds them (see :func:`check_gradients`)."""
+
+    precision: str = "float64"
+    eps: float = DEFAULT_EPS
+    backprop: str = "autograd"
+    bug: str = "none"  # none or one of core.scratch.BUGS (by_hand only)
+    bug_layer: int = 1  # the weight layer fcK carrying the bug, counted from 1
+    dropout_on: bool = False
+    kinks: bool = False
+    mistake: str = "none"  # none or perturb_copy
+    examples: int = DEFAULT_EXAMPLES
+
+    def __post_init__(self) -> None:
+        problems = {}
+        if self.precision not in PRECISIONS:
+            problems["precision"] = f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+        if not (isinstance(self.eps, float) and 0 < self.eps <= 1):
+            problems["eps"] = f"ε must be a number in (0, 1], got {self.eps!r}"
+        if self.backprop not in ("autograd", "by_hand"):
+            problems["backprop"] = f"backprop must be autograd or by_hand, got {self.backprop!r}"
+        if self.bug != "none" and self.bug not in BUGS:
+            problems["bug"] = f"planted bug must be none or one of {', '.join(BUGS)}, got {self.bug!r}"
+        if self.bug != "none" and self.backprop != "by_hand":
+            problems["bug"] = "a planted bug lives in the by-hand backward: choose backprop by_hand"
+        if not (isinstance(self.bug_layer, int) and self.bug_layer >= 1):
+            problems["bug_layer"] = f"bug layer must be a layer number from 1, got {self.bug_layer!r}"
+        if self.mistake not in ("none",) + MISTAKES:
+            problems["mistake"] = f"mistake must be none or one of {', '.join(MISTAKES)}, got {self.mistake!r}"
+        if not (isinstance(self.examples, int) and 2 <= self.examples <= MAX_EXAMPLES):
+            problems["examples"] = f"examples must be a whole number in [2, {MAX_EXAMPLES}], got {self.examples!r}"
+        if problems:
+            raise ConfigError(problems)
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of :func:`check_gradients`."""
+        return {"dtype": PRECISIONS[self.precision], "eps": self.eps, "backprop": self.backprop,
+                "bugs": {self.bug_layer - 1: self.bug} if self.bug != "none" else None,
+                "dropout_active": self.dropout_on, "at_kinks": self.kinks,
+                "mistake": None if self.mistake == "none" else self.mistake, "n_examples": self.examples}
+
+    def to_query(self) -> dict[str, str]:
+        default = CheckOptions()
+        return {f.name: str(int(v) if isinstance(v, bool) else v) for f in dataclasses.fields(self)
+                if (v := getattr(self, f.name)) != getattr(default, f.name)}
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> "CheckOptions":
+        values, problems = {}, {}
+        for f in dataclasses.fields(cls):
+            if f.name not in query:
+                continue
+            raw = str(query[f.name]).strip()
+            try:
+                kind = type(f.default)
+                if kind is bool:
+                    values[f.name] = raw.lower() in ("1", "true")
+                elif kind is int:
+                    number = float(raw)
+                    if not number.is_integer():
+                        raise ValueError
+                    values[f.name] = int(number)
+                else:
+                    values[f.name] = kind(raw)
+            except ValueError:
+                problems[f.name] = f"{f.name} = {raw!r} is not a {kind.__name__}"
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
 
 
 class RunGone(LookupError):
@@ -177,6 +255,23 @@ def move_to_kinks(cfg: RunConfig, model: nn.Module, x: torch.Tensor) -> int:
     return placed
 
 
+def near_kinks(model: nn.Module, x: torch.Tensor, width: float) -> tuple[int, int]:
+    """(pre-activations within ``width`` of a ReLU / leaky-ReLU kink, all of them) for one forward of ``x``."""
+    counts = [0, 0]
+
+    def hook(_module: nn.Module, inputs: tuple, _out) -> None:
+        z = inputs[0]
+        counts[0] += int((z.abs() < width).sum())
+        counts[1] += z.numel()
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return counts[0], counts[1]
+
+
 def _analytic(cfg: RunConfig, model: nn.Module, objective: _Objective, x: torch.Tensor, y: torch.Tensor,
               backprop: str, bugs: Mapping[int, str]) -> dict[str, torch.Tensor]:
     names = [n for n, _ in model.named_parameters()]
@@ -195,15 +290,23 @@ def _entries(numel: int, max_entries: int | None, generator: torch.Generator) ->
     return torch.randperm(numel, generator=generator)[:max_entries].sort().values
 
 
-def _activation_size(model: nn.Module, x: torch.Tensor) -> int:
-    sizes = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
-             for m in model.modules() if not list(m.children())]
+def forward_cost(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(elements of every layer's output, multiply-adds of the Linear/Conv layers) of one forward of ``x``."""
+    sizes, macs = [], []
+
+    def hook(module: nn.Module, _inputs, out: torch.Tensor) -> None:
+        sizes.append(out.numel())
+        if isinstance(module, nn.Linear):
+            macs.append(out.numel() * module.in_features)
+        elif isinstance(module, nn.Conv2d):
+            macs.append(out.numel() * module.weight[0].numel())
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     with torch.no_grad():
         model(x)
     for h in hooks:
         h.remove()
-    return sum(sizes)
+    return sum(sizes), sum(macs)
 
 
 def numeric_gradient(objective: _Objective, params: dict[str, torch.Tensor], name: str, entries: torch.Tensor,
@@ -257,6 +360,20 @@ def numeric_gradient(objective: _Objective, params: dict[str, torch.Tensor], nam
     return torch.cat(out)
 
 
+def entry_caps(sizes: Mapping[str, int], max_entries: int | None, max_total: float | None) -> dict[str, int]:
+    """Entries to check per tensor: at most ``max_entries`` each and ``max_total`` in all, small tensors
+    first (a tensor that needs less than its share leaves the rest to the larger ones)."""
+    caps, left = {}, max_total
+    order = sorted(sizes, key=lambda n: sizes[n])
+    for i, name in enumerate(order):
+        cap = sizes[name] if max_entries is None else min(sizes[name], max_entries)
+        if left is not None:
+            cap = max(1, min(cap, int(left / (len(order) - i))))
+            left -= cap
+        caps[name] = cap
+    return caps
+
+
 def relative_difference(numeric: torch.Tensor, analytic: torch.Tensor) -> float:
     """‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖), in float64 (0 when both are zero)."""
     numeric, analytic = numeric.double(), analytic.double()
@@ -267,7 +384,8 @@ def relative_difference(numeric: torch.Tensor, analytic: torch.Tensor) -> float:
 def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: float = DEFAULT_EPS,
                     dtype: torch.dtype = torch.float64, dropout_active: bool = False, at_kinks: bool = False,
                     backprop: str | None = None, bugs: Mapping[int, str] | None = None, mistake: str | None = None,
-                    max_entries: int | None = DEFAULT_MAX_ENTRIES, n_examples: int = DEFAULT_EXAMPLES,
+                    max_entries: int | None = DEFAULT_MAX_ENTRIES, max_macs: float | None = DEFAULT_MAX_MACS,
+                    n_examples: int = DEFAULT_EXAMPLES,
                     batch: tuple[torch.Tensor, torch.Tensor] | None = None, sample_seed: int = 0,
                     batched: bool = True) -> GradCheck:
     """Check the config's gradients at its initialization (or of ``model``), layer by layer.
@@ -275,6 +393,8 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
     ``backprop``: "autograd" or "by_hand" (default: the config's); ``bugs`` (by_hand only): linear
     layer index -> a planted bug of :data:`core.scratch.BUGS`; ``mistake="perturb_copy"``: perturb a
     copy of the weights, not the model. ``batch`` replaces the config's first training examples.
+    A parameter tensor with more than ``max_entries`` entries, or more than its share of ``max_macs``
+    (multiply-adds of all perturbed forwards; None = no limit), is checked on a seeded sample.
     """
     backprop = backprop or cfg.backprop
     bugs = dict(bugs or {})
@@ -316,19 +436,26 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
         placed = move_to_kinks(cfg, model, x)
         notes.append(f"{placed} hidden pre-activations were moved onto the ReLU kink (z = 0 on the first example): "
                      "there the central difference averages the two one-sided slopes; backprop uses slope 0.")
+    close, pre_activations = near_kinks(model, x, 10 * eps)
+    if close and not at_kinks:
+        notes.append(f"{close} of {pre_activations} ReLU pre-activations lie within 10ε of the kink at 0: a "
+                     "perturbation may cross it there, and layers feeding them can read above 1e-7 (fewer "
+                     "examples or another seed move them away).")
     if backprop == "by_hand":
         check_bugs(bugs, [tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Linear)])
     objective = _Objective(cfg, model)
     analytic = _analytic(cfg, model, objective, x, y, backprop, bugs)
     params = {f"model.{n}": p.detach() for n, p in model.named_parameters()}
-    act_size = _activation_size(model, x)
+    act_size, macs = forward_cost(model, x)
+    caps = entry_caps({n: p.numel() for n, p in model.named_parameters()}, max_entries,
+                      None if max_macs is None else max_macs / (2 * max(macs, 1)))
     generator = torch.Generator().manual_seed(sample_seed)
     rows, pairs, all_num, all_bp = [], [], [], []
     for label, names in layer_groups(model):
         nums, bps, checked, total = [], [], 0, 0
         for name in names:
             p = params[f"model.{name}"]
-            entries = _entries(p.numel(), max_entries, generator)
+            entries = _entries(p.numel(), caps[name], generator)
             if batched:
                 num = numeric_gradient(objective, params, f"model.{name}", entries, x, y, eps, batched=True,
                                        perturb_copy=mistake == "perturb_copy", dropout_active=dropout_active,
@@ -348,8 +475,19 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
         keep = torch.randperm(len(num), generator=generator)[:PAIRS_PER_LAYER]
         pairs += [{"layer": label, "numeric": a, "analytic": b} for a, b in zip(num[keep].tolist(), bp[keep].tolist())]
     if any(r.sampled for r in rows):
-        notes.append(f"Sampled {sum(r.checked for r in rows)} of {sum(r.total for r in rows)} entries "
-                     f"(layers above {max_entries} entries are sampled with seed {sample_seed}).")
+        notes.append(f"Sampled {sum(r.checked for r in rows)} of {sum(r.total for r in rows)} entries (seed "
+                     f"{sample_seed}): at most {max_entries} per parameter tensor"
+                     + (f", and {int(max_macs / 2 / max(macs, 1)):,} entries in all, since each perturbed forward "
+                        f"costs {macs:,} multiply-adds." if max_macs is not None else "."))
+    if mistake == "perturb_copy":
+        notes.append("The seeds' mistake: each perturbation went to a copy of the weights while the loss was computed "
+                     "with the model's own weights, so J(θ+ε) = J(θ−ε) and the numeric gradient is 0: a relative "
+                     "difference of 1 (the seeds printed 0.9999999999998282).")
+    zeroed = [r.layer for r in rows if r.numeric_norm == 0 and r.analytic_norm > 0]
+    if zeroed and mistake is None:
+        notes.append(f"In {', '.join(zeroed)} every loss change J(θ+ε) − J(θ−ε) rounded to exactly 0 in "
+                     f"{str(dtype).replace('torch.', '')} with ε = {eps:g}: the numeric gradient is 0 there, and the "
+                     "difference 1.")
     settings = {"dtype": str(dtype).replace("torch.", ""), "eps": eps, "dropout_active": dropout_active,
                 "at_kinks": at_kinks, "backprop": backprop, "bugs": {str(k): v for k, v in bugs.items()},
                 "mistake": mistake, "where": where, "examples": len(y), "batched": batched}
@@ -377,3 +515,21 @@ def format_table(result: GradCheck) -> str:
         lines.append(f"{r.layer:<8} {r.checked:>8} {r.total:>8} {r.rel_diff:>12.3e}  {r.verdict}")
     lines.append(f"{'all':<8} {result.checked:>8} {result.total:>8} {result.overall:>12.3e}")
     return "\n".join(lines)
+
+
+SEED_VALUE = 0.9999999999998282  # what seed 001 printed for the B network ("our gradient is not proper")
+SEED_VARIANTS = {  # label -> check_gradients options
+    "float64, ε = 1e-6 (a correct check)": {},
+    "float32, ε = 1e-7": {"dtype": torch.float32, "eps": 1e-7},
+    "perturbing a copy of the weights": {"mistake": "perturb_copy"},
+}
+
+
+def seed_variants(cfg: RunConfig, **options) -> dict[str, GradCheck]:
+    """The B network's check done right and with each suspected cause of the seed's 0.99999.
+
+    A relative difference of 1 − δ with tiny δ means one gradient is about δ times the other, i.e.
+    effectively zero. Perturbing a copy makes every numeric entry exactly 0 (difference 1 in every
+    layer); float32 with ε = 1e-7 zeroes the layers whose loss change is below float32's rounding
+    step, but not the output layer, so its whole-network value stays well below 1."""
+    return {label: check_gradients(cfg, **{**options, **variant}) for label, variant in SEED_VARIANTS.items()}

@@ -7,9 +7,10 @@ import itertools
 import pytest
 import torch
 
-from core.config import ACTIVATIONS, NORMS, RunConfig
-from core.gradcheck import (GOOD, SUSPECT, RunGone, _Objective, _prepare, check_gradients, check_stored_run,
-                            format_table, layer_groups, numeric_gradient)
+from core.__main__ import main
+from core.config import ACTIVATIONS, NORMS, ConfigError, RunConfig
+from core.gradcheck import (GOOD, SEED_VALUE, SUSPECT, CheckOptions, RunGone, _Objective, _prepare, check_gradients,
+                            check_stored_run, format_table, layer_groups, numeric_gradient, seed_variants)
 from core.models import build_model
 from core.presets import get_preset
 from core.store import RunStore
@@ -186,8 +187,6 @@ def test_bad_options_are_refused_with_a_reason():
 
 
 def test_the_cli_prints_the_per_layer_table(capsys):
-    from core.__main__ import main
-
     assert main(["gradcheck", "--preset", "B-regularization", "--set", "dataset=digits", "--max-entries", "200"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -201,3 +200,46 @@ def test_the_cli_prints_the_per_layer_table(capsys):
     assert "1.000e+00  wrong" in capsys.readouterr().out
     assert main(["gradcheck", "--preset", "B-regularization", "--set", "lr=-1"]) == 2
     assert "Learning rate" in capsys.readouterr().err
+
+
+def test_seed_value_is_reproduced_by_perturbing_a_copy_not_by_float32_alone():
+    right, float32, copy_ = seed_variants(_b_network(), max_entries=300).values()
+    assert right.overall < GOOD
+    assert abs(copy_.overall - SEED_VALUE) < 1e-12  # 1 to every printed digit but the last four
+    assert all(r.numeric_norm == 0.0 for r in copy_.layers)
+    out = float32.layers[-1]  # the output layer's loss changes survive float32 rounding
+    assert out.numeric_norm > 0 and out.rel_diff < 0.99 and float32.overall < 0.99
+
+
+@pytest.mark.slow
+def test_the_b_preset_on_fashion3_reads_below_1e7_and_the_seed_mistake_reads_one(shared_fashion):
+    cfg = get_preset("B-regularization").config
+    assert cfg.dataset == "fashion3" and cfg.hidden == (13, 13, 13)
+    right, _, copy_ = seed_variants(cfg, max_entries=None).values()
+    assert [r.total for r in right.layers] == [784 * 13 + 13, 13 * 13 + 13, 13 * 13 + 13, 13 * 3 + 3]
+    assert all(r.checked == r.total for r in right.layers)
+    assert right.overall < GOOD and all(r.rel_diff < GOOD for r in right.layers)
+    assert abs(copy_.overall - SEED_VALUE) < 1e-12
+
+
+def test_check_options_round_trip_through_a_link_and_name_bad_values():
+    options = CheckOptions(precision="float32", eps=1e-7, backprop="by_hand", bug="mean_sum_mismatch", bug_layer=2,
+                           dropout_on=True, kinks=True, mistake="perturb_copy", examples=8)
+    assert CheckOptions.from_query(options.to_query()) == options
+    assert CheckOptions().to_query() == {}
+    assert options.kwargs()["bugs"] == {1: "mean_sum_mismatch"} and options.kwargs()["dtype"] == torch.float32
+    with pytest.raises(ConfigError) as info:
+        CheckOptions.from_query({"eps": "lots", "examples": "2.5"})
+    assert set(info.value.problems) == {"eps", "examples"}
+    with pytest.raises(ConfigError, match="by_hand"):
+        CheckOptions(bug="transposed_weight")
+
+
+def test_notes_explain_a_numeric_gradient_of_zero():
+    cfg = _b_network()
+    float32 = check_gradients(cfg, dtype=torch.float32, eps=1e-7, max_entries=200)
+    zeroed = [r.layer for r in float32.layers if r.numeric_norm == 0]
+    assert zeroed and any(f"In {', '.join(zeroed)} every loss change" in n for n in float32.notes)
+    copy_ = check_gradients(cfg, mistake="perturb_copy", max_entries=50)
+    assert any("copy of the weights" in n for n in copy_.notes)
+    assert not any("every loss change" in n for n in check_gradients(cfg, max_entries=50).notes)

@@ -1,0 +1,201 @@
+"""The gradient-check form: a network (a lesson preset or the schema's knobs), the weights to check,
+and the switches that show why checks fail. The address bar holds all of it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from core.config import BUILTIN_DATASETS, RunConfig
+from core.gradcheck import MAX_EXAMPLES, CheckOptions
+from core.presets import PRESETS
+from core.scratch import BUGS
+from core.store import RunStore
+
+from ..text import FALLBACK_DATASET, dataset_available, dataset_label, describe_run
+from . import url
+from .fields import knob_widget, shown, validate, widget_value
+
+PAGE = "gradcheck"
+KNOBS = ("dataset", "arch", "hidden", "activation", "norm", "dropout", "dropout_impl", "loss", "l1", "l2", "init",
+         "init_std", "seed")
+OPTION_KEYS = {"precision": "gc_precision", "eps": "gc_eps", "backprop": "gc_backprop", "bug": "gc_bug",
+               "bug_layer": "gc_bug_layer", "dropout_on": "gc_dropout_on", "kinks": "gc_kinks",
+               "mistake": "gc_mistake", "examples": "gc_examples"}
+PRESET_KEY, RUN_KEY, SAVED, FALLBACK = "gc_preset", "gc_run", "gc_saved", "gc_fallback"
+DEFAULT_PRESET = "B-regularization/0"
+INIT = "initialization"
+EPS_CHOICES = [float(f"1e-{k}") for k in range(1, 14)]
+MISTAKE_TOGGLE = "gc_mistake_toggle"
+BUG_TEXT = {"none": "no bug", "missing_activation_derivative": "missing activation derivative",
+            "transposed_weight": "transposed weight", "mean_sum_mismatch": "mean/sum mismatch"}
+
+
+def knob_key(name: str) -> str:
+    return f"gc_cfg_{name}"
+
+
+@dataclass
+class CheckForm:
+    config: RunConfig | None
+    options: CheckOptions | None
+    run_key: str | None  # a stored run to check instead of the form's network
+    problems: dict[str, str] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    fallback: str | None = None  # the dataset asked for, replaced by the offline fallback
+
+
+def preset_runs() -> dict[str, str]:
+    """"name/index" -> label of every preset run."""
+    return {f"{p.name}/{i}": f"{p.lesson} · {p.title} — {label}" for p in PRESETS.values()
+            for i, (label, _) in enumerate(p.runs)}
+
+
+def preset_config(choice: str) -> RunConfig:
+    name, _, index = choice.partition("/")
+    return PRESETS[name].runs[int(index or 0)][1]
+
+
+def _load_config(cfg: RunConfig) -> None:
+    st.session_state.pop(FALLBACK, None)
+    if not dataset_available(cfg.dataset):
+        st.session_state[FALLBACK] = cfg.dataset
+        cfg = cfg.replace(dataset=FALLBACK_DATASET)
+    for name in KNOBS:
+        st.session_state[knob_key(name)] = widget_value(cfg, name)
+
+
+def _load_options(options: CheckOptions) -> None:
+    for name, key in OPTION_KEYS.items():
+        st.session_state[key] = getattr(options, name)
+    st.session_state[MISTAKE_TOGGLE] = options.mistake == "perturb_copy"
+
+
+def _on_preset() -> None:
+    choice = st.session_state.get(PRESET_KEY)
+    if choice:
+        _load_config(preset_config(choice))
+
+
+def _prepare() -> list[str]:
+    query = url.incoming_query(PAGE)
+    if query is None:
+        defaults = {n: widget_value(preset_config(DEFAULT_PRESET), n) for n in KNOBS}
+        url.restore(SAVED, defaults | {name: getattr(CheckOptions(), name) for name in OPTION_KEYS},
+                    lambda n: OPTION_KEYS.get(n, knob_key(n)))
+        st.session_state.setdefault(MISTAKE_TOGGLE, st.session_state.get(OPTION_KEYS["mistake"]) == "perturb_copy")
+        return []
+    notices = []
+    if not query:  # first visit: the lesson's network
+        st.session_state[PRESET_KEY] = DEFAULT_PRESET
+        _load_config(preset_config(DEFAULT_PRESET))
+        _load_options(CheckOptions())
+        return notices
+    page_keys = set(OPTION_KEYS) | {"preset", "stored_run"}
+    cfg, notices = url.parse_link({k: v for k, v in query.items() if k not in page_keys}, set(KNOBS),
+                                  RunConfig.from_query, lambda: preset_config(DEFAULT_PRESET))
+    options, more = url.parse_link({k: v for k, v in query.items() if k in OPTION_KEYS}, set(OPTION_KEYS),
+                                   CheckOptions.from_query, CheckOptions)
+    notices += more
+    st.session_state[PRESET_KEY] = query.get("preset") if query.get("preset") in preset_runs() else None
+    _load_config(cfg)
+    _load_options(options)
+    st.session_state[RUN_KEY] = query.get("stored_run") or INIT
+    return notices
+
+
+def _stored_runs() -> dict[str, str]:
+    runs = {INIT: "Initialization of the network above"}
+    for meta in RunStore().list_runs(kind="run"):
+        try:
+            runs[meta["key"]] = f"Stored run: {describe_run(RunConfig.from_dict(meta['config'], strict=False))}"
+        except Exception:  # a run of an older schema: listed by key
+            runs[meta["key"]] = f"Stored run {meta['key']}"
+    return runs
+
+
+def network_form() -> None:
+    """The preset picker and the schema knobs that shape the network's gradients."""
+    st.selectbox("Network from a lesson", list(preset_runs()), key=PRESET_KEY, index=None, on_change=_on_preset,
+                 format_func=preset_runs().get, placeholder="Choose a lesson's network…",
+                 help="Loads the network of a lesson's experiment into the settings below.")
+    values = {n: st.session_state.get(knob_key(n)) for n in KNOBS}
+    with st.expander("Network settings", expanded=False):
+        cols = st.columns(3)
+        for i, name in enumerate(n for n in KNOBS if shown(n, values)):
+            if name == "dataset":
+                options = list(BUILTIN_DATASETS)
+                if values["dataset"] not in options and values["dataset"]:
+                    options.append(values["dataset"])  # an upload named by a link
+                knob_widget(name, knob_key(name), container=cols[i % 3], options=options, format_func=dataset_label)
+            else:
+                knob_widget(name, knob_key(name), container=cols[i % 3])
+
+
+def options_form(cfg: RunConfig | None) -> None:
+    """The switches: precision, ε, backprop, a planted bug, dropout, kinks, the seed's mistake."""
+    a, b, c = st.columns(3)
+    a.radio("Precision", ["float64", "float32"], key=OPTION_KEYS["precision"], horizontal=True,
+            help="float64 is how a gradient check must run; float32 shows what rounding does.")
+    a.select_slider("ε (finite-difference step)", EPS_CHOICES, key=OPTION_KEYS["eps"],
+                    format_func=lambda v: f"{v:.0e}",
+                    help="Too large: the central difference's truncation error (~ε²) shows; too small: "
+                         "rounding error (~1e-16/ε) takes over.")
+    a.number_input("Examples in the check batch", 2, MAX_EXAMPLES, key=OPTION_KEYS["examples"],
+                   help="The first training examples of the config's split.")
+    b.radio("Backprop to compare with", ["autograd", "by_hand"], key=OPTION_KEYS["backprop"], horizontal=True,
+            format_func={"autograd": "autograd", "by_hand": "by hand (core/scratch.py)"}.get,
+            help="By hand: forward and backward written out, for plain MLPs with sigmoid, tanh or ReLU.")
+    by_hand = st.session_state.get(OPTION_KEYS["backprop"]) == "by_hand"
+    if not by_hand:
+        st.session_state[OPTION_KEYS["bug"]] = "none"
+    b.selectbox("Planted bug in the by-hand backward", ["none", *BUGS], key=OPTION_KEYS["bug"],
+                format_func=BUG_TEXT.get, disabled=not by_hand,
+                help="Choose 'by hand' above to plant one. The chart should point at the layer you choose.")
+    n_layers = len(cfg.hidden) + 1 if cfg is not None else 1
+    if st.session_state.get(OPTION_KEYS["bug_layer"]) not in range(1, n_layers + 1):
+        st.session_state[OPTION_KEYS["bug_layer"]] = 1
+    b.selectbox("Layer with the bug", list(range(1, n_layers + 1)), key=OPTION_KEYS["bug_layer"],
+                format_func=lambda k: f"fc{k}", disabled=st.session_state.get(OPTION_KEYS["bug"]) == "none")
+    c.toggle("Dropout on while checking", key=OPTION_KEYS["dropout_on"],
+             help="Every evaluation then draws a new dropout mask. Off by default.")
+    c.toggle("Put ReLU units on their kink", key=OPTION_KEYS["kinks"],
+             help="Shifts each hidden bias so every unit's pre-activation on the first example is exactly 0.")
+    c.toggle("The seed's mistake: perturb a copy of the weights", key=MISTAKE_TOGGLE,
+             help="The perturbation goes to a copy while the loss is computed with the model's own weights.")
+    st.session_state[OPTION_KEYS["mistake"]] = "perturb_copy" if st.session_state.get(MISTAKE_TOGGLE) else "none"
+
+
+def check_form() -> CheckForm:
+    """Draw the whole form; returns what to check (or the problems) and writes the URL."""
+    notices = _prepare()
+    network_form()
+    values = {n: st.session_state.get(knob_key(n)) for n in KNOBS}
+    cfg, problems = validate(values)
+    options_form(cfg)
+    runs = _stored_runs()
+    chosen = st.session_state.get(RUN_KEY) or INIT
+    gone = chosen != INIT and chosen not in runs
+    if gone:
+        runs[chosen] = f"Stored run {chosen} (no longer exists)"
+    st.selectbox("Weights to check", list(runs), key=RUN_KEY, format_func=runs.get,
+                 help="The run store keeps metrics, not weights: a stored run is checked at its own initialization.")
+    option_values = {name: st.session_state.get(key) for name, key in OPTION_KEYS.items()}
+    options = None
+    try:
+        options = CheckOptions(**option_values)
+    except ValueError as exc:
+        problems.update(getattr(exc, "problems", {"options": str(exc)}))
+    url.remember(SAVED, values | option_values)
+    run_key = None if st.session_state.get(RUN_KEY) in (None, INIT) else st.session_state[RUN_KEY]
+    fallback = st.session_state.get(FALLBACK) if values.get("dataset") == FALLBACK_DATASET else None
+    if cfg is not None and options is not None:
+        query = {k: v for k, v in cfg.to_query().items() if k in KNOBS} | options.to_query()
+        if fallback:
+            query["dataset"] = fallback
+        if st.session_state.get(PRESET_KEY):
+            query["preset"] = st.session_state[PRESET_KEY]
+        if run_key:
+            query["stored_run"] = run_key
+        url.write_query(PAGE, query)
+    return CheckForm(cfg, options, run_key, problems, notices, fallback)

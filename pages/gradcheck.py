@@ -1,0 +1,32 @@
+"""Gradient check: compare backprop with finite differences layer by layer, and see why checks fail."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.forms.gradcheck import check_form
+from app.forms.url import link_notices
+from app.text import plain
+from app.views.data import dataset_fallback_notice
+from app.views.gradcheck import check_view, run_check, seed_view
+
+st.title("Gradient check")
+st.caption("Backprop gives every weight's gradient in one backward pass. A gradient check recomputes each one "
+           "the slow way, (J(θ+ε) − J(θ−ε)) / 2ε, and compares: ‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖) below 1e-7 "
+           "means backprop is right, above 1e-5 means something is wrong. Pick a network, then flip the switches "
+           "to see how a check itself goes wrong.")
+
+form = check_form()
+link_notices(form.notices)
+if form.fallback:
+    dataset_fallback_notice(form.fallback, "gc_cfg_dataset")
+if form.problems:
+    st.error(plain(" ".join(form.problems.values())))
+elif form.config is not None and form.options is not None:
+    result = run_check(form.config, form.options, form.run_key)
+    if result is not None:
+        check_view(result)
+
+st.subheader("The seed's 0.99999", divider="gray")
+st.caption("Seed 001 ended its gradient check with “Difference: 0.9999999999998282 … our gradient is not proper”. "
+           "Here is its network (lesson B, 784-13-13-13-3) checked right and with two suspected causes.")
+seed_view()

@@ -1,0 +1,135 @@
+"""AppTest of the Gradient check page, the figures it draws, and the Playground's backprop knob."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamlit.testing.v1 import AppTest
+
+from apptest_helpers import MAIN, new_app, texts
+from app.figures.gradcheck import layer_bars_figure, scatter_figure
+from core.config import RunConfig
+from core.gradcheck import GOOD, SUSPECT, check_gradients
+
+PAGE = "../pages/gradcheck.py"
+
+
+@pytest.fixture
+def app_env(isolated_cache):
+    return isolated_cache
+
+
+def open_check(query: dict | None = None):
+    """The page opened straight from a link holding ``query``."""
+    at = AppTest.from_file(str(MAIN), default_timeout=180)
+    at.switch_page(PAGE)
+    at.query_params.update(query or {})
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def overall(at) -> float:
+    found = [m for m in at.metric if m.label.startswith("Relative difference")]
+    assert found, texts(at.error)
+    return float(found[0].value)
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_page_checks_the_b_network_and_draws_the_lines(app_env, no_mnist):
+    at = open_check()
+    assert "Fashion" in texts(at.warning)  # fashion3 is not here: the offline fallback is named
+    assert overall(at) < GOOD
+    bars, scatter = charts(at)[:2]
+    assert [round(s["y0"], 12) for s in bars["layout"]["shapes"]] == [1e-7, 1e-5]
+    assert bars["layout"]["yaxis"]["type"] == "log"
+    assert bars["data"][0]["x"] == ["fc1", "fc2", "fc3", "fc4"]
+    assert len(scatter["data"]) == 5  # the diagonal and one trace per layer
+    page = texts(at.markdown)
+    assert "backprop is right here" in page
+    assert "0.9999999999998282" in page.replace("\\", "")
+    assert "likely cause" in page  # the seed's section: a copy gives 1 in every layer, float32 alone does not
+
+
+def test_float32_with_eps_1e7_reads_near_one(app_env, no_mnist):
+    at = open_check()
+    at.radio(key="gc_precision").set_value("float32")
+    at.select_slider(key="gc_eps").set_value(1e-7).run(timeout=120)
+    assert not at.exception
+    assert overall(at) > 0.5
+    assert at.query_params["precision"] == "float32" and float(at.query_params["eps"]) == 1e-7
+
+
+def test_the_seeds_mistake_is_one_switch(app_env, no_mnist):
+    at = open_check()
+    at.toggle(key="gc_mistake_toggle").set_value(True).run(timeout=120)
+    assert not at.exception
+    assert overall(at) == 1.0
+    assert at.query_params["mistake"] == "perturb_copy"
+
+
+def test_a_planted_bug_is_pointed_at(app_env, no_mnist):
+    at = open_check()
+    at.radio(key="gc_backprop").set_value("by_hand").run(timeout=120)
+    at.selectbox(key="gc_bug").select("transposed_weight").run(timeout=120)
+    at.selectbox(key="gc_bug_layer").select(3).run(timeout=120)
+    assert not at.exception
+    assert "fc3 is the layer nearest the output above 1e\\-5" in texts(at.markdown)
+    bars = charts(at)[0]
+    assert bars["data"][0]["marker"]["color"][2] != bars["data"][0]["marker"]["color"][3]
+
+
+def test_dropout_is_off_unless_switched_on(app_env):
+    at = open_check({"dataset": "blobs", "hidden": "8,8", "dropout": "0.5", "activation": "tanh"})
+    assert "Dropout is switched off" in texts(at.info)
+    assert overall(at) < GOOD
+    at.toggle(key="gc_dropout_on").set_value(True).run(timeout=120)
+    assert "Dropout is ON" in texts(at.info)
+    assert overall(at) > 100 * SUSPECT
+
+
+def test_large_layers_are_sampled_and_the_page_says_how_many(app_env):
+    at = open_check({"dataset": "digits", "arch": "cnn", "hidden": "16", "examples": "4"})
+    notes = texts(at.info).replace("\\", "")
+    assert "Sampled" in notes and "entries" in notes
+    assert overall(at) < GOOD
+
+
+def test_a_stored_run_that_no_longer_exists_gives_a_clear_message(app_env):
+    at = open_check({"dataset": "blobs", "stored_run": "run-0123456789abcdef01234567"})
+    assert "no longer exists" in texts(at.error)
+
+
+def test_a_bad_link_falls_back_with_a_notice(app_env, no_mnist):
+    at = open_check({"eps": "lots", "hidden": "x"})
+    assert "not valid" in texts(at.warning)
+    assert overall(at) < GOOD
+
+
+def test_by_hand_on_a_network_it_does_not_cover_says_why(app_env):
+    at = open_check({"dataset": "blobs", "hidden": "4", "norm": "batchnorm", "backprop": "by_hand"})
+    assert "plain MLP" in texts(at.error)
+
+
+def test_figures_are_plain_specs_of_a_check():
+    result = check_gradients(RunConfig(dataset="blobs", hidden=(5, 5), activation="tanh"), backprop="by_hand",
+                             bugs={0: "mean_sum_mismatch"}, n_examples=8)
+    bars = layer_bars_figure(result.table()).to_dict()
+    assert bars["data"][0]["marker"]["color"][0] != bars["data"][0]["marker"]["color"][2]  # fc1 red, fc3 green
+    assert bars["data"][0]["y"][0] > SUSPECT > bars["data"][0]["y"][2]
+    scatter = scatter_figure(result.pairs).to_dict()
+    assert sum(len(trace["x"]) for trace in scatter["data"][1:]) == len(result.pairs)
+
+
+def test_playground_offers_by_hand_backprop_and_names_what_it_needs(app_env):
+    at = new_app({"backprop": "by_hand", "optimizer": "sgd", "lr": "0.1"})
+    assert not at.exception
+    assert at.sidebar.selectbox(key="cfg_backprop").value == "by_hand"
+    assert not texts(at.sidebar.error)
+    at.sidebar.selectbox(key="cfg_optimizer").select("adam").run()
+    assert "by_hand" in texts(at.sidebar.error).replace("\\", "")
+    assert at.button(key="train").disabled
