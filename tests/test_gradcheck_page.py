@@ -130,6 +130,8 @@ def test_playground_offers_by_hand_backprop_and_names_what_it_needs(app_env):
     assert not at.exception
     assert at.sidebar.selectbox(key="cfg_backprop").value == "by_hand"
     assert not texts(at.sidebar.error)
-    at.sidebar.selectbox(key="cfg_optimizer").select("adam").run()
+    at.sidebar.selectbox(key="cfg_optimizer").select("adam").run()  # the by-hand net trains with any of the six rules
+    assert not texts(at.sidebar.error) and not at.button(key="train").disabled
+    at.sidebar.selectbox(key="cfg_norm").select("batchnorm").run()
     assert "by_hand" in texts(at.sidebar.error).replace("\\", "")
     assert at.button(key="train").disabled
