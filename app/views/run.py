@@ -136,7 +136,7 @@ def _summary(view: RunView, group: int = 1) -> None:
 def _test_details(key: str, view: RunView, vkey: tuple) -> None:
     fin = view.finished
     st.subheader("Results on the test set", divider="gray")
-    st.dataframe(view.final_metrics(), hide_index=True, width=420,
+    st.dataframe(view.final_metrics(), hide_index=True, width=420, placeholder="n/a",
                  column_config={"loss": st.column_config.NumberColumn(format="%.4f"),
                                 "accuracy": st.column_config.NumberColumn(format="%.4f")})
     classes = view.classes
