@@ -17,10 +17,10 @@ from core.config import UPLOAD_PREFIX
 
 FALLBACK_DATASET = "digits"
 DATASET_TITLES = {
-    "digits": "Digits 8×8 (scikit-learn, offline)",
+    "digits": "Digits 8×8 (offline)",  # short: the sidebar box is narrow
     "mnist": "MNIST",
     "fashion-mnist": "Fashion-MNIST",
-    "fashion3": "Fashion-MNIST, 3 classes (image folder)",
+    "fashion3": "Fashion-MNIST 3-class folder",
     "spiral": "Spiral (2-D toy set)",
     "moons": "Moons (2-D toy set)",
     "circles": "Circles (2-D toy set)",

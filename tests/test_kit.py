@@ -178,3 +178,19 @@ def test_open_in_playground_works_from_a_direct_link(isolated_cache):
     assert at.sidebar.number_input(key="cfg_seed").value == 11
     assert at.sidebar.text_input(key="cfg_hidden").value == "24"
     assert "From cache" in texts(at.info)
+
+
+def test_a_batched_lane_does_not_claim_the_groups_time(isolated_cache):
+    grid = GridConfig(base=RunConfig(dataset="moons", epochs=2, log_every=20), activations=("relu", "tanh"), depths=(1,))
+    manager = core.jobs.get_manager()
+    snap = manager.wait(manager.submit(grid), timeout=240)
+    assert snap.status == "finished" and snap.events[0].batched == [[0, 1]]
+    label, cell = grid.cells()[0]
+    at = new_app(cell.to_query())  # the cell alone, opened in the Playground
+    assert not at.exception, at.exception
+    epoch_time = next(m for m in at.metric if m.label == "Time per epoch")
+    assert epoch_time.value == "n/a" and "batched together with 1 other network" in epoch_time.help
+    at.switch_page("../pages/library.py").run()
+    table = at.dataframe[0].value
+    assert set(table["trained"]) == {"batched with 1 other"} and table["s/epoch"].isna().all()
+    assert sorted(table["label"]) == sorted(lb for lb, _ in grid.cells())

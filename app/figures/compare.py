@@ -15,7 +15,7 @@ from plotly.colors import qualitative
 from ..records.compare import NEAR_ZERO_LABEL, WeightSnapshot
 from ..records.run import RunView, finite_values
 from ..text import plain_label
-from .run import HEIGHT, base_layout, figure_from_spec, panel_domains, waiting_figure
+from .run import HEIGHT, base_layout, figure_from_spec, legend_below, panel_domains, waiting_figure
 
 VARIANT_COLORS = qualitative.Plotly + qualitative.D3
 MAX_HIST_LAYERS = 8
@@ -29,7 +29,7 @@ def variant_color(index: int) -> str:
 def _layout(title: str, height: int = HEIGHT + 80, x_title: str | None = None, y_title: str | None = None,
             **extra) -> dict:
     overrides: dict = {"hovermode": "closest", "margin": {"t": 56},
-                       "legend": {"y": -0.16, "font": {"size": 11}}}
+                       "legend": {**legend_below(height, bool(x_title), top=56), "font": {"size": 11}}}
     if x_title:
         overrides["xaxis"] = {"title": {"text": x_title, "standoff": 4}}
     for key, value in extra.items():

@@ -123,7 +123,6 @@ def gradient_band_figure(view: RunView, label: str = "", ratio: float = VANISHIN
         data.append({"type": "scatter", "x": steps[cols].tolist(), "y": [y[r] for r in rows], "mode": "markers",
                      "marker": {"symbol": "x-thin", "size": 9, "line": {"width": 2, "color": "#ff4d4d"}},
                      "name": f"vanishing: below {ratio:g} × the output layer's", "hoverinfo": "skip"})
-    layout["legend"] = {**layout["legend"], "y": -0.25}
     return figure_from_spec(data, layout)
 
 

@@ -36,11 +36,18 @@ def _title(text: str) -> dict:
     return {"text": text, "x": 0, "xanchor": "left", "font": {"size": 15}}
 
 
+def legend_below(height: int, x_title: bool, top: int = 40) -> dict:
+    """A horizontal legend under the x axis AND its title. Paper units scale with the plot area, so a fixed
+    paper offset lands on the axis title in short charts: place it by pixels instead."""
+    below = 30 + (26 if x_title else 0)  # tick labels, then the axis title
+    plot = max(height - top - 10 - below - 50, 80)  # the plot area once the margins grew (about two legend rows)
+    return {"orientation": "h", "yanchor": "top", "y": -(below + 8) / plot, "xanchor": "left", "x": 0}
+
+
 def base_layout(title: str, height: int = HEIGHT, x_title: str | None = None, y_title: str | None = None,
                 **extra) -> dict:
     layout = {"title": _title(title), "height": height, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
-              "uirevision": "keep",
-              "legend": {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
+              "uirevision": "keep", "legend": legend_below(height, bool(x_title)),
               "xaxis": {"title": {"text": x_title}} if x_title else {},
               "yaxis": {"title": {"text": y_title}} if y_title else {}}
     for key, value in extra.items():

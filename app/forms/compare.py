@@ -155,8 +155,12 @@ def _apply_dataset_fallback(keys: Keys) -> None:
 
 
 def _parse_link(query: dict) -> tuple[ComparisonConfig, str | None]:
-    cmp = ComparisonConfig.from_query({k: v for k, v in query.items() if k not in LINK_KEYS})
+    """A link's comparison; a link without variants (typed by hand) compares the lesson's, else the tour's."""
     lesson = query.get("lesson")
+    if "variants" not in query:
+        runs = FAMILY_PRESETS.get(lesson or "tour", FAMILY_PRESETS["tour"]).runs
+        query = {**ComparisonConfig.from_runs(runs).to_query(), **query}
+    cmp = ComparisonConfig.from_query({k: v for k, v in query.items() if k not in LINK_KEYS})
     if lesson and lesson not in FAMILY_PRESETS:
         raise ConfigError({"lesson": f"lesson = {lesson!r}: choose one of {', '.join(FAMILY_PRESETS)}"})
     return cmp, lesson

@@ -26,6 +26,7 @@ NEAR_ZERO_LABEL = "|w| < 0.001"
 REGULARIZATION_FIELDS = ("norm", "dropout", "dropout_impl", "l1", "l2")
 OVERRIDE_FIELDS = ("lr", "hidden", "arch")  # blank in a variant row = the base network's value
 ROW_COLUMNS = ("variant",) + REGULARIZATION_FIELDS + OVERRIDE_FIELDS
+_DEFAULT = RunConfig()
 
 
 # --- family <-> base + rows (pure) --------------------------------------------------------------
@@ -199,9 +200,11 @@ class ComparisonConfig:
                 if _blank(value):
                     continue
                 try:
-                    parsed.append((name, parse_value(name, value)))
+                    value = parse_value(name, value)
                 except (KeyError, ValueError) as exc:
                     raise ConfigError({"variants": f"Variant {label!r}: {name} = {value!r}: {exc}"}) from None
+                if name not in REGULARIZATION_FIELDS or value != getattr(_DEFAULT, name):
+                    parsed.append((name, value))  # a default regularization setting is the same as none given
             clean.append((str(label), tuple(sorted(parsed))))
         object.__setattr__(self, "variants", tuple(clean))
         _, problems = variant_configs(self.base, self.rows())

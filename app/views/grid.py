@@ -101,7 +101,7 @@ def _grid_part(key: str, polling: bool) -> None:
             st.caption("How far each weight of the first layer moved from its initial value (log colour scale). "
                        "The coursework printed these numbers; in a stuck network they stay tiny.")
     if not polling:
-        st.dataframe(cells_table(grid), hide_index=True, width="stretch", key=f"vg_table_{key}",
+        st.dataframe(cells_table(grid), hide_index=True, width="stretch", key=f"vg_table_{key}", placeholder="n/a",
                      column_config=TABLE_COLUMNS)
         st.caption("Final test metrics of every network. A stuck network gives (almost) every input the same "
                    "answer: its accuracy is that class's share of the test set and its loss ln(classes). The last "
@@ -135,5 +135,5 @@ def _fixes_part(key: str, polling: bool) -> None:
         st.caption("Accuracy of each version over time (solid: validation, dashed: train).")
     _stuck(grid)
     if not polling:
-        st.dataframe(cells_table(grid), hide_index=True, width="stretch", key=f"vg_fixtable_{key}",
+        st.dataframe(cells_table(grid), hide_index=True, width="stretch", key=f"vg_fixtable_{key}", placeholder="n/a",
                      column_config=TABLE_COLUMNS)

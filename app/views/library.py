@@ -45,6 +45,11 @@ def stored_grid_cells() -> dict[str, tuple[str, int]]:
     return out
 
 
+def batched_with(key: str) -> int:
+    """How many networks trained batched together with run ``key`` (itself included; 1 = alone)."""
+    return stored_grid_cells().get(key, ("", 1))[1]
+
+
 def library_view(key: str = "library_table") -> None:
     runs = stored_runs()
     for problem in get_manager().store.problems:

@@ -17,6 +17,7 @@ from ..records.jobs import JobState
 from ..records.run import RunView, config_json, metrics_csv
 from ..text import number, plain
 from .jobs import cached, job_state, polling_fragment, run_view, status_line
+from .library import batched_with
 
 POLL_SECONDS = 0.5
 LAYERS_POLL_SECONDS = 1.5
@@ -46,7 +47,7 @@ def _curves_part(key: str, results: bool) -> None:
     view = run_view(state)
     status_line(state, view)
     if results and view.finished is not None:
-        _summary(view)
+        _summary(view, batched_with(key))
     _curves(key, view, state.version)
 
 
@@ -106,7 +107,7 @@ def _layers(key: str, view: RunView, vkey: tuple, live: bool) -> None:
                          lambda: figures.weight_heatmaps_figure(point, view.layer_names, shapes)), f"wm_{key}")
 
 
-def _summary(view: RunView) -> None:
+def _summary(view: RunView, group: int = 1) -> None:
     """Final metrics in one row, right under the progress bar."""
     fin = view.finished
     chance = view.chance_accuracy
@@ -121,7 +122,12 @@ def _summary(view: RunView) -> None:
     metric(cols[2], "Train accuracy", fin.train_acc)
     metric(cols[3], "Test loss", fin.test_loss, "{:.4f}")
     metric(cols[4], "Parameters", view.started.n_params if view.started is not None else None, "{:,}")
-    metric(cols[5], "Time per epoch", view.seconds_per_epoch, "{:.2f} s")
+    if group > 1:  # a lane of a batched group: the recorded time is the whole group's, not this network's
+        metric(cols[5], "Time per epoch", None, help=f"Trained batched together with {group - 1} other "
+               f"network{'s' if group > 2 else ''} in one model: the group took {number(view.seconds_per_epoch, '{:.2f}')} s "
+               "per epoch, so this network has no time of its own.")
+    else:
+        metric(cols[5], "Time per epoch", view.seconds_per_epoch, "{:.2f} s")
     if fin.test_acc is not None and chance is not None:
         st.caption(f"Chance level (always guessing the most common test class): {chance:.3f}. "
                    "Losses are data losses, without the L1/L2 penalty.")
@@ -130,7 +136,7 @@ def _summary(view: RunView) -> None:
 def _test_details(key: str, view: RunView, vkey: tuple) -> None:
     fin = view.finished
     st.subheader("Results on the test set", divider="gray")
-    st.dataframe(view.final_metrics(), hide_index=True, width=420,
+    st.dataframe(view.final_metrics(), hide_index=True, width=420, placeholder="n/a",
                  column_config={"loss": st.column_config.NumberColumn(format="%.4f"),
                                 "accuracy": st.column_config.NumberColumn(format="%.4f")})
     classes = view.classes

@@ -4,12 +4,11 @@ from __future__ import annotations
 import functools
 
 import streamlit as st
-
 import torch
 
 from core.jobs import get_manager
 
-from ..text import dataset_available, dataset_title
+from ..text import FALLBACK_DATASET, dataset_available, dataset_title
 
 DOWNLOADABLE = ("mnist", "fashion-mnist")
 
@@ -50,4 +49,4 @@ def sidebar_status() -> None:
     missing = missing_datasets()
     if missing:
         st.sidebar.caption(f"Not on this server: {' and '.join(missing)}. Lessons that use them run on "
-                           "Digits 8×8 (scikit-learn, offline) instead.")
+                           f"{dataset_title(FALLBACK_DATASET)} (scikit-learn's digits, no download) instead.")
