@@ -5,6 +5,10 @@ running is one job (30 students pressing Train watch one run); a config already 
 store is served from it without training. Pages poll ``snapshot(key, since=n)``, which
 returns only the events they have not seen. Worker threads never touch any UI.
 
+New jobs meet the server caps of :mod:`core.budget` (cost, memory, queue length in all and per
+session); a refusal raises :class:`Refused` naming the cap. Finished jobs stay in memory up to a
+byte budget of their histories.
+
 Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
 :func:`register_runner`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
 """
@@ -18,8 +22,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
+from . import budget
+from .budget import Refused
 from .config import RunConfig
 from .events import Event, RunFailed
 from .store import RunStore
@@ -29,7 +36,8 @@ Runner = Callable[[Any, Callable[[Event], None], threading.Event], Event]
 TERMINAL = ("finished", "cancelled", "diverged", "failed")
 STORED_STATUSES = ("finished", "cancelled", "diverged")
 SERVED_FROM_STORE = ("finished", "diverged")  # deterministic outcomes; a cancelled run trains again
-KEEP_DONE_JOBS = 256
+ACTIVE = ("queued", "running")
+EVENT_OVERHEAD_BYTES = 200  # an event object and its small fields
 
 _RUNNERS: dict[type, tuple[str, Runner, bool]] = {}
 
@@ -61,6 +69,8 @@ class Job:
     from_cache: bool = False
     saved_at: float | None = None
     outcome: str = "failed"  # terminal status announced by the runner; becomes ``status`` once stored
+    sessions: set = field(default_factory=set)  # browser sessions that asked for it (None: CLI/tests)
+    nbytes: int = 0  # approximate memory of ``events``
 
 
 @dataclass
@@ -80,6 +90,22 @@ class Snapshot:
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+
+def event_bytes(event: Event) -> int:
+    """Approximate memory of one event: its arrays and lists, plus a fixed overhead."""
+    total = EVENT_OVERHEAD_BYTES
+    stack = list(vars(event).values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, (list, tuple)):
+            total += 8 * len(value)
+            stack.extend(v for v in value if isinstance(v, (list, tuple, np.ndarray)))
+        elif isinstance(value, dict):
+            total += 64 * len(value)
+    return total
 
 
 def _status_of(event: Event) -> str | None:
@@ -107,10 +133,12 @@ class JobManager:
         return self._store
 
     # --- public API ------------------------------------------------------------------------
-    def submit(self, config: Any, force: bool = False) -> str:
+    def submit(self, config: Any, force: bool = False, session: str | None = None) -> str:
         """Queue ``config`` (or join its live job, or serve it from the store); returns its key.
 
         ``force`` trains again even if a stored result exists (a live job is still shared).
+        ``session`` identifies the browser session, for the per-session queue cap (None: CLI, tests).
+        Raises :class:`Refused` when a new job would pass a server cap.
         """
         if type(config) not in _RUNNERS:
             raise TypeError(f"no runner registered for {type(config).__name__}")
@@ -118,20 +146,44 @@ class JobManager:
         key = config.key()
         with self._lock:
             job = self._jobs.get(key)
-            if job is not None and (job.status in ("queued", "running") or
-                                    (not force and job.status in SERVED_FROM_STORE)):
+            if job is not None and (job.status in ACTIVE or (not force and job.status in SERVED_FROM_STORE)):
+                job.sessions.add(session)
                 return key
             if not force:
                 cached = self._from_store(key, config, kind)
                 if cached is not None:
                     self._remember(cached)
                     return key
+        try:
             device = resolve_device(config.device).type
-            job = Job(key=key, config=config, kind=kind, device=device)
+        except RuntimeError as exc:  # e.g. device=cuda on a server without a GPU
+            raise Refused(str(exc)) from None
+        budget.check(config)  # outside the lock: may load the dataset once
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and job.status in ACTIVE:  # someone queued it meanwhile
+                job.sessions.add(session)
+                return key
+            self._check_queue(session)
+            job = Job(key=key, config=config, kind=kind, device=device, sessions={session})
             self._remember(job)
             self._queue(device).put(job)
             self._ensure_workers(device)
         return key
+
+    def _check_queue(self, session: str | None) -> None:
+        active = [j for j in self._jobs.values() if j.status in ACTIVE]
+        limit = int(budget.cap("GRADIENT_LAB_MAX_QUEUED"))
+        if len(active) >= limit:
+            raise Refused(f"The server has {len(active)} jobs waiting or running, its cap "
+                          f"(GRADIENT_LAB_MAX_QUEUED = {limit}); try again when some have finished.")
+        if session is not None:
+            mine = sum(session in j.sessions for j in active)
+            per_session = int(budget.cap("GRADIENT_LAB_MAX_QUEUED_PER_SESSION"))
+            if mine >= per_session:
+                raise Refused(f"You already have {mine} jobs waiting or running, the cap per session "
+                              f"(GRADIENT_LAB_MAX_QUEUED_PER_SESSION = {per_session}); wait for one to finish "
+                              f"or cancel one.")
 
     def snapshot(self, key: str, since: int = 0) -> Snapshot | None:
         with self._lock:
@@ -179,13 +231,27 @@ class JobManager:
 
     # --- internals -------------------------------------------------------------------------
     def _remember(self, job: Job) -> None:
+        if not job.nbytes and job.events:
+            job.nbytes = sum(event_bytes(e) for e in job.events)
         self._jobs[job.key] = job
         self._jobs.move_to_end(job.key)
-        while len(self._jobs) > KEEP_DONE_JOBS:
-            oldest = next((k for k, j in self._jobs.items() if j.status in TERMINAL), None)
-            if oldest is None:
+        self._trim()
+
+    def _trim(self) -> None:
+        """Forget the least recently used finished jobs until their histories fit the byte budget."""
+        limit = budget.cap("GRADIENT_LAB_MAX_DONE_JOBS_MB") * 2**20
+        done = [j for j in self._jobs.values() if j.status not in ACTIVE]
+        total = sum(j.nbytes for j in done)
+        for job in done[:-1]:  # the newest finished job stays whatever its size
+            if total <= limit:
                 break
-            del self._jobs[oldest]
+            del self._jobs[job.key]
+            total -= job.nbytes
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes of the histories held in memory."""
+        with self._lock:
+            return sum(j.nbytes for j in self._jobs.values())
 
     def _from_store(self, key: str, config: Any, kind: str) -> Job | None:
         meta = self.store.meta(key)
@@ -241,6 +307,7 @@ class JobManager:
         def emit(event: Event) -> None:
             with self._lock:
                 job.events.append(event)
+                job.nbytes += event_bytes(event)
                 status = _status_of(event)
                 if status is not None:
                     job.error = getattr(event, "message", "") or getattr(event, "reason", "")
@@ -255,10 +322,11 @@ class JobManager:
             try:
                 meta = self.store.put(job.key, job.config.to_dict(), job.events, kind)
                 job.saved_at = meta["saved_at"]
-            except Exception as exc:  # disk full etc.: keep the result in memory, say so
-                job.error = f"{job.error} (not saved to the run store: {exc})".strip()
+            except Exception as exc:  # disk full etc.: the store keeps it in memory; say so
+                job.error = f"{job.error} (not saved: {exc})".strip()
         with self._lock:
             job.status, job.finished_at = status, time.time()
+            self._trim()
 
 
 _manager: JobManager | None = None
