@@ -1,0 +1,81 @@
+"""Prepared uploads on disk: ``<cache>/uploads/<digest>.npz``, found again by content hash, under a byte quota."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import data, paths
+from ..config import UPLOAD_PREFIX
+from . import limits
+from .limits import DIGEST_CHARS, FORMAT_VERSION, UploadError, _size
+
+
+@dataclass
+class UploadResult:
+    """A prepared upload: its dataset name (``upload:<digest>``), the dataset and what happened."""
+
+    name: str
+    dataset: data.Dataset
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> how many files
+    notes: list[str] = field(default_factory=list)
+    from_cache: bool = False
+
+
+def _as_bytes(payload: bytes, kind: str) -> bytes:
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected the uploaded file's bytes, got {type(payload).__name__}")
+    size = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+    if size > limits.MAX_UPLOAD_BYTES:
+        raise UploadError(f"The {kind} is {_size(size)}; the limit is {_size(limits.MAX_UPLOAD_BYTES)}.")
+    blob = bytes(payload)
+    if len(blob) < 4096 and not blob.strip():
+        raise UploadError(f"The {kind} is empty.")
+    return blob
+
+
+def _digest(blob: bytes, *options: object) -> str:
+    h = hashlib.sha256(repr((FORMAT_VERSION,) + options).encode())
+    h.update(b"\0")
+    h.update(blob)
+    return h.hexdigest()[:DIGEST_CHARS]
+
+
+def _npz_path(digest: str) -> Path:
+    return paths.cache_dir() / "uploads" / f"{digest}.npz"  # not created until something is saved
+
+
+_digest_locks: dict[str, threading.Lock] = {}
+_digest_locks_guard = threading.Lock()
+
+
+def _lock_for(digest: str) -> threading.Lock:
+    with _digest_locks_guard:
+        return _digest_locks.setdefault(digest, threading.Lock())
+
+
+
+def _from_cache(digest: str) -> UploadResult | None:
+    """The upload prepared earlier (this process or an earlier one), when its npz exists."""
+    if not _npz_path(digest).is_file():
+        return None
+    name = UPLOAD_PREFIX + digest
+    try:
+        ds = data.load_dataset(name)
+    except data.DatasetUnavailable:  # damaged file: prepare it again
+        return None
+    return UploadResult(name, ds, {}, ["This file was uploaded before: reused its prepared copy."], from_cache=True)
+
+
+def _finish(digest: str, title: str, classes: list[str], x: torch.Tensor, y: torch.Tensor,
+            skipped: dict[str, int], notes: list[str]) -> UploadResult:
+    """Split off the fixed test set, save the npz, register the dataset."""
+    name = UPLOAD_PREFIX + digest
+    ds = data.split_off_test(name, title, classes, x, y)
+    data.save_npz(ds, paths.private_dir("uploads") / f"{digest}.npz")
+    data.register_dataset(ds)
+    return UploadResult(name, ds, dict(skipped), notes, from_cache=False)
+
