@@ -48,6 +48,35 @@ def prepare_csv(payload: bytes, *, label_column: str | int | None = None) -> Upl
         return table.to_result(digest)
 
 
+class _LineTooLong(Exception):
+    def __init__(self, line_no: int):
+        super().__init__(line_no)
+        self.line_no = line_no
+
+
+class _bounded_lines:
+    """Physical lines of a text, refusing one longer than ``max_chars`` after reading only that much.
+
+    Iterating yields lines (what :func:`csv.reader` wants); ``line_no`` is the last line's number."""
+
+    def __init__(self, stream: io.StringIO, max_chars: int, first_max_chars: int | None = None):
+        self.stream, self.max_chars, self.line_no = stream, max_chars, 0
+        self.first_max_chars = first_max_chars or max_chars  # the header line may hold long names
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        limit = self.first_max_chars if self.line_no == 0 else self.max_chars
+        line = self.stream.readline(limit + 1)
+        if not line:
+            raise StopIteration
+        self.line_no += 1
+        if len(line) > limit and not line.endswith("\n"):
+            raise _LineTooLong(self.line_no)
+        return line
+
+
 @dataclass
 class _CsvTable:
     text: str
@@ -66,12 +95,15 @@ class _CsvTable:
         except UnicodeDecodeError:
             text = blob.decode("latin-1")
         text = text.lstrip()
-        first = next((row for row in csv.reader(io.StringIO(text[:1_000_000])) if row), None)
+        first = cls._first_record(text)
         if first is None:
             raise UploadError("The CSV is empty.")
         if len(first) < 2:
             raise UploadError("The CSV has a single column; it needs a label column and pixel columns, separated "
                               "by commas.")
+        if len(first) - 1 > limits.MAX_FEATURES:
+            raise UploadError(f"The CSV has {len(first) - 1:,} pixel columns; the cap is {limits.MAX_FEATURES:,} "
+                              f"(a 128x128 image), so that the network built from it fits the server.")
         has_header = not all(_NUMBER.match(cell.strip()) for cell in first)
         if has_header:
             columns = [cell.strip() for cell in first]
@@ -79,6 +111,49 @@ class _CsvTable:
             columns = [f"column {j + 1}" for j in range(len(first))]
         label_index = cls._find_label(columns, has_header, label_column)
         return cls(text, has_header, columns, label_index)
+
+    @staticmethod
+    def _first_record(text: str) -> list[str] | None:
+        """The first non-empty record, read whole however long (its cells are bounded, not the line)."""
+        csv.field_size_limit(max(limits.MAX_HEADER_CELL_CHARS, limits.MAX_CELL_CHARS))
+        try:
+            return next((row for row in csv.reader(io.StringIO(text)) if row), None)
+        except csv.Error:
+            raise UploadError(f"The CSV's first row has a value longer than {limits.MAX_HEADER_CELL_CHARS} "
+                              f"characters (or an unclosed quote); it must name the columns.") from None
+
+    def check_rows(self) -> int:
+        """Count the data rows, refusing any row of the wrong width before pandas sees it; bounded memory.
+
+        Lines are measured first (a line longer than ``MAX_CELL_CHARS`` per column is refused unread);
+        unquoted files are then checked by counting commas, quoted ones with the csv module."""
+        n_cols = len(self.columns)
+        max_line = n_cols * limits.MAX_CELL_CHARS + 1024
+        first_what = "the header has" if self.has_header else "the first row has"
+        lines = _bounded_lines(io.StringIO(self.text), max_line,
+                               n_cols * (limits.MAX_HEADER_CELL_CHARS + 3) if self.has_header else None)
+        if '"' in self.text:
+            csv.field_size_limit(max_line)
+            reader = csv.reader(lines)
+            widths = ((reader.line_num, len(row)) for row in reader if row and (len(row) > 1 or row[0].strip()))
+        else:
+            widths = ((lines.line_no, line.count(",") + 1) for line in lines if line.strip())
+        rows = 0
+        try:
+            for i, (line_no, width) in enumerate(widths):
+                if i == 0 and self.has_header:
+                    continue
+                if width != n_cols:
+                    raise UploadError(f"Line {line_no} has {width} values, but {first_what} {n_cols} columns: "
+                                      f"every row needs the same number of values.")
+                rows += 1
+        except csv.Error as exc:
+            raise UploadError(f"The CSV could not be read: {exc}.") from None
+        except _LineTooLong as exc:
+            raise UploadError(f"Line {exc.line_no} is longer than {max_line:,} characters: too long for {n_cols} "
+                              f"columns (at most {limits.MAX_CELL_CHARS} characters per value on average). Every "
+                              f"row needs the same number of values as the header.") from None
+        return rows
 
     @staticmethod
     def _find_label(columns: list[str], has_header: bool, label_column: str | int | None) -> int:
@@ -106,6 +181,11 @@ class _CsvTable:
                           f"Its columns are {shown}.")
 
     def to_result(self, digest: str) -> UploadResult:
+        n_rows = self.check_rows()
+        if n_rows * (len(self.columns) - 1) * 4 > limits.MAX_DATASET_BYTES:
+            raise UploadError(f"{n_rows:,} rows of {len(self.columns) - 1:,} values would take more than "
+                              f"{limits.MAX_DATASET_BYTES // limits.MB} MB of memory, the cap on one upload: use "
+                              f"fewer rows.")
 
         n_cols = len(self.columns)
         dtypes = {j: np.float32 for j in range(n_cols)}
@@ -125,6 +205,11 @@ class _CsvTable:
         if raw_labels.isna().any() or not np.isfinite(features).all():
             raise self._diagnose(numeric_labels=False)
         labels = [str(v).strip() for v in raw_labels.to_numpy(dtype=object)]
+        broken = next((i for i, label in enumerate(labels) if "\n" in label or "\r" in label), None)
+        if broken is not None:
+            raise UploadError(f"Data row {broken + 1}: the label {_display(labels[broken], 20)} in column "
+                              f"{_display(self.columns[self.label_index], 30)} spans more than one line (a quoted "
+                              f"value with a line break). Each label must be on one line.")
         numeric = pd.to_numeric(pd.Series(labels), errors="coerce")
         numeric_labels = bool(numeric.notna().all())
         if (numeric_labels and not all(_is_whole_label(v) for v in numeric.to_numpy())) or not all(labels):
@@ -184,6 +269,10 @@ class _CsvTable:
             if not label:
                 return UploadError(f"Line {line} has no label (column {label_name} is empty).")
             if numeric_labels:
+                if _NUMBER.match(label) and float(label) % 1 == 0 and not _is_whole_label(float(label)):
+                    return UploadError(f"Line {line}: the label {_display(label, 20)} in column {label_name} is too "
+                                       f"large for a class number (at most {limits.MAX_ABS_LABEL:,}). Use small "
+                                       f"whole numbers (0, 1, 2...) or class names.")
                 if not _NUMBER.match(label) or not _is_whole_label(float(label)):
                     return UploadError(f"Line {line}: the label {_display(label, 20)} in column {label_name} is "
                                        f"not a whole number. Labels must be whole numbers (0, 1, 2...) or class "

@@ -1,7 +1,9 @@
 """Prepared uploads on disk: ``<cache>/uploads/<digest>.npz``, found again by content hash, under a byte quota."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,10 @@ def _from_cache(digest: str) -> UploadResult | None:
         ds = data.load_dataset(name)
     except data.DatasetUnavailable:  # damaged file: prepare it again
         return None
+    try:
+        os.utime(_npz_path(digest))  # recently used: evicted last
+    except OSError:
+        pass
     return UploadResult(name, ds, {}, ["This file was uploaded before: reused its prepared copy."], from_cache=True)
 
 
@@ -75,7 +81,51 @@ def _finish(digest: str, title: str, classes: list[str], x: torch.Tensor, y: tor
     """Split off the fixed test set, save the npz, register the dataset."""
     name = UPLOAD_PREFIX + digest
     ds = data.split_off_test(name, title, classes, x, y)
-    data.save_npz(ds, paths.private_dir("uploads") / f"{digest}.npz")
+    target = paths.private_dir("uploads") / f"{digest}.npz"
+    try:
+        data.save_npz(ds, target)
+        enforce_quota(keep=target)
+    except OSError as exc:
+        reason = "its disk is full" if exc.errno == errno.ENOSPC else f"{type(exc).__name__}: {exc}"
+        raise UploadError(f"The server could not save the prepared dataset ({reason}). This is not a problem "
+                          f"with your file: try again later or tell the course staff.") from None
     data.register_dataset(ds)
     return UploadResult(name, ds, dict(skipped), notes, from_cache=False)
+
+
+def quota_bytes() -> int:
+    """Bytes prepared uploads may take on disk (GRADIENT_LAB_UPLOADS_QUOTA_MB)."""
+    raw = os.environ.get("GRADIENT_LAB_UPLOADS_QUOTA_MB", "").strip()
+    try:
+        return int(float(raw) * limits.MB) if raw else limits.DEFAULT_QUOTA_MB * limits.MB
+    except ValueError:
+        return limits.DEFAULT_QUOTA_MB * limits.MB
+
+
+def enforce_quota(keep: Path) -> None:
+    """Evict the least recently used prepared uploads until all fit the quota; ``keep`` (the new one) stays.
+
+    Raises :class:`UploadError` (and removes ``keep``) when the new upload alone is over the quota."""
+    quota = quota_bytes()
+    files = []
+    for path in keep.parent.glob("*.npz"):
+        if path.name.endswith(".tmp.npz"):
+            continue
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        files.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in files)
+    new_size = keep.stat().st_size
+    if new_size > quota:
+        keep.unlink(missing_ok=True)
+        raise UploadError(f"The prepared dataset takes {_size(new_size)}, more than the server's quota for uploads "
+                          f"of {_size(quota)} (GRADIENT_LAB_UPLOADS_QUOTA_MB): use fewer or smaller images.")
+    for _, size, path in sorted(files):
+        if total <= quota:
+            break
+        if path != keep:
+            path.unlink(missing_ok=True)
+            total -= size
 

@@ -218,6 +218,7 @@ def _decode_members(archive: zipfile.ZipFile, plan: _ZipPlan, image_size: int,
     y = np.empty(len(plan.members), dtype=np.int64)
     skipped = dict(plan.skipped)
     budget = limits.MAX_TOTAL_UNCOMPRESSED
+    pixels_left = limits.MAX_TOTAL_PIXELS
     n, resized, modes = 0, 0, set()
     for info, label in plan.members:
         limit = min(limits.MAX_FILE_BYTES, budget)
@@ -232,11 +233,16 @@ def _decode_members(archive: zipfile.ZipFile, plan: _ZipPlan, image_size: int,
                               f"more than its directory says (or past the {_size(limits.MAX_TOTAL_UNCOMPRESSED)} total "
                               f"limit).")
         budget -= len(blob)
-        image, outcome = _decode_image(blob, image_size, color)
+        image, outcome = _decode_image(blob, image_size, color, pixels_left)
+        if outcome == OVER_TOTAL_PIXELS:
+            raise UploadError(f"The images hold more than {limits.MAX_TOTAL_PIXELS:,} pixels in all, the cap on "
+                              f"one upload (MAX_TOTAL_PIXELS): use fewer or smaller images (for example resized "
+                              f"to 256 px).")
         if image is None:
             _count(skipped, outcome)
             continue
-        mode, original_size = outcome
+        mode, original_size, decoded = outcome
+        pixels_left -= decoded
         modes.add(mode)
         resized += original_size != (image_size, image_size)
         x[n], y[n] = image, label
@@ -261,8 +267,15 @@ def _pil_formats() -> list[str]:
     return [f for f in PIL_FORMATS if f in Image.OPEN]
 
 
-def _decode_image(blob: bytes, image_size: int, color: str):
-    """(array [C,H,W], (mode, size)) or (None, skip reason). Never raises for bad image data."""
+OVER_TOTAL_PIXELS = "over the upload's total pixel cap"
+
+
+def _decode_image(blob: bytes, image_size: int, color: str, pixels_left: int | None = None):
+    """(array [C,H,W], (mode, size, decoded pixels)) or (None, skip reason). Never raises for bad image data.
+
+    Sizes come from the header: an image over MAX_IMAGE_PIXELS, or over ``pixels_left`` (then the
+    reason is :data:`OVER_TOTAL_PIXELS`), is never decoded."""
+    pixels_left = limits.MAX_TOTAL_PIXELS if pixels_left is None else pixels_left
     formats = _pil_formats()
     try:
         # Our pixel cap is far below Pillow's own bomb limits and is checked from the header, before
@@ -278,6 +291,9 @@ def _decode_image(blob: bytes, image_size: int, color: str):
             mode, size = im.mode, im.size
             if im.format == "JPEG":  # decode at a reduced scale: much faster for big photos
                 im.draft(color, (image_size, image_size))
+            decoded = im.size[0] * im.size[1]
+            if decoded > pixels_left:
+                return None, OVER_TOTAL_PIXELS
             im.load()
             try:
                 array = _convert(im, image_size, color)
@@ -289,7 +305,7 @@ def _decode_image(blob: bytes, image_size: int, color: str):
         return None, SKIP_NOT_IMAGE
     except Exception:  # Pillow raises many types (OSError, SyntaxError, ValueError, EOFError...) on bad data
         return None, SKIP_CORRUPT
-    return array, (mode, size)
+    return array, (mode, size, decoded)
 
 
 def _convert(im: Image.Image, image_size: int, color: str) -> np.ndarray:
