@@ -418,7 +418,7 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
         pass
 
     ended = [end(i, status, reason) for i in alive]
-    if status == "finished" and alive:
+    if status == "finished" and alive and len(dev_ds.y_test):  # an upload may have no test set
         _test_metrics(lanes, alive, dev_ds, ended, device)
         for finished in ended:
             finished.elapsed = time.perf_counter() - t0

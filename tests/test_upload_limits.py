@@ -208,3 +208,29 @@ def test_a_full_disk_blames_the_server_and_leaves_no_temporary_file(cache, monke
     with pytest.raises(UploadError, match="disk is full.*not a problem with your file"):
         prepare_zip(image_zip())
     assert _npz_files(cache) == set()
+
+
+def test_a_kaggle_csv_is_split_train_validation_like_the_seed_with_an_optional_test_set(cache):
+    from core.data import split_indices
+    from core.presets import C_BASE
+    from core.train import steps_per_epoch, train
+
+    # the seed: 60,000 rows, 80/20 train/validation, batch 128 -> 375 iterations per epoch
+    n_train = len(split_indices(60_000, C_BASE.val_fraction, 0)[0])
+    assert C_BASE.val_fraction == 0.2 and steps_per_epoch(C_BASE, n_train) == 375
+
+    blob = csv_bytes(640, 16)
+    plain = prepare_csv(blob)
+    assert len(plain.dataset.y) == 640 and len(plain.dataset.y_test) == 0
+    assert any("No test set" in note for note in plain.notes)
+    cfg = C_BASE.replace(dataset=plain.name, hidden=(8,), epochs=1, norm="none", dropout=0.0)
+    events = []
+    end = train(cfg, [events.append])
+    started = next(e for e in events if e.kind == "started")
+    assert started.total_steps == steps_per_epoch(cfg, 512) == 4  # 640 rows x 0.8 / 128
+    assert end.status == "finished" and end.test_acc is None and end.val_acc is not None
+
+    held = prepare_csv(blob, test_fraction=0.25)
+    assert held.name != plain.name and (len(held.dataset.y), len(held.dataset.y_test)) == (480, 160)
+    with pytest.raises(UploadError, match="test fraction"):
+        prepare_csv(blob, test_fraction=0.9)

@@ -518,7 +518,7 @@ def test_fashion_subset_csv_round_trip_trains(sandbox, fashion):
     chosen = torch.cat([(source.y == k).nonzero().flatten()[:200] for k in (0, 1, 7)])
     pixels = source.x[chosen].flatten(1).numpy()
     rows = [[int(source.y[i])] + row.tolist() for i, row in zip(chosen.tolist(), pixels)]
-    result = prepare_csv(csv_bytes(rows, pixel_header(784)))
+    result = prepare_csv(csv_bytes(rows, pixel_header(784)), test_fraction=0.2)  # a test set to score
     assert result.dataset.x.shape[1:] == (1, 28, 28) and result.dataset.classes == ["0", "1", "7"]
     _train_three_classes(result.name)
     sandbox.assert_untouched(cache_may_hold_npz=True)

@@ -26,7 +26,8 @@ def _is_whole_label(value: float) -> bool:
     return math.isfinite(value) and value % 1 == 0 and abs(value) <= limits.MAX_ABS_LABEL
 
 
-def prepare_csv(payload: bytes, *, label_column: str | int | None = None) -> UploadResult:
+def prepare_csv(payload: bytes, *, label_column: str | int | None = None,
+                test_fraction: float = limits.CSV_TEST_FRACTION) -> UploadResult:
     """Prepare a Kaggle-style CSV: a header row, a label column and pixel columns (0-255).
 
     ``label_column``: the label's column name, or its position (0 = first column); by default
@@ -34,18 +35,22 @@ def prepare_csv(payload: bytes, *, label_column: str | int | None = None) -> Upl
     When the pixel count is a perfect square the rows are square grayscale images, otherwise
     float32 features scaled by 1/255. A CSV without a header row (first row all numbers) is
     accepted only when ``label_column`` is a position, since nothing else says where the label
-    is. Raises :class:`UploadError` naming the line and column of the first problem.
+    is. ``test_fraction``: share of rows held out as a fixed test set; by default none (a Kaggle
+    CSV comes with its own test file), so a run splits the rows into training and validation
+    only, as the course's seed did. Raises :class:`UploadError` naming the line and column of
+    the first problem.
     """
+    test_fraction = limits.check_test_fraction(test_fraction)
     if isinstance(label_column, bool) or not (label_column is None or isinstance(label_column, (str, int))):
         raise UploadError(f"The label column must be a column name or position, not {label_column!r}.")
     blob = _as_bytes(payload, "CSV file")
-    digest = _digest(blob, "csv", label_column)
+    digest = _digest(blob, "csv", label_column, *((test_fraction,) if test_fraction else ()))
     with _lock_for(digest):
         cached = _from_cache(digest)
         if cached is not None:
             return cached
         table = _CsvTable.parse(blob, label_column)
-        return table.to_result(digest)
+        return table.to_result(digest, test_fraction)
 
 
 class _LineTooLong(Exception):
@@ -180,7 +185,7 @@ class _CsvTable:
         raise UploadError(f"The CSV has no label column: name it 'label' (or choose the label column). "
                           f"Its columns are {shown}.")
 
-    def to_result(self, digest: str) -> UploadResult:
+    def to_result(self, digest: str, test_fraction: float = limits.CSV_TEST_FRACTION) -> UploadResult:
         n_rows = self.check_rows()
         if n_rows * (len(self.columns) - 1) * 4 > limits.MAX_DATASET_BYTES:
             raise UploadError(f"{n_rows:,} rows of {len(self.columns) - 1:,} values would take more than "
@@ -247,7 +252,7 @@ class _CsvTable:
                          f"(scaled by 1/255).")
         if not self.has_header:
             notes.append("The CSV has no header row: column positions were used.")
-        return _finish(digest, title, class_names, x, y, {}, notes)
+        return _finish(digest, title, class_names, x, y, {}, notes, test_fraction)
 
     def _diagnose(self, numeric_labels: bool) -> UploadError:
         """Walk the rows with the csv module and describe the first problem with its line and column."""

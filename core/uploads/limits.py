@@ -25,6 +25,9 @@ MAX_CLASSES = 100
 MIN_CLASSES = 2
 MIN_EXAMPLES = 10  # enough for a train / validation / test split
 MAX_CLASS_NAME_CHARS = 64
+CSV_TEST_FRACTION = 0.0  # a Kaggle-style CSV has its own test file: train/validation only, as the seed did
+ZIP_TEST_FRACTION = 0.2  # an image folder has none: a fixed test set is held out
+MIN_TEST_FRACTION, MAX_TEST_FRACTION = 0.05, 0.5  # or exactly 0 (no test set)
 DEFAULT_QUOTA_MB = 4096  # prepared uploads on disk (GRADIENT_LAB_UPLOADS_QUOTA_MB), least recently used evicted
 MAX_ABS_LABEL = 2**31 - 1  # numeric class labels
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 128
@@ -100,6 +103,15 @@ def _check_example_count(n: int, what: str) -> None:
         raise UploadError(f"The upload has only {n} usable {what}; at least {MIN_EXAMPLES} are needed "
                           f"for training, validation and test sets.")
 
+
+
+def check_test_fraction(value: float) -> float:
+    """0 (no test set) or a share in [0.05, 0.5] of the rows held out as the fixed test set."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            value == 0 or MIN_TEST_FRACTION <= value <= MAX_TEST_FRACTION):
+        raise UploadError(f"The test fraction must be 0 (no test set) or from {MIN_TEST_FRACTION} to "
+                          f"{MAX_TEST_FRACTION}, not {value!r}.")
+    return float(value)
 
 
 def _count(counts: dict[str, int], reason: str) -> None:

@@ -77,10 +77,15 @@ def _from_cache(digest: str) -> UploadResult | None:
 
 
 def _finish(digest: str, title: str, classes: list[str], x: torch.Tensor, y: torch.Tensor,
-            skipped: dict[str, int], notes: list[str]) -> UploadResult:
-    """Split off the fixed test set, save the npz, register the dataset."""
+            skipped: dict[str, int], notes: list[str], test_fraction: float = limits.ZIP_TEST_FRACTION) -> UploadResult:
+    """Split off the fixed test set (none when ``test_fraction`` is 0), save the npz, register the dataset."""
     name = UPLOAD_PREFIX + digest
-    ds = data.split_off_test(name, title, classes, x, y)
+    if test_fraction:
+        ds = data.split_off_test(name, title, classes, x, y, test_fraction)
+    else:
+        ds = data.Dataset(name, title, classes, x, y, x[:0], y[:0])
+        notes = notes + ["No test set held out: all rows are for training and validation (the validation fraction "
+                         "of the run splits them). Choose a test fraction to keep a test set apart."]
     target = paths.private_dir("uploads") / f"{digest}.npz"
     try:
         data.save_npz(ds, target)
