@@ -40,6 +40,7 @@ DEFAULT_SIZE_LIMIT = 4 * 2**30  # 4 GiB of stored runs, then the least recently 
 MEMORY_LIMIT = 256 * 2**20  # runs kept in memory while the disk cannot take them
 DB_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
 STORE_ERRORS = (OSError, sqlite3.Error)
+ORPHAN_AGE_S = 600  # a version's parts without a summary pointing to them are deleted after this
 T = TypeVar("T")
 
 
@@ -160,7 +161,35 @@ class RunStore:
             cache.close()
             raise
         self._private_files()
+        self._drop_orphans(cache)
         return cache
+
+    @staticmethod
+    def _drop_orphans(cache: diskcache.Cache) -> None:
+        """Delete parts of versions no summary points to (a save killed midway), once they are old enough
+        that no other process can still be writing them."""
+        current: dict[str, str | None] = {}
+        parts: list[tuple[str, str, str]] = []
+        for name in list(cache.iterkeys()):
+            if not isinstance(name, str):
+                continue
+            kind, _, rest = name.partition(":")
+            if kind == "meta":
+                try:
+                    current[rest] = json.loads(cache.get(name)).get("version")
+                except (TypeError, ValueError, AttributeError, UnsafeRow):
+                    current[rest] = None
+            elif kind in ("events", "arrays") and rest.count(":") == 1:
+                key, version = rest.split(":")
+                parts.append((name, key, version))
+        now_ns = time.time_ns()
+        for name, key, version in parts:
+            try:
+                age_s = (now_ns - int(version[:-8], 16)) / 1e9
+            except ValueError:
+                age_s = ORPHAN_AGE_S
+            if current.get(key) != version and age_s >= ORPHAN_AGE_S:
+                cache.delete(name)
 
     def _move_database_aside(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -217,3 +217,18 @@ def test_cli_with_a_damaged_database_has_no_traceback(tmp_path):
                          timeout=300, cwd=REPO)
     assert out.returncode == 0 and "Traceback" not in out.stderr
     assert "moved aside" in out.stderr
+
+
+def test_parts_of_a_killed_save_are_cleaned_up_once_old(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    store.put("run-x", {}, _heavy_events(0, 0.2))
+    old_version = f"{time.time_ns() - 3600 * 10**9:x}deadbeef"
+    fresh_version = f"{time.time_ns():x}cafef00d"
+    for version in (old_version, fresh_version):  # what a kill between writing parts and the switch leaves
+        store._cache.set(f"events:run-x:{version}", "[]")
+        store._cache.set(f"arrays:run-x:{version}", b"x" * 100_000)
+    reopened = RunStore(tmp_path / "runs")
+    names = set(reopened._cache.iterkeys())
+    assert f"arrays:run-x:{old_version}" not in names and f"events:run-x:{old_version}" not in names
+    assert f"arrays:run-x:{fresh_version}" in names  # may still be another process's save in progress
+    assert reopened.get("run-x") is not None
