@@ -16,10 +16,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from .config import ConfigError, RunConfig, parse_value
+from .config import FIELDS, ConfigError, RunConfig, parse_value
 from .data import DatasetUnavailable
 from .gradcheck import DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, check_gradients, format_table
-from .jobs import get_manager
+from .jobs import STORED_STATUSES, Refused, get_manager
 from .presets import PRESETS, get_preset
 
 
@@ -37,7 +37,11 @@ def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
     overrides = {}
     for item in args.set or []:
         name, _, value = item.partition("=")
-        overrides[name.strip()] = parse_value(name.strip(), value)
+        name = name.strip()
+        if name not in FIELDS:
+            raise ConfigError({name: f"Unknown setting {name!r} in --set {item}; known settings: "
+                                     f"{', '.join(FIELDS)}"})
+        overrides[name] = parse_value(name, value)
     return [(label, cfg.replace(**overrides)) for label, cfg in runs]
 
 
@@ -59,13 +63,16 @@ def _watch(label: str, key: str, quiet: bool) -> dict:
             if bar is not None:
                 bar.close()
             end = next((e for e in reversed(manager.snapshot(key).events) if e.kind in ("finished", "failed")), None)
-            return {"status": snap.status, "cached": snap.from_cache, "end": end, "last": last}
+            return {"status": snap.status, "cached": snap.from_cache, "end": end, "last": last,
+                    "saved": snap.from_cache or snap.saved_at is not None, "error": snap.error}
         time.sleep(0.1)
 
 
 def _print_result(label: str, key: str, result: dict) -> None:
     end = result["end"]
     source = " (from cache)" if result["cached"] else ""
+    if result["status"] in STORED_STATUSES and not result["saved"]:
+        source = f" but NOT SAVED ({result['error']})"
     print(f"{label}: {result['status']}{source}  key={key}")
     if end is None:
         return
@@ -152,13 +159,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     manager = get_manager()
-    failures = 0
+    for problem in manager.store.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    failures = unsaved = 0
     for label, cfg in runs:
-        key = manager.submit(cfg, force=args.force)
+        try:
+            key = manager.submit(cfg, force=args.force)
+        except Refused as exc:
+            print(f"error: {label}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
         result = _watch(label, key, args.quiet)
         _print_result(label, key, result)
         failures += result["status"] == "failed"
-    return 1 if failures else 0
+        unsaved += result["status"] in STORED_STATUSES and not result["saved"]
+    if manager.store.health():
+        print(f"warning: {manager.store.health()}", file=sys.stderr)
+    return 1 if failures else (3 if unsaved else 0)
 
 
 if __name__ == "__main__":

@@ -293,7 +293,10 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
     out = []
     for item in items:
         if isinstance(item, bool) or not (isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit())):
-            raise ValueError(f"Hidden layers must be whole numbers like 128,64; got {value!r}")
+            raise ValueError(f"Hidden layers must be whole numbers like 128,64; got {_short(value)}")
+        if isinstance(item, str) and len(item.strip()) > MAX_DIGITS:
+            raise ValueError(f"Hidden layers (hidden) has a {len(item.strip())}-digit width: each width must be "
+                             f"in [1, {MAX_WIDTH}]")
         out.append(int(item))
     return tuple(out)
 
@@ -305,6 +308,10 @@ def parse_value(name: str, value: Any) -> Any:
     if name == "hidden":
         return parse_hidden(value)
     kind = f.type if isinstance(f.type, str) else f.type.__name__
+    digits = str(value).strip().lstrip("+-") if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if kind in ("int", "float") and digits.isdigit() and len(digits) > MAX_DIGITS:
+        k = f.metadata["knob"]
+        raise ValueError(f"{label} ({name}) = a {len(digits)}-digit number is out of range: allowed {_allowed(k)}")
     try:
         if kind == "int":
             if isinstance(value, bool):
@@ -319,10 +326,19 @@ def parse_value(name: str, value: Any) -> Any:
                 raise ValueError
             return float(str(value).strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{label} ({name}) must be a {'whole number' if kind == 'int' else 'number'}, got {value!r}") from None
+        raise ValueError(f"{label} ({name}) must be a {'whole number' if kind == 'int' else 'number'}, "
+                         f"got {_short(value)}") from None
     if not isinstance(value, str):
         raise ValueError(f"{label} ({name}) must be text, got {value!r}")
     return value.strip()
+
+
+MAX_DIGITS = 18  # longer whole numbers are out of every range (and Python refuses past 4300 digits)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _allowed(k: Knob) -> str:

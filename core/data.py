@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from . import paths
-from .config import TOY_DATASETS, UPLOAD_PREFIX
+from .config import BUILTIN_DATASETS, TOY_DATASETS, UPLOAD_PREFIX
 
 FASHION_CLASSES = ["T-shirt/Top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                    "Bag", "Ankle Boot"]
@@ -163,8 +164,9 @@ def _load_idx_dataset(name: str, folder: str, title: str, classes: list[str]) ->
                    as_x(arrays["test_x"]), as_y(arrays["test_y"]))
 
 
-def _split_off_test(name: str, title: str, classes: list[str], x: torch.Tensor, y: torch.Tensor,
-                    test_fraction: float = 0.2, notice: str | None = None) -> Dataset:
+def split_off_test(name: str, title: str, classes: list[str], x: torch.Tensor, y: torch.Tensor,
+                   test_fraction: float = 0.2, notice: str | None = None) -> Dataset:
+    """A dataset whose fixed test set is ``test_fraction`` of the rows (same rows for every run)."""
     pool, test = split_indices(len(y), test_fraction, TEST_SPLIT_SEED)
     return Dataset(name, title, classes, x[pool], y[pool], x[test], y[test], notice)
 
@@ -176,7 +178,7 @@ def _load_digits() -> Dataset:
     # 8x8 images with values 0..16 -> uint8 0..255, like the other image sets.
     x = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    return _split_off_test("digits", "Digits 8x8 (scikit-learn)", DIGIT_CLASSES, x, y)
+    return split_off_test("digits", "Digits 8x8 (scikit-learn)", DIGIT_CLASSES, x, y)
 
 
 def toy_points(kind: str, n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -219,7 +221,7 @@ def toy_points(kind: str, n: int, noise: float, seed: int) -> tuple[np.ndarray, 
 
 def _load_toy(kind: str, noise: float) -> Dataset:
     x, y, names = toy_points(kind, 1200, noise, seed=TEST_SPLIT_SEED)
-    return _split_off_test(kind, f"{kind.capitalize()} (2-D toy set, noise {noise:g})", names,
+    return split_off_test(kind, f"{kind.capitalize()} (2-D toy set, noise {noise:g})", names,
                            torch.from_numpy(x), torch.from_numpy(y), test_fraction=0.25)
 
 
@@ -244,20 +246,29 @@ def dataset_from_npz(name: str, path: Path) -> Dataset:
 
 
 def save_npz(ds: Dataset, path: Path) -> None:
-    """Save a dataset as plain arrays (atomic write)."""
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, x=ds.x.numpy(), y=ds.y.numpy(), x_test=ds.x_test.numpy(), y_test=ds.y_test.numpy(),
-             classes=np.array(ds.classes, dtype=str), title=np.array(ds.title))
-    tmp.replace(path)
+    """Save a dataset as plain arrays, owner-only (atomic write; the temporary file never outlives a failure)."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz")
+    try:
+        with open(tmp, "xb") as fh:
+            os.chmod(tmp, 0o600)
+            np.savez(fh, x=ds.x.numpy(), y=ds.y.numpy(), x_test=ds.x_test.numpy(), y_test=ds.y_test.numpy(),
+                     classes=np.array(ds.classes, dtype=str), title=np.array(ds.title))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 LOADERS: dict[str, Callable[[], Dataset]] = {
     "digits": _load_digits,
     "mnist": lambda: _load_idx_dataset("mnist", "MNIST", "MNIST", DIGIT_CLASSES),
     "fashion-mnist": lambda: _load_idx_dataset("fashion-mnist", "FashionMNIST", "Fashion-MNIST", FASHION_CLASSES),
-    # built from Fashion-MNIST through the zip upload path; imported lazily (uploads imports this module)
-    "fashion3": lambda: __import__(__package__ + ".uploads", fromlist=["load_fashion3"]).load_fashion3(),
+    # "fashion3" is registered by core.uploads (built through the zip upload path, which imports this module)
 }
+
+
+def register_loader(name: str, loader: Callable[[], Dataset]) -> None:
+    """Make a built-in dataset loadable by name (e.g. core.uploads registers ``fashion3``)."""
+    LOADERS[name] = loader
 
 _cache: dict[tuple[str, float], Dataset] = {}
 _lock = threading.Lock()
@@ -275,6 +286,9 @@ def load_dataset(name: str, noise: float = 0.1) -> Dataset:
         ds = _load_upload(name)
     elif name in LOADERS:
         ds = LOADERS[name]()
+    elif name in BUILTIN_DATASETS:
+        raise DatasetUnavailable(f"The built-in dataset {name!r} is provided by core.uploads, which this process "
+                                 f"has not imported.")
     else:
         raise DatasetUnavailable(f"Unknown dataset {name!r}")
     with _lock:
@@ -299,7 +313,7 @@ def register_arrays(name: str, x: np.ndarray, y: np.ndarray, classes: list[str],
         x_t = x_t.float()
     y_t = torch.from_numpy(np.asarray(y, dtype=np.int64))
     if x_test is None:
-        ds = _split_off_test(name, title or name, list(classes), x_t, y_t, test_fraction)
+        ds = split_off_test(name, title or name, list(classes), x_t, y_t, test_fraction)
     else:
         xt = torch.from_numpy(np.ascontiguousarray(x_test))
         xt = xt.unsqueeze(1) if xt.dtype == torch.uint8 and xt.dim() == 3 else xt

@@ -5,6 +5,10 @@ running is one job (30 students pressing Train watch one run); a config already 
 store is served from it without training. Pages poll ``snapshot(key, since=n)``, which
 returns only the events they have not seen. Worker threads never touch any UI.
 
+New jobs meet the server caps of :mod:`core.budget` (cost, memory, queue length in all and per
+session); a refusal raises :class:`Refused` naming the cap. Finished jobs stay in memory up to a
+byte budget of their histories.
+
 Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
 :func:`core.runners.register_runner`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
 
@@ -22,8 +26,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
+from . import budget
+from .budget import Refused
 from .events import RUN_ENDINGS, TERMINAL_STATUSES, Event, RunFailed, status_of
 from .runners import register_runner, runner_for  # noqa: F401  (register_runner: the public way to add a kind)
 from .scheduler import FairQueue
@@ -34,7 +41,8 @@ from .workers import ProcessSlot, default_threads
 TERMINAL = TERMINAL_STATUSES  # the names pages import; the statuses live in core.events
 STORED_STATUSES = RUN_ENDINGS
 SERVED_FROM_STORE = ("finished", "diverged")  # deterministic outcomes; a cancelled run trains again
-KEEP_DONE_JOBS = 256
+ACTIVE = ("queued", "running")
+EVENT_OVERHEAD_BYTES = 200  # an event object and its small fields
 
 
 def _processes_by_default() -> bool:
@@ -59,6 +67,7 @@ class Job:
     session: str | None = None  # the browser session that started it (None: CLI, notebook, test)
     watchers: set = field(default_factory=set)  # sessions that asked for it and have not cancelled
     outcome: str = "failed"  # terminal status announced by the runner; becomes ``status`` once stored
+    nbytes: int = 0  # approximate memory of ``events``
 
 
 @dataclass
@@ -80,6 +89,22 @@ class Snapshot:
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+
+def event_bytes(event: Event) -> int:
+    """Approximate memory of one event: its arrays and lists, plus a fixed overhead."""
+    total = EVENT_OVERHEAD_BYTES
+    stack = list(vars(event).values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, (list, tuple)):
+            total += 8 * len(value)
+            stack.extend(v for v in value if isinstance(v, (list, tuple, np.ndarray)))
+        elif isinstance(value, dict):
+            total += 64 * len(value)
+    return total
 
 
 class JobManager:
@@ -106,16 +131,16 @@ class JobManager:
         """Queue ``config`` (or join its live job, or serve it from the store); returns its key.
 
         ``force`` trains again even if a stored result exists (a live job is still shared).
-        ``session`` (a browser session id) becomes one of the job's watchers; queued jobs are
-        handed to workers round-robin between sessions.
+        ``session`` (a browser session id) becomes one of the job's watchers, counts against the
+        per-session queue cap, and queued jobs are handed to workers round-robin between sessions.
+        Raises :class:`Refused` when a new job would pass a server cap.
         """
         kind = runner_for(config).kind
         key = config.key()
         with self._lock:
             job = self._jobs.get(key)
-            if job is not None and (job.status in ("queued", "running") or
-                                    (not force and job.status in SERVED_FROM_STORE)):
-                if session is not None and job.status in ("queued", "running"):
+            if job is not None and (job.status in ACTIVE or (not force and job.status in SERVED_FROM_STORE)):
+                if session is not None and job.status in ACTIVE:
                     job.watchers.add(session)
                 return key
             if not force:
@@ -123,13 +148,38 @@ class JobManager:
                 if cached is not None:
                     self._remember(cached)
                     return key
+        try:
             device = resolve_device(config.device).type
+        except RuntimeError as exc:  # e.g. device=cuda on a server without a GPU
+            raise Refused(str(exc)) from None
+        budget.check(config)  # outside the lock: may load the dataset once
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and job.status in ACTIVE:  # someone queued it meanwhile
+                if session is not None:
+                    job.watchers.add(session)
+                return key
+            self._check_queue(session)
             job = Job(key=key, config=config, kind=kind, device=device, session=session,
                       watchers={session} if session is not None else set())
             self._remember(job)
             self._queue(device).put(job, session)
             self._ensure_workers(device)
         return key
+
+    def _check_queue(self, session: str | None) -> None:
+        active = [j for j in self._jobs.values() if j.status in ACTIVE]
+        limit = int(budget.cap("GRADIENT_LAB_MAX_QUEUED"))
+        if len(active) >= limit:
+            raise Refused(f"The server has {len(active)} jobs waiting or running, its cap "
+                          f"(GRADIENT_LAB_MAX_QUEUED = {limit}); try again when some have finished.")
+        if session is not None:
+            mine = sum(session in j.watchers for j in active)
+            per_session = int(budget.cap("GRADIENT_LAB_MAX_QUEUED_PER_SESSION"))
+            if mine >= per_session:
+                raise Refused(f"You already have {mine} jobs waiting or running, the cap per session "
+                              f"(GRADIENT_LAB_MAX_QUEUED_PER_SESSION = {per_session}); wait for one to finish "
+                              f"or cancel one.")
 
     def snapshot(self, key: str, since: int = 0) -> Snapshot | None:
         with self._lock:
@@ -213,13 +263,27 @@ class JobManager:
 
     # --- internals -------------------------------------------------------------------------
     def _remember(self, job: Job) -> None:
+        if not job.nbytes and job.events:
+            job.nbytes = sum(event_bytes(e) for e in job.events)
         self._jobs[job.key] = job
         self._jobs.move_to_end(job.key)
-        while len(self._jobs) > KEEP_DONE_JOBS:
-            oldest = next((k for k, j in self._jobs.items() if j.status in TERMINAL), None)
-            if oldest is None:
+        self._trim()
+
+    def _trim(self) -> None:
+        """Forget the least recently used finished jobs until their histories fit the byte budget."""
+        limit = budget.cap("GRADIENT_LAB_MAX_DONE_JOBS_MB") * 2**20
+        done = [j for j in self._jobs.values() if j.status not in ACTIVE]
+        total = sum(j.nbytes for j in done)
+        for job in done[:-1]:  # the newest finished job stays whatever its size
+            if total <= limit:
                 break
-            del self._jobs[oldest]
+            del self._jobs[job.key]
+            total -= job.nbytes
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes of the histories held in memory."""
+        with self._lock:
+            return sum(j.nbytes for j in self._jobs.values())
 
     def _from_store(self, key: str, config: Any, kind: str) -> Job | None:
         meta = self.store.meta(key)
@@ -277,6 +341,7 @@ class JobManager:
         def emit(event: Event) -> None:
             with self._lock:
                 job.events.append(event)
+                job.nbytes += event_bytes(event)
                 status = status_of(event)
                 if status is not None:
                     job.error = getattr(event, "message", "") or getattr(event, "reason", "")
@@ -294,10 +359,11 @@ class JobManager:
             try:
                 meta = self.store.put(job.key, job.config.to_dict(), job.events, kind)
                 job.saved_at = meta["saved_at"]
-            except Exception as exc:  # disk full etc.: keep the result in memory, say so
-                job.error = f"{job.error} (not saved to the run store: {exc})".strip()
+            except Exception as exc:  # disk full etc.: the store keeps it in memory; say so
+                job.error = f"{job.error} (not saved: {exc})".strip()
         with self._lock:
             job.status, job.finished_at = status, time.time()
+            self._trim()
 
 
 _manager: JobManager | None = None

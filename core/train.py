@@ -22,6 +22,7 @@ import torch
 
 from . import data as datasets
 from . import optimizers as rules
+from . import uploads  # noqa: F401  (registers the fashion3 loader with core.data: every trainer can load it)
 from .config import RunConfig
 from .events import Evaluation, Event, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
 from .lanes import Lanes, ModuleLanes, data_loss, evaluate, make_optimizer, penalty  # noqa: F401 (re-exported)
@@ -421,7 +422,7 @@ class _Run:
 
     def finish(self, status: str, reason: str) -> None:
         ended = [self.end(i, status, reason) for i in self.alive]
-        if status == "finished" and self.alive:
+        if status == "finished" and self.alive and len(self.dev_ds.y_test):  # an upload may have no test set
             self.test_metrics(ended)
             for finished in ended:
                 finished.elapsed = self.elapsed()

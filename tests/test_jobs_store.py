@@ -15,7 +15,7 @@ from core.config import RunConfig
 from core.events import LayerStats, RunFinished, StepLosses
 from core.jobs import JobManager, get_manager
 from core.presets import PRESETS
-from core.store import RunStore
+from core.store import RunStore, _part_names
 
 FAST = RunConfig(dataset="digits", hidden=(16,), epochs=4, lr=0.01)
 
@@ -122,7 +122,7 @@ def test_damaged_entries_are_reported_and_skipped(tmp_path):
     store.put("run-good", {}, [StepLosses(1, [1.0])])
     store.put("run-bad", {}, [StepLosses(1, [1.0])])
     store.put("run-badmeta", {}, [StepLosses(1, [1.0])])
-    store._cache.set("arrays:run-bad", b"not an npz")
+    store._cache.set(_part_names("run-bad", store.meta("run-bad")["version"])[1], b"not an npz")
     store._cache.set("meta:run-badmeta", "{broken json")
     assert store.get("run-bad") is None and store.get("run-badmeta") is None
     assert store.get("run-good") is not None
@@ -137,7 +137,7 @@ def test_store_never_unpickles(tmp_path):
 
     store = RunStore(tmp_path / "runs")
     store.put("run-evil", {}, [StepLosses(1, [1.0])])
-    store._cache.set("arrays:run-evil", pickle.dumps(object()))
+    store._cache.set(_part_names("run-evil", store.meta("run-evil")["version"])[1], pickle.dumps(object()))
     assert store.get("run-evil") is None
 
 

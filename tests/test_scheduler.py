@@ -44,8 +44,9 @@ def test_get_blocks_until_an_item_arrives():
 
 
 @pytest.fixture
-def paused_manager(isolated_cache):
-    """A manager with no workers, so submitted jobs stay queued."""
+def paused_manager(isolated_cache, monkeypatch):
+    """A manager with no workers, so submitted jobs stay queued (a greedy session may queue 5 here)."""
+    monkeypatch.setenv("GRADIENT_LAB_MAX_QUEUED_PER_SESSION", "10")
     return JobManager(RunStore(isolated_cache / "runs"), workers={"cpu": 0}, processes=False)
 
 
@@ -80,3 +81,12 @@ def test_cancel_for_everyone_is_the_starters(paused_manager):
     assert paused_manager.cancel(key, session="teacher", everyone=True) is True
     assert paused_manager.snapshot(key).status == "queued"  # it ends as cancelled when a worker reaches it
     assert paused_manager._jobs[key].cancel_flag.is_set()
+
+
+def test_cancelling_frees_the_sessions_queue_slot(paused_manager, monkeypatch):
+    monkeypatch.setenv("GRADIENT_LAB_MAX_QUEUED_PER_SESSION", "2")
+    first, _ = (paused_manager.submit(c, session="s") for c in _configs(2, start=400))
+    with pytest.raises(Exception, match="GRADIENT_LAB_MAX_QUEUED_PER_SESSION"):
+        paused_manager.submit(_configs(1, start=402)[0], session="s")
+    paused_manager.cancel(first, session="s")  # no longer watched by "s"
+    paused_manager.submit(_configs(1, start=402)[0], session="s")

@@ -191,7 +191,7 @@ def test_password_protected_member_is_rejected(sandbox):
 
 # --- zip: bombs and caps ------------------------------------------------------------------------
 def test_member_over_the_per_file_cap_is_rejected_from_the_directory(sandbox, monkeypatch):
-    blob = make_zip(class_entries() + [("cat/huge.bmp", bytes(uploads.MAX_FILE_BYTES + 1))])
+    blob = make_zip(class_entries() + [("cat/huge.bmp", bytes(uploads.limits.MAX_FILE_BYTES + 1))])
     read = []
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: read.append(a) or pytest.fail("read a member"))
     rejects(sandbox, lambda: prepare_zip(blob), "cat/huge.bmp", "limit per file")
@@ -204,39 +204,39 @@ def test_highly_compressed_member_is_rejected_as_a_zip_bomb(sandbox):
 
 
 def test_total_uncompressed_size_cap(sandbox, monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_TOTAL_UNCOMPRESSED", 50_000)
+    monkeypatch.setattr(uploads.limits, "MAX_TOTAL_UNCOMPRESSED", 50_000)
     noise = [(f"cat/n{i}.bin", np.random.default_rng(i).bytes(20_000)) for i in range(3)]
     blob = make_zip(class_entries() + noise)
     rejects(sandbox, lambda: prepare_zip(blob), "unpacks to", "limit")
 
 
 def test_too_many_files(sandbox, monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_FILES", 5)
+    monkeypatch.setattr(uploads.limits, "MAX_FILES", 5)
     blob = make_zip(class_entries())
     rejects(sandbox, lambda: prepare_zip(blob), "12 files", "limit is 5")
-    monkeypatch.setattr(uploads, "MAX_FILES", 100)
-    monkeypatch.setattr(uploads, "MAX_CENTRAL_DIRECTORY_BYTES", 100)
+    monkeypatch.setattr(uploads.limits, "MAX_FILES", 100)
+    monkeypatch.setattr(uploads.limits, "MAX_CENTRAL_DIRECTORY_BYTES", 100)
     monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: pytest.fail("parsed the directory"))
     rejects(sandbox, lambda: prepare_zip(blob), "file list", "limit")
 
 
 def test_upload_over_the_byte_cap(sandbox, monkeypatch):
     blob = make_zip(class_entries())
-    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", len(blob) - 1)
+    monkeypatch.setattr(uploads.limits, "MAX_UPLOAD_BYTES", len(blob) - 1)
     rejects(sandbox, lambda: prepare_zip(blob), "limit")
     rejects(sandbox, lambda: prepare_csv(b"label,p\n" * (len(blob) // 8 + 1)), "limit")
 
 
 def test_member_expanding_past_its_declared_size_is_cut_off_while_reading(sandbox, monkeypatch):
     """Sizes in the directory are not trusted: each read is bounded by the caps themselves."""
-    real_plan = uploads._plan_zip
+    real_plan = uploads.zipfolder._plan_zip
 
     def plan_then_shrink_cap(*args):
         plan = real_plan(*args)  # passes with the real caps...
-        monkeypatch.setattr(uploads, "MAX_FILE_BYTES", 1000)  # ...then the member 'turns out' bigger
+        monkeypatch.setattr(uploads.limits, "MAX_FILE_BYTES", 1000)  # ...then the member 'turns out' bigger
         return plan
 
-    monkeypatch.setattr(uploads, "_plan_zip", plan_then_shrink_cap)
+    monkeypatch.setattr(uploads.zipfolder, "_plan_zip", plan_then_shrink_cap)
     blob = make_zip(class_entries() + [("cat/big.png", image_bytes(size=(200, 200)))])
     rejects(sandbox, lambda: prepare_zip(blob), "zip bomb", "more than")
 
@@ -338,7 +338,7 @@ def test_rgb_option_keeps_three_channels(sandbox):
 
 
 def test_pixel_cap_skips_big_images(sandbox, monkeypatch):
-    monkeypatch.setattr(uploads, "MAX_IMAGE_PIXELS", 30 * 30)
+    monkeypatch.setattr(uploads.limits, "MAX_IMAGE_PIXELS", 30 * 30)
     entries = class_entries() + [("cat/big.png", image_bytes(size=(31, 31)))]
     result = prepare_zip(make_zip(entries))
     assert result.skipped == {uploads.SKIP_TOO_LARGE: 1}
@@ -351,7 +351,7 @@ def test_class_names_are_plain_short_text_and_top_folder_is_dropped(sandbox):
     classes = result.dataset.classes
     assert len(classes) == 3 and len(set(classes)) == 3
     for name in classes:
-        assert len(name) <= uploads.MAX_CLASS_NAME_CHARS
+        assert len(name) <= uploads.limits.MAX_CLASS_NAME_CHARS
         assert all(ch.isprintable() for ch in name), repr(name)
     assert "cat[31m" in classes and "evil" in classes and "x" * 64 in classes
     assert any("my data" in note for note in result.notes)
@@ -366,7 +366,7 @@ def test_same_bytes_reuse_the_prepared_copy_and_reload_after_restart(sandbox, mo
     assert (sandbox.cache / "uploads" / f"{digest}.npz").is_file()
     RunConfig(dataset=first.name)  # the config schema accepts the name
 
-    monkeypatch.setattr(uploads, "_decode_members", lambda *a: pytest.fail("decoded again"))
+    monkeypatch.setattr(uploads.zipfolder, "_decode_members", lambda *a: pytest.fail("decoded again"))
     again = prepare_zip(blob)
     assert again.from_cache and again.name == first.name
     assert torch.equal(again.dataset.x, first.dataset.x)
@@ -518,7 +518,7 @@ def test_fashion_subset_csv_round_trip_trains(sandbox, fashion):
     chosen = torch.cat([(source.y == k).nonzero().flatten()[:200] for k in (0, 1, 7)])
     pixels = source.x[chosen].flatten(1).numpy()
     rows = [[int(source.y[i])] + row.tolist() for i, row in zip(chosen.tolist(), pixels)]
-    result = prepare_csv(csv_bytes(rows, pixel_header(784)))
+    result = prepare_csv(csv_bytes(rows, pixel_header(784)), test_fraction=0.2)  # a test set to score
     assert result.dataset.x.shape[1:] == (1, 28, 28) and result.dataset.classes == ["0", "1", "7"]
     _train_three_classes(result.name)
     sandbox.assert_untouched(cache_may_hold_npz=True)

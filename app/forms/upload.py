@@ -59,14 +59,15 @@ def upload_kind(filename: str, payload: bytes) -> str:
 
 
 def handle_upload(filename: str, payload: bytes, *, image_size: int = 28, color: str = "L",
-                  label_column: str | int | None = None) -> UploadOutcome:
+                  label_column: str | int | None = None,
+                  test_fraction: float = uploads.limits.CSV_TEST_FRACTION) -> UploadOutcome:
     """Prepare an uploaded zip or CSV; never raises for a bad upload (the error is in the outcome)."""
     shown = uploads.clean_class_name(PurePath(filename or "upload").name)
     try:
         if upload_kind(filename, payload) == "zip":
             result = uploads.prepare_zip(payload, image_size=image_size, color=color)
         else:
-            result = uploads.prepare_csv(payload, label_column=label_column)
+            result = uploads.prepare_csv(payload, label_column=label_column, test_fraction=test_fraction)
     except uploads.UploadError as exc:
         return UploadOutcome(shown, error=str(exc))
     except Exception as exc:  # a bug or an unexpected file must not take the page down
@@ -103,7 +104,13 @@ def _options(kind: str, key: str) -> dict:
     column = st.text_input("Label column (empty: the column called label, class or target)", key=f"{key}_label",
                            help="The column's name, or its position counted from 0.")
     column = column.strip()
-    return {"label_column": int(column) if column.isdigit() else (column or None)}
+    test = st.number_input("Test fraction (0: no test set; the run's validation fraction splits the rest)",
+                           min_value=0.0, max_value=uploads.limits.MAX_TEST_FRACTION, value=0.0, step=0.05,
+                           key=f"{key}_test", help="Rows held out as a fixed test set, from "
+                           f"{uploads.limits.MIN_TEST_FRACTION} to {uploads.limits.MAX_TEST_FRACTION}. A Kaggle CSV "
+                           "has its own test file, so by default all rows train and validate, as in the course.")
+    return {"label_column": int(column) if column.isdigit() else (column or None),
+            "test_fraction": 0.0 if test < uploads.limits.MIN_TEST_FRACTION else round(float(test), 4)}
 
 
 def session_dataset_names() -> list[str]:
