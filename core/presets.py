@@ -1,13 +1,33 @@
-"""Every experiment of LESSONS.md A-E as named configs.
+"""Every experiment of LESSONS.md A-E as named configs, and how each runs on the offline fallback.
 
 A preset is a titled family of one or more :class:`RunConfig` (e.g. "the eight networks of
 E" is one preset of eight). Experiments are overrides of a lesson's base config, never copies.
+A lesson whose dataset is missing on a server trains on Digits instead; its :class:`Fallback`
+holds the settings for which its phenomenon still shows there (found by experiment), and
+:meth:`Preset.for_server` applies them. Descriptions say what an experiment tests, never what it
+will show: outcomes are written from the runs (core/lessons.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
+from . import data
 from .config import RunConfig
+
+FALLBACK_DATASET = "digits"
+
+Overrides = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """How a lesson trains on Digits: overrides for every run (besides the dataset), per-label
+    overrides on top, and why they differ from the lesson's own settings."""
+
+    why: str
+    overrides: Overrides = ()
+    runs: tuple[tuple[str, Overrides], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -17,16 +37,37 @@ class Preset:
     title: str
     description: str
     runs: tuple[tuple[str, RunConfig], ...]  # (label, config)
+    fallback: Fallback | None = None
 
     @property
     def config(self) -> RunConfig:
         """The first (or only) config of the family."""
         return self.runs[0][1]
 
+    @property
+    def datasets(self) -> set[str]:
+        return {cfg.dataset for _, cfg in self.runs}
+
+    def on_fallback(self) -> "Preset":
+        """This lesson on Digits with its fallback settings (its description says what changed)."""
+        fb = self.fallback or Fallback("The same settings on the 8x8 digits.")
+        per_label = dict(fb.runs)
+        runs = tuple((label, cfg.replace(**{"dataset": FALLBACK_DATASET, **dict(fb.overrides),
+                                            **dict(per_label.get(label, ()))}))
+                     for label, cfg in self.runs)
+        return Preset(self.name, self.lesson, self.title, f"{self.description} On Digits: {fb.why}", runs, self.fallback)
+
+    def for_server(self, available: Callable[[str], bool] = data.available) -> tuple["Preset", str | None]:
+        """The preset as it trains here: itself, or its Digits version when one of its datasets is
+        missing (then also the missing dataset's name, for the fallback notice)."""
+        missing = sorted(d for d in self.datasets if d != FALLBACK_DATASET and not available(d))
+        return (self.on_fallback(), missing[0]) if missing else (self, None)
+
 
 def _family(name: str, lesson: str, title: str, description: str, base: RunConfig,
-            variants: list[tuple[str, dict]]) -> Preset:
-    return Preset(name, lesson, title, description, tuple((label, base.replace(**kw)) for label, kw in variants))
+            variants: list[tuple[str, dict]], fallback: Fallback | None = None) -> Preset:
+    return Preset(name, lesson, title, description, tuple((label, base.replace(**kw)) for label, kw in variants),
+                  fallback)
 
 
 # A. Activations and vanishing gradients (seeds 000/001, Question 1)
@@ -52,23 +93,38 @@ D_SEARCH_SPACE = {
     "batch_size": [16, 32, 64], "init": ["default", "xavier"], "activation": ["sigmoid", "tanh", "relu"],
 }
 
+A_FIXES_DEPTH = 4  # the deep sigmoid network of the fixes (also the Vanishing page's default)
+# On Digits an epoch is ~36 steps instead of ~1700: 20 epochs let the shallow and the fixed networks learn there.
+A_FALLBACK = Fallback("20 epochs instead of 5 (an epoch of Digits is about 36 steps, of MNIST about 1700), "
+                      "metrics every 20 steps.", (("epochs", 20), ("log_every", 20)))
+A_FIXES = [("sigmoid", {}), ("relu", {"activation": "relu"}), ("relu + he", {"activation": "relu", "init": "he"}),
+           ("sigmoid + xavier", {"init": "xavier"}), ("sigmoid + batchnorm", {"norm": "batchnorm"}),
+           ("sigmoid + layernorm", {"norm": "layernorm"}), ("sigmoid, lr 0.05", {"lr": 0.05})]
+A_SEEDS = (0, 1, 2)
+STUCK_MEANS = ("Stuck means: the loss stays at ln(classes) and the accuracy at the share of the one class the "
+               "network predicts for every input.")
+
 PRESET_LIST: list[Preset] = [
     _family("A-sigmoid-depth", "A", "Sigmoid with 1-4 hidden layers",
-            "MNIST, width 10, SGD lr 0.2, batch 32, 5 epochs. Deeper sigmoid networks stop learning: loss stays "
-            "at ln 10 = 2.3026 and accuracy at the majority-class share (~0.10, not the 0.0099 the report printed).",
-            A_BASE, [(f"sigmoid x{d}", {"hidden": (10,) * d}) for d in (1, 2, 3, 4)]),
+            "MNIST, width 10, SGD lr 0.2, batch 32, 5 epochs. The experiment: from which depth on does a sigmoid "
+            f"network stop learning? {STUCK_MEANS} (The report printed accuracy 0.0099 for such networks.)",
+            A_BASE, [(f"sigmoid x{d}", {"hidden": (10,) * d}) for d in (1, 2, 3, 4)], A_FALLBACK),
     _family("A-tanh-deep", "A", "tanh, many layers",
-            "tanh with 14 hidden layers of width 10 (the report saw it stuck).", A_BASE,
-            [("tanh x14", {"activation": "tanh", "hidden": (10,) * 14})]),
+            "tanh with 14 hidden layers of width 10 (the report saw it stuck). The experiment: does it learn?",
+            A_BASE, [("tanh x14", {"activation": "tanh", "hidden": (10,) * 14})], A_FALLBACK),
     _family("A-relu-deep", "A", "ReLU, 8 layers",
-            "ReLU with 8 hidden layers of width 10 at lr 0.2 (the report saw it stuck).", A_BASE,
-            [("relu x8", {"activation": "relu", "hidden": (10,) * 8})]),
+            "ReLU with 8 hidden layers of width 10 at lr 0.2 (the report saw it stuck). The experiment: does it "
+            "learn?", A_BASE, [("relu x8", {"activation": "relu", "hidden": (10,) * 8})], A_FALLBACK),
     _family("A-fixes", "A", "Fixes for the deep sigmoid network",
-            "The 4-layer sigmoid network, and what makes it learn: ReLU, ReLU + He init, Xavier init, "
-            "BatchNorm, LayerNorm, a smaller learning rate.", A_BASE.replace(hidden=(10,) * 4),
-            [("sigmoid", {}), ("relu", {"activation": "relu"}), ("relu + he", {"activation": "relu", "init": "he"}),
-             ("sigmoid + xavier", {"init": "xavier"}), ("sigmoid + batchnorm", {"norm": "batchnorm"}),
-             ("sigmoid + layernorm", {"norm": "layernorm"}), ("sigmoid, lr 0.05", {"lr": 0.05})]),
+            f"The {A_FIXES_DEPTH}-layer sigmoid network and the changes said to make it learn: ReLU, ReLU + He init, "
+            "Xavier init, BatchNorm, LayerNorm, a quarter of the learning rate, all with the same seed. The "
+            f"experiment: which of them learn within the epochs given, and which stay stuck? {STUCK_MEANS}",
+            A_BASE.replace(hidden=(10,) * A_FIXES_DEPTH), A_FIXES, A_FALLBACK),
+    _family("A-sigmoid-seeds", "A", "The deep sigmoid network, three seeds",
+            f"The {A_FIXES_DEPTH}-layer sigmoid network trained with seeds {', '.join(map(str, A_SEEDS))} (different "
+            "initial weights and batch order), in one job. The experiment: does the seed decide whether it gets "
+            f"stuck? {STUCK_MEANS}", A_BASE.replace(hidden=(10,) * A_FIXES_DEPTH),
+            [(f"sigmoid x{A_FIXES_DEPTH}, seed {s}", {"seed": s}) for s in A_SEEDS], A_FALLBACK),
     _family("B-regularization", "B", "None / L1 / L2 / dropout on an image folder",
             "3 hidden x 13, batch 32, 25 epochs, SGD, on a 3-class Fashion-MNIST image folder. L1 = loss + "
             "lambda*sum|w|, L2 = loss + lambda*sum w^2; dropout is the project's hand-written class.", B_BASE,
