@@ -33,6 +33,7 @@ GROUPS = ("Data", "Architecture", "Regularization", "Optimization")
 
 MAX_HIDDEN_LAYERS = 20
 MAX_WIDTH = 4096
+MAX_TRAIN_LIMIT = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class RunConfig:
                                lo_open=True, help="Share of the training data held out for validation.")
     seed: int = knob(0, group="Data", label="Seed", lo=0, hi=2**31 - 1,
                      help="Seeds the split, the initial weights, the batch order and dropout.")
+    train_limit: int = knob(0, group="Data", label="Training examples", lo=0, hi=MAX_TRAIN_LIMIT,
+                            help="Train on only this many examples of the training split (a seeded subset; "
+                                 "0 = all). Small training sets overfit: the place to see regularization work.")
     # Architecture
     arch: str = knob("mlp", group="Architecture", label="Architecture", choices=ARCHS,
                      help="mlp: fully connected; cnn: two 3x3 conv layers (32 filters) before the hidden layers.")

@@ -31,7 +31,7 @@ from .config import (ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, SCHEMA_VERSIO
 from .events import CellEvent, Event, GridStarted, RunFailed, RunFinished
 from .jobs import SERVED_FROM_STORE, register_runner
 from .store import RunStore
-from .train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes
+from .train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes, train_split
 
 MAX_CELLS = 60
 MAX_GRID_WIDTH = 256  # every cell of a batched grid is in memory at once: keep them small
@@ -217,11 +217,11 @@ def plan_grid(cells: Sequence[tuple[str, RunConfig]]) -> GridPlan:
             alone.append(i)
             notes.append(f"{label} trains on its own: {reason}")
             continue
-        split = (cfg.dataset, cfg.data_noise, cfg.val_fraction, cfg.seed)
+        split = (cfg.dataset, cfg.data_noise, cfg.val_fraction, cfg.seed, cfg.train_limit)
         if split not in n_train:
             try:
                 ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
-                n_train[split] = len(datasets.split_indices(len(ds.y), cfg.val_fraction, cfg.seed)[0])
+                n_train[split] = len(train_split(cfg, len(ds.y))[0])
             except Exception:  # reported by the training loop, per cell
                 n_train[split] = None
         n = n_train[split]

@@ -126,7 +126,18 @@ class Diverged(Exception):
 
 
 # What lanes trained in lockstep must share: they see the same split, batches and log points.
-LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "batch_size", "epochs", "log_every", "device")
+LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "train_limit", "batch_size", "epochs",
+                   "log_every", "device")
+
+
+def train_split(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices of a dataset of ``n`` examples: the seeded split, with the training
+    part cut to ``cfg.train_limit`` examples (a seeded subset; a smaller limit keeps a subset of a larger one)."""
+    train_idx, val_idx = datasets.split_indices(n, cfg.val_fraction, cfg.seed)
+    if 0 < cfg.train_limit < len(train_idx):
+        keep = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed + 3))
+        train_idx = train_idx[keep[:cfg.train_limit].sort().values]
+    return train_idx, val_idx
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:
@@ -295,7 +306,7 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
     move_batches = data_device != device
     dev_ds = ds.on(data_device)
     features = dev_ds.features()  # float copy, made once per dataset and device
-    train_idx, val_idx = datasets.split_indices(len(ds.y), cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = train_split(cfg, len(ds.y))
     train_idx, val_idx = train_idx.to(data_device), val_idx.to(data_device)
     x_val, y_val = features[val_idx].to(device), dev_ds.y[val_idx].to(device)
     n_train = len(train_idx)

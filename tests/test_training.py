@@ -177,3 +177,20 @@ def test_same_seed_same_metrics_even_with_concurrent_runs():
         t.join()
     assert _metrics(results["a"]) == _metrics(alone)
     assert _metrics(results["b"]) != _metrics(alone)
+
+
+def test_train_limit_keeps_a_nested_seeded_subset_and_the_same_validation_split():
+    from core.train import train_split
+
+    cfg = RunConfig(dataset="digits", seed=3)
+    n = len(datasets.load_dataset("digits").y)
+    full_train, full_val = train_split(cfg, n)
+    small_train, small_val = train_split(cfg.replace(train_limit=100), n)
+    larger_train, _ = train_split(cfg.replace(train_limit=300), n)
+    assert len(small_train) == 100 and torch.equal(small_val, full_val)
+    assert set(small_train.tolist()) <= set(larger_train.tolist()) <= set(full_train.tolist())
+    assert len(train_split(cfg.replace(train_limit=10 ** 6), n)[0]) == len(full_train)
+    end, events = _run(cfg.replace(train_limit=100, batch_size=32, epochs=1, hidden=(16,)))
+    started = _of(events, "started")[0]
+    assert started.dataset["n_train"] == 100 and started.steps_per_epoch == 4
+    assert end.status == "finished"
