@@ -5,17 +5,18 @@ import functools
 
 import streamlit as st
 
-from core import data as datasets
+import torch
+
 from core.jobs import get_manager
 
-DOWNLOADABLE = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+from ..text import dataset_available, dataset_title
+
+DOWNLOADABLE = ("mnist", "fashion-mnist")
 
 
 @functools.lru_cache(maxsize=1)
 def device_label() -> str:
     """The GPU's name when there is one, else CPU (with its thread count)."""
-    import torch
-
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name(0)}"
     threads = torch.get_num_threads()
@@ -24,7 +25,7 @@ def device_label() -> str:
 
 def missing_datasets() -> list[str]:
     """Titles of the built-in datasets whose files are not on this server."""
-    return [title for name, title in DOWNLOADABLE.items() if not datasets.available(name)]
+    return [dataset_title(name) for name in DOWNLOADABLE if not dataset_available(name)]
 
 
 def sidebar_status() -> None:
