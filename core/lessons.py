@@ -8,9 +8,14 @@ be shown next to the correct metric.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
+
+from .config import RunConfig
+from .grid import GridConfig
+from .presets import A_SEEDS
+from .verdicts import is_stuck, predicted_class_share
 
 
 def join_words(items: Sequence[str]) -> str:
@@ -26,6 +31,24 @@ def _epochs(epochs: int) -> str:
 
 
 # --- LESSONS A -------------------------------------------------------------------------------------
+def stuck_verdicts(cells: Sequence[tuple[str, Any]]) -> dict[str, bool | None]:
+    """label -> stuck (core.verdicts, on the test metrics) for (label, finished event or None) pairs;
+    None while a cell has no test metrics yet."""
+    out: dict[str, bool | None] = {}
+    for label, end in cells:
+        if end is None or getattr(end, "test_acc", None) is None or not getattr(end, "confusion", None):
+            out[label] = None
+            continue
+        _, share = predicted_class_share(end.confusion)
+        out[label] = is_stuck(end.test_acc, end.test_loss, len(end.confusion), share)
+    return out
+
+
+def seeds_grid(base: RunConfig, seeds: Sequence[int] = A_SEEDS) -> GridConfig:
+    """The same network with each seed, as one grid job (the A-sigmoid-seeds family on this base)."""
+    return GridConfig(base=base, variants=tuple((f"seed {s}", {"seed": s}) for s in seeds))
+
+
 def fixes_sentence(stuck: Mapping[str, bool | None], baseline: str, epochs: int) -> str:
     """Which fixes of the deep sigmoid network learned and which stayed stuck.
 

@@ -18,6 +18,7 @@ from app.figures import grid as gf
 from app.records import grid as gr
 from core.config import RunConfig
 from core.grid import GridConfig, run_grid
+from core.presets import A_FALLBACK, get_preset
 
 PAGE = "../pages/vanishing.py"
 
@@ -76,8 +77,11 @@ def test_preset_falls_back_to_digits_with_a_notice(isolated_cache, no_mnist):
     at = open_page()
     at.button(key="vg_preset").click().run()
     assert at.selectbox(key="vg_dataset").value == "digits"
-    assert at.number_input(key="vg_epochs").value == 5
+    # the lesson's Digits settings (an epoch of Digits is ~36 steps): the phenomenon still shows there
+    assert at.number_input(key="vg_epochs").value == dict(A_FALLBACK.overrides)["epochs"]
+    assert at.slider(key="vg_fix_depth").value == get_preset("A-fixes").config.depth
     assert "MNIST is not available" in texts(at.warning)
+    assert f"{dict(A_FALLBACK.overrides)['epochs']} epochs instead of" in texts(at.caption)
 
 
 def test_too_many_networks_is_explained(isolated_cache):
