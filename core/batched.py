@@ -31,15 +31,14 @@ import math
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ACTIVATIONS, RunConfig
+from .lanes import EVAL_CHUNK, Scores, data_loss, make_optimizer
 from .models import build_model, count_parameters, make_activation, weight_layers
-from .probes import HEATMAP_MAX, SIGMOID_SATURATED, TANH_SATURATED, weight_distribution
-from .train import EVAL_CHUNK, data_loss, make_optimizer
+from .probes import grad_norms, unit_saturation, weight_changes, weight_distribution, weight_penalty
 
 aten = torch.ops.aten
 EVAL_FLOATS = 1 << 23  # hidden activations held at once while evaluating (chunks shrink as cells grow)
@@ -347,15 +346,7 @@ class _Stack:
 
     def penalty(self) -> torch.Tensor | None:
         """Per cell lambda1 * sum|w| + lambda2 * sum w^2 over its weight matrices (zeros add nothing)."""
-        cfg = self.cfg
-        if cfg.l1 == 0 and cfg.l2 == 0:
-            return None
-        total = torch.zeros(self.n, device=self.wo.device)
-        if cfg.l1:
-            total = total + cfg.l1 * sum(w.abs().sum(dim=(1, 2)) for w in self.weights)
-        if cfg.l2:
-            total = total + cfg.l2 * sum(w.pow(2).sum(dim=(1, 2)) for w in self.weights)
-        return total
+        return weight_penalty(self.weights, self.cfg.l1, self.cfg.l2)
 
 
 class _StackFunction(torch.autograd.Function):
@@ -472,7 +463,7 @@ class StackedLanes:
     @torch.no_grad()
     def grad_norms(self) -> torch.Tensor:
         """This step's gradient norm of every lane's weight matrices, lane after lane (before the update)."""
-        tables = [torch.stack([w.grad.flatten(1).norm(dim=1) for w in s.weights]).flatten() for s in self.stacks]
+        tables = [grad_norms([w.grad for w in s.weights]).flatten() for s in self.stacks]
         return (tables[0] if len(tables) == 1 else torch.cat(tables))[self.grad_index]
 
     @torch.no_grad()
@@ -484,42 +475,29 @@ class StackedLanes:
         return self._cat(pens).tolist()
 
     @torch.no_grad()
-    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int]) -> list[dict | None]:
+    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int], heatmaps: bool = True) -> list[dict | None]:
         """For the given lanes (others None) the LayerStats fields besides step/epoch/layers/grad_norm,
         as a single run has them. Lanes not asked for (e.g. diverged ones) are skipped."""
         out: list[dict | None] = [None] * self.n
         wanted = set(lanes)
         with self._eval_mode():
             for stack, stack_lanes in zip(self.stacks, self.lanes_of):
-                self._stack_stats(stack, stack_lanes, wanted, probe_x, out)
+                self._stack_stats(stack, stack_lanes, wanted, probe_x, heatmaps, out)
         return out
 
-    def _stack_stats(self, stack: _Stack, lanes: list[int], wanted: set[int], probe_x: torch.Tensor,
+    def _stack_stats(self, stack: _Stack, lanes: list[int], wanted: set[int], probe_x: torch.Tensor, heatmaps: bool,
                      out: list[dict | None]) -> None:
-        change, delta, maps = [], [], []
-        for w, w0, wp in zip(stack.weights, stack.initial, stack.previous):
-            d0 = (w - w0).abs()
-            change.append(d0.mean(dim=(1, 2)))
-            delta.append((w - wp).abs().mean(dim=(1, 2)))
-            wp.copy_(w)
-            size = (min(HEATMAP_MAX, w.shape[1]), min(HEATMAP_MAX, w.shape[2]))
-            maps.append(F.adaptive_avg_pool2d(d0.unsqueeze(1), size).squeeze(1).cpu().numpy().astype(np.float32))
+        change, delta, maps = weight_changes(stack.weights, stack.initial, stack.previous, heatmaps)
         # saturated (sigmoid, tanh) or dead (ReLU) share of each hidden layer's units; None for other activations
         sat = torch.full((max(stack.D, 1), stack.n), float("nan"), device=self.device)
         measured = [False] * stack.n
         for j, h in enumerate(stack.hidden_states(probe_x)):
             for s, e, name in stack.groups:
-                y = h[s:e]
-                if name == "sigmoid":
-                    sat[j, s:e] = ((y * (1 - y)) < SIGMOID_SATURATED).float().mean(dim=(1, 2))
-                elif name == "tanh":
-                    sat[j, s:e] = ((1 - y * y) < TANH_SATURATED).float().mean(dim=(1, 2))
-                elif name == "relu":  # dead: zero for every probe example
-                    sat[j, s:e] = 1.0 - (y > 0).any(dim=2).float().mean(dim=1)
-                else:
-                    continue
-                measured[s:e] = [True] * (e - s)
-        change_t, delta_t, sat_t = torch.stack(change).tolist(), torch.stack(delta).tolist(), sat.tolist()
+                share = unit_saturation(name, h[s:e].transpose(1, 2))  # [cells, batch, units]
+                if share is not None:
+                    sat[j, s:e] = share
+                    measured[s:e] = [True] * (e - s)
+        change_t, delta_t, sat_t = change.tolist(), delta.tolist(), sat.tolist()
         last = len(stack.weights) - 1
         for p, lane in enumerate(lanes):
             if lane not in wanted:
@@ -530,34 +508,37 @@ class StackedLanes:
             out[lane] = dict(
                 weight_change=[change_t[j][p] for j in layers], weight_delta=[delta_t[j][p] for j in layers],
                 saturation=[sat_t[j][p] if measured[p] else None for j in range(d)] + [None],
-                heatmaps=[maps[j][p] for j in layers], near_zero=near_zero, weight_absmax=absmax, weight_hist=hists)
+                heatmaps=[maps[j][p] for j in layers] if heatmaps else [], near_zero=near_zero,
+                weight_absmax=absmax, weight_hist=hists)
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
-                 keep_predictions: bool = False) -> tuple[list[float], list[float], list[torch.Tensor] | None]:
-        """Per lane (mean data loss, accuracy, predictions) over a whole split, in eval mode."""
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, keep_predictions: bool = False) -> Scores:
+        """Per lane scores over a whole split, in eval mode."""
         N = len(y)
         if N == 0:
-            return [float("nan")] * self.n, [float("nan")] * self.n, None
+            return Scores([float("nan")] * self.n, [float("nan")] * self.n, [float("nan")] * self.n, None)
         loss_sum = [torch.zeros(s.n, device=self.device) for s in self.stacks]
+        ce_sum = [torch.zeros(s.n, device=self.device) for s in self.stacks]
         correct = [torch.zeros(s.n, device=self.device, dtype=torch.long) for s in self.stacks]
         preds: list[list[torch.Tensor]] = [[] for _ in self.stacks]
         with self._eval_mode():
             for start in range(0, N, self.eval_chunk):
                 xb, yb = x[start:start + self.eval_chunk], y[start:start + self.eval_chunk]
                 for k, stack in enumerate(self.stacks):
-                    logits = stack.forward(xb)
-                    loss_sum[k] += data_loss(stack.cfg, logits.transpose(1, 2), yb.expand(stack.n, len(yb)),
-                                             reduction="none").sum(dim=1)
-                    pred = logits.argmax(dim=2)
+                    logits, targets = stack.forward(xb).transpose(1, 2), yb.expand(stack.n, len(yb))
+                    loss = data_loss(stack.cfg, logits, targets, reduction="none").sum(dim=1)
+                    loss_sum[k] += loss
+                    ce_sum[k] += loss if stack.cfg.loss == "cross_entropy" else \
+                        F.cross_entropy(logits, targets, reduction="none").sum(dim=1)
+                    pred = logits.argmax(dim=1)
                     correct[k] += (pred == yb).sum(dim=1)
                     if keep_predictions:
                         preds[k].append(pred)
         losses = [v / N for v in self._cat(loss_sum).tolist()]
         accs = [v / N for v in self._cat(correct).tolist()]
-        if not keep_predictions:
-            return losses, accs, None
-        return losses, accs, list(self._cat([torch.cat(p, dim=1) for p in preds]))
+        ces = [v / N for v in self._cat(ce_sum).tolist()]
+        kept = list(self._cat([torch.cat(p, dim=1) for p in preds])) if keep_predictions else None
+        return Scores(losses, accs, ces, kept)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -39,25 +39,34 @@ class RunStarted(Event):
     layers: list[str]
     layer_shapes: list[list[int]]
     dataset: dict
-    started_at: float
+    started_at: float  # wall time (time.time()) when the training clock started: setup is over
     versions: dict
+    log_every: int = 0  # the log interval actually used (0 in records made before it was stretched)
+    notes: list[str] = field(default_factory=list)  # what the loop changed to keep the history bounded
 
 
 @dataclass
 class StepLosses(Event):
-    """Training loss (data + penalty) of every step from ``first_step`` on."""
+    """Data loss (the configured loss, without the penalty) of every step from ``first_step`` on, and
+    where an L1/L2 penalty is on the penalty of each step (empty without one). With ``stride`` > 1
+    each value is the mean of up to ``stride`` steps starting at ``first_step + k * stride``."""
 
     kind: ClassVar[str] = "steps"
     first_step: int
     losses: list[float]
+    penalties: list[float] = field(default_factory=list)
+    stride: int = 1
 
 
 @dataclass
 class Evaluation(Event):
-    """Metrics at a log point. Train metrics are running means over the steps since the last
-    log point (train mode); validation (eval mode) is the whole validation split at epoch ends
-    and its first 2048 examples (a fixed random subset) in between. Losses are data losses;
-    ``penalty`` is the L1 + L2 term on top."""
+    """Metrics at a log point, all in eval mode: train on a fixed subset of the training split (2048
+    examples, core.train.VAL_SUBSET), validation on the whole split at epoch ends and its first 2048
+    examples (a fixed random subset) in between. ``*_running`` are the running means (train mode,
+    dropout on) over the steps since the last log point. Losses are data losses (the configured
+    loss; ``*_ce`` the true cross-entropy of the logits, equal to it for loss=cross_entropy);
+    ``penalty`` is the L1 + L2 term on top. ``elapsed`` is training seconds (the clock starts at
+    the first step), so ETA = elapsed / step * (total_steps - step)."""
 
     kind: ClassVar[str] = "eval"
     step: int
@@ -68,6 +77,10 @@ class Evaluation(Event):
     val_acc: float
     penalty: float
     elapsed: float
+    train_loss_running: float = float("nan")
+    train_acc_running: float = float("nan")
+    train_ce: float = float("nan")
+    val_ce: float = float("nan")
 
 
 @dataclass
@@ -92,7 +105,10 @@ class LayerStats(Event):
 
 @dataclass
 class RunFinished(Event):
-    """End of a run: status is finished, cancelled or diverged (history is kept in all three)."""
+    """End of a run: status is finished, cancelled or diverged (history is kept in all three).
+
+    train/val metrics are the last log point's (eval mode, see :class:`Evaluation`); ``elapsed``
+    and ``epoch_seconds`` are training time; ``*_ce`` the true cross-entropy beside the loss."""
 
     kind: ClassVar[str] = "finished"
     status: str
@@ -111,6 +127,8 @@ class RunFinished(Event):
     misclassified: list[dict] = field(default_factory=list)
     misclassified_images: np.ndarray | None = None
     decision_grid: dict | None = None  # 2-D inputs only: {"xs", "ys", "pred" [ny][nx], "confidence" [ny][nx]}
+    val_ce: float | None = None
+    test_ce: float | None = None
 
 
 @dataclass

@@ -3,30 +3,53 @@
 Everything random (split, init, batch order, dropout) comes from generators seeded by
 ``cfg.seed``, so the same config on the CPU gives identical metrics, also while other runs
 train in other threads.
+
+One call trains one or more lanes in lockstep (see :mod:`core.lanes`) and reads, top to bottom,
+as :class:`_Run`: ``setup`` (data, lanes, RunStarted, the clock starts), per epoch ``train_step``
+and at log points ``log_point``, then ``finish``. Times (elapsed, time per epoch) come from ONE
+clock started when the first training step starts: dataset loading and model building are not
+training time, so a page's ETA is ``elapsed / step * (total_steps - step)``.
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Sequence
 
+import numpy
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from . import data as datasets
 from .config import RunConfig
 from .events import Evaluation, Event, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
-from .models import build_model, count_parameters, penalty_weights, set_dropout_generator, weight_layers
-from .probes import ActivationProbe, WeightTracker, weight_distribution
+from .lanes import Lanes, ModuleLanes, Scores, data_loss, evaluate, make_optimizer, penalty  # noqa: F401 (re-exported)
 
 Callback = Callable[[Event], None]
-EVAL_CHUNK = 4096
-VAL_SUBSET = 2048  # validation examples scored at log points between epoch ends (full split at epoch ends)
+Clock = Callable[[], float]
+VAL_SUBSET = 2048  # validation examples scored at log points between epoch ends (full split at epoch ends);
+# train metrics are scored the same way (eval mode) on a fixed train subset of this size at every log point
 PROBE_BATCH = 256
 MAX_MISCLASSIFIED = 36
 DECISION_GRID_SIZE = 60
+MAX_LOG_POINTS = 400  # log points per run: a longer run logs less often (and says so)
+MAX_HEATMAP_POINTS = 100  # of those, the ones that carry |W_t - W_0| heatmaps, evenly spread (the last always)
+MAX_STEP_VALUES = 50_000  # per-step losses per run; beyond, each value is the mean of `stride` steps
+CHECK_EVERY = 32  # steps between reads of the on-device "loss went bad" flag (no sync on the other steps)
+EXPLODED = 100.0  # a loss above this multiple of max(its first value, ln classes) has exploded
+
+
+class Cancelled(Exception):
+    """The run's cancel flag was set; the loop ends it as "cancelled", history kept."""
+
+
+class _AllEnded(Exception):
+    """Every lane has ended (diverged): nothing is left to train."""
+
+
+# What lanes trained in lockstep must share: they see the same split, batches and log points.
+LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "train_limit", "batch_size", "epochs",
+                   "log_every", "device")
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
@@ -39,95 +62,6 @@ def resolve_device(choice: str = "auto") -> torch.device:
 
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-
-
-def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """torch.optim for the config; each optimizer reads only its own knobs (textbook defaults)."""
-    params = list(params)
-    wd = cfg.weight_decay
-    decoupled = cfg.weight_decay_mode == "decoupled"
-    # One fused kernel (SGD, Adam) or one multi-tensor op per update instead of a Python loop per tensor.
-    fast = {"fused": True}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=wd, **fast)
-    if cfg.optimizer in ("momentum", "nesterov"):
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov",
-                               weight_decay=wd, **fast)
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_alpha, momentum=cfg.rms_momentum,
-                                   weight_decay=wd, foreach=True)
-    if cfg.optimizer == "adam":
-        adam = torch.optim.AdamW if decoupled else torch.optim.Adam
-        return adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, **fast)
-    if cfg.optimizer == "nadam":
-        return torch.optim.NAdam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd,
-                                 decoupled_weight_decay=decoupled, foreach=True)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
-
-
-def data_loss(cfg: RunConfig, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy on logits (softmax applied once, inside), or MSE of softmax vs one-hot.
-
-    Classes are dim 1 (logits [N, C] or [N, C, d] with y [N] or [N, d]); ``reduction`` is
-    mean, sum, or none (one loss per example)."""
-    if cfg.loss == "cross_entropy":
-        return F.cross_entropy(logits, y, reduction=reduction)
-    target = F.one_hot(y, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
-    per_example = F.mse_loss(logits.softmax(dim=1), target, reduction="none").mean(dim=1)
-    if reduction == "none":
-        return per_example
-    return per_example.mean() if reduction == "mean" else per_example.sum()
-
-
-def penalty(cfg: RunConfig, model: nn.Module) -> torch.Tensor | None:
-    """lambda1 * sum|w| + lambda2 * sum w^2 over the weight matrices (None when both are 0)."""
-    if cfg.l1 == 0 and cfg.l2 == 0:
-        return None
-    weights = penalty_weights(model)
-    total = torch.zeros((), device=weights[0].device)
-    if cfg.l1:
-        total = total + cfg.l1 * sum(w.abs().sum() for w in weights)
-    if cfg.l2:
-        total = total + cfg.l2 * sum(w.pow(2).sum() for w in weights)
-    return total
-
-
-@torch.no_grad()
-def evaluate(cfg: RunConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             keep_predictions: bool = False) -> tuple[float, float, torch.Tensor | None]:
-    """(mean data loss, accuracy, predictions) over a whole split of float features, in eval mode."""
-    if len(y) == 0:
-        return float("nan"), float("nan"), None
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    preds = []
-    for start in range(0, len(y), EVAL_CHUNK):
-        xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
-        logits = model(xb)
-        loss_sum += data_loss(cfg, logits, yb, reduction="sum")
-        pred = logits.argmax(dim=1)
-        correct += (pred == yb).sum()
-        if keep_predictions:
-            preds.append(pred)
-    model.train(was_training)
-    n = len(y)
-    return float(loss_sum) / n, float(correct) / n, (torch.cat(preds) if keep_predictions else None)
-
-
-def _versions() -> dict:
-    import numpy
-    return {"torch": torch.__version__, "numpy": numpy.__version__}
-
-
-class Diverged(Exception):
-    pass
-
-
-# What lanes trained in lockstep must share: they see the same split, batches and log points.
-LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "train_limit", "batch_size", "epochs",
-                   "log_every", "device")
 
 
 def train_split(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,100 +80,28 @@ def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:
     return n_train // batch + (1 if n_train % batch > 1 or (n_train % batch == 1 and cfg.norm != "batchnorm") else 0)
 
 
-class Lanes(Protocol):
-    """What the loop trains: one or more models ("lanes") advanced together, one forward and
-    one backward per step, all on the same batches.
-
-    A single run is one lane (:class:`ModuleLanes`); a grid batches many small MLPs into a few
-    tensors (:class:`core.batched.StackedLanes`). Per-lane results come as tensors or lists
-    indexed by lane.
-    """
-
-    configs: list[RunConfig]
-    optimizers: list[torch.optim.Optimizer]
-
-    def describe(self, lane: int) -> tuple[int, list[str], list[list[int]]]:
-        """(number of parameters, weight-layer names, weight shapes)."""
-
-    def train(self, mode: bool = True) -> None: ...
-
-    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per lane: total loss (data + penalty, with the graph), data loss, correct count; each of
-        shape [lanes], or 0-d when there is one lane (a single run pays for no extra ops)."""
-
-    def grad_norms(self) -> torch.Tensor:
-        """Gradient norm of every weight layer, lane after lane (flat)."""
-
-    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int]) -> list[dict | None]:
-        """For the given lanes (the others get None): weight_change, weight_delta, saturation,
-        heatmaps, near_zero, weight_absmax, weight_hist."""
-
-    def penalties(self) -> list[float]: ...
-
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
-                 keep_predictions: bool = False) -> tuple[list[float], list[float], list[torch.Tensor] | None]:
-        """Per lane (mean data loss, accuracy, predictions) in eval mode."""
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """[lanes, N, classes] in eval mode."""
+def log_plan(log_every: int, steps_per_epoch: int, epochs: int) -> tuple[int, int, int, list[str]]:
+    """(log interval, heatmaps on every k-th log point, per-step loss stride, notes) keeping a run's
+    history within MAX_LOG_POINTS, MAX_HEATMAP_POINTS and MAX_STEP_VALUES whatever the config."""
+    total = steps_per_epoch * epochs
+    notes = []
+    every = max(log_every, math.ceil(total / MAX_LOG_POINTS))
+    if every > log_every:
+        notes.append(f"logs every {every} steps instead of {log_every}: a run keeps at most {MAX_LOG_POINTS} "
+                     f"log points (plus epoch ends)")
+    n_logs = epochs * (steps_per_epoch // every + (1 if steps_per_epoch % every else 0))
+    heat_every = max(1, math.ceil(n_logs / MAX_HEATMAP_POINTS))
+    if heat_every > 1:
+        notes.append(f"weight-change heatmaps at every {heat_every}th log point and the last one "
+                     f"(at most {MAX_HEATMAP_POINTS} kept)")
+    stride = max(1, math.ceil(total / MAX_STEP_VALUES))
+    if stride > 1:
+        notes.append(f"the per-step loss is kept as means of {stride} steps (at most {MAX_STEP_VALUES} values)")
+    return every, heat_every, stride, notes
 
 
-class ModuleLanes:
-    """One ``nn.Module`` built by :func:`build_model`: the single lane of an ordinary run."""
-
-    def __init__(self, configs: list[RunConfig], input_shape: tuple[int, ...], n_classes: int, device: torch.device):
-        (cfg,) = self.configs = list(configs)
-        self.cfg = cfg
-        self.model = build_model(cfg, input_shape, n_classes, torch.Generator().manual_seed(cfg.seed)).to(device)
-        set_dropout_generator(self.model, torch.Generator(device=device).manual_seed(cfg.seed + 2))
-        self.optimizers = [make_optimizer(cfg, self.model.parameters())]
-        self.named_layers = weight_layers(self.model)
-        self.tracker = WeightTracker([m for _, m in self.named_layers])
-        self.probe = ActivationProbe(self.model, len(self.named_layers))
-
-    def describe(self, lane: int) -> tuple[int, list[str], list[list[int]]]:
-        return (count_parameters(self.model), [n for n, _ in self.named_layers],
-                [list(m.weight.shape) for _, m in self.named_layers])
-
-    def train(self, mode: bool = True) -> None:
-        self.model.train(mode)
-
-    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
-        loss = data_loss(self.cfg, logits, y)
-        pen = penalty(self.cfg, self.model)
-        total = loss + pen if pen is not None else loss
-        correct = (logits.argmax(dim=1) == y).sum()  # integer ops: no graph is recorded
-        return total, loss, correct
-
-    def grad_norms(self) -> torch.Tensor:
-        return self.tracker.grad_norms()
-
-    def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int] = (0,)) -> list[dict | None]:
-        change, delta, maps = self.tracker.changes()
-        saturation = self.probe.measure(self.model, probe_x)
-        near_zero, absmax, hists = weight_distribution([layer.weight for layer in self.tracker.layers])
-        return [{"weight_change": change.tolist(), "weight_delta": delta.tolist(), "saturation": saturation,
-                 "heatmaps": maps, "near_zero": near_zero, "weight_absmax": absmax, "weight_hist": hists}]
-
-    def penalties(self) -> list[float]:
-        with torch.no_grad():
-            pen = penalty(self.cfg, self.model)
-        return [float(pen) if pen is not None else 0.0]
-
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
-                 keep_predictions: bool = False) -> tuple[list[float], list[float], list[torch.Tensor] | None]:
-        loss, acc, pred = evaluate(self.cfg, self.model, x, y, keep_predictions)
-        return [loss], [acc], ([pred] if keep_predictions else None)
-
-    @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self.model(x).unsqueeze(0)
-        finally:
-            self.model.train(was_training)
+def _versions() -> dict:
+    return {"torch": torch.__version__, "numpy": numpy.__version__}
 
 
 def _failure_message(exc: Exception) -> str:
@@ -252,208 +114,347 @@ def _failure_message(exc: Exception) -> str:
 
 
 def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.Event | None = None,
-          key: str | None = None) -> RunFinished | RunFailed:
+          key: str | None = None, clock: Clock = time.perf_counter) -> RunFinished | RunFailed:
     """Train one run, emitting events to ``callbacks``; returns the terminal event.
 
-    Never raises for a training problem: a non-finite loss ends the run as "diverged", a
-    cancel as "cancelled" (history kept), and any exception (CUDA out-of-memory included)
-    as a :class:`RunFailed` event.
+    Never raises for a training problem: a non-finite or exploding loss ends the run as
+    "diverged", a cancel as "cancelled" (history kept), and any exception (CUDA out-of-memory
+    included) as a :class:`RunFailed` event.
     """
     callbacks = list(callbacks)
     emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
-    return train_lanes([cfg], ModuleLanes, [emit], cancel, [key or cfg.key()])[0]
+    return train_lanes([cfg], ModuleLanes, [emit], cancel, [key or cfg.key()], clock)[0]
 
 
 def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], emits: Sequence[Callback],
-                cancel: threading.Event | None = None, keys: Sequence[str] | None = None) -> list[RunFinished | RunFailed]:
+                cancel: threading.Event | None = None, keys: Sequence[str] | None = None,
+                clock: Clock = time.perf_counter) -> list[RunFinished | RunFailed]:
     """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
 
     ``make_lanes(configs, input_shape, n_classes, device)`` builds what is trained; lane i emits
     exactly the events a single run of ``configs[i]`` emits, to ``emits[i]``. A lane that
-    diverges ends alone; the others go on. Returns each lane's terminal event.
+    diverges ends alone; the others go on. ``clock`` (seconds) times training. Returns each
+    lane's terminal event.
     """
-    configs, emits = list(configs), list(emits)
-    t0 = time.perf_counter()
-    state = {"step": 0, "ends": [None] * len(configs)}
+    run = _Run(list(configs), make_lanes, list(emits), cancel or threading.Event(),
+               list(keys) if keys else [c.key() for c in configs], clock)
     try:
-        return _train(configs, make_lanes, emits, cancel or threading.Event(),
-                      list(keys) if keys else [c.key() for c in configs], t0, state)
+        return run.train()
     except Exception as exc:  # every failure becomes an event; the caller keeps serving
-        ends = state["ends"]
-        for i, emit in enumerate(emits):
-            if ends[i] is None:
-                ends[i] = RunFailed(state["step"], _failure_message(exc), type(exc).__name__, time.perf_counter() - t0)
-                emit(ends[i])
-        return ends
+        return run.fail(exc)
     finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        run.release()
+        free_device_cache()
 
 
-def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: list[Callback],
-           cancel: threading.Event, keys: list[str], t0: float, state: dict) -> list[RunFinished]:
-    cfg = configs[0]
-    for other in configs[1:]:
-        differ = [f for f in LOCKSTEP_FIELDS if getattr(other, f) != getattr(cfg, f)]
-        if differ:
-            raise ValueError(f"configs trained in lockstep must share {', '.join(differ)}")
-    device = resolve_device(cfg.device)
-    ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
-    if any(c.arch == "cnn" for c in configs) and not ds.is_image:
-        raise ValueError(f"The CNN needs an image dataset; {ds.title} is not one")
-    # Data lives on the training device when it fits there; otherwise batches are moved one by one.
-    data_device = device if ds.fits_on(device) else torch.device("cpu")
-    move_batches = data_device != device
-    dev_ds = ds.on(data_device)
-    features = dev_ds.features()  # float copy, made once per dataset and device
-    train_idx, val_idx = train_split(cfg, len(ds.y))
-    train_idx, val_idx = train_idx.to(data_device), val_idx.to(data_device)
-    x_val, y_val = features[val_idx].to(device), dev_ds.y[val_idx].to(device)
-    n_train = len(train_idx)
+def free_device_cache() -> None:
+    """Hand the GPU memory cached by torch back (after a run, above all one that ran out of memory)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
-    order_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    lanes = make_lanes(configs, ds.input_shape, ds.n_classes, device)
-    probe_x = x_val[:PROBE_BATCH] if len(val_idx) else features[train_idx[:PROBE_BATCH]].to(device)
 
-    batch = min(cfg.batch_size, n_train)
-    per_epoch = {steps_per_epoch(c, n_train) for c in configs}
-    if len(per_epoch) > 1:
-        raise ValueError("configs trained in lockstep must take the same steps per epoch (BatchNorm drops a last batch of one)")
-    (n_steps,) = per_epoch
-    total_steps = n_steps * cfg.epochs
-    dataset = {"name": ds.name, "title": ds.title, "classes": ds.classes, "n_train": n_train, "n_val": len(val_idx),
-               "n_test": len(ds.y_test), "notice": ds.notice, "input_shape": list(ds.input_shape)}
-    for i, (c, emit) in enumerate(zip(configs, emits)):
-        n_params, layers, shapes = lanes.describe(i)
-        emit(RunStarted(key=keys[i], config=c.to_dict(), device=device.type, device_name=device_name(device),
-                        n_params=n_params, steps_per_epoch=n_steps, total_steps=total_steps, layers=layers,
-                        layer_shapes=shapes, dataset=dataset, started_at=time.time(), versions=_versions()))
-    layer_names = [lanes.describe(i)[1] for i in range(len(configs))]
+class _Window:
+    """Per-step tensors (one value per lane) since the last log point, reduced there in one go."""
 
-    # Per-step tensors (one value per lane) since the last log point, reduced there in one go (no per-step sync).
-    step_losses: list[torch.Tensor] = []
-    step_data_losses: list[torch.Tensor] = []
-    step_correct: list[torch.Tensor] = []
-    step_sizes: list[int] = []
-    first_step = 1
-    last_eval: list[Evaluation | None] = [None] * len(configs)
-    alive = list(range(len(configs)))  # lanes still training
-    epoch_seconds: list[float] = []
-    step = 0
-    lanes.train()
+    def __init__(self, first_step: int):
+        self.first_step = first_step
+        self.totals: list[torch.Tensor] = []  # data + penalty: what was back-propagated
+        self.datas: list[torch.Tensor] = []
+        self.correct: list[torch.Tensor] = []
+        self.sizes: list[int] = []
 
-    def end(i: int, status: str, reason: str) -> RunFinished:
-        finished = RunFinished(status=status, step=step, epoch=round(step / n_steps, 4),
-                               elapsed=time.perf_counter() - t0, reason=reason, epoch_seconds=list(epoch_seconds))
-        if last_eval[i] is not None:
-            finished.train_loss, finished.train_acc = last_eval[i].train_loss, last_eval[i].train_acc
-            finished.val_loss, finished.val_acc = last_eval[i].val_loss, last_eval[i].val_acc
-        state["ends"][i] = finished
-        return finished
+    def __len__(self) -> int:
+        return len(self.totals)
 
-    def log_point(epoch_float: float, grads: torch.Tensor | None, epoch_end: bool) -> None:
-        nonlocal step_losses, step_data_losses, step_correct, step_sizes, first_step
-        per_lane = lambda steps: torch.stack(steps).reshape(len(steps), -1)  # noqa: E731  [steps, lanes]
-        losses = per_lane(step_losses).T.tolist() if step_losses else [[] for _ in configs]
-        for i in list(alive):
-            if losses[i]:
-                emits[i](StepLosses(first_step, losses[i]))
-            bad = next((k for k, v in enumerate(losses[i]) if not math.isfinite(v)), None)
-            if bad is not None:
-                alive.remove(i)
-                emits[i](end(i, "diverged", f"the training loss became {losses[i][bad]} at step {first_step + bad}: "
-                                            f"the learning rate ({configs[i].lr:g}) is probably too high for this network"))
-        if not alive:
-            raise Diverged
-        flat = grads.tolist() if grads is not None else None
-        stats = lanes.layer_stats(probe_x, alive)
-        n_val = len(y_val) if epoch_end else VAL_SUBSET
-        val_loss, val_acc, _ = lanes.evaluate(x_val[:n_val], y_val[:n_val])
-        pens = lanes.penalties()
-        n = max(sum(step_sizes), 1)
-        if step_sizes:
-            sizes = torch.tensor(step_sizes, dtype=torch.float32, device=device)
-            train_loss = [v / n for v in (per_lane(step_data_losses) * sizes[:, None]).sum(dim=0).tolist()]
-            train_acc = [v / n for v in per_lane(step_correct).sum(dim=0).tolist()]
+    @staticmethod
+    def table(steps: list[torch.Tensor]) -> torch.Tensor:
+        """[steps, lanes]."""
+        return torch.stack(steps).reshape(len(steps), -1)
+
+
+class _Run:
+    """One call of :func:`train_lanes`, from setup to the terminal events."""
+
+    def __init__(self, configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: list[Callback],
+                 cancel: threading.Event, keys: list[str], clock: Clock):
+        self.configs, self.make_lanes, self.emits, self.cancel, self.keys = configs, make_lanes, emits, cancel, keys
+        self.clock = clock
+        self.cfg = configs[0]
+        self.ends: list[RunFinished | RunFailed | None] = [None] * len(configs)
+        self.alive = list(range(len(configs)))  # lanes still training
+        self.last_eval: list[Evaluation | None] = [None] * len(configs)
+        self.epoch_seconds: list[float] = []
+        self.step = 0
+        self.n_logs = 0
+        self.t0: float | None = None
+        self.lanes: Lanes | None = None
+        self.window = _Window(1)
+        self.first_loss: torch.Tensor | None = None  # per lane, for "exploded"
+        self.limit: torch.Tensor | None = None
+        self.bad: torch.Tensor | None = None  # per lane: a step's loss was not finite or above the limit
+
+    # --- setup ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, configs = self.cfg, self.configs
+        for other in configs[1:]:
+            differ = [f for f in LOCKSTEP_FIELDS if getattr(other, f) != getattr(cfg, f)]
+            if differ:
+                raise ValueError(f"configs trained in lockstep must share {', '.join(differ)}")
+        self.device = device = resolve_device(cfg.device)
+        ds = self.ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
+        if any(c.arch == "cnn" for c in configs) and not ds.is_image:
+            raise ValueError(f"The CNN needs an image dataset; {ds.title} is not one")
+        # Data lives on the training device when it fits there; otherwise batches are moved one by one.
+        self.data_device = device if ds.fits_on(device) else torch.device("cpu")
+        dev_ds = self.dev_ds = ds.on(self.data_device)
+        self.features = dev_ds.features()  # float copy, made once per dataset and device
+        train_idx, val_idx = train_split(cfg, len(ds.y))
+        self.train_idx = train_idx.to(self.data_device)
+        self.n_train = len(train_idx)
+        self.x_val, self.y_val = self._examples(val_idx)
+        fit_order = torch.randperm(self.n_train, generator=torch.Generator().manual_seed(cfg.seed + 4))
+        self.x_fit, self.y_fit = self._examples(train_idx[fit_order[:VAL_SUBSET].sort().values])
+        self.order_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.lanes = self.make_lanes(configs, ds.input_shape, ds.n_classes, device)
+        self.probe_x = self.x_val[:PROBE_BATCH] if len(val_idx) else self.x_fit[:PROBE_BATCH]
+
+        self.batch = min(cfg.batch_size, self.n_train)
+        per_epoch = {steps_per_epoch(c, self.n_train) for c in configs}
+        if len(per_epoch) > 1:
+            raise ValueError("configs trained in lockstep must take the same steps per epoch "
+                             "(BatchNorm drops a last batch of one)")
+        (self.n_steps,) = per_epoch
+        self.total_steps = self.n_steps * cfg.epochs
+        self.log_every, self.heat_every, self.stride, notes = log_plan(cfg.log_every, self.n_steps, cfg.epochs)
+        dataset = {"name": ds.name, "title": ds.title, "classes": ds.classes, "n_train": self.n_train,
+                   "n_val": len(val_idx), "n_test": len(ds.y_test), "notice": ds.notice,
+                   "input_shape": list(ds.input_shape)}
+        described = [self.lanes.describe(i) for i in range(len(configs))]
+        self.layer_names = [names for _, names, _ in described]
+        started_at = time.time()
+        for i, (c, emit) in enumerate(zip(configs, self.emits)):
+            n_params, layers, shapes = described[i]
+            emit(RunStarted(key=self.keys[i], config=c.to_dict(), device=device.type, device_name=device_name(device),
+                            n_params=n_params, steps_per_epoch=self.n_steps, total_steps=self.total_steps,
+                            layers=layers, layer_shapes=shapes, dataset=dataset, started_at=started_at,
+                            versions=_versions(), log_every=self.log_every, notes=list(notes)))
+        self.alive_mask = torch.ones(len(configs), dtype=torch.bool, device=device)
+        self.lanes.train()
+        self.t0 = self.clock()  # training time starts here
+
+    def _examples(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = idx.to(self.data_device)
+        return self.features[idx].to(self.device), self.dev_ds.y[idx].to(self.device)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.t0 if self.t0 is not None else 0.0
+
+    # --- the loop ---------------------------------------------------------------------------
+    def train(self) -> list[RunFinished | RunFailed | None]:
+        self.setup()
+        status, reason = "finished", ""
+        try:
+            for epoch in range(self.cfg.epochs):
+                self.run_epoch(epoch)
+        except Cancelled:
+            status, reason = "cancelled", f"cancelled at step {self.step}"
+            if len(self.window):
+                try:
+                    self.log_point(self.step / self.n_steps, None, final=True)
+                except _AllEnded:
+                    pass
+        except _AllEnded:
+            pass
+        self.finish(status, reason)
+        return self.ends
+
+    def run_epoch(self, epoch: int) -> None:
+        start = self.clock()
+        perm = self.train_idx[torch.randperm(self.n_train, generator=self.order_gen).to(self.data_device)]
+        move = self.data_device != self.device
+        for b in range(self.n_steps):
+            if self.cancel.is_set():
+                raise Cancelled
+            idx = perm[b * self.batch:(b + 1) * self.batch]
+            xb, yb = self.features[idx], self.dev_ds.y[idx]
+            if move:
+                xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+            epoch_end = b == self.n_steps - 1
+            is_log = (self.step + 1) % self.log_every == 0 or epoch_end
+            grads = self.train_step(xb, yb, is_log)
+            if is_log:
+                self.log_point(epoch + (b + 1) / self.n_steps, grads, final=epoch_end and epoch == self.cfg.epochs - 1,
+                               epoch_end=epoch_end)
+            elif self.step % CHECK_EVERY == 0:
+                self.check_losses()
+        self.epoch_seconds.append(self.clock() - start)
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor, is_log: bool) -> torch.Tensor | None:
+        """One forward, backward and update of every lane; returns this step's gradient norms at log points."""
+        lanes = self.lanes
+        total, loss, correct = lanes.losses(xb, yb)
+        for optimizer in lanes.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        (total if total.dim() == 0 else total.sum()).backward()
+        self.step += 1
+        grads = lanes.grad_norms() if is_log else None  # this step's gradients, before the update
+        for optimizer in lanes.optimizers:
+            optimizer.step()
+        total = total.detach()
+        self.watch(total)
+        w = self.window
+        w.totals.append(total)
+        w.datas.append(loss.detach())
+        w.correct.append(correct)
+        w.sizes.append(len(yb))
+        return grads
+
+    def watch(self, total: torch.Tensor) -> None:
+        """Flag, on the device and without a sync, a loss that is not finite or has exploded."""
+        if self.limit is None:
+            self.first_loss = total.clone()
+            self.limit = EXPLODED * total.clamp_min(math.log(self.ds.n_classes))
+            self.bad = ~torch.isfinite(total)
         else:
-            train_loss = train_acc = [float("nan")] * len(configs)
+            self.bad |= ~torch.isfinite(total) | (total > self.limit)
+
+    def check_losses(self) -> None:
+        """Read the flag (one sync); end every lane whose loss went bad at the step it did."""
+        if self.bad is None or not bool((self.bad & self.alive_mask).any()):
+            return
+        totals = _Window.table(self.window.totals)
+        bad = (~torch.isfinite(totals) | (totals > self.limit.reshape(1, -1))).T.tolist()
+        for i in list(self.alive):
+            k = next((k for k, flag in enumerate(bad[i]) if flag), None)
+            if k is not None:
+                self.diverge(i, k, totals[k].reshape(-1)[i].item())
+        if not self.alive:
+            raise _AllEnded
+
+    def diverge(self, i: int, k: int, value: float) -> None:
+        """End lane i as diverged at the window's k-th step (its per-step losses up to there are sent)."""
+        w = self.window
+        datas, pens = self._step_series(slice(0, k + 1))
+        self.emits[i](StepLosses(w.first_step, datas[i], pens[i], self.stride))
+        step, lr = w.first_step + k, self.configs[i].lr
+        if math.isfinite(value):
+            start = self.first_loss.reshape(-1)[i].item()
+            why = (f"the training loss exploded to {value:.3g} at step {step}, more than {EXPLODED:g}x its start "
+                   f"({start:.3g})")
+        else:
+            why = f"the training loss became {value} at step {step}"
+        self.alive.remove(i)
+        self.alive_mask[i] = False
+        self.emits[i](self.end(i, "diverged", f"{why}: the learning rate ({lr:g}) is probably too high for this "
+                                              f"network", step=step))
+
+    def _step_series(self, steps: slice) -> tuple[list[list[float]], list[list[float]]]:
+        """Per lane, the window's data losses and penalties (empty without one) over ``steps``, as kept
+        (means of ``stride`` steps)."""
+        w = self.window
+        datas = _Window.table(w.datas[steps])
+        pens = _Window.table(w.totals[steps]) - datas
+        per_lane_data, per_lane_pen = datas.T.tolist(), pens.T.tolist()
+        out_data, out_pen = [], []
+        for i, c in enumerate(self.configs):
+            out_data.append(self._strided(per_lane_data[i]))
+            out_pen.append(self._strided(per_lane_pen[i]) if c.l1 or c.l2 else [])
+        return out_data, out_pen
+
+    def _strided(self, values: list[float]) -> list[float]:
+        s = self.stride
+        return values if s == 1 else [sum(values[j:j + s]) / len(values[j:j + s]) for j in range(0, len(values), s)]
+
+    def log_point(self, epoch_float: float, grads: torch.Tensor | None, final: bool = False,
+                  epoch_end: bool = True) -> None:
+        """Send the window's losses, then layer stats and scores (train subset, validation) of every live lane."""
+        self.check_losses()
+        w = self.window
+        if len(w):
+            datas, pens = self._step_series(slice(None))
+            for i in self.alive:
+                self.emits[i](StepLosses(w.first_step, datas[i], pens[i], self.stride))
+            sizes = torch.tensor(w.sizes, dtype=torch.float32, device=self.device)
+            n = sum(w.sizes)
+            running_loss = [v / n for v in (_Window.table(w.datas) * sizes[:, None]).sum(dim=0).tolist()]
+            running_acc = [v / n for v in _Window.table(w.correct).sum(dim=0).tolist()]
+        else:
+            running_loss = running_acc = [float("nan")] * len(self.configs)
+        heatmaps = final or self.n_logs % self.heat_every == 0
+        stats = self.lanes.layer_stats(self.probe_x, self.alive, heatmaps=heatmaps)
+        n_val = len(self.y_val) if epoch_end else VAL_SUBSET
+        val = self.lanes.evaluate(self.x_val[:n_val], self.y_val[:n_val])
+        fit = self.lanes.evaluate(self.x_fit, self.y_fit)
+        pens = self.lanes.penalties()
+        flat = grads.tolist() if grads is not None else None
+        elapsed = self.elapsed()
         offset = 0
-        for i, names in enumerate(layer_names):
+        for i, names in enumerate(self.layer_names):
             grad_norm = flat[offset:offset + len(names)] if flat is not None else [float("nan")] * len(names)
             offset += len(names)
-            if i not in alive:
+            if i not in self.alive:
                 continue
-            last_eval[i] = Evaluation(step, round(epoch_float, 4), train_loss[i], train_acc[i], val_loss[i],
-                                      val_acc[i], pens[i], time.perf_counter() - t0)
-            emits[i](LayerStats(step, round(epoch_float, 4), names, grad_norm, **stats[i]))
-            emits[i](last_eval[i])
-        step_losses, step_data_losses, step_correct, step_sizes, first_step = [], [], [], [], step + 1
+            epoch = round(epoch_float, 4)
+            self.last_eval[i] = Evaluation(self.step, epoch, fit.loss[i], fit.acc[i], val.loss[i], val.acc[i], pens[i],
+                                           elapsed, running_loss[i], running_acc[i], fit.ce[i], val.ce[i])
+            self.emits[i](LayerStats(self.step, epoch, names, grad_norm, **stats[i]))
+            self.emits[i](self.last_eval[i])
+        self.n_logs += 1
+        self.window = _Window(self.step + 1)
 
-    status, reason = "finished", ""
-    try:
-        for epoch in range(cfg.epochs):
-            epoch_start = time.perf_counter()
-            perm = train_idx[torch.randperm(n_train, generator=order_gen).to(data_device)]
-            for b in range(n_steps):
-                if cancel.is_set():
-                    raise KeyboardInterrupt
-                idx = perm[b * batch:(b + 1) * batch]
-                xb, yb = features[idx], dev_ds.y[idx]
-                if move_batches:
-                    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                total, loss, correct = lanes.losses(xb, yb)
-                for optimizer in lanes.optimizers:
-                    optimizer.zero_grad(set_to_none=True)
-                (total if total.dim() == 0 else total.sum()).backward()
-                step += 1
-                state["step"] = step
-                is_log = step % cfg.log_every == 0 or b == n_steps - 1
-                grads = lanes.grad_norms() if is_log else None  # this step's gradients, before the update
-                for optimizer in lanes.optimizers:
-                    optimizer.step()
-                step_losses.append(total.detach())
-                step_data_losses.append(loss.detach())
-                step_correct.append(correct)
-                step_sizes.append(len(yb))
-                if is_log:
-                    log_point(epoch + (b + 1) / n_steps, grads, epoch_end=b == n_steps - 1)
-            epoch_seconds.append(time.perf_counter() - epoch_start)
-    except KeyboardInterrupt:
-        status, reason = "cancelled", f"cancelled at step {step}"
-        if step_losses:
-            try:
-                log_point(step / n_steps, None, epoch_end=True)
-            except Diverged:
-                pass
-    except Diverged:  # every lane diverged
-        pass
+    # --- the end ------------------------------------------------------------------------------
+    def end(self, i: int, status: str, reason: str, step: int | None = None) -> RunFinished:
+        step = self.step if step is None else step
+        finished = RunFinished(status=status, step=step, epoch=round(step / self.n_steps, 4), elapsed=self.elapsed(),
+                               reason=reason, epoch_seconds=list(self.epoch_seconds))
+        last = self.last_eval[i]
+        if last is not None:
+            finished.train_loss, finished.train_acc = last.train_loss, last.train_acc
+            finished.val_loss, finished.val_acc, finished.val_ce = last.val_loss, last.val_acc, last.val_ce
+        self.ends[i] = finished
+        return finished
 
-    ended = [end(i, status, reason) for i in alive]
-    if status == "finished" and alive:
-        _test_metrics(lanes, alive, dev_ds, ended, device)
-        for finished in ended:
-            finished.elapsed = time.perf_counter() - t0
-    for i, finished in zip(alive, ended):
-        emits[i](finished)
-    return state["ends"]
+    def finish(self, status: str, reason: str) -> None:
+        ended = [self.end(i, status, reason) for i in self.alive]
+        if status == "finished" and self.alive:
+            self.test_metrics(ended)
+            for finished in ended:
+                finished.elapsed = self.elapsed()
+        for i, finished in zip(self.alive, ended):
+            self.emits[i](finished)
 
+    def test_metrics(self, ended: list[RunFinished]) -> None:
+        ds, device = self.dev_ds, self.device
+        x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
+        scores = self.lanes.evaluate(datasets.batch_features(x_test), y_test, keep_predictions=True)
+        grids = decision_grids(self.lanes, torch.cat([ds.x, ds.x_test]).to(device)) if ds.input_shape == (2,) else None
+        k = ds.n_classes
+        for i, finished in zip(self.alive, ended):
+            pred = scores.preds[i]
+            finished.test_loss, finished.test_acc, finished.test_ce = scores.loss[i], scores.acc[i], scores.ce[i]
+            finished.confusion = torch.bincount(y_test * k + pred, minlength=k * k).reshape(k, k).tolist()
+            wrong = (pred != y_test).nonzero().flatten()[:MAX_MISCLASSIFIED]
+            finished.misclassified = [{"index": int(j), "true": int(y_test[j]), "pred": int(pred[j])}
+                                      for j in wrong.tolist()]
+            if ds.is_image and len(wrong):
+                finished.misclassified_images = x_test[wrong].cpu().numpy()
+            if grids is not None:
+                finished.decision_grid = grids[i]
 
-def _test_metrics(lanes: Lanes, alive: list[int], ds: datasets.Dataset, ended: list[RunFinished],
-                  device: torch.device) -> None:
-    x_test, y_test = ds.x_test.to(device), ds.y_test.to(device)
-    losses, accs, preds = lanes.evaluate(datasets.batch_features(x_test), y_test, keep_predictions=True)
-    grids = decision_grids(lanes, torch.cat([ds.x, ds.x_test]).to(device)) if ds.input_shape == (2,) else None
-    k = ds.n_classes
-    for i, finished in zip(alive, ended):
-        pred = preds[i]
-        finished.test_loss, finished.test_acc = losses[i], accs[i]
-        finished.confusion = torch.bincount(y_test * k + pred, minlength=k * k).reshape(k, k).tolist()
-        wrong = (pred != y_test).nonzero().flatten()[:MAX_MISCLASSIFIED]
-        finished.misclassified = [{"index": int(j), "true": int(y_test[j]), "pred": int(pred[j])} for j in wrong.tolist()]
-        if ds.is_image and len(wrong):
-            finished.misclassified_images = x_test[wrong].cpu().numpy()
-        if grids is not None:
-            finished.decision_grid = grids[i]
+    def fail(self, exc: Exception) -> list[RunFinished | RunFailed]:
+        """Every lane without an end fails with ``exc``'s message."""
+        for i, emit in enumerate(self.emits):
+            if self.ends[i] is None:
+                self.ends[i] = RunFailed(self.step, _failure_message(exc), type(exc).__name__, self.elapsed())
+                emit(self.ends[i])
+        return self.ends
+
+    def release(self) -> None:
+        """Drop the lanes, data copies and per-step tensors (device memory goes back with them)."""
+        for name in ("lanes", "features", "x_val", "y_val", "x_fit", "y_fit", "probe_x", "train_idx", "bad", "limit",
+                     "first_loss", "alive_mask", "dev_ds", "ds"):
+            setattr(self, name, None)
+        self.window = _Window(self.step + 1)
 
 
 @torch.no_grad()

@@ -183,7 +183,10 @@ def test_other_settings_batch_exactly_too():
         _assert_same_run(per_cell[i], _single(cfg)[1])
 
 
-def test_a_diverging_cell_ends_alone_and_the_others_go_on():
+def test_a_diverging_cell_ends_alone_and_the_others_go_on(monkeypatch):
+    import core.train
+
+    monkeypatch.setattr(core.train, "EXPLODED", math.inf)  # only a non-finite loss ends a cell here
     base = DIGITS.replace(activation="linear", hidden=(16,), epochs=3)
     grid = GridConfig(base=base, variants=(("calm", {"lr": 0.05}), ("wild", {"lr": 100.0})))
     end, events = _run_grid(grid)
@@ -279,3 +282,42 @@ def test_lessons_a_grid_on_mnist(shared_mnist):
     assert last.grad_norm[-1] >= 100 * last.grad_norm[0]  # the first layer's gradient vanished
     assert shallow[-1].test_acc > 0.8 and shallow[-1].test_loss < 1.0
     assert relu[-1].test_acc > 0.7 and relu[-1].test_loss < 1.0
+
+
+def test_out_of_memory_inside_a_batched_grid_fails_its_cells_and_releases_them(monkeypatch):
+    """An OOM in the middle of a batched step fails that group's cells (as failed events, the grid says
+    how many), frees the stacked model and the device cache; the cell that trains alone still trains."""
+    import gc
+    import weakref
+
+    import core.grid
+    import core.train
+
+    made, emptied = [], [0]
+
+    class OOMStacked(StackedLanes):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(weakref.ref(self))
+            self.calls = 0
+
+        def losses(self, x, y):
+            self.calls += 1
+            if self.calls == 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+            return super().losses(x, y)
+
+    monkeypatch.setattr(core.grid, "StackedLanes", OOMStacked)
+    monkeypatch.setattr(core.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
+    grid = GridConfig(base=DIGITS.replace(hidden=(16,), epochs=1),
+                      variants=(("a", {"lr": 0.1}), ("b", {"lr": 0.2}), ("dropout", {"dropout": 0.2})))
+    end, events = _run_grid(grid)
+    cells = cell_events(events)
+    for i in (0, 1):
+        assert cells[i][-1].kind == "failed" and cells[i][-1].error_type == "OutOfMemoryError"
+        assert "ran out of memory" in cells[i][-1].message and cells[i][-1].step == 1
+    assert cells[2][-1].kind == "finished" and cells[2][-1].status == "finished"
+    assert end.kind == "failed" and "2 of 3 cells failed" in end.message and "ran out of memory" in end.message
+    assert emptied[0] == 2  # after the batched group and after the lone cell
+    gc.collect()
+    assert made and made[0]() is None

@@ -117,7 +117,10 @@ def test_dead_relu_fraction_is_measured():
     assert _of(events, "layers")[0].saturation[0] == 1.0
 
 
-def test_divergence_ends_as_diverged_with_history():
+def test_divergence_ends_as_diverged_with_history(monkeypatch):
+    import core.train
+
+    monkeypatch.setattr(core.train, "EXPLODED", math.inf)  # only a non-finite loss ends it here
     end, events = _run(RunConfig(dataset="digits", activation="linear", optimizer="sgd", lr=100.0, epochs=3))
     assert end.kind == "finished" and end.status == "diverged"
     assert "step" in end.reason and "learning rate" in end.reason
@@ -147,12 +150,12 @@ def test_unknown_upload_fails_cleanly():
 
 
 def test_out_of_memory_becomes_a_failed_event(monkeypatch):
-    import core.train
+    import core.lanes
 
     def boom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(core.train, "build_model", boom)
+    monkeypatch.setattr(core.lanes, "build_model", boom)  # the single run's model is built in core.lanes
     end, _ = _run(RunConfig())
     assert end.kind == "failed" and "ran out of memory" in end.message and "smaller batch" in end.message
 
@@ -194,3 +197,187 @@ def test_train_limit_keeps_a_nested_seeded_subset_and_the_same_validation_split(
     started = _of(events, "started")[0]
     assert started.dataset["n_train"] == 100 and started.steps_per_epoch == 4
     assert end.status == "finished"
+
+
+class _FakeClock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_times_count_training_steps_only_and_the_eta_is_exact_with_an_injected_clock(monkeypatch):
+    """Loading the data (1000 s) and building the model (500 s) are not training time; each step takes
+    0.25 s. Every log point's elapsed is then 0.25 * step, and the app's ETA is the true time left."""
+    import core.train
+    from app.runview import reduce_events
+    from core.lanes import ModuleLanes
+
+    clock = _FakeClock()
+    load = datasets.load_dataset
+
+    def slow_load(*args, **kwargs):
+        clock.now += 1000.0
+        return load(*args, **kwargs)
+
+    class SlowLanes(ModuleLanes):
+        def __init__(self, *args):
+            clock.now += 500.0
+            super().__init__(*args)
+
+        def losses(self, x, y):
+            clock.now += 0.25
+            return super().losses(x, y)
+
+    monkeypatch.setattr(core.train.datasets, "load_dataset", slow_load)
+    events = []
+    cfg = RunConfig(dataset="digits", hidden=(16,), epochs=2, log_every=7)
+    end = core.train.train_lanes([cfg], SlowLanes, [events.append], clock=clock)[0]
+    started = _of(events, "started")[0]
+    total, per_epoch = started.total_steps, started.steps_per_epoch
+    evals = _of(events, "eval")
+    assert len(evals) > 3
+    for e in evals:
+        assert e.elapsed == pytest.approx(0.25 * e.step)
+        assert e.elapsed / e.step * (total - e.step) == pytest.approx(0.25 * (total - e.step))
+    assert end.epoch_seconds == pytest.approx([0.25 * per_epoch] * 2)
+    assert end.elapsed == pytest.approx(0.25 * total)
+    # the page's estimate, read from a prefix of the events
+    upto = events.index(evals[2]) + 1
+    progress = reduce_events(events[:upto]).progress(now=started.started_at)
+    assert progress.eta == pytest.approx(0.25 * (total - evals[2].step))
+
+
+def test_step_losses_are_data_losses_and_the_penalty_travels_as_its_own_series():
+    """Oracle: the penalty of step s+1 is taken before its update, i.e. of the weights after step s, which
+    is what the log point at step s reports; the first step's data loss does not depend on the penalty."""
+    base = RunConfig(dataset="digits", hidden=(32,), epochs=1, log_every=5, optimizer="sgd", lr=0.05)
+    _, plain = _run(base)
+    _, l2 = _run(base.replace(l2=0.01))
+    steps = lambda events, name: [v for e in _of(events, "steps") for v in getattr(e, name)]  # noqa: E731
+    assert steps(plain, "penalties") == []
+    data, pens = steps(l2, "losses"), steps(l2, "penalties")
+    assert len(data) == len(pens) == _of(l2, "started")[0].total_steps
+    assert data[0] == pytest.approx(steps(plain, "losses")[0], rel=1e-6)
+    for e in _of(l2, "eval")[:-1]:
+        assert pens[e.step] == pytest.approx(e.penalty, rel=1e-3)
+    assert all(p > 0 for p in pens)
+
+
+def test_train_metrics_are_scored_in_eval_mode_on_a_fixed_train_subset():
+    """Oracle: the final model scored by hand (eval mode) on the documented subset of the training split
+    gives the run's train metrics; the running means (dropout on) are kept beside them, named so."""
+    import torch.nn.functional as F
+    from core.lanes import ModuleLanes
+    from core.train import VAL_SUBSET, train_lanes, train_split
+
+    built = []
+
+    class Kept(ModuleLanes):
+        def __init__(self, *args):
+            super().__init__(*args)
+            built.append(self.model)
+
+    cfg = RunConfig(dataset="digits", hidden=(64,), dropout=0.5, epochs=3, log_every=20, lr=3e-3)
+    events = []
+    end = train_lanes([cfg], Kept, [events.append])[0]
+    ds = datasets.load_dataset("digits")
+    train_idx, _ = train_split(cfg, len(ds.y))
+    order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed + 4))
+    subset = train_idx[order[:VAL_SUBSET].sort().values]
+    model = built[0].eval()
+    with torch.no_grad():
+        logits = model(ds.features()[subset])
+    assert end.train_loss == pytest.approx(float(F.cross_entropy(logits, ds.y[subset])), rel=1e-5)
+    assert end.train_acc == pytest.approx((logits.argmax(1) == ds.y[subset]).sum().item() / len(subset), abs=1e-12)
+    last = _of(events, "eval")[-1]
+    assert (last.train_loss, last.train_acc) == (end.train_loss, end.train_acc)
+    assert math.isfinite(last.train_loss_running) and last.train_acc_running != last.train_acc
+    assert end.train_acc > 0.5 and end.train_loss < math.log(10)
+
+
+def test_softmax_then_cross_entropy_cannot_fall_below_its_floor_while_the_true_loss_does():
+    """Report 004's doubled softmax, as a loss choice. Theory: cross_entropy of p = softmax(z) in [0, 1]
+    is at least -log(e / (e + C - 1)) = log(1 + (C - 1)/e) for ANY network; the true cross-entropy of the
+    same trained network (on its logits) falls below that floor."""
+    floor = math.log(1 + 9 / math.e)
+    end, events = _run(RunConfig(dataset="digits", hidden=(64,), loss="softmax_cross_entropy", lr=1e-2, epochs=15))
+    assert end.test_acc > 0.85
+    assert min(v for e in _of(events, "steps") for v in e.losses) >= floor - 1e-5
+    assert end.val_loss >= floor - 1e-5 and end.test_loss >= floor - 1e-5
+    assert end.val_ce < floor and end.test_ce < floor and end.test_ce < end.test_loss
+    same, _ = _run(RunConfig(dataset="digits", hidden=(64,), lr=1e-2, epochs=15))
+    assert same.test_ce == same.test_loss and same.val_ce == same.val_loss  # one loss when it is the true one
+
+
+def test_an_exploding_relu_net_is_called_diverged_at_the_step_it_exploded():
+    """ReLU at lr 1000 used to 'finish' with a loss of 1e23; it now ends diverged, the reason says exploded,
+    and the per-step losses it sent end at that step (checked on the device, read every few steps)."""
+    from core.train import EXPLODED
+
+    end, events = _run(RunConfig(dataset="digits", activation="relu", optimizer="sgd", lr=1000.0, epochs=3,
+                                 log_every=100_000))
+    assert end.status == "diverged" and "exploded" in end.reason and "learning rate" in end.reason
+    losses = [v for e in _of(events, "steps") for v in e.losses]
+    assert len(losses) == end.step < 40 and f"step {end.step}" in end.reason
+    assert not math.isfinite(losses[-1]) or losses[-1] > EXPLODED * math.log(10) / 2
+    assert end.test_acc is None
+
+
+def test_history_stays_bounded_however_often_a_run_logs(monkeypatch):
+    import core.train
+    from core.train import log_plan
+
+    # the URL that used to grow without bound: batch 1, log every step, 200 epochs (digits: 1617 steps)
+    every, heat_every, stride, notes = log_plan(1, 1617, 200)
+    n_logs = 200 * math.ceil(1617 / every)
+    assert n_logs <= core.train.MAX_LOG_POINTS + 200 and n_logs / heat_every <= core.train.MAX_HEATMAP_POINTS
+    assert 1617 * 200 / stride <= core.train.MAX_STEP_VALUES and len(notes) == 3
+    assert log_plan(100, 25, 10) == (100, 1, 1, [])  # an ordinary run is left alone
+
+    monkeypatch.setattr(core.train, "MAX_LOG_POINTS", 20)
+    monkeypatch.setattr(core.train, "MAX_HEATMAP_POINTS", 5)
+    monkeypatch.setattr(core.train, "MAX_STEP_VALUES", 60)
+    end, events = _run(RunConfig(dataset="digits", hidden=(32,), batch_size=8, train_limit=400, log_every=1, lr=1e-2,
+                                 epochs=2))
+    started = _of(events, "started")[0]
+    layers, steps = _of(events, "layers"), _of(events, "steps")
+    assert started.total_steps == 100 and started.log_every == 5 and started.notes
+    assert len(layers) <= 20 + 2 and [e.step for e in _of(events, "eval")] == [e.step for e in layers]
+    with_maps = [e for e in layers if e.heatmaps]
+    assert len(with_maps) <= 5 + 1 and layers[-1].heatmaps
+    assert sum(len(e.losses) for e in steps) <= 60 + len(steps) and all(e.stride == 2 for e in steps)
+    assert end.status == "finished" and end.test_acc > 0.3
+
+
+def test_out_of_memory_mid_step_fails_the_run_and_releases_its_memory(monkeypatch):
+    import gc
+    import weakref
+
+    import core.train
+    from core.lanes import ModuleLanes
+
+    made, calls, emptied = [], [0], [0]
+
+    class OOMLanes(ModuleLanes):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(weakref.ref(self.model))
+
+        def losses(self, x, y):
+            calls[0] += 1
+            if calls[0] == 3:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().losses(x, y)
+
+    monkeypatch.setattr(core.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
+    events = []
+    end = core.train.train_lanes([RunConfig(dataset="digits", device="cpu", epochs=1)], OOMLanes,
+                                 [events.append])[0]
+    assert end.kind == "failed" and end.error_type == "OutOfMemoryError" and "ran out of memory" in end.message
+    assert end.step == 2 and events[-1] is end and emptied[0] == 1
+    gc.collect()
+    assert made and made[0]() is None  # nothing holds the model (or its optimizer state) any more

@@ -127,17 +127,23 @@ def accuracy_figure(view: RunView) -> go.Figure:
 
 def step_loss_figure(view: RunView, max_points: int = 1500) -> go.Figure:
     """Training loss of every step (binned when long) and its moving average."""
-    layout = base_layout("Training loss per step", x_title="step", y_title="loss")
+    layout = base_layout("Training loss per step (data loss)", x_title="step", y_title="loss")
     steps = view.step_losses
     if not len(steps):
         return waiting_figure(layout)
     small = downsample(steps.assign(loss=finite_values(steps["loss"])), "step", "loss", max_points)
     smooth = small["loss"].ewm(span=max(3, len(small) // 25), ignore_na=True).mean()
+    penalty = []
+    if "penalty" in steps and steps["penalty"].notna().any():  # what the L1/L2 regularizer adds, its own line
+        pen = downsample(steps, "step", "penalty", max_points)
+        penalty = [{"type": "scatter", "x": _array(pen["step"]), "y": _array(pen["penalty"]), "name": "L1/L2 penalty",
+                    "mode": "lines", "line": {"width": 2, "dash": "dot", "color": VAL_COLOR}}]
     return figure_from_spec([
         {"type": "scatter", "x": _array(small["step"]), "y": _array(small["loss"]), "name": "per step",
          "mode": "lines", "line": {"width": 1, "color": "rgba(120,120,120,0.45)"}},
         {"type": "scatter", "x": _array(small["step"]), "y": _array(smooth), "name": "moving average",
          "mode": "lines", "line": {"width": 2, "color": TRAIN_COLOR}},
+        *penalty,
     ], layout)
 
 

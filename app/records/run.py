@@ -128,9 +128,9 @@ class RunView:
             return Progress(step, total, step / per_epoch, epochs, float(self.end.elapsed), 0.0)
         elapsed = max(0.0, (now or time.time()) - float(self.started.started_at))
         eta = None
-        if len(self.evals) and step > 0:
-            rate = float(self.evals["elapsed"].iloc[-1]) / step  # seconds per step so far
-            eta = max(0.0, rate * (total - step) - (elapsed - float(self.evals["elapsed"].iloc[-1])))
+        if len(self.evals) and step > 0:  # evals' elapsed is training seconds (the engine's clock starts at step 1)
+            last = self.evals.iloc[-1]
+            eta = float(last["elapsed"]) / int(last["step"]) * (total - int(last["step"]))
         return Progress(step, total, step / per_epoch, epochs, elapsed, eta)
 
     def final_metrics(self) -> pd.DataFrame:
@@ -163,7 +163,7 @@ def reduce_events(events: list) -> RunView:
         if kind == "started":
             view.started = event
         elif kind == "steps":
-            step_chunks.append((event.first_step, event.losses))
+            step_chunks.append((event.first_step, event.losses, event.penalties, event.stride))
         elif kind == "eval":
             evals.append([event.step, event.epoch, event.train_loss, event.train_acc, event.val_loss,
                           event.val_acc, event.penalty, event.elapsed])
@@ -181,9 +181,12 @@ def reduce_events(events: list) -> RunView:
     if layer_rows:
         view.layers = pd.DataFrame(layer_rows, columns=LAYER_COLUMNS)
     if step_chunks:
-        steps = np.concatenate([np.arange(first, first + len(losses)) for first, losses in step_chunks])
-        losses = np.concatenate([np.asarray(losses, dtype=float) for _, losses in step_chunks])
-        view.step_losses = pd.DataFrame({"step": steps, "loss": losses})
+        steps = np.concatenate([first + stride * np.arange(len(losses)) for first, losses, _, stride in step_chunks])
+        losses = np.concatenate([np.asarray(losses, dtype=float) for _, losses, _, _ in step_chunks])
+        # the L1/L2 penalty of each step, its own series (NaN where none is on)
+        pens = np.concatenate([np.asarray(p, dtype=float) if len(p) == len(losses) else np.full(len(losses), np.nan)
+                               for _, losses, p, _ in step_chunks])
+        view.step_losses = pd.DataFrame({"step": steps, "loss": losses, "penalty": pens})
     return view
 
 
