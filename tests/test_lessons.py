@@ -211,3 +211,13 @@ def test_b_overfit_each_regularizer_narrows_the_gap_more_than_seeds_move_it(shar
     family = get_preset("B-overfit")
     gaps, spread = _gaps_and_spread(family, get_preset("B-overfit-seeds"))
     _assert_regularizers_narrow_the_gap(gaps, spread, ["L2 0.01", "dropout 0.5"])
+
+
+# --- lesson E: the report's softmax before cross-entropy, side by side --------------------------------------
+def test_e2_softmax_twice_on_digits_floors_the_loss_at_about_the_same_accuracy():
+    family, _ = get_preset("E2-softmax-twice").for_server(available=lambda name: False)
+    ends = _train_cells([(label, cfg.replace(epochs=10, log_every=10_000)) for label, cfg in family.runs])
+    reported, correct = ends["#2 as reported (softmax twice)"], ends["#2 correct"]
+    floor = math.log(1 + 9 / math.e)  # softmax of probabilities: the best case is one 1 among nine 0s
+    assert _learned(correct, 10) and reported.test_acc > 0.8
+    assert reported.test_loss >= floor - 1e-6 and reported.test_loss > 3 * correct.test_loss
