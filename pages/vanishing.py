@@ -24,8 +24,7 @@ st.subheader("1 · The networks", divider="gray")
 form = grid_form()
 link_notices(form.notices)
 if form.dataset_fallback:
-    dataset_fallback_notice(form.dataset_fallback, "vg_dataset")
-    st.caption(plain(f"On Digits the lesson trains {A_FALLBACK.why}"))
+    dataset_fallback_notice(form.dataset_fallback, "vg_dataset", changed=A_FALLBACK.why)
 grid = form.grid
 if form.lesson:
     test_labels = load_dataset(grid.base.dataset).y_test

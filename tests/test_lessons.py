@@ -111,6 +111,26 @@ def test_regularization_sentence_says_which_narrowed_the_gap_and_by_how_much():
     assert "experiment" in pending.lower() and "ahead" not in pending.split("experiment")[0]
 
 
+def test_stuck_verdicts_follow_the_test_metrics_and_wait_for_them():
+    class End:  # what a finished run carries
+        def __init__(self, acc, loss, confusion):
+            self.test_acc, self.test_loss, self.confusion = acc, loss, confusion
+
+    one_answer = [[0, 0, 30], [0, 0, 50], [0, 0, 20]]  # everything predicted as class 2 (20% of the data)
+    learned = [[28, 1, 1], [2, 47, 1], [1, 1, 18]]
+    verdicts_ = lessons.stuck_verdicts([("flat", End(0.20, math.log(3), one_answer)),
+                                        ("good", End(0.93, 0.2, learned)), ("training", None)])
+    assert verdicts_ == {"flat": True, "good": False, "training": None}
+
+
+def test_seeds_grid_is_one_job_of_the_same_network_per_seed():
+    base = get_preset("A-fixes").config
+    grid = lessons.seeds_grid(base)
+    cells = [cfg for _, cfg in grid.cells()]
+    assert [c.seed for c in cells] == [cfg.seed for _, cfg in get_preset("A-sigmoid-seeds").runs]
+    assert all(c.replace(seed=base.seed) == base for c in cells)
+
+
 def test_stuck_share_text_is_computed_from_the_dataset_used():
     y_test = datasets.load_dataset("digits").y_test
     shares = torch.bincount(y_test, minlength=10).float() / len(y_test)

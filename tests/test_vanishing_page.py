@@ -81,7 +81,7 @@ def test_preset_falls_back_to_digits_with_a_notice(isolated_cache, no_mnist):
     assert at.number_input(key="vg_epochs").value == dict(A_FALLBACK.overrides)["epochs"]
     assert at.slider(key="vg_fix_depth").value == get_preset("A-fixes").config.depth
     assert "MNIST is not available" in texts(at.warning)
-    assert f"{dict(A_FALLBACK.overrides)['epochs']} epochs instead of" in texts(at.caption)
+    assert f"{dict(A_FALLBACK.overrides)['epochs']} epochs instead of" in texts(at.warning)
 
 
 def test_too_many_networks_is_explained(isolated_cache):
