@@ -149,6 +149,7 @@ def test_accuracy_as_the_report_computed_it_prints_about_0_01_for_a_stuck_model(
         assert lessons.accuracy(logits, y) == pytest.approx(share)
         as_reported = lessons.accuracy_as_reported(logits, y)
         assert as_reported == pytest.approx(share / 10) and 0.005 < as_reported < 0.015
+        assert lessons.printed_as_reported(lessons.accuracy(logits, y), 10) == pytest.approx(as_reported)
     # 3 classes (lesson B's folder): a model right 55% of the time is printed as ~0.18
     y3 = torch.arange(300) % 3
     logits3 = torch.nn.functional.one_hot(torch.where(torch.arange(300) < 165, y3, (y3 + 1) % 3), 3).float()

@@ -178,6 +178,10 @@ def test_stuck_cell_is_majority_share_and_ln_classes(stuck_grid_events):
     assert table["stuck"].tolist()[:2] == [False, True]
     # the stuck network's first layer gets a far weaker gradient, relative to its output layer, than the shallow one's
     assert 20 * table.loc[1, "first / last layer gradient"] < table.loc[0, "first / last layer gradient"]
+    # the note explains the report's 0.0099 next to the true score: what the report's metric prints for this network
+    note = gr.stuck_note(grid)
+    assert "share of the class it predicts" in note and "about 0.10" not in note
+    assert f"would print {stuck.latest['acc'] / 10:.4f}" in note
 
 
 def test_gradient_band_marks_the_vanishing_layers(stuck_grid_events):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core.lessons import REPORTED_BUG, printed_as_reported
+
 from ..text import clock, epoch_text
 from .run import RunView, finite_values, layer_matrix, reduce_events, run_status
 
@@ -163,9 +165,13 @@ def stuck_note(grid: GridView) -> str | None:
         answers, share = example.top_prediction
         detail = (f" For example {example.label} gives {answers:.0%} of the test inputs the same answer, so its "
                   f"accuracy ({example.latest['acc']:.3f}) is just that class's share of the test set ({share:.3f}).")
+    reported = ""
+    if example is not None:
+        reported = (f" As the report did it, {example.label} would print "
+                    f"{printed_as_reported(example.latest['acc'], k):.4f}.")
     return (f"⊘ marks a stuck network ({len(stuck)} here): its loss sits at ln {k} = {math.log(k):.4f}, the loss of "
-            f"guessing uniformly, and its accuracy near 1/{k}.{detail} (The coursework printed 0.0099 for such "
-            "networks: a bug in how accuracy was counted; a 10-class model that learned nothing scores about 0.10.)")
+            f"guessing uniformly, and its accuracy is the share of the class it predicts.{detail} (The coursework "
+            f"printed 0.0099 for such networks: {REPORTED_BUG}.{reported})")
 
 
 def default_cell(grid: GridView) -> str | None:
