@@ -86,8 +86,8 @@ B_FALLBACK = Fallback("the same settings on the 8x8 digits (10 classes instead o
 B_OVERFIT_FALLBACK = Fallback(
     "the same network on 500 of the 8x8 digits. Digits are much easier to generalize from than clothes: in our "
     "trials there (Adam or momentum SGD, 50-400 training images, 256-512 units) train accuracy ran ahead of "
-    "validation, but no regularizer narrowed that gap by more than the seeds move it. Read the sentence below "
-    "the results with that in mind.")
+    "validation, but no regularizer narrowed that gap by more than the seeds move it. Read the results with "
+    "that in mind.")
 # C. MNIST from a Kaggle-style CSV (seed 002): 80/20 split, batch 128 -> 375 iterations per epoch
 C_BASE = RunConfig(dataset="mnist", val_fraction=0.2, hidden=(150, 150), activation="relu", optimizer="adam",
                    lr=0.01, epochs=10, batch_size=128, log_every=75)
