@@ -61,7 +61,8 @@ def fixes_sentence(stuck: Mapping[str, bool | None], baseline: str, epochs: int)
     learned = [label for label in fixes if not stuck[label]]
     still = [label for label in fixes if stuck[label]]
     parts = [f"After {_epochs(epochs)} the plain network ({baseline}) "
-             + ("is stuck." if stuck.get(baseline) else "learned too, so at this depth there is little to fix.")]
+             + ("is stuck." if stuck.get(baseline) else "is not stuck: it has started to learn, so compare how far "
+                                                         "each version got rather than whether it learned.")]
     if learned:
         parts.append(f"{_cap(join_words(learned))} learned.")
     if still:

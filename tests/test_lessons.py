@@ -81,6 +81,8 @@ def test_fixes_sentence_names_what_learned_and_what_stayed_stuck():
     assert "is stuck" in text.split(".")[0]
     everyone = lessons.fixes_sentence({"sigmoid": True, "relu": False}, "sigmoid", epochs=5)
     assert "not every fix" not in everyone and "stuck" not in everyone.split("is stuck.")[1]
+    escaped = lessons.fixes_sentence({"sigmoid": False, "sigmoid, lr 0.05": True}, "sigmoid", epochs=5)
+    assert "(sigmoid) is not stuck" in escaped and "Sigmoid, lr 0.05 stays stuck" in escaped
 
 
 def test_fixes_sentence_before_results_says_only_what_is_tested():
