@@ -27,10 +27,10 @@ if form.dataset_fallback:
     dataset_fallback_notice(form.dataset_fallback, "vg_dataset", changed=A_FALLBACK.why)
 grid = form.grid
 if form.lesson:
-    test_labels = load_dataset(grid.base.dataset).y_test
+    used = load_dataset(grid.base.dataset)
     st.info("**Lesson A: activations and vanishing gradients.** The coursework's grid: sigmoid, tanh and ReLU "
             "with 1–8 hidden layers of 10 units, SGD lr 0.2, batch 32. "
-            + plain(lessons.stuck_share_text(test_labels.bincount(minlength=10).tolist(),
+            + plain(lessons.stuck_share_text(used.y_test.bincount(minlength=used.n_classes).tolist(),
                                              dataset_label(grid.base.dataset))), icon="🎓")
 col_button, col_text = st.columns([1, 4], vertical_alignment="center")
 with col_button:

@@ -18,6 +18,7 @@ from app.figures import grid as gf
 from app.records import grid as gr
 from core.config import RunConfig
 from core.grid import GridConfig, run_grid
+from core.data import load_dataset
 from core.presets import A_FALLBACK, get_preset
 
 PAGE = "../pages/vanishing.py"
@@ -82,6 +83,10 @@ def test_preset_falls_back_to_digits_with_a_notice(isolated_cache, no_mnist):
     assert at.slider(key="vg_fix_depth").value == get_preset("A-fixes").config.depth
     assert "MNIST is not available" in texts(at.warning)
     assert f"{dict(A_FALLBACK.overrides)['epochs']} epochs instead of" in texts(at.warning)
+    # the lesson box says what a stuck network scores on the dataset actually used (computed from its test set)
+    shares = load_dataset("digits").y_test.bincount(minlength=10).float() / len(load_dataset("digits").y_test)
+    lesson_box = texts(at.info).replace("\\", "")
+    assert f"between {shares.min():.3f} and {shares.max():.3f}" in lesson_box and "0.10" not in lesson_box
 
 
 def test_too_many_networks_is_explained(isolated_cache):
