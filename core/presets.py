@@ -1,13 +1,33 @@
-"""Every experiment of LESSONS.md A-E as named configs.
+"""Every experiment of LESSONS.md A-E as named configs, and how each runs on the offline fallback.
 
 A preset is a titled family of one or more :class:`RunConfig` (e.g. "the eight networks of
 E" is one preset of eight). Experiments are overrides of a lesson's base config, never copies.
+A lesson whose dataset is missing on a server trains on Digits instead; its :class:`Fallback`
+holds the settings for which its phenomenon still shows there (found by experiment), and
+:meth:`Preset.for_server` applies them. Descriptions say what an experiment tests, never what it
+will show: outcomes are written from the runs (core/lessons.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
+from . import data
 from .config import RunConfig
+
+FALLBACK_DATASET = "digits"
+
+Overrides = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """How a lesson trains on Digits: overrides for every run (besides the dataset), per-label
+    overrides on top, and why they differ from the lesson's own settings."""
+
+    why: str
+    overrides: Overrides = ()
+    runs: tuple[tuple[str, Overrides], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -17,16 +37,37 @@ class Preset:
     title: str
     description: str
     runs: tuple[tuple[str, RunConfig], ...]  # (label, config)
+    fallback: Fallback | None = None
 
     @property
     def config(self) -> RunConfig:
         """The first (or only) config of the family."""
         return self.runs[0][1]
 
+    @property
+    def datasets(self) -> set[str]:
+        return {cfg.dataset for _, cfg in self.runs}
+
+    def on_fallback(self) -> "Preset":
+        """This lesson on Digits with its fallback settings (its description says what changed)."""
+        fb = self.fallback or Fallback("The same settings on the 8x8 digits.")
+        per_label = dict(fb.runs)
+        runs = tuple((label, cfg.replace(**{"dataset": FALLBACK_DATASET, **dict(fb.overrides),
+                                            **dict(per_label.get(label, ()))}))
+                     for label, cfg in self.runs)
+        return Preset(self.name, self.lesson, self.title, f"{self.description} On Digits: {fb.why}", runs, self.fallback)
+
+    def for_server(self, available: Callable[[str], bool] = data.available) -> tuple["Preset", str | None]:
+        """The preset as it trains here: itself, or its Digits version when one of its datasets is
+        missing (then also the missing dataset's name, for the fallback notice)."""
+        missing = sorted(d for d in self.datasets if d != FALLBACK_DATASET and not available(d))
+        return (self.on_fallback(), missing[0]) if missing else (self, None)
+
 
 def _family(name: str, lesson: str, title: str, description: str, base: RunConfig,
-            variants: list[tuple[str, dict]]) -> Preset:
-    return Preset(name, lesson, title, description, tuple((label, base.replace(**kw)) for label, kw in variants))
+            variants: list[tuple[str, dict]], fallback: Fallback | None = None) -> Preset:
+    return Preset(name, lesson, title, description, tuple((label, base.replace(**kw)) for label, kw in variants),
+                  fallback)
 
 
 # A. Activations and vanishing gradients (seeds 000/001, Question 1)
@@ -35,6 +76,18 @@ A_BASE = RunConfig(dataset="mnist", epochs=5, batch_size=32, optimizer="sgd", lr
 # B. Regularization on an image folder (seeds 000/001, Question 2); fashion3 stands in for the seeds' folder
 B_BASE = RunConfig(dataset="fashion3", hidden=(13, 13, 13), batch_size=32, epochs=25, optimizer="sgd", lr=0.003,
                    log_every=50, val_fraction=0.1)
+# B, with an overfitting baseline: few training images, a wide network (found by experiment on Fashion-MNIST).
+B_OVERFIT = RunConfig(dataset="fashion-mnist", train_limit=500, val_fraction=0.1, hidden=(256, 256), activation="relu",
+                      optimizer="adam", lr=1e-3, batch_size=32, epochs=40, log_every=100)
+B_VARIANTS = [("none", {}), ("L1 0.0003", {"l1": 3e-4}), ("L2 0.01", {"l2": 0.01}),
+              ("dropout 0.5", {"dropout": 0.5, "dropout_impl": "inverted"})]
+B_SEEDS = (0, 1, 2)
+B_FALLBACK = Fallback("the same settings on the 8x8 digits (10 classes instead of the folder's 3).")
+B_OVERFIT_FALLBACK = Fallback(
+    "the same network on 500 of the 8x8 digits. Digits are much easier to generalize from than clothes: in our "
+    "trials there (Adam or momentum SGD, 50-400 training images, 256-512 units) train accuracy ran ahead of "
+    "validation, but no regularizer narrowed that gap by more than the seeds move it. Read the results with "
+    "that in mind.")
 # C. MNIST from a Kaggle-style CSV (seed 002): 80/20 split, batch 128 -> 375 iterations per epoch
 C_BASE = RunConfig(dataset="mnist", val_fraction=0.2, hidden=(150, 150), activation="relu", optimizer="adam",
                    lr=0.01, epochs=10, batch_size=128, log_every=75)
@@ -52,28 +105,59 @@ D_SEARCH_SPACE = {
     "batch_size": [16, 32, 64], "init": ["default", "xavier"], "activation": ["sigmoid", "tanh", "relu"],
 }
 
+A_FIXES_DEPTH = 4  # the deep sigmoid network of the fixes (also the Vanishing page's default)
+# On Digits an epoch is ~36 steps instead of ~1700: 20 epochs let the shallow and the fixed networks learn there.
+A_FALLBACK = Fallback("20 epochs instead of 5 (an epoch of Digits is about 36 steps, of MNIST about 1700), "
+                      "metrics every 20 steps.", (("epochs", 20), ("log_every", 20)))
+A_FIXES = [("sigmoid", {}), ("relu", {"activation": "relu"}), ("relu + he", {"activation": "relu", "init": "he"}),
+           ("sigmoid + xavier", {"init": "xavier"}), ("sigmoid + batchnorm", {"norm": "batchnorm"}),
+           ("sigmoid + layernorm", {"norm": "layernorm"}), ("sigmoid, lr 0.05", {"lr": 0.05})]
+A_SEEDS = (0, 1, 2)
+STUCK_MEANS = ("Stuck means: the loss stays at ln(classes) and the accuracy at the share of the one class the "
+               "network predicts for every input.")
+
 PRESET_LIST: list[Preset] = [
     _family("A-sigmoid-depth", "A", "Sigmoid with 1-4 hidden layers",
-            "MNIST, width 10, SGD lr 0.2, batch 32, 5 epochs. Deeper sigmoid networks stop learning: loss stays "
-            "at ln 10 = 2.3026 and accuracy at the majority-class share (~0.10, not the 0.0099 the report printed).",
-            A_BASE, [(f"sigmoid x{d}", {"hidden": (10,) * d}) for d in (1, 2, 3, 4)]),
+            "MNIST, width 10, SGD lr 0.2, batch 32, 5 epochs. The experiment: from which depth on does a sigmoid "
+            f"network stop learning? {STUCK_MEANS} (The report printed accuracy 0.0099 for such networks.)",
+            A_BASE, [(f"sigmoid x{d}", {"hidden": (10,) * d}) for d in (1, 2, 3, 4)], A_FALLBACK),
     _family("A-tanh-deep", "A", "tanh, many layers",
-            "tanh with 14 hidden layers of width 10 (the report saw it stuck).", A_BASE,
-            [("tanh x14", {"activation": "tanh", "hidden": (10,) * 14})]),
+            "tanh with 14 hidden layers of width 10 (the report saw it stuck). The experiment: does it learn?",
+            A_BASE, [("tanh x14", {"activation": "tanh", "hidden": (10,) * 14})], A_FALLBACK),
     _family("A-relu-deep", "A", "ReLU, 8 layers",
-            "ReLU with 8 hidden layers of width 10 at lr 0.2 (the report saw it stuck).", A_BASE,
-            [("relu x8", {"activation": "relu", "hidden": (10,) * 8})]),
+            "ReLU with 8 hidden layers of width 10 at lr 0.2 (the report saw it stuck). The experiment: does it "
+            "learn?", A_BASE, [("relu x8", {"activation": "relu", "hidden": (10,) * 8})], A_FALLBACK),
     _family("A-fixes", "A", "Fixes for the deep sigmoid network",
-            "The 4-layer sigmoid network, and what makes it learn: ReLU, ReLU + He init, Xavier init, "
-            "BatchNorm, LayerNorm, a smaller learning rate.", A_BASE.replace(hidden=(10,) * 4),
-            [("sigmoid", {}), ("relu", {"activation": "relu"}), ("relu + he", {"activation": "relu", "init": "he"}),
-             ("sigmoid + xavier", {"init": "xavier"}), ("sigmoid + batchnorm", {"norm": "batchnorm"}),
-             ("sigmoid + layernorm", {"norm": "layernorm"}), ("sigmoid, lr 0.05", {"lr": 0.05})]),
-    _family("B-regularization", "B", "None / L1 / L2 / dropout on an image folder",
-            "3 hidden x 13, batch 32, 25 epochs, SGD, on a 3-class Fashion-MNIST image folder. L1 = loss + "
-            "lambda*sum|w|, L2 = loss + lambda*sum w^2; dropout is the project's hand-written class.", B_BASE,
+            f"The {A_FIXES_DEPTH}-layer sigmoid network and the changes said to make it learn: ReLU, ReLU + He init, "
+            "Xavier init, BatchNorm, LayerNorm, a quarter of the learning rate, all with the same seed. The "
+            f"experiment: which of them learn within the epochs given, and which stay stuck? {STUCK_MEANS}",
+            A_BASE.replace(hidden=(10,) * A_FIXES_DEPTH), A_FIXES, A_FALLBACK),
+    _family("A-sigmoid-seeds", "A", "The deep sigmoid network, three seeds",
+            f"The {A_FIXES_DEPTH}-layer sigmoid network trained with seeds {', '.join(map(str, A_SEEDS))} (different "
+            "initial weights and batch order), in one job. The experiment: does the seed decide whether it gets "
+            f"stuck? {STUCK_MEANS}", A_BASE.replace(hidden=(10,) * A_FIXES_DEPTH),
+            [(f"sigmoid x{A_FIXES_DEPTH}, seed {s}", {"seed": s}) for s in A_SEEDS], A_FALLBACK),
+    _family("B-regularization", "B", "None / L1 / L2 / dropout on an image folder (as reported)",
+            "The report's settings, as reported: 3 hidden x 13, batch 32, 25 epochs, SGD lr 0.003, on a 3-class "
+            "Fashion-MNIST image folder. L1 = loss + lambda*sum|w|, L2 = loss + lambda*sum w^2; dropout is the "
+            "project's hand-written class. These settings cannot show what a regularizer does. A regularizer "
+            "narrows the distance between train and validation accuracy, and here there is none to narrow: SGD at "
+            "lr 0.003 has barely trained the 13-unit network after 25 epochs (train and validation accuracy stay "
+            "close together), and the three classes (T-shirt, trouser, sneaker) are easy (with Adam the same "
+            "network gets practically every test image right). Compare the train and validation curves, then "
+            "load \"Overfitting on purpose\".", B_BASE,
             [("none", {}), ("L1 0.0018", {"l1": 0.0018}), ("L2 0.0019", {"l2": 0.0019, "lr": 0.0033}),
-             ("dropout 0.25", {"dropout": 0.25, "dropout_impl": "inverted", "lr": 0.0033})]),
+             ("dropout 0.25", {"dropout": 0.25, "dropout_impl": "inverted", "lr": 0.0033})], B_FALLBACK),
+    _family("B-overfit", "B", "Overfitting on purpose: None / L1 / L2 / dropout",
+            f"A network that can memorize its training set: {B_OVERFIT.train_limit} Fashion-MNIST training images, "
+            "2 hidden x 256 ReLU, Adam lr 0.001, batch 32, 40 epochs. The experiment: how far does train accuracy "
+            "run ahead of validation accuracy without regularization, and how much does each regularizer narrow "
+            "that gap?", B_OVERFIT, B_VARIANTS, B_OVERFIT_FALLBACK),
+    _family("B-overfit-seeds", "B", "Overfitting on purpose: the baseline with three seeds",
+            "The unregularized network of \"Overfitting on purpose\" with seeds 0, 1 and 2 (another training "
+            "subset, initial weights and batch order each). The experiment: how much does the train - validation "
+            "gap move from seed to seed? A regularizer's effect smaller than that is noise.", B_OVERFIT,
+            [(f"none, seed {s}", {"seed": s}) for s in B_SEEDS], B_OVERFIT_FALLBACK),
     _family("C-kaggle-mnist", "C", "MNIST CSV: 2 x 150 ReLU, then LayerNorm + dropout, then (lr, p) pairs",
             "80/20 split, Adam lr 0.01, batch 128 (375 iterations per epoch), metrics every 75 iterations. "
             "Dropout here follows every hidden layer.", C_BASE,
@@ -100,6 +184,13 @@ PRESET_LIST: list[Preset] = [
              ("#4 128-64 dropout 0.5", {"dropout": 0.5}), ("#5 128-64 batchnorm", {"norm": "batchnorm"}),
              ("#6 128-64 L1 0.001", {"l1": 0.001}), ("#7 128-64 L2 0.001", {"l2": 0.001}),
              ("#8 conv32-conv32-128-64", {"arch": "cnn"})]),
+    _family("E2-softmax-twice", "E", "E #2 as reported (softmax before cross-entropy) and correct",
+            "The benchmark network trained twice, side by side: as report 004 did it (the network ends in a "
+            "softmax and cross-entropy applies another one) and correctly (cross-entropy on the logits). The "
+            "experiment: how much does the reported loss differ from the true one at about the same accuracy? "
+            "Softmax applied twice squeezes the probabilities towards uniform, so that loss cannot fall below "
+            "ln(1 + (classes - 1)/e) however well the network classifies.", E_BASE,
+            [("#2 as reported (softmax twice)", {"loss": "softmax_cross_entropy"}), ("#2 correct", {})]),
     _family("E2", "E", "E #2: 784-128-64-10 on Fashion-MNIST",
             "The benchmark network: 128-64 ReLU, Adam lr 0.001, batch 64.", E_BASE, [("#2 128-64", {})]),
 ]

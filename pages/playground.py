@@ -20,7 +20,8 @@ form = config_sidebar()
 cfg = form.config
 link_notices(form.notices)
 if form.dataset_fallback:
-    dataset_fallback_notice(form.dataset_fallback, "cfg_dataset")
+    lesson_fallback = form.preset.fallback if form.preset is not None else None
+    dataset_fallback_notice(form.dataset_fallback, "cfg_dataset", changed=lesson_fallback.why if lesson_fallback else None)
 if form.preset is not None:
     run = f" — run “{plain(form.preset_run)}”" if len(form.preset.runs) > 1 else ""
     changed = " You have changed some settings since loading it." if form.preset_modified else ""

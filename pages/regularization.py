@@ -6,8 +6,9 @@ import streamlit as st
 from app.forms import upload
 from app.forms.compare import Keys, base_split, family_editor, submit_comparison, use_dataset
 from app.text import dataset_label, plain, plural
-from app.views.compare import comparison_view, family_status
+from app.views.compare import comparison_view, family_status, train_val_gaps
 from app.views.jobs import train_button
+from core import lessons
 
 st.title("Regularization")
 st.caption("Train one network several times, each with a different regularizer (none, L1, L2, dropout, BatchNorm, "
@@ -44,4 +45,7 @@ if runs:
         st.info("These are the results of the variants you trained last. The settings above have changed since: "
                 "press **Train** to run them.", icon="ℹ️")
     st.subheader("3 · Compare", divider="gray")
+    gaps = train_val_gaps(runs)
+    if "none" in gaps:  # a family with an unregularized baseline: say what the regularizers did to its gap
+        st.markdown(plain(lessons.regularization_sentence(gaps, "none")))
     comparison_view(runs, prefix="reg_cmp")

@@ -7,10 +7,13 @@ from app.forms.grid import fixes_form, grid_form
 from app.forms.url import link_notices
 from app.text import dataset_label, plain, plural
 from app.views.data import dataset_fallback_notice
-from app.views.grid import fixes_view, grid_view
+from app.views.grid import finished_cells, fixes_view, grid_view
 from app.views.jobs import config_status, train_button
+from core import lessons
+from core.data import load_dataset
+from core.presets import A_FALLBACK
 
-GRID_JOB, FIXES_JOB = "vg_grid_job", "vg_fixes_job"  # session state holds job keys only
+GRID_JOB, FIXES_JOB, SEEDS_JOB = "vg_grid_job", "vg_fixes_job", "vg_seeds_job"  # session state holds job keys only
 
 st.title("Vanishing gradients")
 st.caption("Why do deep sigmoid networks stop learning? Train a whole table of networks at once, one per "
@@ -21,11 +24,14 @@ st.subheader("1 · The networks", divider="gray")
 form = grid_form()
 link_notices(form.notices)
 if form.dataset_fallback:
-    dataset_fallback_notice(form.dataset_fallback, "vg_dataset")
-if form.lesson:
-    st.info("**Lesson A: activations and vanishing gradients.** The coursework's grid: sigmoid, tanh and ReLU "
-            "with 1–8 hidden layers of 10 units, SGD lr 0.2, batch 32, 5 epochs.", icon="🎓")
+    dataset_fallback_notice(form.dataset_fallback, "vg_dataset", changed=A_FALLBACK.why)
 grid = form.grid
+if form.lesson:
+    used = load_dataset(grid.base.dataset)
+    st.info("**Lesson A: activations and vanishing gradients.** The coursework's grid: sigmoid, tanh and ReLU "
+            "with 1–8 hidden layers of 10 units, SGD lr 0.2, batch 32. "
+            + plain(lessons.stuck_share_text(used.y_test.bincount(minlength=used.n_classes).tolist(),
+                                             dataset_label(grid.base.dataset))), icon="🎓")
 col_button, col_text = st.columns([1, 4], vertical_alignment="center")
 with col_button:
     train_button(grid, GRID_JOB, key="vg_train", label="Train the grid",
@@ -56,5 +62,25 @@ train_button(form.fixes, FIXES_JOB, key="vg_train_fixes", label="Train the fixes
              help="Trains the deep sigmoid network and its fixes together, in one batched job.")
 fixes = form.fixes
 shown = fixes.key() if fixes is not None and config_status(fixes) else st.session_state.get(FIXES_JOB)
+if fixes is not None:
+    epochs = fixes.base.epochs
+    st.markdown(plain(lessons.fixes_sentence(lessons.stuck_verdicts(finished_cells(shown))
+                                             or {label: None for label, _ in fixes.cells()}, "sigmoid", epochs)))
+if shown is not None:
+    fixes_view(shown)
+
+st.subheader("3 · Is it the seed?", divider="gray")
+seeds = lessons.seeds_grid(fixes.base) if fixes is not None else None
+if seeds is not None:
+    st.caption(plain(f"The plain sigmoid network of the fixes ({form.fix_depth} hidden layers) trained with seeds "
+                     f"{', '.join(str(c.seed) for _, c in seeds.cells())}: other initial weights and another batch "
+                     "order, everything else the same, in one job."))
+train_button(seeds, SEEDS_JOB, key="vg_train_seeds", label="Train the seeds",
+             help="Trains the deep sigmoid network once per seed, in one job.")
+shown = seeds.key() if seeds is not None and config_status(seeds) else st.session_state.get(SEEDS_JOB)
+if seeds is not None:
+    verdicts = lessons.stuck_verdicts(finished_cells(shown)) or {label: None for label, _ in seeds.cells()}
+    st.markdown(plain(lessons.seeds_sentence({int(label.split()[-1]): v for label, v in verdicts.items()},
+                                             seeds.base.epochs)))
 if shown is not None:
     fixes_view(shown)

@@ -15,6 +15,7 @@ from apptest_helpers import new_app, texts
 from app.figures import run as figures
 from app.records import run as runview
 from core.config import RunConfig
+from core.presets import get_preset
 from core.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,11 +90,13 @@ def test_preset_picker_fills_the_widgets(app_env, no_mnist):
     assert at.sidebar.selectbox(key="cfg_optimizer").value == "sgd"
     assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(0.2)
     assert at.sidebar.number_input(key="cfg_batch_size").value == 32
-    assert at.sidebar.number_input(key="cfg_epochs").value == 5
-    # MNIST is not here: the preset lands on digits, and the page says so
+    # MNIST is not here: the preset lands on digits with the lesson's Digits settings, and the page says so
+    fallback = get_preset("A-fixes").fallback
+    assert at.sidebar.number_input(key="cfg_epochs").value == dict(fallback.overrides)["epochs"]
     assert at.sidebar.selectbox(key="cfg_dataset").value == "digits"
-    assert "MNIST is not available on this server" in texts(at.warning).replace("\\", "")
-    assert "Lesson A" in texts(at.info)
+    notice = texts(at.warning).replace("\\", "")
+    assert "MNIST is not available on this server" in notice and fallback.why in notice
+    assert "Lesson A" in texts(at.info) and "On Digits" in texts(at.info)
     # the family's runs are selectable by label
     run_box = at.sidebar.selectbox(key="gl_preset_run")
     assert "relu + he" in run_box.options

@@ -129,7 +129,7 @@ def test_page_renders_with_every_technique_loaded(isolated_cache):
 
 
 @pytest.mark.parametrize("button, preset", [("reg_load_B", "B-regularization"), ("reg_load_C", "C-kaggle-mnist"),
-                                            ("reg_load_E", "E-eight-networks")])
+                                            ("reg_load_E", "E-eight-networks"), ("reg_load_B-overfit", "B-overfit")])
 def test_lesson_buttons_fill_the_variant_table(isolated_cache, shared_fashion, shared_mnist, button, preset):
     at = open_page()
     at.button(key=button).click().run()
@@ -143,6 +143,17 @@ def test_lesson_buttons_fill_the_variant_table(isolated_cache, shared_fashion, s
     assert f"Lesson {PRESETS[preset].lesson}" in texts(at.info)
     assert at.button(key="reg_train").label == f"Train {len(runs)} variants"
     assert not at.warning  # the data is here: no fallback
+
+
+def test_lesson_b_overfit_without_fashion_trains_its_digits_settings_and_says_so(isolated_cache, no_mnist):
+    at = open_page()
+    at.button(key="reg_load_B-overfit").click().run()
+    assert not at.exception, at.exception
+    here, missing = PRESETS["B-overfit"].for_server(available=lambda name: False)
+    assert missing == "fashion-mnist" and at.selectbox(key="reg_dataset").value == "digits"
+    assert variant_labels(at) == [label for label, _ in here.runs]
+    assert "MNIST is not available" in texts(at.warning)
+    assert "On Digits" in texts(at.info) and "500 of the 8x8 digits" in texts(at.warning)
 
 
 def test_lesson_c_without_mnist_falls_back_to_digits_with_a_warning(isolated_cache, no_mnist):

@@ -18,6 +18,8 @@ from app.figures import grid as gf
 from app.records import grid as gr
 from core.config import RunConfig
 from core.grid import GridConfig, run_grid
+from core.data import load_dataset
+from core.presets import A_FALLBACK, get_preset
 
 PAGE = "../pages/vanishing.py"
 
@@ -76,8 +78,15 @@ def test_preset_falls_back_to_digits_with_a_notice(isolated_cache, no_mnist):
     at = open_page()
     at.button(key="vg_preset").click().run()
     assert at.selectbox(key="vg_dataset").value == "digits"
-    assert at.number_input(key="vg_epochs").value == 5
+    # the lesson's Digits settings (an epoch of Digits is ~36 steps): the phenomenon still shows there
+    assert at.number_input(key="vg_epochs").value == dict(A_FALLBACK.overrides)["epochs"]
+    assert at.slider(key="vg_fix_depth").value == get_preset("A-fixes").config.depth
     assert "MNIST is not available" in texts(at.warning)
+    assert f"{dict(A_FALLBACK.overrides)['epochs']} epochs instead of" in texts(at.warning)
+    # the lesson box says what a stuck network scores on the dataset actually used (computed from its test set)
+    shares = load_dataset("digits").y_test.bincount(minlength=10).float() / len(load_dataset("digits").y_test)
+    lesson_box = texts(at.info).replace("\\", "")
+    assert f"between {shares.min():.3f} and {shares.max():.3f}" in lesson_box and "0.10" not in lesson_box
 
 
 def test_too_many_networks_is_explained(isolated_cache):
@@ -174,6 +183,10 @@ def test_stuck_cell_is_majority_share_and_ln_classes(stuck_grid_events):
     assert table["stuck"].tolist()[:2] == [False, True]
     # the stuck network's first layer gets a far weaker gradient, relative to its output layer, than the shallow one's
     assert 20 * table.loc[1, "first / last layer gradient"] < table.loc[0, "first / last layer gradient"]
+    # the note explains the report's 0.0099 next to the true score: what the report's metric prints for this network
+    note = gr.stuck_note(grid)
+    assert "share of the class it predicts" in note and "about 0.10" not in note
+    assert f"would print {stuck.latest['acc'] / 10:.4f}" in note
 
 
 def test_gradient_band_marks_the_vanishing_layers(stuck_grid_events):

@@ -42,7 +42,7 @@ def accuracy_heatmap_figure(grid: GridView) -> go.Figure:
             text[r][c] = f"{latest['acc']:.2f}{mark}"
             hover[r][c] = (f"{plain_label(cell.label)}<br>{latest['split']} accuracy {latest['acc']:.4f}"
                            f"<br>{latest['split']} loss {latest['loss']:.4f}<br>{status}"
-                           + ("<br>stuck: loss ≈ ln(classes), accuracy ≈ 1/classes" if cell.stuck else ""))
+                           + ("<br>stuck: loss ≈ ln(classes), accuracy ≈ its predicted class's share" if cell.stuck else ""))
     return figure_from_spec([{"type": "heatmap", "x": [str(d) for d in depths], "y": [plain_label(r, 30) for r in rows],
                      "z": z, "zmin": 0.0, "zmax": 1.0, "colorscale": VIRIDIS, "text": text,
                      "texttemplate": "%{text}", "customdata": hover, "hovertemplate": "%{customdata}<extra></extra>",

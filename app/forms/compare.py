@@ -54,12 +54,13 @@ class FamilyPreset:
     lesson: str = ""
     description: str = ""
     hint: str = ""
+    preset: str = ""  # the core.presets name of a lesson's family
 
 
 def _lesson(name: str, button: str, hint: str = "") -> FamilyPreset:
     preset = PRESETS[name]
     return FamilyPreset(button, f"Lesson {preset.lesson}: {preset.title}", preset.runs, preset.lesson,
-                        preset.description, hint)
+                        preset.description, hint, name)
 
 
 FAMILY_PRESETS: dict[str, FamilyPreset] = {
@@ -70,6 +71,7 @@ FAMILY_PRESETS: dict[str, FamilyPreset] = {
     "B": _lesson("B-regularization", "LESSONS B · your image folder",
                  "To use your own images, open “Upload your own data” below, upload a zip with one folder per "
                  "class, and press “Train the variants on this dataset”."),
+    "B-overfit": _lesson("B-overfit", "LESSONS B · overfitting on purpose"),
     "C": _lesson("C-kaggle-mnist", "LESSONS C · LayerNorm + dropout"),
     "E": _lesson("E-eight-networks", "LESSONS E · eight networks"),
 }
@@ -129,6 +131,18 @@ def _form_value(cfg: RunConfig, name: str) -> Any:
 def load_family(keys: Keys, runs, preset: str | None = None) -> None:
     """Put a family into the form and the variant table (before they render, or from a callback)."""
     load_rows(keys, *family_from_runs(runs), preset)
+
+
+def load_lesson(keys: Keys, name: str) -> None:
+    """Load a family button: a lesson's family with its Digits settings where its dataset is missing here."""
+    family = FAMILY_PRESETS[name]
+    if not family.preset:
+        load_family(keys, family.runs, name)
+        return
+    here, missing = PRESETS[family.preset].for_server(dataset_available)
+    load_family(keys, here.runs, name)
+    if missing:
+        st.session_state[keys.fallback] = missing
 
 
 def load_rows(keys: Keys, base: RunConfig, rows: list[dict], preset: str | None = None) -> None:
@@ -194,12 +208,15 @@ def preset_buttons(keys: Keys) -> None:
     cols = st.columns(len(FAMILY_PRESETS))
     for col, (name, preset) in zip(cols, FAMILY_PRESETS.items()):
         col.button(preset.button, key=f"{keys.prefix}_load_{name}", help=preset.help, width="stretch",
-                   on_click=load_family, args=(keys, preset.runs, name),
+                   on_click=load_lesson, args=(keys, name),
                    type="primary" if st.session_state.get(keys.preset) == name else "secondary")
     loaded = FAMILY_PRESETS.get(st.session_state.get(keys.preset) or "")
     if loaded is not None and loaded.lesson:
         hint = f"  \n{plain(loaded.hint)}" if loaded.hint else ""
-        st.info(f"**{plain(loaded.help)}.** {with_math(loaded.description)}{hint}", icon="📖")
+        description = loaded.description
+        if loaded.preset and st.session_state.get(keys.fallback):  # the lesson as it trains here
+            description = PRESETS[loaded.preset].on_fallback().description
+        st.info(f"**{plain(loaded.help)}.** {with_math(description)}{hint}", icon="📖")
 
 
 def _on_dataset_change(keys: Keys) -> None:
@@ -238,7 +255,9 @@ def base_form(keys: Keys) -> tuple[RunConfig | None, dict[str, str]]:
     cfg, problems = validate(merged)
     fallback = state.get(keys.fallback)
     if fallback and values["dataset"] == FALLBACK_DATASET:
-        dataset_fallback_notice(fallback, keys.field("dataset"))
+        family = FAMILY_PRESETS.get(state.get(keys.preset) or "")
+        lesson = PRESETS[family.preset].fallback if family is not None and family.preset else None
+        dataset_fallback_notice(fallback, keys.field("dataset"), changed=lesson.why if lesson else None)
     elif fallback:
         state.pop(keys.fallback, None)
     for problem in problems.values():

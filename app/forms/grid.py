@@ -12,6 +12,7 @@ import streamlit as st
 
 from core.config import ACTIVATIONS, BUILTIN_DATASETS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig
 from core.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig, fixes_grid
+from core.presets import A_FALLBACK, A_FIXES_DEPTH
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label
 from . import url
@@ -29,6 +30,7 @@ RUN_KEYS = {"dataset": "vg_dataset", "lr": "vg_lr", "optimizer": "vg_optimizer",
 GRID_KEYS = {"activations": "vg_activations", "depths": "vg_depths", "width": "vg_width"}
 FIX_DEPTH = "vg_fix_depth"
 LINK_KEYS = ("fix_depth", "lesson")
+FALLBACK_EPOCHS = dict(A_FALLBACK.overrides)["epochs"]
 
 
 def log_every(dataset: str) -> int:
@@ -63,7 +65,7 @@ def grid_values(grid: GridConfig, fix_depth: int | None = None) -> dict:
     depths = grid.depths or (grid.base.depth,)
     values.update({"vg_activations": list(grid.activations or (grid.base.activation,)),
                    "vg_depths": (min(depths), max(depths)), "vg_width": int(grid.width),
-                   FIX_DEPTH: int(fix_depth if fix_depth is not None else max(max(depths), 1))})
+                   FIX_DEPTH: int(fix_depth if fix_depth is not None else A_FIXES_DEPTH)})
     return values
 
 
@@ -85,6 +87,7 @@ def _apply_dataset_fallback() -> None:
     if name != FALLBACK_DATASET and not dataset_available(name):
         st.session_state[FALLBACK] = name
         st.session_state["vg_dataset"] = FALLBACK_DATASET
+        st.session_state["vg_epochs"] = FALLBACK_EPOCHS  # the lesson's Digits settings (core.presets.A_FALLBACK)
 
 
 def _on_dataset() -> None:
@@ -176,7 +179,7 @@ def grid_form() -> GridForm:
 
 def _fallen_back(grid: GridConfig, fallback: str | None) -> GridConfig:
     if fallback and grid.base.dataset == fallback:
-        base = grid.base.replace(dataset=FALLBACK_DATASET, log_every=log_every(FALLBACK_DATASET))
+        base = grid.base.replace(dataset=FALLBACK_DATASET, log_every=log_every(FALLBACK_DATASET), epochs=FALLBACK_EPOCHS)
         return grid.replace(base=base)
     return grid
 

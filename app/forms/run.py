@@ -77,8 +77,12 @@ def _apply_dataset_fallback() -> None:
 
 
 def _load_preset_run(preset: Preset, index: int) -> None:
+    """Load one run of a lesson, with the lesson's Digits settings where its dataset is missing here."""
     index = min(max(index, 0), len(preset.runs) - 1)
-    load_into_widgets(preset.runs[index][1])
+    here, missing = preset.for_server(dataset_available)
+    load_into_widgets(here.runs[index][1])
+    if missing:
+        st.session_state[DATASET_NOTICE] = missing
     st.session_state[PRESET_LOADED] = _current_values()
 
 
@@ -128,10 +132,8 @@ def _load_link(query: dict) -> list[str]:
         except ValueError:
             index = 0
         st.session_state[PRESET_RUN_KEY] = index
-        loaded = {n: widget_value(preset.runs[index][1], n) for n in FIELD_NAMES}
-        if not dataset_available(loaded["dataset"]):
-            loaded["dataset"] = FALLBACK_DATASET
-        st.session_state[PRESET_LOADED] = loaded
+        here, _ = preset.for_server(dataset_available)
+        st.session_state[PRESET_LOADED] = {n: widget_value(here.runs[index][1], n) for n in FIELD_NAMES}
     return notices
 
 
@@ -211,4 +213,6 @@ def config_sidebar() -> RunForm:
         url.write_query(PAGE, query)
     loaded = st.session_state.get(PRESET_LOADED)
     modified = preset is not None and loaded is not None and loaded != values
+    if preset is not None:  # the lesson as it trains here (its description says what the fallback changed)
+        preset = preset.for_server(dataset_available)[0]
     return RunForm(cfg, problems, notices, preset, run_label, modified, fallback)

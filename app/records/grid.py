@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core import verdicts
+from core.lessons import REPORTED_BUG, printed_as_reported
+
 from ..text import clock, epoch_text
 from .run import RunView, finite_values, layer_matrix, reduce_events, run_status
 
 VANISHING_RATIO = 1e-3  # a layer whose gradient norm is below this share of the output layer's "has vanished"
-STUCK_LOSS = 0.05  # loss within this of ln(classes) ...
-STUCK_ACC = 0.5  # ... and accuracy within this fraction of 1/classes: it learned nothing
+STUCK_LOSS = verdicts.STUCK_LOSS  # loss within this of ln(classes): see core.verdicts.is_stuck
 
 
 @dataclass
@@ -48,12 +50,13 @@ class GridCell:
 
     @property
     def stuck(self) -> bool:
-        """Loss at ln(classes) and accuracy near 1/classes: it learned nothing (and usually gives every
-        input the same answer, so its accuracy is that class's share of the data)."""
-        latest, k = self.latest, self.n_classes
-        if latest is None or not all(map(math.isfinite, (latest["acc"], latest["loss"]))):
+        """core.verdicts' stuck: loss at ln(classes) and accuracy at the share of the class it predicts
+        (1/classes stands in while there is no confusion matrix yet)."""
+        latest = self.latest
+        if latest is None:
             return False
-        return abs(latest["loss"] - math.log(k)) <= STUCK_LOSS and abs(latest["acc"] - 1 / k) <= STUCK_ACC / k
+        top = self.top_prediction
+        return verdicts.is_stuck(latest["acc"], latest["loss"], self.n_classes, top[1] if top is not None else None)
 
     @property
     def top_prediction(self) -> tuple[float, float] | None:
@@ -163,9 +166,13 @@ def stuck_note(grid: GridView) -> str | None:
         answers, share = example.top_prediction
         detail = (f" For example {example.label} gives {answers:.0%} of the test inputs the same answer, so its "
                   f"accuracy ({example.latest['acc']:.3f}) is just that class's share of the test set ({share:.3f}).")
+    reported = ""
+    if example is not None:
+        reported = (f" As the report did it, {example.label} would print "
+                    f"{printed_as_reported(example.latest['acc'], k):.4f}.")
     return (f"⊘ marks a stuck network ({len(stuck)} here): its loss sits at ln {k} = {math.log(k):.4f}, the loss of "
-            f"guessing uniformly, and its accuracy near 1/{k}.{detail} (The coursework printed 0.0099 for such "
-            "networks: a bug in how accuracy was counted; a 10-class model that learned nothing scores about 0.10.)")
+            f"guessing uniformly, and its accuracy is the share of the class it predicts.{detail} (The coursework "
+            f"printed 0.0099 for such networks: {REPORTED_BUG}.{reported})")
 
 
 def default_cell(grid: GridView) -> str | None:

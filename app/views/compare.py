@@ -61,6 +61,17 @@ def family_states(runs: list[dict]) -> tuple[list[JobState | None], list[str], l
     return states, notes, groups
 
 
+def train_val_gaps(runs: list[dict]) -> dict[str, float | None]:
+    """label -> final train accuracy - validation accuracy of each variant (None until it finished)."""
+    states, _, _ = family_states(runs)
+    gaps: dict[str, float | None] = {}
+    for run, state in zip(runs, states):
+        end = next((e for e in reversed(state.events) if e.kind == "finished"), None) if state else None
+        ok = end is not None and end.status == "finished" and end.train_acc is not None and end.val_acc is not None
+        gaps[run["label"]] = end.train_acc - end.val_acc if ok else None
+    return gaps
+
+
 def job_keys(runs: list[dict]) -> list[str]:
     """The jobs a family's variants train in (grid jobs and single runs)."""
     return list(dict.fromkeys(r.get("grid") or r["key"] for r in runs))

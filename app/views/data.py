@@ -84,14 +84,16 @@ def _download_dataset(name: str, target_key: str | None) -> None:
         st.session_state[target_key] = name
 
 
-def dataset_fallback_notice(original: str, target_key: str | None = None) -> None:
+def dataset_fallback_notice(original: str, target_key: str | None = None, changed: str | None = None) -> None:
     """The one notice for a chosen dataset that is not on this server, replaced by the offline fallback
-    (with a download offer where downloads are allowed; a success selects it in ``target_key``)."""
+    (with a download offer where downloads are allowed; a success selects it in ``target_key``).
+    ``changed``: what a lesson's fallback settings change besides the dataset (core.presets.Fallback.why)."""
     title = dataset_title(original)
+    rest = (f"For the lesson to show there it trains {changed}" if changed else "Everything else is unchanged.")
     st.warning(plain(f"{title} is not available on this server (its files are not in the data folder"
                      f"{'' if paths.downloads_allowed() else ' and downloads are off'}), so this page uses "
                      f"{dataset_title(FALLBACK_DATASET)} instead, which needs no download. The link keeps "
-                     f"{title}; everything else is unchanged."), icon="⚠️")
+                     f"{title}. {rest}"), icon="⚠️")
     if paths.downloads_allowed() and not original.startswith(UPLOAD_PREFIX):
         st.button(f"Download {title} and use it", on_click=_download_dataset, args=(original, target_key),
                   key=f"download_{target_key or 'data'}_{original}",

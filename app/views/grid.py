@@ -111,6 +111,14 @@ def _grid_part(key: str, polling: bool) -> None:
             open_in_playground(RunConfig.from_dict(cell.config))
 
 
+def finished_cells(key: str | None) -> list[tuple[str, object]]:
+    """(label, the cell's RunFinished or None while it trains) for every cell of a grid job."""
+    state = job_state(key) if key is not None else None
+    if state is None:
+        return []
+    return [(c.label, c.view.finished) for c in grid_of(state).cells]
+
+
 def fixes_view(key: str) -> None:
     """The fixes grid job, polled while it trains."""
     if job_state(key) is None:
@@ -128,8 +136,9 @@ def _fixes_part(key: str, polling: bool) -> None:
     left, right = st.columns(2)
     with left:
         _chart(cached(vkey, "profile", lambda: gf.gradient_profile_figure(runs)), f"vg_profile_{key}")
-        st.caption("The gradient each layer receives, input layer on the left. Plain sigmoid falls off steeply "
-                   "towards the input; each fix keeps the early layers' gradient within reach of the last ones'.")
+        st.caption("The gradient each layer receives, input layer on the left. Compare how far each version's "
+                   "early layers fall below its last ones: a network whose first layers get almost no gradient "
+                   "cannot learn there.")
     with right:
         _chart(cached(vkey, "fix_acc", lambda: overlay_figure(runs, "acc")), f"vg_fixacc_{key}")
         st.caption("Accuracy of each version over time (solid: validation, dashed: train).")

@@ -1,0 +1,246 @@
+"""The lessons teach what their runs show (issue 9): the relation each lesson states, on real data
+(slow) and on its Digits fallback (fast); sentences written from results; the reports' accuracy
+mistake reproduced next to the correct metric."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core import data as datasets
+from core import lessons, verdicts
+from core.config import RunConfig
+from core.grid import GridConfig, cell_events, run_grid
+from core.presets import FALLBACK_DATASET, PRESETS, get_preset
+
+A_PRESETS = [p for p in PRESETS.values() if p.lesson == "A"]
+
+
+def _train_cells(cells: list[tuple[str, RunConfig]]) -> dict[str, object]:
+    """Train (label, config) cells as one grid job; the terminal event of each, by label."""
+    events: list = []
+    grid = GridConfig.from_runs(cells)
+    run_grid(grid, events.append)
+    per_cell = cell_events(events)
+    return {label: per_cell[i][-1] for i, (label, _) in enumerate(grid.cells())}
+
+
+def _stuck(end) -> bool:
+    """core.verdicts' stuck: accuracy at the predicted class's share, loss at ln(classes)."""
+    answers, share = verdicts.predicted_class_share(end.confusion)
+    return answers > 0.9 and verdicts.is_stuck(end.test_acc, end.test_loss, len(end.confusion), share)
+
+
+def _learned(end, n_classes: int) -> bool:
+    """Well above chance, and a loss clearly below that of uniform guessing."""
+    return end.status == "finished" and end.test_acc > 3 / n_classes and end.test_loss < 0.75 * math.log(n_classes)
+
+
+def _cells(preset, labels, **changes) -> list[tuple[str, RunConfig]]:
+    runs = dict(preset.runs)
+    return [(label, runs[label].replace(**changes)) for label in labels]
+
+
+# --- presets: fallbacks and descriptions ----------------------------------------------------------------
+def test_a_lesson_on_a_server_without_its_dataset_trains_on_digits_with_its_fallback_settings():
+    fixes = get_preset("A-fixes")
+    here, missing = fixes.for_server(available=lambda name: False)
+    assert missing == "mnist"
+    assert {cfg.dataset for _, cfg in here.runs} == {FALLBACK_DATASET}
+    overrides = dict(fixes.fallback.overrides)
+    for (label, cfg), (_, fell_back) in zip(fixes.runs, here.runs):
+        assert fell_back == cfg.replace(dataset=FALLBACK_DATASET, **overrides), label
+    assert fixes.fallback.why in here.description
+    same, none_missing = fixes.for_server(available=lambda name: True)
+    assert same is fixes and none_missing is None
+
+
+def test_descriptions_state_what_is_tested_not_an_outcome():
+    for preset in A_PRESETS:
+        text = preset.description
+        assert "2.3026" not in text and "~0.10" not in text and "0.10" not in text.replace("0.0099", ""), preset.name
+        assert "experiment" in text.lower(), preset.name
+
+
+def test_fixes_depth_is_the_same_in_the_preset_and_its_seed_family():
+    assert get_preset("A-fixes").config.depth == get_preset("A-sigmoid-seeds").config.depth
+    seeds = [cfg.seed for _, cfg in get_preset("A-sigmoid-seeds").runs]
+    assert len(set(seeds)) == 3
+    # the seed family is the fixes' baseline, seed apart
+    assert get_preset("A-sigmoid-seeds").config.replace(seed=0) == get_preset("A-fixes").config
+
+
+# --- sentences from results (synthetic) ------------------------------------------------------------------
+def test_fixes_sentence_names_what_learned_and_what_stayed_stuck():
+    result = {"sigmoid": True, "relu + he": False, "sigmoid + batchnorm": False, "sigmoid + xavier": True}
+    text = lessons.fixes_sentence(result, "sigmoid", epochs=1)
+    learned, stuck = text.split("learned.")[0], text.split("learned.")[1]
+    assert "relu + he" in learned.lower() and "batchnorm" in learned
+    assert "xavier" in stuck and "stays stuck" in stuck and "relu" not in stuck
+    assert "is stuck" in text.split(".")[0]
+    everyone = lessons.fixes_sentence({"sigmoid": True, "relu": False}, "sigmoid", epochs=5)
+    assert "not every fix" not in everyone and "stuck" not in everyone.split("is stuck.")[1]
+    escaped = lessons.fixes_sentence({"sigmoid": False, "sigmoid, lr 0.05": True}, "sigmoid", epochs=5)
+    assert "(sigmoid) is not stuck" in escaped and "Sigmoid, lr 0.05 stays stuck" in escaped
+
+
+def test_fixes_sentence_before_results_says_only_what_is_tested():
+    text = lessons.fixes_sentence({"sigmoid": None, "relu": False}, "sigmoid", epochs=1)
+    assert "experiment" in text.lower() and "learned" not in text and "stays stuck" not in text
+
+
+def test_seeds_sentence_counts_the_stuck_seeds():
+    assert lessons.seeds_sentence({0: False, 1: True, 2: False}, 5).startswith("1 of 3 seeds got stuck")
+    assert "seed 1" in lessons.seeds_sentence({0: False, 1: True, 2: False}, 5)
+    assert lessons.seeds_sentence({0: True, 1: True, 2: True}, 5).startswith("All 3 seeds")
+    assert lessons.seeds_sentence({0: False, 1: False, 2: False}, 5).startswith("None of the 3")
+    pending = lessons.seeds_sentence({0: True, 1: None, 2: False}, 5)
+    assert "got stuck" not in pending and "experiment" in pending.lower()
+
+
+def test_regularization_sentence_says_which_narrowed_the_gap_and_by_how_much():
+    gaps = {"none": 0.20, "L2 0.01": 0.11, "dropout 0.5": 0.14, "L1 0.0003": 0.195}
+    text = lessons.regularization_sentence(gaps, "none", spread=0.02)
+    assert "0.200 ahead" in text
+    narrowed, rest = text.split(" narrow it.")[0], text.split(" narrow it.")[1]
+    assert "L2 0.01 to 0.110 (by 0.090)" in narrowed and "dropout 0.5 to 0.140 (by 0.060)" in narrowed
+    assert "L1 0.0003" not in narrowed and "L1 0.0003 does not narrow" in rest
+    assert "0.020" in rest
+    flat = lessons.regularization_sentence({"none": 0.005, "L2": 0.004}, "none", spread=0.01)
+    assert "Nothing overfits" in flat and "narrows it" not in flat
+    pending = lessons.regularization_sentence({"none": 0.2, "L2": None}, "none")
+    assert "experiment" in pending.lower() and "ahead" not in pending.split("experiment")[0]
+
+
+def test_stuck_verdicts_follow_the_test_metrics_and_wait_for_them():
+    class End:  # what a finished run carries
+        def __init__(self, acc, loss, confusion):
+            self.test_acc, self.test_loss, self.confusion = acc, loss, confusion
+
+    one_answer = [[0, 0, 30], [0, 0, 50], [0, 0, 20]]  # everything predicted as class 2 (20% of the data)
+    learned = [[28, 1, 1], [2, 47, 1], [1, 1, 18]]
+    verdicts_ = lessons.stuck_verdicts([("flat", End(0.20, math.log(3), one_answer)),
+                                        ("good", End(0.93, 0.2, learned)), ("training", None)])
+    assert verdicts_ == {"flat": True, "good": False, "training": None}
+
+
+def test_seeds_grid_is_one_job_of_the_same_network_per_seed():
+    base = get_preset("A-fixes").config
+    grid = lessons.seeds_grid(base)
+    cells = [cfg for _, cfg in grid.cells()]
+    assert [c.seed for c in cells] == [cfg.seed for _, cfg in get_preset("A-sigmoid-seeds").runs]
+    assert all(c.replace(seed=base.seed) == base for c in cells)
+
+
+def test_stuck_share_text_is_computed_from_the_dataset_used():
+    y_test = datasets.load_dataset("digits").y_test
+    shares = torch.bincount(y_test, minlength=10).float() / len(y_test)
+    text = lessons.stuck_share_text(torch.bincount(y_test, minlength=10).tolist(), "Digits")
+    assert f"{shares.min():.3f}" in text and f"{shares.max():.3f}" in text and "ln 10 = 2.3026" in text
+
+
+# --- the reports' accuracy mistake (seeds 000/001), reconstructed -----------------------------------------
+def test_accuracy_as_the_report_computed_it_prints_about_0_01_for_a_stuck_model():
+    ds = datasets.load_dataset("digits")
+    y = ds.y_test
+    for top in (0, 3, 7):  # a stuck network: the same answer for every input
+        logits = torch.zeros(len(y), 10)
+        logits[:, top] = 1.0
+        share = (y == top).float().mean().item()
+        assert lessons.accuracy(logits, y) == pytest.approx(share)
+        as_reported = lessons.accuracy_as_reported(logits, y)
+        assert as_reported == pytest.approx(share / 10) and 0.005 < as_reported < 0.015
+        assert lessons.printed_as_reported(lessons.accuracy(logits, y), 10) == pytest.approx(as_reported)
+    # 3 classes (lesson B's folder): a model right 55% of the time is printed as ~0.18
+    y3 = torch.arange(300) % 3
+    logits3 = torch.nn.functional.one_hot(torch.where(torch.arange(300) < 165, y3, (y3 + 1) % 3), 3).float()
+    assert lessons.accuracy(logits3, y3) == pytest.approx(0.55)
+    assert lessons.accuracy_as_reported(logits3, y3) == pytest.approx(0.55 / 3)
+
+
+# --- lesson A on its Digits fallback (fast) ---------------------------------------------------------------
+def test_a_fixes_on_digits_fallback_sigmoid_stuck_while_relu_he_and_batchnorm_learn():
+    fixes, _ = get_preset("A-fixes").for_server(available=lambda name: False)
+    ends = _train_cells(_cells(fixes, ["sigmoid", "relu + he", "sigmoid + batchnorm"]))
+    assert _stuck(ends["sigmoid"])
+    assert _learned(ends["relu + he"], 10) and _learned(ends["sigmoid + batchnorm"], 10)
+    text = lessons.fixes_sentence({label: _stuck(end) for label, end in ends.items()}, "sigmoid",
+                                  fixes.config.epochs)
+    assert "(sigmoid) is stuck" in text and "Relu + he and sigmoid + batchnorm learned." in text
+
+
+def test_a_sigmoid_depth_on_digits_fallback_shallow_learns_deep_is_stuck():
+    depth, _ = get_preset("A-sigmoid-depth").for_server(available=lambda name: False)
+    ends = _train_cells(_cells(depth, ["sigmoid x1", "sigmoid x4"]))
+    assert _learned(ends["sigmoid x1"], 10)
+    assert _stuck(ends["sigmoid x4"])
+
+
+def test_d_optimizers_on_digits_all_learn():
+    family, _ = get_preset("D-optimizers").for_server(available=lambda name: False)
+    ends = _train_cells(list(family.runs))
+    assert len(ends) == 6
+    for label, end in ends.items():
+        assert _learned(end, 10), (label, end.test_acc, end.test_loss)
+
+
+# --- real data (slow) ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_d_six_optimizers_learn_fashion_mnist_in_one_epoch(shared_fashion):
+    """Issue 9.1: RMSProp with its own alpha (0.99) and no momentum learns like the other five."""
+    family = get_preset("D-optimizers")
+    assert dict(family.runs)["rmsprop"].rms_alpha == 0.99 and dict(family.runs)["rmsprop"].rms_momentum == 0
+    ends = _train_cells([(label, cfg.replace(epochs=1, log_every=10_000)) for label, cfg in family.runs])
+    for label, end in ends.items():
+        assert _learned(end, 10) and end.test_acc > 0.6, (label, end.test_acc, end.test_loss)
+
+
+@pytest.mark.slow
+def test_a_fixes_on_mnist_sigmoid_stuck_while_relu_he_and_batchnorm_learn(shared_mnist):
+    """The Vanishing page's default: one epoch of MNIST at the fixes' depth."""
+    fixes = get_preset("A-fixes")
+    ends = _train_cells(_cells(fixes, ["sigmoid", "relu + he", "sigmoid + batchnorm"], epochs=1, log_every=10_000))
+    assert _stuck(ends["sigmoid"])
+    assert _learned(ends["relu + he"], 10) and _learned(ends["sigmoid + batchnorm"], 10)
+    text = lessons.fixes_sentence({label: _stuck(end) for label, end in ends.items()}, "sigmoid", 1)
+    assert "is stuck" in text and "stays stuck" not in text
+
+
+# --- lesson B -------------------------------------------------------------------------------------------
+def _gaps_and_spread(family, seeds_family) -> tuple[dict[str, float], float]:
+    """Train the family and the baseline's other seeds as one grid job: each variant's train - validation
+    accuracy gap, and how far the baseline's gap moves across seeds."""
+    others = [(label, cfg) for label, cfg in seeds_family.runs if cfg.seed != family.config.seed]
+    ends = _train_cells(list(family.runs) + others)
+    gaps = {label: end.train_acc - end.val_acc for label, end in ends.items()}
+    spread = lessons.seed_spread([gaps["none"]] + [gaps[label] for label, _ in others])
+    return {label: gaps[label] for label, _ in family.runs}, spread
+
+
+def _assert_regularizers_narrow_the_gap(gaps: dict[str, float], spread: float, regularizers: list[str]) -> None:
+    assert gaps["none"] > 2 * spread and gaps["none"] > 0.05, (gaps, spread)  # the baseline overfits
+    for label in regularizers:
+        assert gaps["none"] - gaps[label] > spread, (label, gaps, spread)
+    text = lessons.regularization_sentence(gaps, "none", spread)
+    for label in regularizers:
+        assert f"{label} to {gaps[label]:.3f}" in text.split(" narrow")[0]
+
+
+@pytest.mark.slow
+def test_b_overfit_each_regularizer_narrows_the_gap_more_than_seeds_move_it(shared_fashion):
+    """Issue 9.8: the unregularized network's train - validation gap exceeds L2's and dropout's by more
+    than it moves across seeds."""
+    family = get_preset("B-overfit")
+    gaps, spread = _gaps_and_spread(family, get_preset("B-overfit-seeds"))
+    _assert_regularizers_narrow_the_gap(gaps, spread, ["L2 0.01", "dropout 0.5"])
+
+
+# --- lesson E: the report's softmax before cross-entropy, side by side --------------------------------------
+def test_e2_softmax_twice_on_digits_floors_the_loss_at_about_the_same_accuracy():
+    family, _ = get_preset("E2-softmax-twice").for_server(available=lambda name: False)
+    ends = _train_cells([(label, cfg.replace(epochs=10, log_every=10_000)) for label, cfg in family.runs])
+    reported, correct = ends["#2 as reported (softmax twice)"], ends["#2 correct"]
+    floor = math.log(1 + 9 / math.e)  # softmax of probabilities: the best case is one 1 among nine 0s
+    assert _learned(correct, 10) and reported.test_acc > 0.8
+    assert reported.test_loss >= floor - 1e-6 and reported.test_loss > 3 * correct.test_loss
