@@ -92,7 +92,8 @@ class LayerStats(Event):
 
 @dataclass
 class RunFinished(Event):
-    """End of a run: status is finished, cancelled or diverged (history is kept in all three)."""
+    """End of a run: status is finished, cancelled, diverged or pruned (stopped early by a sweep's
+    pruner); history is kept in all of them."""
 
     kind: ClassVar[str] = "finished"
     status: str
@@ -153,9 +154,40 @@ class CellEvent(Event):
         return cls(raw["cell"], raw["label"], event_from_dict(raw["event"]))
 
 
+@dataclass
+class SweepStarted(Event):
+    """A sweep (core.sweep) begins or resumes: where its Optuna study lives and what is left to do."""
+
+    kind: ClassVar[str] = "sweep_started"
+    key: str
+    study_name: str
+    storage: str  # the database URL with any password hidden
+    budget: int  # trials the sweep runs in all
+    done_before: int  # trials already told to the study (a resumed sweep)
+    requeued: int  # interrupted trials asked again with the same parameters
+    notes: list[str]
+    started_at: float
+
+
+@dataclass
+class TrialDone(Event):
+    """One trial of a sweep told to Optuna: state COMPLETE, PRUNED or FAIL, with its run's key."""
+
+    kind: ClassVar[str] = "trial_done"
+    number: int
+    params: dict
+    state: str
+    value: float | None  # validation accuracy (the objective), None for a failed trial
+    key: str  # the trial's run in the run store
+    outcome: str  # finished, stored (told from the run store), pruned, diverged or failed
+    reason: str = ""
+    test_acc: float | None = None
+    elapsed: float = 0.0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
                                         (RunStarted, StepLosses, Evaluation, LayerStats, RunFinished, RunFailed,
-                                         GridStarted, CellEvent)}
+                                         GridStarted, CellEvent, SweepStarted, TrialDone)}
 TERMINAL_KINDS = ("finished", "failed")
 
 

@@ -254,19 +254,22 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
 
 
 def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], emits: Sequence[Callback],
-                cancel: threading.Event | None = None, keys: Sequence[str] | None = None) -> list[RunFinished | RunFailed]:
+                cancel: threading.Event | None = None, keys: Sequence[str] | None = None,
+                prune: Callable[[int], str | None] | None = None) -> list[RunFinished | RunFailed]:
     """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
 
     ``make_lanes(configs, input_shape, n_classes, device)`` builds what is trained; lane i emits
     exactly the events a single run of ``configs[i]`` emits, to ``emits[i]``. A lane that
-    diverges ends alone; the others go on. Returns each lane's terminal event.
+    diverges ends alone; the others go on. ``prune(i)``, asked after each epoch-end evaluation
+    of lane i, may return a reason to end that lane early as "pruned" (e.g. a sweep's pruner).
+    Returns each lane's terminal event.
     """
     configs, emits = list(configs), list(emits)
     t0 = time.perf_counter()
     state = {"step": 0, "ends": [None] * len(configs)}
     try:
         return _train(configs, make_lanes, emits, cancel or threading.Event(),
-                      list(keys) if keys else [c.key() for c in configs], t0, state)
+                      list(keys) if keys else [c.key() for c in configs], t0, state, prune)
     except Exception as exc:  # every failure becomes an event; the caller keeps serving
         ends = state["ends"]
         for i, emit in enumerate(emits):
@@ -280,7 +283,8 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
 
 
 def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: list[Callback],
-           cancel: threading.Event, keys: list[str], t0: float, state: dict) -> list[RunFinished]:
+           cancel: threading.Event, keys: list[str], t0: float, state: dict,
+           prune: Callable[[int], str | None] | None = None) -> list[RunFinished]:
     cfg = configs[0]
     for other in configs[1:]:
         differ = [f for f in LOCKSTEP_FIELDS if getattr(other, f) != getattr(cfg, f)]
@@ -376,6 +380,12 @@ def _train(configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: li
                                       val_acc[i], pens[i], time.perf_counter() - t0)
             emits[i](LayerStats(step, round(epoch_float, 4), names, grad_norm, **stats[i]))
             emits[i](last_eval[i])
+            reason = prune(i) if prune is not None and epoch_end else None
+            if reason:
+                alive.remove(i)
+                emits[i](end(i, "pruned", reason))
+        if not alive:
+            raise Diverged  # every lane has ended (pruned)
         step_losses, step_data_losses, step_correct, step_sizes, first_step = [], [], [], [], step + 1
 
     status, reason = "finished", ""
