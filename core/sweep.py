@@ -153,7 +153,10 @@ def _clean(dist: Dist) -> Dist:
         raise ConfigError({name: f"Distribution of {name!r} must be one of {', '.join(KINDS)}, got {dist.kind!r}"})
     try:
         if dist.kind == "categorical":
-            return Dist(name, "categorical", tuple(_parse(name, v) for v in dist.choices))
+            choices = tuple(_parse(name, v) for v in dist.choices)
+            if len(set(choices)) != len(choices):
+                raise ConfigError({name: f"Search space for {name} lists a value twice: {list(choices)}"})
+            return Dist(name, "categorical", choices)
         low, high = _parse(name, dist.low), _parse(name, dist.high)
     except ValueError as exc:
         raise ConfigError({name: str(exc)}) from None
@@ -469,9 +472,17 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
                                 f"to use SQLite in the cache folder") from None
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler for ask-and-tell: its ``after_trial`` calls ``study.stop()``, which
+    raises outside ``study.optimize``; the sweep stops by itself after every point (``n_trials``)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
 def make_sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
     if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler({d.name: d.values() for d in sweep.space}, seed=sweep.seed)
+        return AskTellGridSampler({d.name: d.values() for d in sweep.space}, seed=sweep.seed)
     if sweep.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=min(10, max(2, sweep.n_trials // 3)))
     return optuna.samplers.RandomSampler(seed=sweep.seed)
