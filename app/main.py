@@ -29,6 +29,7 @@ PAGES = [
     PageSpec("playground.py", "Playground", ":material/science:", default=True),
     PageSpec("vanishing.py", "Vanishing gradients", ":material/trending_down:"),
     PageSpec("regularization.py", "Regularization", ":material/tune:"),
+    PageSpec("sweeps.py", "Sweeps", "🔎"),
     PageSpec("data.py", "Data", ":material/dataset:"),
     PageSpec("library.py", "Run library", ":material/history:"),
 ]
