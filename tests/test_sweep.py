@@ -277,3 +277,15 @@ def test_real_fashion_random_sweep_finds_a_good_trial(isolated_cache, tmp_path, 
     assert all(b >= a for a, b in zip(best.y, best.y[1:]))
     values = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
     assert list(best.y) == pytest.approx([max(values[:i + 1]) for i in range(len(values))])
+
+
+def test_cli_sweep_prints_the_best_trial_and_the_study(isolated_cache, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIENT_LAB_TORCH_THREADS": "1", sw.DB_ENV: url(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "core", "sweep", "--preset", "digits-sweep", "--trials", "3",
+                          "--set", "epochs=2", "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "best trial" in out.stdout and f"stored in {url(tmp_path)}" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "core", "sweep", "--preset", "digits-sweep", "--sampler", "grid"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Grid search needs a finite list" in bad.stderr
