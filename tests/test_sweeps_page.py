@@ -103,3 +103,23 @@ def test_bad_input_gets_a_clear_message_and_no_run(page, monkeypatch):
     monkeypatch.setenv("GRADIENT_LAB_MAX_SWEEP_COST", "0.001")
     at.number_input(key="sw_hi_lr").set_value(0.1).run()
     assert "above this server" in texts(at.error).replace("\\", "") and at.button(key="sw_run").disabled
+
+
+@pytest.mark.slow
+def test_transfer_trains_the_top_three_on_mnist_as_one_job(page, shared_fashion, shared_mnist):
+    at = page
+    at.selectbox(key="sw_preset").set_value("D-sweep-lecture").run()
+    at.number_input(key="sw_trials").set_value(3).run()
+    at.button(key="sw_run").click().run()
+    sweep = SweepConfig.from_json(at.session_state["sw_job"])
+    assert sweep.base.dataset == "fashion-mnist"
+    at = wait(at, sweep.key())
+    at.button(key="sw_transfer_run").click().run()
+    key, numbers = at.session_state["sw_transfer"]
+    assert len(numbers) == 3 and key.startswith("grid-")  # one (batched) grid job for the three
+    at = wait(at, key)
+    assert not at.exception, at.exception
+    table = at.dataframe[-1].value
+    assert list(table["trial"]) == numbers and table["Fashion val acc"].is_monotonic_decreasing
+    assert (table["MNIST status"] == "finished").all()
+    assert table["MNIST test acc"].max() > 0.5  # 10 digits: chance is 0.1
