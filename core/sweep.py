@@ -605,7 +605,7 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
                cancel: threading.Event, store: RunStore | None) -> int:
     """Train (or serve from the store) one batch of asked trials; returns how many were told."""
     configs: dict[int, RunConfig] = {}
-    told = 0
+    told, told_numbers = 0, set()
 
     def tell(trial: optuna.Trial, state: TrialState, value: float | None, outcome: str, reason: str = "",
              test_acc: float | None = None, elapsed: float = 0.0) -> None:
@@ -617,6 +617,7 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
             trial.set_user_attr("test_acc", test_acc)
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         told += 1
+        told_numbers.add(trial.number)
         key = trial.user_attrs.get("key", "")
         emit(TrialDone(trial.number, dict(trial.params), state.name, value, key, outcome, reason, test_acc, elapsed))
 
@@ -636,7 +637,6 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
     numbers = list(configs)
     cells = [(f"trial {n}", configs[n]) for n in numbers]
     plan = plan_grid(cells)
-    ended: set[int] = set()
 
     def lane_emit(number: int) -> tuple[Callable[[Event], None], Callable[[], str | None]]:
         trial, cfg, history = by_number[number], configs[number], []
@@ -648,7 +648,6 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
                 if float(event.epoch).is_integer() and event.epoch >= 1:
                     trial.report(event.val_acc, int(event.epoch))
             elif event.kind in ("finished", "failed"):
-                ended.add(number)
                 _tell_end(trial, cfg, event, history, store, tell)
 
         def should_prune() -> str | None:
@@ -672,7 +671,7 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
         train_lanes([cells[i][1]], ModuleLanes, [on_event], cancel, [cells[i][1].key()],
                     prune=lambda lane: should_prune())
     for number in numbers:  # cancelled before or while training: asked again on resume
-        if number not in ended:
+        if number not in told_numbers:
             _interrupt(study, by_number[number])
     return told
 

@@ -161,26 +161,30 @@ def test_sweep_is_one_job_with_dedup_and_store(isolated_cache, tmp_path, monkeyp
 
 
 def test_cancel_keeps_finished_trials_and_resumes(isolated_cache, tmp_path):
-    sweep = small(parallel=2)
+    sweep = small(parallel=2, base=DIGITS.replace(epochs=3))
     cancel = threading.Event()
     events = []
 
     def emit(event):
         events.append(event)
-        if event.kind == "trial_done":
-            cancel.set()  # cancel while the first batch of two trains
+        if event.kind == "cell" and sum(e.kind == "trial_done" for e in events) >= 2:
+            cancel.set()  # cancel while the second batch of two trains, after its first epoch
 
     end = sw.run_sweep(sweep, emit, cancel, None, url(tmp_path))
     assert end.status == "cancelled"
     study = sw.open_study(sweep, url(tmp_path))
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # the cancelled trials are not left running
     kept = {t.number: (t.params, t.value) for t in study.trials if t.state == TrialState.COMPLETE}
-    assert 1 <= len(kept) < 8
-    end, _, study = run(sweep, tmp_path)
+    interrupted = [t.params for t in study.trials if t.state == TrialState.FAIL and not sw.counted(t)]
+    assert len(kept) == 2 and len(interrupted) == 2
+    end, events, study = run(sweep, tmp_path)
     assert end.status == "finished"
+    assert next(e for e in events if e.kind == "sweep_started").done_before == 2
     assert all(study.trials[n].params == p and study.trials[n].value == v for n, (p, v) in kept.items())
     assert sum(sw.counted(t) for t in study.trials) == 8
-    points = {tuple(sorted(t.params.items())) for t in study.trials if t.state == TrialState.COMPLETE}
-    assert len(points) == 8  # the interrupted trial was asked again with its own values
+    points = [tuple(sorted(t.params.items())) for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(points) == len(set(points)) == 8  # every grid point once; the interrupted ones asked again
+    assert all(tuple(sorted(p.items())) in points for p in interrupted)
 
 
 KILL_SCRIPT = """
