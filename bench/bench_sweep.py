@@ -33,8 +33,7 @@ import torch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from core import data as datasets  # noqa: E402
-from core.grid import plan_grid  # noqa: E402
-from core.sweep import SWEEP_PRESETS, open_study, run_sweep, trial_config  # noqa: E402
+from core.sweep import SWEEP_PRESETS, open_study, run_sweep, split_plan, trial_config  # noqa: E402
 from core.train import device_name, resolve_device, train  # noqa: E402
 
 
@@ -72,11 +71,11 @@ def main() -> None:
         study = open_study(sweep, url)
         trials = study.get_trials()
     configs = [trial_config(sweep.base, t.params) for t in trials]
-    plan = plan_grid([(str(i), c) for i, c in enumerate(configs)])
+    batched, alone = split_plan([(str(i), c) for i, c in enumerate(configs)])
     print(f"{args.trials} trials of the D space, 1 epoch, {args.dataset}, on {device_name(device)} "
           f"({torch.get_num_threads()} threads)")
     print(f"sweep: {end.reason}")
-    print(f"  batched lanes jobs: {[len(g) for g in plan.batched]}, alone: {len(plan.alone)}")
+    print(f"  batched lanes jobs (trials sharing a stack): {[len(g) for g in batched]}, alone: {len(alone)}")
     seq_s, singles = timed(lambda: [train(c) for c in configs])
     diffs = [abs(t.value - s.val_acc) for t, s in zip(trials, singles)
              if t.state == TrialState.COMPLETE and s.kind == "finished" and s.val_acc is not None]

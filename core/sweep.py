@@ -9,7 +9,8 @@ own message.
 
 :func:`run_sweep` drives Optuna by ask-and-tell: it asks a batch of trials, trains the
 trials that share a data stream (:data:`core.train.LOCKSTEP_FIELDS`) as one batched lanes job
-(:func:`core.grid.plan_grid`, :class:`core.batched.StackedLanes`), reports each trial's
+(:func:`core.grid.plan_grid`, :class:`core.batched.StackedLanes`; only trials that share a
+stack, see :func:`split_plan`), reports each trial's
 validation accuracy at epoch ends to the pruner, and tells Optuna the result. A trial whose
 run is already in the run store is told from the store without training; a diverged trial is
 told as failed and the sweep goes on. The study lives in an RDB (SQLite in the cache folder,
@@ -40,7 +41,7 @@ from optuna.trial import TrialState
 
 from . import data as datasets
 from . import paths
-from .batched import StackedLanes
+from .batched import StackedLanes, stack_key
 from .config import FIELDS, MAX_HIDDEN_LAYERS, SCHEMA_VERSION, ConfigError, RunConfig, format_value, parse_value
 from .events import CellEvent, Event, RunFailed, RunFinished, SweepStarted, TrialDone
 from .grid import plan_grid
@@ -636,7 +637,7 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
     by_number = {t.number: t for t in asked}
     numbers = list(configs)
     cells = [(f"trial {n}", configs[n]) for n in numbers]
-    plan = plan_grid(cells)
+    batched, alone = split_plan(cells)
 
     def lane_emit(number: int) -> tuple[Callable[[Event], None], Callable[[], str | None]]:
         trial, cfg, history = by_number[number], configs[number], []
@@ -657,14 +658,14 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
             return f"pruned by the {PRUNER_TITLES[sweep.pruner].lower()} after epoch {int(last.epoch)}"
         return on_event, should_prune
 
-    for group in plan.batched:
+    for group in batched:
         if cancel.is_set():
             break
         group = [group[k] for k in StackedLanes.stacked_order([cells[i][1] for i in group])]
         hooks = [lane_emit(numbers[i]) for i in group]
         train_lanes([cells[i][1] for i in group], StackedLanes, [h[0] for h in hooks], cancel,
                     [cells[i][1].key() for i in group], prune=lambda lane: hooks[lane][1]())
-    for i in plan.alone:
+    for i in alone:
         if cancel.is_set():
             break
         on_event, should_prune = lane_emit(numbers[i])
@@ -674,6 +675,23 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
         if number not in told_numbers:
             _interrupt(study, by_number[number])
     return told
+
+
+def split_plan(cells: Sequence[tuple[str, RunConfig]]) -> tuple[list[list[int]], list[int]]:
+    """Which trials train batched (per data stream, those that share a stack: same width and
+    optimizer settings, see core.batched.stack_key) and which alone. A stack of one gains nothing
+    from batching (bench_sweep measured it slower than the single-run lanes), so it trains alone."""
+    plan = plan_grid(cells)
+    batched, alone = [], list(plan.alone)
+    for group in plan.batched:
+        stacks: dict[tuple, list[int]] = {}
+        for i in group:
+            stacks.setdefault(stack_key(cells[i][1]), []).append(i)
+        shared = [i for members in stacks.values() if len(members) > 1 for i in members]
+        alone += [i for members in stacks.values() if len(members) == 1 for i in members]
+        if shared:
+            batched.append(shared)
+    return batched, sorted(alone)
 
 
 def _epoch_ends(events: Sequence[Event]) -> list[tuple[int, float]]:

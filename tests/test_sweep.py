@@ -16,7 +16,6 @@ from optuna.trial import TrialState
 
 from core import sweep as sw
 from core.config import ConfigError, RunConfig
-from core.grid import plan_grid
 from core.jobs import JobManager
 from core.store import RunStore
 from core.sweep import Dist, SweepConfig
@@ -110,13 +109,21 @@ def test_batched_trials_equal_the_same_trials_trained_alone(isolated_cache, tmp_
     sweep = SweepConfig(DIGITS.replace(epochs=2), space, "grid", "none", 4)
     cells = [(str(i), sw.trial_config(sweep.base, dict(zip(("activation", "width"), p))))
              for i, p in enumerate(itertools.product(("tanh", "relu"), (16, 32)))]
-    assert [len(g) for g in plan_grid(cells).batched] == [4]  # one batched lanes job
+    batched, alone = sw.split_plan(cells)
+    assert [len(g) for g in batched] == [4] and alone == []  # one batched lanes job (two stacks of two)
     end, events, study = run(sweep, tmp_path)
     assert end.status == "finished"
     for trial in study.trials:
         alone = train(sw.trial_config(sweep.base, trial.params))
         assert trial.value == pytest.approx(alone.val_acc, abs=1.5e-3)  # one example of 360 may flip
         assert trial.user_attrs["test_acc"] == pytest.approx(alone.test_acc, abs=1.5e-3)
+
+
+def test_only_trials_that_share_a_stack_train_batched():
+    cells = [("a", DIGITS.replace(activation="tanh")), ("b", DIGITS.replace(activation="relu")),  # one stack
+             ("c", DIGITS.replace(optimizer="adam")),  # a stack of its own
+             ("d", DIGITS.replace(batch_size=64)), ("e", DIGITS.replace(batch_size=64, hidden=(16, 16)))]
+    assert sw.split_plan(cells) == ([[0, 1], [3, 4]], [2])
 
 
 def test_stored_trial_is_not_retrained(isolated_cache, tmp_path, monkeypatch):
