@@ -192,8 +192,8 @@ def trial_config(base: RunConfig, params: Mapping[str, Any]) -> RunConfig:
 class SweepConfig:
     """A base run, a search space over some of its knobs, how to search it, and the budget.
 
-    ``parallel`` is how many trials are asked (and trained side by side) at once; 0 picks it
-    from the sampler and pruner.
+    ``parallel`` is how many trials are asked (and trained side by side) at once; 0 lets the
+    sampler and pruner pick it.
     """
 
     base: RunConfig = field(default_factory=lambda: RunConfig())
@@ -679,8 +679,8 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
 
 def split_plan(cells: Sequence[tuple[str, RunConfig]]) -> tuple[list[list[int]], list[int]]:
     """Which trials train batched (per data stream, those that share a stack: same width and
-    optimizer settings, see core.batched.stack_key) and which alone. A stack of one gains nothing
-    from batching (bench_sweep measured it slower than the single-run lanes), so it trains alone."""
+    optimizer settings, see core.batched.stack_key) and which alone. Batching a stack of one gains
+    nothing (bench_sweep measured it slower than the single-run lanes), so it trains alone."""
     plan = plan_grid(cells)
     batched, alone = [], list(plan.alone)
     for group in plan.batched:
