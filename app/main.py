@@ -1,7 +1,7 @@
 """Gradient Lab entry point: ``streamlit run app/main.py`` from the repository root.
 
 Pages are listed once in :data:`PAGES`; a page whose file is missing is left out, so lessons
-added later only need one line here.
+added later only need one line here. Icons are emoji: nothing is fetched from a font host.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # Streamlit only puts app/ on sys.path; core/ and
 
 import streamlit as st  # noqa: E402
 
-from app.shell import sidebar_status  # noqa: E402
+from app.views.shell import sidebar_status  # noqa: E402
 
 
 class PageSpec(NamedTuple):
@@ -26,12 +26,12 @@ class PageSpec(NamedTuple):
 
 
 PAGES = [
-    PageSpec("playground.py", "Playground", ":material/science:", default=True),
-    PageSpec("vanishing.py", "Vanishing gradients", ":material/trending_down:"),
-    PageSpec("regularization.py", "Regularization", ":material/tune:"),
+    PageSpec("playground.py", "Playground", "🧪", default=True),
+    PageSpec("vanishing.py", "Vanishing gradients", "📉"),
+    PageSpec("regularization.py", "Regularization", "🎛️"),
     PageSpec("sweeps.py", "Sweeps", "🔎"),
-    PageSpec("data.py", "Data", ":material/dataset:"),
-    PageSpec("library.py", "Run library", ":material/history:"),
+    PageSpec("data.py", "Data", "🗂️"),
+    PageSpec("library.py", "Run library", "📚"),
 ]
 
 
@@ -40,7 +40,7 @@ def available_pages() -> list[st.Page]:
             for p in PAGES if (ROOT / "pages" / p.file).is_file()]
 
 
-st.set_page_config(page_title="Gradient Lab", page_icon=":material/neurology:", layout="wide")
+st.set_page_config(page_title="Gradient Lab", page_icon="🧠", layout="wide")
 page = st.navigation(available_pages())
 sidebar_status()
 page.run()

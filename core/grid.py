@@ -143,6 +143,53 @@ class GridConfig:
     def replace(self, **changes: Any) -> "GridConfig":
         return dataclasses.replace(self, **changes)
 
+    def to_query(self) -> dict[str, str]:
+        """Readable query-string form: the base's non-default fields, then the grid's own (axes as
+        comma lists, depths as ``lo-hi`` when consecutive, variants as compact JSON)."""
+        out = self.base.to_query()
+        for name in ("activations", "inits", "norms"):
+            if getattr(self, name):
+                out[name] = ",".join(getattr(self, name))
+        d = self.depths
+        if d:
+            consecutive = len(d) > 1 and list(d) == list(range(d[0], d[0] + len(d)))
+            out["depths"] = f"{d[0]}-{d[-1]}" if consecutive else ",".join(map(str, d))
+        if self.width != GridConfig.__dataclass_fields__["width"].default:
+            out["width"] = str(self.width)
+        if self.variants:
+            out["variants"] = json.dumps(self.to_dict()["variants"], separators=(",", ":"))
+        return out
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> "GridConfig":
+        """Inverse of :meth:`to_query` (raises ConfigError with readable messages)."""
+        own = {"activations", "inits", "norms", "depths", "width", "variants"}
+        base = RunConfig.from_query({k: v for k, v in query.items() if k not in own})
+        data: dict[str, Any] = {"base": base.to_dict()}
+        for name in ("activations", "inits", "norms"):
+            if query.get(name):
+                data[name] = [v.strip() for v in str(query[name]).split(",") if v.strip()]
+        text = str(query.get("depths") or "").strip()
+        try:
+            if "-" in text:
+                lo, hi = (int(v) for v in text.split("-", 1))
+                data["depths"] = list(range(lo, hi + 1))
+            elif text:
+                data["depths"] = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise ConfigError({"depths": f"Depths {text!r} must be whole numbers, e.g. 1-8 or 1,2,4"}) from None
+        if query.get("width"):
+            try:
+                data["width"] = int(query["width"])
+            except ValueError:
+                raise ConfigError({"width": f"Width {query['width']!r} must be a whole number"}) from None
+        if query.get("variants"):
+            try:
+                data["variants"] = json.loads(query["variants"])
+            except json.JSONDecodeError as exc:
+                raise ConfigError({"variants": f"Variants are not valid JSON: {exc}"}) from None
+        return cls.from_dict(data)
+
     @classmethod
     def from_runs(cls, runs: Sequence[tuple[str, RunConfig]], base: RunConfig | None = None) -> "GridConfig":
         """A grid of named variants: each run's differences from ``runs[0]``, applied to ``base``

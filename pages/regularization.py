@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import compare, upload_ui
+from app.forms import upload
+from app.forms.compare import Keys, base_split, family_editor, submit_comparison, use_dataset
+from app.text import dataset_label, plain, plural
+from app.views.compare import comparison_view, family_status
+from app.views.jobs import train_button
 
 st.title("Regularization")
 st.caption("Train one network several times, each with a different regularizer (none, L1, L2, dropout, BatchNorm, "
@@ -12,19 +16,32 @@ st.caption("Train one network several times, each with a different regularizer (
            "weights. Load a lesson below, or edit the table.")
 
 
-def upload_area(keys: compare.Keys) -> None:
+def upload_area(keys: Keys) -> None:
     """Your own data, offered as the base network's dataset."""
-    opened = bool(st.session_state.get("reg_upload_file"))
-    with st.expander("Upload your own data", icon=":material/upload_file:", expanded=opened):
-        val_fraction, seed = compare.base_split(keys)
-        upload_ui.upload_widget("reg_upload", val_fraction=val_fraction, seed=seed,
-                                on_use=lambda name: compare.use_dataset(keys, name),
-                                use_label="Train the variants on this dataset")
+    with st.expander("Upload your own data", icon="📤", expanded=bool(st.session_state.get("reg_upload_file"))):
+        val_fraction, seed = base_split(keys)
+        upload.upload_widget("reg_upload", val_fraction=val_fraction, seed=seed,
+                             on_use=lambda name: use_dataset(keys, name), use_label="Train the variants on this dataset")
 
 
-family, problems = compare.family_editor("reg", upload_area)
-compare.train_button(family, problems, "reg")
-runs = st.session_state.get(compare.Keys("reg").family)
+form = family_editor("reg", upload_area, page="regularization")
+slot = form.keys.family  # [{"label", "key", "grid"?, "cell"?}]: job ids only
+left, right = st.columns([1, 4], vertical_alignment="center")
+with left:
+    train_button(form.config, slot, key="reg_train", label=f"Train {plural(len(form.family), 'variant')}",
+                 submit=submit_comparison, status=lambda config: family_status(st.session_state.get(slot)),
+                 help="Trains every variant with the same seed (same data order and initial weights). Variants "
+                      "trained before, by anyone, load from the run store at once.")
+if form.family:
+    cfg = form.family[0][1]
+    right.caption(plain(f"{plural(len(form.family), 'network')} on {dataset_label(cfg.dataset)}, "
+                        f"{plural(cfg.epochs, 'epoch')} each, batch {cfg.batch_size}, seed {cfg.seed}. New variants "
+                        "train together in one job (batched where their shapes allow); variants trained before load "
+                        "from the run store at once."))
+runs = st.session_state.get(slot)
 if runs:
+    if [r["key"] for r in runs] != [c.key() for _, c in form.family]:
+        st.info("These are the results of the variants you trained last. The settings above have changed since: "
+                "press **Train** to run them.", icon="ℹ️")
     st.subheader("3 · Compare", divider="gray")
-    compare.comparison_view(runs, prefix="reg_cmp")
+    comparison_view(runs, prefix="reg_cmp")

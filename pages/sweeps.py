@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import sweep_figures as sf
-from app import widgets
-from app.sweep_form import sweep_form
+from app.figures import sweep as sf
+from app.forms.sweep import sweep_form
+from app.text import dataset_available, plain
 from core.config import ConfigError
 from core.grid import GridConfig, cell_events
 from core.jobs import get_manager
@@ -25,7 +25,7 @@ manager = get_manager()
 st.subheader("1 · The search space", divider="gray")
 sweep, problems = sweep_form()
 for message in problems.values():
-    st.error(widgets.plain(message), icon="🚫")
+    st.error(plain(message), icon="🚫")
 
 cost_problem = None
 if sweep is not None:
@@ -38,14 +38,14 @@ if sweep is not None:
     with st.expander("Grid, random or Bayesian? This space's numbers", expanded=True):
         st.markdown(sf.explain_space(sweep, trial_gflop, max_cost()))
     if cost_problem:
-        st.error(widgets.plain(cost_problem), icon="🚫")
+        st.error(plain(cost_problem), icon="🚫")
 
 
 def _submit(config: SweepConfig) -> str | None:
     try:
         return manager.submit(config)
     except SweepStorageError as exc:
-        st.error(widgets.plain(exc), icon="🚫")
+        st.error(plain(exc), icon="🚫")
         return None
 
 
@@ -98,7 +98,7 @@ def _status(config: SweepConfig) -> tuple[str, bool]:
 def _study_view(configs: list[SweepConfig]) -> None:
     statuses = [_status(c) for c in configs]
     for text, _ in statuses:
-        st.markdown(widgets.plain(text))
+        st.markdown(plain(text))
     studies = []
     for config in configs:
         study = load_study(config)
@@ -127,7 +127,7 @@ def _study_view(configs: list[SweepConfig]) -> None:
 
 if jobs:
     st.subheader("2 · The study", divider="gray")
-    st.caption(widgets.plain(f"Stored in {redact(storage_url())} as {', '.join(c.study_name() for c in jobs)}."))
+    st.caption(plain(f"Stored in {redact(storage_url())} as {', '.join(c.study_name() for c in jobs)}."))
     live = not all(_status(c)[1] for c in jobs)
 
     @st.fragment(run_every=POLL_SECONDS if live else None)
@@ -145,7 +145,7 @@ if len(jobs) == 1 and jobs[0].base.dataset == "fashion-mnist" and _status(jobs[0
                "on MNIST as one batched job (the Playground's D-mnist-transfer preset holds three picked by hand).")
     study = load_study(jobs[0])
     top = top_configs(jobs[0], study) if study is not None else []
-    if not widgets.dataset_available("mnist"):
+    if not dataset_available("mnist"):
         st.info("MNIST is not available on this server, so the transfer cannot run here.")
     elif top and st.button("Train the top three on MNIST", icon="🔁", key="sw_transfer_run"):
         grid = GridConfig.from_runs([(f"trial {t.number}", cfg.replace(dataset="mnist")) for t, cfg in top])
@@ -160,7 +160,7 @@ if len(jobs) == 1 and jobs[0].base.dataset == "fashion-mnist" and _status(jobs[0
             per_cell = cell_events(snap.events) if snap else {}
             ends = {i: next((e for e in reversed(ev) if e.kind in ("finished", "failed")), None)
                     for i, ev in per_cell.items()}
-            st.markdown(widgets.plain(f"MNIST job: {snap.status if snap else 'not started'}"))
+            st.markdown(plain(f"MNIST job: {snap.status if snap else 'not started'}"))
             st.dataframe(sf.transfer_table(top, {i: e for i, e in ends.items() if e is not None}), hide_index=True)
 
         _transfer()

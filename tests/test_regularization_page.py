@@ -17,8 +17,12 @@ from streamlit.testing.v1 import AppTest
 import core.jobs
 from apptest_helpers import MAIN, texts
 from apptest_helpers import open_page as open_app_page
-from app import compare, compare_figures, upload_ui
-from app.runview import reduce_events
+from app.figures import compare as compare_figures
+from app.forms import compare
+from app.forms import upload as upload_ui
+from app.records import compare as records
+from app.records.run import reduce_events
+from app.views.compare import family_states
 from core.config import RunConfig
 from core.presets import PRESETS
 from core.train import train
@@ -55,8 +59,8 @@ def shapes_zip(classes=CLASSES, per_class: int = 12) -> bytes:
 @pytest.mark.parametrize("preset", ["B-regularization", "C-kaggle-mnist", "E-eight-networks"])
 def test_lesson_families_round_trip_through_base_and_variant_rows(preset):
     runs = PRESETS[preset].runs
-    base, rows = compare.family_from_runs(runs)
-    family, problems = compare.variant_configs(base, rows)
+    base, rows = records.family_from_runs(runs)
+    family, problems = records.variant_configs(base, rows)
     assert not problems
     assert family == list(runs)
 
@@ -64,7 +68,7 @@ def test_lesson_families_round_trip_through_base_and_variant_rows(preset):
 def test_variant_rows_report_bad_values_by_row():
     base = RunConfig(dataset="digits", hidden=(16,))
     rows = [{"variant": "ok", "dropout": 0.2}, {"variant": "", "l1": -1.0}, {"variant": "ok", "hidden": "8,abc"}]
-    family, problems = compare.variant_configs(base, rows)
+    family, problems = records.variant_configs(base, rows)
     assert [label for label, _ in family] == ["ok"]
     assert problems[0].startswith("Row 2 (variant 2): L1 lambda (l1) = -1")
     assert problems[1].startswith("Row 3 (ok (2)): Hidden layers must be whole numbers")
@@ -77,7 +81,7 @@ def test_comparison_figures_and_table_from_two_runs(isolated_cache):
         events: list = []
         train(RunConfig(dataset="digits", hidden=(16,), epochs=3, lr=0.01, log_every=10, l1=l1), [events.append])
         views.append((label, reduce_events(events)))
-        snapshots.append(compare_figures.weight_snapshot(events))
+        snapshots.append(records.weight_snapshot(events))
     assert snapshots[0].sizes == [64 * 16, 16 * 10] and len(snapshots[0].hists[0]) == 40
     assert snapshots[1].overall_near_zero > snapshots[0].overall_near_zero
     loss = compare_figures.overlay_figure(views, "loss")
@@ -88,7 +92,7 @@ def test_comparison_figures_and_table_from_two_runs(isolated_cache):
     assert np.allclose(gap.data[0].y, ev["train_acc"] - ev["val_acc"])
     hist = compare_figures.weight_hist_figure(list(zip([v[0] for v in views], snapshots)))
     assert len(hist.data) == 4  # 2 runs x 2 layers
-    table = compare_figures.results_table(views, snapshots)
+    table = records.results_table(views, snapshots)
     assert table["variant"].tolist() == ["none", "<b>L1</b>"]
     assert (table["test acc"] > 0.5).all() and table.loc[0, "weights ≈ 0"] < table.loc[1, "weights ≈ 0"]
     assert table.loc[0, "gap"] == pytest.approx(table.loc[0, "train acc"] - table.loc[0, "val acc"])
@@ -132,7 +136,7 @@ def test_lesson_buttons_fill_the_variant_table(isolated_cache, shared_fashion, s
     assert not at.exception, at.exception
     runs = PRESETS[preset].runs
     assert variant_labels(at) == [label for label, _ in runs]
-    base, _ = compare.family_from_runs(runs)
+    base, _ = records.family_from_runs(runs)
     assert at.text_input(key="reg_hidden").value == ",".join(map(str, base.hidden))
     assert at.selectbox(key="reg_dataset").value == base.dataset
     assert at.number_input(key="reg_epochs").value == base.epochs
@@ -196,7 +200,7 @@ def test_stored_variants_are_served_and_only_new_ones_train(isolated_cache):
     grid = manager.wait(entries[1]["grid"], timeout=240)
     assert grid.status == "finished", grid.error
     assert grid.events[0].alone == [1]  # dropout draws its own masks: it trains on its own in the same job
-    feeds, notes = compare.family_feeds(entries)
+    feeds, notes, _ = family_states(entries)
     assert [f.status for f in feeds] == ["finished"] * 3 and any("dropout" in n for n in notes)
     assert [f.events[0].config["l2"] for f in feeds] == [0.0, 0.001, 0.0]
     again = compare.submit_family(family)  # everything is stored now: no grid, nothing trains

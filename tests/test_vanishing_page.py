@@ -1,4 +1,4 @@
-"""The Vanishing gradients page (AppTest) and the grid figure builders in app/grid_figures.py.
+"""The Vanishing gradients page (AppTest) and the grid figure builders in app/records/grid.py and app/figures/grid.py.
 
 AppTest never fires ``run_every`` timers, so a test waits for the job itself and reruns the page.
 """
@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 import core.jobs
 from apptest_helpers import open_page as open_app_page
 from apptest_helpers import texts
-from app import grid_figures as gf
+from app.figures import grid as gf
+from app.records import grid as gr
 from core.config import RunConfig
 from core.grid import GridConfig, run_grid
 
@@ -151,34 +152,34 @@ def stuck_grid_events():
 
 
 def test_reduce_grid_places_cells_by_row_and_depth(stuck_grid_events):
-    grid = gf.reduce_grid(stuck_grid_events)
+    grid = gr.reduce_grid(stuck_grid_events)
     assert grid.rows == ["sigmoid", "relu"] and grid.depths == [1, 8] and grid.status == "finished"
     assert grid.done_cells == 4 and grid.cell_at("relu", 8).label == "relu x8"
-    prefix = gf.reduce_grid(stuck_grid_events[:len(stuck_grid_events) // 2])
+    prefix = gr.reduce_grid(stuck_grid_events[:len(stuck_grid_events) // 2])
     assert prefix.status == "running" and len(prefix.cells) == 4 and prefix.done_cells < 4
 
 
 def test_stuck_cell_is_majority_share_and_ln_classes(stuck_grid_events):
-    grid = gf.reduce_grid(stuck_grid_events)
+    grid = gr.reduce_grid(stuck_grid_events)
     stuck, learned = grid.cell_at("sigmoid", 8), grid.cell_at("sigmoid", 1)
     assert stuck.stuck and not learned.stuck
     answers, share = stuck.top_prediction
     assert answers > 0.9  # one answer for (almost) every input ...
     assert stuck.latest["acc"] == pytest.approx(share, abs=0.02)  # ... so its accuracy is that class's share
-    assert stuck.latest["loss"] == pytest.approx(math.log(10), abs=gf.STUCK_LOSS)
+    assert stuck.latest["loss"] == pytest.approx(math.log(10), abs=gr.STUCK_LOSS)
     assert learned.latest["acc"] > 0.6 and learned.top_prediction[0] < 0.5
     heat = gf.accuracy_heatmap_figure(grid)
     assert heat.data[0].text[0][1].endswith("⊘") and not heat.data[0].text[0][0].endswith("⊘")
-    table = gf.cells_table(grid)
+    table = gr.cells_table(grid)
     assert table["stuck"].tolist()[:2] == [False, True]
     # the stuck network's first layer gets a far weaker gradient, relative to its output layer, than the shallow one's
     assert 20 * table.loc[1, "first / last layer gradient"] < table.loc[0, "first / last layer gradient"]
 
 
 def test_gradient_band_marks_the_vanishing_layers(stuck_grid_events):
-    grid = gf.reduce_grid(stuck_grid_events)
+    grid = gr.reduce_grid(stuck_grid_events)
     ratio = 0.05  # on 8x8 digits the first layer of sigmoid x8 gets ~1% of the output layer's gradient (MNIST: ~1e-9)
-    names, steps, norms, vanished = gf.vanishing_mask(grid.cell_at("sigmoid", 8).view, ratio)
+    names, steps, norms, vanished = gr.vanishing_mask(grid.cell_at("sigmoid", 8).view, ratio)
     assert vanished[0].all() and not vanished[-1].any()  # first layer always far below the output layer
     assert np.allclose(vanished, norms < ratio * norms[-1])
     fig = gf.gradient_band_figure(grid.cell_at("sigmoid", 8).view, "sigmoid x8", ratio)
@@ -190,7 +191,7 @@ def test_gradient_band_marks_the_vanishing_layers(stuck_grid_events):
 
 
 def test_figures_wait_politely_before_data():
-    empty = gf.reduce_grid([])
+    empty = gr.reduce_grid([])
     for fig in (gf.accuracy_heatmap_figure(empty), gf.loss_multiples_figure(empty)):
         assert fig.layout.annotations and "Waiting" in fig.layout.annotations[0].text
-    assert gf.cells_table(empty).empty
+    assert gr.cells_table(empty).empty

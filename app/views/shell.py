@@ -4,18 +4,18 @@ from __future__ import annotations
 import functools
 
 import streamlit as st
+import torch
 
-from core import data as datasets
 from core.jobs import get_manager
 
-DOWNLOADABLE = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+from ..text import FALLBACK_DATASET, dataset_available, dataset_title
+
+DOWNLOADABLE = ("mnist", "fashion-mnist")
 
 
 @functools.lru_cache(maxsize=1)
 def device_label() -> str:
     """The GPU's name when there is one, else CPU (with its thread count)."""
-    import torch
-
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name(0)}"
     threads = torch.get_num_threads()
@@ -24,7 +24,7 @@ def device_label() -> str:
 
 def missing_datasets() -> list[str]:
     """Titles of the built-in datasets whose files are not on this server."""
-    return [title for name, title in DOWNLOADABLE.items() if not datasets.available(name)]
+    return [dataset_title(name) for name in DOWNLOADABLE if not dataset_available(name)]
 
 
 def sidebar_status() -> None:
@@ -34,4 +34,4 @@ def sidebar_status() -> None:
     missing = missing_datasets()
     if missing:
         st.sidebar.caption(f"Not on this server: {' and '.join(missing)}. Lessons that use them run on "
-                           "Digits 8×8 (scikit-learn, offline) instead.")
+                           f"{dataset_title(FALLBACK_DATASET)} (scikit-learn's digits, no download) instead.")

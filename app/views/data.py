@@ -1,6 +1,7 @@
-"""Data preview: one example per class with its name, class counts, split sizes, 2-D scatter.
+"""Data views: the preview (one example per class with its name, class counts, split sizes, 2-D
+scatter) and the one dataset-fallback notice.
 
-Used by the Data page and the Playground. Class names may come from user uploads, so they are
+Used by the Data page, the Playground and the upload form. Class names may come from user uploads, so they are
 shown only in Plotly labels (escaped) and dataframes (plain text), never as Markdown.
 """
 from __future__ import annotations
@@ -12,9 +13,11 @@ import pandas as pd
 import streamlit as st
 
 from core import data as datasets
+from core import paths
+from core.config import UPLOAD_PREFIX
 
-from . import figures
-from .widgets import plain
+from ..figures import run as figures
+from ..text import FALLBACK_DATASET, dataset_title, plain
 
 
 @functools.lru_cache(maxsize=32)
@@ -68,3 +71,31 @@ def show_data_preview(name: str, noise: float = 0.1, val_fraction: float = 0.1, 
         st.dataframe(table, hide_index=True, width="stretch")
         st.dataframe(pd.DataFrame([sizes]), hide_index=True, width="stretch")
     return True
+
+
+def _download_dataset(name: str, target_key: str | None) -> None:
+    """Callback: load (and so download) a dataset, then select it in ``target_key``'s widget."""
+    try:
+        datasets.load_dataset(name)
+    except Exception as exc:
+        st.session_state["gl_download_error"] = f"{name}: {exc}"
+        return
+    if target_key:
+        st.session_state[target_key] = name
+
+
+def dataset_fallback_notice(original: str, target_key: str | None = None) -> None:
+    """The one notice for a chosen dataset that is not on this server, replaced by the offline fallback
+    (with a download offer where downloads are allowed; a success selects it in ``target_key``)."""
+    title = dataset_title(original)
+    st.warning(plain(f"{title} is not available on this server (its files are not in the data folder"
+                     f"{'' if paths.downloads_allowed() else ' and downloads are off'}), so this page uses "
+                     f"{dataset_title(FALLBACK_DATASET)} instead, which needs no download. The link keeps "
+                     f"{title}; everything else is unchanged."), icon="⚠️")
+    if paths.downloads_allowed() and not original.startswith(UPLOAD_PREFIX):
+        st.button(f"Download {title} and use it", on_click=_download_dataset, args=(original, target_key),
+                  key=f"download_{target_key or 'data'}_{original}",
+                  help="Downloads the official files once (tens of MB) into the app's cache.")
+    error = st.session_state.pop("gl_download_error", None)
+    if error:
+        st.error(plain(f"Download failed: {error}"))

@@ -1,64 +1,28 @@
-"""Several runs side by side: weight summaries, overlaid curves, weight histograms, a results table.
+"""Several runs side by side: overlaid curves, the generalization gap, weight histograms.
 
-Pure functions of :class:`~app.runview.RunView` objects and run events (no Streamlit), so any
-page comparing runs can use them. Variant labels may be typed by users: they reach Plotly
-only through :func:`app.figures.plain_label` (escaped) and tables as plain cell text.
+Pure Plotly specs of :class:`~app.records.run.RunView` objects and
+:class:`~app.records.compare.WeightSnapshot` records (no Streamlit). Variant labels may be typed
+by users: they reach Plotly only through :func:`app.text.plain_label` (escaped).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from .figures import HEIGHT, base_layout, figure_from_spec, finite_values, plain_label, waiting_figure
-from .runview import RunView
+from ..records.compare import NEAR_ZERO_LABEL, WeightSnapshot
+from ..records.run import RunView, finite_values
+from ..text import plain_label
+from .run import HEIGHT, base_layout, figure_from_spec, panel_domains, waiting_figure
 
 VARIANT_COLORS = qualitative.Plotly + qualitative.D3
 MAX_HIST_LAYERS = 8
-NEAR_ZERO_LABEL = "|w| < 0.001"
 
 
 def variant_color(index: int) -> str:
     return VARIANT_COLORS[index % len(VARIANT_COLORS)]
-
-
-@dataclass
-class WeightSnapshot:
-    """The weight distribution of every layer of one run at one log point (from LayerStats)."""
-
-    step: int
-    epoch: float
-    layers: list[str]
-    near_zero: list[float]  # share of |w| < 1e-3 per layer
-    absmax: list[float]
-    hists: list[np.ndarray]  # 40 counts over [-absmax, absmax] per layer
-    sizes: list[int]  # weights per layer (0 when unknown)
-
-    @property
-    def overall_near_zero(self) -> float:
-        """Share of all weights with |w| < 1e-3 (layers weighted by their size)."""
-        if not self.near_zero:
-            return float("nan")
-        sizes = np.asarray(self.sizes[: len(self.near_zero)], dtype=float)
-        if len(sizes) != len(self.near_zero) or sizes.sum() <= 0:
-            return float(np.mean(self.near_zero))
-        return float(np.dot(sizes, self.near_zero) / sizes.sum())
-
-
-def weight_snapshot(events: list) -> WeightSnapshot | None:
-    """The latest weight distribution recorded in a run's events (None before the first log point)."""
-    stats = next((e for e in reversed(events) if e.kind == "layers" and getattr(e, "weight_hist", None)), None)
-    if stats is None:
-        return None
-    started = next((e for e in events if e.kind == "started"), None)
-    shapes = started.layer_shapes if started is not None else []
-    sizes = [int(math.prod(s)) for s in shapes] if len(shapes) == len(stats.layers) else [0] * len(stats.layers)
-    return WeightSnapshot(stats.step, stats.epoch, list(stats.layers), list(stats.near_zero),
-                          list(stats.weight_absmax), [np.asarray(h) for h in stats.weight_hist], sizes)
 
 
 # --- plain Plotly specs (the builders of app/figures.py, with this page's taller, denser layout) ---
@@ -160,10 +124,6 @@ def near_zero_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.F
                    layout)
 
 
-def _domain(low: float, high: float) -> list[float]:
-    return [min(max(round(low, 6), 0.0), 1.0), min(max(round(high, 6), 0.0), 1.0)]
-
-
 def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.Figure:
     """Small multiples: one row per run, one histogram per weight layer (share of weights per bin)."""
     rows = [(i, label, snap) for i, (label, snap) in enumerate(snapshots) if snap is not None]
@@ -172,18 +132,16 @@ def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go
     if not rows:
         return waiting_figure(_layout(title))
     n_rows, n_cols = len(rows), min(MAX_HIST_LAYERS, max(len(snap.layers) for _, _, snap in rows))
-    h_gap, v_gap = 0.04, min(0.09, 0.6 / n_rows)
-    width, height = (1 - h_gap * (n_cols - 1)) / n_cols, (1 - v_gap * (n_rows - 1)) / n_rows
+    domains = panel_domains(n_rows, n_cols, Fraction(1, 25), min(Fraction(9, 100), Fraction(3, 5 * n_rows)))
     layout = {"title": {"text": title, "x": 0, "font": {"size": 15}}, "height": 90 + 150 * n_rows,
               "margin": {"l": 10, "r": 10, "t": 90, "b": 10}, "bargap": 0, "uirevision": "keep",
               "showlegend": False}
     data, annotations = [], []
     for r, (i, label, snap) in enumerate(rows):
-        top_y = 1 - r * (height + v_gap)
         for j in range(min(n_cols, len(snap.layers))):
             n = r * n_cols + j + 1
             suffix = "" if n == 1 else str(n)
-            x0 = j * (width + h_gap)
+            x0, x1, y0, top_y = domains[r][j]
             counts = np.asarray(snap.hists[j], dtype=float)
             top = snap.absmax[j] or 1e-12
             edges = np.linspace(-top, top, len(counts) + 1)
@@ -194,49 +152,15 @@ def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go
                                                                                     "line": {"width": 0}},
                          "hovertemplate": f"{plain_label(label, 24)} · {layer}<br>w ≈ %{{x:.3g}}"
                                           "<br>%{y:.1%} of the weights<extra></extra>"})
-            layout[f"xaxis{suffix}"] = {"domain": _domain(x0, x0 + width), "anchor": f"y{suffix}",
+            layout[f"xaxis{suffix}"] = {"domain": [x0, x1], "anchor": f"y{suffix}",
                                         "tickvals": [-top, 0, top], "tickfont": {"size": 9},
                                         "ticktext": [f"{-top:.2g}", "0", f"{top:.2g}"]}
-            layout[f"yaxis{suffix}"] = {"domain": _domain(top_y - height, top_y), "anchor": f"x{suffix}",
+            layout[f"yaxis{suffix}"] = {"domain": [y0, top_y], "anchor": f"x{suffix}",
                                         "showticklabels": False}
             text = f"{layer}: {snap.near_zero[j]:.1%} near 0"
             annotations.append({"text": f"<b>{plain_label(label, 28)}</b> · {text}" if j == 0 else text,
-                                "x": x0 + width / 2, "y": top_y, "xref": "paper", "yref": "paper",
+                                "x": (x0 + x1) / 2, "y": top_y, "xref": "paper", "yref": "paper",
                                 "xanchor": "center", "yanchor": "bottom", "showarrow": False,
                                 "font": {"size": 11}})
     layout["annotations"] = annotations
     return figure_from_spec(data, layout)
-
-
-# --- results -------------------------------------------------------------------------------------
-RESULT_COLUMNS = ["variant", "status", "train loss", "val loss", "test loss", "train acc", "val acc", "test acc",
-                  "gap", "weights ≈ 0", "params", "s/epoch"]
-
-
-def _num(value) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def results_table(runs: list[tuple[str, RunView]], snapshots: list[WeightSnapshot | None] | None = None,
-                  statuses: list[str] | None = None) -> pd.DataFrame:
-    """One row per run: final train / validation / test loss and accuracy, the gap, sparsity, size, speed."""
-    rows = []
-    for i, (label, view) in enumerate(runs):
-        fin = view.finished
-        snap = snapshots[i] if snapshots else None
-        train_acc, val_acc = _num(getattr(fin, "train_acc", None)), _num(getattr(fin, "val_acc", None))
-        rows.append({
-            "variant": str(label),
-            "status": statuses[i] if statuses else view.status,
-            "train loss": _num(getattr(fin, "train_loss", None)),
-            "val loss": _num(getattr(fin, "val_loss", None)),
-            "test loss": _num(getattr(fin, "test_loss", None)),
-            "train acc": train_acc,
-            "val acc": val_acc,
-            "test acc": _num(getattr(fin, "test_acc", None)),
-            "gap": train_acc - val_acc,
-            "weights ≈ 0": snap.overall_near_zero if snap is not None else float("nan"),
-            "params": view.started.n_params if view.started is not None else None,
-            "s/epoch": _num(view.seconds_per_epoch),
-        })
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -1,4 +1,4 @@
-"""The sweep form: which knobs to search and their distributions, drawn from the RunConfig schema.
+"""The sweep form (Sweeps page): which knobs to search and their distributions, drawn from the RunConfig schema.
 
 Every limit, label and help text comes from the knob's :class:`core.config.Knob`; values are
 checked by :class:`core.sweep.SweepConfig` (so a bad range gets the schema's message). The form
@@ -14,7 +14,7 @@ from core.config import BUILTIN_DATASETS, FIELDS, MAX_HIDDEN_LAYERS, MAX_WIDTH, 
 from core.sweep import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TITLES, SAMPLERS, SWEEP_PRESETS, Dist,
                         SweepConfig)
 
-from . import widgets
+from ..text import dataset_available, dataset_label, plain
 
 SEARCHABLE = ("depth", "width", "activation", "init", "norm", "dropout", "l1", "l2", "optimizer", "lr", "momentum",
               "weight_decay", "batch_size", "epochs")
@@ -73,7 +73,7 @@ def load(sweep: SweepConfig) -> None:
 def load_preset() -> None:
     preset = SWEEP_PRESETS[st.session_state[PRESET_KEY]]
     sweep = preset.sweep
-    if not widgets.dataset_available(sweep.base.dataset):  # the lesson without the files: say so, use digits
+    if not dataset_available(sweep.base.dataset):  # the lesson without the files: say so, use digits
         st.session_state["sw_fallback"] = sweep.base.dataset
         sweep = SWEEP_PRESETS["digits-sweep"].sweep
     else:
@@ -124,7 +124,7 @@ def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
         try:
             load(SweepConfig.from_query(query)) if any(k.startswith("space_") for k in query) else None
         except ConfigError as exc:
-            st.warning(widgets.plain(f"The link's sweep is not valid, so a preset is loaded instead. {exc}"))
+            st.warning(plain(f"The link's sweep is not valid, so a preset is loaded instead. {exc}"))
         if not state.get(LOADED_KEY):
             state.setdefault(PRESET_KEY, "D-sweep-lecture")
             load_preset()
@@ -132,13 +132,13 @@ def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
                  format_func=lambda n: SWEEP_PRESETS[n].title)
     if "sw_fallback" in state:
         missing = state["sw_fallback"]
-        st.warning(widgets.plain(f"{widgets.dataset_label(missing)} is not available on this server, so this page "
-                                 f"uses {widgets.dataset_label('digits')} instead: the same lesson offline."),
+        st.warning(plain(f"{dataset_label(missing)} is not available on this server, so this page "
+                                 f"uses {dataset_label('digits')} instead: the same lesson offline."),
                    icon="⚠️")
     base = state["sw_base"]
     left, right = st.columns(2)
     with left:
-        st.selectbox(knob_of("dataset").label, IMAGE_DATASETS, key="sw_dataset", format_func=widgets.dataset_label,
+        st.selectbox(knob_of("dataset").label, IMAGE_DATASETS, key="sw_dataset", format_func=dataset_label,
                      help=knob_of("dataset").help)
         st.number_input(knob_of("epochs").label, int(knob_of("epochs").lo), int(knob_of("epochs").hi),
                         key="sw_epochs", help="Epochs of every trial (unless epochs is searched).")

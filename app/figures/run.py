@@ -1,4 +1,4 @@
-"""Plotly figure builders: pure functions of a :class:`~app.runview.RunView` or plain arrays.
+"""Plotly figure builders: pure functions of a :class:`~app.records.run.RunView` or plain arrays.
 
 No Streamlit here, so every figure is unit-testable. Figures are written as plain Plotly specs
 and wrapped without Plotly's per-property validation (``_validate=False``): about ten times
@@ -9,35 +9,23 @@ HTML-escaped and shown literally.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
+from fractions import Fraction
 
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.colors import get_colorscale, qualitative, sample_colorscale
 
-from .runview import LogPoint, RunView, downsample, layer_matrix
+from ..records.run import LogPoint, RunView, downsample, finite_values, layer_matrix
+from ..text import plain_label
 
 CLASS_COLORS = qualitative.Plotly + qualitative.D3 + qualitative.Set3
 TRAIN_COLOR, VAL_COLOR, CHANCE_COLOR = "#1f77b4", "#ff7f0e", "#8a8a8a"
 HEIGHT = 330
 # Explicit scales: a named scale would reach plotly.js unvalidated, where e.g. "Blues" runs dark to light.
 VIRIDIS, BLUES = get_colorscale("Viridis"), get_colorscale("Blues")
-
-
-def plain_label(text: object, limit: int = 40) -> str:
-    """User text as a literal Plotly label (HTML-escaped, one line, truncated)."""
-    s = " ".join(str(text).split())
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    return html.escape(s, quote=False)
-
-
-def finite_values(values) -> np.ndarray:
-    """Floats with inf/NaN as NaN (a gap in a Plotly line); lists, arrays or pandas series."""
-    a = np.asarray(values.to_numpy() if hasattr(values, "to_numpy") else values, dtype=float)
-    return np.where(np.isfinite(a), a, np.nan)
 
 
 def _array(values) -> np.ndarray:
@@ -61,6 +49,18 @@ def base_layout(title: str, height: int = HEIGHT, x_title: str | None = None, y_
         else:
             layout[key] = value
     return layout
+
+
+def panel_domains(n_rows: int, n_cols: int, gap_x: Fraction, gap_y: Fraction) -> list[list[tuple[float, float, float, float]]]:
+    """Paper domains (x0, x1, y0, y1) of a grid of panels, row 0 on top, computed in exact fractions.
+
+    Subtracting float sums lands on values like -5.55e-17 for the bottom row, which Plotly rejects;
+    with fractions the outer edges are exactly 0 and 1 and every panel lies inside [0, 1]."""
+    width = (1 - gap_x * (n_cols - 1)) / n_cols
+    height = (1 - gap_y * (n_rows - 1)) / n_rows
+    return [[(float(c * (width + gap_x)), float(c * (width + gap_x) + width),
+              float(1 - r * (height + gap_y) - height), float(1 - r * (height + gap_y)))
+             for c in range(n_cols)] for r in range(n_rows)]
 
 
 def figure_from_spec(data: list[dict], layout: dict) -> go.Figure:
@@ -223,8 +223,7 @@ def weight_heatmaps_figure(point: LogPoint, layer_names: list[str], layer_shapes
         zmin -= 1
     # exactly unchanged weights (e.g. into dead ReLU units) get the darkest colour, not a blank cell
     logs = [np.where(np.isfinite(z), z, zmin) for z in logs]
-    gap_x, gap_y = 0.04, 0.12 / rows
-    width, height = (1 - gap_x * (cols - 1)) / cols, (1 - gap_y * (rows - 1)) / rows
+    domains = panel_domains(rows, cols, Fraction(1, 25), Fraction(3, 25 * rows))
     layout = {"title": _title(f"How far each weight moved from its start, |W − W₀|, at step {point.step} "
                               f"(epoch {point.epoch:g}); log10, one colour scale for all layers"),
               "height": 60 + 240 * rows, "margin": {"l": 10, "r": 10, "t": 80, "b": 10}, "uirevision": "keep",
@@ -234,15 +233,15 @@ def weight_heatmaps_figure(point: LogPoint, layer_names: list[str], layer_shapes
     data = []
     for i, z in enumerate(logs):
         r, c = divmod(i, cols)
-        x0, y1 = c * (width + gap_x), 1 - r * (height + gap_y)
+        x0, x1, y0, y1 = domains[r][c]
         suffix = "" if i == 0 else str(i + 1)
-        layout[f"xaxis{suffix}"] = {"domain": [x0, x0 + width], "anchor": f"y{suffix}", "showticklabels": False}
-        layout[f"yaxis{suffix}"] = {"domain": [y1 - height, y1], "anchor": f"x{suffix}", "showticklabels": False,
+        layout[f"xaxis{suffix}"] = {"domain": [x0, x1], "anchor": f"y{suffix}", "showticklabels": False}
+        layout[f"yaxis{suffix}"] = {"domain": [y0, y1], "anchor": f"x{suffix}", "showticklabels": False,
                                     "autorange": "reversed"}
         name = layer_names[i] if i < len(layer_names) else f"layer {i + 1}"
         shape = layer_shapes[i] if layer_shapes and i < len(layer_shapes) else None
         label = plain_label(name) + (f" [{shape[0]}×{math.prod(shape[1:])}]" if shape else "")
-        layout["annotations"].append({"text": label, "x": x0 + width / 2, "y": y1, "xref": "paper", "yref": "paper",
+        layout["annotations"].append({"text": label, "x": (x0 + x1) / 2, "y": y1, "xref": "paper", "yref": "paper",
                                       "xanchor": "center", "yanchor": "bottom", "showarrow": False})
         data.append({"type": "heatmap", "z": np.round(z, 3), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
                      "coloraxis": "coloraxis",
@@ -271,8 +270,6 @@ def confusion_figure(confusion: list[list[int]], classes: list[str]) -> go.Figur
 
 
 def _png_data_uri(rgb: np.ndarray) -> str:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -5,15 +5,14 @@ safe to keep in session state) by calling :func:`core.uploads.prepare_zip` or
 :func:`core.uploads.prepare_csv`; an :class:`~core.uploads.UploadError` becomes a message and
 the app carries on. :func:`upload_widget` draws the uploader and the preview. Every dataset
 uploaded in a session is remembered (name ``upload:<hash>`` and a title) so every dataset
-picker can offer it: :func:`session_uploads`, :func:`dataset_label`.
+picker can offer it (:func:`session_uploads`; titles via :func:`app.text.dataset_label`).
 
 Class names and file names are user text: they are shown only in dataframes, Plotly labels
-(escaped) and Markdown elements after :func:`app.widgets.plain`.
+(escaped) and Markdown elements after :func:`app.text.plain`.
 """
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Callable
@@ -21,13 +20,15 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
+from core import data as datasets
 from core import uploads
+
+from ..text import plain, remember_upload_title
+from ..views.data import show_data_preview
 
 log = logging.getLogger(__name__)
 
 SESSION_UPLOADS = "gl_uploads"  # [{"name": "upload:<hash>", "title": ...}], oldest first
-MAX_TITLES = 512
-_titles: OrderedDict[str, str] = OrderedDict()  # dataset name -> title, process-wide (labels need no session)
 IMAGE_SIZES = (8, 16, 28, 32, 48, 64)
 COLORS = {"L": "grayscale", "RGB": "colour (RGB)"}
 
@@ -87,21 +88,7 @@ def remember_upload(name: str, title: str) -> None:
     """Offer an uploaded dataset in every dataset picker for the rest of the session."""
     entries = [u for u in st.session_state.get(SESSION_UPLOADS, []) if u["name"] != name]
     st.session_state[SESSION_UPLOADS] = entries + [{"name": name, "title": title}]
-    _titles[name] = title
-    _titles.move_to_end(name)
-    while len(_titles) > MAX_TITLES:
-        _titles.popitem(last=False)
-
-
-def dataset_label(name: str) -> str:
-    """A dataset's label for a picker: an upload's title (when this server has seen it), else the usual one.
-
-    It reads no session state, so it works as a ``format_func`` anywhere (AppTest calls those outside a run).
-    """
-    from . import widgets  # widgets imports this module
-
-    title = _titles.get(name)
-    return title if title is not None else widgets.dataset_label(name)
+    remember_upload_title(name, title)
 
 
 # --- the widget ------------------------------------------------------------------------------------
@@ -129,7 +116,7 @@ def _select_dataset(target_key: str, name: str) -> None:
 
 def picker_uploader(target_key: str) -> None:
     """An "Upload your own data" popover for a dataset picker whose widget key is ``target_key``."""
-    with st.popover("Upload your own data", icon=":material/upload_file:", width="stretch"):
+    with st.popover("Upload your own data", icon="📤", width="stretch"):
         upload_widget(f"{target_key}_upload", on_use=lambda name: _select_dataset(target_key, name), preview=False)
 
 
@@ -140,8 +127,6 @@ def upload_widget(key: str = "upload", *, val_fraction: float = 0.1, seed: int =
 
     ``preview=False`` (for a narrow sidebar) shows the class counts as a table instead of the pictures.
     """
-    from . import widgets
-
     st.caption("A **zip** with one folder per class (for example `cats/001.png`, `dogs/001.png`), or a **CSV** "
                "with a label column and one column per pixel (0–255), like Kaggle's MNIST. Up to "
                f"{uploads.MAX_UPLOAD_BYTES // uploads.MB} MB. The data stays on this server and is used only "
@@ -160,12 +145,12 @@ def upload_widget(key: str = "upload", *, val_fraction: float = 0.1, seed: int =
             outcome = handle_upload(file.name, payload, **options)
         st.session_state[f"{key}_outcome"] = (signature, outcome)
     if not outcome.ok:
-        st.error(widgets.plain(outcome.error), icon=":material/block:")
+        st.error(plain(outcome.error), icon="🚫")
         return outcome
     remember_upload(outcome.name, outcome.title)
     show_upload_report(outcome, val_fraction=val_fraction, seed=seed, key=key, preview=preview)
     if on_use is not None:
-        st.button(use_label, type="primary", icon=":material/arrow_upward:", key=f"{key}_use", on_click=on_use,
+        st.button(use_label, type="primary", icon="⬆️", key=f"{key}_use", on_click=on_use,
                   args=(outcome.name,))
     return outcome
 
@@ -173,15 +158,12 @@ def upload_widget(key: str = "upload", *, val_fraction: float = 0.1, seed: int =
 def show_upload_report(outcome: UploadOutcome, *, val_fraction: float = 0.1, seed: int = 0,
                        key: str = "upload", preview: bool = True) -> None:
     """What the upload became: one example per class with its name, counts, splits, skipped files, notes."""
-    from . import widgets
-    from .datapreview import show_data_preview
-
-    st.success(widgets.plain(outcome.title + (" (prepared before, reused)" if outcome.from_cache else "")),
-               icon=":material/check_circle:")
+    st.success(plain(outcome.title + (" (prepared before, reused)" if outcome.from_cache else "")),
+               icon="✅")
     # the skipped files get their own table, so the engine's one-line summary of them is left out
     notes = [n for n in outcome.notes if not (outcome.skipped and n.startswith("Skipped ") and "file(s):" in n)]
     if notes:
-        st.caption("  \n".join(widgets.plain(note) for note in notes))
+        st.caption("  \n".join(plain(note) for note in notes))
     if outcome.skipped:
         st.caption(f"Skipped {sum(outcome.skipped.values()):,} file(s) that could not be used:")
         st.dataframe(pd.DataFrame({"reason": list(outcome.skipped), "files": list(outcome.skipped.values())}),
@@ -189,12 +171,10 @@ def show_upload_report(outcome: UploadOutcome, *, val_fraction: float = 0.1, see
     if preview:
         show_data_preview(outcome.name, val_fraction=val_fraction, seed=seed, key=f"{key}_preview")
         return
-    from core import data as datasets
-
     try:
         ds = datasets.load_dataset(outcome.name)
     except datasets.DatasetUnavailable as exc:
-        st.error(widgets.plain(str(exc)))
+        st.error(plain(str(exc)))
         return
     test_counts = [int((ds.y_test == c).sum()) for c in range(ds.n_classes)]
     st.dataframe(pd.DataFrame({"class": [str(c) for c in ds.classes], "train + validation": ds.class_counts(),

@@ -144,6 +144,12 @@ class RunView:
         return pd.DataFrame(rows)
 
 
+def finite_values(values) -> np.ndarray:
+    """Floats with inf/NaN as NaN (a gap in a Plotly line); lists, arrays or pandas series."""
+    a = np.asarray(values.to_numpy() if hasattr(values, "to_numpy") else values, dtype=float)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
 def _num(value) -> float:
     return float("nan") if value is None else float(value)
 

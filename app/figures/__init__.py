@@ -1,0 +1,1 @@
+"""Floor 3, pure: records -> Plotly figures (plain specs, built without validation). No Streamlit."""

@@ -1,0 +1,203 @@
+"""The Vanishing-gradients form: a grid of activations x depths (GridConfig), its fixes, URL sync.
+
+Every range, default and help text comes from the schema: RunConfig's knobs for the training
+settings, core.grid's limits for the grid's own (depths, width, number of cells). The lesson's
+setup (LESSONS A: MNIST, width 10, SGD lr 0.2, batch 32) is a GridConfig, not a second schema.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from core.config import ACTIVATIONS, BUILTIN_DATASETS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig
+from core.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig, fixes_grid
+
+from ..text import FALLBACK_DATASET, dataset_available, dataset_label
+from . import url
+from .fields import knob_widget, widget_value
+
+PAGE = "vanishing"
+SAVED = "vg_form"
+FALLBACK = "vg_dataset_fallback"  # the chosen dataset the fallback replaced
+LESSON = "vg_lesson"
+DATASETS = [d for d in BUILTIN_DATASETS if d != "fashion3"]
+BIG_DATASETS = ("mnist", "fashion-mnist")
+# field -> widget key (the keys are the page's public names: tests and links use them)
+RUN_KEYS = {"dataset": "vg_dataset", "lr": "vg_lr", "optimizer": "vg_optimizer", "epochs": "vg_epochs",
+            "batch_size": "vg_batch", "init": "vg_init", "norm": "vg_norm", "seed": "vg_seed"}
+GRID_KEYS = {"activations": "vg_activations", "depths": "vg_depths", "width": "vg_width"}
+FIX_DEPTH = "vg_fix_depth"
+LINK_KEYS = ("fix_depth", "lesson")
+
+
+def log_every(dataset: str) -> int:
+    """The lesson logs every 100 steps on the 60,000-image sets, every 10 on the small ones."""
+    return 100 if dataset in BIG_DATASETS else 10
+
+
+def lesson_grid(epochs: int) -> GridConfig:
+    base = RunConfig(dataset="mnist", epochs=epochs, batch_size=32, optimizer="sgd", lr=0.2, val_fraction=0.1,
+                     log_every=log_every("mnist"))
+    return GridConfig(base=base, activations=("sigmoid", "tanh", "relu"), depths=tuple(range(1, 9)), width=10)
+
+
+DEFAULT = lesson_grid(epochs=1)
+LESSON_A = lesson_grid(epochs=5)  # LESSONS A, as the coursework ran it: 5 epochs
+
+
+@dataclass
+class GridForm:
+    grid: GridConfig | None
+    problem: str | None
+    fixes: GridConfig | None
+    fix_depth: int
+    notices: list[str] = field(default_factory=list)
+    dataset_fallback: str | None = None
+    lesson: bool = False
+
+
+def grid_values(grid: GridConfig, fix_depth: int | None = None) -> dict:
+    """Widget values (by widget key) of a grid."""
+    values = {key: widget_value(grid.base, name) for name, key in RUN_KEYS.items()}
+    depths = grid.depths or (grid.base.depth,)
+    values.update({"vg_activations": list(grid.activations or (grid.base.activation,)),
+                   "vg_depths": (min(depths), max(depths)), "vg_width": int(grid.width),
+                   FIX_DEPTH: int(fix_depth if fix_depth is not None else max(max(depths), 1))})
+    return values
+
+
+def _load(grid: GridConfig, fix_depth: int | None = None, lesson: bool = False) -> None:
+    st.session_state.pop(FALLBACK, None)
+    for key, value in grid_values(grid, fix_depth).items():
+        st.session_state[key] = value
+    st.session_state[LESSON] = lesson
+    _apply_dataset_fallback()
+
+
+def load_lesson() -> None:
+    """Callback of the LESSONS A button."""
+    _load(LESSON_A, lesson=True)
+
+
+def _apply_dataset_fallback() -> None:
+    name = st.session_state.get("vg_dataset", FALLBACK_DATASET)
+    if name != FALLBACK_DATASET and not dataset_available(name):
+        st.session_state[FALLBACK] = name
+        st.session_state["vg_dataset"] = FALLBACK_DATASET
+
+
+def _on_dataset() -> None:
+    st.session_state.pop(FALLBACK, None)
+    _apply_dataset_fallback()
+
+
+def _parse(query: dict) -> tuple[GridConfig, int | None]:
+    grid = GridConfig.from_query({k: v for k, v in query.items() if k not in LINK_KEYS})
+    fix = query.get("fix_depth")
+    if fix is None:
+        return grid, None
+    try:
+        depth = int(fix)
+    except ValueError:
+        raise ConfigError({"fix_depth": f"fix_depth = {fix!r} must be a whole number"}) from None
+    if not 1 <= depth <= MAX_HIDDEN_LAYERS:
+        raise ConfigError({"fix_depth": f"fix_depth = {depth}: allowed 1-{MAX_HIDDEN_LAYERS}"})
+    return grid, depth
+
+
+def _prepare() -> list[str]:
+    query = url.incoming_query(PAGE)
+    if query is None:
+        url.restore(SAVED, grid_values(DEFAULT), lambda key: key)
+        _apply_dataset_fallback()
+        return []
+    if not query:
+        _load(DEFAULT)
+        return []
+    known = set(RunConfig.__dataclass_fields__) | set(GRID_KEYS) | {"inits", "norms", "variants"} | set(LINK_KEYS)
+    (grid, fix_depth), notices = url.parse_link(query, known, _parse, lambda: (DEFAULT, None))
+    _load(grid, fix_depth, lesson=query.get("lesson") == "A" and not notices)
+    return notices
+
+
+def _values() -> dict:
+    return {key: st.session_state.get(key) for key in list(RUN_KEYS.values()) + list(GRID_KEYS.values()) + [FIX_DEPTH]}
+
+
+def build(values: dict) -> tuple[GridConfig | None, str | None]:
+    """(grid, None) or (None, the problem) from the widget values."""
+    lo, hi = values["vg_depths"]
+    try:
+        base = RunConfig(**{name: values[key] for name, key in RUN_KEYS.items()}, val_fraction=0.1,
+                         log_every=log_every(values["vg_dataset"]))
+        if not values["vg_activations"]:
+            return None, "Pick at least one activation."
+        return GridConfig(base=base, activations=tuple(values["vg_activations"]), depths=tuple(range(lo, hi + 1)),
+                          width=int(values["vg_width"])), None
+    except ConfigError as exc:
+        return None, f"{' '.join(exc.problems.values())} (at most {MAX_CELLS} networks per grid)."
+
+
+def grid_form() -> GridForm:
+    """The grid's controls in three columns, LESSONS A's button; returns the grid and writes the URL."""
+    notices = _prepare()
+    st.button("LESSONS A preset", icon="🎓", on_click=load_lesson, key="vg_preset",
+              help="The coursework's setup: MNIST, sigmoid/tanh/ReLU with 1–8 hidden layers of 10 units, "
+                   "SGD lr 0.2, batch 32, 5 epochs.")
+    left, mid, right = st.columns(3)
+    with left:
+        knob_widget("dataset", "vg_dataset", options=DATASETS, format_func=dataset_label, on_change=_on_dataset)
+        st.multiselect("Activations", list(ACTIVATIONS), key="vg_activations",
+                       help="One row of the table per activation, after every hidden layer.")
+        st.slider("Hidden layers (depths)", 0, MAX_HIDDEN_LAYERS, key="vg_depths",
+                  help="One column per depth in this range.")
+    with mid:
+        st.number_input("Width (units per hidden layer)", 1, MAX_GRID_WIDTH, key="vg_width",
+                        help=f"Units in every hidden layer of every network. Allowed 1–{MAX_GRID_WIDTH} in a grid "
+                             "(all its networks are in memory at once).")
+        knob_widget("lr", "vg_lr")
+        knob_widget("optimizer", "vg_optimizer")
+        knob_widget("epochs", "vg_epochs")
+    with right:
+        knob_widget("batch_size", "vg_batch")
+        knob_widget("init", "vg_init")
+        knob_widget("norm", "vg_norm")
+        knob_widget("seed", "vg_seed")
+    values = _values()
+    grid, problem = build(values)
+    fallback = st.session_state.get(FALLBACK)
+    if values["vg_dataset"] != FALLBACK_DATASET:
+        st.session_state.pop(FALLBACK, None)
+        fallback = None
+    lesson = bool(st.session_state.get(LESSON)) and grid is not None and grid == _fallen_back(LESSON_A, fallback)
+    return GridForm(grid, problem, None, int(values[FIX_DEPTH] or 1), notices, fallback, lesson)
+
+
+def _fallen_back(grid: GridConfig, fallback: str | None) -> GridConfig:
+    if fallback and grid.base.dataset == fallback:
+        base = grid.base.replace(dataset=FALLBACK_DATASET, log_every=log_every(FALLBACK_DATASET))
+        return grid.replace(base=base)
+    return grid
+
+
+def fixes_form(form: GridForm) -> GridForm:
+    """The depth of the deep sigmoid network to fix (the fixes grid follows the grid's settings); writes the URL."""
+    st.slider("Depth of the network to fix", 1, MAX_HIDDEN_LAYERS, key=FIX_DEPTH)
+    form.fix_depth = int(st.session_state[FIX_DEPTH])
+    if form.grid is not None:
+        form.fixes = fixes_grid(form.grid.base.replace(hidden=(form.grid.width,) * form.fix_depth,
+                                                       activation="sigmoid"))
+    url.remember(SAVED, _values())
+    if form.grid is not None:
+        query = form.grid.to_query()
+        if form.dataset_fallback:
+            query["dataset"] = form.dataset_fallback
+            query.pop("log_every", None)
+            shared = form.grid.base.replace(dataset=form.dataset_fallback, log_every=log_every(form.dataset_fallback))
+            query.update({k: v for k, v in shared.to_query().items() if k == "log_every"})
+        query["fix_depth"] = str(form.fix_depth)
+        if form.lesson:
+            query["lesson"] = "A"
+        url.write_query(PAGE, query)
+    return form

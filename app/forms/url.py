@@ -1,0 +1,80 @@
+"""Every page's setup in the address bar: when to read the URL, how to write it, what a bad link says.
+
+A page reads the query string when it holds something other than what the page last wrote (a
+shared link, a reload, "Open in Playground", a bookmark); after a plain page switch the URL is
+empty and the page restores this session's values instead. After drawing its form, the page
+writes its setup back (:func:`write_query`), so the address bar is always a shareable link.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, TypeVar
+
+import streamlit as st
+
+from core.config import ConfigError
+
+from ..text import plain
+
+T = TypeVar("T")
+WRITTEN = "gl_url_written_{}"  # session: the query a page last wrote
+
+
+def incoming_query(page: str) -> dict[str, str] | None:
+    """The URL's query when ``page`` should load it now, else None (keep this session's values).
+
+    ``{}`` on the page's first visit of the session with an empty URL: load the defaults."""
+    query = st.query_params.to_dict()
+    written = st.session_state.get(WRITTEN.format(page))
+    if query and query != written:
+        return query
+    if written is None:
+        return query
+    return None
+
+
+def write_query(page: str, query: Mapping[str, str]) -> None:
+    query = {k: str(v) for k, v in query.items()}
+    st.session_state[WRITTEN.format(page)] = query
+    if st.query_params.to_dict() != query:
+        st.query_params.from_dict(query)
+
+
+def parse_link(query: Mapping[str, str], known: set[str], parse: Callable[[dict], T],
+               default: Callable[[], T]) -> tuple[T, list[str]]:
+    """(config, notices) from a query: unknown keys are ignored, an invalid setup gives the defaults;
+    each notice names what was ignored."""
+    notices = []
+    unknown = sorted(k for k in query if k not in known)
+    if unknown:
+        notices.append(f"The link had settings this version does not know, which were ignored: {', '.join(unknown)}.")
+    try:
+        return parse({k: v for k, v in query.items() if k in known}), notices
+    except ConfigError as exc:
+        details = " ".join(exc.problems.values())
+        notices.append(f"The link's settings are not valid, so the defaults are loaded instead. {details}")
+        return default(), notices
+
+
+def link_notices(notices: list[str]) -> None:
+    for notice in notices:
+        st.warning(plain(notice), icon="🔗")
+
+
+def remember(slot: str, values: Mapping[str, Any]) -> None:
+    """Keep a form's widget values (they survive page switches, which drop widget state)."""
+    st.session_state[slot] = dict(values)
+
+
+def restore(slot: str, defaults: Mapping[str, Any], key: Callable[[str], str]) -> None:
+    """Widget keys a page switch dropped get this session's last values back (else ``defaults``)."""
+    saved = st.session_state.get(slot) or {}
+    for name, value in defaults.items():
+        st.session_state.setdefault(key(name), saved.get(name, value))
+
+
+def settingless_page(page: str) -> None:
+    """For a page without settings: a link's keys are named as ignored, and the address is cleaned."""
+    query = incoming_query(page)
+    if query:
+        link_notices(parse_link(query, set(), lambda q: None, lambda: None)[1])
+    write_query(page, {})

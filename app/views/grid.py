@@ -1,0 +1,139 @@
+"""The grid views of the Vanishing-gradients lesson: a grid job live (accuracy table, loss small
+multiples, inside one network, final table) and the fixes of a deep sigmoid network side by side."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import RunConfig
+
+from ..figures import grid as gf
+from ..figures.compare import overlay_figure
+from ..figures.run import weight_heatmaps_figure
+from ..records.grid import VANISHING_RATIO, GridView, cells_table, default_cell, grid_progress, reduce_grid, stuck_note
+from ..records.jobs import JobState
+from ..records.run import LogPoint
+from ..text import plain
+from .jobs import cached, job_state, polling_fragment, status_line
+from .links import open_in_playground
+
+POLL_SECONDS = 1.5
+_four = st.column_config.NumberColumn(format="%.4f")
+TABLE_COLUMNS = {"accuracy": _four, "loss": _four, "ln(classes)": _four,
+                 "most predicted class: share of answers": st.column_config.NumberColumn(format="percent"),
+                 "its share of the test set": _four,
+                 "first / last layer gradient": st.column_config.NumberColumn(format="%.1e")}
+
+
+def _chart(fig, key: str) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def grid_of(state: JobState) -> GridView:
+    n = len(state.events)
+    return cached(state.version, "grid_view", lambda: reduce_grid(state.events[:n]), 64)
+
+
+def grid_status(state: JobState, grid: GridView, cancel_help: str) -> None:
+    """The grid's status line: outcome and cache note (shared), networks done, its own notes."""
+    status_line(state, None, what="grid", progress=False, started=grid.started is not None, cancel_help=cancel_help)
+    fraction, text = grid_progress(grid)
+    st.progress(fraction, text=text)
+    if grid.started is not None:
+        for note in grid.started.notes:
+            st.caption(plain(note))
+
+
+def _stuck(grid: GridView) -> None:
+    note = stuck_note(grid)
+    if note:
+        st.caption(plain(note))
+
+
+def grid_view(key: str) -> None:
+    """A grid job, polled while it trains."""
+    if job_state(key) is None:
+        st.info("This grid is not known on this server any more (it may have been removed from the run store).")
+        return
+    polling_fragment(key, lambda polling: _grid_part(key, polling), every=POLL_SECONDS, name=f"grid_{key}")
+
+
+def _grid_part(key: str, polling: bool) -> None:
+    state = job_state(key)
+    if state is None:
+        return
+    grid, vkey = grid_of(state), state.version
+    grid_status(state, grid, "Stop every network of this grid; what they learned so far stays.")
+    _chart(cached(vkey, "acc_heat", lambda: gf.accuracy_heatmap_figure(grid)), f"vg_heat_{key}")
+    st.caption("Each square is one network: brighter = more accurate. Read a row left to right to see what depth "
+               "does to one activation. Networks that learned nothing stand out as dark squares.")
+    _stuck(grid)
+    _chart(cached(vkey, "loss_multiples", lambda: gf.loss_multiples_figure(grid)), f"vg_losses_{key}")
+    st.caption("The loss of every network as it trains. A curve that stays flat on the dotted line never got a "
+               "useful gradient into its first layers.")
+    if not grid.cells:
+        return
+    st.subheader("Inside one network", divider="gray")
+    labels = [c.label for c in grid.cells]
+    if st.session_state.get("vg_cell") not in labels:
+        st.session_state["vg_cell"] = default_cell(grid)
+    chosen = st.selectbox("Network", labels, key="vg_cell")
+    cell = grid.cells[labels.index(chosen)]
+    left, right = st.columns(2)
+    with left:
+        _chart(cached(vkey, ("band", cell.index), lambda: gf.gradient_band_figure(cell.view, cell.label)),
+               f"vg_band_{key}")
+        st.caption(f"How strong the learning signal is in each layer over time (log colour scale). ✕ marks layers "
+                   f"whose gradient is below {VANISHING_RATIO:g} of the output layer's: they have practically "
+                   "stopped learning. With sigmoid the signal shrinks at every layer on its way back to the input.")
+    with right:
+        points = cell.view.log_points
+        if points:
+            point = points[-1]
+            first = LogPoint(point.step, point.epoch, point.heatmaps[:1])
+            shapes = cell.view.started.layer_shapes[:1] if cell.view.started is not None else None
+
+            def first_layer_figure():
+                fig = weight_heatmaps_figure(first, cell.view.layer_names[:1], shapes, 1)
+                fig.layout.title.text = f"First layer: how far each weight moved, |W − W₀| (log10), step {point.step}"
+                return fig
+
+            _chart(cached(vkey, ("first_layer", cell.index), first_layer_figure), f"vg_first_{key}")
+            st.caption("How far each weight of the first layer moved from its initial value (log colour scale). "
+                       "The coursework printed these numbers; in a stuck network they stay tiny.")
+    if not polling:
+        st.dataframe(cells_table(grid), hide_index=True, width="stretch", key=f"vg_table_{key}",
+                     column_config=TABLE_COLUMNS)
+        st.caption("Final test metrics of every network. A stuck network gives (almost) every input the same "
+                   "answer: its accuracy is that class's share of the test set and its loss ln(classes). The last "
+                   "column: how much weaker the first layer's gradient is than the output layer's.")
+        if st.button("Open this network in the Playground", key="vg_open", icon="🧪",
+                     help="Its result is stored on its own, so it replays there at once."):
+            open_in_playground(RunConfig.from_dict(cell.config))
+
+
+def fixes_view(key: str) -> None:
+    """The fixes grid job, polled while it trains."""
+    if job_state(key) is None:
+        return
+    polling_fragment(key, lambda polling: _fixes_part(key, polling), every=POLL_SECONDS, name=f"fixes_{key}")
+
+
+def _fixes_part(key: str, polling: bool) -> None:
+    state = job_state(key)
+    if state is None:
+        return
+    grid, vkey = grid_of(state), state.version
+    grid_status(state, grid, "Stop every version of this network; what they learned so far stays.")
+    runs = [(c.label, c.view) for c in grid.cells]
+    left, right = st.columns(2)
+    with left:
+        _chart(cached(vkey, "profile", lambda: gf.gradient_profile_figure(runs)), f"vg_profile_{key}")
+        st.caption("The gradient each layer receives, input layer on the left. Plain sigmoid falls off steeply "
+                   "towards the input; each fix keeps the early layers' gradient within reach of the last ones'.")
+    with right:
+        _chart(cached(vkey, "fix_acc", lambda: overlay_figure(runs, "acc")), f"vg_fixacc_{key}")
+        st.caption("Accuracy of each version over time (solid: validation, dashed: train).")
+    _stuck(grid)
+    if not polling:
+        st.dataframe(cells_table(grid), hide_index=True, width="stretch", key=f"vg_fixtable_{key}",
+                     column_config=TABLE_COLUMNS)

@@ -1,0 +1,207 @@
+"""The shared job parts every lesson uses: job state, the train button, the status line, polling.
+
+- :func:`job_state`: a job's :class:`~app.records.jobs.JobState`. Events are read from the job
+  manager into one process-wide LRU keyed by job key; a session keeps only which keys it has
+  seen (and whether each was already done then), never event lists.
+- :func:`train_button`: the one Train / Training… / Train again button for any config with
+  ``key()`` (RunConfig, GridConfig, or a task config another page registers with the job
+  manager), with its error message; what the submit returns (job keys) goes to a session slot.
+- :func:`status_line`: queue position, starting, cancelled / diverged / failed, from cache,
+  and a Cancel button while the job runs.
+- :func:`polling_fragment`: draws ``draw(polling)`` inside a fragment that reruns every
+  ``every`` seconds while any of its jobs is queued or running, and stops itself after.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterable
+
+import streamlit as st
+
+from core.jobs import get_manager
+
+from ..records.jobs import JobState, progress_text, status_message
+from ..records.run import RunView, reduce_events
+from ..text import cache_label, plain
+
+POLL_SECONDS = 0.5
+SEEN = "gl_seen_jobs"  # session: {job key: replayed?} of the jobs this session has looked at
+MAX_SEEN = 64
+MAX_JOBS = 64  # process-wide event lists kept
+ICONS = {"info": "ℹ️", "warning": "⚠️", "error": "🚨"}
+
+_lock = threading.Lock()
+_jobs: OrderedDict[str, JobState] = OrderedDict()  # job key -> newest state, events shared by every session
+_cache: OrderedDict = OrderedDict()  # (version, name) -> a reduced view or figure
+
+
+# --- job state -----------------------------------------------------------------------------------
+def _fetch(key: str) -> JobState | None:
+    manager = get_manager()
+    with _lock:
+        known = _jobs.get(key)
+    snap = manager.snapshot(key, since=len(known.events) if known else 0)
+    if snap is None:
+        with _lock:
+            _jobs.pop(key, None)
+        return None
+    restarted = known is not None and (snap.n_events < len(known.events) or (
+        known.done and (snap.status != known.status or snap.saved_at != known.saved_at)))
+    if known is None or restarted:
+        if restarted:
+            snap = manager.snapshot(key, since=0)
+        events = list(snap.events)
+    else:
+        events = known.events + list(snap.events)  # a new list: states handed out earlier stay consistent
+    state = JobState(key, snap.status, events, snap.from_cache, snap.saved_at, snap.error, snap.queue_position)
+    with _lock:
+        _jobs[key] = state
+        _jobs.move_to_end(key)
+        while len(_jobs) > MAX_JOBS:
+            _jobs.popitem(last=False)
+    return state
+
+
+def job_state(key: str) -> JobState | None:
+    """The job's current state (None when the key is unknown here); marks it seen by this session."""
+    state = _fetch(key)
+    seen: OrderedDict = st.session_state.setdefault(SEEN, OrderedDict())
+    if state is None:
+        seen.pop(key, None)
+        return None
+    if key not in seen:
+        seen[key] = state.done
+    seen.move_to_end(key)
+    while len(seen) > MAX_SEEN:
+        seen.popitem(last=False)
+    state.replayed = bool(seen[key]) and state.done
+    return state
+
+
+def forget(key: str) -> None:
+    """This session has not seen ``key`` yet (e.g. it is about to train it again)."""
+    st.session_state.get(SEEN, {}).pop(key, None)
+
+
+def cached(version: Any, name: Any, build: Callable[[], Any], limit: int = 512) -> Any:
+    """A view or figure built once per process for one data version (30 viewers, one build)."""
+    with _lock:
+        if (version, name) in _cache:
+            _cache.move_to_end((version, name))
+            return _cache[(version, name)]
+    value = build()
+    with _lock:
+        _cache[(version, name)] = value
+        while len(_cache) > limit:
+            _cache.popitem(last=False)
+    return value
+
+
+def run_view(state: JobState) -> RunView:
+    n = len(state.events)
+    return cached(state.version, "run_view", lambda: reduce_events(state.events[:n]), 64)
+
+
+def wait_for_first_point(key: str, timeout: float = 0.4) -> None:
+    """Right after submitting: wait (briefly) for the first log point, so the first draw has it."""
+    deadline = time.monotonic() + timeout
+    manager = get_manager()
+    while time.monotonic() < deadline:
+        snap = manager.snapshot(key)
+        if snap is None or snap.done or any(e.kind == "eval" for e in snap.events[-8:]):
+            return
+        time.sleep(0.02)
+
+
+# --- the train button ------------------------------------------------------------------------------
+def submit_job(config: Any, force: bool) -> str:
+    """The default submit: queue ``config`` with the job manager; returns its job key."""
+    key = get_manager().submit(config, force=force)
+    forget(key)
+    wait_for_first_point(key)
+    return key
+
+
+def config_status(config: Any) -> str | None:
+    """The job status of ``config.key()`` on this server (None when never trained here)."""
+    snap = get_manager().snapshot(config.key())
+    return snap.status if snap is not None else None
+
+
+def _on_train(config: Any, slot: str, force: bool, submit: Callable[[Any, bool], Any]) -> None:
+    try:
+        st.session_state[slot] = submit(config, force)
+    except Exception as exc:  # e.g. the requested device vanished: say so, no traceback
+        st.session_state[f"{slot}_error"] = f"Could not start training: {exc}"
+
+
+def train_button(config: Any | None, slot: str, *, key: str, label: str = "Train", help: str | None = None,
+                 submit: Callable[[Any, bool], Any] = submit_job,
+                 status: Callable[[Any], str | None] = config_status) -> None:
+    """Train / Training… / "<label> again" for ``config`` (disabled while None or busy).
+
+    A click calls ``submit(config, force)`` (force: train again although stored) and keeps its
+    result, job keys only, in ``st.session_state[slot]``; a failure shows as a plain error.
+    """
+    current = status(config) if config is not None else None
+    busy = current in ("queued", "running")
+    again = current in ("finished", "diverged")
+    st.button("Training…" if busy else f"{label} again" if again else label, type="primary", key=key,
+              icon="▶️", disabled=config is None or busy, on_click=_on_train,
+              args=(config, slot, again, submit),
+              help=("Trains these settings from scratch, even though a result is stored." if again else help))
+    error = st.session_state.pop(f"{slot}_error", None)
+    if error:
+        st.error(plain(error))
+
+
+# --- the status line -------------------------------------------------------------------------------
+def status_line(state: JobState, view: RunView | None = None, *, what: str = "run", cancel_help: str | None = None,
+                progress: bool = True, started: bool | None = None) -> None:
+    """The one status line of a job: queued / starting / outcome, cache note, progress bar, Cancel.
+
+    ``view`` (a run's reduced events) gives the progress and the outcome's reason; a job that is
+    not one run (a grid) passes ``started`` and draws its own progress."""
+    prog = view.progress() if view is not None else None
+    if started is None:
+        started = view is not None and view.started is not None
+    message = status_message(state, prog, view.reason if view is not None else state.error, started=started)
+    if message is not None:
+        level, text = message
+        getattr(st, level)(text, icon=ICONS[level])
+    if state.replayed and state.saved_at:
+        st.info(f"{cache_label(state.saved_at)}: this exact {what} was trained before on this server, so its "
+                "stored result is shown without training again.", icon="📦")
+    if progress and prog is not None:
+        device = view.started.device_name if view.started is not None else ""
+        st.progress(prog.fraction, text=progress_text(prog, state.done, device))
+    if not state.done and st.button("Cancel", key=f"cancel_{state.key}", icon="⏹️",
+                                    help=cancel_help or f"Stop this {what}; its history is kept."):
+        get_manager().cancel(state.key)
+
+
+# --- polling -------------------------------------------------------------------------------------
+def _running(keys: Iterable[str]) -> bool:
+    for key in keys:
+        snap = get_manager().snapshot(key)
+        if snap is not None and not snap.done:
+            return True
+    return False
+
+
+def _poll_body(keys: tuple[str, ...], draw: Callable[[bool], None], polling: bool) -> None:
+    if polling and not _running(keys):
+        st.rerun()  # a full rerun declares the fragment again without run_every: polling stops
+    draw(polling)
+    if polling and not _running(keys):  # it ended while drawing: redraw the page (buttons, results) once
+        st.rerun()
+
+
+def polling_fragment(keys: str | Iterable[str], draw: Callable[[bool], None], *, every: float = POLL_SECONDS,
+                     name: str = "") -> None:
+    """Draw ``draw(polling)`` in a fragment that polls every ``every`` s while any job of ``keys`` runs."""
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    running = _running(keys)
+    st.fragment(run_every=every if running else None, key=f"poll_{name or keys[0]}")(_poll_body)(keys, draw, running)

@@ -1,0 +1,175 @@
+"""The run view: one training job drawn live (progress, curves, inside the network, results).
+
+:func:`job_view` draws a job key: two polling fragments (curves every ``poll_seconds``, the
+per-layer diagnostics every ``layers_poll_seconds``) while it runs, and the test-set details
+once it is done. Reduced views and figures are cached process-wide per job data version.
+"""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core.config import TOY_DATASETS
+from core.data import load_dataset
+
+from ..figures import run as figures
+from ..records.jobs import JobState
+from ..records.run import RunView, config_json, metrics_csv
+from ..text import number, plain
+from .jobs import cached, job_state, polling_fragment, run_view, status_line
+from .library import batched_with
+
+POLL_SECONDS = 0.5
+LAYERS_POLL_SECONDS = 1.5
+
+
+def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
+             layers_poll_seconds: float = LAYERS_POLL_SECONDS) -> JobState | None:
+    """Draw one run job (progress, charts, results); polls while it runs. Returns its state."""
+    state = job_state(key)
+    if state is None:
+        st.info("This run is not known on this server (it may have been removed from the run store).")
+        return None
+    polling_fragment(key, lambda polling: _curves_part(key, results), every=poll_seconds, name=f"curves_{key}")
+    polling_fragment(key, lambda polling: _layers_part(key), every=layers_poll_seconds, name=f"layers_{key}")
+    state = job_state(key)
+    if results and state is not None and state.done and state.status in ("finished", "cancelled", "diverged"):
+        view = run_view(state)
+        if view.finished is not None:
+            _test_details(key, view, state.version)
+    return state
+
+
+def _curves_part(key: str, results: bool) -> None:
+    state = job_state(key)
+    if state is None:
+        return
+    view = run_view(state)
+    status_line(state, view)
+    if results and view.finished is not None:
+        _summary(view, batched_with(key))
+    _curves(key, view, state.version)
+
+
+def _layers_part(key: str) -> None:
+    state = job_state(key)
+    if state is None:
+        return
+    _layers(key, run_view(state), state.version, live=not state.done)
+
+
+def _chart(fig, key: str, **kwargs) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False}, **kwargs)
+
+
+def _curves(key: str, view: RunView, vkey: tuple) -> None:
+    cols = st.columns(3)
+    with cols[0]:
+        _chart(cached(vkey, "loss", lambda: figures.loss_figure(view)), f"loss_{key}")
+    with cols[1]:
+        _chart(cached(vkey, "acc", lambda: figures.accuracy_figure(view)), f"acc_{key}")
+    with cols[2]:
+        _chart(cached(vkey, "steps", lambda: figures.step_loss_figure(view)), f"steps_{key}")
+
+
+def _layers(key: str, view: RunView, vkey: tuple, live: bool) -> None:
+    st.subheader("Inside the network", divider="gray")
+    st.caption("One line or row per weight layer, input layer first. Layers whose gradients are orders of "
+               "magnitude smaller than the others (dark rows in the maps) barely learn: that is the vanishing "
+               "gradient problem. Saturated or dead units pass almost no gradient back.")
+    left, right = st.columns(2)
+    with left:
+        _chart(cached(vkey, "grad", lambda: figures.grad_norm_figure(view)), f"grad_{key}")
+    with right:
+        _chart(cached(vkey, "sat", lambda: figures.saturation_figure(view)), f"sat_{key}")
+    left, right = st.columns(2)
+    with left:
+        _chart(cached(vkey, "hm_delta", lambda: figures.layer_heatmap_figure(view, "weight_delta")),
+               f"hmd_{key}")
+    with right:
+        _chart(cached(vkey, "hm_grad", lambda: figures.layer_heatmap_figure(view, "grad_norm")),
+               f"hmg_{key}")
+    points = view.log_points
+    if not points:
+        return
+    if live or len(points) == 1:
+        point = points[-1]
+        if live:
+            st.caption("Weight change at the latest log point; once the run ends you can pick any logged step.")
+    else:
+        steps = [p.step for p in points]
+        chosen = st.select_slider("Weight change at logged step", steps, value=steps[-1], key=f"wstep_{key}",
+                                  format_func=lambda s: f"step {s}",
+                                  help="|W − W₀| of every layer at this step (averaged down to at most 64×64).")
+        point = points[steps.index(chosen)] if chosen in steps else points[-1]
+    shapes = view.started.layer_shapes if view.started is not None else None
+    _chart(cached(vkey, ("wm", point.step),
+                         lambda: figures.weight_heatmaps_figure(point, view.layer_names, shapes)), f"wm_{key}")
+
+
+def _summary(view: RunView, group: int = 1) -> None:
+    """Final metrics in one row, right under the progress bar."""
+    fin = view.finished
+    chance = view.chance_accuracy
+    cols = st.columns(6)
+
+    def metric(col, label: str, value: float | None, fmt: str = "{:.3f}", help: str | None = None) -> None:
+        col.metric(label, number(value, fmt), help=help)
+
+    chance_help = f"Always guessing the most common class scores {chance:.3f}." if chance is not None else None
+    metric(cols[0], "Test accuracy", fin.test_acc, help=chance_help)
+    metric(cols[1], "Validation accuracy", fin.val_acc)
+    metric(cols[2], "Train accuracy", fin.train_acc)
+    metric(cols[3], "Test loss", fin.test_loss, "{:.4f}")
+    metric(cols[4], "Parameters", view.started.n_params if view.started is not None else None, "{:,}")
+    if group > 1:  # a lane of a batched group: the recorded time is the whole group's, not this network's
+        metric(cols[5], "Time per epoch", None, help=f"Trained batched together with {group - 1} other "
+               f"network{'s' if group > 2 else ''} in one model: the group took {number(view.seconds_per_epoch, '{:.2f}')} s "
+               "per epoch, so this network has no time of its own.")
+    else:
+        metric(cols[5], "Time per epoch", view.seconds_per_epoch, "{:.2f} s")
+    if fin.test_acc is not None and chance is not None:
+        st.caption(f"Chance level (always guessing the most common test class): {chance:.3f}. "
+                   "Losses are data losses, without the L1/L2 penalty.")
+
+
+def _test_details(key: str, view: RunView, vkey: tuple) -> None:
+    fin = view.finished
+    st.subheader("Results on the test set", divider="gray")
+    st.dataframe(view.final_metrics(), hide_index=True, width=420,
+                 column_config={"loss": st.column_config.NumberColumn(format="%.4f"),
+                                "accuracy": st.column_config.NumberColumn(format="%.4f")})
+    classes = view.classes
+    left, right = st.columns(2)
+    if fin.confusion:
+        with left:
+            _chart(cached(vkey, "confusion", lambda: figures.confusion_figure(fin.confusion, classes)),
+                   f"conf_{key}")
+    if view.config.get("dataset") in TOY_DATASETS:
+        with right:
+            _decision_boundary(key, view, vkey, getattr(fin, "decision_grid", None))
+    images = getattr(fin, "misclassified_images", None)
+    if images is not None and len(images):
+        _chart(cached(vkey, "wrong", lambda: figures.misclassified_figure(images, fin.misclassified, classes)),
+               f"wrong_{key}", width="content")
+    elif fin.misclassified == [] and fin.test_acc is not None:
+        st.caption("No misclassified test examples.")
+    with st.container(horizontal=True):
+        st.download_button("Download metrics (CSV)", metrics_csv(view), file_name=f"{key}-metrics.csv",
+                           mime="text/csv", on_click="ignore", key=f"csv_{key}", icon="⬇️")
+        st.download_button("Download config (JSON)", config_json(view), file_name=f"{key}-config.json",
+                           mime="application/json", on_click="ignore", key=f"json_{key}", icon="⬇️")
+
+
+def _decision_boundary(key: str, view: RunView, vkey: tuple, grid: dict | None) -> None:
+    cfg = view.config
+    try:
+        ds = load_dataset(cfg["dataset"], cfg.get("data_noise", 0.1))
+    except Exception as exc:  # the data went away: say so, keep the rest of the page
+        st.caption(plain(f"Cannot draw the data: {exc}"))
+        return
+    x = np.concatenate([ds.x.numpy(), ds.x_test.numpy()])
+    y = np.concatenate([ds.y.numpy(), ds.y_test.numpy()])
+    title = "Decision regions after training" if grid else "Data (this run has no decision grid recorded)"
+    _chart(cached(vkey, "boundary", lambda: figures.toy_scatter_figure(x, y, ds.classes, title, grid)),
+           f"boundary_{key}")

@@ -1,0 +1,196 @@
+"""The lesson kit's shared parts: URL round-trips of grid and comparison configs, the bad-link fallback
+on every page, the shared train button's error path, links that reopen a setup (lesson, preset, run)."""
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import core.jobs
+from apptest_helpers import MAIN, new_app, texts
+from app.forms.compare import FAMILY_PRESETS
+from app.forms.grid import DEFAULT as DEFAULT_GRID
+from app.forms.grid import LESSON_A
+from app.records.compare import ComparisonConfig
+from app.records.jobs import JobState, status_message
+from app.records.run import Progress
+from app.text import ago, epoch_text, number, plural
+from core.config import ConfigError, RunConfig
+from core.grid import GridConfig, fixes_grid
+from core.presets import PRESETS
+
+
+# --- configs in the URL (pure) ------------------------------------------------------------------------
+GRIDS = [DEFAULT_GRID, LESSON_A, fixes_grid(RunConfig(hidden=(10,) * 4, lr=0.2, seed=7)),
+         GridConfig(base=RunConfig(dataset="moons", epochs=3), activations=("relu",), depths=(1, 3, 7), width=32),
+         GridConfig(base=RunConfig(), inits=("he", "xavier"), norms=("none", "layernorm")),
+         GridConfig.from_runs(list(PRESETS["E-eight-networks"].runs))]
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=range(len(GRIDS)))
+def test_grid_config_round_trips_through_the_query_string(grid):
+    query = grid.to_query()
+    assert all(isinstance(v, str) for v in query.values())
+    back = GridConfig.from_query(query)
+    assert back == grid and back.key() == grid.key() and back.cells() == grid.cells()
+
+
+@pytest.mark.parametrize("query, field", [({"depths": "one-eight"}, "depths"), ({"width": "wide"}, "width"),
+                                          ({"activations": "sigmoid,swish"}, "activations"),
+                                          ({"variants": "[not json"}, "variants"), ({"lr": "fast"}, "lr")])
+def test_bad_grid_query_names_the_setting(query, field):
+    with pytest.raises(ConfigError) as err:
+        GridConfig.from_query(query)
+    assert field in err.value.problems
+
+
+@pytest.mark.parametrize("name", list(FAMILY_PRESETS))
+def test_comparison_config_round_trips_and_keeps_the_family(name):
+    runs = FAMILY_PRESETS[name].runs
+    cmp = ComparisonConfig.from_runs(runs)
+    assert [cfg for _, cfg in cmp.family()] == [cfg for _, cfg in runs]  # the rows rebuild every run exactly
+    back = ComparisonConfig.from_query(cmp.to_query())
+    assert back == cmp and back.key() == cmp.key() and back.family() == cmp.family()
+    assert ComparisonConfig.from_dict(cmp.to_dict()) == cmp
+
+
+def test_comparison_config_rejects_bad_variants():
+    base = RunConfig()
+    with pytest.raises(ConfigError):
+        ComparisonConfig(base, (("x", {"colour": "red"}),))
+    with pytest.raises(ConfigError):
+        ComparisonConfig(base, (("x", {"dropout": 2.0}),))
+    with pytest.raises(ConfigError):
+        ComparisonConfig.from_query({"variants": "{]"})
+
+
+# --- wording (pure) ------------------------------------------------------------------------------------
+def test_words_and_numbers_read_right():
+    assert plural(1, "minute") == "1 minute" and plural(2, "minute") == "2 minutes" and plural(1200, "step") == "1,200 steps"
+    assert ago(61) == "61 seconds ago" and ago(100) == "1 minute ago" and ago(3000) == "50 minutes ago"
+    assert epoch_text(10.0, 10) == "Epoch 10 of 10" and epoch_text(3.45, 10) == "Epoch 3.5 of 10"
+    assert number(None) == "n/a" and number(float("nan")) == "n/a" and number(0.5) == "0.500"
+
+
+def test_cancelled_status_says_where_it_stopped_once():
+    progress = Progress(step=847, total_steps=3000, epoch=2.8, total_epochs=10, elapsed=12.0, eta=0.0)
+    level, text = status_message(JobState("k", "cancelled"), progress, reason="cancelled at step 847")
+    assert level == "warning" and text.lower().count("cancelled") == 1 and "847 of 3,000" in text
+    level, text = status_message(JobState("k", "queued", queue_position=1))
+    assert "1 run ahead" in text
+    level, text = status_message(JobState("k", "diverged"), reason="the loss is NaN.")
+    assert text == "**Diverged.** The loss is NaN."
+
+
+# --- pages (AppTest) -----------------------------------------------------------------------------------
+def open_with_query(page: str, query: dict) -> AppTest:
+    """A fresh session whose first page is ``page`` with ``query`` in the address bar (a shared link)."""
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    if page != "playground":
+        at.switch_page(f"../pages/{page}.py")
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+BAD_LINKS = [
+    ("playground", {"lr": "fast", "colour": "blue"}, lambda at: at.sidebar.number_input(key="cfg_lr").value == 1e-3),
+    ("vanishing", {"depths": "one-eight", "colour": "blue"}, lambda at: at.slider(key="vg_depths").value == (1, 8)),
+    ("regularization", {"variants": "[oops", "colour": "blue"},
+     lambda at: at.data_editor[0].value["variant"].tolist()[0] == "none"),
+    ("data", {"dataset": "no-such-set", "colour": "blue"}, lambda at: at.selectbox(key="data_dataset").value == "digits"),
+    ("library", {"colour": "blue"}, lambda at: at.title[0].value == "Run library"),
+]
+
+
+@pytest.mark.parametrize("page, query, at_defaults", BAD_LINKS, ids=[b[0] for b in BAD_LINKS])
+def test_bad_link_falls_back_to_defaults_naming_what_was_ignored(isolated_cache, page, query, at_defaults):
+    at = open_with_query(page, query)
+    notice = texts(at.warning).replace("\\", "")
+    assert "colour" in notice  # the unknown setting is named
+    if len(query) > 1:
+        assert "not valid, so the defaults are loaded" in notice
+    assert at_defaults(at)
+    assert "colour" not in at.query_params  # the page's own link replaces the bad one
+
+
+@pytest.mark.parametrize("page, button, slot", [("playground", "train", "gl_job"),
+                                                 ("vanishing", "vg_train", "vg_grid_job"),
+                                                 ("regularization", "reg_train", "reg_family")])
+def test_train_button_shows_why_it_could_not_start(isolated_cache, monkeypatch, page, button, slot):
+    def no_device(self, config, force=False):
+        raise RuntimeError("CUDA device 0 went away")
+
+    monkeypatch.setattr(core.jobs.JobManager, "submit", no_device)
+    at = open_with_query(page, {"dataset": "moons"} if page == "vanishing" else {})
+    at.button(key=button).click().run()
+    assert not at.exception, at.exception
+    assert "Could not start training: CUDA device 0 went away" in texts(at.error).replace("\\", "")
+    assert slot not in at.session_state  # nothing half-started is remembered
+    assert not at.button(key=button).disabled  # and the student can try again
+
+
+def test_a_shared_playground_link_restores_the_lesson_preset(isolated_cache):
+    at = new_app()
+    at.sidebar.selectbox(key="gl_preset").select("A-fixes").run()
+    at.sidebar.selectbox(key="gl_preset_run").select(2).run()
+    link = dict(at.query_params)
+    assert link["preset"] == "A-fixes" and link["run"] == "2"
+    fresh = new_app(link)
+    assert fresh.sidebar.selectbox(key="gl_preset").value == "A-fixes"
+    assert fresh.sidebar.selectbox(key="gl_preset_run").value == 2
+    assert fresh.sidebar.selectbox(key="cfg_init").value == "he"
+    assert "Lesson A" in texts(fresh.info) and "changed some settings" not in texts(fresh.info)
+
+
+@pytest.mark.parametrize("page, change, read", [
+    ("vanishing", lambda at: at.number_input(key="vg_width").set_value(14), lambda at: at.number_input(key="vg_width").value == 14),
+    ("regularization", lambda at: at.number_input(key="reg_epochs").set_value(7), lambda at: at.number_input(key="reg_epochs").value == 7),
+    ("data", lambda at: at.number_input(key="data_seed").set_value(5), lambda at: at.number_input(key="data_seed").value == 5),
+])
+def test_every_page_reopens_from_its_link(isolated_cache, page, change, read):
+    at = open_with_query(page, {})
+    change(at).run()
+    assert not at.exception, at.exception
+    fresh = open_with_query(page, dict(at.query_params))
+    assert read(fresh), dict(at.query_params)
+
+
+def test_lesson_button_is_in_the_link(isolated_cache, shared_mnist):
+    at = open_with_query("regularization", {})
+    at.button(key="reg_load_C").click().run()
+    assert at.query_params["lesson"] == "C"
+    fresh = open_with_query("regularization", dict(at.query_params))
+    assert "Lesson C" in texts(fresh.info)
+    assert fresh.data_editor[0].value["variant"].tolist() == [label for label, _ in PRESETS["C-kaggle-mnist"].runs]
+
+
+def test_open_in_playground_works_from_a_direct_link(isolated_cache):
+    cfg = RunConfig(epochs=1, seed=11, hidden=(24,))
+    manager = core.jobs.get_manager()
+    manager.wait(manager.submit(cfg), timeout=120)
+    at = open_with_query("library", {})  # the session starts on the library (a bookmark), not the Playground
+    table = at.dataframe[0]
+    at.session_state[table.key] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    at.button(key="library_table_open").click().run()
+    assert not at.exception, at.exception
+    assert at.sidebar.number_input(key="cfg_seed").value == 11
+    assert at.sidebar.text_input(key="cfg_hidden").value == "24"
+    assert "From cache" in texts(at.info)
+
+
+def test_a_batched_lane_does_not_claim_the_groups_time(isolated_cache):
+    grid = GridConfig(base=RunConfig(dataset="moons", epochs=2, log_every=20), activations=("relu", "tanh"), depths=(1,))
+    manager = core.jobs.get_manager()
+    snap = manager.wait(manager.submit(grid), timeout=240)
+    assert snap.status == "finished" and snap.events[0].batched == [[0, 1]]
+    label, cell = grid.cells()[0]
+    at = new_app(cell.to_query())  # the cell alone, opened in the Playground
+    assert not at.exception, at.exception
+    epoch_time = next(m for m in at.metric if m.label == "Time per epoch")
+    assert epoch_time.value == "n/a" and "batched together with 1 other network" in epoch_time.help
+    at.switch_page("../pages/library.py").run()
+    table = at.dataframe[0].value
+    assert set(table["trained"]) == {"batched with 1 other"} and table["s/epoch"].isna().all()
+    assert sorted(table["label"]) == sorted(lb for lb, _ in grid.cells())
