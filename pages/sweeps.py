@@ -6,6 +6,7 @@ import streamlit as st
 from app.figures import sweep as sf
 from app.forms.sweep import sweep_form
 from app.text import dataset_available, plain
+from app.views.jobs import polling_fragment
 from core.config import ConfigError
 from core.grid import GridConfig, cell_events
 from core.jobs import get_manager
@@ -128,15 +129,8 @@ def _study_view(configs: list[SweepConfig]) -> None:
 if jobs:
     st.subheader("2 · The study", divider="gray")
     st.caption(plain(f"Stored in {redact(storage_url())} as {', '.join(c.study_name() for c in jobs)}."))
-    live = not all(_status(c)[1] for c in jobs)
-
-    @st.fragment(run_every=POLL_SECONDS if live else None)
-    def _watch() -> None:
-        _study_view(jobs)
-        if live and all(_status(c)[1] for c in jobs):
-            st.rerun()  # once: the page redraws without polling
-
-    _watch()
+    polling_fragment([c.key() for c in jobs], lambda polling: _study_view(jobs), every=POLL_SECONDS,
+                     name="sw_study")
 
 # --- 3 · transfer to MNIST (seed 003 Q10) ---------------------------------------------------------
 if len(jobs) == 1 and jobs[0].base.dataset == "fashion-mnist" and _status(jobs[0])[1]:
@@ -152,10 +146,8 @@ if len(jobs) == 1 and jobs[0].base.dataset == "fashion-mnist" and _status(jobs[0
         st.session_state[TRANSFER] = (manager.submit(grid), [t.number for t, _ in top])
     if TRANSFER in st.session_state and top and [t.number for t, _ in top] == st.session_state[TRANSFER][1]:
         key = st.session_state[TRANSFER][0]
-        first = manager.snapshot(key)
 
-        @st.fragment(run_every=POLL_SECONDS if first is not None and not first.done else None)
-        def _transfer() -> None:
+        def _transfer(polling: bool) -> None:
             snap = manager.snapshot(key)
             per_cell = cell_events(snap.events) if snap else {}
             ends = {i: next((e for e in reversed(ev) if e.kind in ("finished", "failed")), None)
@@ -163,4 +155,4 @@ if len(jobs) == 1 and jobs[0].base.dataset == "fashion-mnist" and _status(jobs[0
             st.markdown(plain(f"MNIST job: {snap.status if snap else 'not started'}"))
             st.dataframe(sf.transfer_table(top, {i: e for i, e in ends.items() if e is not None}), hide_index=True)
 
-        _transfer()
+        polling_fragment(key, _transfer, every=POLL_SECONDS, name="sw_transfer")

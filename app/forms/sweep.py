@@ -15,6 +15,7 @@ from core.sweep import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TITLES, SAMP
                         SweepConfig)
 
 from ..text import dataset_available, dataset_label, plain
+from . import url
 
 SEARCHABLE = ("depth", "width", "activation", "init", "norm", "dropout", "l1", "l2", "optimizer", "lr", "momentum",
               "weight_decay", "batch_size", "epochs")
@@ -24,7 +25,7 @@ DERIVED_LABELS = {"depth": ("Hidden layers (depth)", f"Number of hidden layers, 
                             MAX_WIDTH)}
 KIND_LABELS = {"categorical": "list of values", "int": "whole-number range", "log": "log-uniform range"}
 IMAGE_DATASETS = [d for d in BUILTIN_DATASETS if d not in TOY_DATASETS and d != "fashion3"]
-PRESET_KEY, LOADED_KEY = "sw_preset", "sw_loaded"
+PAGE, PRESET_KEY, SAVED_KEY = "sweeps", "sw_preset", "sw_saved"
 
 
 def label_of(name: str) -> str:
@@ -67,7 +68,6 @@ def load(sweep: SweepConfig) -> None:
                                           else ", ".join(format_value(v) for v in d.choices))
         else:
             state[f"sw_lo_{d.name}"], state[f"sw_hi_{d.name}"] = d.low, d.high
-    state[LOADED_KEY] = True
 
 
 def load_preset() -> None:
@@ -119,15 +119,18 @@ def _dist_widgets(name: str) -> Dist:
 def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
     """Draw the form; returns the sweep (None when invalid) and the problems by field."""
     state = st.session_state
-    if not state.get(LOADED_KEY):
-        query = st.query_params.to_dict()
+    state.setdefault(PRESET_KEY, "D-sweep-lecture")
+    query = url.incoming_query(PAGE)
+    if query and any(k.startswith("space_") for k in query):  # a shared link
         try:
-            load(SweepConfig.from_query(query)) if any(k.startswith("space_") for k in query) else None
+            load(SweepConfig.from_query(query))
         except ConfigError as exc:
             st.warning(plain(f"The link's sweep is not valid, so a preset is loaded instead. {exc}"))
-        if not state.get(LOADED_KEY):
-            state.setdefault(PRESET_KEY, "D-sweep-lecture")
             load_preset()
+    elif query is not None:  # first visit: the lecture preset
+        load_preset()
+    elif "sw_knobs" not in state:  # a page switch dropped the widgets: this session's last sweep
+        load(SweepConfig.from_json(state[SAVED_KEY])) if SAVED_KEY in state else load_preset()
     st.selectbox("Preset", list(SWEEP_PRESETS), key=PRESET_KEY, on_change=load_preset,
                  format_func=lambda n: SWEEP_PRESETS[n].title)
     if "sw_fallback" in state:
@@ -160,6 +163,6 @@ def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
                             int(state["sw_trials"]), int(state["sw_seed"]))
     except ConfigError as exc:
         return None, exc.problems
-    if st.query_params.to_dict() != sweep.to_query():
-        st.query_params.from_dict(sweep.to_query())
+    state[SAVED_KEY] = sweep.to_json()
+    url.write_query(PAGE, sweep.to_query())
     return sweep, {}
