@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import core.jobs
-from apptest_helpers import open_page, texts
+from apptest_helpers import MAIN, open_page, texts
 from core.config import RunConfig
 from core.sweep import SWEEP_PRESETS, SweepConfig, trial_config
 
@@ -123,3 +123,16 @@ def test_transfer_trains_the_top_three_on_mnist_as_one_job(page, shared_fashion,
     assert list(table["trial"]) == numbers and table["Fashion val acc"].is_monotonic_decreasing
     assert (table["MNIST status"] == "finished").all()
     assert table["MNIST test acc"].max() > 0.5  # 10 digits: chance is 0.1
+
+
+def test_a_shared_link_loads_its_sweep(isolated_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIENT_LAB_SWEEP_DB", f"sqlite:///{tmp_path / 'studies.db'}")
+    sweep = SWEEP_PRESETS["digits-sweep"].sweep.replace(sampler="tpe", trials=7)
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    at.switch_page(PAGE)
+    at.query_params.update(sweep.to_query())
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["sw_sampler"] == "tpe" and at.session_state["sw_trials"] == 7
+    assert sorted(at.session_state["sw_knobs"]) == sorted(d.name for d in sweep.space)
+    assert at.session_state["sw_saved"] == sweep.to_json()  # the form rebuilt exactly the linked sweep
