@@ -31,6 +31,7 @@ PAGES = [
     PageSpec("regularization.py", "Regularization", "🎛️"),
     PageSpec("optimizers.py", "Optimizers", "🏁"),
     PageSpec("gradcheck.py", "Gradient check", "🔬"),
+    PageSpec("sweeps.py", "Sweeps", "🔎"),
     PageSpec("data.py", "Data", "🗂️"),
     PageSpec("library.py", "Run library", "📚"),
 ]

@@ -5,6 +5,7 @@
     python -m core run --config run.json --set epochs=2 --force
     python -m core warm --preset A-sigmoid-depth A-fixes   # fill the cache before a lecture
     python -m core gradcheck --preset B-regularization [--float32] [--eps 1e-7] [--set k=v]
+    python -m core sweep --preset D-sweep --trials 60 --sampler tpe   # an Optuna sweep (resumes if interrupted)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .data import DatasetUnavailable
 from .gradcheck import DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, check_gradients, format_table
 from .jobs import STORED_STATUSES, Refused, get_manager
 from .presets import PRESETS, get_preset
+from .sweep import PRUNERS, SAMPLERS, SWEEP_PRESETS, SweepConfig, SweepStorageError, check_budget, open_study
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
@@ -113,6 +115,59 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    try:
+        sweep = SWEEP_PRESETS[args.preset].sweep
+        base = sweep.base
+        for item in args.set or []:
+            name, _, value = item.partition("=")
+            base = base.replace(**{name.strip(): parse_value(name.strip(), value)})
+        changes = {k: getattr(args, k) for k in ("trials", "sampler", "pruner", "seed") if getattr(args, k) is not None}
+        sweep = sweep.replace(base=base, **changes)
+        check_budget(sweep)
+        open_study(sweep)  # an unreachable database is reported here, before any training
+    except (ConfigError, SweepStorageError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manager = get_manager()
+    key = manager.submit(sweep)
+    seen, bar, storage = 0, None, ""
+    while True:
+        snap = manager.snapshot(key, since=seen)
+        seen += len(snap.events)
+        for event in snap.events:
+            if event.kind == "sweep_started":
+                storage = event.storage
+                if not args.quiet:
+                    bar = tqdm(total=event.budget, initial=event.done_before, desc=args.preset, unit="trial",
+                               file=sys.stderr)
+            elif event.kind == "trial_done" and bar is not None:
+                bar.update(1)
+                if event.value is not None:
+                    bar.set_postfix(last=f"{event.value:.4f}")
+        if snap.done:
+            break
+        time.sleep(0.2)
+    if bar is not None:
+        bar.close()
+    end = next((e for e in reversed(manager.snapshot(key).events) if e.kind in ("finished", "failed")), None)
+    if end is None or end.kind == "failed":
+        print(f"error: {end.message if end else 'the sweep did not end'}", file=sys.stderr)
+        return 1
+    study = open_study(sweep)
+    print(f"{args.preset}: {end.status}{' (from cache)' if snap.from_cache else ''}  {end.reason}")
+    if end.val_acc is not None:
+        best = study.best_trial
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        test = best.user_attrs.get("test_acc")
+        print(f"  best trial {best.number}: validation accuracy {best.value:.4f}"
+              f"{f', test accuracy {test:.4f}' if test is not None else ''}")
+        print(f"  {params}")
+        print(f"  run key {best.user_attrs.get('key', '')}")
+    print(f"  study {sweep.study_name()} stored in {storage or 'the sweep database'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="Gradient Lab engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES,
                    help=f"per layer; larger layers are sampled (default {DEFAULT_MAX_ENTRIES}; 0 = every entry)")
     g.add_argument("--examples", type=int, default=32, help="training examples in the check batch")
+    p = sub.add_parser("sweep", help="search a sweep preset's space with Optuna; prints the best trial")
+    p.add_argument("--preset", required=True, choices=sorted(SWEEP_PRESETS), metavar="NAME",
+                   help=f"one of {', '.join(SWEEP_PRESETS)}")
+    p.add_argument("--trials", type=int, help="trial budget (default: the preset's)")
+    p.add_argument("--sampler", choices=SAMPLERS, help="default: the preset's")
+    p.add_argument("--pruner", choices=PRUNERS, help="default: the preset's")
+    p.add_argument("--seed", type=int, help="the sampler's seed")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field of the base run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIENT_LAB_TORCH_THREADS", str(os.cpu_count() or 1))  # no web server to leave room for
 
@@ -153,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "gradcheck":
         return _gradcheck(args)
+    if args.command == "sweep":
+        return _sweep(args)
     try:
         runs = _configs(args)
     except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:

@@ -106,7 +106,8 @@ class LayerStats(Event):
 
 @dataclass
 class RunFinished(Event):
-    """End of a run: status is finished, cancelled or diverged (history is kept in all three).
+    """End of a run: status is finished, cancelled, diverged or pruned (stopped early by a sweep's
+    pruner); history is kept in all of them.
 
     train/val metrics are the last log point's (eval mode, see :class:`Evaluation`); ``elapsed``
     and ``epoch_seconds`` are training time; ``*_ce`` the true cross-entropy beside the loss."""
@@ -200,11 +201,42 @@ class SurfaceRow(Event):
     accs: list[float]
 
 
+@dataclass
+class SweepStarted(Event):
+    """A sweep (core.sweep) begins or resumes: where its Optuna study lives and what is left to do."""
+
+    kind: ClassVar[str] = "sweep_started"
+    key: str
+    study_name: str
+    storage: str  # the database URL with any password hidden
+    budget: int  # trials the sweep runs in all
+    done_before: int  # trials already told to the study (a resumed sweep)
+    requeued: int  # interrupted trials asked again with the same parameters
+    notes: list[str]
+    started_at: float
+
+
+@dataclass
+class TrialDone(Event):
+    """One trial of a sweep told to Optuna: state COMPLETE, PRUNED or FAIL, with its run's key."""
+
+    kind: ClassVar[str] = "trial_done"
+    number: int
+    params: dict
+    state: str
+    value: float | None  # validation accuracy (the objective), None for a failed trial
+    key: str  # the trial's run in the run store
+    outcome: str  # finished, stored (told from the run store), pruned, diverged or failed
+    reason: str = ""
+    test_acc: float | None = None
+    elapsed: float = 0.0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
                                         (RunStarted, StepLosses, Evaluation, LayerStats, RunFinished, RunFailed,
-                                         GridStarted, CellEvent, SurfaceStarted, SurfaceRow)}
+                                         GridStarted, CellEvent, SurfaceStarted, SurfaceRow, SweepStarted, TrialDone)}
 # The one list of how a run ends: RunFinished.status is one of RUN_ENDINGS; a RunFailed is "failed".
-RUN_ENDINGS = ("finished", "cancelled", "diverged")
+RUN_ENDINGS = ("finished", "cancelled", "diverged", "pruned")
 TERMINAL_STATUSES = RUN_ENDINGS + ("failed",)
 
 

@@ -32,9 +32,9 @@ import torch
 from . import budget
 from .budget import Refused
 from .events import RUN_ENDINGS, TERMINAL_STATUSES, Event, RunFailed, status_of
-from .runners import register_runner, runner_for  # noqa: F401  (register_runner: the public way to add a kind)
+from .runners import register_runner, runner_for, store_links  # noqa: F401  (register_runner: the public way to add a kind)
 from .scheduler import FairQueue
-from .store import RunStore
+from .store import RunStore, StoredRun
 from .train import resolve_device
 from .workers import ProcessSlot, default_threads
 
@@ -250,6 +250,10 @@ class JobManager:
                 return snap
             time.sleep(poll)
 
+    def read_run(self, key: str) -> StoredRun | None:
+        """A stored run, for runners that look runs up (None when it is not stored or unreadable)."""
+        return self.store.get(key)
+
     def file_run(self, key: str, config: Any, events: list[Event]) -> None:
         """Store a run another job trained (a grid's cell) under its own key, with the manager's policy:
         only outcomes served from the store, never over an equal result stored already. Raises when
@@ -336,7 +340,7 @@ class JobManager:
                 job.status, job.error = "cancelled", "cancelled before it started"
                 return
             job.status, job.started_at = "running", time.time()
-        kind, runner, uses_store = runner_for(job.config)
+        spec = runner_for(job.config)
 
         def emit(event: Event) -> None:
             with self._lock:
@@ -349,15 +353,15 @@ class JobManager:
 
         try:
             if slot is not None:
-                slot.run(job.config, emit, job.cancel_flag, self.file_run)
+                slot.run(job.config, emit, job.cancel_flag, self.file_run, self.read_run)
             else:
-                runner(job.config, emit, job.cancel_flag, **({"file_run": self.file_run} if uses_store else {}))
+                spec.runner(job.config, emit, job.cancel_flag, **store_links(spec, self.file_run, self.read_run))
         except Exception as exc:  # a bug in a runner must not kill the worker
             emit(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
         status = job.outcome
         if status in STORED_STATUSES:
             try:
-                meta = self.store.put(job.key, job.config.to_dict(), job.events, kind)
+                meta = self.store.put(job.key, job.config.to_dict(), job.events, job.kind)
                 job.saved_at = meta["saved_at"]
             except Exception as exc:  # disk full etc.: the store keeps it in memory; say so
                 job.error = f"{job.error} (not saved: {exc})".strip()

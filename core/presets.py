@@ -98,7 +98,7 @@ D_BASE = RunConfig(dataset="fashion-mnist", val_fraction=0.1, hidden=(128, 128, 
 E_BASE = RunConfig(dataset="fashion-mnist", val_fraction=0.1, hidden=(128, 64), activation="relu",
                    optimizer="adam", lr=1e-3, batch_size=64, epochs=20)
 
-# The classic search space of seed 003 (for sweeps).
+# The classic search space of seed 003 (core/sweep.py's D-sweep preset).
 D_SEARCH_SPACE = {
     "epochs": [5, 10], "depth": [3, 4, 5], "width": [32, 64, 128], "weight_decay": [0.0, 0.0005, 0.5],
     "lr": [1e-3, 1e-4], "optimizer": ["sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam"],
@@ -173,8 +173,9 @@ PRESET_LIST: list[Preset] = [
     _family("D-losses", "D", "Cross-entropy vs mean squared error",
             "The same network trained with cross-entropy on logits and with MSE on softmax vs one-hot.", D_BASE.replace(epochs=5),
             [("cross-entropy", {}), ("mse", {"loss": "mse"})]),
-    _family("D-mnist-transfer", "D", "Three configurations from the Fashion-MNIST search, on MNIST",
-            "Three picks from the seed-003 search space, trained on MNIST.", D_BASE.replace(dataset="mnist"),
+    _family("D-mnist-transfer", "D", "Three configurations picked by hand from the search space, on MNIST",
+            "Three configurations picked by hand from the seed-003 search space, trained on MNIST (the Sweeps "
+            "page moves a finished study's top three instead).", D_BASE.replace(dataset="mnist"),
             [("3 x 128 relu adam", {}),
              ("4 x 64 tanh nadam", {"hidden": (64,) * 4, "activation": "tanh", "optimizer": "nadam"}),
              ("5 x 128 relu rmsprop", {"hidden": (128,) * 5, "optimizer": "rmsprop", "lr": 1e-4, "batch_size": 32})]),

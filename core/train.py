@@ -133,16 +133,19 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
 
 def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], emits: Sequence[Callback],
                 cancel: threading.Event | None = None, keys: Sequence[str] | None = None,
-                clock: Clock = time.perf_counter) -> list[RunFinished | RunFailed]:
+                clock: Clock = time.perf_counter, prune: Callable[[int], str | None] | None = None,
+                lane_cancels: Sequence[threading.Event] | None = None) -> list[RunFinished | RunFailed]:
     """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
 
     ``make_lanes(configs, input_shape, n_classes, device)`` builds what is trained; lane i emits
     exactly the events a single run of ``configs[i]`` emits, to ``emits[i]``. A lane that
-    diverges ends alone; the others go on. ``clock`` (seconds) times training. Returns each
-    lane's terminal event.
+    diverges ends alone; the others go on. ``clock`` (seconds) times training. ``prune(i)``,
+    asked after each epoch-end evaluation of lane i, may return a reason to end that lane early
+    as "pruned" (a sweep's pruner); ``lane_cancels[i]``, checked every step, cancels lane i alone
+    (``cancel`` stops them all). Returns each lane's terminal event.
     """
     run = _Run(list(configs), make_lanes, list(emits), cancel or threading.Event(),
-               list(keys) if keys else [c.key() for c in configs], clock)
+               list(keys) if keys else [c.key() for c in configs], clock, prune, lane_cancels)
     try:
         return run.train()
     except Exception as exc:  # every failure becomes an event; the caller keeps serving
@@ -181,9 +184,10 @@ class _Run:
     """One call of :func:`train_lanes`, from setup to the terminal events."""
 
     def __init__(self, configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: list[Callback],
-                 cancel: threading.Event, keys: list[str], clock: Clock):
+                 cancel: threading.Event, keys: list[str], clock: Clock,
+                 prune: Callable[[int], str | None] | None = None, lane_cancels: Sequence[threading.Event] | None = None):
         self.configs, self.make_lanes, self.emits, self.cancel, self.keys = configs, make_lanes, emits, cancel, keys
-        self.clock = clock
+        self.clock, self.prune, self.lane_cancels = clock, prune, lane_cancels
         self.cfg = configs[0]
         self.ends: list[RunFinished | RunFailed | None] = [None] * len(configs)
         self.alive = list(range(len(configs)))  # lanes still training
@@ -280,6 +284,8 @@ class _Run:
         for b in range(self.n_steps):
             if self.cancel.is_set():
                 raise Cancelled
+            if self.lane_cancels is not None:
+                self.cancel_lanes()
             idx = perm[b * self.batch:(b + 1) * self.batch]
             xb, yb = self.features[idx], self.dev_ds.y[idx]
             if move:
@@ -337,6 +343,22 @@ class _Run:
         if not self.alive:
             raise _AllEnded
 
+    def cancel_lanes(self) -> None:
+        """End every lane whose own cancel is set, with its history so far; the others go on."""
+        for i in [i for i in self.alive if self.lane_cancels[i].is_set()]:
+            if len(self.window):
+                datas, pens = self._step_series(slice(None))
+                self.emits[i](StepLosses(self.window.first_step, datas[i], pens[i], self.stride))
+            self.leave(i, "cancelled", f"cancelled at step {self.step}")
+        if not self.alive:
+            raise _AllEnded
+
+    def leave(self, i: int, status: str, reason: str, step: int | None = None) -> None:
+        """Lane i stops training (the others go on) and sends its terminal event."""
+        self.alive.remove(i)
+        self.alive_mask[i] = False
+        self.emits[i](self.end(i, status, reason, step=step))
+
     def diverge(self, i: int, k: int, value: float) -> None:
         """End lane i as diverged at the window's k-th step (its per-step losses up to there are sent)."""
         w = self.window
@@ -349,10 +371,7 @@ class _Run:
                    f"({start:.3g})")
         else:
             why = f"the training loss became {value} at step {step}"
-        self.alive.remove(i)
-        self.alive_mask[i] = False
-        self.emits[i](self.end(i, "diverged", f"{why}: the learning rate ({lr:g}) is probably too high for this "
-                                              f"network", step=step))
+        self.leave(i, "diverged", f"{why}: the learning rate ({lr:g}) is probably too high for this network", step)
 
     def _step_series(self, steps: slice) -> tuple[list[list[float]], list[list[float]]]:
         """Per lane, the window's data losses and penalties (empty without one) over ``steps``, as kept
@@ -405,6 +424,11 @@ class _Run:
                                            elapsed, running_loss[i], running_acc[i], fit.ce[i], val.ce[i])
             self.emits[i](LayerStats(self.step, epoch, names, grad_norm, **stats[i]))
             self.emits[i](self.last_eval[i])
+            reason = self.prune(i) if self.prune is not None and epoch_end else None
+            if reason:
+                self.leave(i, "pruned", reason)
+        if not self.alive:
+            raise _AllEnded  # every lane has ended (pruned)
         self.n_logs += 1
         self.window = _Window(self.step + 1)
 

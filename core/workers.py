@@ -23,7 +23,8 @@ import torch
 
 from .config import RunConfig
 from .events import Event, RunFailed
-from .runners import runner_for
+from .runners import runner_for, store_links
+from .store import StoredRun
 from .train import train
 
 _SPAWN = mp.get_context("spawn")
@@ -53,24 +54,30 @@ def _child_main(conn: Connection, cancel: Any, warm: Any, warm_seconds: Any, dev
         spec = runner_for(config)
         send = lambda event: conn.send(("event", event))  # noqa: E731
         try:
-            spec.runner(config, send, cancel, **({"file_run": _FileRun(conn)} if spec.uses_store else {}))
+            link = _StoreLink(conn)
+            spec.runner(config, send, cancel, **store_links(spec, link.file_run, link.read_run))
         except Exception as exc:  # a bug in a runner must not kill the worker
             send(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
         conn.send(("done", None))
 
 
-class _FileRun:
-    """A child's ``file_run``: the parent's job manager stores the run (it is the only writer) and
-    answers with the error, if any, which is raised here as the caller expects."""
+class _StoreLink:
+    """A child's way to the run store, through the parent's job manager (the store's only writer):
+    each call is a request on the pipe, answered before the runner goes on."""
 
     def __init__(self, conn: Connection):
         self.conn = conn
 
-    def __call__(self, key: str, config: Any, events: list[Event]) -> None:
+    def file_run(self, key: str, config: Any, events: list[Event]) -> None:
+        """Raises, as the manager's ``file_run`` does, when the save failed."""
         self.conn.send(("file", (key, config, events)))
         error = self.conn.recv()
         if error:
             raise OSError(error)
+
+    def read_run(self, key: str) -> StoredRun | None:
+        self.conn.send(("read", key))
+        return self.conn.recv()
 
 
 def death_reason(exitcode: int | None) -> str:
@@ -158,9 +165,9 @@ class ProcessSlot:
 
     # --- running a job --------------------------------------------------------------------------
     def run(self, config: Any, emit: Callable[[Event], None], cancel: threading.Event,
-            file_run: Callable[[str, Any, list[Event]], None]) -> None:
-        """Run ``config`` in the child, emitting its events here (and filing the runs it hands over
-        with ``file_run``); returns when it has ended."""
+            file_run: Callable[[str, Any, list[Event]], None], read_run: Callable[[str], StoredRun | None]) -> None:
+        """Run ``config`` in the child, emitting its events here (and answering its store requests
+        with ``file_run`` / ``read_run``); returns when it has ended."""
         self.start()
         self._cancel.clear()
         last_step = 0
@@ -189,6 +196,9 @@ class ProcessSlot:
                 return
             if tag == "file":
                 self._conn.send(_file_error(file_run, *payload))
+                continue
+            if tag == "read":
+                self._conn.send(read_run(payload))
                 continue
             last_step = getattr(payload, "step", last_step) or last_step
             emit(payload)

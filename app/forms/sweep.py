@@ -1,0 +1,168 @@
+"""The sweep form (Sweeps page): which knobs to search and their distributions, drawn from the RunConfig schema.
+
+Every limit, label and help text comes from the knob's :class:`core.config.Knob`; values are
+checked by :class:`core.sweep.SweepConfig` (so a bad range gets the schema's message). The form
+round-trips through the URL (``SweepConfig.to_query``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core.config import BUILTIN_DATASETS, FIELDS, MAX_HIDDEN_LAYERS, MAX_WIDTH, TOY_DATASETS, ConfigError, format_value, knob_of
+from core.sweep import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TITLES, SAMPLERS, SWEEP_PRESETS, Dist,
+                        SweepConfig)
+
+from ..text import dataset_available, dataset_label, plain
+from . import url
+
+SEARCHABLE = ("depth", "width", "activation", "init", "norm", "dropout", "l1", "l2", "optimizer", "lr", "momentum",
+              "weight_decay", "batch_size", "epochs")
+DERIVED_LABELS = {"depth": ("Hidden layers (depth)", f"Number of hidden layers, 0-{MAX_HIDDEN_LAYERS}; with width "
+                            "it builds the hidden layers.", 0, MAX_HIDDEN_LAYERS),
+                  "width": ("Units per hidden layer (width)", f"Width of every hidden layer, 1-{MAX_WIDTH}.", 1,
+                            MAX_WIDTH)}
+KIND_LABELS = {"categorical": "list of values", "int": "whole-number range", "log": "log-uniform range"}
+IMAGE_DATASETS = [d for d in BUILTIN_DATASETS if d not in TOY_DATASETS and d != "fashion3"]
+PAGE, PRESET_KEY, SAVED_KEY = "sweeps", "sw_preset", "sw_saved"
+
+
+def label_of(name: str) -> str:
+    return DERIVED_LABELS[name][0] if name in DERIVED_LABELS else knob_of(name).label
+
+
+def _help(name: str) -> str:
+    return DERIVED_LABELS[name][1] if name in DERIVED_LABELS else knob_of(name).help
+
+
+def _bounds(name: str) -> tuple[float, float]:
+    if name in DERIVED_LABELS:
+        return DERIVED_LABELS[name][2], DERIVED_LABELS[name][3]
+    k = knob_of(name)
+    return k.lo, k.hi
+
+
+def _type(name: str) -> str:
+    return "int" if name in DERIVED_LABELS else FIELDS[name].type
+
+
+def kinds_for(name: str) -> list[str]:
+    if name not in DERIVED_LABELS and knob_of(name).choices:
+        return ["categorical"]
+    return ["categorical", "int"] if _type(name) == "int" else ["categorical", "log"]
+
+
+def load(sweep: SweepConfig) -> None:
+    """Put a sweep into the widget keys (from a callback or before the widgets render)."""
+    state = st.session_state
+    state["sw_dataset"], state["sw_epochs"] = sweep.base.dataset, sweep.base.epochs
+    state["sw_sampler"], state["sw_pruner"] = sweep.sampler, sweep.pruner
+    state["sw_trials"], state["sw_seed"] = sweep.trials, sweep.seed
+    state["sw_base"] = sweep.base
+    state["sw_knobs"] = [d.name for d in sweep.space]
+    for d in sweep.space:
+        state[f"sw_kind_{d.name}"] = d.kind
+        if d.kind == "categorical":
+            state[f"sw_vals_{d.name}"] = (list(d.choices) if kinds_for(d.name) == ["categorical"]
+                                          else ", ".join(format_value(v) for v in d.choices))
+        else:
+            state[f"sw_lo_{d.name}"], state[f"sw_hi_{d.name}"] = d.low, d.high
+
+
+def load_preset() -> None:
+    preset = SWEEP_PRESETS[st.session_state[PRESET_KEY]]
+    sweep = preset.sweep
+    if not dataset_available(sweep.base.dataset):  # the lesson without the files: say so, use digits
+        st.session_state["sw_fallback"] = sweep.base.dataset
+        sweep = SWEEP_PRESETS["digits-sweep"].sweep
+    else:
+        st.session_state.pop("sw_fallback", None)
+    load(sweep)
+
+
+def _dist_widgets(name: str) -> Dist:
+    kinds = kinds_for(name)
+    kind_key = f"sw_kind_{name}"
+    if st.session_state.get(kind_key) not in kinds:
+        st.session_state[kind_key] = kinds[0]
+    if len(kinds) > 1:
+        st.radio(f"{label_of(name)}: search as", kinds, key=kind_key, format_func=KIND_LABELS.get, horizontal=True)
+    kind = st.session_state[kind_key]
+    lo, hi = _bounds(name)
+    if kind == "categorical":
+        if kinds == ["categorical"]:
+            key = f"sw_vals_{name}"
+            choices = list(knob_of(name).choices)
+            st.session_state[key] = [v for v in st.session_state.get(key, choices) if v in choices]
+            values = st.multiselect(label_of(name), choices, key=key, help=_help(name))
+            return Dist(name, "categorical", tuple(values))
+        key = f"sw_vals_{name}"
+        st.session_state.setdefault(key, "")
+        text = st.text_input(f"{label_of(name)}: values", key=key, help=f"{_help(name)} Separate values with commas.")
+        return Dist(name, "categorical", tuple(v.strip() for v in text.split(",") if v.strip()))
+    lo_key, hi_key = f"sw_lo_{name}", f"sw_hi_{name}"
+    left, right = st.columns(2)
+    if kind == "int":
+        for key, default in ((lo_key, lo), (hi_key, min(hi, lo + 3))):
+            st.session_state[key] = int(st.session_state.get(key, default))
+        low = left.number_input(f"{label_of(name)} from", int(lo), int(hi), key=lo_key, help=_help(name))
+        high = right.number_input("to", int(lo), int(hi), key=hi_key)
+    else:
+        for key, default in ((lo_key, 1e-4), (hi_key, 1e-2)):
+            st.session_state[key] = float(st.session_state.get(key, default))
+        low = left.number_input(f"{label_of(name)} from", key=lo_key, format="%.3g", help=_help(name))
+        high = right.number_input("to", key=hi_key, format="%.3g")
+    return Dist(name, kind, (), low, high)
+
+
+def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
+    """Draw the form; returns the sweep (None when invalid) and the problems by field."""
+    state = st.session_state
+    state.setdefault(PRESET_KEY, "D-sweep-lecture")
+    query = url.incoming_query(PAGE)
+    if query and any(k.startswith("space_") for k in query):  # a shared link
+        try:
+            load(SweepConfig.from_query(query))
+        except ConfigError as exc:
+            st.warning(plain(f"The link's sweep is not valid, so a preset is loaded instead. {exc}"))
+            load_preset()
+    elif query is not None:  # first visit: the lecture preset
+        load_preset()
+    elif "sw_knobs" not in state:  # a page switch dropped the widgets: this session's last sweep
+        load(SweepConfig.from_json(state[SAVED_KEY])) if SAVED_KEY in state else load_preset()
+    st.selectbox("Preset", list(SWEEP_PRESETS), key=PRESET_KEY, on_change=load_preset,
+                 format_func=lambda n: SWEEP_PRESETS[n].title)
+    if "sw_fallback" in state:
+        missing = state["sw_fallback"]
+        st.warning(plain(f"{dataset_label(missing)} is not available on this server, so this page "
+                                 f"uses {dataset_label('digits')} instead: the same lesson offline."),
+                   icon="⚠️")
+    base = state["sw_base"]
+    left, right = st.columns(2)
+    with left:
+        st.selectbox(knob_of("dataset").label, IMAGE_DATASETS, key="sw_dataset", format_func=dataset_label,
+                     help=knob_of("dataset").help)
+        st.number_input(knob_of("epochs").label, int(knob_of("epochs").lo), int(knob_of("epochs").hi),
+                        key="sw_epochs", help="Epochs of every trial (unless epochs is searched).")
+        st.multiselect("Knobs to search", list(SEARCHABLE), key="sw_knobs", format_func=label_of,
+                       help="Every other setting is the base run's.")
+    with right:
+        st.radio("Sampler", list(SAMPLERS), key="sw_sampler", format_func=SAMPLER_TITLES.get, horizontal=True)
+        st.radio("Pruner", list(PRUNERS), key="sw_pruner", format_func=PRUNER_TITLES.get, horizontal=True,
+                 help="Stops a trial early when its validation accuracy at an epoch end is behind the others'.")
+        st.number_input("Trials (budget)", 1, MAX_TRIALS, key="sw_trials")
+        st.number_input("Sampler seed", 0, 2**31 - 1, key="sw_seed")
+    space = []
+    for name in state["sw_knobs"]:
+        with st.container(border=True):
+            space.append(_dist_widgets(name))
+    try:
+        changes: dict[str, Any] = {"dataset": state["sw_dataset"], "epochs": int(state["sw_epochs"])}
+        sweep = SweepConfig(base.replace(**changes), tuple(space), state["sw_sampler"], state["sw_pruner"],
+                            int(state["sw_trials"]), int(state["sw_seed"]))
+    except ConfigError as exc:
+        return None, exc.problems
+    state[SAVED_KEY] = sweep.to_json()
+    url.write_query(PAGE, sweep.to_query())
+    return sweep, {}

@@ -1,0 +1,307 @@
+"""Sweeps (core/sweep.py): search spaces from the schema, Optuna's samplers and pruners, batched
+trials, the run store, resume after a kill, and bad input."""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from core import sweep as sw
+from core.config import ConfigError, RunConfig
+from core.jobs import JobManager
+from core.store import RunStore
+from core.sweep import Dist, SweepConfig
+from core.train import train
+from tests.conftest import REPO
+
+DIGITS = RunConfig(dataset="digits", epochs=1, batch_size=32, log_every=50, val_fraction=0.2, hidden=(16,),
+                   optimizer="sgd", lr=0.1)
+
+
+def small(**changes) -> SweepConfig:
+    space = (Dist("activation", "categorical", ("tanh", "relu")), Dist("depth", "int", (), 1, 2),
+             Dist("lr", "categorical", (0.01, 0.1)))
+    return SweepConfig(**{"base": DIGITS, "space": space, "sampler": "grid", "trials": 8, **changes})
+
+
+def url(tmp_path, name="studies") -> str:
+    return f"sqlite:///{tmp_path / name}.db"
+
+
+def run(sweep, tmp_path, store=None, cancel=None, name="studies"):
+    """Run a sweep here; with ``store``, its trials are looked up and filed as the job manager does."""
+    events = []
+    links = {}
+    if store is not None:
+        manager = JobManager(store, processes=False)
+        links = {"file_run": manager.file_run, "read_run": manager.read_run}
+    end = sw.run_sweep(sweep, events.append, cancel, storage=url(tmp_path, name), **links)
+    return end, events, sw.open_study(sweep, url(tmp_path, name))
+
+
+def test_config_round_trips_and_keys(isolated_cache):
+    sweep = sw.SWEEP_PRESETS["D-sweep"].sweep
+    assert SweepConfig.from_query(sweep.to_query()) == sweep
+    assert SweepConfig.from_json(sweep.to_json()) == sweep
+    assert sweep.key() == SweepConfig.from_json(sweep.to_json()).key()
+    assert sweep.key() != sweep.replace(sampler="tpe").key()
+    # a larger budget continues the same study; another sampler is another study
+    assert sweep.replace(trials=80).study_name() == sweep.study_name() != sweep.replace(sampler="tpe").study_name()
+    # seed 003's space: the product of its value counts
+    assert sweep.grid_size == 2 * 3 * 3 * 3 * 2 * 6 * 3 * 2 * 3
+    assert small().grid_size == 8 and small().n_trials == 8 and small(trials=20).n_trials == 8
+    assert sw.SWEEP_PRESETS["digits-sweep"].sweep.grid_size == float("inf")
+
+
+def test_cost_estimate_follows_parameters(isolated_cache):
+    shape = sw.DataShape(1000, 64, 10)
+    one = small(space=(Dist("lr", "categorical", (0.01, 0.1)),), sampler="random")
+    # one hidden layer of 16 on 64 inputs, 10 classes: 64*16+16 + 16*10+10 parameters
+    assert one.trial_cost(shape) == pytest.approx(6 * (64 * 16 + 16 + 16 * 10 + 10) * 1000 * 1 / 1e9)
+    assert one.replace(base=DIGITS.replace(epochs=3)).cost(shape) == pytest.approx(3 * one.cost(shape))
+    assert one.replace(trials=16).cost(shape) == pytest.approx(2 * one.replace(trials=8).cost(shape))
+
+
+@pytest.mark.parametrize("name, cls", [("grid", optuna.samplers.GridSampler), ("random", optuna.samplers.RandomSampler),
+                                       ("tpe", optuna.samplers.TPESampler)])
+def test_sampler_choice_reaches_optuna(tmp_path, name, cls):
+    sweep = small(sampler=name)
+    assert isinstance(sw.open_study(sweep, url(tmp_path)).sampler, cls)
+
+
+@pytest.mark.parametrize("name, cls", [("none", optuna.pruners.NopPruner), ("median", optuna.pruners.MedianPruner),
+                                       ("halving", optuna.pruners.SuccessiveHalvingPruner)])
+def test_pruner_choice_reaches_optuna(tmp_path, name, cls):
+    assert isinstance(sw.open_study(small(pruner=name), url(tmp_path)).pruner, cls)
+
+
+def test_grid_visits_every_point_exactly_once(isolated_cache, tmp_path):
+    sweep = small(trials=20)  # more than the 8 points: each is still visited once
+    end, events, study = run(sweep, tmp_path, RunStore())
+    assert end.status == "finished"
+    points = [(t.params["activation"], t.params["depth"], t.params["lr"]) for t in study.trials]
+    assert sorted(points) == sorted(itertools.product(("tanh", "relu"), (1, 2), (0.01, 0.1)))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    # what was learned: lr 0.1 on digits in one epoch is well above chance (0.1) for some trial
+    assert study.best_value > 0.5
+
+
+def test_median_pruning_prunes_a_trial_clearly_behind(isolated_cache, tmp_path):
+    base = DIGITS.replace(epochs=4, hidden=(32,))
+    sweep = SweepConfig(base, (Dist("lr", "categorical", (0.2, 0.1, 1e-6)),), "random", "median", 3, parallel=1)
+    study = sw.open_study(sweep, url(tmp_path))
+    for lr in (0.2, 0.1, 1e-6):  # two good trials first, then one that cannot learn
+        study.enqueue_trial({"lr": lr})
+    end, events, study = run(sweep, tmp_path)
+    states = {t.params["lr"]: t for t in study.trials}
+    assert states[0.2].state == states[0.1].state == TrialState.COMPLETE
+    behind = states[1e-6]
+    assert behind.state == TrialState.PRUNED
+    assert len(behind.intermediate_values) < base.epochs  # it stopped training early
+    assert max(behind.intermediate_values.values()) < min(states[0.1].intermediate_values.values())
+
+
+def test_batched_trials_equal_the_same_trials_trained_alone(isolated_cache, tmp_path):
+    space = (Dist("activation", "categorical", ("tanh", "relu")), Dist("width", "categorical", (16, 32)))
+    sweep = SweepConfig(DIGITS.replace(epochs=2), space, "grid", "none", 4)
+    cells = [(str(i), sw.trial_config(sweep.base, dict(zip(("activation", "width"), p))))
+             for i, p in enumerate(itertools.product(("tanh", "relu"), (16, 32)))]
+    batched, alone = sw.split_plan(cells)
+    assert [len(g) for g in batched] == [4] and alone == []  # one batched lanes job (two stacks of two)
+    end, events, study = run(sweep, tmp_path)
+    assert end.status == "finished"
+    for trial in study.trials:
+        alone = train(sw.trial_config(sweep.base, trial.params))
+        assert trial.value == pytest.approx(alone.val_acc, abs=1.5e-3)  # one example of 360 may flip
+        assert trial.user_attrs["test_acc"] == pytest.approx(alone.test_acc, abs=1.5e-3)
+
+
+def test_only_trials_that_share_a_stack_train_batched():
+    cells = [("a", DIGITS.replace(activation="tanh")), ("b", DIGITS.replace(activation="relu")),  # one stack
+             ("c", DIGITS.replace(optimizer="adam")),  # a stack of its own
+             ("d", DIGITS.replace(batch_size=64)), ("e", DIGITS.replace(batch_size=64, hidden=(16, 16)))]
+    assert sw.split_plan(cells) == ([[0, 1], [3, 4]], [2])
+
+
+def test_stored_trial_is_not_retrained(isolated_cache, tmp_path, monkeypatch):
+    store = RunStore()
+    sweep = small()
+    first_end, _, first = run(sweep, tmp_path, store, name="a")
+    assert all(sw.trial_config(sweep.base, t.params).key() in store for t in first.trials)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored trial was trained again")
+
+    monkeypatch.setattr(sw, "train_lanes", no_training)
+    end, events, again = run(sweep, tmp_path, store, name="b")  # a new study over the same runs
+    assert end.status == "finished"
+    assert [t.user_attrs["outcome"] for t in again.trials] == ["stored"] * 8
+    by_point = {tuple(sorted(t.params.items())): t.value for t in first.trials}
+    assert {tuple(sorted(t.params.items())): t.value for t in again.trials} == by_point
+
+
+def test_diverged_trial_fails_and_the_sweep_goes_on(isolated_cache, tmp_path):
+    sweep = SweepConfig(DIGITS.replace(activation="linear", epochs=3), (Dist("lr", "categorical", (0.05, 100.0)),),
+                        "grid", "none", 2)
+    end, events, study = run(sweep, tmp_path)
+    by_lr = {t.params["lr"]: t for t in study.trials}
+    assert by_lr[100.0].state == TrialState.FAIL and by_lr[100.0].user_attrs["outcome"] == "diverged"
+    assert by_lr[0.05].state == TrialState.COMPLETE and by_lr[0.05].value > 0.5
+    assert end.status == "finished" and end.val_acc == by_lr[0.05].value
+
+
+def test_sweep_is_one_job_with_dedup_and_store(isolated_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv(sw.DB_ENV, url(tmp_path))
+    manager = JobManager(RunStore())
+    sweep = small()
+    key = manager.submit(sweep)
+    assert manager.submit(sweep) == key and manager.counts()["queued"] + manager.counts()["running"] == 1
+    snap = manager.wait(key, timeout=300)
+    assert snap.status == "finished" and not snap.from_cache
+    assert sum(e.kind == "trial_done" for e in snap.events) == 8
+    again = JobManager(manager.store)
+    again.submit(sweep)
+    assert again.snapshot(key).from_cache  # a finished sweep is served from the store
+
+
+def test_cancel_keeps_finished_trials_and_resumes(isolated_cache, tmp_path):
+    sweep = small(parallel=2, base=DIGITS.replace(epochs=3))
+    cancel = threading.Event()
+    events = []
+
+    def emit(event):
+        events.append(event)
+        if event.kind == "cell" and sum(e.kind == "trial_done" for e in events) >= 2:
+            cancel.set()  # cancel while the second batch of two trains, after its first epoch
+
+    end = sw.run_sweep(sweep, emit, cancel, storage=url(tmp_path))
+    assert end.status == "cancelled"
+    study = sw.open_study(sweep, url(tmp_path))
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # the cancelled trials are not left running
+    kept = {t.number: (t.params, t.value) for t in study.trials if t.state == TrialState.COMPLETE}
+    interrupted = [t.params for t in study.trials if t.state == TrialState.FAIL and not sw.counted(t)]
+    assert len(kept) == 2 and len(interrupted) == 2
+    end, events, study = run(sweep, tmp_path)
+    assert end.status == "finished"
+    assert next(e for e in events if e.kind == "sweep_started").done_before == 2
+    assert all(study.trials[n].params == p and study.trials[n].value == v for n, (p, v) in kept.items())
+    assert sum(sw.counted(t) for t in study.trials) == 8
+    points = [tuple(sorted(t.params.items())) for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(points) == len(set(points)) == 8  # every grid point once; the interrupted ones asked again
+    assert all(tuple(sorted(p.items())) in points for p in interrupted)
+
+
+KILL_SCRIPT = """
+import sys
+from core import sweep as sw
+from tests.test_sweep import small
+sw.run_sweep(small(parallel=1, trials=8, base=small().base.replace(epochs=3)), lambda e: None, storage=sys.argv[1])
+"""
+
+
+def test_resume_after_kill_loses_no_finished_trial(isolated_cache, tmp_path):
+    sweep = small(parallel=1, trials=8, base=small().base.replace(epochs=3))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIENT_LAB_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, url(tmp_path)], cwd=REPO, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        finished = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                study = optuna.load_study(study_name=sweep.study_name(), storage=url(tmp_path))
+            except KeyError:
+                continue
+            finished = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+            if len(finished) >= 2:
+                break
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    study = sw.open_study(sweep, url(tmp_path))
+    before = {t.number: (t.params, t.value) for t in study.get_trials() if t.state == TrialState.COMPLETE}
+    assert len(before) >= 2
+    end, events, study = run(sweep, tmp_path)
+    started = next(e for e in events if e.kind == "sweep_started")
+    assert started.done_before == len(before)
+    assert end.status == "finished"
+    after = {t.number: (t.params, t.value) for t in study.get_trials()}
+    assert all(after[n] == before[n] for n in before)  # nothing finished was lost or changed
+    assert sum(sw.counted(t) for t in study.get_trials()) == 8
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"space": ()}, "search space is empty"),
+    ({"space": (Dist("lr", "categorical", (0.1,)),)}, "one point only"),
+    ({"space": (Dist("lr", "categorical", (0.1, 0.1)),)}, "lists a value twice"),
+    ({"space": (Dist("lr", "log", (), 1e-3, 5000.0),), "sampler": "random"}, "Learning rate (lr) = 5000 is out of range"),
+    ({"space": (Dist("dropout", "categorical", (0.0, 0.95)),)}, "Dropout p (dropout) = 0.95 is out of range"),
+    ({"space": (Dist("depth", "int", (), 1, 30),)}, "has 30 layers: allowed 0-20"),
+    ({"space": (Dist("lr", "log", (), 1e-3, 1e-1),)}, "Grid search needs a finite list"),
+    ({"space": (Dist("activation", "categorical", ("relu", "swish")),)}, "'swish' is not allowed"),
+    ({"sampler": "bayes"}, "Sampler 'bayes' is not allowed"),
+    ({"trials": 0}, "Trials = 0"),
+])
+def test_bad_space_gets_the_schema_message(changes, words):
+    with pytest.raises(ConfigError) as info:
+        small(**changes)
+    assert words in str(info.value)
+
+
+def test_budget_above_the_server_cap_is_refused_before_training(isolated_cache, tmp_path, monkeypatch):
+    sweep = small()
+    cost = sweep.cost(sw.data_shape(sweep.base))
+    monkeypatch.setenv(sw.COST_ENV, str(cost / 2))
+    with pytest.raises(ConfigError, match="above this server's cap"):
+        sw.check_budget(sweep)
+    end, events, _ = run(sweep, tmp_path)
+    assert end.kind == "failed" and "GRADIENT_LAB_MAX_SWEEP_COST" in end.message
+    monkeypatch.setenv(sw.COST_ENV, str(cost * 2))
+    assert sw.check_budget(sweep) == pytest.approx(cost)
+
+
+@pytest.mark.parametrize("bad_url", ["sqlite:////nonexistent-folder/sub/studies.db", "postgresql://u:pw@127.0.0.1:1/x",
+                                     "notadb://x"])
+def test_unreachable_database_is_a_clear_message(isolated_cache, bad_url):
+    with pytest.raises(sw.SweepStorageError) as info:
+        sw.open_study(small(), bad_url)
+    assert "GRADIENT_LAB_SWEEP_DB" in str(info.value) and "pw" not in str(info.value)
+    events = []
+    end = sw.run_sweep(small(), events.append, storage=bad_url)
+    assert end.kind == "failed" and "cannot be" in end.message
+
+
+@pytest.mark.slow
+def test_real_fashion_random_sweep_finds_a_good_trial(isolated_cache, tmp_path, shared_fashion):
+    sweep = sw.SWEEP_PRESETS["D-sweep-lecture"].sweep.replace(trials=3)
+    end, events, study = run(sweep, tmp_path, RunStore())
+    assert end.status == "finished"
+    assert study.best_value > 0.6  # 10 classes: chance is 0.1
+    figure = optuna.visualization.plot_optimization_history(study)
+    best = next(trace for trace in figure.data if trace.name == "Best Value")
+    assert all(b >= a for a, b in zip(best.y, best.y[1:]))
+    values = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
+    assert list(best.y) == pytest.approx([max(values[:i + 1]) for i in range(len(values))])
+
+
+def test_cli_sweep_prints_the_best_trial_and_the_study(isolated_cache, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIENT_LAB_TORCH_THREADS": "1", sw.DB_ENV: url(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "core", "sweep", "--preset", "digits-sweep", "--trials", "3",
+                          "--set", "epochs=2", "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "best trial" in out.stdout and f"stored in {url(tmp_path)}" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "core", "sweep", "--preset", "digits-sweep", "--sampler", "grid"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Grid search needs a finite list" in bad.stderr
