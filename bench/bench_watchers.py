@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.test_browser import free_port, launch, stop_server  # noqa: E402
@@ -55,7 +56,11 @@ def read_step(page, timeout_s: float) -> int | None:
     """The live step number once the page shows it (None after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        match = STEP_RE.search(page.inner_text("body"))
+        try:
+            text = page.inner_text("body", timeout=max(1.0, deadline - time.monotonic()) * 1000)
+        except PlaywrightTimeout:
+            return None
+        match = STEP_RE.search(text)
         if match:
             return int(match.group(1).replace(",", ""))
         time.sleep(0.2)
@@ -66,7 +71,11 @@ def new_page_step(browser, url: str, timeout_s: float) -> tuple[float | None, in
     """(load seconds or None, step shown, monotonic time it was read) for a fresh session."""
     page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
     t0 = time.monotonic()
-    page.goto(url, timeout=timeout_s * 1000)
+    try:
+        page.goto(url, timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        page.context.close()
+        return None, None, time.monotonic()
     step = read_step(page, timeout_s - (time.monotonic() - t0))
     t1 = time.monotonic()
     page.context.close()
@@ -112,9 +121,19 @@ def main() -> None:
                 load = f"{max(loads):.1f}" if len(loads) == 2 else f"> {args.timeout:.0f}"
                 rate = f"{(step_b - step_a) / (t_b - t_a):.1f}" if step_a is not None and step_b is not None else "n/a"
                 print(f"{n:>8} {load:>18} {rate:>17}", flush=True)
-                for page in watchers:
+                for page in watchers[1:]:
                     page.context.close()
-                starter.context.close()
+                stopper = watchers[0] if watchers else starter
+                if not watchers:
+                    stopper.goto(url)
+                try:  # free the worker for the next level's run
+                    stopper.get_by_role("button", name="Cancel").first.click(timeout=args.timeout * 1000)
+                    stopper.wait_for_timeout(2000)
+                except PlaywrightTimeout:
+                    print("  (could not cancel the run; the next level may wait for it)", flush=True)
+                stopper.context.close()
+                if watchers:
+                    starter.context.close()
             browser.close()
     finally:
         stop_server(proc)
