@@ -6,7 +6,7 @@ import streamlit as st
 from app.figures import sweep as sf
 from app.forms.sweep import sweep_form
 from app.text import dataset_available, plain
-from app.views.jobs import polling_fragment
+from app.views.jobs import cancel, polling_fragment, submit
 from core.config import ConfigError
 from core.grid import GridConfig, cell_events
 from core.jobs import get_manager
@@ -44,7 +44,7 @@ if sweep is not None:
 
 def _submit(config: SweepConfig) -> str | None:
     try:
-        return manager.submit(config)
+        return submit(config)
     except SweepStorageError as exc:
         st.error(plain(exc), icon="🚫")
         return None
@@ -74,7 +74,7 @@ def _jobs() -> list[SweepConfig]:
 jobs = _jobs()
 if jobs and right.button("Cancel", icon="⏹️", key="sw_cancel", help="Finished trials are kept; Run resumes."):
     for config in jobs:
-        manager.cancel(config.key())
+        cancel(config.key())
 
 
 # --- 2 · the study, live --------------------------------------------------------------------------
@@ -143,7 +143,7 @@ if len(jobs) == 1 and jobs[0].base.dataset == "fashion-mnist" and _status(jobs[0
         st.info("MNIST is not available on this server, so the transfer cannot run here.")
     elif top and st.button("Train the top three on MNIST", icon="🔁", key="sw_transfer_run"):
         grid = GridConfig.from_runs([(f"trial {t.number}", cfg.replace(dataset="mnist")) for t, cfg in top])
-        st.session_state[TRANSFER] = (manager.submit(grid), [t.number for t, _ in top])
+        st.session_state[TRANSFER] = (submit(grid), [t.number for t, _ in top])
     if TRANSFER in st.session_state and top and [t.number for t, _ in top] == st.session_state[TRANSFER][1]:
         key = st.session_state[TRANSFER][0]
 

@@ -22,6 +22,7 @@ from core.presets import PRESETS
 from ..records.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, records, variant_configs
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain, with_math
 from ..views.data import dataset_fallback_notice
+from ..views.jobs import submit
 from . import upload, url
 from .fields import knob_widget, validate, widget_value
 
@@ -408,13 +409,13 @@ def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
         except ConfigError:  # a family the grid cannot hold: train the variants one by one
             grid = None
         if grid is not None:
-            grid_key = manager.submit(grid)
+            grid_key = submit(grid)
             cells = {key: i for i, key in enumerate(fresh)}
     for (label, cfg), entry in zip(family, entries):
         if entry["key"] in cells:
             entry.update(grid=grid_key, cell=cells[entry["key"]])
         else:
-            manager.submit(cfg)
+            submit(cfg)
     return entries
 
 

@@ -27,6 +27,8 @@ class JobState:
     error: str = ""
     queue_position: int | None = None
     replayed: bool = False  # already ended when this session first saw it: a stored result, not a live run
+    watchers: int = 0  # sessions watching it (a shared lecture run has many)
+    started_by: str | None = None  # the session that started it
 
     @property
     def done(self) -> bool:

@@ -21,7 +21,7 @@ from ..figures import compare as cf
 from ..records.compare import cell_status, outcome_summary, results_table, status_text, weight_snapshot
 from ..records.jobs import JobState
 from ..text import plain
-from .jobs import cached, job_state, polling_fragment, run_view
+from .jobs import cached, cancel, job_state, polling_fragment, run_view
 
 POLL_SECONDS = 1.0
 REDRAW_SECONDS = 2.0
@@ -138,7 +138,7 @@ def _comparison(runs: list[dict], polling: bool, prefix: str) -> None:
         if st.button("Cancel all", icon="⏹️", key=f"{prefix}_cancel",
                      help="Stop every variant still queued or running; the charts keep what they have learned."):
             for key in job_keys(runs):
-                get_manager().cancel(key)
+                cancel(key)
     reasons = [(v.reason if v is not None else "") or (s.error if s else "") for s, v in zip(states, views)]
     for line in outcome_summary(labels, [s.status if s else None for s in states], reasons):
         st.warning(plain(line), icon="⚠️")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
@@ -24,10 +25,12 @@ from core.jobs import get_manager
 
 from ..records.jobs import JobState, progress_text, status_message
 from ..records.run import RunView, reduce_events
-from ..text import cache_label, plain
+from ..text import cache_label, plain, plural
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 1.0  # every watching session reruns its fragments this often: the server's main per-viewer cost
 SEEN = "gl_seen_jobs"  # session: {job key: replayed?} of the jobs this session has looked at
+SESSION = "gl_session_id"  # session: this browser session's id, for the job manager's quotas and watchers
+LEFT = "gl_left_jobs"  # session: keys of shared jobs this session cancelled (stopped watching); others go on
 MAX_SEEN = 64
 MAX_JOBS = 64  # process-wide event lists kept
 ICONS = {"info": "ℹ️", "warning": "⚠️", "error": "🚨"}
@@ -55,7 +58,8 @@ def _fetch(key: str) -> JobState | None:
         events = list(snap.events)
     else:
         events = known.events + list(snap.events)  # a new list: states handed out earlier stay consistent
-    state = JobState(key, snap.status, events, snap.from_cache, snap.saved_at, snap.error, snap.queue_position)
+    state = JobState(key, snap.status, events, snap.from_cache, snap.saved_at, snap.error, snap.queue_position,
+                     watchers=snap.watchers, started_by=snap.started_by)
     with _lock:
         _jobs[key] = state
         _jobs.move_to_end(key)
@@ -116,9 +120,28 @@ def wait_for_first_point(key: str, timeout: float = 0.4) -> None:
 
 
 # --- the train button ------------------------------------------------------------------------------
+def session_id() -> str:
+    """This browser session's id (the job manager's per-session quota, round-robin and watchers)."""
+    return st.session_state.setdefault(SESSION, uuid.uuid4().hex)
+
+
+def submit(config: Any, force: bool = False) -> str:
+    """Queue ``config`` (or join its job) for this session; returns its job key."""
+    key = get_manager().submit(config, force=force, session=session_id())
+    st.session_state.setdefault(LEFT, set()).discard(key)
+    return key
+
+
+def cancel(key: str, everyone: bool = False) -> bool:
+    """This session stops watching ``key``; the job stops when nobody watches it any more, or at
+    once with ``everyone`` (its starter's choice). True when the job itself was asked to stop."""
+    st.session_state.setdefault(LEFT, set()).add(key)
+    return get_manager().cancel(key, session=session_id(), everyone=everyone)
+
+
 def submit_job(config: Any, force: bool) -> str:
     """The default submit: queue ``config`` with the job manager; returns its job key."""
-    key = get_manager().submit(config, force=force)
+    key = submit(config, force)
     forget(key)
     wait_for_first_point(key)
     return key
@@ -177,14 +200,32 @@ def status_line(state: JobState, view: RunView | None = None, *, what: str = "ru
     if progress and prog is not None:
         device = view.started.device_name if view.started is not None else ""
         st.progress(prog.fraction, text=progress_text(prog, state.done, device))
-    if not state.done and st.button("Cancel", key=f"cancel_{state.key}", icon="⏹️",
-                                    help=cancel_help or f"Stop this {what}; its history is kept."):
-        get_manager().cancel(state.key)
+    if state.done:
+        return
+    if state.key in st.session_state.get(LEFT, ()):
+        st.info(f"You stopped watching this {what}; {plural(state.watchers, 'other session')} still "
+                f"watch{'es' if state.watchers == 1 else ''} it, so it goes on for them. Press Train to watch again.",
+                icon="👋")
+        return
+    shared = state.watchers > 1
+    if st.button("Cancel", key=f"cancel_{state.key}", icon="⏹️",
+                 help=(f"Stop watching: {plural(state.watchers - 1, 'other session')} also watch this {what}, "
+                       "so it goes on for them (it stops when nobody watches)." if shared
+                       else cancel_help or f"Stop this {what}; its history is kept.")):
+        cancel(state.key)
+    if shared and state.started_by == session_id() and st.button(
+            "Cancel for everyone", key=f"cancel_all_{state.key}", icon="🛑",
+            help=f"You started this {what}: stop it for all {state.watchers} sessions watching it."):
+        cancel(state.key, everyone=True)
 
 
 # --- polling -------------------------------------------------------------------------------------
 def _running(keys: Iterable[str]) -> bool:
+    """Whether any of ``keys`` is queued or running for this session (not counting jobs it left)."""
+    left = st.session_state.get(LEFT, ())
     for key in keys:
+        if key in left:
+            continue
         snap = get_manager().snapshot(key)
         if snap is not None and not snap.done:
             return True
