@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import core.jobs
+import core.runners
 from apptest_helpers import new_app, texts
 from app.figures import run as figures
 from app.records import run as runview
@@ -204,7 +205,7 @@ def test_cached_config_renders_without_starting_a_job(app_env, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a cached config must not train")
 
-    monkeypatch.setattr(core.jobs, "train", no_training)
+    monkeypatch.setattr(core.runners, "train", no_training)  # where the manager's runner trains
     at = new_app(cfg.to_query())
     assert not at.exception
     assert "From cache, trained" in texts(at.info)
@@ -251,7 +252,7 @@ def test_failed_run_shows_the_message(app_env, monkeypatch):
     def broken(cfg, callbacks=(), cancel=None, key=None):
         raise RuntimeError("the GPU caught fire")
 
-    monkeypatch.setattr(core.jobs, "train", broken)
+    monkeypatch.setattr(core.runners, "train", broken)
     at = new_app({"seed": "5"})
     at.button(key="train").click().run()
     shown = wait_for_status(at, "Failed.")

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
+import core.jobs
 from core.config import RunConfig
 from core.events import LayerStats, StepLosses
 from core.jobs import JobManager
@@ -232,3 +234,12 @@ def test_parts_of_a_killed_save_are_cleaned_up_once_old(tmp_path):
     assert f"arrays:run-x:{old_version}" not in names and f"events:run-x:{old_version}" not in names
     assert f"arrays:run-x:{fresh_version}" in names  # may still be another process's save in progress
     assert reopened.get("run-x") is not None
+
+
+def test_the_sidebar_says_when_the_store_cannot_save(isolated_cache, monkeypatch):
+    """A store that degraded to memory-only shows its banner on every page (AppTest)."""
+    manager = core.jobs.get_manager()
+    manager.store._degrade(OSError(28, "No space left on device"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("cannot write to disk" in w.value for w in at.sidebar.warning)

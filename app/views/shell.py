@@ -8,7 +8,7 @@ import torch
 
 from core.jobs import get_manager
 
-from ..text import FALLBACK_DATASET, dataset_available, dataset_title
+from ..text import FALLBACK_DATASET, dataset_available, dataset_title, plain
 
 DOWNLOADABLE = ("mnist", "fashion-mnist")
 
@@ -46,6 +46,11 @@ def sidebar_status() -> None:
     warming = warmup_line(manager.warmup_status())
     if warming:
         st.sidebar.caption(warming)
+    store = manager.store
+    if store.health():
+        st.sidebar.warning(plain(store.health()), icon="💾")
+    for problem in store.problems[-2:]:  # e.g. a damaged database moved aside: said once per page, not hidden
+        st.sidebar.caption(plain(problem))
     missing = missing_datasets()
     if missing:
         st.sidebar.caption(f"Not on this server: {' and '.join(missing)}. Lessons that use them run on "
