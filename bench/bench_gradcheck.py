@@ -11,17 +11,9 @@ wall time (fastest of --repeat), their ratio and the largest difference between 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "datasets"
-if SHARED.is_dir() and "GRADIENT_LAB_DATA_DIR" not in os.environ:
-    os.environ["GRADIENT_LAB_DATA_DIR"] = str(SHARED)
-os.environ.setdefault("GRADIENT_LAB_OFFLINE", "1")
+import benchlib  # noqa: F401,E402  (repo on sys.path, datasets folder, offline)
 
 import torch  # noqa: E402
 

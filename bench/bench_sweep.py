@@ -16,18 +16,10 @@ from GRADIENT_LAB_DATA_DIR or ../shared/datasets; ``--dataset digits`` runs offl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "datasets"
-if SHARED.is_dir() and "GRADIENT_LAB_DATA_DIR" not in os.environ:
-    os.environ["GRADIENT_LAB_DATA_DIR"] = str(SHARED)
-os.environ.setdefault("GRADIENT_LAB_OFFLINE", "1")
+from benchlib import timed  # noqa: E402  (repo on sys.path, datasets folder, offline)
 
 import torch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
@@ -35,16 +27,6 @@ from optuna.trial import TrialState  # noqa: E402
 from core import data as datasets  # noqa: E402
 from core.sweep import SWEEP_PRESETS, open_study, run_sweep, split_plan, trial_config  # noqa: E402
 from core.train import device_name, resolve_device, train  # noqa: E402
-
-
-def timed(fn) -> tuple[float, object]:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, result
 
 
 def main() -> None:

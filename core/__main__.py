@@ -22,7 +22,7 @@ from .data import DatasetUnavailable
 from .gradcheck import DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, check_gradients, format_table
 from .jobs import STORED_STATUSES, Refused, get_manager
 from .presets import PRESETS, get_preset
-from .sweep import PRUNERS, SAMPLERS, SWEEP_PRESETS, SweepConfig, SweepStorageError, check_budget, open_study
+from .sweep import PRUNERS, SAMPLERS, SWEEP_PRESETS, SweepStorageError, check_budget, open_study
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:

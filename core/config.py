@@ -226,13 +226,7 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError({"json": f"Config is not valid JSON: {exc}"}) from None
-        if not isinstance(data, dict):
-            raise ConfigError({"json": "Config JSON must be an object of settings"})
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(text, "Config"))
 
     def to_query(self) -> dict[str, str]:
         """Readable query-string form holding only fields that differ from the defaults."""
@@ -252,6 +246,17 @@ class RunConfig:
 
 
 # --- helpers ---------------------------------------------------------------------------
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """The settings object a config's JSON holds; a clear ConfigError when it is not one."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError({"json": f"{what} is not valid JSON: {exc}"}) from None
+    if not isinstance(data, dict):
+        raise ConfigError({"json": f"{what} JSON must be an object of settings"})
+    return data
+
+
 def fields_by_group() -> dict[str, list[dataclasses.Field]]:
     out: dict[str, list[dataclasses.Field]] = {g: [] for g in GROUPS}
     for f in dataclasses.fields(RunConfig):

@@ -42,7 +42,8 @@ from optuna.trial import TrialState
 from . import data as datasets
 from . import paths
 from .batched import StackedLanes, stack_key
-from .config import FIELDS, MAX_HIDDEN_LAYERS, SCHEMA_VERSION, ConfigError, RunConfig, format_value, parse_value
+from .config import (FIELDS, MAX_HIDDEN_LAYERS, SCHEMA_VERSION, ConfigError, RunConfig, format_value, json_object,
+                     parse_value)
 from .events import CellEvent, Event, RunFailed, RunFinished, SweepStarted, TrialDone
 from .grid import plan_grid
 from .jobs import SERVED_FROM_STORE, register_runner
@@ -359,13 +360,7 @@ class SweepConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "SweepConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError({"json": f"Sweep config is not valid JSON: {exc}"}) from None
-        if not isinstance(data, dict):
-            raise ConfigError({"json": "Sweep config JSON must be an object"})
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(text, "Sweep config"))
 
     def to_query(self) -> dict[str, str]:
         """Query-string form: the base run's fields, ``sweep_<setting>`` and ``space_<knob>``."""

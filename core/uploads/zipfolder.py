@@ -206,10 +206,6 @@ def _plan_zip(archive: zipfile.ZipFile, upload_bytes: int) -> _ZipPlan:
     return _ZipPlan(members, _unique_class_names(folders), skipped, notes)
 
 
-def _count(counts: dict[str, int], reason: str) -> None:
-    counts[reason] = counts.get(reason, 0) + 1
-
-
 def _decode_members(archive: zipfile.ZipFile, plan: _ZipPlan, image_size: int,
                     color: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, int], list[str]]:
     """Read and decode the planned images (bounded reads); returns x, y, skipped counts and notes."""
