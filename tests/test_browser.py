@@ -48,7 +48,9 @@ def free_port() -> int:
 
 def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | None = None) -> subprocess.Popen:
     """``streamlit run app/main.py`` on ``port``, isolated cache, no downloads; waits for health."""
-    env = {**os.environ, "GRADIENT_LAB_CACHE_DIR": str(cache_dir), "GRADIENT_LAB_OFFLINE": "1", **(extra_env or {})}
+    # The server trains in worker processes, as deployed (the in-process tests use threads).
+    env = {**os.environ, "GRADIENT_LAB_CACHE_DIR": str(cache_dir), "GRADIENT_LAB_OFFLINE": "1",
+           "GRADIENT_LAB_WORKER_PROCESSES": "1", **(extra_env or {})}
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
                              "--server.headless", "true", "--server.address", "127.0.0.1"],

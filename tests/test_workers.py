@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 import os
+import runpy
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +81,9 @@ def test_a_grid_in_a_worker_process_hands_its_cells_to_the_manager_to_store(mana
     assert snap.status == "finished"
     for _, cell in grid.cells():
         assert manager.store.meta(cell.key())["status"] == "finished"  # filed by the web process, not the child
+
+
+def test_the_app_entry_script_is_inert_when_a_worker_process_reimports_it():
+    """Spawned workers re-run Streamlit's __main__ (app/main.py) as __mp_main__: it must not draw or start workers."""
+    namespace = runpy.run_path(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), run_name="__mp_main__")
+    assert "page" not in namespace  # no navigation was built, no page run
