@@ -123,7 +123,7 @@ def test_train_buttons_submit_the_d_families_as_one_grid_job_each(isolated_cache
 
     submitted = []
 
-    def record(self, config, force=False):
+    def record(self, config, force=False, session=None):
         submitted.append(config)
         return config.key()
 
