@@ -2,19 +2,24 @@
 
 Every limit, label and help text comes from the knob's :class:`core.config.Knob`; values are
 checked by :class:`core.sweep.SweepConfig` (so a bad range gets the schema's message). The form
-round-trips through the URL (``SweepConfig.to_query``).
+round-trips through the URL (``SweepConfig.to_query``). The Run, two-sampler and MNIST transfer
+buttons are the kit's :func:`app.views.jobs.train_button`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
 from core.config import BUILTIN_DATASETS, FIELDS, MAX_HIDDEN_LAYERS, MAX_WIDTH, TOY_DATASETS, ConfigError, format_value, knob_of
+from core.grid import GridConfig
 from core.sweep import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TITLES, SAMPLERS, SWEEP_PRESETS, Dist,
-                        SweepConfig)
+                        SweepConfig, check_budget, data_shape)
 
 from ..text import dataset_available, dataset_label, plain
+from ..views.jobs import config_status, submit_job, train_button
+from ..views.sweep import JOB, PAIR, TRANSFER
 from . import url
 
 SEARCHABLE = ("depth", "width", "activation", "init", "norm", "dropout", "l1", "l2", "optimizer", "lr", "momentum",
@@ -166,3 +171,80 @@ def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
     state[SAVED_KEY] = sweep.to_json()
     url.write_query(PAGE, sweep.to_query())
     return sweep, {}
+
+
+@dataclass(frozen=True)
+class SweepForm:
+    """The form's sweep (None while a field is invalid), its estimated cost and whether it is above the cap."""
+
+    sweep: SweepConfig | None
+    trial_gflop: float = 0.0
+    budget_problem: str | None = None
+
+    @property
+    def ready(self) -> SweepConfig | None:
+        """The sweep when it may run now."""
+        return self.sweep if self.budget_problem is None else None
+
+
+def space_form() -> SweepForm:
+    """The search space with its field errors under it, checked against the server's cost cap."""
+    sweep, problems = sweep_form()
+    for message in problems.values():
+        st.error(plain(message), icon="🚫")
+    if sweep is None:
+        return SweepForm(None)
+    shape = data_shape(sweep.base)
+    try:
+        check_budget(sweep, shape)
+    except ConfigError as exc:
+        return SweepForm(sweep, sweep.trial_cost(shape), str(exc))
+    return SweepForm(sweep, sweep.trial_cost(shape))
+
+
+def _pair(sweep: SweepConfig) -> list[SweepConfig]:
+    return [sweep.replace(sampler="random"), sweep.replace(sampler="tpe")]
+
+
+def _busy(configs: list[SweepConfig]) -> str | None:
+    """'running' while any of them is queued or running; otherwise None, so a click resumes (never forces)."""
+    return "running" if any(config_status(c) in ("queued", "running") for c in configs) else None
+
+
+def _submit_one(sweep: SweepConfig, force: bool) -> str:
+    submit_job(sweep, False)
+    st.session_state.pop(PAIR, None)
+    return sweep.to_json()
+
+
+def _submit_pair(sweep: SweepConfig, force: bool) -> list[str]:
+    for config in _pair(sweep):
+        submit_job(config, False)
+    st.session_state.pop(JOB, None)
+    return [c.to_json() for c in _pair(sweep)]
+
+
+def run_buttons(sweep: SweepConfig | None) -> None:
+    """Run sweep, and the same budget with random search and TPE (disabled while the sweep is not ready)."""
+    left, right, _ = st.columns(3)
+    with left:
+        train_button(sweep, JOB, key="sw_run", label="Run sweep", submit=_submit_one, status=lambda c: _busy([c]),
+                     help="Resumes a cancelled or interrupted sweep with its finished trials.")
+    with right:
+        train_button(sweep if sweep is not None and sweep.sampler != "grid" else None, PAIR, key="sw_pair_run",
+                     label="Same budget, two samplers", submit=_submit_pair, status=lambda c: _busy(_pair(c)),
+                     help="Random search and TPE on this space with this budget, one after the other, best-so-far "
+                          "overlaid.")
+
+
+def transfer_button(top: list) -> None:
+    """Train the sweep's top trials on MNIST as one batched grid job (slot: its key and the trial numbers)."""
+    if not dataset_available("mnist"):
+        st.info("MNIST is not available on this server, so the transfer cannot run here.")
+        return
+    if not top:
+        return
+    grid = GridConfig.from_runs([(f"trial {t.number}", cfg.replace(dataset="mnist")) for t, cfg in top])
+    numbers = [t.number for t, _ in top]
+    train_button(grid, TRANSFER, key="sw_transfer_run", label="Train the top three on MNIST",
+                 submit=lambda config, force: (submit_job(config, force), numbers))
