@@ -42,7 +42,7 @@ def charts(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
-def test_page_explains_the_space_from_its_numbers(page):
+def test_page_explains_the_space_from_its_numbers(page, shared_fashion):  # the D space is a Fashion-MNIST space
     at = page
     at.selectbox(key="sw_preset").set_value("D-sweep").run()
     words = texts(at.markdown)
