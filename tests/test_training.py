@@ -7,8 +7,11 @@ import threading
 import pytest
 import torch
 
+import core.train
+from app.records.run import reduce_events
 from core import data as datasets
 from core.config import RunConfig
+from core.lanes import ModuleLanes
 from core.presets import A_BASE, get_preset
 from core.train import train
 
@@ -212,10 +215,6 @@ class _FakeClock:
 def test_times_count_training_steps_only_and_the_eta_is_exact_with_an_injected_clock(monkeypatch):
     """Loading the data (1000 s) and building the model (500 s) are not training time; each step takes
     0.25 s. Every log point's elapsed is then 0.25 * step, and the app's ETA is the true time left."""
-    import core.train
-    from app.runview import reduce_events
-    from core.lanes import ModuleLanes
-
     clock = _FakeClock()
     load = datasets.load_dataset
 
