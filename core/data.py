@@ -274,6 +274,19 @@ _cache: dict[tuple[str, float], Dataset] = {}
 _lock = threading.Lock()
 
 
+def release_device_copies() -> int:
+    """Drop every loaded dataset's copies on an accelerator (after the GPU ran out of memory, so the
+    memory goes back; the next run that fits makes its copy again). Returns how many were dropped."""
+    with _lock:
+        loaded = list(_cache.values())
+    dropped = 0
+    for ds in loaded:
+        for key in [k for k in ds._on_device if k != "features"]:  # "features": the CPU float copy
+            ds._on_device.pop(key, None)
+            dropped += 1
+    return dropped
+
+
 def load_dataset(name: str, noise: float = 0.1) -> Dataset:
     """The named dataset, loaded once per process (toy sets once per noise level)."""
     key = (name, round(float(noise), 6) if name in TOY_DATASETS else 0.0)

@@ -472,7 +472,10 @@ class _Run:
                 finished.decision_grid = grids[i]
 
     def fail(self, exc: Exception) -> list[RunFinished | RunFailed]:
-        """Every lane without an end fails with ``exc``'s message."""
+        """Every lane without an end fails with ``exc``'s message (out of GPU memory: the datasets'
+        cached device copies are dropped too)."""
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            datasets.release_device_copies()
         for i, emit in enumerate(self.emits):
             if self.ends[i] is None:
                 self.ends[i] = RunFailed(self.step, _failure_message(exc), type(exc).__name__, self.elapsed())

@@ -377,11 +377,14 @@ def test_out_of_memory_mid_step_fails_the_run_and_releases_its_memory(monkeypatc
             return super().losses(x, y)
 
     monkeypatch.setattr(core.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
+    digits = datasets.load_dataset("digits")
+    digits._on_device["cuda:0"] = object()  # stands for a cached GPU copy of the dataset
     events = []
     end = core.train.train_lanes([RunConfig(dataset="digits", device="cpu", epochs=1)], OOMLanes,
                                  [events.append])[0]
     assert end.kind == "failed" and end.error_type == "OutOfMemoryError" and "ran out of memory" in end.message
     assert end.step == 2 and events[-1] is end and emptied[0] == 1
+    assert "cuda:0" not in digits._on_device and "features" in digits._on_device  # the GPU copy went back
     gc.collect()
     assert made and made[0]() is None  # nothing holds the model (or its optimizer state) any more
 
