@@ -21,7 +21,10 @@ pytestmark = [pytest.mark.browser,
 PAGES = [("", "Epochs", "3", "epochs=3"),
          ("vanishing", "Width (units per hidden layer)", "14", "width=14"),
          ("regularization", "Epochs", "7", "epochs=7"),
-         ("data", "Seed", "5", "seed=5")]
+         ("data", "Seed", "5", "seed=5"),
+         ("optimizers", "Start x", "0.50", "x0=0.5"),  # the widget shows two decimals
+         ("gradcheck", "Examples in the check batch", "12", "examples=12"),
+         ("sweeps", "Epochs", "3", "epochs=3")]
 
 
 @pytest.fixture(scope="module")
