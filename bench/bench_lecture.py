@@ -85,23 +85,21 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+async def press_train(port: int, page: str, config, step: str, out: dict) -> None:
+    """Open ``page`` on ``config``, press Train, and record the seconds to the first progress point."""
+    async with Session(port, page, query(config)) as s:
+        await s.wait_finished()
+        t0 = time.monotonic()
+        await s.click("Train")
+        while not any(FIRST_POINT.search(t) for t in s.state.texts):
+            await asyncio.sleep(0.02)
+        out[step].append(time.monotonic() - t0)
+        out["errors"].extend(s.state.errors)
+
+
 async def light_student(port: int, i: int, out: dict) -> None:
-    async with Session(port, "vanishing", query(LESSON)) as s:
-        await s.wait_finished()
-        t0 = time.monotonic()
-        await s.click("Train")
-        while not any(FIRST_POINT.search(t) for t in s.state.texts):
-            await asyncio.sleep(0.02)
-        out["lesson"].append(time.monotonic() - t0)
-        out["errors"].extend(s.state.errors)
-    async with Session(port, "", query(variant(i))) as s:
-        await s.wait_finished()
-        t0 = time.monotonic()
-        await s.click("Train")
-        while not any(FIRST_POINT.search(t) for t in s.state.texts):
-            await asyncio.sleep(0.02)
-        out["variant"].append(time.monotonic() - t0)
-        out["errors"].extend(s.state.errors)
+    await press_train(port, "vanishing", LESSON, "lesson", out)
+    await press_train(port, "", variant(i), "variant", out)
 
 
 async def browser_student(browser, port: int, i: int, out: dict) -> None:

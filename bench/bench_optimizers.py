@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import benchlib  # noqa: F401,E402  (repo on sys.path, datasets folder, offline)
+from benchlib import timed  # noqa: E402  (repo on sys.path, datasets folder, offline)
 
 import torch  # noqa: E402
 from torch.nn.utils import vector_to_parameters  # noqa: E402
@@ -35,16 +35,9 @@ SIX = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
 
 
 def best_of(repeat: int, fn) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+    """The fastest of ``repeat`` timed calls, and the last result."""
+    runs = [timed(fn) for _ in range(repeat)]
+    return min(seconds for seconds, _ in runs), runs[-1][1]
 
 
 def bench_race(repeat: int) -> None:
