@@ -87,6 +87,10 @@ class RunConfig:
     train_limit: int = knob(0, group="Data", label="Training examples", lo=0, hi=MAX_TRAIN_LIMIT,
                             help="Train on only this many examples of the training split (a seeded subset; "
                                  "0 = all). Small training sets overfit: the place to see regularization work.")
+    label_noise: float = knob(0.0, group="Data", label="Noisy training labels", lo=0.0, hi=0.9,
+                              help="Share of the training examples whose label is replaced by another class, "
+                                   "drawn at random (seeded; validation and test keep their true labels). A network "
+                                   "that memorizes its training set learns the wrong labels too.")
     # Architecture
     arch: str = knob("mlp", group="Architecture", label="Architecture", choices=ARCHS,
                      help="mlp: fully connected; cnn: two 3x3 conv layers (32 filters) before the hidden layers.")

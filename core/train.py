@@ -51,7 +51,7 @@ class _AllEnded(Exception):
 
 
 # What lanes trained in lockstep must share: they see the same split, batches and log points.
-LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "train_limit", "batch_size", "epochs",
+LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "train_limit", "label_noise", "batch_size", "epochs",
                    "log_every", "device")
 
 
@@ -75,6 +75,20 @@ def train_split(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         keep = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed + 3))
         train_idx = train_idx[keep[:cfg.train_limit].sort().values]
     return train_idx, val_idx
+
+
+def noisy_labels(cfg: RunConfig, y: torch.Tensor, train_idx: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """``y`` with ``cfg.label_noise`` of the training examples relabelled as another class, drawn at random
+    (seeded; the other examples, validation among them, keep their labels)."""
+    n_noisy = round(cfg.label_noise * len(train_idx))
+    if n_noisy == 0:
+        return y
+    gen = torch.Generator().manual_seed(cfg.seed + 5)
+    where = train_idx[torch.randperm(len(train_idx), generator=gen)[:n_noisy]].to(y.device)
+    shift = torch.randint(1, n_classes, (n_noisy,), generator=gen).to(y.device)
+    y = y.clone()
+    y[where] = (y[where] + shift) % n_classes
+    return y
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:
@@ -218,6 +232,7 @@ class _Run:
         dev_ds = self.dev_ds = ds.on(self.data_device)
         self.features = dev_ds.features()  # float copy, made once per dataset and device
         train_idx, val_idx = train_split(cfg, len(ds.y))
+        self.labels = noisy_labels(cfg, dev_ds.y, train_idx, ds.n_classes)
         self.train_idx = train_idx.to(self.data_device)
         self.n_train = len(train_idx)
         self.x_val, self.y_val = self._examples(val_idx)
@@ -253,7 +268,7 @@ class _Run:
 
     def _examples(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = idx.to(self.data_device)
-        return self.features[idx].to(self.device), self.dev_ds.y[idx].to(self.device)
+        return self.features[idx].to(self.device), self.labels[idx].to(self.device)
 
     def elapsed(self) -> float:
         return self.clock() - self.t0 if self.t0 is not None else 0.0
@@ -287,7 +302,7 @@ class _Run:
             if self.lane_cancels is not None:
                 self.cancel_lanes()
             idx = perm[b * self.batch:(b + 1) * self.batch]
-            xb, yb = self.features[idx], self.dev_ds.y[idx]
+            xb, yb = self.features[idx], self.labels[idx]
             if move:
                 xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             epoch_end = b == self.n_steps - 1
@@ -484,8 +499,8 @@ class _Run:
 
     def release(self) -> None:
         """Drop the lanes, data copies and per-step tensors (device memory goes back with them)."""
-        for name in ("lanes", "features", "x_val", "y_val", "x_fit", "y_fit", "probe_x", "train_idx", "bad", "limit",
-                     "first_loss", "alive_mask", "dev_ds", "ds"):
+        for name in ("lanes", "features", "labels", "x_val", "y_val", "x_fit", "y_fit", "probe_x", "train_idx", "bad",
+                     "limit", "first_loss", "alive_mask", "dev_ds", "ds"):
             setattr(self, name, None)
         self.window = _Window(self.step + 1)
 

@@ -13,6 +13,7 @@ from core import lessons, verdicts
 from core.config import RunConfig
 from core.grid import GridConfig, cell_events, run_grid
 from core.presets import FALLBACK_DATASET, PRESETS, get_preset
+from core.train import noisy_labels, train_split
 
 A_PRESETS = [p for p in PRESETS.values() if p.lesson == "A"]
 
@@ -225,6 +226,27 @@ def _assert_regularizers_narrow_the_gap(gaps: dict[str, float], spread: float, r
     text = lessons.regularization_sentence(gaps, "none", spread)
     for label in regularizers:
         assert f"{label} to {gaps[label]:.3f}" in text.split(" narrow")[0]
+
+
+def test_b_overfit_on_digits_fallback_each_regularizer_narrows_the_gap_more_than_seeds_move_it():
+    """Issue 9.12: offline, lesson B still shows an overfitting baseline that each regularizer improves."""
+    family, missing = get_preset("B-overfit").for_server(available=lambda name: False)
+    seeds, _ = get_preset("B-overfit-seeds").for_server(available=lambda name: False)
+    assert missing == "fashion-mnist" and family.config.dataset == FALLBACK_DATASET
+    gaps, spread = _gaps_and_spread(family, seeds)
+    _assert_regularizers_narrow_the_gap(gaps, spread, ["L1 0.0003", "L2 0.01", "dropout 0.5"])
+
+
+def test_noisy_labels_change_only_the_training_labels_by_the_share_asked():
+    cfg = RunConfig(dataset="digits", label_noise=0.2, train_limit=500, seed=4)
+    ds = datasets.load_dataset("digits")
+    train_idx, val_idx = train_split(cfg, len(ds.y))
+    noisy = noisy_labels(cfg, ds.y, train_idx, ds.n_classes)
+    changed = (noisy != ds.y).nonzero()[:, 0]
+    assert len(changed) == round(0.2 * len(train_idx))
+    assert set(changed.tolist()) <= set(train_idx.tolist())  # validation (and everything else) keeps its labels
+    assert torch.equal(noisy_labels(cfg, ds.y, train_idx, ds.n_classes), noisy)  # seeded
+    assert torch.equal(noisy_labels(cfg.replace(label_noise=0.0), ds.y, train_idx, ds.n_classes), ds.y)
 
 
 @pytest.mark.slow

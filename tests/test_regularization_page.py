@@ -40,7 +40,9 @@ def variant_labels(at: AppTest) -> list[str]:
 
 
 def shapes_zip(classes=CLASSES, per_class: int = 12) -> bytes:
-    """An image-folder zip: ``shapes/<class>/<i>.png`` with a different drawing per class."""
+    """An image-folder zip: ``shapes/<class>/<i>.png`` with a different drawing per class (fixed file
+    times, so the same call gives the same bytes)."""
+    entry = lambda name: zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))  # noqa: E731
     rng = np.random.default_rng(0)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
@@ -50,8 +52,8 @@ def shapes_zip(classes=CLASSES, per_class: int = 12) -> bytes:
                 pixels[k * 5:k * 5 + 5, :] = 255  # a bright band whose height depends on the class
                 png = io.BytesIO()
                 Image.fromarray(pixels, "L").save(png, format="PNG")
-                archive.writestr(f"shapes/{name}/{i:02d}.png", png.getvalue())
-        archive.writestr("shapes/notes.txt", "not an image")
+                archive.writestr(entry(f"shapes/{name}/{i:02d}.png"), png.getvalue())
+        archive.writestr(entry("shapes/notes.txt"), "not an image")
     return out.getvalue()
 
 
