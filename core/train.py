@@ -51,8 +51,8 @@ class _AllEnded(Exception):
 
 
 # What lanes trained in lockstep must share: they see the same split, batches and log points.
-LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "train_limit", "label_noise", "batch_size", "epochs",
-                   "log_every", "device")
+LOCKSTEP_FIELDS = ("dataset", "data_noise", "val_fraction", "seed", "train_limit", "label_noise", "batch_size",
+                   "epochs", "log_every", "device")
 
 
 def resolve_device(choice: str = "auto") -> torch.device:

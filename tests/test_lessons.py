@@ -240,7 +240,7 @@ def test_b_overfit_on_digits_fallback_each_regularizer_narrows_the_gap_more_than
 def test_noisy_labels_change_only_the_training_labels_by_the_share_asked():
     cfg = RunConfig(dataset="digits", label_noise=0.2, train_limit=500, seed=4)
     ds = datasets.load_dataset("digits")
-    train_idx, val_idx = train_split(cfg, len(ds.y))
+    train_idx, _ = train_split(cfg, len(ds.y))
     noisy = noisy_labels(cfg, ds.y, train_idx, ds.n_classes)
     changed = (noisy != ds.y).nonzero()[:, 0]
     assert len(changed) == round(0.2 * len(train_idx))
