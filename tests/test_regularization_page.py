@@ -15,7 +15,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import core.jobs
-from apptest_helpers import MAIN, texts
+from apptest_helpers import MAIN, new_app, texts
 from apptest_helpers import open_page as open_app_page
 from app.figures import compare as compare_figures
 from app.forms import compare
@@ -145,6 +145,17 @@ def test_lesson_buttons_fill_the_variant_table(isolated_cache, shared_fashion, s
     assert f"Lesson {PRESETS[preset].lesson}" in texts(at.info)
     assert at.button(key="reg_train").label == f"Train {len(runs)} variants"
     assert not at.warning  # the data is here: no fallback
+
+
+def test_a_typed_lesson_link_without_fashion_fills_the_form_with_its_digits_settings(isolated_cache, no_mnist):
+    at = new_app()
+    at.query_params["lesson"] = "B-overfit"
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    here, _ = PRESETS["B-overfit"].for_server(available=lambda name: False)
+    assert at.selectbox(key="reg_dataset").value == "digits"
+    assert at.number_input(key="reg_epochs").value == here.config.epochs != PRESETS["B-overfit"].config.epochs
+    assert "500 of the 8x8 digits" in texts(at.warning)
 
 
 def test_lesson_b_overfit_without_fashion_trains_its_digits_settings_and_says_so(isolated_cache, no_mnist):

@@ -134,14 +134,20 @@ def load_family(keys: Keys, runs, preset: str | None = None) -> None:
     load_rows(keys, *family_from_runs(runs), preset)
 
 
-def load_lesson(keys: Keys, name: str) -> None:
-    """Load a family button: a lesson's family with its Digits settings where its dataset is missing here."""
+def runs_here(name: str) -> tuple[tuple, str | None]:
+    """A family's runs as they train on this server (a lesson's Digits settings where its dataset is
+    missing), and the missing dataset's name."""
     family = FAMILY_PRESETS[name]
     if not family.preset:
-        load_family(keys, family.runs, name)
-        return
+        return family.runs, None
     here, missing = PRESETS[family.preset].for_server(dataset_available)
-    load_family(keys, here.runs, name)
+    return here.runs, missing
+
+
+def load_lesson(keys: Keys, name: str) -> None:
+    """Load a family button: a lesson's family with its Digits settings where its dataset is missing here."""
+    runs, missing = runs_here(name)
+    load_family(keys, runs, name)
     if missing:
         st.session_state[keys.fallback] = missing
 
@@ -173,7 +179,7 @@ def _parse_link(query: dict) -> tuple[ComparisonConfig, str | None]:
     """A link's comparison; a link without variants (typed by hand) compares the lesson's, else the tour's."""
     lesson = query.get("lesson")
     if "variants" not in query:
-        runs = FAMILY_PRESETS.get(lesson or "tour", FAMILY_PRESETS["tour"]).runs
+        runs, _ = runs_here(lesson if lesson in FAMILY_PRESETS else "tour")
         query = {**ComparisonConfig.from_runs(runs).to_query(), **query}
     cmp = ComparisonConfig.from_query({k: v for k, v in query.items() if k not in LINK_KEYS})
     if lesson and lesson not in FAMILY_PRESETS:
@@ -191,6 +197,9 @@ def _prepare(keys: Keys, page: str) -> list[str]:
         tour = (ComparisonConfig.from_runs(FAMILY_PRESETS["tour"].runs), "tour")
         (cmp, lesson), notices = url.parse_link(query, known, _parse_link, lambda: tour)
         load_rows(keys, cmp.base, cmp.rows(), lesson)
+        missing = runs_here(lesson)[1] if lesson in FAMILY_PRESETS else None
+        if missing and cmp.base.dataset == FALLBACK_DATASET:  # a typed lesson link, filled with its Digits settings
+            state[keys.fallback] = missing
     elif keys.rows not in state:
         load_family(keys, FAMILY_PRESETS["tour"].runs, "tour")
     saved = state.get(keys.saved, {})
