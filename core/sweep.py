@@ -63,6 +63,7 @@ NOT_SEARCHABLE = ("dataset", "device", "hidden", "log_every")
 MAX_TRIALS = 500
 MAX_PARALLEL = 32  # trials asked (and trained side by side) at once
 TPE_PARALLEL = 4  # TPE learns from finished trials: ask few at a time
+INTERRUPTED = "interrupted"  # the outcome of a trial cut short by a cancel or a killed process: asked again
 PRUNE_PARALLEL = 2  # a pruner compares against finished trials: ask few at a time
 DEFAULT_MAX_COST = 500_000.0  # GFLOP per sweep, override with GRADIENT_LAB_MAX_SWEEP_COST
 DB_ENV = "GRADIENT_LAB_SWEEP_DB"
@@ -541,7 +542,7 @@ def counted(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial used up budget: finished, pruned, or failed for a reason of its own
     (diverged); not one interrupted by a cancel or a restart."""
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        trial.state == TrialState.FAIL and "outcome" in trial.user_attrs)
+        trial.state == TrialState.FAIL and trial.user_attrs.get("outcome", INTERRUPTED) != INTERRUPTED)
 
 
 def best_so_far(values: Sequence[float | None]) -> list[float | None]:
@@ -587,10 +588,12 @@ def run_sweep(sweep: SweepConfig, emit: Callable[[Event], None], cancel: threadi
 
 
 def _requeue_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed process are asked again with the same values, then failed."""
+    """Trials left RUNNING by a killed process are asked again with the same values, then failed as
+    interrupted (also one killed between recording its outcome and being told: it never finished)."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
         study.enqueue_trial(trial.params, skip_if_exists=False)
+        study._storage.set_trial_user_attr(trial._trial_id, "outcome", INTERRUPTED)
         study.tell(trial.number, state=TrialState.FAIL)
     return len(stale)
 
@@ -598,6 +601,7 @@ def _requeue_interrupted(study: optuna.Study) -> int:
 def _interrupt(study: optuna.Study, trial: optuna.Trial) -> None:
     """A cancelled trial is asked again (same values) when the sweep resumes."""
     study.enqueue_trial(trial.params)
+    trial.set_user_attr("outcome", INTERRUPTED)
     study.tell(trial, state=TrialState.FAIL)
 
 
@@ -808,7 +812,7 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
-                     "outcome": t.user_attrs.get("outcome", "interrupted" if t.state == TrialState.FAIL else ""),
+                     "outcome": t.user_attrs.get("outcome", INTERRUPTED if t.state == TrialState.FAIL else ""),
                      "key": t.user_attrs.get("key", ""), "test_acc": t.user_attrs.get("test_acc"),
                      "reason": t.user_attrs.get("reason", "")})
     return rows

@@ -234,11 +234,25 @@ def test_resume_after_kill_loses_no_finished_trial(isolated_cache, tmp_path):
     assert len(before) >= 2
     end, events, study = run(sweep, tmp_path)
     started = next(e for e in events if e.kind == "sweep_started")
-    assert started.done_before == len(before)
+    assert started.done_before == len(before)  # a trial killed mid-tell is not counted (test above)
     assert end.status == "finished"
     after = {t.number: (t.params, t.value) for t in study.get_trials()}
     assert all(after[n] == before[n] for n in before)  # nothing finished was lost or changed
     assert sum(sw.counted(t) for t in study.get_trials()) == 8
+
+
+def test_a_trial_killed_while_being_told_is_not_counted_as_done(isolated_cache, tmp_path):
+    """A kill between recording a trial's outcome and telling Optuna leaves it RUNNING with an outcome:
+    it never finished, so the resumed sweep asks it again and does not count it as budget used."""
+    sweep = small(trials=4)
+    study = sw.open_study(sweep, url(tmp_path))
+    half_told = study.ask({d.name: d.optuna() for d in sweep.space})
+    half_told.set_user_attr("outcome", "finished")  # then the process died before study.tell
+    end, events, study = run(sweep, tmp_path)
+    started = next(e for e in events if e.kind == "sweep_started")
+    assert started.done_before == 0 and started.requeued == 1
+    assert end.status == "finished"
+    assert sum(sw.counted(t) for t in study.get_trials()) == 4
 
 
 @pytest.mark.parametrize("changes, words", [
