@@ -62,8 +62,9 @@ class Session:
         if trigger is not None:
             widget = WidgetState(id=trigger, trigger_value=True)
             state.widget_states.widgets.append(widget)
-        if not fragment_id:
+        if not fragment_id:  # a full run: the fragments it starts announce themselves again
             self.state.texts, self.state.buttons = [], {}
+            self._fragments.clear()
             self._finished.clear()
         await self._ws.send(msg.SerializeToString())
 

@@ -16,6 +16,7 @@ import streamlit as st
 
 from core.grid import cell_events
 from core.jobs import get_manager
+from core.train import VAL_SUBSET
 
 from ..figures import compare as cf
 from ..records.compare import cell_status, outcome_summary, results_table, status_text, weight_snapshot
@@ -154,10 +155,9 @@ def _comparison(runs: list[dict], polling: bool, prefix: str) -> None:
     with right:
         chart("nearzero", lambda: cf.near_zero_figure(list(zip(labels, snapshots))))
     st.caption("Overfitting shows as a validation loss that rises while the training loss keeps falling, and as a "
-               "growing gap. Click a variant in a legend to hide it, double-click to show it alone. Train metrics "
-               "are averaged over the steps since the previous log point in training mode (dropout on), so a "
-               "dropout variant can show a negative gap; validation is scored in eval mode (dropout off, BatchNorm "
-               "on its running statistics).")
+               f"growing gap. Click a variant in a legend to hide it, double-click to show it alone. Train metrics "
+               f"are scored like validation, in eval mode (dropout off, BatchNorm on its running statistics), on a "
+               f"fixed subset of {VAL_SUBSET:,} training examples, so the gap compares like with like.")
     n_val = min((int(v.started.dataset.get("n_val") or 0) for v in views if v is not None and v.started is not None),
                 default=0)
     if 0 < n_val < SMALL_VALIDATION:
