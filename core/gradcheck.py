@@ -538,7 +538,7 @@ def check_stored_run(key: str, store: RunStore | None = None, at: str = "init", 
         result.notes.insert(0, "This checks the run's config at its initialization (the run's own starting point: "
                                "same seed, same init)." + (" Its final weights are stored too: check at the run's "
                                                            "final weights to see the trained network." if stored else ""))
-        result.settings.update(run=key, at="init", where=f"the initialization of stored run {key}")
+        result.settings.update(run=key, at="init", where="the run's initialization")
         return result
     if not stored:
         raise NoStoredWeights(f"No weights are stored for run {key}: {why}. Check it at initialization instead.")
@@ -559,7 +559,7 @@ def check_stored_run(key: str, store: RunStore | None = None, at: str = "init", 
     result.notes.insert(0, f"This checks the run's final weights (after {final.step} training steps), loaded from the "
                            "run store into the network its config builds.")
     result.settings.update(run=key, at="final", step=final.step,
-                           where=f"the final weights of stored run {key} (step {final.step})")
+                           where=f"the run's final weights (step {final.step})")
     return result
 
 
