@@ -5,6 +5,7 @@
     python -m core run --config run.json --set epochs=2 --force
     python -m core warm --preset A-sigmoid-depth A-fixes   # fill the cache before a lecture
     python -m core gradcheck --preset B-regularization [--float32] [--eps 1e-7] [--set k=v]
+    python -m core gradcheck --run KEY [--at final]     # a stored run, at its init or its trained weights
     python -m core sweep --preset D-sweep --trials 60 --sampler tpe   # an Optuna sweep (resumes if interrupted)
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from tqdm import tqdm
 
 from .config import FIELDS, ConfigError, RunConfig, parse_value
 from .data import DatasetUnavailable
-from .gradcheck import DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, check_gradients, format_table
+from .gradcheck import (AT_CHOICES, DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, NoStoredWeights, RunGone,
+                        check_gradients, check_stored_run, format_table)
 from .jobs import STORED_STATUSES, Refused, get_manager
 from .presets import PRESETS, get_preset
 from .sweep import PRUNERS, SAMPLERS, SWEEP_PRESETS, SweepStorageError, check_budget, open_study
@@ -97,12 +99,20 @@ def _print_result(label: str, key: str, result: dict) -> None:
 def _gradcheck(args: argparse.Namespace) -> int:
     args.preset = [args.preset] if args.preset else None
     args.all = False
+    options = dict(eps=args.eps, dtype=torch.float32 if args.float32 else torch.float64,
+                   dropout_active=args.dropout_on, at_kinks=args.kinks, backprop="by_hand" if args.by_hand else None,
+                   mistake=args.mistake, max_entries=args.max_entries or None, n_examples=args.examples)
     try:
-        label, cfg = _configs(args)[0]
-        result = check_gradients(cfg, eps=args.eps, dtype=torch.float32 if args.float32 else torch.float64,
-                                 dropout_active=args.dropout_on, at_kinks=args.kinks,
-                                 backprop="by_hand" if args.by_hand else None, mistake=args.mistake,
-                                 max_entries=args.max_entries or None, n_examples=args.examples)
+        if args.run:
+            label, result = args.run, check_stored_run(args.run, at=args.at, **options)
+        else:
+            if args.at != "init":
+                raise ValueError("--at final needs a stored run: --run KEY")
+            label, cfg = _configs(args)[0]
+            result = check_gradients(cfg, **options)
+    except (RunGone, NoStoredWeights) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
     except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -187,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME")
     src.add_argument("--config", metavar="FILE.json")
+    src.add_argument("--run", metavar="KEY", help="a stored run's key (the Run library lists them)")
+    g.add_argument("--at", choices=list(AT_CHOICES), default="init",
+                   help="with --run: check at the run's initialization (init) or its stored final weights (final)")
     g.add_argument("--index", type=int, help="which run of a preset family (default: the first)")
     g.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
     g.add_argument("--eps", type=float, default=DEFAULT_EPS, help=f"finite-difference step (default {DEFAULT_EPS:g})")

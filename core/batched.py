@@ -548,3 +548,7 @@ class StackedLanes:
         """[n, N, K] logits of every lane in eval mode."""
         with self._eval_mode():
             return self._cat([s.forward(x) for s in self.stacks])
+
+    def state_dict(self, lane: int) -> None:
+        """Stacked lanes (grid cells, sweep trials) offer no per-lane state_dict: their weights are not stored."""
+        return None

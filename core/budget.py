@@ -8,6 +8,8 @@ One place for every server cap a job meets (the job manager checks them on submi
 - ``GRADIENT_LAB_MAX_QUEUED`` / ``GRADIENT_LAB_MAX_QUEUED_PER_SESSION``: jobs waiting or running,
   in all and per browser session.
 - ``GRADIENT_LAB_MAX_DONE_JOBS_MB``: finished jobs' histories kept in memory.
+- ``GRADIENT_LAB_MAX_WEIGHTS_MB``: a finished run's weights stored beside its metrics (a larger model's
+  are not stored; see :func:`weights_problem`).
 
 Every refusal is a :class:`Refused` naming the cap, its variable and the estimate.
 """
@@ -28,6 +30,7 @@ DEFAULTS = {
     "GRADIENT_LAB_MAX_QUEUED": 64,
     "GRADIENT_LAB_MAX_QUEUED_PER_SESSION": 4,
     "GRADIENT_LAB_MAX_DONE_JOBS_MB": 512,
+    "GRADIENT_LAB_MAX_WEIGHTS_MB": 16,  # float32 weights of ~4M parameters; the MNIST presets take < 2 MB
 }
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 2, "adam": 2, "nadam": 2}
 ACTIVATION_COPIES = 4  # per hidden unit and example: pre-activation, activation, their gradients
@@ -47,6 +50,18 @@ def cap(name: str) -> float:
     except ValueError:
         raise Refused(f"The server setting {name}={raw!r} is not a number; ask the administrator.") from None
     return value
+
+
+def weights_problem(nbytes: int) -> str:
+    """Why weights of ``nbytes`` are not stored ("" when they fit GRADIENT_LAB_MAX_WEIGHTS_MB)."""
+    try:
+        limit = cap("GRADIENT_LAB_MAX_WEIGHTS_MB")
+    except Refused as exc:
+        return str(exc)
+    if nbytes <= limit * 2**20:
+        return ""
+    return (f"its weights take {nbytes / 2**20:.1f} MB, over the cap of {limit:g} MB on stored weights "
+            f"(GRADIENT_LAB_MAX_WEIGHTS_MB)")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -134,6 +134,21 @@ class RunFinished(Event):
 
 
 @dataclass
+class FinalWeights(Event):
+    """A finished single run's trained weights, sent just before its :class:`RunFinished`: the state_dict of
+    the model :func:`core.models.build_model` builds for the config, as float32 arrays (``weights``).
+    ``nbytes`` is their size; ``skipped`` says why they are not kept (over GRADIENT_LAB_MAX_WEIGHTS_MB),
+    and ``weights`` is then empty. Job histories in memory hold the event without its arrays
+    (:func:`without_weights`); the run store keeps them."""
+
+    kind: ClassVar[str] = "weights"
+    step: int
+    weights: dict[str, np.ndarray]
+    nbytes: int
+    skipped: str = ""
+
+
+@dataclass
 class RunFailed(Event):
     kind: ClassVar[str] = "failed"
     step: int
@@ -233,8 +248,9 @@ class TrialDone(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
-                                        (RunStarted, StepLosses, Evaluation, LayerStats, RunFinished, RunFailed,
-                                         GridStarted, CellEvent, SurfaceStarted, SurfaceRow, SweepStarted, TrialDone)}
+                                        (RunStarted, StepLosses, Evaluation, LayerStats, FinalWeights, RunFinished,
+                                         RunFailed, GridStarted, CellEvent, SurfaceStarted, SurfaceRow, SweepStarted,
+                                         TrialDone)}
 # The one list of how a run ends: RunFinished.status is one of RUN_ENDINGS; a RunFailed is "failed".
 RUN_ENDINGS = ("finished", "cancelled", "diverged", "pruned")
 TERMINAL_STATUSES = RUN_ENDINGS + ("failed",)
@@ -245,6 +261,11 @@ def status_of(event: Event) -> str | None:
     if event.kind == "finished":
         return event.status
     return "failed" if event.kind == "failed" else None
+
+
+def without_weights(events: list[Event]) -> list[Event]:
+    """The events with every :class:`FinalWeights` replaced by a copy without its arrays (the others as they are)."""
+    return [replace(e, weights={}) if e.kind == "weights" and e.weights else e for e in events]
 
 
 def event_from_dict(raw: dict[str, Any]) -> Event:

@@ -7,8 +7,9 @@ layers or a seeded sample of a large layer's entries, and compare them with back
 or the by-hand backward of ``core.scratch``) as ‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖) per layer.
 The perturbed evaluations are batched: ``torch.func.functional_call`` under ``vmap``.
 
-The run store keeps metrics and events, not weights: a check runs at a config's initialization
-(the engine's own init for that seed) or on a model handed in (e.g. one just trained).
+A check runs at a config's initialization (the engine's own init for that seed), on a model handed
+in (e.g. one just trained), or on a stored run at its initialization or at the trained weights the
+run store keeps for it (:func:`check_stored_run`; runs over GRADIENT_LAB_MAX_WEIGHTS_MB keep none).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from . import data as datasets
 from .config import ConfigError, RunConfig, by_hand_problem
 from .models import InvertedDropout, build_model, set_dropout_generator
 from .scratch import BUGS, ScratchMLP, check_bugs
-from .store import RunStore
+from .store import NO_WEIGHTS, RunStore
 from .train import data_loss, penalty
 
 GOOD = 1e-7  # the thresholds the seeds quote: below 1e-7 the gradient is right,
@@ -45,6 +46,7 @@ KINK_ACTIVATIONS = ("relu", "leaky_relu")
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 MAX_EXAMPLES = 256
+AT_CHOICES = {"init": "at initialization", "final": "at the run's final weights"}  # which weights of a stored run
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class CheckOptions:
     kinks: bool = False
     mistake: str = "none"  # none or perturb_copy
     examples: int = DEFAULT_EXAMPLES
+    at: str = "init"  # a stored run's weights: init or final (see check_stored_run; no stored run: ignored)
 
     def __post_init__(self) -> None:
         problems = {}
@@ -79,11 +82,13 @@ class CheckOptions:
             problems["mistake"] = f"mistake must be none or one of {', '.join(MISTAKES)}, got {self.mistake!r}"
         if not (isinstance(self.examples, int) and 2 <= self.examples <= MAX_EXAMPLES):
             problems["examples"] = f"examples must be a whole number in [2, {MAX_EXAMPLES}], got {self.examples!r}"
+        if self.at not in AT_CHOICES:
+            problems["at"] = f"at must be one of {', '.join(AT_CHOICES)}, got {self.at!r}"
         if problems:
             raise ConfigError(problems)
 
     def kwargs(self) -> dict:
-        """Keyword arguments of :func:`check_gradients`."""
+        """Keyword arguments of :func:`check_gradients` (``at`` goes to :func:`check_stored_run` apart)."""
         return {"dtype": PRECISIONS[self.precision], "eps": self.eps, "backprop": self.backprop,
                 "bugs": {self.bug_layer - 1: self.bug} if self.bug != "none" else None,
                 "dropout_active": self.dropout_on, "at_kinks": self.kinks,
@@ -121,6 +126,10 @@ class CheckOptions:
 
 class RunGone(LookupError):
     """The stored run asked for is not in the store (evicted, deleted, or never there)."""
+
+
+class NoStoredWeights(LookupError):
+    """The stored run has no trained weights in the store (an older run, a grid cell, over the cap)."""
 
 
 @dataclass
@@ -494,17 +503,63 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
     return GradCheck(rows, pairs, relative_difference(torch.cat(all_num), torch.cat(all_bp)), settings, notes)
 
 
-def check_stored_run(key: str, store: RunStore | None = None, **options) -> GradCheck:
-    """Check the config of a stored run. The store keeps metrics, not weights, so this checks that
-    config's initial weights (the run's own starting point: same seed, same init)."""
-    meta = (store or RunStore()).meta(key)
+def weights_status(meta: Mapping) -> tuple[bool, str]:
+    """(whether the stored run's final weights are in the store, why not) from its summary."""
+    info = meta.get("weights")
+    if not isinstance(info, Mapping):  # a run stored before runs kept their weights
+        return False, NO_WEIGHTS
+    return bool(info.get("stored")), str(info.get("reason") or "")
+
+
+def runs_with_weights(store: RunStore | None = None) -> list[dict]:
+    """Summaries of the stored single runs whose final weights are stored, newest first."""
+    return [m for m in (store or RunStore()).list_runs(kind="run") if weights_status(m)[0]]
+
+
+def _gone(key: str) -> RunGone:
+    return RunGone(f"The stored run {key} no longer exists (it was deleted or evicted from the run store): "
+                   "pick another run or check a config instead.")
+
+
+def check_stored_run(key: str, store: RunStore | None = None, at: str = "init", **options) -> GradCheck:
+    """Check a stored run's network at its initialization (its config's own init: same seed), or with
+    ``at="final"`` at the trained weights the run store keeps for it, loaded into the model its config
+    builds. Raises :class:`RunGone` (no such run) or :class:`NoStoredWeights` (no weights kept)."""
+    if at not in AT_CHOICES:
+        raise ValueError(f"at must be one of {', '.join(AT_CHOICES)}, got {at!r}")
+    store = store or RunStore()
+    meta = store.meta(key)
     if meta is None:
-        raise RunGone(f"The stored run {key} no longer exists (it was deleted or evicted from the run store): "
-                      "pick another run or check a config instead.")
-    result = check_gradients(RunConfig.from_dict(meta["config"], strict=False), **options)
-    result.notes.insert(0, "The run store keeps metrics, not weights: this checks the run's config at its "
-                           "initialization (the run's own starting point).")
-    result.settings["run"] = key
+        raise _gone(key)
+    cfg = RunConfig.from_dict(meta["config"], strict=False)
+    stored, why = weights_status(meta)
+    if at == "init":
+        result = check_gradients(cfg, **options)
+        result.notes.insert(0, "This checks the run's config at its initialization (the run's own starting point: "
+                               "same seed, same init)." + (" Its final weights are stored too: check at the run's "
+                                                           "final weights to see the trained network." if stored else ""))
+        result.settings.update(run=key, at="init", where="the run's initialization")
+        return result
+    if not stored:
+        raise NoStoredWeights(f"No weights are stored for run {key}: {why}. Check it at initialization instead.")
+    final = store.final_weights(key)
+    if final is None:
+        if key not in store:
+            raise _gone(key)
+        raise NoStoredWeights(f"The stored weights of run {key} could not be read (see the run store's problems). "
+                              "Check it at initialization instead.")
+    ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
+    model = build_model(cfg, ds.input_shape, ds.n_classes, torch.Generator().manual_seed(cfg.seed))
+    try:
+        model.load_state_dict({name: torch.from_numpy(array) for name, array in final.weights.items()})
+    except RuntimeError as exc:
+        raise NoStoredWeights(f"The stored weights of run {key} do not fit the network its config builds here "
+                              f"({exc}). Check it at initialization instead.") from None
+    result = check_gradients(cfg, model=model, **options)
+    result.notes.insert(0, f"This checks the run's final weights (after {final.step} training steps), loaded from the "
+                           "run store into the network its config builds.")
+    result.settings.update(run=key, at="final", step=final.step,
+                           where=f"the run's final weights (step {final.step})")
     return result
 
 

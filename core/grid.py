@@ -322,7 +322,7 @@ def run_grid(grid: GridConfig, emit: Callable[[Event], None], cancel: threading.
         train_lanes([cells[i][1] for i in group], StackedLanes, [cell_emit(i) for i in group], cancel,
                     [keys[i] for i in group])
     for i in plan.alone:
-        train(cells[i][1], [cell_emit(i)], cancel, keys[i])
+        train(cells[i][1], [cell_emit(i)], cancel, keys[i], final_weights=False)  # cells keep metrics only
     return _finish(ends, cancel, t0, store_problems, emit)
 
 

@@ -7,7 +7,8 @@ returns only the events they have not seen. Worker threads never touch any UI.
 
 New jobs meet the server caps of :mod:`core.budget` (cost, memory, queue length in all and per
 session); a refusal raises :class:`Refused` naming the cap. Finished jobs stay in memory up to a
-byte budget of their histories.
+byte budget of their histories. A run's trained weights (:class:`core.events.FinalWeights`) go to the
+store; the history in memory and every snapshot hold that event without its arrays.
 
 Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
 :func:`core.runners.register_runner`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
@@ -31,7 +32,7 @@ import torch
 
 from . import budget
 from .budget import Refused
-from .events import RUN_ENDINGS, TERMINAL_STATUSES, Event, RunFailed, status_of
+from .events import RUN_ENDINGS, TERMINAL_STATUSES, Event, RunFailed, status_of, without_weights
 from .runners import register_runner, runner_for, store_links  # noqa: F401  (register_runner: the public way to add a kind)
 from .scheduler import FairQueue
 from .store import RunStore, StoredRun
@@ -92,7 +93,7 @@ class Snapshot:
 
 
 def event_bytes(event: Event) -> int:
-    """Approximate memory of one event: its arrays and lists, plus a fixed overhead."""
+    """Approximate memory of one event: its arrays, lists and dicts (nested ones too), plus a fixed overhead."""
     total = EVENT_OVERHEAD_BYTES
     stack = list(vars(event).values())
     while stack:
@@ -101,9 +102,10 @@ def event_bytes(event: Event) -> int:
             total += value.nbytes
         elif isinstance(value, (list, tuple)):
             total += 8 * len(value)
-            stack.extend(v for v in value if isinstance(v, (list, tuple, np.ndarray)))
+            stack.extend(v for v in value if isinstance(v, (list, tuple, dict, np.ndarray)))
         elif isinstance(value, dict):
             total += 64 * len(value)
+            stack.extend(v for v in value.values() if isinstance(v, (list, tuple, dict, np.ndarray)))
     return total
 
 
@@ -194,8 +196,8 @@ class JobManager:
             if job.status == "queued" and job.device in self._queues:
                 waiting = [j for j in self._queues[job.device].order() if j.status == "queued"]
                 position = next((i for i, j in enumerate(waiting) if j is job), None)
-            return Snapshot(key, job.kind, job.status, list(job.events[since:]), len(job.events), job.from_cache,
-                            job.saved_at, job.error, position, len(job.watchers), job.session)
+            return Snapshot(key, job.kind, job.status, without_weights(job.events[since:]), len(job.events),
+                            job.from_cache, job.saved_at, job.error, position, len(job.watchers), job.session)
 
     def cancel(self, key: str, session: str | None = None, everyone: bool = False) -> bool:
         """Stop watching a queued or running job; True when the job itself is asked to stop.
@@ -300,7 +302,8 @@ class JobManager:
     def _job_from_stored(stored, config: Any, kind: str | None = None) -> Job:
         meta = stored.meta
         return Job(key=stored.key, config=config or meta.get("config"), kind=kind or meta.get("kind", "run"),
-                   device=meta.get("device", "cpu"), status=meta.get("status", "finished"), events=stored.events,
+                   device=meta.get("device", "cpu"), status=meta.get("status", "finished"),
+                   events=without_weights(stored.events),
                    from_cache=True, saved_at=meta.get("saved_at"), error=meta.get("reason", ""))
 
     def _queue(self, device: str) -> FairQueue:
@@ -363,6 +366,9 @@ class JobManager:
             try:
                 meta = self.store.put(job.key, job.config.to_dict(), job.events, job.kind)
                 job.saved_at = meta["saved_at"]
+                with self._lock:  # the weights live in the store now; the history in memory goes without them
+                    job.events = without_weights(job.events)
+                    job.nbytes = sum(event_bytes(e) for e in job.events)
             except Exception as exc:  # disk full etc.: the store keeps it in memory; say so
                 job.error = f"{job.error} (not saved: {exc})".strip()
         with self._lock:

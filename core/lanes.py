@@ -147,6 +147,9 @@ class Lanes(Protocol):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """[lanes, N, classes] in eval mode."""
 
+    def state_dict(self, lane: int) -> dict[str, torch.Tensor] | None:
+        """Lane's weights as the state_dict of the model :func:`build_model` builds (None: not offered)."""
+
 
 class ModuleLanes:
     """One ``nn.Module`` built by :func:`build_model`: the single lane of an ordinary run."""
@@ -215,6 +218,9 @@ class ModuleLanes:
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, keep_predictions: bool = False) -> Scores:
         return evaluate(self.cfg, self.model, x, y, keep_predictions)
+
+    def state_dict(self, lane: int = 0) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Finished runs on disk (diskcache), keyed by the config key.
 
 Each run is three entries: ``meta:<key>`` (JSON summary), ``events:<key>:<version>`` (JSON
-events) and ``arrays:<key>:<version>`` (npz bytes). Saving again writes a new version's parts
+events) and ``arrays:<key>:<version>`` (npz bytes; a finished run's trained weights among them,
+see :class:`core.events.FinalWeights`; ``meta["weights"]`` says whether they are stored and why not). Saving again writes a new version's parts
 first and then switches ``meta:<key>`` (one SQLite row, so the switch is atomic) before the
 old version is deleted: a kill at any moment leaves the previous run or the new one readable.
 
@@ -33,7 +34,7 @@ from typing import Any, Callable, TypeVar
 import diskcache
 
 from . import paths
-from .events import Event, decode_events, encode_events
+from .events import Event, FinalWeights, decode_events, encode_events
 
 log = logging.getLogger(__name__)
 DEFAULT_SIZE_LIMIT = 4 * 2**30  # 4 GiB of stored runs, then the least recently saved runs are evicted
@@ -106,7 +107,25 @@ def run_summary(key: str, config: dict, events: list[Event], kind: str = "run") 
     if end is not None and end.kind == "finished":
         summary.update({k: getattr(end, k) for k in ("test_acc", "test_loss", "val_acc", "val_loss", "elapsed",
                                                       "epoch_seconds", "reason", "step")})
+    summary["weights"] = weights_summary(events, summary["status"])
     return summary
+
+
+NO_WEIGHTS = ("no weights were stored with this run: it was stored before runs kept their weights, or it was a "
+              "cell of a grid or a sweep's trial")
+
+
+def weights_summary(events: list[Event], status: str) -> dict:
+    """{"stored": True, "bytes", "step"} when the run's final weights are among its events, else
+    {"stored": False, "reason"}."""
+    weights = next((e for e in events if e.kind == "weights"), None)
+    if weights is not None and weights.weights:
+        return {"stored": True, "bytes": weights.nbytes, "step": weights.step}
+    if weights is not None:
+        return {"stored": False, "reason": weights.skipped or NO_WEIGHTS}
+    if status != "finished":
+        return {"stored": False, "reason": f"weights are stored for finished runs only, and this run ended as {status}"}
+    return {"stored": False, "reason": NO_WEIGHTS}
 
 
 def _part_names(key: str, version: str | None) -> tuple[str, str]:
@@ -354,6 +373,12 @@ class RunStore:
             self._report(key, exc)
             return None
         return StoredRun(key, meta, events)
+
+    def final_weights(self, key: str) -> FinalWeights | None:
+        """The stored run's trained weights (None when the run is gone or has none stored)."""
+        run = self.get(key)
+        found = next((e for e in run.events if e.kind == "weights"), None) if run is not None else None
+        return found if found is not None and found.weights else None
 
     def __contains__(self, key: str) -> bool:
         return key in self._memory or bool(self._safely(lambda c: f"meta:{key}" in c, False))

@@ -20,11 +20,12 @@ from typing import Callable, Iterable, Sequence
 import numpy
 import torch
 
+from . import budget
 from . import data as datasets
 from . import optimizers as rules
 from . import uploads  # noqa: F401  (registers the fashion3 loader with core.data: every trainer can load it)
 from .config import RunConfig
-from .events import Evaluation, Event, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
+from .events import Evaluation, Event, FinalWeights, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
 from .lanes import Lanes, ModuleLanes, data_loss, evaluate, make_optimizer, penalty  # noqa: F401 (re-exported)
 from .scratch import ScratchLanes
 
@@ -132,8 +133,11 @@ def _failure_message(exc: Exception) -> str:
 
 
 def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.Event | None = None,
-          key: str | None = None, clock: Clock = time.perf_counter) -> RunFinished | RunFailed:
-    """Train one run, emitting events to ``callbacks``; returns the terminal event.
+          key: str | None = None, clock: Clock = time.perf_counter,
+          final_weights: bool = True) -> RunFinished | RunFailed:
+    """Train one run, emitting events to ``callbacks``; returns the terminal event. A finished run sends
+    its trained weights (:class:`FinalWeights`, see :func:`weights_event`) just before its RunFinished,
+    unless ``final_weights`` is False (a grid's cells).
 
     Never raises for a training problem: a non-finite or exploding loss ends the run as
     "diverged", a cancel as "cancelled" (history kept), and any exception (CUDA out-of-memory
@@ -142,13 +146,14 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
     callbacks = list(callbacks)
     emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
     make_lanes = ScratchLanes if cfg.backprop == "by_hand" else ModuleLanes
-    return train_lanes([cfg], make_lanes, [emit], cancel, [key or cfg.key()], clock)[0]
+    return train_lanes([cfg], make_lanes, [emit], cancel, [key or cfg.key()], clock, final_weights=final_weights)[0]
 
 
 def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], emits: Sequence[Callback],
                 cancel: threading.Event | None = None, keys: Sequence[str] | None = None,
                 clock: Clock = time.perf_counter, prune: Callable[[int], str | None] | None = None,
-                lane_cancels: Sequence[threading.Event] | None = None) -> list[RunFinished | RunFailed]:
+                lane_cancels: Sequence[threading.Event] | None = None,
+                final_weights: bool = False) -> list[RunFinished | RunFailed]:
     """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
 
     ``make_lanes(configs, input_shape, n_classes, device)`` builds what is trained; lane i emits
@@ -156,10 +161,11 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
     diverges ends alone; the others go on. ``clock`` (seconds) times training. ``prune(i)``,
     asked after each epoch-end evaluation of lane i, may return a reason to end that lane early
     as "pruned" (a sweep's pruner); ``lane_cancels[i]``, checked every step, cancels lane i alone
-    (``cancel`` stops them all). Returns each lane's terminal event.
+    (``cancel`` stops them all). ``final_weights``: a single finished lane sends its weights
+    (:func:`weights_event`) before its RunFinished. Returns each lane's terminal event.
     """
     run = _Run(list(configs), make_lanes, list(emits), cancel or threading.Event(),
-               list(keys) if keys else [c.key() for c in configs], clock, prune, lane_cancels)
+               list(keys) if keys else [c.key() for c in configs], clock, prune, lane_cancels, final_weights)
     try:
         return run.train()
     except Exception as exc:  # every failure becomes an event; the caller keeps serving
@@ -199,9 +205,11 @@ class _Run:
 
     def __init__(self, configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: list[Callback],
                  cancel: threading.Event, keys: list[str], clock: Clock,
-                 prune: Callable[[int], str | None] | None = None, lane_cancels: Sequence[threading.Event] | None = None):
+                 prune: Callable[[int], str | None] | None = None, lane_cancels: Sequence[threading.Event] | None = None,
+                 final_weights: bool = False):
         self.configs, self.make_lanes, self.emits, self.cancel, self.keys = configs, make_lanes, emits, cancel, keys
         self.clock, self.prune, self.lane_cancels = clock, prune, lane_cancels
+        self.final_weights = final_weights and len(configs) == 1
         self.cfg = configs[0]
         self.ends: list[RunFinished | RunFailed | None] = [None] * len(configs)
         self.alive = list(range(len(configs)))  # lanes still training
@@ -466,6 +474,8 @@ class _Run:
             for finished in ended:
                 finished.elapsed = self.elapsed()
         for i, finished in zip(self.alive, ended):
+            if status == "finished" and self.final_weights:
+                self.emits[i](weights_event(self.lanes.state_dict(i), self.step))
             self.emits[i](finished)
 
     def test_metrics(self, ended: list[RunFinished]) -> None:
@@ -503,6 +513,19 @@ class _Run:
                      "limit", "first_loss", "alive_mask", "dev_ds", "ds"):
             setattr(self, name, None)
         self.window = _Window(self.step + 1)
+
+
+def weights_event(state: dict[str, torch.Tensor] | None, step: int) -> FinalWeights:
+    """The trained weights as float32 numpy copies, or (over GRADIENT_LAB_MAX_WEIGHTS_MB, or lanes that
+    offer none) why they are not kept."""
+    if state is None:
+        return FinalWeights(step, {}, 0, "these lanes do not offer their weights")
+    nbytes = sum(t.numel() * 4 for t in state.values())
+    problem = budget.weights_problem(nbytes)
+    if problem:
+        return FinalWeights(step, {}, nbytes, problem)
+    return FinalWeights(step, {name: t.detach().to(device="cpu", dtype=torch.float32, copy=True).numpy()
+                               for name, t in state.items()}, nbytes)
 
 
 @torch.no_grad()

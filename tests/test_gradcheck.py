@@ -175,7 +175,8 @@ def test_a_stored_run_that_no_longer_exists_is_named(tmp_path):
     store.put(cfg.key(), cfg.to_dict(), [])
     result = check_stored_run(cfg.key(), store, n_examples=8)
     assert result.overall < GOOD
-    assert "keeps metrics, not weights" in result.notes[0]
+    assert "at its initialization" in result.notes[0] and result.settings["at"] == "init"
+    assert "final weights are stored too" not in result.notes[0]  # an empty run has none
 
 
 def test_bad_options_are_refused_with_a_reason():
@@ -224,13 +225,16 @@ def test_the_b_preset_on_fashion3_reads_below_1e7_and_the_seed_mistake_reads_one
 
 def test_check_options_round_trip_through_a_link_and_name_bad_values():
     options = CheckOptions(precision="float32", eps=1e-7, backprop="by_hand", bug="mean_sum_mismatch", bug_layer=2,
-                           dropout_on=True, kinks=True, mistake="perturb_copy", examples=8)
+                           dropout_on=True, kinks=True, mistake="perturb_copy", examples=8, at="final")
     assert CheckOptions.from_query(options.to_query()) == options
+    assert "at" not in options.kwargs()  # check_stored_run's own argument
     assert CheckOptions().to_query() == {}
     assert options.kwargs()["bugs"] == {1: "mean_sum_mismatch"} and options.kwargs()["dtype"] == torch.float32
     with pytest.raises(ConfigError) as info:
         CheckOptions.from_query({"eps": "lots", "examples": "2.5"})
     assert set(info.value.problems) == {"eps", "examples"}
+    with pytest.raises(ConfigError, match="at must be one of init, final"):
+        CheckOptions(at="halfway")
     with pytest.raises(ConfigError, match="by_hand"):
         CheckOptions(bug="transposed_weight")
 

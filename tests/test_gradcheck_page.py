@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 from apptest_helpers import MAIN, new_app, texts
 from app.figures.gradcheck import layer_bars_figure, scatter_figure
 from core.config import RunConfig
-from core.gradcheck import GOOD, SUSPECT, check_gradients
+from core.gradcheck import AT_CHOICES, GOOD, SUSPECT, check_gradients
+from core.jobs import get_manager
 
 PAGE = "../pages/gradcheck.py"
 
@@ -102,6 +103,37 @@ def test_large_layers_are_sampled_and_the_page_says_how_many(app_env):
 def test_a_stored_run_that_no_longer_exists_gives_a_clear_message(app_env):
     at = open_check({"dataset": "blobs", "stored_run": "run-0123456789abcdef01234567"})
     assert "no longer exists" in texts(at.error)
+
+
+def test_a_stored_run_with_weights_is_checked_at_the_chosen_weights(app_env):
+    cfg = RunConfig(dataset="digits", hidden=(16,), activation="tanh", epochs=1, batch_size=64, seed=2)
+    manager = get_manager()
+    key = manager.submit(cfg)
+    assert manager.wait(key, timeout=300).status == "finished"
+    at = open_check({"dataset": "digits", "stored_run": key})
+    assert at.radio(key="gc_at").options == list(AT_CHOICES.values())
+    assert f"stored run {key} at its initialization" in texts(at.markdown).replace("\\", "")
+    init = overall(at)
+    at.radio(key="gc_at").set_value("final").run(timeout=120)
+    assert not at.exception
+    page = texts(at.markdown).replace("\\", "")
+    step = manager.store.meta(key)["step"]
+    assert f"stored run {key} at its final weights, after {step} training steps" in page
+    assert at.query_params["at"] == "final" and at.query_params["stored_run"] == key
+    assert overall(at) < GOOD and overall(at) != init
+    shared = open_check({"dataset": "digits", "stored_run": key, "at": "final"})  # the link reopens the same check
+    assert shared.radio(key="gc_at").value == "final" and overall(shared) == overall(at)
+
+
+def test_a_link_asking_for_weights_a_run_does_not_have_checks_it_at_initialization(app_env):
+    cfg = RunConfig(dataset="blobs", hidden=(4,), activation="tanh")
+    get_manager().store.put(cfg.key(), cfg.to_dict(), [])  # a summary without stored weights
+    at = open_check({"dataset": "blobs", "stored_run": cfg.key(), "at": "final"})
+    assert "gc_at" not in [r.key for r in at.radio]  # the choice is offered only where weights are stored
+    assert "asked for this run's final weights" in texts(at.warning).replace("\\", "")
+    assert "at its initialization" in texts(at.markdown).replace("\\", "")
+    assert "at" not in at.query_params
+    assert overall(at) < GOOD
 
 
 def test_a_bad_link_falls_back_with_a_notice(app_env, no_mnist):

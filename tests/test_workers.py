@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.config import RunConfig
@@ -40,15 +41,22 @@ def _running_step(manager: JobManager, key: str) -> int:
     return max((getattr(e, "first_step", 0) for e in snap.events if e.kind == "steps"), default=0)
 
 
-def test_a_job_trains_in_a_worker_process_and_learns_what_it_learns_in_this_one(manager):
+def test_a_job_trains_in_a_worker_process_learns_what_it_learns_in_this_one_and_stores_its_weights(manager):
     snap = manager.wait(manager.submit(SMALL), timeout=180)
     assert snap.status == "finished"
     end = snap.events[-1]
     assert end.test_acc > 0.5 and end.test_loss < math.log(10)  # learned: far above chance
-    here = train(SMALL)
+    events = []
+    here = train(SMALL, [events.append])
     assert end.test_acc == pytest.approx(here.test_acc, abs=0.02)
     assert manager.store.meta(SMALL.key())["status"] == "finished"  # the manager stored it
     assert manager.warmup_status()[0]["state"] == "ready"
+    stored = manager.store.final_weights(SMALL.key())  # trained in the child, stored by the web process
+    (mine,) = [e for e in events if e.kind == "weights"]
+    assert stored is not None and list(stored.weights) == list(mine.weights) and stored.step == mine.step
+    for name, array in mine.weights.items():
+        assert np.allclose(stored.weights[name], array, atol=1e-3)  # the same training (threads may round apart)
+    assert not any(e.weights for e in snap.events if e.kind == "weights")  # the history in memory holds no arrays
 
 
 def test_a_killed_worker_fails_its_job_and_a_new_worker_serves_the_next(manager):
@@ -80,7 +88,9 @@ def test_a_grid_in_a_worker_process_hands_its_cells_to_the_manager_to_store(mana
     snap = manager.wait(manager.submit(grid), timeout=240)
     assert snap.status == "finished"
     for _, cell in grid.cells():
-        assert manager.store.meta(cell.key())["status"] == "finished"  # filed by the web process, not the child
+        meta = manager.store.meta(cell.key())
+        assert meta["status"] == "finished"  # filed by the web process, not the child
+        assert meta["weights"]["stored"] is False  # a grid's cells keep metrics only
 
 
 def test_the_app_entry_script_is_inert_when_a_worker_process_reimports_it():

@@ -1,5 +1,6 @@
-"""The gradient-check form: a network (a lesson preset or the schema's knobs), the weights to check,
-and the switches that show why checks fail. The address bar holds all of it."""
+"""The gradient-check form: a network (a lesson preset or the schema's knobs), the weights to check
+(its initialization, or a stored run at its initialization or its stored final weights), and the
+switches that show why checks fail. The address bar holds all of it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from core.config import BUILTIN_DATASETS, RunConfig
-from core.gradcheck import MAX_EXAMPLES, CheckOptions
+from core.gradcheck import AT_CHOICES, MAX_EXAMPLES, CheckOptions, weights_status
 from core.presets import PRESETS
 from core.scratch import BUGS
 from core.store import RunStore
@@ -21,7 +22,7 @@ KNOBS = ("dataset", "arch", "hidden", "activation", "norm", "dropout", "dropout_
          "init_std", "seed")
 OPTION_KEYS = {"precision": "gc_precision", "eps": "gc_eps", "backprop": "gc_backprop", "bug": "gc_bug",
                "bug_layer": "gc_bug_layer", "dropout_on": "gc_dropout_on", "kinks": "gc_kinks",
-               "mistake": "gc_mistake", "examples": "gc_examples"}
+               "mistake": "gc_mistake", "examples": "gc_examples", "at": "gc_at"}
 PRESET_KEY, RUN_KEY, SAVED, FALLBACK = "gc_preset", "gc_run", "gc_saved", "gc_fallback"
 DEFAULT_PRESET = "B-regularization/0"
 INIT = "initialization"
@@ -104,14 +105,32 @@ def _prepare() -> list[str]:
     return notices
 
 
-def _stored_runs() -> dict[str, str]:
+def _stored_runs(store: RunStore) -> dict[str, str]:
     runs = {INIT: "Initialization of the network above"}
-    for meta in RunStore().list_runs(kind="run"):
+    for meta in store.list_runs(kind="run"):
+        kept = " · final weights stored" if weights_status(meta)[0] else ""
         try:
-            runs[meta["key"]] = f"Stored run: {describe_run(RunConfig.from_dict(meta['config'], strict=False))}"
+            runs[meta["key"]] = f"Stored run: {describe_run(RunConfig.from_dict(meta['config'], strict=False))}{kept}"
         except Exception:  # a run of an older schema: listed by key
-            runs[meta["key"]] = f"Stored run {meta['key']}"
+            runs[meta["key"]] = f"Stored run {meta['key']}{kept}"
     return runs
+
+
+def weights_choice(store: RunStore, run_key: str | None) -> list[str]:
+    """At initialization / at the run's final weights, offered only for a stored run whose final weights
+    are stored; otherwise the check is at initialization (a link asking for missing weights says why)."""
+    meta = store.meta(run_key) if run_key else None
+    stored, why = weights_status(meta) if meta is not None else (False, "")
+    if stored:
+        st.radio("Which weights of the run", list(AT_CHOICES), key=OPTION_KEYS["at"], format_func=AT_CHOICES.get,
+                 horizontal=True, help="Its initialization (same seed and init as the run), or the weights it "
+                                       "ended with, kept in the run store.")
+        return []
+    notices = []
+    if meta is not None and st.session_state.get(OPTION_KEYS["at"]) == "final":
+        notices.append(f"The link asked for this run's final weights, but {why}: it is checked at initialization.")
+    st.session_state[OPTION_KEYS["at"]] = "init"
+    return notices
 
 
 def network_form() -> None:
@@ -173,13 +192,17 @@ def check_form() -> CheckForm:
     values = {n: st.session_state.get(knob_key(n)) for n in KNOBS}
     cfg, problems = validate(values)
     options_form(cfg)
-    runs = _stored_runs()
+    store = RunStore()
+    runs = _stored_runs(store)
     chosen = st.session_state.get(RUN_KEY) or INIT
     gone = chosen != INIT and chosen not in runs
     if gone:
         runs[chosen] = f"Stored run {chosen} (no longer exists)"
     st.selectbox("Weights to check", list(runs), key=RUN_KEY, format_func=runs.get,
-                 help="The run store keeps metrics, not weights: a stored run is checked at its own initialization.")
+                 help="A stored run is checked at its own initialization or, where the run store keeps its trained "
+                      "weights (GRADIENT_LAB_MAX_WEIGHTS_MB), at those.")
+    run_key = None if st.session_state.get(RUN_KEY) in (None, INIT) else st.session_state[RUN_KEY]
+    notices += weights_choice(store, run_key)
     option_values = {name: st.session_state.get(key) for name, key in OPTION_KEYS.items()}
     options = None
     try:
@@ -187,7 +210,6 @@ def check_form() -> CheckForm:
     except ValueError as exc:
         problems.update(getattr(exc, "problems", {"options": str(exc)}))
     url.remember(SAVED, values | option_values)
-    run_key = None if st.session_state.get(RUN_KEY) in (None, INIT) else st.session_state[RUN_KEY]
     fallback = st.session_state.get(FALLBACK) if values.get("dataset") == FALLBACK_DATASET else None
     if cfg is not None and options is not None:
         query = {k: v for k, v in cfg.to_query().items() if k in KNOBS} | options.to_query()

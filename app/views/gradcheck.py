@@ -1,5 +1,5 @@
-"""Gradient-check views: run a check (cached process-wide), draw its chart, scatter, table and notes,
-and the seed's 0.99999 beside the correct check."""
+"""Gradient-check views: run a check (cached process-wide), say which weights it checked, draw its chart,
+scatter, table and notes, and the seed's 0.99999 beside the correct check."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,9 @@ import streamlit as st
 from core.config import RunConfig
 from core.data import DatasetUnavailable
 from core.presets import get_preset
-from core.gradcheck import GOOD, SEED_VALUE, SUSPECT, CheckOptions, GradCheck, RunGone, check_gradients, \
-    check_stored_run, seed_variants
+from core.gradcheck import GOOD, SEED_VALUE, SUSPECT, CheckOptions, GradCheck, NoStoredWeights, RunGone, \
+    check_gradients, check_stored_run, seed_variants
+from core.jobs import get_manager
 
 from ..figures.gradcheck import layer_bars_figure, scatter_figure
 from ..text import FALLBACK_DATASET, dataset_available, dataset_title, plain
@@ -19,14 +20,17 @@ CHART = {"displaylogo": False}
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _check(config_json: str, options_json: str, run_key: str | None) -> GradCheck | str:
-    """A finished check, or the message of why it cannot run (same inputs, same result: cached for everyone)."""
+def _check(config_json: str, options_json: str, run_key: str | None, version: str | None = None) -> GradCheck | str:
+    """A finished check, or the message of why it cannot run (same inputs, same result: cached for everyone;
+    ``version``, the stored run's, makes a run trained again a new check)."""
     options = CheckOptions.from_query(json.loads(options_json))
     try:
         if run_key:
-            return check_stored_run(run_key, **options.kwargs())
+            return check_stored_run(run_key, get_manager().store, at=options.at, **options.kwargs())
         return check_gradients(RunConfig.from_json(config_json), **options.kwargs())
-    except (RunGone, ValueError, DatasetUnavailable) as exc:
+    except (RunGone, NoStoredWeights) as exc:
+        return exc.args[0]
+    except (ValueError, DatasetUnavailable) as exc:
         return str(exc)
     except Exception as exc:  # anything else: a plain message on the page, never a traceback
         return f"The check could not run: {type(exc).__name__}: {exc}"
@@ -39,8 +43,9 @@ def _seed(config_json: str) -> dict[str, GradCheck]:
 
 def run_check(cfg: RunConfig, options: CheckOptions, run_key: str | None = None) -> GradCheck | None:
     """Run (or fetch) the check; a problem is shown as a plain error and gives None."""
+    version = (get_manager().store.meta(run_key) or {}).get("version") if run_key else None
     with st.spinner("Computing finite differences…"):
-        result = _check(cfg.to_json(), json.dumps(options.to_query(), sort_keys=True), run_key)
+        result = _check(cfg.to_json(), json.dumps(options.to_query(), sort_keys=True), run_key, version)
     if isinstance(result, str):
         st.error(plain(result), icon="⚠️")
         return None
@@ -59,9 +64,21 @@ def verdict_text(result: GradCheck) -> str:
             "every layer below it).")
 
 
+def weights_text(settings: dict) -> str:
+    """Which weights a check ran on, in words."""
+    run = settings.get("run")
+    if run is None:
+        return f"Weights checked: the network above, at its {settings['where']}."
+    if settings.get("at") == "final":
+        return (f"Weights checked: stored run {run} at its final weights, after {settings['step']} training steps "
+                "(loaded from the run store).")
+    return f"Weights checked: stored run {run} at its initialization (the run's seed and init, not what it learned)."
+
+
 def check_view(result: GradCheck) -> None:
-    """Summary, notes, per-layer bar chart, scatter and table of one check."""
+    """Which weights, summary, notes, per-layer bar chart, scatter and table of one check."""
     s = result.settings
+    st.markdown(plain(weights_text(s)))
     st.metric("Relative difference, all checked entries", f"{result.overall:.2e}",
               help="‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖) over every checked entry at once.")
     st.markdown(plain(verdict_text(result)))
