@@ -77,9 +77,19 @@ def test_config_diff_shows_only_the_knobs_that_differ():
 
 def test_compare_labels_are_distinct():
     a, b = RunConfig(), RunConfig(seed=2, lr=0.01)
-    assert lib.compare_labels([row(a, "a"), row(b, "b")]) == ["seed 0 · lr 0.001", "seed 2 · lr 0.01"]
+    assert lib.compare_labels([row(a, "a"), row(b, "b")]) == ["lr 0.001 · seed 0", "lr 0.01 · seed 2"]
+    c = RunConfig(seed=2, optimizer="sgd", lr=0.05, batch_size=32, epochs=3)
+    assert lib.compare_labels([row(a, "a"), row(c, "c")]) == ["adam · lr 0.001 · seed 0", "sgd · lr 0.05 · seed 2"]
+    d = RunConfig(seed=2, optimizer="sgd", lr=0.05, batch_size=32, epochs=4)  # differs from c in epochs only
+    assert lib.compare_labels([row(a, "a"), row(c, "c"), row(d, "d")]) == [
+        "#1 adam · lr 0.001 · seed 0", "#2 sgd · lr 0.05 · seed 2", "#3 sgd · lr 0.05 · seed 2"]
     lesson = [row(cfg, str(i)) for i, (_, cfg) in enumerate(PRESETS["B-overfit"].runs)]
     assert lib.compare_labels(lesson) == [f"Lesson B · {label}" for label, _ in PRESETS["B-overfit"].runs]
+    assert lib.shared_words(lib.compare_labels(lesson)) == ([label for label, _ in PRESETS["B-overfit"].runs],
+                                                            "Lesson B")
+    assert lib.shared_words(["Lesson B · L1 (on Digits)", "Lesson B · none (on Digits)"]) == (
+        ["L1", "none"], "Lesson B, on Digits")
+    assert lib.shared_words(["Lesson B · x", "Lesson C · x"]) == (["Lesson B · x", "Lesson C · x"], "")
 
 
 def test_compare_bound():
@@ -162,7 +172,7 @@ def test_two_selected_runs_are_overlaid_with_their_differences(isolated_cache):
     charts = chart_titles(at)
     loss = charts["Loss: validation (solid) vs train (dashed)"]
     assert len(loss["data"]) == 4  # two runs, validation and train each
-    assert {t["name"] for t in loss["data"]} == {"seed 1 · lr 0.001", "seed 2 · lr 0.01"}
+    assert {t["name"] for t in loss["data"]} == {"lr 0.001 · seed 1", "lr 0.01 · seed 2"}
     assert "Accuracy: validation (solid) vs train (dashed)" in charts
     diff = at.dataframe[1].value
     assert diff["setting"].tolist() == ["Seed", "Learning rate"]

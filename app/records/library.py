@@ -10,13 +10,14 @@ import pandas as pd
 from core.config import FIELDS, RunConfig, format_value, knob_applies, knob_of
 from core.presets import PRESET_LIST
 
-from ..text import dataset_title, utc_time
+from ..text import utc_time
 
 COLUMNS = ["trained (UTC)", "label", "dataset", "hidden", "activation", "optimizer", "lr", "epochs", "regularizer",
            "norm", "dropout", "status", "test accuracy", "val accuracy", "s/epoch", "trained"]
 MAX_COMPARE = 8  # runs compared side by side at once (curves overlaid, config diff)
 NO_LESSON = "no lesson"  # the lesson filter's choice for runs that are not a lesson preset's
 TOP_RUNS = 25  # runs shown in the validation-accuracy ranking
+ON_DIGITS = " (on Digits)"  # a lesson run's label on its Digits fallback
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def preset_labels() -> dict[RunConfig, tuple[str, str]]:
     for preset in PRESET_LIST:  # after every preset's own runs: a fallback never renames one of them
         lesson = f"Lesson {preset.lesson}"
         for label, cfg in preset.on_fallback().runs:
-            out.setdefault(cfg, (f"{lesson} · {label} (on Digits)", lesson))
+            out.setdefault(cfg, (f"{lesson} · {label}{ON_DIGITS}", lesson))
     return out
 
 
@@ -94,9 +95,9 @@ def filter_options(rows: Iterable[LibraryRow]) -> dict[str, list[str]]:
 
 
 def short_name(cfg: RunConfig) -> str:
-    """'Digits 8×8 · 64-64 relu · adam lr 0.001': a run without a lesson label, in a few words."""
+    """'64-64 relu · adam lr 0.001 · seed 0': a run without a lesson label, in a few words (not its dataset)."""
     layers = "-".join(str(w) for w in cfg.hidden) or "no hidden layer"
-    return f"{dataset_title(cfg.dataset)} · {layers} {cfg.activation} · {cfg.optimizer} lr {cfg.lr:g}"
+    return f"{layers} {cfg.activation} · {cfg.optimizer} lr {cfg.lr:g} · seed {cfg.seed}"
 
 
 def regularizer(cfg: RunConfig) -> str:
@@ -147,14 +148,35 @@ def differing_knobs(configs: list[RunConfig]) -> list[str]:
     return [name for name in FIELDS if len({format_value(getattr(cfg, name)) for cfg in configs}) > 1]
 
 
+def shared_words(labels: list[str]) -> tuple[list[str], str]:
+    """(labels without the lesson and ' (on Digits)' they all share, what was taken off), e.g.
+    ['L1 0.0018', 'none'], 'Lesson B, on Digits'."""
+    if len(labels) < 2:
+        return labels, ""
+    taken = []
+    lesson = labels[0].split(" · ")[0] + " · "
+    if lesson.startswith("Lesson ") and all(label.startswith(lesson) for label in labels):
+        labels, taken = [label[len(lesson):] for label in labels], [lesson[:-3]]
+    if all(label.endswith(ON_DIGITS) for label in labels):
+        labels, taken = [label[:-len(ON_DIGITS)] for label in labels], [*taken, ON_DIGITS[2:-1]]
+    return labels, ", ".join(taken)
+
+
+def _knob_words(name: str, value) -> str:
+    """'sgd' for a choice, 'lr 0.05' for a number: short enough for a legend."""
+    shown = format_value(value)
+    return shown if knob_of(name).choices else f"{name.replace('_', ' ')} {shown}"
+
+
 def compare_labels(rows: list[LibraryRow]) -> list[str]:
     """A short, distinct name per run: its lesson label when every run has a distinct one, else what sets it
-    apart ('lr 0.01 · seed 2'), numbered where that is not enough."""
+    apart ('sgd · lr 0.05 · seed 2': at most three settings, the seed last), numbered where that is not enough."""
     names = [row.label for row in rows]
     if all(names) and len(set(names)) == len(names):
         return names
     knobs = differing_knobs([row.config for row in rows])
-    names = [" · ".join(f"{n.replace('_', ' ')} {format_value(getattr(row.config, n))}" for n in knobs[:3])
+    knobs = [n for n in knobs if n != "seed"][:3 if "seed" not in knobs else 2] + (["seed"] if "seed" in knobs else [])
+    names = [" · ".join(_knob_words(n, getattr(row.config, n)) for n in knobs)
              or row.label or short_name(row.config) for row in rows]
     if len(set(names)) < len(names):
         names = [f"#{i + 1} {name}" for i, name in enumerate(names)]

@@ -17,7 +17,7 @@ from ..figures.compare import overlay_figure
 from ..figures.library import val_ranking_figure
 from ..records.library import (MAX_COMPARE, LibraryFilter, LibraryRow, compare_labels, compare_problem, config_diff,
                                filter_rows, grid_cells, library_rows, library_table, picked_keys, selection_update,
-                               val_ranking)
+                               shared_words, val_ranking)
 from ..text import describe_run, plain, plural
 from .jobs import job_state, run_view
 from .links import open_in_playground
@@ -109,7 +109,7 @@ def library_view(rows: list[LibraryRow], chosen: LibraryFilter | None = None, ke
                                     format="%.2f", help="Seconds per epoch of a run trained alone. A run "
                                     "trained batched with others has no time of its own."),
                                 "hidden": st.column_config.TextColumn(width="medium"),
-                                "label": st.column_config.TextColumn("lesson / variant", width="medium"),
+                                "label": st.column_config.TextColumn("lesson / variant", width="large"),
                                 "lr": st.column_config.NumberColumn(format="%g")})
     by_key = {row.key: row for row in listed}
     selected = [by_key[k] for k in picked]
@@ -141,10 +141,10 @@ def compare_view(selected: list[LibraryRow]) -> None:
                    "since the table was listed), so it is left out.", icon="🗑️")
     if not present:
         return
-    labels = compare_labels(present)
+    labels, shared = shared_words(compare_labels(present))
     runs = list(zip(labels, views))
     if len(present) > 1:
-        st.subheader(f"{len(present)} runs side by side")
+        st.subheader(f"{len(present)} runs side by side" + (f" ({shared})" if shared else ""))
     left, right = st.columns(2)
     left.plotly_chart(overlay_figure(runs, "loss"), key="library_cmp_loss")
     right.plotly_chart(overlay_figure(runs, "acc"), key="library_cmp_acc")
