@@ -22,10 +22,8 @@ def val_ranking_figure(ranking: pd.DataFrame, top: int = TOP_RUNS) -> go.Figure:
     shown = ranking.head(top)
     count = f"top {top} of {len(ranking)}" if len(ranking) > top else plural(len(ranking), "run")
     title = f"Best validation accuracy per run, best first ({count})"
-    height = 120 + BAR_PX * max(len(shown), 3)
+    height = 170 + BAR_PX * max(len(shown), 3)  # the legend sits under the axis title
     layout = base_layout(title, height, x_title="validation accuracy", showlegend=True,
-                         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
                          xaxis={"tickformat": ".0%", "range": [0, 1.02]})
     if shown.empty:
         return waiting_figure(layout, "No run with a validation accuracy")

@@ -163,5 +163,5 @@ def ranking_view(listed: list[LibraryRow]) -> None:
     if ranking.empty:
         return
     st.plotly_chart(val_ranking_figure(ranking), key="library_ranking")
-    st.caption("Accuracy on each run's own validation split: runs on different datasets are not comparable. "
-               "The best epoch-end validation accuracy of each run; hover a bar for its run.")
+    st.caption("Each bar is a run's best validation accuracy at the end of an epoch, on its own validation split: "
+               "runs on different datasets are not comparable. Hover a bar for the run and that epoch.")
