@@ -108,6 +108,10 @@ def run_summary(key: str, config: dict, events: list[Event], kind: str = "run") 
         summary.update({k: getattr(end, k) for k in ("test_acc", "test_loss", "val_acc", "val_loss", "elapsed",
                                                       "epoch_seconds", "reason", "step")})
     summary["weights"] = weights_summary(events, summary["status"])
+    ends = [e for e in events if e.kind == "eval" and float(e.epoch).is_integer() and e.val_acc == e.val_acc]
+    if ends:  # the best epoch-end validation accuracy (the whole split), for the library's ranking
+        best = max(ends, key=lambda e: e.val_acc)
+        summary.update(best_val_acc=best.val_acc, best_val_epoch=best.epoch)
     return summary
 
 

@@ -1,4 +1,9 @@
-"""The Run library view: every stored run in one table; a selected row opens in the Playground."""
+"""The Run library view: the stored runs (filtered) in one table; one selected row opens in the Playground,
+several are compared side by side (curves overlaid, the settings that differ); the ranking below.
+
+The selection is kept as run keys (session state holds ids only), so it follows its runs when the table
+changes under it (a filter, a new run, an eviction) and a run that left the store is said so.
+"""
 from __future__ import annotations
 
 import threading
@@ -8,9 +13,18 @@ import streamlit as st
 from core.config import ConfigError, RunConfig
 from core.jobs import get_manager
 
-from ..records.library import grid_cells, library_table
-from ..text import describe_run, plain
+from ..figures.compare import overlay_figure
+from ..figures.library import val_ranking_figure
+from ..records.library import (MAX_COMPARE, LibraryFilter, LibraryRow, compare_labels, compare_problem, config_diff,
+                               filter_rows, grid_cells, library_rows, library_table, picked_keys, selection_update,
+                               shared_words, val_ranking)
+from ..text import describe_run, plain, plural
+from .jobs import job_state, run_view
 from .links import open_in_playground
+
+SHOWN = "gl_library_shown"  # session: run keys of the table rows as last drawn
+ROWS = "gl_library_rows"  # session: the table's selected rows as last drawn
+PICKED = "gl_library_picked"  # session: run keys selected
 
 _lock = threading.Lock()
 _grid_cells: dict[tuple, dict] = {}  # (grid key, saved_at) -> grid_cells(...), process-wide
@@ -45,32 +59,109 @@ def stored_grid_cells() -> dict[str, tuple[str, int]]:
     return out
 
 
+def stored_rows() -> list[LibraryRow]:
+    """Every stored single run as a library row, newest first."""
+    return library_rows(stored_runs(), stored_grid_cells())
+
+
 def batched_with(key: str) -> int:
     """How many networks trained batched together with run ``key`` (itself included; 1 = alone)."""
     return stored_grid_cells().get(key, ("", 1))[1]
 
 
-def library_view(key: str = "library_table") -> None:
-    runs = stored_runs()
+def _selection(key: str, listed: list[str], stored: set[str]) -> list[str]:
+    """The selected run keys, the table's selection moved to their rows now; says when one left the store."""
+    state = st.session_state.get(key)
+    rows = list(state["selection"]["rows"]) if state and "selection" in state else []
+    picked = picked_keys(rows, st.session_state.get(ROWS), st.session_state.get(SHOWN, []),
+                         st.session_state.get(PICKED, []))
+    kept, new_rows, gone = selection_update(picked, listed, stored)
+    if gone:
+        st.warning(f"{plural(gone, 'selected run')} {'is' if gone == 1 else 'are'} no longer stored and "
+                   f"{'was' if gone == 1 else 'were'} unselected: the store drops its oldest runs when it is full. "
+                   "Train it again in the Playground to see it here.", icon="🗑️")
+    if new_rows != rows:
+        st.session_state[key] = {"selection": {"rows": new_rows, "columns": []}}
+    st.session_state[SHOWN], st.session_state[ROWS], st.session_state[PICKED] = listed, new_rows, kept
+    return kept
+
+
+def library_view(rows: list[LibraryRow], chosen: LibraryFilter | None = None, key: str = "library_table") -> None:
+    """The table of ``rows`` that pass ``chosen``, the selected runs compared, the validation ranking."""
     for problem in get_manager().store.problems:
         st.warning(plain(problem))
-    if not runs:
+    if not rows:
         st.info("No stored runs yet. Train something in the Playground.")
         return
-    table = library_table(runs, stored_grid_cells())
-    picked = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key=key,
-                          placeholder="n/a",
-                          column_config={"test accuracy": st.column_config.NumberColumn(format="%.4f"),
-                                         "val accuracy": st.column_config.NumberColumn(format="%.4f"),
-                                         "s/epoch": st.column_config.NumberColumn(
-                                             format="%.2f", help="Seconds per epoch of a run trained alone. A run "
-                                             "trained batched with others has no time of its own."),
-                                         "hidden": st.column_config.TextColumn(width="medium"),
-                                         "label": st.column_config.TextColumn("lesson / variant", width="medium"),
-                                         "lr": st.column_config.NumberColumn(format="%g")})
-    rows = picked.selection.rows if picked is not None else []
-    if rows:
-        cfg = runs[rows[0]][0]
-        st.caption(plain(describe_run(cfg)))
+    listed = filter_rows(rows, chosen or LibraryFilter())
+    picked = _selection(key, [row.key for row in listed], {row.key for row in rows})
+    if not listed:
+        st.info(f"None of the {plural(len(rows), 'stored run')} passes these filters.")
+        return
+    st.caption(f"{plural(len(listed), 'run')} of {len(rows)} stored. Select one to open it in the Playground, "
+               f"or up to {MAX_COMPARE} to compare them.")
+    st.dataframe(library_table(listed), hide_index=True, on_select="rerun", selection_mode="multi-row", key=key,
+                 placeholder="n/a",
+                 column_config={"test accuracy": st.column_config.NumberColumn(format="%.4f"),
+                                "val accuracy": st.column_config.NumberColumn(
+                                    format="%.4f", help="Validation accuracy at the end of training."),
+                                "s/epoch": st.column_config.NumberColumn(
+                                    format="%.2f", help="Seconds per epoch of a run trained alone. A run "
+                                    "trained batched with others has no time of its own."),
+                                "hidden": st.column_config.TextColumn(width="medium"),
+                                "label": st.column_config.TextColumn("lesson / variant", width="large"),
+                                "lr": st.column_config.NumberColumn(format="%g")})
+    by_key = {row.key: row for row in listed}
+    selected = [by_key[k] for k in picked]
+    if len(selected) == 1:
+        st.caption(plain(describe_run(selected[0].config)))
         if st.button("Open in Playground", type="primary", icon="🧪", key=f"{key}_open"):
-            open_in_playground(cfg)
+            open_in_playground(selected[0].config)
+    if selected:
+        compare_view(selected)
+    ranking_view(listed)
+
+
+def compare_view(selected: list[LibraryRow]) -> None:
+    """The selected runs' curves overlaid and the settings that differ (at most MAX_COMPARE runs)."""
+    problem = compare_problem(len(selected))
+    if problem:
+        st.warning(problem, icon="✋")
+        return
+    present, views, missing = [], [], 0
+    for row in selected:
+        state = job_state(row.key)
+        if state is None or not state.events:
+            missing += 1
+            continue
+        present.append(row)
+        views.append(run_view(state))
+    if missing:
+        st.warning(f"{plural(missing, 'selected run')} could not be read from the store (evicted or damaged "
+                   "since the table was listed), so it is left out.", icon="🗑️")
+    if not present:
+        return
+    labels, shared = shared_words(compare_labels(present))
+    runs = list(zip(labels, views))
+    if len(present) > 1:
+        st.subheader(f"{len(present)} runs side by side" + (f" ({shared})" if shared else ""))
+    left, right = st.columns(2)
+    left.plotly_chart(overlay_figure(runs, "loss"), key="library_cmp_loss")
+    right.plotly_chart(overlay_figure(runs, "acc"), key="library_cmp_acc")
+    if len(present) > 1:
+        diff = config_diff(present, labels)
+        if diff.empty:
+            st.caption("These runs have the same settings.")
+        else:
+            st.markdown("**Settings that differ** (every other setting is the same in these runs)")
+            st.dataframe(diff, hide_index=True, key="library_diff")
+
+
+def ranking_view(listed: list[LibraryRow]) -> None:
+    """Validation accuracy of the listed runs, best first."""
+    ranking = val_ranking(listed)
+    if ranking.empty:
+        return
+    st.plotly_chart(val_ranking_figure(ranking), key="library_ranking")
+    st.caption("Each bar is a run's best validation accuracy at the end of an epoch, on its own validation split: "
+               "runs on different datasets are not comparable. Hover a bar for the run and that epoch.")
