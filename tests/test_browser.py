@@ -46,15 +46,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | None = None) -> subprocess.Popen:
-    """``streamlit run app/main.py`` on ``port``, isolated cache, no downloads; waits for health."""
+def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | None = None,
+                 repo: Path = REPO) -> subprocess.Popen:
+    """``streamlit run app/main.py`` of ``repo`` on ``port``, isolated cache, no downloads; waits for health."""
     # The server trains in worker processes, as deployed (the in-process tests use threads).
     env = {**os.environ, "GRADIENT_LAB_CACHE_DIR": str(cache_dir), "GRADIENT_LAB_OFFLINE": "1",
            "GRADIENT_LAB_WORKER_PROCESSES": "1", **(extra_env or {})}
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
                              "--server.headless", "true", "--server.address", "127.0.0.1"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
