@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--loads-only", action="store_true", help="only the cached-run loads, before vs after")
     parser.add_argument("--before", default=None, help="git ref drawn as 'before' (default: merge-base with main)")
     args = parser.parse_args()
 
@@ -151,12 +152,13 @@ def main() -> None:
     env = {"OMP_NUM_THREADS": str(args.torch_threads), "MKL_NUM_THREADS": str(args.torch_threads)}
     print(f"torch threads {args.torch_threads}, load average {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
           f"on {os.cpu_count()} CPUs; before = {before_ref[:10]}")
-    with sync_playwright() as p:
-        browser = launch(p)
-        healthy, shown, first = cold_start(browser, tmp / "cold-cache", tmp / "cold.log", env)
-        print(f"fresh server: start -> healthy {healthy:.2f} s, -> Train shown {shown:.2f} s, -> first loss point "
-              f"of a Train pressed then {first:.2f} s (trainer warm-up included)")
-        browser.close()
+    if not args.loads_only:
+        with sync_playwright() as p:
+            browser = launch(p)
+            healthy, shown, first = cold_start(browser, tmp / "cold-cache", tmp / "cold.log", env)
+            print(f"fresh server: start -> healthy {healthy:.2f} s, -> Train shown {shown:.2f} s, -> first loss "
+                  f"point of a Train pressed then {first:.2f} s (trainer warm-up included)")
+            browser.close()
 
     port, old_port = free_port(), free_port()
     proc = start_server(tmp / "cache", port, tmp / "streamlit.log", env)
@@ -177,7 +179,7 @@ def main() -> None:
                 wait_results(page, needed)
 
             latencies, latency_server = [], []
-            for seed in range(args.repeats):
+            for seed in range(0 if args.loads_only else args.repeats):
                 page.goto(f"{url}/?{BASE}&seed={seed}")
                 page.get_by_role("button", name="Train", exact=True).wait_for()
                 page.wait_for_timeout(1000)
@@ -188,13 +190,17 @@ def main() -> None:
                 latencies.append(ms / 1000)
                 latency_server.append(server_done_ms(page, t0) / 1000)
                 wait_results(page)
-            print(summary("click Train -> first loss point drawn", latencies))
-            print(summary("   server done with that rerun (first point included)", latency_server))
+            if latencies:
+                print(summary("click Train -> first loss point drawn", latencies))
+                print(summary("   server done with that rerun (first point included)", latency_server))
 
+            servers = ((old_url, BEFORE),) + (((url, AFTER),) if args.loads_only else ())
             for seed in range(args.repeats):  # the same runs, cached on the old server too
-                page.goto(f"{old_url}/?{BASE}&seed={seed}")
-                page.get_by_role("button", name="Train", exact=True).click()
-                wait_results(page, BEFORE)
+                for base, needed in servers:
+                    page.goto(f"{base}/?{BASE}&seed={seed}")
+                    page.get_by_role("button", name="Train", exact=True).click()
+                    wait_results(page, needed)
+            print(f"load average now {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
             timings: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
             for seed in range(args.repeats):  # alternating, so both see the same machine load
                 timings["before"].append(cached_loads(page, old_url, BEFORE, seed))
@@ -213,6 +219,8 @@ def main() -> None:
                 wait_results(page, INSIDE_DRAWN)
                 opens.append(time.perf_counter() - t0)
             print(summary(f"   then open '{INSIDE}' -> its charts drawn", opens))
+            if args.loads_only:
+                return
 
             empty = []
             for _ in range(args.repeats):
@@ -254,6 +262,7 @@ def main() -> None:
     finally:
         stop_server(proc)
         stop_server(old_proc)
+        print(f"load average at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
