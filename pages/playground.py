@@ -50,4 +50,4 @@ else:
     if cfg is None or shown != cfg.key():
         st.info("These are the results of your last run. The settings in the sidebar have changed since: "
                 "press **Train** to run them.", icon="ℹ️")
-    job_view(shown)
+    job_view(shown, lesson=form.preset.lesson if form.preset is not None else None)

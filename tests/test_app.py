@@ -15,6 +15,7 @@ import core.runners
 from apptest_helpers import new_app, texts
 from app.figures import run as figures
 from app.records import run as runview
+from app.views.run import group_key
 from core.config import RunConfig
 from core.presets import get_preset
 from core.train import train
@@ -179,8 +180,11 @@ def test_train_digits_job_finishes_with_learned_result(app_env):
     assert snap.status == "finished" and not snap.from_cache
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = [str(c["layout"].get("title", {}).get("text", "")) for c in charts]
-    assert any(t.startswith("Loss") for t in titles) and any("Confusion" in t for t in titles)
-    assert any("Misclassified" in t for t in titles)
+    assert any(t.startswith("Loss") for t in titles) and not any("Confusion" in t for t in titles)  # closed
+    at.session_state[group_key("test")] = True  # the reader opens "Results on the test set"
+    at.run()
+    titles = [str(json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")) for c in at.get("plotly_chart")]
+    assert any("Confusion" in t for t in titles) and any("Misclassified" in t for t in titles)
     loss = next(c for c, t in zip(charts, titles) if t.startswith("Loss"))
     assert len(loss["data"][0]["x"]) > 1 if isinstance(loss["data"][0]["x"], list) else True
     assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)"]

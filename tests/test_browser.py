@@ -47,8 +47,8 @@ def free_port() -> int:
 
 
 def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | None = None,
-                 flags: tuple[str, ...] = ()) -> subprocess.Popen:
-    """``streamlit run app/main.py`` on ``port``, isolated cache, no downloads; waits for health.
+                 flags: tuple[str, ...] = (), repo: Path = REPO) -> subprocess.Popen:
+    """``streamlit run app/main.py`` of ``repo`` on ``port``, isolated cache, no downloads; waits for health.
     ``flags`` are more ``streamlit run`` options (e.g. ``--runner.postScriptGC true``)."""
     # The server trains in worker processes, as deployed (the in-process tests use threads).
     env = {**os.environ, "GRADIENT_LAB_CACHE_DIR": str(cache_dir), "GRADIENT_LAB_OFFLINE": "1",
@@ -56,7 +56,7 @@ def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | N
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
                              "--server.headless", "true", "--server.address", "127.0.0.1", *flags],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

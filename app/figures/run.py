@@ -24,6 +24,7 @@ from ..text import plain_label
 CLASS_COLORS = qualitative.Plotly + qualitative.D3 + qualitative.Set3
 TRAIN_COLOR, VAL_COLOR, CHANCE_COLOR = "#1f77b4", "#ff7f0e", "#8a8a8a"
 HEIGHT = 330
+GL_POINTS = 400  # a line of more points is drawn with WebGL (scattergl): far cheaper in the browser
 # Explicit scales: a named scale would reach plotly.js unvalidated, where e.g. "Blues" runs dark to light.
 VIRIDIS, BLUES = get_colorscale("Viridis"), get_colorscale("Blues")
 
@@ -85,9 +86,22 @@ def _mode(n: int) -> str:
     return "lines+markers" if n <= 40 else "lines"
 
 
+def _scatter_type(n: int) -> str:
+    return "scattergl" if n > GL_POINTS else "scatter"
+
+
 def _line(x, y, name: str, color: str, n: int, **extra) -> dict:
-    return {"type": "scatter", "x": _array(x), "y": finite_values(y), "name": name, "mode": _mode(n),
+    return {"type": _scatter_type(n), "x": _array(x), "y": finite_values(y), "name": name, "mode": _mode(n),
             "line": {"color": color}, **extra}
+
+
+def level_line(layout: dict, y: float, text: str, color: str = CHANCE_COLOR) -> dict:
+    """``layout`` with a dotted horizontal line at ``y`` across the plot, labelled at its right end
+    (a layout shape: no trace, no legend entry, no hover, nothing for the browser to pick)."""
+    shape = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y, "layer": "below",
+             "line": {"color": color, "dash": "dot", "width": 1.5},
+             "label": {"text": text, "textposition": "end", "yanchor": "bottom", "font": {"size": 11, "color": color}}}
+    return {**layout, "shapes": [*layout.get("shapes", []), shape]}
 
 
 def layer_colors(n: int) -> list[str]:
@@ -125,10 +139,7 @@ def accuracy_figure(view: RunView) -> go.Figure:
                   hovertemplate="epoch %{x:.2f}<br>validation accuracy %{y:.4f}<extra></extra>")]
     chance = view.chance_accuracy
     if chance is not None:
-        data.append({"type": "scatter", "x": [0, max(float(ev["epoch"].max()), 1e-9)], "y": [chance, chance],
-                     "mode": "lines", "name": f"chance ({chance:.2f})",
-                     "line": {"color": CHANCE_COLOR, "dash": "dot", "width": 1.5},
-                     "hovertemplate": "always guessing the most common class: %{y:.3f}<extra></extra>"})
+        layout = level_line(layout, chance, f"chance ({chance:.2f})")
     return figure_from_spec(data, layout)
 
 
@@ -143,12 +154,14 @@ def step_loss_figure(view: RunView, max_points: int = 1500) -> go.Figure:
     penalty = []
     if "penalty" in steps and steps["penalty"].notna().any():  # what the L1/L2 regularizer adds, its own line
         pen = downsample(steps, "step", "penalty", max_points)
-        penalty = [{"type": "scatter", "x": _array(pen["step"]), "y": _array(pen["penalty"]), "name": "L1/L2 penalty",
+        penalty = [{"type": _scatter_type(len(pen)), "x": _array(pen["step"]), "y": _array(pen["penalty"]),
+                    "name": "L1/L2 penalty",
                     "mode": "lines", "line": {"width": 2, "dash": "dot", "color": VAL_COLOR}}]
+    kind = _scatter_type(len(small))
     return figure_from_spec([
-        {"type": "scatter", "x": _array(small["step"]), "y": _array(small["loss"]), "name": "per step",
+        {"type": kind, "x": _array(small["step"]), "y": _array(small["loss"]), "name": "per step",
          "mode": "lines", "line": {"width": 1, "color": "rgba(120,120,120,0.45)"}},
-        {"type": "scatter", "x": _array(small["step"]), "y": _array(smooth), "name": "moving average",
+        {"type": kind, "x": _array(small["step"]), "y": _array(smooth), "name": "moving average",
          "mode": "lines", "line": {"width": 2, "color": TRAIN_COLOR}},
         *penalty,
     ], layout)
@@ -361,7 +374,8 @@ def toy_scatter_figure(x: np.ndarray, y: np.ndarray, classes: list[str], title: 
     x, y = np.asarray(x, dtype=float), np.asarray(y)
     for i, cls in enumerate(classes):
         pts = x[y == i]
-        data.append({"type": "scatter", "x": np.round(pts[:, 0], 4), "y": np.round(pts[:, 1], 4), "mode": "markers",
+        data.append({"type": _scatter_type(len(pts)), "x": np.round(pts[:, 0], 4), "y": np.round(pts[:, 1], 4),
+                     "mode": "markers",
                      "name": plain_label(cls),
                      "marker": {"size": 5, "color": CLASS_COLORS[i % len(CLASS_COLORS)],
                                 "line": {"width": 0.5, "color": "white"}}})

@@ -1,10 +1,15 @@
 """The run view: one training job drawn live (progress, curves, inside the network, results).
 
-:func:`job_view` draws a job key: two polling fragments (curves every ``poll_seconds``, the
-per-layer diagnostics every ``layers_poll_seconds``) while it runs, and the test-set details
-once it is done. Reduced views and figures are cached process-wide per job data version.
+:func:`job_view` draws a job key. Above the fold, in a fragment that polls every
+``poll_seconds`` while the job runs: the status line, the final metrics and the loss and
+accuracy curves. The rest sits in :data:`GROUPS`, expanders whose charts are built (and sent
+to the browser) only while open: the per-step loss, inside the network (polling every
+``layers_poll_seconds`` while it runs) and, once done, the test-set details. Reduced views and
+figures are cached process-wide per job data version.
 """
 from __future__ import annotations
+
+from typing import Callable, Iterable
 
 import numpy as np
 import streamlit as st
@@ -21,23 +26,54 @@ from .library import batched_with
 
 POLL_SECONDS = 0.5
 LAYERS_POLL_SECONDS = 1.5
+# The groups drawn on demand: name -> expander label. Their open state is kept per session (not per
+# run), so a group opened once stays open for the next run.
+GROUPS = {"steps": "Training loss per step",
+          "inside": "Inside the network: gradient norms, dead or saturated units, weight change",
+          "test": "Results on the test set: confusion matrix, misclassified examples"}
+TOY_GROUPS = frozenset({"test"})  # 2-D data: its decision regions are the picture, shown from the start
+LESSON_GROUPS = {"A": frozenset({"inside"})}  # lesson -> the groups holding its evidence (A: gradient norms)
+
+
+def group_key(name: str) -> str:
+    """The session-state key of a group's expander (True while open)."""
+    return f"gl_run_group_{name}"
 
 
 def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
-             layers_poll_seconds: float = LAYERS_POLL_SECONDS) -> JobState | None:
-    """Draw one run job (progress, charts, results); polls while it runs. Returns its state."""
+             layers_poll_seconds: float = LAYERS_POLL_SECONDS, opened: Iterable[str] = (),
+             lesson: str | None = None) -> JobState | None:
+    """Draw one run job (progress, curves, groups on demand); polls while it runs. Returns its state.
+
+    ``opened``: names of :data:`GROUPS` open at first, besides those holding ``lesson``'s evidence
+    (:data:`LESSON_GROUPS`) and a 2-D set's decision regions; the reader can open or close any.
+    """
     state = job_state(key)
     if state is None:
         st.info("This run is not known on this server (it may have been removed from the run store).")
         return None
+    view = run_view(state)
+    opened = set(opened) | LESSON_GROUPS.get(lesson or "", set()) | (TOY_GROUPS if view.config.get("dataset") in TOY_DATASETS else set())
     polling_fragment(key, lambda polling: _curves_part(key, results), every=poll_seconds, name=f"curves_{key}")
-    polling_fragment(key, lambda polling: _layers_part(key), every=layers_poll_seconds, name=f"layers_{key}")
+    _group("steps", opened, lambda: polling_fragment(key, lambda polling: _steps_part(key), every=poll_seconds,
+                                                      name=f"steps_{key}"))
+    _group("inside", opened, lambda: polling_fragment(key, lambda polling: _layers_part(key),
+                                                       every=layers_poll_seconds, name=f"layers_{key}"))
     state = job_state(key)
     if results and state is not None and state.done and state.status in ("finished", "cancelled", "diverged"):
         view = run_view(state)
         if view.finished is not None:
-            _test_details(key, view, state.version)
+            _group("test", opened, lambda: _test_details(key, view, state.version))
+            _downloads(key, view)
     return state
+
+
+def _group(name: str, opened: set[str], draw: Callable[[], None]) -> None:
+    """An expander that runs ``draw`` only while open (opening or closing it reruns the page)."""
+    box = st.expander(GROUPS[name], expanded=name in opened, key=group_key(name), on_change="rerun")
+    if box.open:
+        with box:
+            draw()
 
 
 def _curves_part(key: str, results: bool) -> None:
@@ -49,6 +85,12 @@ def _curves_part(key: str, results: bool) -> None:
     if results and view.finished is not None:
         _summary(view, batched_with(key))
     _curves(key, view, state.version)
+
+
+def _steps_part(key: str) -> None:
+    state = job_state(key)
+    if state is not None:
+        _chart(cached(state.version, "steps", lambda: figures.step_loss_figure(run_view(state))), f"steps_{key}")
 
 
 def _layers_part(key: str) -> None:
@@ -63,17 +105,14 @@ def _chart(fig, key: str, **kwargs) -> None:
 
 
 def _curves(key: str, view: RunView, vkey: tuple) -> None:
-    cols = st.columns(3)
-    with cols[0]:
+    left, right = st.columns(2)
+    with left:
         _chart(cached(vkey, "loss", lambda: figures.loss_figure(view)), f"loss_{key}")
-    with cols[1]:
+    with right:
         _chart(cached(vkey, "acc", lambda: figures.accuracy_figure(view)), f"acc_{key}")
-    with cols[2]:
-        _chart(cached(vkey, "steps", lambda: figures.step_loss_figure(view)), f"steps_{key}")
 
 
 def _layers(key: str, view: RunView, vkey: tuple, live: bool) -> None:
-    st.subheader("Inside the network", divider="gray")
     st.caption("One line or row per weight layer, input layer first. Layers whose gradients are orders of "
                "magnitude smaller than the others (dark rows in the maps) barely learn: that is the vanishing "
                "gradient problem. Saturated or dead units pass almost no gradient back.")
@@ -135,7 +174,6 @@ def _summary(view: RunView, group: int = 1) -> None:
 
 def _test_details(key: str, view: RunView, vkey: tuple) -> None:
     fin = view.finished
-    st.subheader("Results on the test set", divider="gray")
     st.dataframe(view.final_metrics(), hide_index=True, width=420, placeholder="n/a",
                  column_config={"loss": st.column_config.NumberColumn(format="%.4f"),
                                 "accuracy": st.column_config.NumberColumn(format="%.4f")})
@@ -154,6 +192,9 @@ def _test_details(key: str, view: RunView, vkey: tuple) -> None:
                f"wrong_{key}", width="content")
     elif fin.misclassified == [] and fin.test_acc is not None:
         st.caption("No misclassified test examples.")
+
+
+def _downloads(key: str, view: RunView) -> None:
     with st.container(horizontal=True):
         st.download_button("Download metrics (CSV)", metrics_csv(view), file_name=f"{key}-metrics.csv",
                            mime="text/csv", on_click="ignore", key=f"csv_{key}", icon="⬇️")
