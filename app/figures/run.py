@@ -139,7 +139,7 @@ def accuracy_figure(view: RunView) -> go.Figure:
                   hovertemplate="epoch %{x:.2f}<br>validation accuracy %{y:.4f}<extra></extra>")]
     chance = view.chance_accuracy
     if chance is not None:
-        layout = level_line(layout, chance, f"chance ({chance:.2f})")
+        layout = level_line(layout, chance, f"chance ({chance:.3f})")
     return figure_from_spec(data, layout)
 
 
