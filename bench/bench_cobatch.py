@@ -62,7 +62,7 @@ def main() -> None:
         manager.start()
         while any(w["state"] != "ready" for w in manager.warmup_status()):
             time.sleep(0.1)
-        press_train(manager, configs[:1], 0.0)  # warm: the first run in a fresh worker pays one-off costs
+        cold = press_train(manager, configs[:1], 0.0)  # the first run in a fresh worker pays one-off costs
         print(f"{len(configs)} students, Digits, {'worker process' if args.processes else 'thread'}, "
               f"{os.cpu_count()} CPUs, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
         alone = press_train(manager, [next(c for c in configs if c.depth == 4)], 0.0)  # a sigmoid x4
@@ -70,6 +70,7 @@ def main() -> None:
         os.environ["GRADIENT_LAB_MAX_COBATCH"] = "1"
         apart = press_train(manager, configs, args.spread)
         manager.shutdown()
+    print(f"first run in a fresh worker (one-off): {cold:6.2f} s  (not the reference)")
     print(f"one run alone:                         {alone:6.2f} s")
     print(f"{len(configs)} runs, co-batched:            {together:6.2f} s  ({together / alone:.2f}x one run)")
     print(f"{len(configs)} runs, co-batching off (=1):  {apart:6.2f} s  ({apart / alone:.2f}x one run)")

@@ -12,6 +12,10 @@ byte budget of their histories.
 Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
 :func:`core.runners.register_runner`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
 
+A worker takes the next queued job together with the queued single runs it can train in lockstep
+(:mod:`core.cobatch`, up to ``GRADIENT_LAB_MAX_COBATCH``) and trains them as one lanes task; each run
+stays its own job (events, stored result, cancel).
+
 Workers are processes by default (:mod:`core.workers`): training never shares the web server's
 GIL, and a worker that dies fails only its job. ``processes=False`` (or
 ``GRADIENT_LAB_WORKER_PROCESSES=0``) runs jobs in threads of this process instead, for tests
@@ -346,11 +350,11 @@ class JobManager:
                     live.append(job)
         if not live:
             return
-        emits = [self._recorder(job) for job in live]
         if len(live) == 1:
-            task, emit, cancel, lanes = live[0].config, emits[0], live[0].cancel_flag, None
-        else:  # each run keeps its own cancel flag: cancelling one lane stops only that lane
-            task, emit = cobatch.CoBatch(tuple(job.config for job in live)), cobatch.dispatch(emits)
+            task, emit, cancel, lanes = live[0].config, self._recorder(live[0]), live[0].cancel_flag, None
+        else:  # each run keeps its own cancel flag (one lane stops alone) and is settled as soon as it ends
+            task = cobatch.CoBatch(tuple(job.config for job in live))
+            emit = cobatch.dispatch([self._recorder(job, settle=True) for job in live])
             cancel, lanes = threading.Event(), [job.cancel_flag for job in live]
         spec = runner_for(task)
         try:
@@ -363,8 +367,8 @@ class JobManager:
         for job in live:
             self._settle(job)
 
-    def _recorder(self, job: Job) -> Callable[[Event], None]:
-        """The emit that appends to ``job``'s history and notes how it ended."""
+    def _recorder(self, job: Job, settle: bool = False) -> Callable[[Event], None]:
+        """The emit that appends to ``job``'s history and notes how it ended (``settle``: and settles it then)."""
         def emit(event: Event) -> None:
             with self._lock:
                 job.events.append(event)
@@ -373,10 +377,14 @@ class JobManager:
                 if status is not None:
                     job.error = getattr(event, "message", "") or getattr(event, "reason", "")
                     job.outcome = status
+            if settle and status is not None:
+                self._settle(job)
         return emit
 
     def _settle(self, job: Job) -> None:
-        """Store an ended job under its own key and give it its final status."""
+        """Store an ended job under its own key and give it its final status (once)."""
+        if job.finished_at is not None:
+            return
         status = job.outcome
         if status in STORED_STATUSES:
             try:

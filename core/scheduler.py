@@ -2,6 +2,8 @@
 
 One student's twenty jobs wait behind the first job of every other student, not in front of
 them. Jobs without a session (the CLI, a notebook) form one more "session" of their own.
+``get_group`` takes the next item together with queued items that may train with it (co-batching,
+see :mod:`core.cobatch`).
 """
 from __future__ import annotations
 
