@@ -102,7 +102,7 @@ def test_a_co_batched_group_equals_each_run_trained_alone_each_stored_under_its_
         assert _lanes(manager, key) == len(VARIANTS)  # trained in one lanes job
         assert not any(isinstance(e, CellEvent) for e in snap.events)  # its own events, unwrapped
         assert snap.events[0].key == key and snap.events[0].config == cfg.to_dict()
-        _assert_same_run(snap.events, list(_events_alone(cfg)))
+        _assert_same_run(snap.events, _events_alone(cfg))
         stored = manager.store.get(key)
         assert stored.meta["status"] == "finished" and stored.meta["config"] == cfg.to_dict()
         assert [e.kind for e in stored.events] == [e.kind for e in snap.events]
