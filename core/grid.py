@@ -29,7 +29,7 @@ from .batched import StackedLanes, why_not_batched
 from .config import (ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, SCHEMA_VERSION, ConfigError, RunConfig,
                      parse_value)
 from .events import CellEvent, Event, GridStarted, RunFailed, RunFinished
-from .jobs import register_runner
+from .runners import register_runner
 from .presets import get_preset
 from .train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes, train_split
 
@@ -254,6 +254,21 @@ class GridPlan:
     notes: list[str]
 
 
+def lockstep_stream(cfg: RunConfig, n_train: dict | None = None) -> tuple:
+    """What runs trained in one batched pass must share: LOCKSTEP_FIELDS and the steps per epoch.
+    ``n_train`` caches training-set sizes per split between calls."""
+    n_train = {} if n_train is None else n_train
+    split = (cfg.dataset, cfg.data_noise, cfg.val_fraction, cfg.seed, cfg.train_limit)
+    if split not in n_train:
+        try:
+            ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
+            n_train[split] = len(train_split(cfg, len(ds.y))[0])
+        except Exception:  # reported by the training loop, per run
+            n_train[split] = None
+    n = n_train[split]
+    return tuple(getattr(cfg, f) for f in LOCKSTEP_FIELDS) + (steps_per_epoch(cfg, n) if n else None,)
+
+
 def plan_grid(cells: Sequence[tuple[str, RunConfig]]) -> GridPlan:
     groups: dict[tuple, list[int]] = {}
     alone, notes = [], []
@@ -264,16 +279,7 @@ def plan_grid(cells: Sequence[tuple[str, RunConfig]]) -> GridPlan:
             alone.append(i)
             notes.append(f"{label} trains on its own: {reason}")
             continue
-        split = (cfg.dataset, cfg.data_noise, cfg.val_fraction, cfg.seed, cfg.train_limit)
-        if split not in n_train:
-            try:
-                ds = datasets.load_dataset(cfg.dataset, cfg.data_noise)
-                n_train[split] = len(train_split(cfg, len(ds.y))[0])
-            except Exception:  # reported by the training loop, per cell
-                n_train[split] = None
-        n = n_train[split]
-        stream = tuple(getattr(cfg, f) for f in LOCKSTEP_FIELDS) + (steps_per_epoch(cfg, n) if n else None,)
-        groups.setdefault(stream, []).append(i)
+        groups.setdefault(lockstep_stream(cfg, n_train), []).append(i)
     if len(groups) > 1:
         notes.append(f"Cells with different data settings ({', '.join(LOCKSTEP_FIELDS)}) train in "
                      f"{len(groups)} separate batched passes")

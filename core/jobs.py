@@ -13,6 +13,10 @@ store; the history in memory and every snapshot hold that event without its arra
 Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
 :func:`core.runners.register_runner`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
 
+A worker takes the next queued job together with the queued single runs it can train in lockstep
+(:mod:`core.cobatch`, up to ``GRADIENT_LAB_MAX_COBATCH``) and trains them as one lanes task; each run
+stays its own job (events, stored result, cancel).
+
 Workers are processes by default (:mod:`core.workers`): training never shares the web server's
 GIL, and a worker that dies fails only its job. ``processes=False`` (or
 ``GRADIENT_LAB_WORKER_PROCESSES=0``) runs jobs in threads of this process instead, for tests
@@ -25,12 +29,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from . import budget
+from . import budget, cobatch
 from .budget import Refused
 from .events import RUN_ENDINGS, TERMINAL_STATUSES, Event, RunFailed, status_of, without_weights
 from .runners import register_runner, runner_for, store_links  # noqa: F401  (register_runner: the public way to add a kind)
@@ -335,16 +339,39 @@ class JobManager:
     def _work(self, device: str, slot: ProcessSlot | None) -> None:
         q = self._queue(device)
         while True:
-            self._run(q.get(), slot)
+            self._run(q.get_group(cobatch.compatible(lambda job: job.config), cobatch.max_group()), slot)
 
-    def _run(self, job: Job, slot: ProcessSlot | None = None) -> None:
+    def _run(self, jobs: list[Job], slot: ProcessSlot | None = None) -> None:
+        """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each."""
         with self._lock:
-            if job.cancel_flag.is_set():
-                job.status, job.error = "cancelled", "cancelled before it started"
-                return
-            job.status, job.started_at = "running", time.time()
-        spec = runner_for(job.config)
+            live = []
+            for job in jobs:
+                if job.cancel_flag.is_set():
+                    job.status, job.error = "cancelled", "cancelled before it started"
+                else:
+                    job.status, job.started_at = "running", time.time()
+                    live.append(job)
+        if not live:
+            return
+        if len(live) == 1:
+            task, emit, cancel, lanes = live[0].config, self._recorder(live[0]), live[0].cancel_flag, None
+        else:  # each run keeps its own cancel flag (one lane stops alone) and is settled as soon as it ends
+            task = cobatch.CoBatch(tuple(job.config for job in live))
+            emit = cobatch.dispatch([self._recorder(job, settle=True) for job in live])
+            cancel, lanes = threading.Event(), [job.cancel_flag for job in live]
+        spec = runner_for(task)
+        try:
+            if slot is not None:
+                slot.run(task, emit, cancel, self.file_run, self.read_run, lanes)
+            else:
+                spec.runner(task, emit, cancel, **store_links(spec, self.file_run, self.read_run, lanes))
+        except Exception as exc:  # a bug in a runner must not kill the worker
+            emit(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
+        for job in live:
+            self._settle(job)
 
+    def _recorder(self, job: Job, settle: bool = False) -> Callable[[Event], None]:
+        """The emit that appends to ``job``'s history and notes how it ended (``settle``: and settles it then)."""
         def emit(event: Event) -> None:
             with self._lock:
                 job.events.append(event)
@@ -353,14 +380,14 @@ class JobManager:
                 if status is not None:
                     job.error = getattr(event, "message", "") or getattr(event, "reason", "")
                     job.outcome = status
+            if settle and status is not None:
+                self._settle(job)
+        return emit
 
-        try:
-            if slot is not None:
-                slot.run(job.config, emit, job.cancel_flag, self.file_run, self.read_run)
-            else:
-                spec.runner(job.config, emit, job.cancel_flag, **store_links(spec, self.file_run, self.read_run))
-        except Exception as exc:  # a bug in a runner must not kill the worker
-            emit(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
+    def _settle(self, job: Job) -> None:
+        """Store an ended job under its own key and give it its final status (once)."""
+        if job.finished_at is not None:
+            return
         status = job.outcome
         if status in STORED_STATUSES:
             try:

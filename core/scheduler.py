@@ -2,6 +2,8 @@
 
 One student's twenty jobs wait behind the first job of every other student, not in front of
 them. Jobs without a session (the CLI, a notebook) form one more "session" of their own.
+``get_group`` takes the next item together with queued items that may train with it (co-batching,
+see :mod:`core.cobatch`).
 """
 from __future__ import annotations
 
@@ -24,15 +26,33 @@ class FairQueue:
 
     def get(self, timeout: float | None = None) -> Any:
         """The next item (blocks); None after ``timeout`` seconds with nothing queued."""
+        group = self.get_group(lambda chosen, item: False, 1, timeout)
+        return group[0] if group else None
+
+    def get_group(self, compatible: Callable[[list, Any], bool], limit: int,
+                  timeout: float | None = None) -> list[Any]:
+        """The next item (blocks) and up to ``limit - 1`` more that may train with it, as one list.
+
+        Candidates are looked at in the order ``get`` would hand them out; ``compatible(chosen, item)``
+        says whether ``item`` may join ``chosen`` (the items taken so far, the next item first). Each
+        session an item was taken from has been served this round: it goes to the back of the
+        rotation, in turn order, so the others keep their places. [] after ``timeout`` seconds."""
         with self._ready:
             if not self._ready.wait_for(lambda: self._by_session, timeout):
-                return None
-            session, items = next(iter(self._by_session.items()))
-            item = items.popleft()
-            del self._by_session[session]
-            if items:  # this session goes to the back of the rotation
-                self._by_session[session] = items
-            return item
+                return []
+            chosen, served = [], []
+            for session, item in self._turns():
+                if len(chosen) >= limit:
+                    break
+                if not chosen or compatible(chosen, item):
+                    chosen.append(item)
+                    served.append(session)
+            taken = {id(item) for item in chosen}
+            for session in dict.fromkeys(served):
+                items = deque(i for i in self._by_session.pop(session) if id(i) not in taken)
+                if items:
+                    self._by_session[session] = items
+            return chosen
 
     def remove(self, match: Callable[[Any], bool]) -> list[Any]:
         """Take out every queued item for which ``match`` is true (e.g. a cancelled job)."""
@@ -51,11 +71,12 @@ class FairQueue:
     def order(self) -> list[Any]:
         """Every queued item in the order ``get`` would hand them out."""
         with self._ready:
-            lanes = [list(items) for items in self._by_session.values()]
-        out = []
-        for depth in range(max((len(lane) for lane in lanes), default=0)):
-            out.extend(lane[depth] for lane in lanes if depth < len(lane))
-        return out
+            return [item for _, item in self._turns()]
+
+    def _turns(self) -> list[tuple[Hashable, Any]]:
+        """(session, item) of every queued item in turn order: each session's first, then second, ..."""
+        lanes = [[(session, item) for item in items] for session, items in self._by_session.items()]
+        return [lane[depth] for depth in range(max(map(len, lanes), default=0)) for lane in lanes if depth < len(lane)]
 
     def __len__(self) -> int:
         with self._ready:

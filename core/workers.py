@@ -17,10 +17,11 @@ import signal
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
+from .cobatch import HARD_MAX_COBATCH
 from .config import RunConfig
 from .events import Event, RunFailed
 from .runners import runner_for, store_links
@@ -33,11 +34,23 @@ POLL_SECONDS = 0.05
 WARMUP_CONFIG = RunConfig(dataset="digits", hidden=(16,), epochs=1, batch_size=512, log_every=1000)
 
 
-def _child_main(conn: Connection, cancel: Any, warm: Any, warm_seconds: Any, device: str, threads: int) -> None:
+class _SharedFlag:
+    """Lane i's cancel flag of a co-batch, as the parent sets it in shared memory."""
+
+    def __init__(self, flags: Any, i: int):
+        self.flags, self.i = flags, i
+
+    def is_set(self) -> bool:
+        return bool(self.flags[self.i])
+
+
+def _child_main(conn: Connection, cancel: Any, lane_flags: Any, warm: Any, warm_seconds: Any, device: str,
+                threads: int) -> None:
     """The child: warm up, then run configs as they arrive until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal stops the parent, which stops us
     if threads > 0:
         torch.set_num_threads(threads)
+    lanes = [_SharedFlag(lane_flags, i) for i in range(len(lane_flags))]
     started = time.perf_counter()
     try:
         train(WARMUP_CONFIG.replace(device=device))
@@ -55,7 +68,7 @@ def _child_main(conn: Connection, cancel: Any, warm: Any, warm_seconds: Any, dev
         send = lambda event: conn.send(("event", event))  # noqa: E731
         try:
             link = _StoreLink(conn)
-            spec.runner(config, send, cancel, **store_links(spec, link.file_run, link.read_run))
+            spec.runner(config, send, cancel, **store_links(spec, link.file_run, link.read_run, lanes))
         except Exception as exc:  # a bug in a runner must not kill the worker
             send(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
         conn.send(("done", None))
@@ -103,6 +116,7 @@ class ProcessSlot:
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._cancel = _SPAWN.Event()
+        self._lane_flags = _SPAWN.RawArray("b", HARD_MAX_COBATCH)  # per-lane cancels of a co-batch
         self._warm = _SPAWN.Event()
         self._warm_seconds = _SPAWN.Value("d", 0.0)
         self._lock = threading.Lock()
@@ -121,8 +135,8 @@ class ProcessSlot:
             self._warm.clear()
             parent, child = _SPAWN.Pipe()
             self._proc = _SPAWN.Process(target=_child_main, name=self.name, daemon=True,
-                                        args=(child, self._cancel, self._warm, self._warm_seconds, self.device,
-                                              self.threads))
+                                        args=(child, self._cancel, self._lane_flags, self._warm, self._warm_seconds,
+                                              self.device, self.threads))
             self._proc.start()
             child.close()
             self._conn, self.started_at = parent, time.time()
@@ -165,11 +179,16 @@ class ProcessSlot:
 
     # --- running a job --------------------------------------------------------------------------
     def run(self, config: Any, emit: Callable[[Event], None], cancel: threading.Event,
-            file_run: Callable[[str, Any, list[Event]], None], read_run: Callable[[str], StoredRun | None]) -> None:
+            file_run: Callable[[str, Any, list[Event]], None], read_run: Callable[[str], StoredRun | None],
+            lane_cancels: Sequence[threading.Event] | None = None) -> None:
         """Run ``config`` in the child, emitting its events here (and answering its store requests
-        with ``file_run`` / ``read_run``); returns when it has ended."""
+        with ``file_run`` / ``read_run``); ``cancel`` and each of ``lane_cancels`` (a co-batch's lanes)
+        are forwarded as they are set. Returns when it has ended."""
         self.start()
         self._cancel.clear()
+        lanes = list(lane_cancels or ())
+        for i in range(len(lanes)):
+            self._lane_flags[i] = 0
         last_step = 0
         try:
             self._conn.send(config)
@@ -180,6 +199,9 @@ class ProcessSlot:
             if cancel.is_set() and not forwarded:
                 self._cancel.set()
                 forwarded = True
+            for i, flag in enumerate(lanes):
+                if flag.is_set() and not self._lane_flags[i]:
+                    self._lane_flags[i] = 1
             try:
                 message = self._conn.recv() if self._conn.poll(POLL_SECONDS) else None
             except (EOFError, OSError):
