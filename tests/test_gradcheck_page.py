@@ -12,6 +12,7 @@ from app.figures.gradcheck import layer_bars_figure, scatter_figure
 from core.config import RunConfig
 from core.gradcheck import AT_CHOICES, GOOD, SUSPECT, check_gradients
 from core.jobs import get_manager
+from app.views.gradcheck import verdict_text
 
 PAGE = "../pages/gradcheck.py"
 
@@ -167,3 +168,17 @@ def test_playground_offers_by_hand_backprop_and_names_what_it_needs(app_env):
     at.sidebar.selectbox(key="cfg_norm").select("batchnorm").run()
     assert "by_hand" in texts(at.sidebar.error).replace("\\", "")
     assert at.button(key="train").disabled
+
+
+def test_a_doubtful_float64_check_of_sigmoid_points_at_epsilon_and_falls_when_eps_grows():
+    """A central difference's rounding error scales like (float64 step) / ε: on a sigmoid network,
+    whose first layer's gradients are tiny, a tenfold larger ε lowers that layer's reading about
+    tenfold until it reads right, and a doubtful verdict says to try exactly that."""
+    cfg = RunConfig(dataset="digits", hidden=(64, 32, 16), activation="sigmoid", seed=1)
+    readings = [check_gradients(cfg, eps=eps) for eps in (1e-7, 1e-6, 1e-5, 1e-4)]
+    first = [r.layers[0].rel_diff for r in readings]
+    assert all(3 < a / b < 30 for a, b in zip(first, first[1:])), first
+    assert readings[-1].layers[0].rel_diff < GOOD and "right here" in verdict_text(readings[-1])
+    for r in readings:
+        if GOOD <= max(x.rel_diff for x in r.layers) <= SUSPECT:
+            assert "Move ε up tenfold" in verdict_text(r)

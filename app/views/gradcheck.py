@@ -58,7 +58,13 @@ def verdict_text(result: GradCheck) -> str:
         return f"Every layer reads below 1e-7 (worst: {worst.layer}, {worst.rel_diff:.1e}): backprop is right here."
     wrong = result.first_wrong_layer()
     if wrong is None:
-        return f"No layer is above 1e-5, but {worst.layer} reads {worst.rel_diff:.1e}, above 1e-7: doubtful."
+        text = f"No layer is above 1e-5, but {worst.layer} reads {worst.rel_diff:.1e}, above 1e-7: doubtful."
+        if result.settings.get("dtype") == "float64":
+            text += (" In float64 this is often rounding, not a bug: a layer whose gradients are tiny (a sigmoid "
+                     "network's first layers) loses digits in J(θ+ε) − J(θ−ε), an error that shrinks like 1/ε. Move ε "
+                     "up tenfold (to 1e-5, then 1e-4): if the difference falls about tenfold each time, it was "
+                     "rounding and backprop is right; a bug keeps it high at every ε.")
+        return text
     return (f"{wrong} is the layer nearest the output above 1e-5 ({next(r for r in result.layers if r.layer == wrong).rel_diff:.1e}). "
             "Backprop runs from the output down, so a backward bug first shows at its own layer (and taints "
             "every layer below it).")
