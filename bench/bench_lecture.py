@@ -2,7 +2,8 @@
 
     python bench/bench_lecture.py [--sessions 10 30] [--browsers 2] [--timeout 600]
 
-For each N, a fresh server starts (its own cache). N sessions open together: ``--browsers`` of
+For each N, a fresh server starts (its own cache) and is opened once, as an instructor would
+before the lecture, until its trainers have warmed up. Then N sessions open together: ``--browsers`` of
 them are real headless Chromium pages, the rest light websocket clients (bench/st_client.py)
 that speak Streamlit's protocol and keep polling fragments running as a browser does. Each
 session follows the script:
@@ -45,6 +46,7 @@ from tests.test_browser import CHROMIUM, free_port, start_server, stop_server  #
 LESSON = GridConfig(base=RunConfig(dataset="digits", epochs=2, batch_size=32, optimizer="sgd", lr=0.2,
                                    log_every=20), activations=("sigmoid", "relu"), depths=(1, 2, 3, 4), width=10)
 # The Playground's status line says "step 12 of 340"; the Vanishing grid's "epoch 0.2 of 2".
+TRAIN_BUTTON = re.compile(r"^(play_arrow)?\s*(Train( the grid)?( again)?|Training…)$")
 FIRST_POINT = re.compile(r"step [1-9][\d,]* of|epoch (?!0 )[\d.]+ of", re.IGNORECASE)
 
 
@@ -98,6 +100,19 @@ async def press_train(port: int, page: str, config, step: str, out: dict) -> Non
         out["errors"].extend(s.state.errors)
 
 
+async def instructor_opens(port: int, timeout: float = 180.0) -> None:
+    """Open the dashboard once and wait until its sidebar no longer says the trainer is warming up."""
+    async with Session(port) as s:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await s.wait_finished(timeout)
+            if not any("Warming up the trainer" in t for t in s.state.texts):
+                return
+            await asyncio.sleep(1)
+            await s.rerun()
+    raise TimeoutError(f"the trainer was still warming up after {timeout:.0f} s")
+
+
 async def light_student(port: int, i: int, out: dict) -> None:
     await press_train(port, "vanishing", LESSON, "lesson", out)
     await press_train(port, "", variant(i), "variant", out)
@@ -109,10 +124,13 @@ async def browser_student(browser, port: int, i: int, out: dict) -> None:
     try:
         for step, (path, cfg) in enumerate((("vanishing", LESSON), ("", variant(i)))):
             await page.goto(f"http://127.0.0.1:{port}/{path}?{query(cfg)}")
-            button = page.get_by_role("button", name=re.compile(r"^(play_arrow)?\s*Train$"))
-            await button.first.wait_for(timeout=120_000)
+            # "Train", "Train the grid", "... again" once stored, or "Training…" (disabled) while it trains:
+            # a student who finds it training already watches it, with nothing to press.
+            button = page.get_by_role("button", name=TRAIN_BUTTON).first
+            await button.wait_for(timeout=120_000)
             t0 = time.monotonic()
-            await button.first.click()
+            if "Training" not in await button.inner_text():
+                await button.click()
             await page.get_by_text(FIRST_POINT).first.wait_for(timeout=300_000)
             out["lesson" if step == 0 else "variant"].append(time.monotonic() - t0)
     finally:
@@ -140,7 +158,7 @@ async def lecture(n: int, n_browsers: int, timeout: float) -> dict:
     server = start_server(cache, port, cache / "server.log", {"GRADIENT_LAB_WORKER_PROCESSES": "1"})
     out: dict = {"lesson": [], "variant": [], "errors": [], "health": [], "rss": []}
     try:
-        await asyncio.sleep(3)  # the trainers warm up, as they would before a lecture starts
+        await instructor_opens(port)  # as before a lecture: the first page view starts the trainers' warm-up
         rss_before = tree_rss_mb(server.pid)
         stop = asyncio.Event()
         side = [asyncio.create_task(health_pinger(port, out["health"], stop)),

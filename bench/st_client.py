@@ -38,6 +38,7 @@ class Session:
         self._ws = None
         self._tasks: list[asyncio.Task] = []
         self._finished = asyncio.Event()
+        self._page_hash = ""  # the page's script hash, as the server's navigation message names it
 
     async def __aenter__(self) -> "Session":
         self._ws = await websockets.connect(self.url, subprotocols=["streamlit"], origin=self.origin,
@@ -56,6 +57,7 @@ class Session:
         state = msg.rerun_script
         state.query_string = self.query
         state.page_name = self.page
+        state.page_script_hash = self._page_hash  # once known: a fragment's own st.rerun() stays on this page
         if fragment_id:
             state.fragment_id = fragment_id
             state.is_auto_rerun = True
@@ -95,7 +97,9 @@ class Session:
             msg = ForwardMsg()
             msg.ParseFromString(raw)
             kind = msg.WhichOneof("type")
-            if kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+            if kind == "navigation":  # the page st.navigation resolved: later reruns name it by its hash
+                self._page_hash = msg.navigation.page_script_hash
+            elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
                 self._element(msg.delta.new_element)
             elif kind == "auto_rerun":
                 self._fragments[msg.auto_rerun.fragment_id] = msg.auto_rerun.interval
