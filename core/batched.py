@@ -149,6 +149,7 @@ class _Stack:
 
     def __init__(self, cfgs: list[RunConfig], input_shape: tuple[int, ...], n_classes: int, device: torch.device):
         self.cfg = cfgs[0]  # width, norm, loss, penalties and optimizer are shared (see stack_key)
+        self.cfgs, self.input_shape = cfgs, input_shape
         self.n = n = len(cfgs)
         self.depths = [c.depth for c in cfgs]
         self.D = D = max(self.depths)
@@ -230,6 +231,27 @@ class _Stack:
         if not self.uniform:
             depth = torch.tensor(self.depths, device=device)
             self.ends_here = {j: (depth == j + 1).view(n, 1, 1) for j in set(d - 1 for d in self.depths)}
+
+    @torch.no_grad()
+    def cell_state(self, c: int) -> dict[str, torch.Tensor]:
+        """Cell c's weights as the state_dict of the nn.Module :func:`build_model` makes for its config
+        (the copy-in of ``__init__`` read backwards)."""
+        model = build_model(self.cfgs[c], self.input_shape, self.K)
+        layers = weight_layers(model)
+        for j, (_, layer) in enumerate(layers[:-1]):
+            layer.weight.copy_(self.w[j][c])
+            layer.bias.copy_(self.b[j][c])
+        layers[-1][1].weight.copy_(self.wo[c])
+        layers[-1][1].bias.copy_(self.bo[c])
+        norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
+        for j, m in enumerate(norms):
+            m.weight.copy_(self.gamma[j][c])
+            m.bias.copy_(self.beta[j][c])
+            if isinstance(m, nn.BatchNorm1d):
+                mean, var = self.running[j]
+                m.running_mean.copy_(mean.view(self.n, self.W)[c])
+                m.running_var.copy_(var.view(self.n, self.W)[c])
+        return model.state_dict()
 
     # --- normalization ------------------------------------------------------------------------
     def _norm(self, j: int, z: torch.Tensor, out: torch.Tensor) -> tuple:
@@ -549,6 +571,7 @@ class StackedLanes:
         with self._eval_mode():
             return self._cat([s.forward(x) for s in self.stacks])
 
-    def state_dict(self, lane: int) -> None:
-        """Stacked lanes (grid cells, sweep trials) offer no per-lane state_dict: their weights are not stored."""
-        return None
+    def state_dict(self, lane: int) -> dict[str, torch.Tensor]:
+        """Lane's weights as the state_dict its config's nn.Module would have."""
+        stack, p = self.cell[lane]
+        return stack.cell_state(p)

@@ -109,7 +109,8 @@ def run_cobatch(group: CoBatch, emit: Callable[[Event], None], cancel: threading
         return lambda event: emit(CellEvent(i, key, event))
     return train_lanes([runs[i] for i in order], StackedLanes, [lane(i) for i in order], cancel,
                        [runs[i].key() for i in order],
-                       lane_cancels=None if lane_cancels is None else [lane_cancels[i] for i in order])
+                       lane_cancels=None if lane_cancels is None else [lane_cancels[i] for i in order],
+                       final_weights=True)  # each run keeps its trained weights, as alone
 
 
 def dispatch(emits: Sequence[Callable[[Event], None]]) -> Callable[[Event], None]:

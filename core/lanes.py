@@ -147,8 +147,8 @@ class Lanes(Protocol):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """[lanes, N, classes] in eval mode."""
 
-    def state_dict(self, lane: int) -> dict[str, torch.Tensor] | None:
-        """Lane's weights as the state_dict of the model :func:`build_model` builds (None: not offered)."""
+    def state_dict(self, lane: int) -> dict[str, torch.Tensor]:
+        """Lane's weights as the state_dict of the model :func:`build_model` builds for its config."""
 
 
 class ModuleLanes:

@@ -161,7 +161,7 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
     diverges ends alone; the others go on. ``clock`` (seconds) times training. ``prune(i)``,
     asked after each epoch-end evaluation of lane i, may return a reason to end that lane early
     as "pruned" (a sweep's pruner); ``lane_cancels[i]``, checked every step, cancels lane i alone
-    (``cancel`` stops them all). ``final_weights``: a single finished lane sends its weights
+    (``cancel`` stops them all). ``final_weights``: each finished lane sends its weights
     (:func:`weights_event`) before its RunFinished. Returns each lane's terminal event.
     """
     run = _Run(list(configs), make_lanes, list(emits), cancel or threading.Event(),
@@ -209,7 +209,7 @@ class _Run:
                  final_weights: bool = False):
         self.configs, self.make_lanes, self.emits, self.cancel, self.keys = configs, make_lanes, emits, cancel, keys
         self.clock, self.prune, self.lane_cancels = clock, prune, lane_cancels
-        self.final_weights = final_weights and len(configs) == 1
+        self.final_weights = final_weights
         self.cfg = configs[0]
         self.ends: list[RunFinished | RunFailed | None] = [None] * len(configs)
         self.alive = list(range(len(configs)))  # lanes still training
@@ -515,11 +515,8 @@ class _Run:
         self.window = _Window(self.step + 1)
 
 
-def weights_event(state: dict[str, torch.Tensor] | None, step: int) -> FinalWeights:
-    """The trained weights as float32 numpy copies, or (over GRADIENT_LAB_MAX_WEIGHTS_MB, or lanes that
-    offer none) why they are not kept."""
-    if state is None:
-        return FinalWeights(step, {}, 0, "these lanes do not offer their weights")
+def weights_event(state: dict[str, torch.Tensor], step: int) -> FinalWeights:
+    """The trained weights as float32 numpy copies, or (over GRADIENT_LAB_MAX_WEIGHTS_MB) why they are not kept."""
     nbytes = sum(t.numel() * 4 for t in state.values())
     problem = budget.weights_problem(nbytes)
     if problem:

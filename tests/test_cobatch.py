@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
+import torch
 
 from core import budget
+from core.batched import StackedLanes
 from core.cobatch import compatible, dispatch
 from core.config import RunConfig
 from core.events import CellEvent, RunFailed, RunFinished
 from core.jobs import JobManager
+from core.models import build_model
 from core.scheduler import FairQueue
 from core.store import RunStore
 from core.train import train
@@ -102,10 +106,15 @@ def test_a_co_batched_group_equals_each_run_trained_alone_each_stored_under_its_
         assert _lanes(manager, key) == len(VARIANTS)  # trained in one lanes job
         assert not any(isinstance(e, CellEvent) for e in snap.events)  # its own events, unwrapped
         assert snap.events[0].key == key and snap.events[0].config == cfg.to_dict()
-        _assert_same_run(snap.events, _events_alone(cfg))
+        alone = _events_alone(cfg)
+        _assert_same_run(snap.events, alone)
         stored = manager.store.get(key)
         assert stored.meta["status"] == "finished" and stored.meta["config"] == cfg.to_dict()
         assert [e.kind for e in stored.events] == [e.kind for e in snap.events]
+        kept, alone_weights = manager.store.final_weights(key).weights, next(e for e in alone if e.kind == "weights").weights
+        assert kept.keys() == alone_weights.keys()  # the trained weights, as the run alone stores them
+        for name in kept:
+            np.testing.assert_allclose(kept[name], alone_weights[name], atol=1e-4, err_msg=name)
 
 
 def _events_alone(cfg: RunConfig) -> list:
@@ -187,3 +196,27 @@ def test_a_failure_of_the_whole_group_ends_every_run_not_ended_yet():
     emit(CellEvent(1, "k1", done))
     emit(RunFailed(5, "the worker died", "WorkerDied", 0.0))
     assert got[1] == [done] and [e.kind for e in got[0]] == [e.kind for e in got[2]] == ["failed"]
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+def test_a_stacked_lanes_state_dict_rebuilds_each_lanes_network(norm):
+    """Oracle: the nn.Module build_model makes, loaded with a lane's state_dict, gives that lane's logits."""
+    configs = [RunConfig(dataset="digits", hidden=(12,) * d, activation=a, norm=norm, seed=i)
+               for i, (a, d) in enumerate([("sigmoid", 3), ("relu", 1), ("tanh", 2), ("relu", 3)])]
+    lanes = StackedLanes(configs, (1, 8, 8), 10, torch.device("cpu"))
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    for _ in range(3):  # a few steps, so the weights (and BatchNorm's running statistics) moved from their init
+        lanes.train(True)
+        totals, _, _ = lanes.losses(x, y)
+        for opt in lanes.optimizers:
+            opt.zero_grad()
+        totals.sum().backward()
+        for opt in lanes.optimizers:
+            opt.step()
+    logits = lanes.logits(x)
+    for i, cfg in enumerate(configs):
+        model = build_model(cfg, (1, 8, 8), 10)
+        model.load_state_dict(lanes.state_dict(i))
+        model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), logits[i], atol=1e-5, rtol=1e-4)
