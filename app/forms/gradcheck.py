@@ -11,6 +11,7 @@ from core.config import BUILTIN_DATASETS, RunConfig
 from core.gradcheck import AT_CHOICES, MAX_EXAMPLES, CheckOptions, weights_status
 from core.presets import PRESETS
 from core.scratch import BUGS
+from core.jobs import get_manager
 from core.store import RunStore
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label, describe_run
@@ -192,7 +193,7 @@ def check_form() -> CheckForm:
     values = {n: st.session_state.get(knob_key(n)) for n in KNOBS}
     cfg, problems = validate(values)
     options_form(cfg)
-    store = RunStore()
+    store = get_manager().store  # the one store of this server (the views read it too)
     runs = _stored_runs(store)
     chosen = st.session_state.get(RUN_KEY) or INIT
     gone = chosen != INIT and chosen not in runs

@@ -206,10 +206,10 @@ def val_ranking(rows: Iterable[LibraryRow]) -> pd.DataFrame:
         value = best if best is not None else final
         if value is None or value != value:
             continue
-        out.append({"key": row.key, "name": row.label or short_name(row.config), "dataset": row.config.dataset, "val_acc": float(value),
-                    "best_known": best is not None, "epoch": row.meta.get("best_val_epoch") if best is not None
-                    else None, "final_val_acc": final, "saved_at": row.meta.get("saved_at") or 0.0,
-                    "config": row.config})
+        out.append({"key": row.key, "name": row.label or short_name(row.config), "dataset": row.config.dataset,
+                    "val_acc": float(value), "best_known": best is not None,
+                    "epoch": row.meta.get("best_val_epoch") if best is not None else None,
+                    "final_val_acc": final, "saved_at": row.meta.get("saved_at") or 0.0, "config": row.config})
     table = pd.DataFrame(out, columns=["key", "name", "dataset", "val_acc", "best_known", "epoch", "final_val_acc",
                                        "saved_at", "config"])
     return table.sort_values(["val_acc", "saved_at"], ascending=[False, False], kind="stable").reset_index(drop=True)

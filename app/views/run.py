@@ -53,7 +53,8 @@ def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
         st.info("This run is not known on this server (it may have been removed from the run store).")
         return None
     view = run_view(state)
-    opened = set(opened) | LESSON_GROUPS.get(lesson or "", set()) | (TOY_GROUPS if view.config.get("dataset") in TOY_DATASETS else set())
+    toy = TOY_GROUPS if view.config.get("dataset") in TOY_DATASETS else set()
+    opened = set(opened) | LESSON_GROUPS.get(lesson or "", set()) | toy
     polling_fragment(key, lambda polling: _curves_part(key, results), every=poll_seconds, name=f"curves_{key}")
     _group("steps", opened, lambda: polling_fragment(key, lambda polling: _steps_part(key), every=poll_seconds,
                                                       name=f"steps_{key}"))
