@@ -15,6 +15,7 @@ import core.runners
 from apptest_helpers import new_app, texts
 from app.figures import run as figures
 from app.records import run as runview
+from app.views import jobs as jobs_view
 from app.views.run import group_key
 from core.config import RunConfig
 from core.presets import get_preset
@@ -196,6 +197,22 @@ def test_train_digits_job_finishes_with_learned_result(app_env):
     assert core.jobs.get_manager().snapshot(key).saved_at != first
     wait_for_result(at)
     assert core.jobs.get_manager().wait(key, timeout=120).saved_at > first
+
+
+def test_a_run_that_ends_before_the_page_first_reads_it_is_not_called_a_replay(app_env, monkeypatch):
+    """A run faster than the first draw after Train (a tiny net on a warm worker) was trained by this
+    session: the page must not say it came from the cache."""
+    def until_done(key, timeout=0.4):
+        core.jobs.get_manager().wait(key, timeout=120)  # the job ends before the page draws it
+
+    monkeypatch.setattr(jobs_view, "wait_for_first_point", until_done)
+    at = new_app(RunConfig(epochs=1, hidden=(8,), seed=4).to_query())
+    at.button(key="train").click().run()
+    assert not at.exception
+    assert core.jobs.get_manager().snapshot(at.session_state["gl_job"]).done
+    assert "From cache" not in texts(at.info)
+    again = new_app(RunConfig(epochs=1, hidden=(8,), seed=4).to_query())  # another session: a replay
+    assert "From cache, trained" in texts(again.info)
 
 
 def test_cached_config_renders_without_starting_a_job(app_env, monkeypatch):

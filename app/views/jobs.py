@@ -84,9 +84,11 @@ def job_state(key: str) -> JobState | None:
     return state
 
 
-def forget(key: str) -> None:
-    """This session has not seen ``key`` yet (e.g. it is about to train it again)."""
-    st.session_state.get(SEEN, {}).pop(key, None)
+def asked(key: str) -> None:
+    """This session has just asked for ``key``: it shows as a replay from the store only when the job was
+    already done at that moment (served from the store), not when it trained too fast to be seen running."""
+    snap = get_manager().snapshot(key)
+    st.session_state.setdefault(SEEN, OrderedDict())[key] = snap is not None and snap.done
 
 
 def cached(version: Any, name: Any, build: Callable[[], Any], limit: int = 512) -> Any:
@@ -142,7 +144,7 @@ def cancel(key: str, everyone: bool = False) -> bool:
 def submit_job(config: Any, force: bool) -> str:
     """The default submit: queue ``config`` with the job manager; returns its job key."""
     key = submit(config, force)
-    forget(key)
+    asked(key)
     wait_for_first_point(key)
     return key
 
