@@ -42,7 +42,7 @@ def available_pages() -> list[st.Page]:
             for p in PAGES if (ROOT / "pages" / p.file).is_file()]
 
 
-# Streamlit runs this script as __main__; a spawned training process (core.workers) re-imports the entry
+# Streamlit runs this script as __main__; a spawned training process (core.serve.workers) re-imports the entry
 # script as __mp_main__ and must not draw a page or start workers of its own.
 if __name__ == "__main__":
     st.set_page_config(page_title="Gradient Lab", page_icon="🧠", layout="wide")

@@ -12,8 +12,8 @@ import re
 import time
 from collections import OrderedDict
 
-from core import data as datasets
-from core.config import UPLOAD_PREFIX
+from core.engine import data as datasets
+from core.engine.config import UPLOAD_PREFIX
 
 FALLBACK_DATASET = "digits"
 DATASET_TITLES = {

@@ -22,9 +22,9 @@ from benchlib import timed  # noqa: E402  (repo on sys.path, datasets folder, of
 
 import torch  # noqa: E402
 
-from core.jobs import JobManager  # noqa: E402
-from core.presets import get_preset  # noqa: E402
-from core.store import RunStore  # noqa: E402
+from core.serve.jobs import JobManager  # noqa: E402
+from core.lessons.presets import get_preset  # noqa: E402
+from core.serve.store import RunStore  # noqa: E402
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 DEPTHS = (1, 2, 3, 4, 6)

@@ -28,9 +28,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from core import data as datasets  # noqa: E402
-from core.presets import get_preset  # noqa: E402
-from core.train import resolve_device, train  # noqa: E402
+from core.engine import data as datasets  # noqa: E402
+from core.lessons.presets import get_preset  # noqa: E402
+from core.engine.train import resolve_device, train  # noqa: E402
 
 
 def e2_model() -> nn.Module:

@@ -5,7 +5,7 @@
 The network is the first config of the B-regularization preset on fashion3 (3 classes of
 Fashion-MNIST, read from GRADIENT_LAB_DATA_DIR or ../shared/datasets). Both ways compute the same
 10,611 central differences (21,222 forwards) in float64: batched = functional_call under vmap in
-chunks (core.gradcheck), naive = one in-place perturbation and one forward at a time. Prints each
+chunks (core.lab.gradcheck), naive = one in-place perturbation and one forward at a time. Prints each
 wall time (fastest of --repeat), their ratio and the largest difference between the two results.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import benchlib  # noqa: F401,E402  (repo on sys.path, datasets folder, offline)
 
 import torch  # noqa: E402
 
-from core.gradcheck import check_gradients, format_table  # noqa: E402
-from core.presets import get_preset  # noqa: E402
+from core.lab.gradcheck import check_gradients, format_table  # noqa: E402
+from core.lessons.presets import get_preset  # noqa: E402
 
 
 def best_of(repeat: int, **options):

@@ -20,10 +20,10 @@ from benchlib import timed  # noqa: E402  (repo on sys.path, datasets folder, of
 
 import torch  # noqa: E402
 
-from core import data as datasets  # noqa: E402
-from core.grid import GridConfig, run_grid  # noqa: E402
-from core.presets import A_BASE  # noqa: E402
-from core.train import device_name, resolve_device, train  # noqa: E402
+from core.engine import data as datasets  # noqa: E402
+from core.lab.grid import GridConfig, run_grid  # noqa: E402
+from core.lessons.presets import A_BASE  # noqa: E402
+from core.engine.train import device_name, resolve_device, train  # noqa: E402
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu")
 DEPTHS = (1, 2, 4, 6, 8, 12)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import RunConfig, parse_hidden  # noqa: E402
-from core.events import encode_events  # noqa: E402
-from core.train import train  # noqa: E402
+from core.engine.config import RunConfig, parse_hidden  # noqa: E402
+from core.engine.events import encode_events  # noqa: E402
+from core.engine.train import train  # noqa: E402
 
 
 def main() -> None:

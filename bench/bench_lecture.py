@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from playwright.async_api import async_playwright  # noqa: E402
 from st_client import Session  # noqa: E402
 
-from core.config import RunConfig  # noqa: E402
-from core.grid import GridConfig  # noqa: E402
-from core.store import RunStore  # noqa: E402
+from core.engine.config import RunConfig  # noqa: E402
+from core.lab.grid import GridConfig  # noqa: E402
+from core.serve.store import RunStore  # noqa: E402
 from tests.test_browser import CHROMIUM, free_port, start_server, stop_server  # noqa: E402
 
 # Small enough that 30 students' worth trains within the bench's time on a 2-core CPU.

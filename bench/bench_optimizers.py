@@ -3,10 +3,10 @@
     python bench/bench_optimizers.py [--device auto|cpu|cuda] [--threads N] [--repeat 3] [--epochs 1]
 
 1. 2-D race: six optimizers x 500 steps on each race function, computed by the from-scratch
-   rules (core.race.race) AND drawn server-side (both Plotly figures built and serialized to
+   rules (core.lab.race.race) AND drawn server-side (both Plotly figures built and serialized to
    JSON, what Streamlit sends). Target: at most 0.2 s.
 2. Loss surface of LESSONS E #2 (784-128-64-10 on Fashion-MNIST), 41 x 41 points on 2048
-   training examples: the vmapped functional_call evaluation of core.surface against the
+   training examples: the vmapped functional_call evaluation of core.lab.surface against the
    same points evaluated one model at a time (weights loaded into the module, one forward
    each). Target: at most 15 s; prints the ratio. The network is trained first (``--epochs``,
    1 by default: the evaluation's cost does not depend on how long it trained).
@@ -25,11 +25,12 @@ import torch  # noqa: E402
 from torch.nn.utils import vector_to_parameters  # noqa: E402
 
 from app.figures.optimizers import race_contour_figure, race_loss_figure  # noqa: E402
-from core import race  # noqa: E402
-from core.presets import get_preset  # noqa: E402
-from core.surface import (SurfaceConfig, flat_parameters, grid_axes, plane_evaluator, points_per_batch,  # noqa: E402
+from core.lab import race  # noqa: E402
+from core.lessons.presets import get_preset  # noqa: E402
+from core.lab.surface import (SurfaceConfig, flat_parameters, grid_axes, plane_evaluator, points_per_batch,  # noqa: E402
                           project, random_directions, train_recording, training_subset)
-from core.train import data_loss, device_name, resolve_device  # noqa: E402
+from core.engine.lanes import data_loss  # noqa: E402
+from core.engine.train import device_name, resolve_device  # noqa: E402
 
 SIX = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
 

@@ -5,9 +5,9 @@
 Draws ``--trials`` points of the D-sweep space (core/sweep.py) with epochs fixed at 1 by
 Optuna's random sampler (seed 0), and times
 
-- the sweep: :func:`core.sweep.run_sweep`, all trials asked at once, trials sharing a data
+- the sweep: :func:`core.lab.sweep.run_sweep`, all trials asked at once, trials sharing a data
   stream (here: the batch size) trained as one batched lanes job, each told to the study;
-- the same trial configs trained one after another by :func:`core.train.train`.
+- the same trial configs trained one after another by :func:`core.engine.train.train`.
 
 Prints both wall times, the ratio, and that the two agree on each trial's validation accuracy.
 A fresh SQLite study and no run store, so nothing is served from a cache. Reads Fashion-MNIST
@@ -24,9 +24,10 @@ from benchlib import timed  # noqa: E402  (repo on sys.path, datasets folder, of
 import torch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from core import data as datasets  # noqa: E402
-from core.sweep import SWEEP_PRESETS, open_study, run_sweep, split_plan, trial_config  # noqa: E402
-from core.train import device_name, resolve_device, train  # noqa: E402
+from core.engine import data as datasets  # noqa: E402
+from core.lessons.families import SWEEP_PRESETS  # noqa: E402
+from core.lab.sweep import open_study, run_sweep, split_plan, trial_config  # noqa: E402
+from core.engine.train import device_name, resolve_device, train  # noqa: E402
 
 
 def main() -> None:

@@ -18,13 +18,17 @@ import time
 import torch
 from tqdm import tqdm
 
-from .config import FIELDS, ConfigError, RunConfig, parse_value
-from .data import DatasetUnavailable
-from .gradcheck import (AT_CHOICES, DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, NoStoredWeights, RunGone,
+from core.engine.config import FIELDS, ConfigError, RunConfig, parse_value
+from core.engine.data import DatasetUnavailable
+from core.lab.gradcheck import (AT_CHOICES, DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, NoStoredWeights, RunGone,
                         check_gradients, check_stored_run, format_table)
-from .jobs import STORED_STATUSES, Refused, get_manager
-from .presets import PRESETS, get_preset
-from .sweep import PRUNERS, SAMPLERS, SWEEP_PRESETS, SweepStorageError, check_budget, open_study
+from core.engine.events import RUN_ENDINGS
+from core.serve.budget import Refused
+from core.serve.jobs import get_manager
+from core.serve.store import RunStore
+from core.lessons.presets import PRESETS, get_preset
+from core.lessons.families import SWEEP_PRESETS
+from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, check_budget, open_study
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
@@ -75,7 +79,7 @@ def _watch(label: str, key: str, quiet: bool) -> dict:
 def _print_result(label: str, key: str, result: dict) -> None:
     end = result["end"]
     source = " (from cache)" if result["cached"] else ""
-    if result["status"] in STORED_STATUSES and not result["saved"]:
+    if result["status"] in RUN_ENDINGS and not result["saved"]:
         source = f" but NOT SAVED ({result['error']})"
     print(f"{label}: {result['status']}{source}  key={key}")
     if end is None:
@@ -104,7 +108,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
                    mistake=args.mistake, max_entries=args.max_entries or None, n_examples=args.examples)
     try:
         if args.run:
-            label, result = args.run, check_stored_run(args.run, at=args.at, **options)
+            label, result = args.run, check_stored_run(args.run, RunStore(), at=args.at, **options)
         else:
             if args.at != "init":
                 raise ValueError("--at final needs a stored run: --run KEY")
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         result = _watch(label, key, args.quiet)
         _print_result(label, key, result)
         failures += result["status"] == "failed"
-        unsaved += result["status"] in STORED_STATUSES and not result["saved"]
+        unsaved += result["status"] in RUN_ENDINGS and not result["saved"]
     if manager.store.health():
         print(f"warning: {manager.store.health()}", file=sys.stderr)
     return 1 if failures else (3 if unsaved else 0)

@@ -8,7 +8,7 @@ from app.forms.compare import Keys, base_split, family_editor, submit_comparison
 from app.text import dataset_label, plain, plural
 from app.views.compare import comparison_view, family_status, train_val_gaps
 from app.views.jobs import train_button
-from core import lessons
+from core.lessons import sentences as lessons
 
 st.title("Regularization")
 st.caption("Train one network several times, each with a different regularizer (none, L1, L2, dropout, BatchNorm, "

@@ -9,9 +9,10 @@ from app.text import dataset_label, plain, plural
 from app.views.data import dataset_fallback_notice
 from app.views.grid import finished_cells, fixes_view, grid_view
 from app.views.jobs import config_status, train_button
-from core import lessons
-from core.data import load_dataset
-from core.presets import A_FALLBACK
+from core.lessons import families
+from core.lessons import sentences as lessons
+from core.engine.catalog import load_dataset
+from core.lessons.presets import A_FALLBACK
 
 GRID_JOB, FIXES_JOB, SEEDS_JOB = "vg_grid_job", "vg_fixes_job", "vg_seeds_job"  # session state holds job keys only
 
@@ -70,7 +71,7 @@ if shown is not None:
     fixes_view(shown)
 
 st.subheader("3 · Is it the seed?", divider="gray")
-seeds = lessons.seeds_grid(fixes.base) if fixes is not None else None
+seeds = families.seeds_grid(fixes.base) if fixes is not None else None
 if seeds is not None:
     st.caption(plain(f"The plain sigmoid network of the fixes ({form.fix_depth} hidden layers) trained with seeds "
                      f"{', '.join(str(c.seed) for _, c in seeds.cells())}: other initial weights and another batch "

@@ -20,11 +20,11 @@ if SHARED_DATASETS.is_dir():
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
     """A fresh cache dir (run store, uploads) for this test; the job-manager singleton is reset."""
-    import core.jobs
+    import core.serve.jobs
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("GRADIENT_LAB_CACHE_DIR", str(cache))
-    monkeypatch.setattr(core.jobs, "_manager", None)
+    monkeypatch.setattr(core.serve.jobs, "_manager", None)
     return cache
 
 

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import core.jobs
-import core.runners
+import core.serve.jobs
+import core.serve.runners
 from apptest_helpers import new_app, texts
 from app.figures import run as figures
 from app.records import run as runview
 from app.views import jobs as jobs_view
 from app.views.run import group_key
-from core.config import RunConfig
-from core.presets import get_preset
-from core.train import train
+from core.engine.config import RunConfig
+from core.lessons.presets import get_preset
+from core.engine.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 # A digits run that learns a lot in a few seconds on a CPU.
@@ -177,7 +177,7 @@ def test_train_digits_job_finishes_with_learned_result(app_env):
     acc = metric(at, "Test accuracy")
     assert acc > 0.8, f"a 64-64 MLP learns 8x8 digits far above chance (0.1); got {acc}"
     assert metric(at, "Parameters") > 0
-    snap = core.jobs.get_manager().snapshot(key)
+    snap = core.serve.jobs.get_manager().snapshot(key)
     assert snap.status == "finished" and not snap.from_cache
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = [str(c["layout"].get("title", {}).get("text", "")) for c in charts]
@@ -194,22 +194,22 @@ def test_train_digits_job_finishes_with_learned_result(app_env):
     # "Train again" really trains again (force), and the page follows the new run
     first = snap.saved_at
     at.button(key="train").click().run()
-    assert core.jobs.get_manager().snapshot(key).saved_at != first
+    assert core.serve.jobs.get_manager().snapshot(key).saved_at != first
     wait_for_result(at)
-    assert core.jobs.get_manager().wait(key, timeout=120).saved_at > first
+    assert core.serve.jobs.get_manager().wait(key, timeout=120).saved_at > first
 
 
 def test_a_run_that_ends_before_the_page_first_reads_it_is_not_called_a_replay(app_env, monkeypatch):
     """A run faster than the first draw after Train (a tiny net on a warm worker) was trained by this
     session: the page must not say it came from the cache."""
     def until_done(key, timeout=0.4):
-        core.jobs.get_manager().wait(key, timeout=120)  # the job ends before the page draws it
+        core.serve.jobs.get_manager().wait(key, timeout=120)  # the job ends before the page draws it
 
     monkeypatch.setattr(jobs_view, "wait_for_first_point", until_done)
     at = new_app(RunConfig(epochs=1, hidden=(8,), seed=4).to_query())
     at.button(key="train").click().run()
     assert not at.exception
-    assert core.jobs.get_manager().snapshot(at.session_state["gl_job"]).done
+    assert core.serve.jobs.get_manager().snapshot(at.session_state["gl_job"]).done
     assert "From cache" not in texts(at.info)
     again = new_app(RunConfig(epochs=1, hidden=(8,), seed=4).to_query())  # another session: a replay
     assert "From cache, trained" in texts(again.info)
@@ -217,23 +217,23 @@ def test_a_run_that_ends_before_the_page_first_reads_it_is_not_called_a_replay(a
 
 def test_cached_config_renders_without_starting_a_job(app_env, monkeypatch):
     cfg = RunConfig(epochs=2, log_every=10)
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     trained = manager.wait(manager.submit(cfg), timeout=120)
     assert trained.status == "finished"
     # A fresh server process: only the run store remembers the run. Training now would be a bug.
-    monkeypatch.setattr(core.jobs, "_manager", None)
+    monkeypatch.setattr(core.serve.jobs, "_manager", None)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached config must not train")
 
-    monkeypatch.setattr(core.runners, "train", no_training)  # where the manager's runner trains
+    monkeypatch.setattr(core.serve.runners, "train", no_training)  # where the manager's runner trains
     at = new_app(cfg.to_query())
     assert not at.exception
     assert "From cache, trained" in texts(at.info)
     assert metric(at, "Test accuracy") > 0.5
     assert at.button(key="train").label == "Train again"
-    assert core.jobs.get_manager().counts() == {"queued": 0, "running": 0}
-    assert core.jobs.get_manager().snapshot(cfg.key()).from_cache
+    assert core.serve.jobs.get_manager().counts() == {"queued": 0, "running": 0}
+    assert core.serve.jobs.get_manager().snapshot(cfg.key()).from_cache
 
 
 def wait_for_status(at: AppTest, text: str, timeout: float = 120) -> str:
@@ -273,7 +273,7 @@ def test_failed_run_shows_the_message(app_env, monkeypatch):
     def broken(cfg, callbacks=(), cancel=None, key=None):
         raise RuntimeError("the GPU caught fire")
 
-    monkeypatch.setattr(core.runners, "train", broken)
+    monkeypatch.setattr(core.serve.runners, "train", broken)
     at = new_app({"seed": "5"})
     at.button(key="train").click().run()
     shown = wait_for_status(at, "Failed.")
@@ -281,7 +281,7 @@ def test_failed_run_shows_the_message(app_env, monkeypatch):
 
 
 def test_library_lists_stored_runs(app_env):
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     manager.wait(manager.submit(RunConfig(epochs=1, seed=3)), timeout=120)
     at = new_app()
     at.switch_page("../pages/library.py").run()
@@ -292,7 +292,7 @@ def test_library_lists_stored_runs(app_env):
 
 def test_toy_set_shows_decision_regions(app_env):
     cfg = RunConfig(dataset="moons", hidden=(16,), epochs=20, lr=0.01, log_every=20)
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     assert manager.wait(manager.submit(cfg), timeout=120).status == "finished"
     at = new_app(cfg.to_query())
     titles = [str(json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")) for c in at.get("plotly_chart")]

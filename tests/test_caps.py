@@ -5,15 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-import core.grid
-from core import budget
+import core.lab.grid
+from core.serve import budget
 from core.__main__ import main
-from core.config import RunConfig
-from core.events import LayerStats, StepLosses
-from core.grid import GridConfig
-from core.jobs import JobManager, Refused
-from core.models import build_model, count_parameters
-from core.store import RunStore
+from core.engine.config import RunConfig
+from core.engine.events import LayerStats, StepLosses
+from core.lab.grid import GridConfig
+from core.serve.budget import Refused
+from core.serve.jobs import JobManager
+from core.engine.models import build_model, count_parameters
+from core.serve.store import RunStore
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_a_grid_is_refused_on_the_sum_of_its_cells_before_it_is_planned(idle_man
     one = budget.estimate(base)
     monkeypatch.setenv("GRADIENT_LAB_MAX_JOB_MEMORY_MB", str((2.5 * one.model_bytes + one.data_bytes) / 2**20))
     planned = []
-    monkeypatch.setattr(core.grid, "plan_grid", lambda cells: planned.append(cells))
+    monkeypatch.setattr(core.lab.grid, "plan_grid", lambda cells: planned.append(cells))
     assert idle_manager.submit(base) == base.key()  # one cell fits
     grid = GridConfig(base=base, activations=("relu", "tanh", "sigmoid", "gelu"))
     with pytest.raises(Refused, match="GRADIENT_LAB_MAX_JOB_MEMORY_MB"):

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from core import budget
-from core.batched import StackedLanes
-from core.cobatch import compatible, dispatch
-from core.config import RunConfig
-from core.events import CellEvent, RunFailed, RunFinished
-from core.jobs import JobManager
-from core.models import build_model
-from core.scheduler import FairQueue
-from core.store import RunStore
-from core.train import train
+from core.serve import budget
+from core.engine.batched import StackedLanes
+from core.serve.cobatch import compatible, dispatch
+from core.engine.config import RunConfig
+from core.engine.events import CellEvent, RunFailed, RunFinished
+from core.serve.jobs import JobManager
+from core.engine.models import build_model
+from core.serve.scheduler import FairQueue
+from core.serve.store import RunStore
+from core.engine.train import train
 from tests.test_grid import _assert_same_run
 
 BASE = RunConfig(dataset="digits", hidden=(16,), epochs=2, batch_size=64, optimizer="sgd", lr=0.2, log_every=10)

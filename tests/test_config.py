@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.config import FIELDS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig, knob_of
+from core.engine.config import FIELDS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig, knob_of
 
 NUMERIC = [name for name, f in FIELDS.items() if f.metadata["knob"].hi is not None and name != "hidden"]
 CHOICES = [name for name, f in FIELDS.items() if f.metadata["knob"].choices]
@@ -79,7 +79,7 @@ def test_key_is_stable_and_sensitive():
 
 def test_key_is_the_same_in_another_process():
     cfg = RunConfig(dataset="mnist", hidden=(10,) * 4, activation="sigmoid", lr=0.2)
-    code = ("from core.config import RunConfig;"
+    code = ("from core.engine.config import RunConfig;"
             "print(RunConfig(dataset='mnist', hidden=(10,)*4, activation='sigmoid', lr=0.2).key())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PYTHONPATH": "."})
@@ -126,8 +126,8 @@ def test_each_optimizer_reads_its_own_knobs():
     """RMSProp gets its own alpha/momentum (textbook 0.99 / 0), not Adam's beta2 or SGD's momentum."""
     import torch
 
-    from core.config import knob_applies
-    from core.train import make_optimizer
+    from core.engine.config import knob_applies
+    from core.engine.lanes import make_optimizer
 
     params = [torch.nn.Parameter(torch.zeros(3))]
     rms = make_optimizer(RunConfig(optimizer="rmsprop"), params).defaults

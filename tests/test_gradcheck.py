@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from core.__main__ import main
-from core.config import ACTIVATIONS, NORMS, ConfigError, RunConfig
-from core.gradcheck import (GOOD, SEED_VALUE, SUSPECT, CheckOptions, RunGone, _Objective, _prepare, check_gradients,
+from core.engine.config import ACTIVATIONS, NORMS, ConfigError, RunConfig
+from core.lab.gradcheck import (GOOD, SEED_VALUE, SUSPECT, CheckOptions, RunGone, _Objective, _prepare, check_gradients,
                             check_stored_run, format_table, layer_groups, numeric_gradient, seed_variants)
-from core.models import build_model
-from core.presets import get_preset
-from core.store import RunStore
-from core.train import ModuleLanes
+from core.engine.models import build_model
+from core.lessons.presets import get_preset
+from core.serve.store import RunStore
+from core.engine.lanes import ModuleLanes
 
 TINY = dict(dataset="blobs", hidden=(4, 3), seed=3)
 MLP_COMBOS = list(itertools.product(ACTIVATIONS, NORMS, ("cross_entropy", "mse"), ((0.0, 0.0), (0.01, 0.02))))

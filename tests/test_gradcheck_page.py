@@ -9,9 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 from apptest_helpers import MAIN, new_app, texts
 from app.figures.gradcheck import layer_bars_figure, scatter_figure
-from core.config import RunConfig
-from core.gradcheck import AT_CHOICES, GOOD, SUSPECT, check_gradients
-from core.jobs import get_manager
+from core.engine.config import RunConfig
+from core.lab.gradcheck import AT_CHOICES, GOOD, SUSPECT, check_gradients
+from core.serve.jobs import get_manager
 from app.views.gradcheck import verdict_text
 
 PAGE = "../pages/gradcheck.py"

@@ -8,16 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from core import data as datasets
-from core.batched import StackedLanes, _Stack, _StackFunction
-from core.config import ConfigError, RunConfig
-from core.events import CellEvent, GridStarted, decode_events, encode_events
-from core.grid import GridConfig, cell_events, fixes_grid, run_grid
-from core.jobs import JobManager
-from core.models import build_model
-from core.presets import A_BASE
-from core.store import RunStore
-from core.train import data_loss, penalty, train
+from core.engine import data as datasets
+from core.engine.batched import StackedLanes, _Stack, _StackFunction
+from core.engine.config import ConfigError, RunConfig
+from core.engine.events import CellEvent, GridStarted, decode_events, encode_events
+from core.lab.grid import GridConfig, cell_events, run_grid
+from core.lessons.families import fixes_grid
+from core.serve.jobs import JobManager
+from core.engine.models import build_model
+from core.lessons.presets import A_BASE
+from core.serve.store import RunStore
+from core.engine.lanes import data_loss
+from core.engine.train import train
 
 DIGITS = RunConfig(dataset="digits", epochs=2, batch_size=32, optimizer="sgd", lr=0.2, log_every=10)
 
@@ -187,9 +189,9 @@ def test_other_settings_batch_exactly_too():
 
 
 def test_a_diverging_cell_ends_alone_and_the_others_go_on(monkeypatch):
-    import core.train
+    import core.engine.train
 
-    monkeypatch.setattr(core.train, "EXPLODED", math.inf)  # only a non-finite loss ends a cell here
+    monkeypatch.setattr(core.engine.train, "EXPLODED", math.inf)  # only a non-finite loss ends a cell here
     base = DIGITS.replace(activation="linear", hidden=(16,), epochs=3)
     grid = GridConfig(base=base, variants=(("calm", {"lr": 0.05}), ("wild", {"lr": 100.0})))
     end, events = _run_grid(grid)
@@ -293,8 +295,8 @@ def test_out_of_memory_inside_a_batched_grid_fails_its_cells_and_releases_them(m
     import gc
     import weakref
 
-    import core.grid
-    import core.train
+    import core.lab.grid
+    import core.engine.train
 
     made, emptied = [], [0]
 
@@ -310,8 +312,8 @@ def test_out_of_memory_inside_a_batched_grid_fails_its_cells_and_releases_them(m
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
             return super().losses(x, y)
 
-    monkeypatch.setattr(core.grid, "StackedLanes", OOMStacked)
-    monkeypatch.setattr(core.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
+    monkeypatch.setattr(core.lab.grid, "StackedLanes", OOMStacked)
+    monkeypatch.setattr(core.engine.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
     grid = GridConfig(base=DIGITS.replace(hidden=(16,), epochs=1),
                       variants=(("a", {"lr": 0.1}), ("b", {"lr": 0.2}), ("dropout", {"dropout": 0.2})))
     end, events = _run_grid(grid)

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from core.config import RunConfig
-from core.events import LayerStats, RunFinished, StepLosses
-from core.jobs import JobManager, get_manager
-from core.presets import PRESETS
-from core.store import RunStore, _part_names
+from core.engine.config import RunConfig
+from core.engine.events import LayerStats, RunFinished, StepLosses
+from core.serve.jobs import JobManager, get_manager
+from core.lessons.presets import PRESETS
+from core.serve.store import RunStore, _part_names
 
 FAST = RunConfig(dataset="digits", hidden=(16,), epochs=4, lr=0.01)
 

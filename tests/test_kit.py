@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import core.jobs
+import core.serve.jobs
 from apptest_helpers import MAIN, new_app, texts
 from app.forms.compare import FAMILY_PRESETS
 from app.forms.grid import DEFAULT as DEFAULT_GRID
@@ -14,9 +14,10 @@ from app.records.compare import ComparisonConfig
 from app.records.jobs import JobState, status_message
 from app.records.run import Progress
 from app.text import ago, epoch_text, number, plural
-from core.config import ConfigError, RunConfig
-from core.grid import GridConfig, fixes_grid
-from core.presets import PRESETS
+from core.engine.config import ConfigError, RunConfig
+from core.lab.grid import GridConfig
+from core.lessons.families import fixes_grid
+from core.lessons.presets import PRESETS
 
 
 # --- configs in the URL (pure) ------------------------------------------------------------------------
@@ -121,7 +122,7 @@ def test_train_button_shows_why_it_could_not_start(isolated_cache, monkeypatch, 
     def no_device(self, config, force=False, session=None):
         raise RuntimeError("CUDA device 0 went away")
 
-    monkeypatch.setattr(core.jobs.JobManager, "submit", no_device)
+    monkeypatch.setattr(core.serve.jobs.JobManager, "submit", no_device)
     at = open_with_query(page, {"dataset": "moons"} if page == "vanishing" else {})
     at.button(key=button).click().run()
     assert not at.exception, at.exception
@@ -167,7 +168,7 @@ def test_lesson_button_is_in_the_link(isolated_cache, shared_mnist):
 
 def test_open_in_playground_works_from_a_direct_link(isolated_cache):
     cfg = RunConfig(epochs=1, seed=11, hidden=(24,))
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     manager.wait(manager.submit(cfg), timeout=120)
     at = open_with_query("library", {})  # the session starts on the library (a bookmark), not the Playground
     table = at.dataframe[0]
@@ -182,7 +183,7 @@ def test_open_in_playground_works_from_a_direct_link(isolated_cache):
 
 def test_a_batched_lane_does_not_claim_the_groups_time(isolated_cache):
     grid = GridConfig(base=RunConfig(dataset="moons", epochs=2, log_every=20), activations=("relu", "tanh"), depths=(1,))
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     snap = manager.wait(manager.submit(grid), timeout=240)
     assert snap.status == "finished" and snap.events[0].batched == [[0, 1]]
     label, cell = grid.cells()[0]

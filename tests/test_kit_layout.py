@@ -2,10 +2,11 @@
 the pure floors never import Streamlit, and pages/ build on the kit (no page imports another page)."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from helpers import imports
 
 REPO = Path(__file__).resolve().parents[1]
 FLOORS = ["text", "records", "figures", "views", "forms"]
@@ -17,28 +18,13 @@ def floor_of(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[0] == "app" and parts[1] in FLOORS else None
 
 
-def imports(path: Path) -> list[str]:
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            out += [base] + [f"{base}.{a.name}" for a in node.names]
-    return out
-
-
 KIT = sorted(p for p in (REPO / "app").rglob("*.py") if floor_of(".".join(p.relative_to(REPO).with_suffix("").parts)))
 
 
 @pytest.mark.parametrize("path", KIT, ids=lambda p: str(p.relative_to(REPO)))
 def test_module_imports_only_from_its_floor_or_below(path):
     own = floor_of(".".join(path.relative_to(REPO).with_suffix("").parts))
-    for name in imports(path):
+    for name in imports(path, REPO):
         target = floor_of(name)
         if target is not None:
             assert FLOORS.index(target) <= FLOORS.index(own), f"{path.name} ({own}) imports {name} ({target})"
@@ -47,7 +33,7 @@ def test_module_imports_only_from_its_floor_or_below(path):
 
 
 def test_text_is_the_bottom_floor():
-    assert not [n for n in imports(REPO / "app" / "text.py") if n.startswith("app")]
+    assert not [n for n in imports(REPO / "app" / "text.py", REPO) if n.startswith("app")]
 
 
 def test_layout_has_every_floor_and_the_floor_check_sees_them():
@@ -58,6 +44,6 @@ def test_layout_has_every_floor_and_the_floor_check_sees_them():
 
 @pytest.mark.parametrize("path", sorted((REPO / "pages").glob("*.py")), ids=lambda p: p.name)
 def test_pages_import_the_kit_not_each_other(path):
-    names = imports(path)
+    names = imports(path, REPO)
     assert not [n for n in names if n.startswith("pages")]
     assert any(n.startswith("app.") for n in names)

@@ -8,12 +8,14 @@ import math
 import pytest
 import torch
 
-from core import data as datasets
-from core import lessons, verdicts
-from core.config import RunConfig
-from core.grid import GridConfig, cell_events, run_grid
-from core.presets import FALLBACK_DATASET, PRESETS, get_preset
-from core.train import noisy_labels, train_split
+from core.engine import data as datasets
+from core.lessons import families
+from core.lessons import sentences as lessons
+from core.lessons import verdicts
+from core.engine.config import RunConfig
+from core.lab.grid import GridConfig, cell_events, run_grid
+from core.lessons.presets import FALLBACK_DATASET, PRESETS, get_preset
+from core.engine.train import noisy_labels, train_split
 
 A_PRESETS = [p for p in PRESETS.values() if p.lesson == "A"]
 
@@ -28,7 +30,7 @@ def _train_cells(cells: list[tuple[str, RunConfig]]) -> dict[str, object]:
 
 
 def _stuck(end) -> bool:
-    """core.verdicts' stuck: accuracy at the predicted class's share, loss at ln(classes)."""
+    """core.lessons.verdicts' stuck: accuracy at the predicted class's share, loss at ln(classes)."""
     answers, share = verdicts.predicted_class_share(end.confusion)
     return answers > 0.9 and verdicts.is_stuck(end.test_acc, end.test_loss, len(end.confusion), share)
 
@@ -128,7 +130,7 @@ def test_stuck_verdicts_follow_the_test_metrics_and_wait_for_them():
 
 def test_seeds_grid_is_one_job_of_the_same_network_per_seed():
     base = get_preset("A-fixes").config
-    grid = lessons.seeds_grid(base)
+    grid = families.seeds_grid(base)
     cells = [cfg for _, cfg in grid.cells()]
     assert [c.seed for c in cells] == [cfg.seed for _, cfg in get_preset("A-sigmoid-seeds").runs]
     assert all(c.replace(seed=base.seed) == base for c in cells)

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-import core.jobs
+import core.serve.jobs
 from apptest_helpers import open_page, texts
 from app.figures.library import val_ranking_figure
 from app.records import library as lib
-from core.config import RunConfig
-from core.presets import PRESETS
-from core.store import run_summary
-from core.train import train
+from core.engine.config import RunConfig
+from core.lessons.presets import PRESETS
+from core.serve.store import run_summary
+from core.engine.train import train
 
 LESSON_B = PRESETS["B-overfit"].runs[1]  # ('L1 ...', its config): Fashion-MNIST, Adam
 assert (LESSON_B[1].dataset, LESSON_B[1].optimizer) == ("fashion-mnist", "adam")
@@ -138,7 +138,7 @@ def test_selection_follows_its_runs_when_the_table_moves():
 
 # --- the page ------------------------------------------------------------------------------------
 def store_runs(configs: list[RunConfig]) -> list[str]:
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     keys = []
     for cfg in configs:
         assert manager.wait(manager.submit(cfg), timeout=240).status == "finished"
@@ -193,7 +193,7 @@ def test_a_selected_run_evicted_since_is_said_so(isolated_cache):
     old, new = store_runs([tiny(1), tiny(2)])
     at = select(open_page("../pages/library.py"), [old])
     assert "seed 1" in texts(at.caption)
-    store = core.jobs.get_manager().store
+    store = core.serve.jobs.get_manager().store
     stored = store.get(new)
     store.size_limit = stored.meta["bytes"]  # room for one run: saving `new` again evicts `old`
     store.put(new, stored.meta["config"], stored.events)

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from core.config import ACTIVATIONS, INITS, LOSSES, NORMS, OPTIMIZERS, RunConfig
-from core.models import InvertedDropout, build_model, count_parameters, weight_layers
-from core.train import data_loss, penalty, train
+from core.engine.config import ACTIVATIONS, INITS, LOSSES, NORMS, OPTIMIZERS, RunConfig
+from core.engine.models import InvertedDropout, build_model, count_parameters, weight_layers
+from core.engine.lanes import data_loss, penalty
+from core.engine.train import train
 
 TOY = RunConfig(dataset="blobs", hidden=(16, 16), epochs=1, batch_size=64, log_every=5)
 

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from core import optimizers as rules
-from core.config import ConfigError, RunConfig
-from core.grid import GridConfig, cell_events, run_grid
-from core.lanes import _torch_optimizer, make_optimizer
-from core.train import train
+from core.engine import optimizers as rules
+from core.engine.config import ConfigError, RunConfig
+from core.lab.grid import GridConfig, cell_events, run_grid
+from core.engine.lanes import _torch_optimizer, make_optimizer
+from core.engine.train import train
 
 # Every optimizer with every knob it reads, weight decay in both forms, RMSProp with momentum.
 CASES = [
@@ -176,7 +176,7 @@ def test_the_loop_applies_the_schedule_to_every_update():
 
 
 def test_schedule_knobs_are_validated_and_apply_only_to_their_schedule():
-    from core.config import knob_applies
+    from core.engine.config import knob_applies
     with pytest.raises(ConfigError, match="lr_gamma"):
         RunConfig(lr_gamma=0.0)
     with pytest.raises(ConfigError, match="optimizer_impl"):

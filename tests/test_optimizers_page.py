@@ -8,10 +8,10 @@ from apptest_helpers import open_page, texts
 from test_kit import open_with_query
 from app.figures import optimizers as figs
 from app.records import optimizers as records
-from core import race
-from core.config import OPTIMIZERS, knob_of
-from core.events import Evaluation, LayerStats
-from core.optimizers import RULES
+from core.lab import race
+from core.engine.config import OPTIMIZERS, knob_of
+from core.engine.events import Evaluation, LayerStats
+from core.engine.optimizers import RULES
 
 PAGE = "../pages/optimizers.py"
 
@@ -98,9 +98,9 @@ def test_the_race_reopens_from_its_link_and_a_bad_link_names_what_was_replaced(i
 
 
 def test_a_finished_loss_surface_is_drawn_with_its_path_and_variance(isolated_cache):
-    from core.config import RunConfig
-    from core.jobs import get_manager
-    from core.surface import SurfaceConfig
+    from core.engine.config import RunConfig
+    from core.serve.jobs import get_manager
+    from core.lab.surface import SurfaceConfig
 
     cfg = SurfaceConfig(run=RunConfig(dataset="digits", hidden=(16,), epochs=1, log_every=5, lr=0.01),
                         directions="pca", resolution=5, n_examples=100)
@@ -118,8 +118,8 @@ def test_a_finished_loss_surface_is_drawn_with_its_path_and_variance(isolated_ca
 
 
 def test_train_buttons_submit_the_d_families_as_one_grid_job_each(isolated_cache, monkeypatch):
-    import core.jobs
-    from core.grid import GridConfig
+    import core.serve.jobs
+    from core.lab.grid import GridConfig
 
     submitted = []
 
@@ -127,7 +127,7 @@ def test_train_buttons_submit_the_d_families_as_one_grid_job_each(isolated_cache
         submitted.append(config)
         return config.key()
 
-    monkeypatch.setattr(core.jobs.JobManager, "submit", record)
+    monkeypatch.setattr(core.serve.jobs.JobManager, "submit", record)
     at = open_page(PAGE)
     at.toggle(key="opt_ours").set_value(True).run()
     at.button(key="opt_six_train").click().run()

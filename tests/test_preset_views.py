@@ -11,8 +11,8 @@ from app.figures import compare as cf
 from app.figures import run as figures
 from app.records.compare import weight_snapshot
 from app.records.run import reduce_events
-from core.presets import PRESET_LIST
-from core.train import train
+from core.lessons.presets import PRESET_LIST
+from core.engine.train import train
 
 CONFIGS = list(dict.fromkeys(cfg.replace(dataset="digits", epochs=1, log_every=20, batch_size=64)
                              for preset in PRESET_LIST for _, cfg in preset.runs))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import race as r
-from core.optimizers import RULES
+from core.lab import race as r
+from core.engine.optimizers import RULES
 
 
 @pytest.mark.parametrize("name", r.FUNCTIONS)

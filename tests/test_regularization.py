@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from core.config import RunConfig
-from core.models import InvertedDropout, build_model
-from core.presets import PRESETS
-from core.train import train
+from core.engine.config import RunConfig
+from core.engine.models import InvertedDropout, build_model
+from core.lessons.presets import PRESETS
+from core.engine.train import train
 
 
 def seeded(seed: int = 0) -> torch.Generator:

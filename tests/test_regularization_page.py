@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-import core.jobs
+import core.serve.jobs
 from apptest_helpers import MAIN, new_app, texts
 from apptest_helpers import open_page as open_app_page
 from app.figures import compare as compare_figures
@@ -23,9 +23,9 @@ from app.forms import upload as upload_ui
 from app.records import compare as records
 from app.records.run import reduce_events
 from app.views.compare import family_states
-from core.config import RunConfig
-from core.presets import PRESETS
-from core.train import train
+from core.engine.config import RunConfig
+from core.lessons.presets import PRESETS
+from core.engine.train import train
 
 PAGE = "../pages/regularization.py"
 CLASSES = ("circles", "squares", "**stripes** <b>bold")  # no "/": it would split the path
@@ -195,7 +195,7 @@ def test_tiny_comparison_trains_and_fills_the_results_table(isolated_cache):
     # two new variants of one shape: ONE grid job trains them batched, then files each under its run key
     (grid_key,) = {run["grid"] for run in family}
     assert [run["cell"] for run in family] == [0, 1]
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     grid = manager.wait(grid_key, timeout=240)
     assert grid.status == "finished", grid.error
     assert grid.events[0].kind == "grid_started" and grid.events[0].batched == [[0, 1]]
@@ -215,7 +215,7 @@ def test_tiny_comparison_trains_and_fills_the_results_table(isolated_cache):
 
 def test_stored_variants_are_served_and_only_new_ones_train(isolated_cache):
     base = RunConfig(dataset="digits", hidden=(16,), epochs=2, log_every=20)
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     assert manager.wait(manager.submit(base), timeout=120).status == "finished"
     family = [("none", base), ("L2", base.replace(l2=0.001)), ("dropout", base.replace(dropout=0.2))]
     entries = compare.submit_family(family)

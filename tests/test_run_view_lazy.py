@@ -7,14 +7,14 @@ from collections import Counter
 
 import pytest
 
-import core.jobs
+import core.serve.jobs
 from apptest_helpers import new_app
 from app.figures import run as figures
 from app.records.run import reduce_events
 from app.views.run import GROUPS, group_key
-from core.config import RunConfig
-from core.presets import PRESETS
-from core.train import train
+from core.engine.config import RunConfig
+from core.lessons.presets import PRESETS
+from core.engine.train import train
 
 # Which builders draw which part of the view.
 ABOVE = ("loss_figure", "accuracy_figure")
@@ -45,7 +45,7 @@ def titles(at) -> list[str]:
 
 
 def trained(cfg: RunConfig) -> RunConfig:
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     assert manager.wait(manager.submit(cfg), timeout=240).status == "finished"
     return cfg
 

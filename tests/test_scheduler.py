@@ -5,10 +5,10 @@ import threading
 
 import pytest
 
-from core.config import RunConfig
-from core.jobs import JobManager
-from core.scheduler import FairQueue
-from core.store import RunStore
+from core.engine.config import RunConfig
+from core.serve.jobs import JobManager
+from core.serve.scheduler import FairQueue
+from core.serve.store import RunStore
 
 
 def test_round_robin_between_sessions_first_come_first_served_within_one():

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from core.config import ConfigError, RunConfig
-from core.models import build_model
-from core.optimizers import RuleOptimizer
-from core.scratch import BUGS, ScratchMLP
-from core.train import data_loss, penalty, train
+from core.engine.config import ConfigError, RunConfig
+from core.engine.models import build_model
+from core.engine.optimizers import RuleOptimizer
+from core.engine.scratch import BUGS, ScratchMLP
+from core.engine.lanes import data_loss, penalty
+from core.engine.train import train
 
 
 def _setup(cfg: RunConfig, n_in: int = 6, n_classes: int = 3, n: int = 10, seed: int = 0):

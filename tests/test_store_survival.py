@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import core.jobs
-from core.config import RunConfig
-from core.events import LayerStats, StepLosses
-from core.jobs import JobManager
-from core.store import NotSaved, RunStore
+import core.serve.jobs
+from core.engine.config import RunConfig
+from core.engine.events import LayerStats, StepLosses
+from core.serve.jobs import JobManager
+from core.serve.store import NotSaved, RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,8 +81,8 @@ def test_store_root_and_files_are_owner_only(tmp_path):
 _OVERWRITER = textwrap.dedent("""
     import sys, numpy as np
     sys.path.insert(0, sys.argv[2])
-    from core.store import RunStore
-    from core.events import LayerStats, StepLosses
+    from core.serve.store import RunStore
+    from core.engine.events import LayerStats, StepLosses
     store = RunStore(sys.argv[1])
     rng = np.random.default_rng(1)
     heat = rng.random(2**20, dtype=np.float32).reshape(-1, 64)  # 4 MB: an overwrite takes a while
@@ -238,7 +238,7 @@ def test_parts_of_a_killed_save_are_cleaned_up_once_old(tmp_path):
 
 def test_the_sidebar_says_when_the_store_cannot_save(isolated_cache, monkeypatch):
     """A store that degraded to memory-only shows its banner on every page (AppTest)."""
-    manager = core.jobs.get_manager()
+    manager = core.serve.jobs.get_manager()
     manager.store._degrade(OSError(28, "No space left on device"))
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=60).run()
     assert not at.exception

@@ -1,5 +1,5 @@
-"""A finished run's trained weights in the run store (core.events.FinalWeights), and the gradient check
-at them (core.gradcheck.check_stored_run(at="final")), against the model the loop ends with."""
+"""A finished run's trained weights in the run store (core.engine.events.FinalWeights), and the gradient check
+at them (core.lab.gradcheck.check_stored_run(at="final")), against the model the loop ends with."""
 from __future__ import annotations
 
 import json
@@ -7,16 +7,16 @@ import json
 import pytest
 import torch
 
-from core import data as datasets
+from core.engine import data as datasets
 from core.__main__ import main
-from core.config import RunConfig
-from core.events import FinalWeights, decode_events, encode_events
-from core.gradcheck import GOOD, NoStoredWeights, RunGone, check_stored_run, runs_with_weights
-from core.jobs import JobManager, event_bytes
-from core.lanes import ModuleLanes, evaluate
-from core.models import build_model
-from core.store import RunStore
-from core.train import train_lanes
+from core.engine.config import RunConfig
+from core.engine.events import FinalWeights, decode_events, encode_events
+from core.lab.gradcheck import GOOD, NoStoredWeights, RunGone, check_stored_run, runs_with_weights
+from core.serve.jobs import JobManager, event_bytes
+from core.engine.lanes import ModuleLanes, evaluate
+from core.engine.models import build_model
+from core.serve.store import RunStore
+from core.engine.train import train_lanes
 
 RUN = RunConfig(dataset="digits", hidden=(32, 16), activation="tanh", epochs=2, batch_size=64, log_every=10, seed=5)
 

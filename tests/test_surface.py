@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-from core.config import ConfigError, RunConfig
-from core.events import SurfaceRow, SurfaceStarted, decode_events, encode_events
-from core.jobs import JobManager
-from core.models import build_model
-from core.store import RunStore
-from core.surface import (SurfaceConfig, filter_normalized, pca_directions, project, random_directions,
+from core.engine.config import ConfigError, RunConfig
+from core.engine.events import SurfaceRow, SurfaceStarted, decode_events, encode_events
+from core.serve.jobs import JobManager
+from core.engine.models import build_model
+from core.serve.store import RunStore
+from core.lab.surface import (SurfaceConfig, filter_normalized, pca_directions, project, random_directions,
                           run_surface, surface_grid, train_recording, training_subset)
-from core.train import evaluate
+from core.engine.lanes import evaluate
 
 RUN = RunConfig(dataset="digits", hidden=(32,), epochs=2, log_every=10, lr=0.01)
 

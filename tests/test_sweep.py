@@ -14,12 +14,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from core import sweep as sw
-from core.config import ConfigError, RunConfig
-from core.jobs import JobManager
-from core.store import RunStore
-from core.sweep import Dist, SweepConfig
-from core.train import train
+from core.lab import sweep as sw
+from core.engine.config import ConfigError, RunConfig
+from core.serve.jobs import JobManager
+from core.serve.store import RunStore
+from core.lab.sweep import Dist, SweepConfig
+from core.lessons.families import SWEEP_PRESETS
+from core.engine.train import train
 from tests.conftest import REPO
 
 DIGITS = RunConfig(dataset="digits", epochs=1, batch_size=32, log_every=50, val_fraction=0.2, hidden=(16,),
@@ -48,7 +49,7 @@ def run(sweep, tmp_path, store=None, cancel=None, name="studies"):
 
 
 def test_config_round_trips_and_keys(isolated_cache):
-    sweep = sw.SWEEP_PRESETS["D-sweep"].sweep
+    sweep = SWEEP_PRESETS["D-sweep"].sweep
     assert SweepConfig.from_query(sweep.to_query()) == sweep
     assert SweepConfig.from_json(sweep.to_json()) == sweep
     assert sweep.key() == SweepConfig.from_json(sweep.to_json()).key()
@@ -58,7 +59,7 @@ def test_config_round_trips_and_keys(isolated_cache):
     # seed 003's space: the product of its value counts
     assert sweep.grid_size == 2 * 3 * 3 * 3 * 2 * 6 * 3 * 2 * 3
     assert small().grid_size == 8 and small().n_trials == 8 and small(trials=20).n_trials == 8
-    assert sw.SWEEP_PRESETS["digits-sweep"].sweep.grid_size == float("inf")
+    assert SWEEP_PRESETS["digits-sweep"].sweep.grid_size == float("inf")
 
 
 def test_cost_estimate_follows_parameters(isolated_cache):
@@ -201,7 +202,7 @@ def test_cancel_keeps_finished_trials_and_resumes(isolated_cache, tmp_path):
 
 KILL_SCRIPT = """
 import sys
-from core import sweep as sw
+from core.lab import sweep as sw
 from tests.test_sweep import small
 sw.run_sweep(small(parallel=1, trials=8, base=small().base.replace(epochs=3)), lambda e: None, storage=sys.argv[1])
 """
@@ -298,7 +299,7 @@ def test_unreachable_database_is_a_clear_message(isolated_cache, bad_url):
 
 @pytest.mark.slow
 def test_real_fashion_random_sweep_finds_a_good_trial(isolated_cache, tmp_path, shared_fashion):
-    sweep = sw.SWEEP_PRESETS["D-sweep-lecture"].sweep.replace(trials=3)
+    sweep = SWEEP_PRESETS["D-sweep-lecture"].sweep.replace(trials=3)
     end, events, study = run(sweep, tmp_path, RunStore())
     assert end.status == "finished"
     assert study.best_value > 0.6  # 10 classes: chance is 0.1

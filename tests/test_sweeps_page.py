@@ -10,10 +10,11 @@ from urllib.parse import parse_qs
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import core.jobs
+import core.serve.jobs
 from apptest_helpers import MAIN, open_page, texts
-from core.config import RunConfig
-from core.sweep import SWEEP_PRESETS, SweepConfig, trial_config
+from core.engine.config import RunConfig
+from core.lab.sweep import SweepConfig, trial_config
+from core.lessons.families import SWEEP_PRESETS
 
 PAGE = "../pages/sweeps.py"
 
@@ -34,7 +35,7 @@ def digits(at: AppTest, trials: int = 4) -> AppTest:
 
 def wait(at: AppTest, *keys: str) -> AppTest:
     for key in keys:
-        assert core.jobs.get_manager().wait(key, timeout=240).status == "finished"
+        assert core.serve.jobs.get_manager().wait(key, timeout=240).status == "finished"
     return at.run()
 
 

@@ -7,13 +7,13 @@ import threading
 import pytest
 import torch
 
-import core.train
+import core.engine.train
 from app.records.run import reduce_events
-from core import data as datasets
-from core.config import RunConfig
-from core.lanes import ModuleLanes
-from core.presets import A_BASE, get_preset
-from core.train import train
+from core.engine import data as datasets
+from core.engine.config import RunConfig
+from core.engine.lanes import ModuleLanes
+from core.lessons.presets import A_BASE, get_preset
+from core.engine.train import train
 
 
 def _run(cfg: RunConfig):
@@ -121,9 +121,9 @@ def test_dead_relu_fraction_is_measured():
 
 
 def test_divergence_ends_as_diverged_with_history(monkeypatch):
-    import core.train
+    import core.engine.train
 
-    monkeypatch.setattr(core.train, "EXPLODED", math.inf)  # only a non-finite loss ends it here
+    monkeypatch.setattr(core.engine.train, "EXPLODED", math.inf)  # only a non-finite loss ends it here
     end, events = _run(RunConfig(dataset="digits", activation="linear", optimizer="sgd", lr=100.0, epochs=3))
     assert end.kind == "finished" and end.status == "diverged"
     assert "step" in end.reason and "learning rate" in end.reason
@@ -153,12 +153,12 @@ def test_unknown_upload_fails_cleanly():
 
 
 def test_out_of_memory_becomes_a_failed_event(monkeypatch):
-    import core.lanes
+    import core.engine.lanes
 
     def boom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(core.lanes, "build_model", boom)  # the single run's model is built in core.lanes
+    monkeypatch.setattr(core.engine.lanes, "build_model", boom)  # the single run's model is built in core.engine.lanes
     end, _ = _run(RunConfig())
     assert end.kind == "failed" and "ran out of memory" in end.message and "smaller batch" in end.message
 
@@ -186,7 +186,7 @@ def test_same_seed_same_metrics_even_with_concurrent_runs():
 
 
 def test_train_limit_keeps_a_nested_seeded_subset_and_the_same_validation_split():
-    from core.train import train_split
+    from core.engine.train import train_split
 
     cfg = RunConfig(dataset="digits", seed=3)
     n = len(datasets.load_dataset("digits").y)
@@ -231,10 +231,10 @@ def test_times_count_training_steps_only_and_the_eta_is_exact_with_an_injected_c
             clock.now += 0.25
             return super().losses(x, y)
 
-    monkeypatch.setattr(core.train.datasets, "load_dataset", slow_load)
+    monkeypatch.setattr(core.engine.train.datasets, "load_dataset", slow_load)
     events = []
     cfg = RunConfig(dataset="digits", hidden=(16,), epochs=2, log_every=7)
-    end = core.train.train_lanes([cfg], SlowLanes, [events.append], clock=clock)[0]
+    end = core.engine.train.train_lanes([cfg], SlowLanes, [events.append], clock=clock)[0]
     started = _of(events, "started")[0]
     total, per_epoch = started.total_steps, started.steps_per_epoch
     evals = _of(events, "eval")
@@ -270,8 +270,8 @@ def test_train_metrics_are_scored_in_eval_mode_on_a_fixed_train_subset():
     """Oracle: the final model scored by hand (eval mode) on the documented subset of the training split
     gives the run's train metrics; the running means (dropout on) are kept beside them, named so."""
     import torch.nn.functional as F
-    from core.lanes import ModuleLanes
-    from core.train import VAL_SUBSET, train_lanes, train_split
+    from core.engine.lanes import ModuleLanes
+    from core.engine.train import VAL_SUBSET, train_lanes, train_split
 
     built = []
 
@@ -318,7 +318,7 @@ def test_softmax_then_cross_entropy_cannot_fall_below_its_floor_while_the_true_l
 def test_an_exploding_relu_net_is_called_diverged_at_the_step_it_exploded():
     """ReLU at lr 1000 used to 'finish' with a loss of 1e23; it now ends diverged, the reason says exploded,
     and the per-step losses it sent end at that step (checked on the device, read every few steps)."""
-    from core.train import EXPLODED
+    from core.engine.train import EXPLODED
 
     end, events = _run(RunConfig(dataset="digits", activation="relu", optimizer="sgd", lr=1000.0, epochs=3,
                                  log_every=100_000))
@@ -330,20 +330,20 @@ def test_an_exploding_relu_net_is_called_diverged_at_the_step_it_exploded():
 
 
 def test_history_stays_bounded_however_often_a_run_logs(monkeypatch):
-    import core.train
-    from core.train import log_plan
+    import core.engine.train
+    from core.engine.train import log_plan
 
     # the URL that used to grow without bound: batch 1, log every step, 200 epochs (digits: 1617 steps)
     every, heat_every, stride, notes = log_plan(1, 1617, 200)
     logged = [s for s in range(1, 1617 * 200 + 1) if s % every == 0 or s % 1617 == 0]  # as the loop logs
     with_maps = [k for k in range(len(logged)) if k % heat_every == 0] + [len(logged) - 1]
-    assert len(logged) <= core.train.MAX_LOG_POINTS + 200 and len(set(with_maps)) <= core.train.MAX_HEATMAP_POINTS + 1
-    assert 1617 * 200 / stride <= core.train.MAX_STEP_VALUES and len(notes) == 3
+    assert len(logged) <= core.engine.train.MAX_LOG_POINTS + 200 and len(set(with_maps)) <= core.engine.train.MAX_HEATMAP_POINTS + 1
+    assert 1617 * 200 / stride <= core.engine.train.MAX_STEP_VALUES and len(notes) == 3
     assert log_plan(100, 25, 10) == (100, 1, 1, [])  # an ordinary run is left alone
 
-    monkeypatch.setattr(core.train, "MAX_LOG_POINTS", 20)
-    monkeypatch.setattr(core.train, "MAX_HEATMAP_POINTS", 5)
-    monkeypatch.setattr(core.train, "MAX_STEP_VALUES", 60)
+    monkeypatch.setattr(core.engine.train, "MAX_LOG_POINTS", 20)
+    monkeypatch.setattr(core.engine.train, "MAX_HEATMAP_POINTS", 5)
+    monkeypatch.setattr(core.engine.train, "MAX_STEP_VALUES", 60)
     end, events = _run(RunConfig(dataset="digits", hidden=(32,), batch_size=8, train_limit=400, log_every=1, lr=1e-2,
                                  epochs=2))
     started = _of(events, "started")[0]
@@ -360,8 +360,8 @@ def test_out_of_memory_mid_step_fails_the_run_and_releases_its_memory(monkeypatc
     import gc
     import weakref
 
-    import core.train
-    from core.lanes import ModuleLanes
+    import core.engine.train
+    from core.engine.lanes import ModuleLanes
 
     made, calls, emptied = [], [0], [0]
 
@@ -376,11 +376,11 @@ def test_out_of_memory_mid_step_fails_the_run_and_releases_its_memory(monkeypatc
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             return super().losses(x, y)
 
-    monkeypatch.setattr(core.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
+    monkeypatch.setattr(core.engine.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
     digits = datasets.load_dataset("digits")
     digits._on_device["cuda:0"] = object()  # stands for a cached GPU copy of the dataset
     events = []
-    end = core.train.train_lanes([RunConfig(dataset="digits", device="cpu", epochs=1)], OOMLanes,
+    end = core.engine.train.train_lanes([RunConfig(dataset="digits", device="cpu", epochs=1)], OOMLanes,
                                  [events.append])[0]
     assert end.kind == "failed" and end.error_type == "OutOfMemoryError" and "ran out of memory" in end.message
     assert end.step == 2 and events[-1] is end and emptied[0] == 1

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from core import uploads
-from core.uploads import UploadError, limits, prepare_csv, prepare_zip
+from core.engine import uploads
+from core.engine.uploads import UploadError, limits, prepare_csv, prepare_zip
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def image_zip(n_per_class: int = 6, size: int = 12, seed: int = 0, extra=()) -> 
 _PEAK = textwrap.dedent("""
     import resource, sys
     sys.path.insert(0, sys.argv[1])
-    from core.uploads import UploadError, prepare_csv, prepare_zip
+    from core.engine.uploads import UploadError, prepare_csv, prepare_zip
     blob = open(sys.argv[2], "rb").read()
     prepare = prepare_zip if sys.argv[3] == "zip" else prepare_csv
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -211,9 +211,9 @@ def test_a_full_disk_blames_the_server_and_leaves_no_temporary_file(cache, monke
 
 
 def test_a_kaggle_csv_is_split_train_validation_like_the_seed_with_an_optional_test_set(cache):
-    from core.data import split_indices
-    from core.presets import C_BASE
-    from core.train import steps_per_epoch, train
+    from core.engine.data import split_indices
+    from core.lessons.presets import C_BASE
+    from core.engine.train import steps_per_epoch, train
 
     # the seed: 60,000 rows, 80/20 train/validation, batch 128 -> 375 iterations per epoch
     n_train = len(split_indices(60_000, C_BASE.val_fraction, 0)[0])

@@ -23,10 +23,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core import data, uploads
-from core.config import RunConfig
-from core.train import train
-from core.uploads import UploadError, prepare_csv, prepare_zip
+from core.engine import data
+from core.engine import uploads
+from core.engine.config import RunConfig
+from core.engine.train import train
+from core.engine.uploads import UploadError, prepare_csv, prepare_zip
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -389,7 +390,7 @@ def test_options_are_part_of_the_name(sandbox):
 def test_a_new_process_loads_the_upload_by_name(sandbox):
     result = prepare_csv(csv_bytes(good_rows(), pixel_header(16)))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    code = ("import sys; from core import data; ds = data.load_dataset(sys.argv[1]); "
+    code = ("import sys; from core.engine import data; ds = data.load_dataset(sys.argv[1]); "
             "print(tuple(ds.x.shape), len(ds.y_test), ds.classes)")
     out = subprocess.run([sys.executable, "-c", code, result.name], env=env, cwd=REPO, capture_output=True,
                          text=True, timeout=120)

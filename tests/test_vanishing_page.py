@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import core.jobs
+import core.serve.jobs
 from apptest_helpers import open_page as open_app_page
 from apptest_helpers import texts
 from app.figures import grid as gf
 from app.records import grid as gr
-from core.config import RunConfig
-from core.grid import GridConfig, run_grid
-from core.data import load_dataset
-from core.presets import A_FALLBACK, get_preset
+from core.engine.config import RunConfig
+from core.lab.grid import GridConfig, run_grid
+from core.engine.data import load_dataset
+from core.lessons.presets import A_FALLBACK, get_preset
 
 PAGE = "../pages/vanishing.py"
 
@@ -58,7 +58,7 @@ def test_page_renders_with_the_lesson_defaults(isolated_cache):
     assert at.selectbox(key="vg_optimizer").value == "sgd" and at.number_input(key="vg_batch").value == 32
     assert "24 networks" in texts(at.caption)
     assert not at.get("plotly_chart")  # nothing trains until asked
-    assert core.jobs.get_manager().counts() == {"queued": 0, "running": 0}
+    assert core.serve.jobs.get_manager().counts() == {"queued": 0, "running": 0}
 
 
 def test_preset_fills_the_controls_with_mnist(isolated_cache, shared_mnist):
@@ -104,7 +104,7 @@ def test_tiny_grid_finishes_with_one_value_per_cell(isolated_cache):
     assert key == GridConfig(base=RunConfig(dataset="moons", epochs=3, batch_size=32, optimizer="sgd", lr=0.2,
                                             val_fraction=0.1, log_every=10),
                              activations=("sigmoid", "relu"), depths=(1, 2), width=10).key()
-    assert core.jobs.get_manager().wait(key, timeout=300).status == "finished"
+    assert core.serve.jobs.get_manager().wait(key, timeout=300).status == "finished"
     at.run()
     assert not at.exception, at.exception
     heat = chart(at, "Accuracy per network")["data"][0]
@@ -125,13 +125,13 @@ def test_tiny_grid_finishes_with_one_value_per_cell(isolated_cache):
 def test_a_cell_opens_in_the_playground_from_the_store(isolated_cache):
     at = tiny_grid(open_page())
     at.button(key="vg_train").click().run()
-    core.jobs.get_manager().wait(at.session_state["vg_grid_job"], timeout=300)
+    core.serve.jobs.get_manager().wait(at.session_state["vg_grid_job"], timeout=300)
     at.run()
     at.selectbox(key="vg_cell").set_value("relu x2").run()
     at.button(key="vg_open").click().run()
     assert not at.exception, at.exception
     assert "From cache" in texts(at.info)  # the cell was filed under its own key: no training
-    assert core.jobs.get_manager().counts() == {"queued": 0, "running": 0}
+    assert core.serve.jobs.get_manager().counts() == {"queued": 0, "running": 0}
 
 
 def test_fixes_train_side_by_side(isolated_cache):
@@ -140,7 +140,7 @@ def test_fixes_train_side_by_side(isolated_cache):
     at.button(key="vg_train_fixes").click().run()
     assert not at.exception
     key = at.session_state["vg_fixes_job"]
-    assert core.jobs.get_manager().wait(key, timeout=300).status == "finished"
+    assert core.serve.jobs.get_manager().wait(key, timeout=300).status == "finished"
     at.run()
     profile = chart(at, "Gradient norm per layer at the latest log point")
     names = [t["name"] for t in profile["data"]]

@@ -1,4 +1,4 @@
-"""core.verdicts: "stuck" from what was learned, "vanishing" from the early gradient profile."""
+"""core.lessons.verdicts: "stuck" from what was learned, "vanishing" from the early gradient profile."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import data as datasets
-from core.presets import A_BASE
-from core.train import train
-from core.verdicts import early_gradient_ratio, is_stuck, is_vanishing, predicted_class_share
+from core.engine import data as datasets
+from core.lessons.presets import A_BASE
+from core.engine.train import train
+from core.lessons.verdicts import early_gradient_ratio, is_stuck, is_vanishing, predicted_class_share
 
 
 def _run(cfg):

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.config import RunConfig
-from core.grid import GridConfig
-from core.jobs import JobManager
-from core.store import RunStore
-from core.train import train
+from core.engine.config import RunConfig
+from core.lab.grid import GridConfig
+from core.serve.jobs import JobManager
+from core.serve.store import RunStore
+from core.engine.train import train
 
 SMALL = RunConfig(dataset="digits", hidden=(32,), epochs=2, batch_size=64, log_every=10, seed=3)
 # Long enough to be killed or cancelled mid-run (about a second per epoch on one thread).

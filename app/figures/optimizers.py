@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from core.race import RaceResult, Surface2D
+from core.lab.race import RaceResult, Surface2D
 
 HEIGHT = 460
 # one colour per optimizer, the same in every figure of the lesson

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from core.sweep import SweepConfig, best_so_far, format_gflop, trial_config, trial_rows
+from core.lab.sweep import SweepConfig, best_so_far, format_gflop, trial_config, trial_rows
 
 OBJECTIVE = "Validation accuracy"
 

@@ -14,10 +14,10 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from core.config import BUILTIN_DATASETS, ConfigError, RunConfig, knob_of
-from core.grid import GridConfig
-from core.jobs import SERVED_FROM_STORE, get_manager
-from core.presets import PRESETS
+from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig, knob_of
+from core.lab.grid import GridConfig
+from core.serve.jobs import SERVED_FROM_STORE, get_manager
+from core.lessons.presets import PRESETS
 
 from ..records.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, records, variant_configs
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain, with_math
@@ -55,7 +55,7 @@ class FamilyPreset:
     lesson: str = ""
     description: str = ""
     hint: str = ""
-    preset: str = ""  # the core.presets name of a lesson's family
+    preset: str = ""  # the core.lessons.presets name of a lesson's family
 
 
 def _lesson(name: str, button: str, hint: str = "") -> FamilyPreset:
@@ -400,7 +400,7 @@ def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
     """Queue the family; returns one ``{"label", "key"}`` per variant (``key``: its run key).
 
     Variants stored or already training are served as their own jobs; the others (two or more)
-    train together as ONE grid job (core.grid: batched where shapes allow) and also get
+    train together as ONE grid job (core.lab.grid: batched where shapes allow) and also get
     ``"grid"`` (the grid's job key) and ``"cell"`` (their index in it). Each finished cell is
     filed under its own run key, so the next time it is served from the store like any run.
     """

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from core.config import BUILTIN_DATASETS, RunConfig
+from core.engine.config import BUILTIN_DATASETS, RunConfig
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain
 from . import upload, url

@@ -1,4 +1,4 @@
-"""Schema-driven widgets: one widget per RunConfig knob, its range, default and help from core.config.
+"""Schema-driven widgets: one widget per RunConfig knob, its range, default and help from core.engine.config.
 
 :func:`knob_widget` draws the widget of one field under any session key; :func:`shown` says
 whether a form should show it (``config.knob_applies`` plus the few value rules below);
@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import streamlit as st
 import torch
 
-from core.config import TOY_DATASETS, ConfigError, RunConfig, format_value, knob_applies, knob_of
+from core.engine.config import TOY_DATASETS, ConfigError, RunConfig, format_value, knob_applies, knob_of
 
 FLOAT_STEPS = {"data_noise": 0.05, "val_fraction": 0.05, "init_std": 0.01, "dropout": 0.05, "l1": 0.0001,
                "l2": 0.0001, "lr": 0.0001, "momentum": 0.01, "rms_alpha": 0.001, "rms_momentum": 0.01, "beta1": 0.01,

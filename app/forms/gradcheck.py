@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from core.config import BUILTIN_DATASETS, RunConfig
-from core.gradcheck import AT_CHOICES, MAX_EXAMPLES, CheckOptions, weights_status
-from core.presets import PRESETS
-from core.scratch import BUGS
-from core.jobs import get_manager
-from core.store import RunStore
+from core.engine.config import BUILTIN_DATASETS, RunConfig
+from core.lab.gradcheck import AT_CHOICES, MAX_EXAMPLES, CheckOptions, weights_status
+from core.lessons.presets import PRESETS
+from core.engine.scratch import BUGS
+from core.serve.jobs import get_manager
+from core.serve.store import RunStore
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label, describe_run
 from . import url

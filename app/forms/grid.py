@@ -1,7 +1,7 @@
 """The Vanishing-gradients form: a grid of activations x depths (GridConfig), its fixes, URL sync.
 
 Every range, default and help text comes from the schema: RunConfig's knobs for the training
-settings, core.grid's limits for the grid's own (depths, width, number of cells). The lesson's
+settings, core.lab.grid's limits for the grid's own (depths, width, number of cells). The lesson's
 setup (LESSONS A: MNIST, width 10, SGD lr 0.2, batch 32) is a GridConfig, not a second schema.
 """
 from __future__ import annotations
@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from core.config import ACTIVATIONS, BUILTIN_DATASETS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig
-from core.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig, fixes_grid
-from core.presets import A_FALLBACK, A_FIXES_DEPTH
+from core.engine.config import ACTIVATIONS, BUILTIN_DATASETS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig
+from core.lab.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig
+from core.lessons.families import fixes_grid
+from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label
 from . import url
@@ -87,7 +88,7 @@ def _apply_dataset_fallback() -> None:
     if name != FALLBACK_DATASET and not dataset_available(name):
         st.session_state[FALLBACK] = name
         st.session_state["vg_dataset"] = FALLBACK_DATASET
-        st.session_state["vg_epochs"] = FALLBACK_EPOCHS  # the lesson's Digits settings (core.presets.A_FALLBACK)
+        st.session_state["vg_epochs"] = FALLBACK_EPOCHS  # the lesson's Digits settings (core.lessons.presets.A_FALLBACK)
 
 
 def _on_dataset() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import race
-from core.config import OPTIMIZERS, ConfigError, RunConfig, knob_of
-from core.surface import DIRECTIONS, MAX_RESOLUTION, SurfaceConfig
+from core.lab import race
+from core.engine.config import OPTIMIZERS, ConfigError, RunConfig, knob_of
+from core.lab.surface import DIRECTIONS, MAX_RESOLUTION, SurfaceConfig
 
 from ..records import optimizers as records
 from ..text import plain

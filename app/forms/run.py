@@ -15,8 +15,8 @@ from typing import Any
 
 import streamlit as st
 
-from core.config import BUILTIN_DATASETS, GROUPS, RunConfig, fields_by_group
-from core.presets import PRESETS, Preset
+from core.engine.config import BUILTIN_DATASETS, GROUPS, RunConfig, fields_by_group
+from core.lessons.presets import PRESETS, Preset
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain
 from . import upload, url

@@ -1,8 +1,8 @@
 """Your own data: the upload widget, its preview, and the session's list of uploaded datasets.
 
 :func:`handle_upload` turns a file's name and bytes into an :class:`UploadOutcome` (plain data,
-safe to keep in session state) by calling :func:`core.uploads.prepare_zip` or
-:func:`core.uploads.prepare_csv`; an :class:`~core.uploads.UploadError` becomes a message and
+safe to keep in session state) by calling :func:`core.engine.uploads.prepare_zip` or
+:func:`core.engine.uploads.prepare_csv`; an :class:`~core.engine.uploads.UploadError` becomes a message and
 the app carries on. :func:`upload_widget` draws the uploader and the preview. Every dataset
 uploaded in a session is remembered (name ``upload:<hash>`` and a title) so every dataset
 picker can offer it (:func:`session_uploads`; titles via :func:`app.text.dataset_label`).
@@ -20,8 +20,9 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from core import data as datasets
-from core import uploads
+from core.engine import catalog
+from core.engine import data as datasets
+from core.engine import uploads
 
 from ..text import plain, remember_upload_title
 from ..views.data import show_data_preview
@@ -179,7 +180,7 @@ def show_upload_report(outcome: UploadOutcome, *, val_fraction: float = 0.1, see
         show_data_preview(outcome.name, val_fraction=val_fraction, seed=seed, key=f"{key}_preview")
         return
     try:
-        ds = datasets.load_dataset(outcome.name)
+        ds = catalog.load_dataset(outcome.name)
     except datasets.DatasetUnavailable as exc:
         st.error(plain(str(exc)))
         return

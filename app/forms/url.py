@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import streamlit as st
 
-from core.config import ConfigError
+from core.engine.config import ConfigError
 
 from ..text import plain
 

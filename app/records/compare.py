@@ -17,7 +17,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from core.config import SCHEMA_VERSION, ConfigError, RunConfig, format_value, parse_value
+from core.engine.config import ConfigError, RunConfig, format_value, parse_value
+from core.engine.task import SCHEMA_VERSION
 
 from .run import RunView
 

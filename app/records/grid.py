@@ -1,4 +1,4 @@
-"""A grid of runs (core.grid) reduced for pages: pure functions of a grid job's events, no Streamlit.
+"""A grid of runs (core.lab.grid) reduced for pages: pure functions of a grid job's events, no Streamlit.
 
 :func:`reduce_grid` turns a grid job's events into a :class:`GridView`: one
 :class:`~app.records.run.RunView` per cell (so every single-run figure works on a cell) placed in
@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core import verdicts
-from core.lessons import REPORTED_BUG, printed_as_reported
+from core.lessons import verdicts
+from core.lessons.sentences import REPORTED_BUG, printed_as_reported
 
 from ..text import clock, epoch_text
 from .run import RunView, finite_values, layer_matrix, reduce_events, run_status
 
 VANISHING_RATIO = 1e-3  # a layer whose gradient norm is below this share of the output layer's "has vanished"
-STUCK_LOSS = verdicts.STUCK_LOSS  # loss within this of ln(classes): see core.verdicts.is_stuck
+STUCK_LOSS = verdicts.STUCK_LOSS  # loss within this of ln(classes): see core.lessons.verdicts.is_stuck
 
 
 @dataclass
@@ -50,7 +50,7 @@ class GridCell:
 
     @property
     def stuck(self) -> bool:
-        """core.verdicts' stuck: loss at ln(classes) and accuracy at the share of the class it predicts
+        """core.lessons.verdicts' stuck: loss at ln(classes) and accuracy at the share of the class it predicts
         (1/classes stands in while there is no confusion matrix yet)."""
         latest = self.latest
         if latest is None:
@@ -75,7 +75,7 @@ class GridCell:
 
 @dataclass
 class GridView:
-    started: object | None = None  # core.events.GridStarted
+    started: object | None = None  # core.engine.events.GridStarted
     cells: list[GridCell] = field(default_factory=list)
     end: object | None = None  # the grid's RunFinished / RunFailed
     n_events: int = 0

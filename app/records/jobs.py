@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.jobs import TERMINAL
+from core.engine.events import TERMINAL_STATUSES
 
 from ..text import clock, epoch_text, plural
 from .run import Progress, RunView
@@ -32,7 +32,7 @@ class JobState:
 
     @property
     def done(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in TERMINAL_STATUSES
 
     @property
     def token(self) -> Any:

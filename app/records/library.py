@@ -7,8 +7,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from core.config import FIELDS, RunConfig, format_value, knob_applies, knob_of
-from core.presets import PRESET_LIST
+from core.engine.config import FIELDS, RunConfig, format_value, knob_applies, knob_of
+from core.lessons.presets import PRESET_LIST
 
 from ..text import utc_time
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from app.text import plain
-from core import race
-from core.config import OPTIMIZERS, RunConfig, knob_of
-from core.events import Event
-from core.grid import GridConfig
-from core.presets import get_preset
-from core.surface import SurfaceConfig
+from core.lab import race
+from core.engine.config import OPTIMIZERS, RunConfig, knob_of
+from core.engine.events import Event
+from core.lab.grid import GridConfig
+from core.lessons.presets import get_preset
+from core.lab.surface import SurfaceConfig
 
 # --- the update rules written out -------------------------------------------------------------------
 FORMULAS = {

@@ -53,7 +53,7 @@ class Progress:
 class RunView:
     """Everything a page draws about one run, reduced from its events."""
 
-    started: object | None = None  # core.events.RunStarted
+    started: object | None = None  # core.engine.events.RunStarted
     end: object | None = None  # RunFinished or RunFailed
     evals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVAL_COLUMNS))
     step_losses: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["step", "loss"]))

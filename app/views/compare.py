@@ -14,9 +14,9 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from core.grid import cell_events
-from core.jobs import get_manager
-from core.train import VAL_SUBSET
+from core.lab.grid import cell_events
+from core.serve.jobs import get_manager
+from core.engine.train import VAL_SUBSET
 
 from ..figures import compare as cf
 from ..records.compare import cell_status, outcome_summary, results_table, status_text, weight_snapshot

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import data as datasets
-from core import paths
-from core.config import UPLOAD_PREFIX
+from core.engine import catalog
+from core.engine import data as datasets
+from core.engine import paths
+from core.engine.config import UPLOAD_PREFIX
 
 from ..figures import run as figures
 from ..text import FALLBACK_DATASET, dataset_title, plain
@@ -23,7 +24,7 @@ from ..text import FALLBACK_DATASET, dataset_title, plain
 @functools.lru_cache(maxsize=32)
 def _preview(name: str, noise: float):
     """(dataset, figures...) for a dataset, built once per process."""
-    ds = datasets.load_dataset(name, noise)
+    ds = catalog.load_dataset(name, noise)
     counts = ds.class_counts()
     test_counts = np.bincount(ds.y_test.numpy(), minlength=ds.n_classes).tolist()
     table = pd.DataFrame({"class": [str(c) for c in ds.classes], "train + validation": counts, "test": test_counts})
@@ -76,7 +77,7 @@ def show_data_preview(name: str, noise: float = 0.1, val_fraction: float = 0.1, 
 def _download_dataset(name: str, target_key: str | None) -> None:
     """Callback: load (and so download) a dataset, then select it in ``target_key``'s widget."""
     try:
-        datasets.load_dataset(name)
+        catalog.load_dataset(name)
     except Exception as exc:
         st.session_state["gl_download_error"] = f"{name}: {exc}"
         return
@@ -87,7 +88,7 @@ def _download_dataset(name: str, target_key: str | None) -> None:
 def dataset_fallback_notice(original: str, target_key: str | None = None, changed: str | None = None) -> None:
     """The one notice for a chosen dataset that is not on this server, replaced by the offline fallback
     (with a download offer where downloads are allowed; a success selects it in ``target_key``).
-    ``changed``: what a lesson's fallback settings change besides the dataset (core.presets.Fallback.why)."""
+    ``changed``: what a lesson's fallback settings change besides the dataset (core.lessons.presets.Fallback.why)."""
     title = dataset_title(original)
     rest = (f"For the lesson to show there it trains {changed}" if changed else "Everything else is unchanged.")
     st.warning(plain(f"{title} is not available on this server (its files are not in the data folder"

@@ -6,12 +6,12 @@ import json
 
 import streamlit as st
 
-from core.config import RunConfig
-from core.data import DatasetUnavailable
-from core.presets import get_preset
-from core.gradcheck import GOOD, SEED_VALUE, SUSPECT, CheckOptions, GradCheck, NoStoredWeights, RunGone, \
+from core.engine.config import RunConfig
+from core.engine.data import DatasetUnavailable
+from core.lessons.presets import get_preset
+from core.lab.gradcheck import GOOD, SEED_VALUE, SUSPECT, CheckOptions, GradCheck, NoStoredWeights, RunGone, \
     check_gradients, check_stored_run, seed_variants
-from core.jobs import get_manager
+from core.serve.jobs import get_manager
 
 from ..figures.gradcheck import layer_bars_figure, scatter_figure
 from ..text import FALLBACK_DATASET, dataset_available, dataset_title, plain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import RunConfig
+from core.engine.config import RunConfig
 
 from ..figures import grid as gf
 from ..figures.compare import overlay_figure

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 import streamlit as st
 
-from core.jobs import get_manager
+from core.serve.jobs import get_manager
 
 from ..records.jobs import JobState, progress_text, status_message
 from ..records.run import RunView, reduce_events

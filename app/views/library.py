@@ -10,8 +10,8 @@ import threading
 
 import streamlit as st
 
-from core.config import ConfigError, RunConfig
-from core.jobs import get_manager
+from core.engine.config import ConfigError, RunConfig
+from core.serve.jobs import get_manager
 
 from ..figures.compare import overlay_figure
 from ..figures.library import val_ranking_figure

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import RunConfig
+from core.engine.config import RunConfig
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 

@@ -7,10 +7,10 @@ import inspect
 import pandas as pd
 import streamlit as st
 
-from core import race
-from core.config import OPTIMIZERS
-from core.optimizers import RULES
-from core.surface import surface_grid
+from core.lab import race
+from core.engine.config import OPTIMIZERS
+from core.engine.optimizers import RULES
+from core.lab.surface import surface_grid
 
 from ..figures import optimizers as figs
 from ..records import optimizers as records

@@ -14,8 +14,8 @@ from typing import Callable, Iterable
 import numpy as np
 import streamlit as st
 
-from core.config import TOY_DATASETS
-from core.data import load_dataset
+from core.engine.config import TOY_DATASETS
+from core.engine.catalog import load_dataset
 
 from ..figures import run as figures
 from ..records.jobs import JobState

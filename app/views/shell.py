@@ -6,7 +6,7 @@ import functools
 import streamlit as st
 import torch
 
-from core.jobs import get_manager
+from core.serve.jobs import get_manager
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_title, plain
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import streamlit as st
 
-from core.grid import cell_events
-from core.sweep import SAMPLER_TITLES, SweepConfig, load_study, max_cost, redact, storage_url, top_configs
+from core.lab.grid import cell_events
+from core.lab.sweep import SAMPLER_TITLES, SweepConfig, load_study, max_cost, redact, storage_url, top_configs
 
 from ..figures import sweep as sf
 from ..records.jobs import JobState

@@ -1,0 +1,388 @@
+"""The one run-config schema: it drives widgets, the URL, the cache key, the CLI and sweeps.
+
+Every field carries a :class:`Knob` in its metadata (group, label, help, choices or
+range). ``RunConfig(...)`` validates on construction and raises :class:`ConfigError`
+naming every bad field, its value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Mapping
+
+from core.engine.task import ConfigError, TaskConfig
+
+
+BUILTIN_DATASETS = ("digits", "mnist", "fashion-mnist", "fashion3", "spiral", "moons", "circles", "xor", "blobs")
+TOY_DATASETS = ("spiral", "moons", "circles", "xor", "blobs")
+UPLOAD_PREFIX = "upload:"
+_UPLOAD_RE = re.compile(r"^upload:[0-9a-f]{8,64}$")
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "linear")
+INITS = ("default", "xavier", "he", "normal", "zeros")
+NORMS = ("none", "batchnorm", "layernorm")
+DROPOUT_IMPLS = ("torch", "inverted")
+LOSSES = ("cross_entropy", "mse", "softmax_cross_entropy")
+# How a choice reads in a form where its name alone would mislead.
+CHOICE_LABELS = {"softmax_cross_entropy": "softmax, then cross-entropy (as report 004 did it)"}
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+OPTIMIZER_IMPLS = ("torch", "ours")
+LR_SCHEDULES = ("constant", "step", "cosine", "warmup")
+ARCHS = ("mlp", "cnn")
+DEVICES = ("auto", "cpu", "cuda")
+BACKPROPS = ("autograd", "by_hand")
+BY_HAND_ACTIVATIONS = ("sigmoid", "tanh", "relu")  # what core/scratch.py writes out
+GROUPS = ("Data", "Architecture", "Regularization", "Optimization")
+
+MAX_HIDDEN_LAYERS = 20
+MAX_WIDTH = 4096
+MAX_TRAIN_LIMIT = 10_000_000
+
+
+@dataclass(frozen=True)
+class Knob:
+    """How one config field is shown, parsed and checked."""
+
+    group: str
+    label: str
+    help: str
+    choices: tuple[str, ...] | None = None
+    lo: float | None = None
+    hi: float | None = None
+    log: bool = False  # widgets use a log scale
+    lo_open: bool = False  # lo itself is not allowed
+    # The knob matters only when another field has one of these values, e.g. (("optimizer", ("rmsprop",)),);
+    # forms show it only then. Empty: always used.
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def knob(default: Any, **spec: Any) -> Any:
+    return field(default=default, metadata={"knob": Knob(**spec)})
+
+
+@dataclass(frozen=True)
+class RunConfig(TaskConfig):
+    """Everything that decides a training run (and so its cache key)."""
+
+    KIND: ClassVar[str] = "run"
+
+    # Data
+    dataset: str = knob("digits", group="Data", label="Dataset",
+                        help="Built-in dataset, or an uploaded one (upload:<hash>).")
+    data_noise: float = knob(0.1, group="Data", label="Toy-set noise", lo=0.0, hi=1.0,
+                             help="Noise of the 2-D toy sets (ignored for images).")
+    val_fraction: float = knob(0.1, group="Data", label="Validation fraction", lo=0.0, hi=0.5,
+                               lo_open=True, help="Share of the training data held out for validation.")
+    seed: int = knob(0, group="Data", label="Seed", lo=0, hi=2**31 - 1,
+                     help="Seeds the split, the initial weights, the batch order and dropout.")
+    train_limit: int = knob(0, group="Data", label="Training examples", lo=0, hi=MAX_TRAIN_LIMIT,
+                            help="Train on only this many examples of the training split (a seeded subset; "
+                                 "0 = all). Small training sets overfit: the place to see regularization work.")
+    label_noise: float = knob(0.0, group="Data", label="Noisy training labels", lo=0.0, hi=0.9,
+                              help="Share of the training examples whose label is replaced by another class, "
+                                   "drawn at random (seeded; validation and test keep their true labels). A network "
+                                   "that memorizes its training set learns the wrong labels too.")
+    # Architecture
+    arch: str = knob("mlp", group="Architecture", label="Architecture", choices=ARCHS,
+                     help="mlp: fully connected; cnn: two 3x3 conv layers (32 filters) before the hidden layers.")
+    hidden: tuple[int, ...] = knob((64, 64), group="Architecture", label="Hidden layers",
+                                   lo=1, hi=MAX_WIDTH,
+                                   help=f"Width of each hidden layer, e.g. 128,64 (0-{MAX_HIDDEN_LAYERS} layers).")
+    activation: str = knob("relu", group="Architecture", label="Activation", choices=ACTIVATIONS,
+                           help="Non-linearity after every hidden layer.")
+    init: str = knob("default", group="Architecture", label="Initialization", choices=INITS,
+                     help="default = PyTorch's; xavier (Glorot) suits sigmoid/tanh, he (Kaiming) suits ReLU.")
+    init_std: float = knob(0.01, group="Architecture", label="Init std (normal)", lo=0.0, hi=10.0,
+                           lo_open=True, log=True, help="Standard deviation for init=normal.")
+    # Regularization
+    norm: str = knob("none", group="Regularization", label="Normalization", choices=NORMS,
+                     help="Normalization after each hidden linear layer, before the activation.")
+    dropout: float = knob(0.0, group="Regularization", label="Dropout p", lo=0.0, hi=0.9,
+                          help="Probability of dropping a hidden unit while training.")
+    dropout_impl: str = knob("torch", group="Regularization", label="Dropout implementation",
+                             choices=DROPOUT_IMPLS,
+                             help="torch = nn.Dropout; inverted = the project's from-scratch inverted dropout.")
+    l1: float = knob(0.0, group="Regularization", label="L1 lambda", lo=0.0, hi=1.0,
+                     help="Adds lambda * sum|w| (weights, not biases) to the loss.")
+    l2: float = knob(0.0, group="Regularization", label="L2 lambda", lo=0.0, hi=1.0,
+                     help="Adds lambda * sum w^2 (weights, not biases) to the loss.")
+    # Optimization
+    loss: str = knob("cross_entropy", group="Optimization", label="Loss", choices=LOSSES,
+                     help="cross_entropy on logits; mse between softmax and one-hot targets; or "
+                          "softmax_cross_entropy: softmax, then cross-entropy (as report 004 did it): the "
+                          "softmax is applied twice, so the loss cannot fall below ln(1 + (classes-1)/e) "
+                          "(1.46 for 10 classes); the true cross-entropy is shown beside it.")
+    optimizer: str = knob("adam", group="Optimization", label="Optimizer", choices=OPTIMIZERS,
+                          help="momentum and nesterov are SGD with momentum.")
+    lr: float = knob(1e-3, group="Optimization", label="Learning rate", lo=0.0, hi=1000.0,
+                     lo_open=True, log=True, help="Step size.")
+    momentum: float = knob(0.9, group="Optimization", label="Momentum", lo=0.0, hi=0.999,
+                           when=(("optimizer", ("momentum", "nesterov")),),
+                           help="Heavy-ball coefficient mu of momentum and Nesterov: v <- mu*v + g.")
+    rms_alpha: float = knob(0.99, group="Optimization", label="RMSProp alpha", lo=0.0, hi=0.9999,
+                            when=(("optimizer", ("rmsprop",)),),
+                            help="Smoothing of RMSProp's running mean of squared gradients (textbook 0.99).")
+    rms_momentum: float = knob(0.0, group="Optimization", label="RMSProp momentum", lo=0.0, hi=0.999,
+                               when=(("optimizer", ("rmsprop",)),),
+                               help="Momentum on RMSProp's scaled step (0 = plain RMSProp).")
+    beta1: float = knob(0.9, group="Optimization", label="Adam beta1", lo=0.0, hi=0.999,
+                        when=(("optimizer", ("adam", "nadam")),),
+                        help="Decay of Adam's / Nadam's running mean of gradients (first moment).")
+    beta2: float = knob(0.999, group="Optimization", label="Adam beta2", lo=0.0, hi=0.9999,
+                        when=(("optimizer", ("adam", "nadam")),),
+                        help="Decay of Adam's / Nadam's running mean of squared gradients (second moment).")
+    weight_decay: float = knob(0.0, group="Optimization", label="Weight decay", lo=0.0, hi=1.0,
+                               help="The optimizer's own decay of every parameter (biases and norm parameters "
+                                    "too), not part of the reported loss. Coupled: wd*w is added to the "
+                                    "gradient (for Adam/Nadam it is then rescaled like the gradient); "
+                                    "decoupled (Adam/Nadam only): w shrinks by lr*wd*w each step, as in AdamW.")
+    weight_decay_mode: str = knob("coupled", group="Optimization", label="Weight-decay form",
+                                  choices=WEIGHT_DECAY_MODES, when=(("optimizer", ("adam", "nadam")),),
+                                  help="coupled = L2 added to the gradient (torch Adam/NAdam weight_decay); "
+                                       "decoupled = AdamW-style shrinking of the weights, apart from the gradient.")
+    optimizer_impl: str = knob("torch", group="Optimization", label="Optimizer implementation",
+                               choices=OPTIMIZER_IMPLS,
+                               help="torch = torch.optim; ours = the project's from-scratch update rules "
+                                    "(core/optimizers.py), the same formulas written out.")
+    lr_schedule: str = knob("constant", group="Optimization", label="Learning-rate schedule", choices=LR_SCHEDULES,
+                            help="constant; step = multiply by gamma every few epochs; cosine = decay to 0 along "
+                                 "half a cosine; warmup = ramp up linearly, then constant.")
+    lr_step_every_epochs: int = knob(2, group="Optimization", label="Step decay every (epochs)", lo=1, hi=200,
+                                     when=(("lr_schedule", ("step",)),),
+                                     help="The step schedule multiplies the learning rate by gamma this often.")
+    lr_gamma: float = knob(0.5, group="Optimization", label="Step decay gamma", lo=0.0, hi=1.0, lo_open=True,
+                           when=(("lr_schedule", ("step",)),),
+                           help="Factor of each step decay.")
+    warmup_epochs: float = knob(1.0, group="Optimization", label="Warm-up (epochs)", lo=0.0, hi=200.0, lo_open=True,
+                                when=(("lr_schedule", ("warmup",)),),
+                                help="The warm-up raises the learning rate linearly from lr/steps to lr over this many epochs.")
+    batch_size: int = knob(64, group="Optimization", label="Batch size", lo=1, hi=4096,
+                           help="Examples per step.")
+    epochs: int = knob(10, group="Optimization", label="Epochs", lo=1, hi=200, help="Passes over the training data.")
+    log_every: int = knob(100, group="Optimization", label="Log every (steps)", lo=1, hi=100_000,
+                          help="Evaluate and record layer stats every this many steps (and at each epoch end).")
+    device: str = knob("auto", group="Optimization", label="Device", choices=DEVICES,
+                       help="auto = the GPU when there is one, else the CPU.")
+    backprop: str = knob("autograd", group="Optimization", label="Backprop", choices=BACKPROPS,
+                         help="autograd = PyTorch computes the gradients; by_hand = the network of core/scratch.py, "
+                              "forward and backward written out, trained with SGD written out (plain MLP, "
+                              "sigmoid/tanh/ReLU, no normalization or dropout).")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        problems = _problems(self)
+        if problems:
+            raise ConfigError(problems)
+
+    # --- derived -------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self.hidden)
+
+    @property
+    def is_toy(self) -> bool:
+        return self.dataset in TOY_DATASETS
+
+    # --- serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = True) -> "RunConfig":
+        """Build from a mapping of (possibly string) values; unknown keys are an error when strict."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown and strict:
+            raise ConfigError({k: f"Unknown setting {k!r}" for k in unknown})
+        values: dict[str, Any] = {}
+        problems: dict[str, str] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                try:
+                    values[f.name] = parse_value(f.name, data[f.name])
+                except ValueError as exc:
+                    problems[f.name] = str(exc)
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    def to_query(self) -> dict[str, str]:
+        """Readable query-string form holding only fields that differ from the defaults."""
+        default = RunConfig()
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                out[f.name] = format_value(value)
+        return out
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> "RunConfig":
+        """Inverse of :meth:`to_query`; non-config keys (e.g. page ids) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_dict({k: v for k, v in query.items() if k in names})
+
+
+# --- helpers ---------------------------------------------------------------------------
+def fields_by_group() -> dict[str, list[dataclasses.Field]]:
+    out: dict[str, list[dataclasses.Field]] = {g: [] for g in GROUPS}
+    for f in dataclasses.fields(RunConfig):
+        out[f.metadata["knob"].group].append(f)
+    return out
+
+
+def knob_of(name: str) -> Knob:
+    return FIELDS[name].metadata["knob"]
+
+
+def knob_applies(name: str, values: Mapping[str, Any]) -> bool:
+    """Whether field ``name`` affects a run with these settings (see :attr:`Knob.when`)."""
+    return all(values.get(other) in allowed for other, allowed in knob_of(name).when)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def parse_hidden(value: Any) -> tuple[int, ...]:
+    """'128,64' / '[128, 64]' / [128, 64] / 128 / '' -> tuple of widths."""
+    if isinstance(value, (list, tuple)):
+        items: Iterable[Any] = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    elif isinstance(value, str):
+        text = value.strip().strip("[]()")
+        items = [t for t in re.split(r"[,\s;x]+", text) if t]
+    else:
+        raise ValueError(f"Hidden layers must be a list of widths, got {value!r}")
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not (isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit())):
+            raise ValueError(f"Hidden layers must be whole numbers like 128,64; got {_short(value)}")
+        if isinstance(item, str) and len(item.strip()) > MAX_DIGITS:
+            raise ValueError(f"Hidden layers (hidden) has a {len(item.strip())}-digit width: each width must be "
+                             f"in [1, {MAX_WIDTH}]")
+        out.append(int(item))
+    return tuple(out)
+
+
+def parse_value(name: str, value: Any) -> Any:
+    """Coerce a raw value (e.g. from a URL or CLI) to the field's type."""
+    f = FIELDS[name]
+    label = f.metadata["knob"].label
+    if name == "hidden":
+        return parse_hidden(value)
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    digits = str(value).strip().lstrip("+-") if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if kind in ("int", "float") and digits.isdigit() and len(digits) > MAX_DIGITS:
+        k = f.metadata["knob"]
+        raise ValueError(f"{label} ({name}) = a {len(digits)}-digit number is out of range: allowed {_allowed(k)}")
+    try:
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(str(value).strip())
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{label} ({name}) must be a {'whole number' if kind == 'int' else 'number'}, "
+                         f"got {_short(value)}") from None
+    if not isinstance(value, str):
+        raise ValueError(f"{label} ({name}) must be text, got {value!r}")
+    return value.strip()
+
+
+MAX_DIGITS = 18  # longer whole numbers are out of every range (and Python refuses past 4300 digits)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def _allowed(k: Knob) -> str:
+    if k.choices:
+        return "one of " + ", ".join(k.choices)
+    left = "(" if k.lo_open else "["
+    return f"{left}{_num(k.lo)}, {_num(k.hi)}]"
+
+
+def _num(x: float | None) -> str:
+    return "-inf" if x is None else (str(int(x)) if float(x).is_integer() else repr(x))
+
+
+def _problems(cfg: RunConfig) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    for f in dataclasses.fields(cfg):
+        k: Knob = f.metadata["knob"]
+        value = getattr(cfg, f.name)
+        if f.name == "dataset":
+            if not (value in BUILTIN_DATASETS or _UPLOAD_RE.match(str(value))):
+                problems[f.name] = (f"{k.label} (dataset) = {value!r} is unknown: allowed "
+                                    f"{', '.join(BUILTIN_DATASETS)} or an uploaded dataset")
+            continue
+        if f.name == "hidden":
+            if len(value) > MAX_HIDDEN_LAYERS:
+                problems[f.name] = (f"{k.label} (hidden) has {len(value)} layers: allowed "
+                                    f"0-{MAX_HIDDEN_LAYERS}")
+            elif any(not (1 <= w <= MAX_WIDTH) for w in value):
+                problems[f.name] = f"{k.label} (hidden) = {format_value(value)}: each width must be in [1, {MAX_WIDTH}]"
+            continue
+        if k.choices is not None:
+            if value not in k.choices:
+                problems[f.name] = f"{k.label} ({f.name}) = {value!r} is not allowed: {_allowed(k)}"
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems[f.name] = f"{k.label} ({f.name}) = {value!r} must be a number"
+            continue
+        if value != value or value in (float("inf"), float("-inf")):
+            problems[f.name] = f"{k.label} ({f.name}) = {value!r} must be a finite number"
+            continue
+        too_low = value < k.lo or (k.lo_open and value == k.lo)
+        if too_low or value > k.hi:
+            problems[f.name] = f"{k.label} ({f.name}) = {_num(value)} is out of range: allowed {_allowed(k)}"
+    by_hand = by_hand_problem(cfg)
+    if by_hand:
+        problems["backprop"] = by_hand
+    if cfg.arch == "cnn" and cfg.dataset in TOY_DATASETS:
+        problems["arch"] = f"Architecture (arch) = 'cnn' needs an image dataset, not the 2-D toy set {cfg.dataset!r}"
+    return problems
+
+
+def by_hand_problem(cfg: RunConfig, training: bool = True) -> str | None:
+    """Why ``backprop="by_hand"`` cannot train this config (None when it can, or autograd is chosen).
+
+    ``training=False`` asks only whether the by-hand network can compute this config's gradients
+    (whatever ``backprop`` says; the optimizer does not matter then)."""
+    if training and cfg.backprop != "by_hand":
+        return None
+    wrong = []
+    if cfg.arch != "mlp":
+        wrong.append(f"architecture {cfg.arch!r} (only mlp)")
+    if cfg.activation not in BY_HAND_ACTIVATIONS:
+        wrong.append(f"activation {cfg.activation!r} (only {', '.join(BY_HAND_ACTIVATIONS)})")
+    if cfg.norm != "none":
+        wrong.append(f"normalization {cfg.norm!r} (only none)")
+    if cfg.dropout > 0:
+        wrong.append(f"dropout {cfg.dropout:g} (only 0)")
+    if not wrong:
+        return None
+    return ("Backprop (backprop) = 'by_hand': the by-hand network (core/scratch.py) is a plain MLP trained with "
+            "the update rules written out in core/optimizers.py; this config has " + "; ".join(wrong))

@@ -1,0 +1,81 @@
+"""The one seam every task config shares (a run, a grid, a surface, a sweep, a comparison, a gradient
+check, a co-batch): canonical JSON, a stable sha256 key, and the JSON round trip.
+
+A task config is a frozen dataclass that subclasses :class:`TaskConfig`, names its kind in ``KIND``
+(the key's prefix and the payload's name, so keys never collide across kinds), and writes
+``to_dict`` / ``from_dict``. The key is ``f"{KIND}-"`` + 24 hex digits of
+sha256(canonical JSON of ``{"schema": SCHEMA_VERSION, KIND_NAME: key_data()}``): the same config gives
+the same key in any process, on any server, in any session.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, ClassVar, Mapping, TypeVar
+
+T = TypeVar("T", bound="TaskConfig")
+DIGEST_CHARS = 24
+SCHEMA_VERSION = 2  # 2: per-optimizer knobs (RMSProp's own alpha/momentum), weight-decay form
+
+
+class ConfigError(ValueError):
+    """One or more invalid fields; ``problems`` maps field name -> message."""
+
+    def __init__(self, problems: Mapping[str, str]):
+        self.problems = dict(problems)
+        super().__init__("; ".join(self.problems.values()))
+
+
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """The settings object a config's JSON holds; a clear ConfigError when it is not one."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError({"json": f"{what} is not valid JSON: {exc}"}) from None
+    if not isinstance(data, dict):
+        raise ConfigError({"json": f"{what} JSON must be an object of settings"})
+    return data
+
+
+def canonical_json(data: Any) -> str:
+    """Sorted keys, no spaces: equal data gives equal text."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def digest(data: Any) -> str:
+    """The first 24 hex digits of sha256 of ``data``'s canonical JSON."""
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:DIGEST_CHARS]
+
+
+class TaskConfig:
+    """Mixin for a frozen dataclass task config: ``to_json``, ``from_json``, ``key``, ``replace``."""
+
+    KIND: ClassVar[str]  # the key's prefix: "run", "grid", ...
+    KIND_NAME: ClassVar[str | None] = None  # the payload's name when it differs from KIND (kept for stable keys)
+
+    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - every subclass writes its own
+        raise NotImplementedError(f"{type(self).__name__} must define to_dict()")
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:  # pragma: no cover - every subclass writes its own
+        raise NotImplementedError(f"{cls.__name__} must define from_dict()")
+
+    def key_data(self) -> Any:
+        """What the key hashes (by default, the whole config)."""
+        return self.to_dict()
+
+    def key(self) -> str:
+        """Stable id: sha256 of the canonical JSON (same config -> same key anywhere)."""
+        name = self.KIND_NAME or self.KIND
+        return f"{self.KIND}-" + digest({"schema": SCHEMA_VERSION, name: self.key_data()})
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return cls.from_dict(json_object(text, cls.__name__))
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)

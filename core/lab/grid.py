@@ -1,0 +1,362 @@
+"""A grid of runs trained as one job: e.g. activation x depth for the vanishing-gradients lesson.
+
+A :class:`GridConfig` is a base :class:`RunConfig` plus axes (activations, depths, inits, norms)
+and/or named variants (explicit overrides, e.g. the "Fixes" view: ReLU, He init, BatchNorm, a
+smaller learning rate). :meth:`GridConfig.cells` lists every combination as (label, RunConfig).
+
+:func:`run_grid` trains every cell in ONE job. Cells that share a data stream (same dataset,
+split, seed, batch size, epochs, log interval) train in lockstep as one batched model
+(:class:`core.engine.batched.StackedLanes`) through the one training loop
+(:func:`core.engine.train.train_lanes`); a cell that cannot be batched (CNN, dropout, mixed widths)
+trains on its own with :func:`core.engine.train.train`, and the grid says so. Each cell emits exactly
+the events of a single run, wrapped in :class:`CellEvent`; a cell that diverges ends alone.
+Each ended cell is handed to the job manager (the only writer to the store), which files it
+under its own key, so the single-run pages replay it instantly. Registered with the job manager as kind "grid".
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from core.engine import catalog
+from core.engine.batched import StackedLanes, why_not_batched
+from core.engine.config import ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, ConfigError, RunConfig, parse_value
+from core.engine.task import SCHEMA_VERSION
+from core.engine.events import CellEvent, Event, GridStarted, RunFailed, RunFinished
+from core.engine.train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes, train_split
+
+MAX_CELLS = 60
+MAX_GRID_WIDTH = 256  # every cell of a batched grid is in memory at once: keep them small
+AXES = {"activations": ("activation", ACTIVATIONS), "inits": ("init", INITS), "norms": ("norm", NORMS)}
+
+Variant = tuple[str, tuple[tuple[str, Any], ...]]  # (label, ((field, value), ...))
+
+
+def overrides(cfg: RunConfig, reference: RunConfig) -> dict[str, Any]:
+    """The settings in which ``cfg`` differs from ``reference``."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)
+            if getattr(cfg, f.name) != getattr(reference, f.name)}
+
+
+def _variant(label: Any, overrides: Any) -> Variant:
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    parsed = []
+    for name, value in items:
+        try:
+            parsed.append((str(name), parse_value(str(name), value)))
+        except (KeyError, ValueError):
+            parsed.append((str(name), value))  # reported by validation
+    return str(label), tuple(sorted(parsed))
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """A base run and what varies across the grid's cells.
+
+    ``activations``, ``depths`` (hidden-layer counts, each ``width`` units wide), ``inits`` and
+    ``norms`` are axes; an empty axis keeps the base's value. ``variants`` are named overrides
+    (label, {field: value}) crossed with the axes, e.g. ``("ReLU + He", {"activation": "relu",
+    "init": "he"})``; a variant may not set a field that is also an axis.
+    """
+
+    base: RunConfig = field(default_factory=RunConfig)
+    activations: tuple[str, ...] = ()
+    depths: tuple[int, ...] = ()
+    width: int = 10
+    inits: tuple[str, ...] = ()
+    norms: tuple[str, ...] = ()
+    variants: tuple[Variant, ...] = ()
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        for name in ("activations", "inits", "norms"):
+            set_(name, tuple(str(v) for v in getattr(self, name)))
+        try:
+            set_("depths", tuple(int(d) for d in self.depths))
+        except (TypeError, ValueError):
+            raise ConfigError({"depths": f"Depths must be whole numbers, got {self.depths!r}"}) from None
+        set_("variants", tuple(_variant(label, overrides) for label, overrides in self.variants))
+        problems = self._problems()
+        if problems:
+            raise ConfigError(problems)
+
+    # --- the cells --------------------------------------------------------------------------------
+    def _combinations(self) -> list[tuple[str, dict]]:
+        axes: list[list[tuple[str, dict]]] = [[(label, dict(items)) for label, items in self.variants] or [("", {})]]
+        for name, (fld, _) in AXES.items():
+            values = getattr(self, name)
+            if name == "inits":  # depth comes between activation and init in labels
+                axes.append([(f"x{d}", {"hidden": (self.width,) * d}) for d in self.depths] or [("", {})])
+            axes.append([(v, {fld: v}) for v in values] or [("", {})])
+        out = []
+        for combo in itertools.product(*axes):
+            label = " ".join(part for part, _ in combo if part) or "base"
+            overrides: dict = {}
+            for _, o in combo:
+                overrides.update(o)
+            out.append((label, overrides))
+        return out
+
+    def cells(self) -> list[tuple[str, RunConfig]]:
+        """Every combination as (label, config), variants outermost, then activation, depth, init, norm."""
+        return [(label, self.base.replace(**overrides)) for label, overrides in self._combinations()]
+
+    @property
+    def n_cells(self) -> int:
+        return (max(len(self.variants), 1) * max(len(self.activations), 1) * max(len(self.depths), 1)
+                * max(len(self.inits), 1) * max(len(self.norms), 1))
+
+    @property
+    def device(self) -> str:
+        return self.base.device
+
+    # --- serialisation ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base.to_dict(), "activations": list(self.activations), "depths": list(self.depths),
+                "width": self.width, "inits": list(self.inits), "norms": list(self.norms),
+                "variants": [[label, {k: list(v) if isinstance(v, tuple) else v for k, v in items}]
+                             for label, items in self.variants]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GridConfig":
+        data = dict(data)
+        base = RunConfig.from_dict(data.pop("base", {}))
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError({k: f"Unknown grid setting {k!r}" for k in unknown})
+        data["variants"] = [tuple(v) for v in data.get("variants", [])]
+        return cls(base=base, **data)
+
+    def key(self) -> str:
+        """Stable id: sha256 of the canonical JSON (same grid -> same key anywhere)."""
+        payload = json.dumps({"schema": SCHEMA_VERSION, "grid": self.to_dict()}, sort_keys=True, separators=(",", ":"))
+        return "grid-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def replace(self, **changes: Any) -> "GridConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_query(self) -> dict[str, str]:
+        """Readable query-string form: the base's non-default fields, then the grid's own (axes as
+        comma lists, depths as ``lo-hi`` when consecutive, variants as compact JSON)."""
+        out = self.base.to_query()
+        for name in ("activations", "inits", "norms"):
+            if getattr(self, name):
+                out[name] = ",".join(getattr(self, name))
+        d = self.depths
+        if d:
+            consecutive = len(d) > 1 and list(d) == list(range(d[0], d[0] + len(d)))
+            out["depths"] = f"{d[0]}-{d[-1]}" if consecutive else ",".join(map(str, d))
+        if self.width != GridConfig.__dataclass_fields__["width"].default:
+            out["width"] = str(self.width)
+        if self.variants:
+            out["variants"] = json.dumps(self.to_dict()["variants"], separators=(",", ":"))
+        return out
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> "GridConfig":
+        """Inverse of :meth:`to_query` (raises ConfigError with readable messages)."""
+        own = {"activations", "inits", "norms", "depths", "width", "variants"}
+        base = RunConfig.from_query({k: v for k, v in query.items() if k not in own})
+        data: dict[str, Any] = {"base": base.to_dict()}
+        for name in ("activations", "inits", "norms"):
+            if query.get(name):
+                data[name] = [v.strip() for v in str(query[name]).split(",") if v.strip()]
+        text = str(query.get("depths") or "").strip()
+        try:
+            if "-" in text:
+                lo, hi = (int(v) for v in text.split("-", 1))
+                data["depths"] = list(range(lo, hi + 1))
+            elif text:
+                data["depths"] = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise ConfigError({"depths": f"Depths {text!r} must be whole numbers, e.g. 1-8 or 1,2,4"}) from None
+        if query.get("width"):
+            try:
+                data["width"] = int(query["width"])
+            except ValueError:
+                raise ConfigError({"width": f"Width {query['width']!r} must be a whole number"}) from None
+        if query.get("variants"):
+            try:
+                data["variants"] = json.loads(query["variants"])
+            except json.JSONDecodeError as exc:
+                raise ConfigError({"variants": f"Variants are not valid JSON: {exc}"}) from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_runs(cls, runs: Sequence[tuple[str, RunConfig]], base: RunConfig | None = None) -> "GridConfig":
+        """A grid of named variants: each run's differences from ``runs[0]``, applied to ``base``
+        (default ``runs[0]``). E.g. a preset family's ``runs``."""
+        first = runs[0][1]
+        return cls(base=base or first, variants=tuple((label, overrides(cfg, first)) for label, cfg in runs))
+
+    # --- validation -------------------------------------------------------------------------------
+    def _problems(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        for name, (fld, allowed) in AXES.items():
+            values = getattr(self, name)
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                problems[name] = f"{name.capitalize()} {bad} not allowed: choose from {', '.join(allowed)}"
+            elif len(set(values)) != len(values):
+                problems[name] = f"{name.capitalize()} lists a value twice: {list(values)}"
+        if any(not 0 <= d <= MAX_HIDDEN_LAYERS for d in self.depths):
+            problems["depths"] = f"Depths {list(self.depths)}: each must be 0-{MAX_HIDDEN_LAYERS} hidden layers"
+        elif len(set(self.depths)) != len(self.depths):
+            problems["depths"] = f"Depths lists a value twice: {list(self.depths)}"
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= MAX_GRID_WIDTH:
+            problems["width"] = f"Width = {self.width!r}: allowed 1-{MAX_GRID_WIDTH} units per hidden layer in a grid"
+        axis_fields = {fld for name, (fld, _) in AXES.items() if getattr(self, name)} | ({"hidden"} if self.depths else set())
+        labels = [label for label, _ in self.variants]
+        if any(not label.strip() for label in labels) or len(set(labels)) != len(labels):
+            problems["variants"] = f"Variant labels must be non-empty and distinct, got {labels}"
+        for label, items in self.variants:
+            unknown = [k for k, _ in items if k not in RunConfig.__dataclass_fields__]
+            clash = [k for k, _ in items if k in axis_fields]
+            if unknown:
+                problems["variants"] = f"Variant {label!r} sets unknown settings {unknown}"
+            elif clash:
+                problems["variants"] = f"Variant {label!r} sets {clash}, which the grid also varies as an axis"
+        if problems:
+            return problems
+        if self.n_cells > MAX_CELLS:
+            problems["cells"] = (f"The grid has {self.n_cells} cells: at most {MAX_CELLS} (fewer activations, depths, "
+                                 f"inits, norms or variants)")
+            return problems
+        seen: dict[RunConfig, str] = {}
+        for label, overrides in self._combinations():
+            try:
+                cfg = self.base.replace(**overrides)
+            except ConfigError as exc:
+                problems["cells"] = f"Cell {label!r}: {exc}"
+                break
+            if cfg in seen:
+                problems["cells"] = f"Cells {seen[cfg]!r} and {label!r} are the same run"
+                break
+            seen[cfg] = label
+        return problems
+
+
+# --- the runner -----------------------------------------------------------------------------------
+@dataclass
+class GridPlan:
+    """Which cells train batched together (lockstep groups) and which alone, and why."""
+
+    batched: list[list[int]]
+    alone: list[int]
+    notes: list[str]
+
+
+def lockstep_stream(cfg: RunConfig, n_train: dict | None = None) -> tuple:
+    """What runs trained in one batched pass must share: LOCKSTEP_FIELDS and the steps per epoch.
+    ``n_train`` caches training-set sizes per split between calls."""
+    n_train = {} if n_train is None else n_train
+    split = (cfg.dataset, cfg.data_noise, cfg.val_fraction, cfg.seed, cfg.train_limit)
+    if split not in n_train:
+        try:
+            ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
+            n_train[split] = len(train_split(cfg, len(ds.y))[0])
+        except Exception:  # reported by the training loop, per run
+            n_train[split] = None
+    n = n_train[split]
+    return tuple(getattr(cfg, f) for f in LOCKSTEP_FIELDS) + (steps_per_epoch(cfg, n) if n else None,)
+
+
+def plan_grid(cells: Sequence[tuple[str, RunConfig]]) -> GridPlan:
+    groups: dict[tuple, list[int]] = {}
+    alone, notes = [], []
+    n_train: dict[tuple, int | None] = {}
+    for i, (label, cfg) in enumerate(cells):
+        reason = why_not_batched(cfg)
+        if reason:
+            alone.append(i)
+            notes.append(f"{label} trains on its own: {reason}")
+            continue
+        groups.setdefault(lockstep_stream(cfg, n_train), []).append(i)
+    if len(groups) > 1:
+        notes.append(f"Cells with different data settings ({', '.join(LOCKSTEP_FIELDS)}) train in "
+                     f"{len(groups)} separate batched passes")
+    return GridPlan(list(groups.values()), alone, notes)
+
+
+FileRun = Callable[[str, RunConfig, list[Event]], None]
+
+
+def run_grid(grid: GridConfig, emit: Callable[[Event], None], cancel: threading.Event | None = None,
+             file_run: FileRun | None = None) -> RunFinished | RunFailed:
+    """Train every cell of ``grid`` (see the module docstring); returns the grid's terminal event.
+
+    ``file_run(key, config, events)`` receives each ended cell (the job manager's
+    :meth:`~core.serve.jobs.JobManager.file_run`, which decides what to store)."""
+    t0 = time.perf_counter()
+    cancel = cancel or threading.Event()
+    cells = grid.cells()
+    keys = [cfg.key() for _, cfg in cells]
+    plan = plan_grid(cells)
+    emit(GridStarted(key=grid.key(), cells=[{"label": label, "key": k, "config": cfg.to_dict()}
+                                            for (label, cfg), k in zip(cells, keys)],
+                     batched=plan.batched, alone=plan.alone, notes=plan.notes,
+                     device=resolve_device(grid.device).type, started_at=time.time()))
+    ends: list[Event | None] = [None] * len(cells)
+    history: list[list[Event]] = [[] for _ in cells]
+    store_problems: list[str] = []
+
+    def cell_emit(i: int) -> Callable[[Event], None]:
+        label, cfg = cells[i]
+
+        def on_event(event: Event) -> None:
+            history[i].append(event)
+            emit(CellEvent(i, label, event))
+            if event.kind in ("finished", "failed"):
+                ends[i] = event
+                if file_run is not None:
+                    try:
+                        file_run(keys[i], cfg, list(history[i]))
+                    except Exception as exc:  # disk full etc.: the grid's own record still holds the cell
+                        store_problems.append(f"{type(exc).__name__}: {exc}")
+        return on_event
+
+    for group in plan.batched:
+        group = [group[k] for k in StackedLanes.stacked_order([cells[i][1] for i in group])]  # no per-step reordering
+        train_lanes([cells[i][1] for i in group], StackedLanes, [cell_emit(i) for i in group], cancel,
+                    [keys[i] for i in group])
+    for i in plan.alone:
+        train(cells[i][1], [cell_emit(i)], cancel, keys[i], final_weights=False)  # cells keep metrics only
+    return _finish(ends, cancel, t0, store_problems, emit)
+
+
+def _finish(ends: list[Event | None], cancel: threading.Event, t0: float, store_problems: list[str],
+            emit: Callable[[Event], None]) -> RunFinished | RunFailed:
+    elapsed = time.perf_counter() - t0
+    failed = [e for e in ends if e is None or e.kind == "failed"]
+    statuses = [getattr(e, "status", "failed") for e in ends if e is not None]
+    step = max((e.step for e in ends if e is not None), default=0)
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("finished", "diverged", "cancelled") if s in statuses)
+    note = f" (cells not filed separately: {store_problems[0]})" if store_problems else ""
+    if failed:
+        first = next((e.message for e in failed if e is not None), "a cell did not end")
+        end: RunFinished | RunFailed = RunFailed(step, f"{len(failed)} of {len(ends)} cells failed: {first}{note}",
+                                                 "GridCellFailed", elapsed)
+    else:
+        status = "cancelled" if cancel.is_set() or "cancelled" in statuses else "finished"
+        end = RunFinished(status=status, step=step, epoch=max((e.epoch for e in ends), default=0.0),
+                          elapsed=elapsed, reason=f"{len(ends)} cells: {counts}{note}")
+    emit(end)
+    return end
+
+
+
+
+
+def cell_events(events: Iterable[Event]) -> dict[int, list[Event]]:
+    """A grid job's events split per cell (the unwrapped single-run events of each)."""
+    out: dict[int, list[Event]] = {}
+    for event in events:
+        if isinstance(event, CellEvent):
+            out.setdefault(event.cell, []).append(event.event)
+    return out

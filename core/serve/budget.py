@@ -1,0 +1,155 @@
+"""What a job may cost on this server: estimates from the config, caps from the environment.
+
+One place for every server cap a job meets (the job manager checks them on submit):
+
+- ``GRADIENT_LAB_MAX_JOB_COST``: parameters x training examples x epochs (a grid sums its cells).
+- ``GRADIENT_LAB_MAX_JOB_MEMORY_MB``: estimated training memory (parameters with gradients and
+  optimizer state, activations of one batch, the float copy of the data).
+- ``GRADIENT_LAB_MAX_QUEUED`` / ``GRADIENT_LAB_MAX_QUEUED_PER_SESSION``: jobs waiting or running,
+  in all and per browser session.
+- ``GRADIENT_LAB_MAX_DONE_JOBS_MB``: finished jobs' histories kept in memory.
+- ``GRADIENT_LAB_MAX_WEIGHTS_MB``: a finished run's weights stored beside its metrics (a larger model's
+  are not stored; see :func:`weights_problem`).
+
+Every refusal is a :class:`Refused` naming the cap, its variable and the estimate.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from core.engine import catalog
+from core.engine import data as datasets
+from core.engine.config import RunConfig
+from core.engine.models import CNN_CHANNELS
+
+DEFAULTS = {
+    "GRADIENT_LAB_MAX_JOB_COST": 2e13,  # ~6x the costliest preset run (3.5e12); 20x4096 on MNIST is 1.7e14
+    "GRADIENT_LAB_MAX_JOB_MEMORY_MB": 4096,
+    "GRADIENT_LAB_MAX_QUEUED": 64,
+    "GRADIENT_LAB_MAX_QUEUED_PER_SESSION": 4,
+    "GRADIENT_LAB_MAX_DONE_JOBS_MB": 512,
+    "GRADIENT_LAB_MAX_WEIGHTS_MB": 16,  # float32 weights of ~4M parameters; the MNIST presets take < 2 MB
+}
+OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 2, "adam": 2, "nadam": 2}
+ACTIVATION_COPIES = 4  # per hidden unit and example: pre-activation, activation, their gradients
+
+
+class Refused(ValueError):
+    """A job over a server cap; the message names the cap, its variable and the estimate."""
+
+
+def cap(name: str) -> float:
+    """The cap from the environment (a number), else its default."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return float(DEFAULTS[name])
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Refused(f"The server setting {name}={raw!r} is not a number; ask the administrator.") from None
+    return value
+
+
+def weights_problem(nbytes: int) -> str:
+    """Why weights of ``nbytes`` are not stored ("" when they fit GRADIENT_LAB_MAX_WEIGHTS_MB)."""
+    try:
+        limit = cap("GRADIENT_LAB_MAX_WEIGHTS_MB")
+    except Refused as exc:
+        return str(exc)
+    if nbytes <= limit * 2**20:
+        return ""
+    return (f"its weights take {nbytes / 2**20:.1f} MB, over the cap of {limit:g} MB on stored weights "
+            f"(GRADIENT_LAB_MAX_WEIGHTS_MB)")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    parameters: int
+    cost: float  # parameters x training examples x epochs
+    model_bytes: int  # parameters, gradients, optimizer state, one batch's activations
+    data_bytes: int  # the float copy of the dataset
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.model_bytes + self.data_bytes
+
+    def __add__(self, other: "Estimate") -> "Estimate":  # a grid trains its cells together on shared data
+        return Estimate(self.parameters + other.parameters, self.cost + other.cost,
+                        self.model_bytes + other.model_bytes, max(self.data_bytes, other.data_bytes))
+
+
+def count_parameters(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> tuple[int, int]:
+    """(parameters, activations per example) of the model :func:`core.engine.models.build_model` builds."""
+    norm = 2 if cfg.norm in ("batchnorm", "layernorm") else 0
+    params, units = 0, 0
+    if cfg.arch == "cnn" and len(input_shape) == 3:
+        channels, height, width = input_shape
+        for c_in in (channels, CNN_CHANNELS):
+            params += c_in * CNN_CHANNELS * 9 + CNN_CHANNELS + norm * CNN_CHANNELS
+            units += CNN_CHANNELS * height * width
+        features = CNN_CHANNELS * height * width
+    else:
+        features = math.prod(input_shape)
+    units += features
+    for width in cfg.hidden:
+        params += features * width + width + norm * width
+        units += width
+        features = width
+    params += features * n_classes + n_classes
+    return params, units + n_classes
+
+
+def estimate_run(cfg: RunConfig) -> Estimate | None:
+    """Cost and memory of one run; None when its dataset cannot be loaded here (the job reports that)."""
+    try:
+        ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
+    except datasets.DatasetUnavailable:
+        return None
+    params, units = count_parameters(cfg, ds.input_shape, ds.n_classes)
+    n_train = max(1, len(ds.y) - max(1, round(len(ds.y) * cfg.val_fraction)))
+    batch = min(cfg.batch_size, n_train)
+    copies = 3 + OPTIMIZER_STATES.get(cfg.optimizer, 2)  # weights, gradients, initial copy (|W - W0|), state
+    data_bytes = (len(ds.y) + len(ds.y_test)) * math.prod(ds.input_shape) * 4  # the float copy of the data
+    model_bytes = params * 4 * copies + batch * units * 4 * ACTIVATION_COPIES
+    return Estimate(params, float(params) * n_train * cfg.epochs, model_bytes, data_bytes)
+
+
+def estimate(config: Any) -> Estimate | None:
+    """A run's estimate, or the sum over a grid's cells (anything with ``cells()``)."""
+    if isinstance(config, RunConfig):
+        return estimate_run(config)
+    cells = getattr(config, "cells", None)
+    if cells is None:
+        return None
+    total: Estimate | None = None
+    for _, cell in cells():
+        one = estimate_run(cell)
+        if one is not None:
+            total = one if total is None else total + one
+    return total
+
+
+def _big(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def check(config: Any) -> Estimate | None:
+    """Raise :class:`Refused` when the config's estimate passes a cap; return the estimate."""
+    est = estimate(config)
+    if est is None:
+        return None
+    cost_cap = cap("GRADIENT_LAB_MAX_JOB_COST")
+    if est.cost > cost_cap:
+        raise Refused(f"This job is too big for this server: its cost (parameters x training examples x epochs) "
+                      f"is about {_big(est.cost)} ({_big(est.parameters)} parameters), over the cap of "
+                      f"{_big(cost_cap)} (GRADIENT_LAB_MAX_JOB_COST). Use fewer or narrower layers, fewer "
+                      f"epochs or a smaller dataset.")
+    memory_cap = cap("GRADIENT_LAB_MAX_JOB_MEMORY_MB")
+    if est.memory_bytes / 2**20 > memory_cap:
+        raise Refused(f"This job would need about {est.memory_bytes / 2**20:,.0f} MB of memory "
+                      f"({_big(est.parameters)} parameters), over the cap of {memory_cap:,.0f} MB "
+                      f"(GRADIENT_LAB_MAX_JOB_MEMORY_MB). Use fewer or narrower layers or a smaller batch.")
+    return est

@@ -1,0 +1,128 @@
+"""Co-batching: queued single runs that could be cells of one batched grid pass train as ONE job.
+
+Thirty students pressing Train on thirty slightly different small networks would otherwise wait
+for each other; the grid's engine (:class:`core.engine.batched.StackedLanes` through the one loop,
+:func:`core.engine.train.train_lanes`) trains them for a few times the cost of one. A run joins the run at
+the head of the queue when both are batchable (:func:`core.engine.batched.why_not_batched`, hidden layers
+at most :data:`core.lab.grid.MAX_GRID_WIDTH` wide), share the grid's data stream
+(:func:`core.lab.grid.lockstep_stream`), and the group's estimated memory stays within
+``GRADIENT_LAB_MAX_JOB_MEMORY_MB``; a group holds at most ``GRADIENT_LAB_MAX_COBATCH`` runs
+(default 32; 1 turns co-batching off).
+
+A group is a :class:`CoBatch` task (kind "cobatch"). Lane i emits exactly the events of its run
+trained alone, wrapped as ``CellEvent(i, key, event)``, and stops alone when its own cancel flag
+is set; the job manager hands each lane's events to that run's own job (:func:`dispatch`), which
+it stores under the run's own key.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from core.serve import budget
+from core.engine.batched import StackedLanes, why_not_batched
+from core.engine.config import RunConfig
+from core.engine.events import CellEvent, Event, RunFailed, RunFinished, status_of
+from core.lab.grid import MAX_GRID_WIDTH, lockstep_stream
+from core.engine.train import train_lanes
+
+DEFAULT_MAX_COBATCH = 32
+HARD_MAX_COBATCH = 256  # the lanes a worker process has cancel flags for
+
+
+def max_group() -> int:
+    """Runs trained as one job at most (``GRADIENT_LAB_MAX_COBATCH``, 1 to 256)."""
+    raw = os.environ.get("GRADIENT_LAB_MAX_COBATCH", "").strip()
+    try:
+        value = int(raw) if raw else DEFAULT_MAX_COBATCH
+    except ValueError:
+        value = DEFAULT_MAX_COBATCH
+    return max(1, min(HARD_MAX_COBATCH, value))
+
+
+def batchable(cfg: Any) -> bool:
+    """A single run that can be a lane of a stacked batch."""
+    return isinstance(cfg, RunConfig) and why_not_batched(cfg) is None and max(cfg.hidden, default=0) <= MAX_GRID_WIDTH
+
+
+def compatible(config_of: Callable[[Any], Any] = lambda item: item) -> Callable[[list, Any], bool]:
+    """A predicate for :meth:`core.serve.scheduler.FairQueue.get_group`: may ``item`` join ``chosen``?
+    ``config_of`` reads an item's config (e.g. a job's); streams and estimates are cached per predicate."""
+    streams: dict[RunConfig, tuple] = {}
+    estimates: dict[RunConfig, budget.Estimate | None] = {}
+    n_train: dict = {}
+
+    def stream(cfg: RunConfig) -> tuple:
+        if cfg not in streams:
+            streams[cfg] = lockstep_stream(cfg, n_train)
+        return streams[cfg]
+
+    def fits(configs: list[RunConfig]) -> bool:
+        for cfg in configs:
+            if cfg not in estimates:
+                estimates[cfg] = budget.estimate_run(cfg)
+        if any(estimates[c] is None for c in configs):  # its dataset cannot be loaded: it trains (and fails) alone
+            return False
+        total = sum((estimates[c] for c in configs[1:]), estimates[configs[0]])
+        return total.memory_bytes <= budget.cap("GRADIENT_LAB_MAX_JOB_MEMORY_MB") * 2**20
+
+    def ok(chosen: list, item: Any) -> bool:
+        head, cfg = config_of(chosen[0]), config_of(item)
+        try:
+            return (batchable(head) and batchable(cfg) and stream(cfg) == stream(head)
+                    and fits([config_of(c) for c in chosen] + [cfg]))
+        except Exception:  # whatever goes wrong here, the run can still train alone (and report it)
+            return False
+    return ok
+
+
+@dataclass(frozen=True)
+class CoBatch:
+    """Queued runs trained as one lanes job (what a worker is handed; never stored itself)."""
+
+    runs: tuple[RunConfig, ...]
+
+    @property
+    def device(self) -> str:
+        return self.runs[0].device
+
+    def key(self) -> str:
+        return "cobatch-" + hashlib.sha256(" ".join(r.key() for r in self.runs).encode()).hexdigest()[:24]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": [r.to_dict() for r in self.runs]}
+
+
+def run_cobatch(group: CoBatch, emit: Callable[[Event], None], cancel: threading.Event | None = None,
+                lane_cancels: Sequence[Any] | None = None) -> list[RunFinished | RunFailed]:
+    """Train ``group``'s runs in lockstep: lane i's events go to ``emit`` as ``CellEvent(i, key, event)``;
+    ``lane_cancels[i]`` (anything with ``is_set()``) stops lane i alone, ``cancel`` all of them."""
+    runs = list(group.runs)
+    order = StackedLanes.stacked_order(runs)  # lanes laid out as the stacks hold them: no per-step reordering
+
+    def lane(i: int) -> Callable[[Event], None]:
+        key = runs[i].key()
+        return lambda event: emit(CellEvent(i, key, event))
+    return train_lanes([runs[i] for i in order], StackedLanes, [lane(i) for i in order], cancel,
+                       [runs[i].key() for i in order],
+                       lane_cancels=None if lane_cancels is None else [lane_cancels[i] for i in order],
+                       final_weights=True, weights_problem=budget.weights_problem)  # each run keeps its weights, as alone
+
+
+def dispatch(emits: Sequence[Callable[[Event], None]]) -> Callable[[Event], None]:
+    """One emit for a co-batch from each run's own: a lane's event goes to its run; anything else
+    (a runner's bug, a dead worker) ends every run that has not ended yet."""
+    ended: set[int] = set()
+
+    def emit(event: Event) -> None:
+        lanes = [event.cell] if isinstance(event, CellEvent) else [i for i in range(len(emits)) if i not in ended]
+        inner = event.event if isinstance(event, CellEvent) else event
+        for i in lanes:
+            if status_of(inner) is not None:
+                ended.add(i)
+            emits[i](inner)
+    return emit
+

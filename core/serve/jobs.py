@@ -1,0 +1,414 @@
+"""Process-wide job manager: a queue per device, bounded worker threads, dedup by config key.
+
+``submit(config)`` returns the config's key. The same config asked twice while queued or
+running is one job (30 students pressing Train watch one run); a config already in the
+store is served from it without training. Pages poll ``snapshot(key, since=n)``, which
+returns only the events they have not seen. Worker threads never touch any UI.
+
+New jobs meet the server caps of :mod:`core.serve.budget` (cost, memory, queue length in all and per
+session); a refusal raises :class:`Refused` naming the cap. Finished jobs stay in memory up to a
+byte budget of their histories. A run's trained weights (:class:`core.engine.events.FinalWeights`) go to the
+store; the history in memory and every snapshot hold that event without its arrays.
+
+Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
+a row of :data:`core.serve.runners.RUNNERS`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
+
+A worker takes the next queued job together with the queued single runs it can train in lockstep
+(:mod:`core.serve.cobatch`, up to ``GRADIENT_LAB_MAX_COBATCH``) and trains them as one lanes task; each run
+stays its own job (events, stored result, cancel).
+
+Workers are processes by default (:mod:`core.serve.workers`): training never shares the web server's
+GIL, and a worker that dies fails only its job. ``processes=False`` (or
+``GRADIENT_LAB_WORKER_PROCESSES=0``) runs jobs in threads of this process instead, for tests
+and notebooks.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core.serve import budget
+from core.serve import cobatch
+from core.serve.budget import Refused
+from core.engine.events import RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSES, Event, RunFailed, status_of, without_weights
+from core.serve.runners import runner_for, store_links
+from core.serve.scheduler import FairQueue
+from core.serve.store import RunStore, StoredRun
+from core.engine.train import resolve_device
+from core.serve.workers import ProcessSlot, default_threads
+
+ACTIVE = ("queued", "running")
+EVENT_OVERHEAD_BYTES = 200  # an event object and its small fields
+
+
+def _processes_by_default() -> bool:
+    return os.environ.get("GRADIENT_LAB_WORKER_PROCESSES", "1").lower() not in ("0", "false", "no")
+
+
+@dataclass
+class Job:
+    key: str
+    config: Any
+    kind: str
+    device: str
+    status: str = "queued"
+    events: list[Event] = field(default_factory=list)
+    cancel_flag: threading.Event = field(default_factory=threading.Event)
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str = ""
+    from_cache: bool = False
+    saved_at: float | None = None
+    session: str | None = None  # the browser session that started it (None: CLI, notebook, test)
+    watchers: set = field(default_factory=set)  # sessions that asked for it and have not cancelled
+    outcome: str = "failed"  # terminal status announced by the runner; becomes ``status`` once stored
+    nbytes: int = 0  # approximate memory of ``events``
+
+
+@dataclass
+class Snapshot:
+    """What a poller needs: status, the events after ``since``, and bookkeeping."""
+
+    key: str
+    kind: str
+    status: str
+    events: list[Event]
+    n_events: int
+    from_cache: bool
+    saved_at: float | None
+    error: str
+    queue_position: int | None
+    watchers: int = 0
+    started_by: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def event_bytes(event: Event) -> int:
+    """Approximate memory of one event: its arrays, lists and dicts (nested ones too), plus a fixed overhead."""
+    total = EVENT_OVERHEAD_BYTES
+    stack = list(vars(event).values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, (list, tuple)):
+            total += 8 * len(value)
+            stack.extend(v for v in value if isinstance(v, (list, tuple, dict, np.ndarray)))
+        elif isinstance(value, dict):
+            total += 64 * len(value)
+            stack.extend(v for v in value.values() if isinstance(v, (list, tuple, dict, np.ndarray)))
+    return total
+
+
+class JobManager:
+    def __init__(self, store: RunStore | None = None, workers: dict[str, int] | None = None,
+                 processes: bool | None = None):
+        self._store = store
+        self.processes = _processes_by_default() if processes is None else processes
+        self._slots: list[ProcessSlot] = []
+        self.workers = workers or {"cpu": int(os.environ.get("GRADIENT_LAB_CPU_WORKERS", "1")),
+                                   "cuda": int(os.environ.get("GRADIENT_LAB_GPU_WORKERS", "2"))}
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._queues: dict[str, FairQueue] = {}
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.RLock()
+
+    @property
+    def store(self) -> RunStore:
+        if self._store is None:
+            self._store = RunStore()
+        return self._store
+
+    # --- public API ------------------------------------------------------------------------
+    def submit(self, config: Any, force: bool = False, session: str | None = None) -> str:
+        """Queue ``config`` (or join its live job, or serve it from the store); returns its key.
+
+        ``force`` trains again even if a stored result exists (a live job is still shared).
+        ``session`` (a browser session id) becomes one of the job's watchers, counts against the
+        per-session queue cap, and queued jobs are handed to workers round-robin between sessions.
+        Raises :class:`Refused` when a new job would pass a server cap.
+        """
+        kind = runner_for(config).kind
+        key = config.key()
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and (job.status in ACTIVE or (not force and job.status in SERVED_FROM_STORE)):
+                if session is not None and job.status in ACTIVE:
+                    job.watchers.add(session)
+                return key
+            if not force:
+                cached = self._from_store(key, config, kind)
+                if cached is not None:
+                    self._remember(cached)
+                    return key
+        try:
+            device = resolve_device(config.device).type
+        except RuntimeError as exc:  # e.g. device=cuda on a server without a GPU
+            raise Refused(str(exc)) from None
+        budget.check(config)  # outside the lock: may load the dataset once
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and job.status in ACTIVE:  # someone queued it meanwhile
+                if session is not None:
+                    job.watchers.add(session)
+                return key
+            self._check_queue(session)
+            job = Job(key=key, config=config, kind=kind, device=device, session=session,
+                      watchers={session} if session is not None else set())
+            self._remember(job)
+            self._queue(device).put(job, session)
+            self._ensure_workers(device)
+        return key
+
+    def _check_queue(self, session: str | None) -> None:
+        active = [j for j in self._jobs.values() if j.status in ACTIVE]
+        limit = int(budget.cap("GRADIENT_LAB_MAX_QUEUED"))
+        if len(active) >= limit:
+            raise Refused(f"The server has {len(active)} jobs waiting or running, its cap "
+                          f"(GRADIENT_LAB_MAX_QUEUED = {limit}); try again when some have finished.")
+        if session is not None:
+            mine = sum(session in j.watchers for j in active)
+            per_session = int(budget.cap("GRADIENT_LAB_MAX_QUEUED_PER_SESSION"))
+            if mine >= per_session:
+                raise Refused(f"You already have {mine} jobs waiting or running, the cap per session "
+                              f"(GRADIENT_LAB_MAX_QUEUED_PER_SESSION = {per_session}); wait for one to finish "
+                              f"or cancel one.")
+
+    def snapshot(self, key: str, since: int = 0) -> Snapshot | None:
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None:
+                stored = self.store.get(key)
+                if stored is None:
+                    return None
+                job = self._job_from_stored(stored, None)
+                self._remember(job)
+            position = None
+            if job.status == "queued" and job.device in self._queues:
+                waiting = [j for j in self._queues[job.device].order() if j.status == "queued"]
+                position = next((i for i, j in enumerate(waiting) if j is job), None)
+            return Snapshot(key, job.kind, job.status, without_weights(job.events[since:]), len(job.events),
+                            job.from_cache, job.saved_at, job.error, position, len(job.watchers), job.session)
+
+    def cancel(self, key: str, session: str | None = None, everyone: bool = False) -> bool:
+        """Stop watching a queued or running job; True when the job itself is asked to stop.
+
+        Without ``session`` (CLI, tests) the job stops. A browser session only leaves the job's
+        watchers: the job stops when nobody watches it any more, or at once with ``everyone``
+        when that session started it. A stopped job ends as "cancelled" with its history.
+        """
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or job.status not in ("queued", "running"):
+                return False
+            if session is not None:
+                job.watchers.discard(session)
+                if job.watchers and not (everyone and session == job.session):
+                    return False
+            job.cancel_flag.set()
+            return True
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            out = {"queued": 0, "running": 0}
+            for job in self._jobs.values():
+                if job.status in out:
+                    out[job.status] += 1
+            return out
+
+    def start(self) -> None:
+        """Start every device's workers now, so they warm up before the first Train."""
+        with self._lock:
+            self._ensure_workers("cpu")
+            if torch.cuda.is_available():
+                self._ensure_workers("cuda")
+
+    def warmup_status(self) -> list[dict]:
+        """Per worker process: its device and {"state", "seconds"} (empty in thread mode)."""
+        return [{"device": slot.device, **slot.warmup()} for slot in self._slots]
+
+    def shutdown(self) -> None:
+        """Stop the worker processes (their threads then wait for work that never comes)."""
+        for slot in self._slots:
+            slot.stop()
+
+    def wait(self, key: str, timeout: float | None = None, poll: float = 0.05) -> Snapshot:
+        """Block until the job ends (for the CLI and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            snap = self.snapshot(key)
+            if snap is None:
+                raise KeyError(key)
+            if snap.done or (deadline is not None and time.monotonic() > deadline):
+                return snap
+            time.sleep(poll)
+
+    def read_run(self, key: str) -> StoredRun | None:
+        """A stored run, for runners that look runs up (None when it is not stored or unreadable)."""
+        return self.store.get(key)
+
+    def file_run(self, key: str, config: Any, events: list[Event]) -> None:
+        """Store a run another job trained (a grid's cell) under its own key, with the manager's policy:
+        only outcomes served from the store, never over an equal result stored already. Raises when
+        the save fails (the caller says so)."""
+        status = next((s for s in map(status_of, reversed(events)) if s is not None), None)
+        if status not in SERVED_FROM_STORE:
+            return
+        meta = self.store.meta(key)
+        if meta is None or meta.get("status") not in SERVED_FROM_STORE:
+            self.store.put(key, config.to_dict(), list(events), "run")
+
+    # --- internals -------------------------------------------------------------------------
+    def _remember(self, job: Job) -> None:
+        if not job.nbytes and job.events:
+            job.nbytes = sum(event_bytes(e) for e in job.events)
+        self._jobs[job.key] = job
+        self._jobs.move_to_end(job.key)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Forget the least recently used finished jobs until their histories fit the byte budget."""
+        limit = budget.cap("GRADIENT_LAB_MAX_DONE_JOBS_MB") * 2**20
+        done = [j for j in self._jobs.values() if j.status not in ACTIVE]
+        total = sum(j.nbytes for j in done)
+        for job in done[:-1]:  # the newest finished job stays whatever its size
+            if total <= limit:
+                break
+            del self._jobs[job.key]
+            total -= job.nbytes
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes of the histories held in memory."""
+        with self._lock:
+            return sum(j.nbytes for j in self._jobs.values())
+
+    def _from_store(self, key: str, config: Any, kind: str) -> Job | None:
+        meta = self.store.meta(key)
+        if meta is None or meta.get("status") not in SERVED_FROM_STORE:
+            return None
+        stored = self.store.get(key)
+        return None if stored is None else self._job_from_stored(stored, config, kind)
+
+    @staticmethod
+    def _job_from_stored(stored, config: Any, kind: str | None = None) -> Job:
+        meta = stored.meta
+        return Job(key=stored.key, config=config or meta.get("config"), kind=kind or meta.get("kind", "run"),
+                   device=meta.get("device", "cpu"), status=meta.get("status", "finished"),
+                   events=without_weights(stored.events),
+                   from_cache=True, saved_at=meta.get("saved_at"), error=meta.get("reason", ""))
+
+    def _queue(self, device: str) -> FairQueue:
+        if device not in self._queues:
+            self._queues[device] = FairQueue()
+        return self._queues[device]
+
+    @staticmethod
+    def _share_cpu() -> None:
+        """Train on all cores but one (GRADIENT_LAB_TORCH_THREADS overrides), so the web server stays responsive."""
+        threads = int(os.environ.get("GRADIENT_LAB_TORCH_THREADS") or max(1, (os.cpu_count() or 1) - 1))
+        torch.set_num_threads(threads)
+
+    def _ensure_workers(self, device: str) -> None:
+        """One thread per worker slot; in process mode each thread feeds its own worker process."""
+        alive = [t for t in self._threads if t.is_alive() and t.name.startswith(f"gl-worker-{device}")]
+        if not alive and device == "cpu" and not self.processes:
+            self._share_cpu()
+        for i in range(len(alive), self.workers.get(device, 1)):
+            slot = None
+            if self.processes:
+                slot = ProcessSlot(device, default_threads(device), name=f"gl-trainer-{device}-{i}")
+                slot.start()
+                self._slots.append(slot)
+            t = threading.Thread(target=self._work, args=(device, slot), name=f"gl-worker-{device}-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _work(self, device: str, slot: ProcessSlot | None) -> None:
+        q = self._queue(device)
+        while True:
+            self._run(q.get_group(cobatch.compatible(lambda job: job.config), cobatch.max_group()), slot)
+
+    def _run(self, jobs: list[Job], slot: ProcessSlot | None = None) -> None:
+        """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each."""
+        with self._lock:
+            live = []
+            for job in jobs:
+                if job.cancel_flag.is_set():
+                    job.status, job.error = "cancelled", "cancelled before it started"
+                else:
+                    job.status, job.started_at = "running", time.time()
+                    live.append(job)
+        if not live:
+            return
+        if len(live) == 1:
+            task, emit, cancel, lanes = live[0].config, self._recorder(live[0]), live[0].cancel_flag, None
+        else:  # each run keeps its own cancel flag (one lane stops alone) and is settled as soon as it ends
+            task = cobatch.CoBatch(tuple(job.config for job in live))
+            emit = cobatch.dispatch([self._recorder(job, settle=True) for job in live])
+            cancel, lanes = threading.Event(), [job.cancel_flag for job in live]
+        spec = runner_for(task)
+        try:
+            if slot is not None:
+                slot.run(task, emit, cancel, self.file_run, self.read_run, lanes)
+            else:
+                spec.runner(task, emit, cancel, **store_links(spec, self.file_run, self.read_run, lanes))
+        except Exception as exc:  # a bug in a runner must not kill the worker
+            emit(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
+        for job in live:
+            self._settle(job)
+
+    def _recorder(self, job: Job, settle: bool = False) -> Callable[[Event], None]:
+        """The emit that appends to ``job``'s history and notes how it ended (``settle``: and settles it then)."""
+        def emit(event: Event) -> None:
+            with self._lock:
+                job.events.append(event)
+                job.nbytes += event_bytes(event)
+                status = status_of(event)
+                if status is not None:
+                    job.error = getattr(event, "message", "") or getattr(event, "reason", "")
+                    job.outcome = status
+            if settle and status is not None:
+                self._settle(job)
+        return emit
+
+    def _settle(self, job: Job) -> None:
+        """Store an ended job under its own key and give it its final status (once)."""
+        if job.finished_at is not None:
+            return
+        status = job.outcome
+        if status in RUN_ENDINGS:
+            try:
+                meta = self.store.put(job.key, job.config.to_dict(), job.events, job.kind)
+                job.saved_at = meta["saved_at"]
+                with self._lock:  # the weights live in the store now; the history in memory goes without them
+                    job.events = without_weights(job.events)
+                    job.nbytes = sum(event_bytes(e) for e in job.events)
+            except Exception as exc:  # disk full etc.: the store keeps it in memory; say so
+                job.error = f"{job.error} (not saved: {exc})".strip()
+        with self._lock:
+            job.status, job.finished_at = status, time.time()
+            self._trim()
+
+
+_manager: JobManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_manager() -> JobManager:
+    """The process-wide manager (a module-level singleton that no browser can clear)."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = JobManager()
+        return _manager
