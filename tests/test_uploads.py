@@ -23,6 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
+from core.engine import catalog
 from core.engine import data
 from core.engine import uploads
 from core.engine.config import RunConfig
@@ -528,7 +529,9 @@ def test_fashion_subset_csv_round_trip_trains(sandbox, fashion):
 def test_fashion3_builtin_loads_by_name(sandbox, fashion, monkeypatch):
     monkeypatch.delitem(data._cache, ("fashion3", 0.0), raising=False)
     assert data.available("fashion3")
-    ds = data.load_dataset("fashion3")
+    with pytest.raises(data.DatasetUnavailable, match="catalog"):  # the bottom registry does not build it
+        data.load_dataset("fashion3")
+    ds = catalog.load_dataset("fashion3")
     assert ds.name == "fashion3" and ds.classes == ["sneaker", "trouser", "tshirt"]
     assert len(ds.y) + len(ds.y_test) == 3 * uploads.FASHION3_PER_CLASS
     assert ds.notice and "Fashion-MNIST" in ds.notice
