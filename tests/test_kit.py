@@ -10,11 +10,11 @@ from apptest_helpers import MAIN, new_app, texts
 from app.forms.compare import FAMILY_PRESETS
 from app.forms.grid import DEFAULT as DEFAULT_GRID
 from app.forms.grid import LESSON_A
-from app.records.compare import ComparisonConfig
 from app.records.jobs import JobState, status_message
 from app.records.run import Progress
 from app.text import ago, epoch_text, number, plural
 from core.engine.config import ConfigError, RunConfig
+from core.lab.compare import ComparisonConfig
 from core.lab.grid import GridConfig
 from core.lessons.families import fixes_grid
 from core.lessons.presets import PRESETS

@@ -15,11 +15,12 @@ import pandas as pd
 import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig, knob_of
+from core.lab.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, variant_configs
 from core.lab.grid import GridConfig
 from core.serve.jobs import SERVED_FROM_STORE, get_manager
 from core.lessons.presets import PRESETS
 
-from ..records.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, records, variant_configs
+from ..records.compare import records
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain, with_math
 from ..views.data import dataset_fallback_notice
 from ..views.jobs import submit
