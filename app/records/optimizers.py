@@ -180,18 +180,6 @@ def losses_sentence(ce: LossRunSummary, mse: LossRunSummary) -> str:
     return f"{grads} {outcome}"
 
 
-def end_points_table(labels: Sequence[str], events_per_run: Sequence[Sequence[Event]]) -> list[dict]:
-    """One row per run: final train/validation loss and accuracy (runs without an evaluation are left out)."""
-    rows = []
-    for label, events in zip(labels, events_per_run):
-        evals = [e for e in events if e.kind == "eval"]
-        if evals:
-            last = evals[-1]
-            rows.append({"optimizer": label, "step": last.step, "train loss": last.train_loss,
-                         "val loss": last.val_loss, "val accuracy": last.val_acc})
-    return rows
-
-
 # --- the 2-D race's settings in the URL -------------------------------------------------------------
 RACE_FLOATS = ("kappa", "x0", "y0", "lr", "lr_adaptive", "momentum", "rms_alpha", "beta1", "beta2")
 
