@@ -25,6 +25,7 @@ from app.records.run import reduce_events
 from app.views.compare import family_states
 from core.engine.config import RunConfig
 from core.lab.compare import family_from_runs, variant_configs
+from core.lessons.families import TOUR_VARIANTS
 from core.lessons.presets import PRESETS
 from core.engine.train import train
 
@@ -123,7 +124,7 @@ def test_handle_upload_good_bad_and_broken(isolated_cache, monkeypatch):
 def test_page_renders_with_every_technique_loaded(isolated_cache):
     at = open_page()
     assert at.title[0].value == "Regularization"
-    assert variant_labels(at) == [label for label, _ in compare.DEFAULT_VARIANTS]
+    assert variant_labels(at) == [label for label, _ in TOUR_VARIANTS]
     frame = at.data_editor[0].value
     assert set(frame["norm"]) == {"none", "batchnorm", "layernorm"} and set(frame["dropout_impl"]) == {"torch",
                                                                                                         "inverted"}
