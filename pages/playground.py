@@ -7,7 +7,7 @@ from app.forms.run import config_sidebar
 from app.forms.url import link_notices
 from app.text import describe_run, plain, with_math
 from app.views.data import dataset_fallback_notice, show_data_preview
-from app.views.jobs import config_status, train_button
+from app.views.jobs import shown_job, train_button
 from app.views.run import job_view
 
 LAST_JOB = "gl_job"  # key of the job this session last started
@@ -39,7 +39,7 @@ with summary_col:
     else:
         st.caption(plain(describe_run(cfg)))
 
-shown = cfg.key() if cfg is not None and config_status(cfg) is not None else st.session_state.get(LAST_JOB)
+shown = shown_job(cfg, LAST_JOB)
 if shown is None:
     st.subheader("The data", divider="gray")
     if cfg is not None:

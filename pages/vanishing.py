@@ -8,10 +8,9 @@ from app.forms.url import link_notices
 from app.text import dataset_label, plain, plural
 from app.views.data import dataset_fallback_notice
 from app.views.grid import finished_cells, fixes_view, grid_view
-from app.views.jobs import config_status, train_button
+from app.views.jobs import shown_job, train_button
 from core.lessons import families
 from core.lessons import sentences as lessons
-from core.engine.catalog import load_dataset
 from core.lessons.presets import A_FALLBACK
 
 GRID_JOB, FIXES_JOB, SEEDS_JOB = "vg_grid_job", "vg_fixes_job", "vg_seeds_job"  # session state holds job keys only
@@ -28,11 +27,9 @@ if form.dataset_fallback:
     dataset_fallback_notice(form.dataset_fallback, "vg_dataset", changed=A_FALLBACK.why)
 grid = form.grid
 if form.lesson:
-    used = load_dataset(grid.base.dataset)
     st.info("**Lesson A: activations and vanishing gradients.** The coursework's grid: sigmoid, tanh and ReLU "
             "with 1–8 hidden layers of 10 units, SGD lr 0.2, batch 32. "
-            + plain(lessons.stuck_share_text(used.y_test.bincount(minlength=used.n_classes).tolist(),
-                                             dataset_label(grid.base.dataset))), icon="🎓")
+            + plain(lessons.stuck_share_on(grid.base.dataset, dataset_label(grid.base.dataset))), icon="🎓")
 col_button, col_text = st.columns([1, 4], vertical_alignment="center")
 with col_button:
     train_button(grid, GRID_JOB, key="vg_train", label="Train the grid",
@@ -47,7 +44,7 @@ with col_text:
     else:
         st.error(plain(form.problem))
 
-shown = grid.key() if grid is not None and config_status(grid) else st.session_state.get(GRID_JOB)
+shown = shown_job(grid, GRID_JOB)
 if shown is not None:
     if grid is None or shown != grid.key():
         st.info("These are the results of the grid you trained last; the settings above have changed since.", icon="ℹ️")
@@ -62,7 +59,7 @@ if form.fixes is not None:
 train_button(form.fixes, FIXES_JOB, key="vg_train_fixes", label="Train the fixes",
              help="Trains the deep sigmoid network and its fixes together, in one batched job.")
 fixes = form.fixes
-shown = fixes.key() if fixes is not None and config_status(fixes) else st.session_state.get(FIXES_JOB)
+shown = shown_job(fixes, FIXES_JOB)
 if fixes is not None:
     epochs = fixes.base.epochs
     st.markdown(plain(lessons.fixes_sentence(lessons.stuck_verdicts(finished_cells(shown))
@@ -78,10 +75,9 @@ if seeds is not None:
                      "order, everything else the same, in one job."))
 train_button(seeds, SEEDS_JOB, key="vg_train_seeds", label="Train the seeds",
              help="Trains the deep sigmoid network once per seed, in one job.")
-shown = seeds.key() if seeds is not None and config_status(seeds) else st.session_state.get(SEEDS_JOB)
+shown = shown_job(seeds, SEEDS_JOB)
 if seeds is not None:
-    verdicts = lessons.stuck_verdicts(finished_cells(shown)) or {label: None for label, _ in seeds.cells()}
-    st.markdown(plain(lessons.seeds_sentence({int(label.split()[-1]): v for label, v in verdicts.items()},
-                                             seeds.base.epochs)))
+    stuck = families.stuck_by_seed(seeds, lessons.stuck_verdicts(finished_cells(shown)))
+    st.markdown(plain(lessons.seeds_sentence(stuck, seeds.base.epochs)))
 if shown is not None:
     fixes_view(shown)

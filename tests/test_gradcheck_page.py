@@ -12,7 +12,7 @@ from app.figures.gradcheck import layer_bars_figure, scatter_figure
 from core.engine.config import RunConfig
 from core.lab.gradcheck import AT_CHOICES, GOOD, SUSPECT, check_gradients
 from core.serve.jobs import get_manager
-from app.views.gradcheck import verdict_text
+from core.lessons.sentences import check_verdict
 
 PAGE = "../pages/gradcheck.py"
 
@@ -178,7 +178,7 @@ def test_a_doubtful_float64_check_of_sigmoid_points_at_epsilon_and_falls_when_ep
     readings = [check_gradients(cfg, eps=eps) for eps in (1e-7, 1e-6, 1e-5, 1e-4)]
     first = [r.layers[0].rel_diff for r in readings]
     assert all(3 < a / b < 30 for a, b in zip(first, first[1:])), first
-    assert readings[-1].layers[0].rel_diff < GOOD and "right here" in verdict_text(readings[-1])
+    assert readings[-1].layers[0].rel_diff < GOOD and "right here" in check_verdict(readings[-1])
     for r in readings:
         if GOOD <= max(x.rel_diff for x in r.layers) <= SUSPECT:
-            assert "Move ε up tenfold" in verdict_text(r)
+            assert "Move ε up tenfold" in check_verdict(r)

@@ -8,20 +8,18 @@ from streamlit.testing.v1 import AppTest
 import core.serve.jobs
 from apptest_helpers import MAIN, new_app, texts
 from app.forms.compare import FAMILY_PRESETS
-from app.forms.grid import DEFAULT as DEFAULT_GRID
-from app.forms.grid import LESSON_A
-from app.records.compare import ComparisonConfig
 from app.records.jobs import JobState, status_message
 from app.records.run import Progress
 from app.text import ago, epoch_text, number, plural
 from core.engine.config import ConfigError, RunConfig
+from core.lab.compare import ComparisonConfig
 from core.lab.grid import GridConfig
-from core.lessons.families import fixes_grid
+from core.lessons.families import VANISHING_LESSON, VANISHING_QUICK, fixes_grid
 from core.lessons.presets import PRESETS
 
 
 # --- configs in the URL (pure) ------------------------------------------------------------------------
-GRIDS = [DEFAULT_GRID, LESSON_A, fixes_grid(RunConfig(hidden=(10,) * 4, lr=0.2, seed=7)),
+GRIDS = [VANISHING_QUICK, VANISHING_LESSON, fixes_grid(RunConfig(hidden=(10,) * 4, lr=0.2, seed=7)),
          GridConfig(base=RunConfig(dataset="moons", epochs=3), activations=("relu",), depths=(1, 3, 7), width=32),
          GridConfig(base=RunConfig(), inits=("he", "xavier"), norms=("none", "layernorm")),
          GridConfig.from_runs(list(PRESETS["E-eight-networks"].runs))]

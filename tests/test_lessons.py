@@ -143,6 +143,47 @@ def test_stuck_share_text_is_computed_from_the_dataset_used():
     assert f"{shares.min():.3f}" in text and f"{shares.max():.3f}" in text and "ln 10 = 2.3026" in text
 
 
+def test_stuck_share_on_a_dataset_reads_that_datasets_test_set():
+    y_test = datasets.load_dataset("digits").y_test
+    counts = torch.bincount(y_test, minlength=10).tolist()
+    assert lessons.stuck_share_on("digits", "Digits") == lessons.stuck_share_text(counts, "Digits")
+
+
+def test_stuck_by_seed_reads_each_cells_seed_from_the_grid_not_its_label():
+    grid = families.seeds_grid(get_preset("A-fixes").config, seeds=(3, 7))
+    (first, _), (second, _) = grid.cells()
+    assert families.stuck_by_seed(grid, {first: True, second: False}) == {3: True, 7: False}
+    pending = families.stuck_by_seed(grid, {first: True})  # the other cell still trains
+    assert pending == {3: True, 7: None}
+    assert "experiment" in lessons.seeds_sentence(pending, 5).lower()
+
+
+def test_the_vanishing_grid_is_lessons_a_settings_across_activations_and_depths():
+    a = get_preset("A-sigmoid-depth").config
+    for grid, epochs in ((families.VANISHING_LESSON, a.epochs), (families.VANISHING_QUICK, 1)):
+        base = grid.base
+        assert (base.dataset, base.batch_size, base.optimizer, base.lr, base.val_fraction, base.epochs) == \
+               (a.dataset, a.batch_size, a.optimizer, a.lr, a.val_fraction, epochs)
+        assert grid.width == a.hidden[0] and set(grid.activations) == {"sigmoid", "tanh", "relu"}
+        assert {cfg.depth for _, cfg in grid.cells()} == set(range(1, 9))
+    assert families.vanishing_log_every("mnist") > families.vanishing_log_every("digits")
+
+
+def test_quadratic_theory_states_the_textbook_rates():
+    for kappa in (4.0, 100.0):
+        text = lessons.quadratic_theory(kappa)
+        root = math.sqrt(kappa)
+        assert f"{(kappa - 1) / (kappa + 1):.3f}" in text and f"{(root - 1) / (root + 1):.3f}" in text
+        assert f"{2 / (1 + kappa):.3g}" in text  # gradient descent's best step on eigenvalues in [1, kappa]
+
+
+def test_checked_weights_text_names_the_weights_the_check_ran_on():
+    assert "the network above" in lessons.checked_weights_text({"run": None, "where": "initialization"})
+    final = lessons.checked_weights_text({"run": "run-abc", "at": "final", "step": 120})
+    assert "run-abc" in final and "after 120 training steps" in final
+    assert "initialization" in lessons.checked_weights_text({"run": "run-abc", "at": "init"})
+
+
 # --- the reports' accuracy mistake (seeds 000/001), reconstructed -----------------------------------------
 def test_accuracy_as_the_report_computed_it_prints_about_0_01_for_a_stuck_model():
     ds = datasets.load_dataset("digits")

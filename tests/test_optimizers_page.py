@@ -7,11 +7,11 @@ import pytest
 from apptest_helpers import open_page, texts
 from test_kit import open_with_query
 from app.figures import optimizers as figs
-from app.records import optimizers as records
 from core.lab import race
 from core.engine.config import OPTIMIZERS, knob_of
 from core.engine.events import Evaluation, LayerStats
 from core.engine.optimizers import RULES
+from core.lessons import sentences
 
 PAGE = "../pages/optimizers.py"
 
@@ -59,14 +59,14 @@ def _events(acc: float, grad: float, step: int = 100) -> list:
 
 
 def test_loss_sentence_follows_the_numbers():
-    ce = records.loss_run_summary("cross-entropy", _events(0.85, 0.4))
-    mse = records.loss_run_summary("mse", _events(0.70, 0.1))
-    text = records.losses_sentence(ce, mse)
+    ce = sentences.loss_run_summary("cross-entropy", _events(0.85, 0.4))
+    mse = sentences.loss_run_summary("mse", _events(0.70, 0.1))
+    text = sentences.losses_sentence(ce, mse)
     assert "4.0x smaller with MSE" in text and "Cross-entropy ended ahead" in text and "0.850" in text
-    reverse = records.losses_sentence(records.loss_run_summary("ce", _events(0.6, 0.1)),
-                                      records.loss_run_summary("mse", _events(0.7, 0.3)))
+    reverse = sentences.losses_sentence(sentences.loss_run_summary("ce", _events(0.6, 0.1)),
+                                        sentences.loss_run_summary("mse", _events(0.7, 0.3)))
     assert "not smaller with MSE" in reverse and "MSE ended ahead" in reverse
-    assert records.loss_run_summary("x", []) is None
+    assert sentences.loss_run_summary("x", []) is None
 
 
 def test_surface_figures_leave_unfilled_rows_blank():

@@ -24,6 +24,8 @@ from app.records import compare as records
 from app.records.run import reduce_events
 from app.views.compare import family_states
 from core.engine.config import RunConfig
+from core.lab.compare import family_from_runs, variant_configs
+from core.lessons.families import TOUR_VARIANTS
 from core.lessons.presets import PRESETS
 from core.engine.train import train
 
@@ -61,8 +63,8 @@ def shapes_zip(classes=CLASSES, per_class: int = 12) -> bytes:
 @pytest.mark.parametrize("preset", ["B-regularization", "C-kaggle-mnist", "E-eight-networks"])
 def test_lesson_families_round_trip_through_base_and_variant_rows(preset):
     runs = PRESETS[preset].runs
-    base, rows = records.family_from_runs(runs)
-    family, problems = records.variant_configs(base, rows)
+    base, rows = family_from_runs(runs)
+    family, problems = variant_configs(base, rows)
     assert not problems
     assert family == list(runs)
 
@@ -70,7 +72,7 @@ def test_lesson_families_round_trip_through_base_and_variant_rows(preset):
 def test_variant_rows_report_bad_values_by_row():
     base = RunConfig(dataset="digits", hidden=(16,))
     rows = [{"variant": "ok", "dropout": 0.2}, {"variant": "", "l1": -1.0}, {"variant": "ok", "hidden": "8,abc"}]
-    family, problems = records.variant_configs(base, rows)
+    family, problems = variant_configs(base, rows)
     assert [label for label, _ in family] == ["ok"]
     assert problems[0].startswith("Row 2 (variant 2): L1 lambda (l1) = -1")
     assert problems[1].startswith("Row 3 (ok (2)): Hidden layers must be whole numbers")
@@ -122,7 +124,7 @@ def test_handle_upload_good_bad_and_broken(isolated_cache, monkeypatch):
 def test_page_renders_with_every_technique_loaded(isolated_cache):
     at = open_page()
     assert at.title[0].value == "Regularization"
-    assert variant_labels(at) == [label for label, _ in compare.DEFAULT_VARIANTS]
+    assert variant_labels(at) == [label for label, _ in TOUR_VARIANTS]
     frame = at.data_editor[0].value
     assert set(frame["norm"]) == {"none", "batchnorm", "layernorm"} and set(frame["dropout_impl"]) == {"torch",
                                                                                                         "inverted"}
@@ -138,7 +140,7 @@ def test_lesson_buttons_fill_the_variant_table(isolated_cache, shared_fashion, s
     assert not at.exception, at.exception
     runs = PRESETS[preset].runs
     assert variant_labels(at) == [label for label, _ in runs]
-    base, _ = records.family_from_runs(runs)
+    base, _ = family_from_runs(runs)
     assert at.text_input(key="reg_hidden").value == ",".join(map(str, base.hidden))
     assert at.selectbox(key="reg_dataset").value == base.dataset
     assert at.number_input(key="reg_epochs").value == base.epochs

@@ -15,11 +15,13 @@ import pandas as pd
 import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig, knob_of
+from core.lab.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, variant_configs
 from core.lab.grid import GridConfig
 from core.serve.jobs import SERVED_FROM_STORE, get_manager
+from core.lessons.families import TOUR, TOUR_BASE
 from core.lessons.presets import PRESETS
 
-from ..records.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, records, variant_configs
+from ..records.compare import records
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain, with_math
 from ..views.data import dataset_fallback_notice
 from ..views.jobs import submit
@@ -30,19 +32,6 @@ BASE_FIELDS = ("dataset", "hidden", "activation", "optimizer", "lr", "batch_size
 NORM_NAMES = {"none": "none", "batchnorm": "BatchNorm", "layernorm": "LayerNorm"}
 DROPOUT_NAMES = {"torch": "nn.Dropout", "inverted": "ours (inverted)"}
 LINK_KEYS = ("lesson",)
-
-DEFAULT_BASE = RunConfig(dataset="digits", hidden=(128, 128), activation="relu", optimizer="adam", lr=1e-3,
-                         batch_size=32, epochs=30, val_fraction=0.2, log_every=20, seed=0)
-DEFAULT_VARIANTS: list[tuple[str, dict]] = [
-    ("none", {}),
-    ("L1 0.0005", {"l1": 0.0005}),
-    ("L2 0.001", {"l2": 0.001}),
-    ("dropout 0.3 (nn.Dropout)", {"dropout": 0.3}),
-    ("dropout 0.3 (inverted)", {"dropout": 0.3, "dropout_impl": "inverted"}),
-    ("BatchNorm", {"norm": "batchnorm"}),
-    ("LayerNorm", {"norm": "layernorm"}),
-    ("LayerNorm + dropout 0.3", {"norm": "layernorm", "dropout": 0.3}),
-]
 
 
 @dataclass(frozen=True)
@@ -68,7 +57,7 @@ FAMILY_PRESETS: dict[str, FamilyPreset] = {
     "tour": FamilyPreset("Every technique (fast)",
                          "None, L1, L2, dropout (nn.Dropout and our inverted class), BatchNorm, LayerNorm and "
                          "LayerNorm + dropout on the 8×8 digits: trains in seconds.",
-                         tuple((label, DEFAULT_BASE.replace(**kw)) for label, kw in DEFAULT_VARIANTS)),
+                         TOUR),
     "B": _lesson("B-regularization", "LESSONS B · your image folder",
                  "To use your own images, open “Upload your own data” below, upload a zip with one folder per "
                  "class, and press “Train the variants on this dataset”."),
@@ -205,7 +194,7 @@ def _prepare(keys: Keys, page: str) -> list[str]:
     saved = state.get(keys.saved, {})
     for name in BASE_FIELDS:  # widgets not drawn on the last run (another page) lost their state
         if keys.field(name) not in state:
-            state[keys.field(name)] = saved.get(name, _form_value(DEFAULT_BASE, name))
+            state[keys.field(name)] = saved.get(name, _form_value(TOUR_BASE, name))
     if keys.editor not in state and keys.edited in state:  # the table's edits survive a page switch
         state[keys.rows] = state.pop(keys.edited)
         state[keys.version] = state.get(keys.version, 0) + 1

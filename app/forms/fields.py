@@ -55,10 +55,6 @@ def widget_value(cfg: RunConfig, name: str) -> Any:
     return value
 
 
-def widget_values(cfg: RunConfig, names) -> dict[str, Any]:
-    return {name: widget_value(cfg, name) for name in names}
-
-
 def allowed_text(name: str, hi: float | None = None) -> str:
     k = knob_of(name)
     hi = k.hi if hi is None else hi

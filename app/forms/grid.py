@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.engine.config import ACTIVATIONS, BUILTIN_DATASETS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig
 from core.lab.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig
-from core.lessons.families import fixes_grid
+from core.lessons.families import VANISHING_LESSON, VANISHING_QUICK, fixes_grid, vanishing_log_every
 from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label
@@ -24,7 +24,6 @@ SAVED = "vg_form"
 FALLBACK = "vg_dataset_fallback"  # the chosen dataset the fallback replaced
 LESSON = "vg_lesson"
 DATASETS = [d for d in BUILTIN_DATASETS if d != "fashion3"]
-BIG_DATASETS = ("mnist", "fashion-mnist")
 # field -> widget key (the keys are the page's public names: tests and links use them)
 RUN_KEYS = {"dataset": "vg_dataset", "lr": "vg_lr", "optimizer": "vg_optimizer", "epochs": "vg_epochs",
             "batch_size": "vg_batch", "init": "vg_init", "norm": "vg_norm", "seed": "vg_seed"}
@@ -32,21 +31,6 @@ GRID_KEYS = {"activations": "vg_activations", "depths": "vg_depths", "width": "v
 FIX_DEPTH = "vg_fix_depth"
 LINK_KEYS = ("fix_depth", "lesson")
 FALLBACK_EPOCHS = dict(A_FALLBACK.overrides)["epochs"]
-
-
-def log_every(dataset: str) -> int:
-    """The lesson logs every 100 steps on the 60,000-image sets, every 10 on the small ones."""
-    return 100 if dataset in BIG_DATASETS else 10
-
-
-def lesson_grid(epochs: int) -> GridConfig:
-    base = RunConfig(dataset="mnist", epochs=epochs, batch_size=32, optimizer="sgd", lr=0.2, val_fraction=0.1,
-                     log_every=log_every("mnist"))
-    return GridConfig(base=base, activations=("sigmoid", "tanh", "relu"), depths=tuple(range(1, 9)), width=10)
-
-
-DEFAULT = lesson_grid(epochs=1)
-LESSON_A = lesson_grid(epochs=5)  # LESSONS A, as the coursework ran it: 5 epochs
 
 
 @dataclass
@@ -80,7 +64,7 @@ def _load(grid: GridConfig, fix_depth: int | None = None, lesson: bool = False) 
 
 def load_lesson() -> None:
     """Callback of the LESSONS A button."""
-    _load(LESSON_A, lesson=True)
+    _load(VANISHING_LESSON, lesson=True)
 
 
 def _apply_dataset_fallback() -> None:
@@ -113,14 +97,14 @@ def _parse(query: dict) -> tuple[GridConfig, int | None]:
 def _prepare() -> list[str]:
     query = url.incoming_query(PAGE)
     if query is None:
-        url.restore(SAVED, grid_values(DEFAULT), lambda key: key)
+        url.restore(SAVED, grid_values(VANISHING_QUICK), lambda key: key)
         _apply_dataset_fallback()
         return []
     if not query:
-        _load(DEFAULT)
+        _load(VANISHING_QUICK)
         return []
     known = set(RunConfig.__dataclass_fields__) | set(GRID_KEYS) | {"inits", "norms", "variants"} | set(LINK_KEYS)
-    (grid, fix_depth), notices = url.parse_link(query, known, _parse, lambda: (DEFAULT, None))
+    (grid, fix_depth), notices = url.parse_link(query, known, _parse, lambda: (VANISHING_QUICK, None))
     _load(grid, fix_depth, lesson=query.get("lesson") == "A" and not notices)
     return notices
 
@@ -134,7 +118,7 @@ def build(values: dict) -> tuple[GridConfig | None, str | None]:
     lo, hi = values["vg_depths"]
     try:
         base = RunConfig(**{name: values[key] for name, key in RUN_KEYS.items()}, val_fraction=0.1,
-                         log_every=log_every(values["vg_dataset"]))
+                         log_every=vanishing_log_every(values["vg_dataset"]))
         if not values["vg_activations"]:
             return None, "Pick at least one activation."
         return GridConfig(base=base, activations=tuple(values["vg_activations"]), depths=tuple(range(lo, hi + 1)),
@@ -174,13 +158,15 @@ def grid_form() -> GridForm:
     if values["vg_dataset"] != FALLBACK_DATASET:
         st.session_state.pop(FALLBACK, None)
         fallback = None
-    lesson = bool(st.session_state.get(LESSON)) and grid is not None and grid == _fallen_back(LESSON_A, fallback)
+    lesson = (bool(st.session_state.get(LESSON)) and grid is not None
+              and grid == _fallen_back(VANISHING_LESSON, fallback))
     return GridForm(grid, problem, None, int(values[FIX_DEPTH] or 1), notices, fallback, lesson)
 
 
 def _fallen_back(grid: GridConfig, fallback: str | None) -> GridConfig:
     if fallback and grid.base.dataset == fallback:
-        base = grid.base.replace(dataset=FALLBACK_DATASET, log_every=log_every(FALLBACK_DATASET), epochs=FALLBACK_EPOCHS)
+        base = grid.base.replace(dataset=FALLBACK_DATASET, log_every=vanishing_log_every(FALLBACK_DATASET),
+                                 epochs=FALLBACK_EPOCHS)
         return grid.replace(base=base)
     return grid
 
@@ -198,7 +184,8 @@ def fixes_form(form: GridForm) -> GridForm:
         if form.dataset_fallback:
             query["dataset"] = form.dataset_fallback
             query.pop("log_every", None)
-            shared = form.grid.base.replace(dataset=form.dataset_fallback, log_every=log_every(form.dataset_fallback))
+            shared = form.grid.base.replace(dataset=form.dataset_fallback,
+                                            log_every=vanishing_log_every(form.dataset_fallback))
             query.update({k: v for k, v in shared.to_query().items() if k == "log_every"})
         query["fix_depth"] = str(form.fix_depth)
         if form.lesson:

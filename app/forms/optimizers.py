@@ -7,6 +7,7 @@ import streamlit as st
 from core.lab import race
 from core.engine.config import OPTIMIZERS, ConfigError, RunConfig, knob_of
 from core.lab.surface import DIRECTIONS, MAX_RESOLUTION, SurfaceConfig
+from core.lessons import families
 
 from ..records import optimizers as records
 from ..text import plain
@@ -86,7 +87,7 @@ def families_form() -> dict:
         if shown(name, schedule):
             schedule[name] = knob_widget(name, f"opt_{name}", container=column)
     try:
-        grids = records.family_grids(int(epochs), ours, schedule)
+        grids = families.optimizer_family_grids(int(epochs), ours, schedule)
     except ConfigError as exc:
         st.error(plain(f"These settings cannot train: {exc}"))
         grids = {}
@@ -98,7 +99,7 @@ def families_form() -> dict:
 
 def surface_form() -> SurfaceConfig:
     """The network, directions, grid and training of the loss surface."""
-    networks = records.surface_networks()
+    networks = families.surface_networks()
     epochs_knob = knob_of("epochs")
     s1, s2, s3 = st.columns(3)
     network = s1.selectbox("Network", list(networks), key="opt_surface_net")

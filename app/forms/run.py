@@ -55,11 +55,6 @@ def config_from_query(query: dict) -> tuple[RunConfig, list[str]]:
                           RunConfig.from_query, RunConfig)
 
 
-def link_query(cfg: RunConfig) -> dict[str, str]:
-    """The address-bar form of a config (for "Open in Playground" from any page)."""
-    return cfg.to_query()
-
-
 def load_into_widgets(cfg: RunConfig) -> None:
     """Put a config into the widget keys (before the widgets render, or from a callback)."""
     for name in FIELD_NAMES:

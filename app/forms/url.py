@@ -70,11 +70,3 @@ def restore(slot: str, defaults: Mapping[str, Any], key: Callable[[str], str]) -
     saved = st.session_state.get(slot) or {}
     for name, value in defaults.items():
         st.session_state.setdefault(key(name), saved.get(name, value))
-
-
-def settingless_page(page: str) -> None:
-    """For a page without settings: a link's keys are named as ignored, and the address is cleaned."""
-    query = incoming_query(page)
-    if query:
-        link_notices(parse_link(query, set(), lambda q: None, lambda: None)[1])
-    write_query(page, {})

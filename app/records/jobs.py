@@ -12,7 +12,7 @@ from typing import Any
 from core.engine.events import TERMINAL_STATUSES
 
 from ..text import clock, epoch_text, plural
-from .run import Progress, RunView
+from .run import Progress
 
 
 @dataclass
@@ -86,7 +86,3 @@ def progress_text(progress: Progress, done: bool, device: str = "") -> str:
     if device:
         parts.append(f"device: {device}")
     return " · ".join(parts)
-
-
-def run_progress(view: RunView | None) -> Progress | None:
-    return view.progress() if view is not None else None

@@ -1,17 +1,14 @@
 """Display reductions for the Optimizers lesson (pure: settings and events in, configs, numbers and
-sentences out): the rules' formulas, the 2-D race's settings and table, the D families as grid jobs,
-the loss-surface setup, the CE-vs-MSE sentence."""
+tables out): the rules' formulas, the 2-D race's settings and table, a family grid's job ids, the
+loss-surface setup. The lesson's families and sentences live in core.lessons."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 from app.text import plain
 from core.lab import race
 from core.engine.config import OPTIMIZERS, RunConfig, knob_of
-from core.engine.events import Event
 from core.lab.grid import GridConfig
-from core.lessons.presets import get_preset
 from core.lab.surface import SurfaceConfig
 
 # --- the update rules written out -------------------------------------------------------------------
@@ -89,107 +86,17 @@ def race_rows(results: Sequence) -> list[dict]:
              "diverged at step": r.diverged_at if r.diverged_at is not None else "—"} for r in results]
 
 
-def quadratic_theory(kappa: float) -> str:
-    """What theory says about gradient descent and heavy-ball momentum on the quadratic of condition number kappa."""
-    gd_step, gd_rate = race.optimal_gd(kappa)
-    hb_step, hb_momentum, hb_rate = race.optimal_heavy_ball(kappa)
-    return (f"Theory for κ = {kappa:g}: gradient descent with its best step {gd_step:.3g} shrinks the distance "
-            f"to the minimum by (κ−1)/(κ+1) = {gd_rate:.3f} per step; heavy-ball momentum with step "
-            f"{hb_step:.3g} and μ = {hb_momentum:.3f} by (√κ−1)/(√κ+1) = {hb_rate:.3f}.")
-
-
-# --- the real race: the D families as one grid job each ------------------------------------------------
-def family_grids(epochs: int, ours: bool, schedule: dict) -> dict[str, tuple[str, str, GridConfig]]:
-    """slot -> (heading, button label, grid): each family as one batched grid job (same seed, batches and
-    initial weights). Raises ConfigError when the settings cannot train."""
-    impl = "ours" if ours else "torch"
-
-    def family(preset: str) -> GridConfig:
-        return GridConfig.from_runs([(label, cfg.replace(epochs=int(epochs), optimizer_impl=impl, **schedule))
-                                     for label, cfg in get_preset(preset).runs])
-
-    adam = dict(get_preset("D-optimizers").runs)["adam"].replace(epochs=int(epochs), **schedule)
-    return {"opt_six": ("Six optimizers", "Train the six optimizers", family("D-optimizers")),
-            "opt_losses": ("Cross-entropy vs MSE", "Train cross-entropy vs MSE", family("D-losses")),
-            "opt_impl": ("Ours vs PyTorch (Adam)", "Train Adam: ours vs PyTorch",
-                         GridConfig.from_runs([("adam · torch", adam), ("adam · ours", adam.replace(optimizer_impl="ours"))]))}
-
-
+# --- the real race: a family grid's cells (the families: core.lessons.families) -----------------------
 def grid_runs(grid: GridConfig) -> list[dict]:
     """The grid's cells as the comparison view's job ids."""
     return [{"label": label, "key": cfg.key(), "grid": grid.key(), "cell": i} for i, (label, cfg) in enumerate(grid.cells())]
 
 
 # --- the loss surface -----------------------------------------------------------------------------------
-def surface_networks() -> dict[str, RunConfig]:
-    """The networks whose loss surface can be drawn: E #2 and the six D networks."""
-    networks = {"E #2: 128-64 ReLU, Adam": get_preset("E2").config}
-    networks.update({f"D: 3 x 128, {label}": cfg for label, cfg in get_preset("D-optimizers").runs})
-    return networks
-
-
 def surface_config(network: RunConfig, batchnorm: bool, directions: str, resolution: int, epochs: int,
                    log_every: int) -> SurfaceConfig:
     run = network.replace(epochs=int(epochs), log_every=int(log_every), norm="batchnorm" if batchnorm else "none")
     return SurfaceConfig(run=run, directions=directions, resolution=int(resolution))
-
-
-@dataclass
-class LossRunSummary:
-    """What the CE-vs-MSE sentence is written from: one run's final metrics and its early gradients."""
-
-    label: str
-    val_acc: float
-    val_loss: float
-    first_grad_norm: float  # mean over layers of the gradient norm at the first log point
-    first_step: int  # that log point's step
-    step: int  # the last evaluation's step
-
-
-def loss_run_summary(label: str, events: Sequence[Event]) -> LossRunSummary | None:
-    """The summary of a finished run (None while it has no evaluation or no layer statistics yet)."""
-    evals = [e for e in events if e.kind == "eval"]
-    layers = [e for e in events if e.kind == "layers"]
-    if not evals or not layers:
-        return None
-    norms = [g for g in layers[0].grad_norm if g == g]
-    return LossRunSummary(label, evals[-1].val_acc, evals[-1].val_loss,
-                          sum(norms) / len(norms) if norms else float("nan"), layers[0].step, evals[-1].step)
-
-
-def losses_sentence(ce: LossRunSummary, mse: LossRunSummary) -> str:
-    """A sentence on cross-entropy vs MSE on softmax, written from the two runs' numbers."""
-    ratio = ce.first_grad_norm / mse.first_grad_norm if mse.first_grad_norm > 0 else float("inf")
-    if ratio > 1:
-        grads = (f"At the first log point (step {ce.first_step}) the gradients reaching the "
-                 f"layers were {ratio:.1f}x smaller with MSE than with cross-entropy: MSE on a softmax output "
-                 "multiplies the error by the softmax's slope p(1 - p), which is small whenever a class "
-                 "probability is near 0 or 1, even when that confident answer is wrong, while cross-entropy's "
-                 "gradient on the logits is just p - y.")
-    else:
-        grads = (f"Here the early gradients were not smaller with MSE ({1 / ratio:.1f}x those of cross-entropy), "
-                 "so the softmax's slope p(1 - p) did not damp this run much at the start.")
-    if ce.val_acc > mse.val_acc:
-        outcome = (f"Cross-entropy ended ahead: validation accuracy {ce.val_acc:.3f} against {mse.val_acc:.3f} "
-                   "for MSE after the same steps.")
-    elif ce.val_acc < mse.val_acc:
-        outcome = (f"MSE ended ahead here: validation accuracy {mse.val_acc:.3f} against {ce.val_acc:.3f} "
-                   "for cross-entropy after the same steps.")
-    else:
-        outcome = f"Both ended at validation accuracy {ce.val_acc:.3f}."
-    return f"{grads} {outcome}"
-
-
-def end_points_table(labels: Sequence[str], events_per_run: Sequence[Sequence[Event]]) -> list[dict]:
-    """One row per run: final train/validation loss and accuracy (runs without an evaluation are left out)."""
-    rows = []
-    for label, events in zip(labels, events_per_run):
-        evals = [e for e in events if e.kind == "eval"]
-        if evals:
-            last = evals[-1]
-            rows.append({"optimizer": label, "step": last.step, "train loss": last.train_loss,
-                         "val loss": last.val_loss, "val accuracy": last.val_acc})
-    return rows
 
 
 # --- the 2-D race's settings in the URL -------------------------------------------------------------

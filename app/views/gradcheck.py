@@ -9,8 +9,9 @@ import streamlit as st
 from core.engine.config import RunConfig
 from core.engine.data import DatasetUnavailable
 from core.lessons.presets import get_preset
-from core.lab.gradcheck import GOOD, SEED_VALUE, SUSPECT, CheckOptions, GradCheck, NoStoredWeights, RunGone, \
-    check_gradients, check_stored_run, seed_variants
+from core.lab.gradcheck import CheckOptions, GradCheck, NoStoredWeights, RunGone, check_gradients, check_stored_run, \
+    seed_variants
+from core.lessons.sentences import check_verdict, checked_weights_text, seed_check_lines
 from core.serve.jobs import get_manager
 
 from ..figures.gradcheck import layer_bars_figure, scatter_figure
@@ -52,42 +53,13 @@ def run_check(cfg: RunConfig, options: CheckOptions, run_key: str | None = None)
     return result
 
 
-def verdict_text(result: GradCheck) -> str:
-    worst = max(result.layers, key=lambda r: r.rel_diff)
-    if worst.rel_diff < GOOD:
-        return f"Every layer reads below 1e-7 (worst: {worst.layer}, {worst.rel_diff:.1e}): backprop is right here."
-    wrong = result.first_wrong_layer()
-    if wrong is None:
-        text = f"No layer is above 1e-5, but {worst.layer} reads {worst.rel_diff:.1e}, above 1e-7: doubtful."
-        if result.settings.get("dtype") == "float64":
-            text += (" In float64 this is often rounding, not a bug: a layer whose gradients are tiny (a sigmoid "
-                     "network's first layers) loses digits in J(θ+ε) − J(θ−ε), an error that shrinks like 1/ε. Move ε "
-                     "up tenfold (to 1e-5, then 1e-4): if the difference falls about tenfold each time, it was "
-                     "rounding and backprop is right; a bug keeps it high at every ε.")
-        return text
-    return (f"{wrong} is the layer nearest the output above 1e-5 ({next(r for r in result.layers if r.layer == wrong).rel_diff:.1e}). "
-            "Backprop runs from the output down, so a backward bug first shows at its own layer (and taints "
-            "every layer below it).")
-
-
-def weights_text(settings: dict) -> str:
-    """Which weights a check ran on, in words."""
-    run = settings.get("run")
-    if run is None:
-        return f"Weights checked: the network above, at its {settings['where']}."
-    if settings.get("at") == "final":
-        return (f"Weights checked: stored run {run} at its final weights, after {settings['step']} training steps "
-                "(loaded from the run store).")
-    return f"Weights checked: stored run {run} at its initialization (the run's seed and init, not what it learned)."
-
-
 def check_view(result: GradCheck) -> None:
     """Which weights, summary, notes, per-layer bar chart, scatter and table of one check."""
     s = result.settings
-    st.markdown(plain(weights_text(s)))
+    st.markdown(plain(checked_weights_text(s)))
     st.metric("Relative difference, all checked entries", f"{result.overall:.2e}",
               help="‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖) over every checked entry at once.")
-    st.markdown(plain(verdict_text(result)))
+    st.markdown(plain(check_verdict(result)))
     st.caption(plain(f"{s['dtype']}, ε = {s['eps']:.0e}, {s['examples']} examples, backprop {s['backprop']}, "
                      f"checked at {s['where']}; {result.checked} of {result.total} entries."))
     for note in result.notes:
@@ -115,23 +87,5 @@ def seed_view() -> None:
         rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(format="%.3e") for k in rows[0] if k != "check"})
-    right, float32, copy_ = variants.values()
-    copy_ones = all(r.rel_diff == 1.0 for r in copy_.layers)
-    float32_zero = [r.layer for r in float32.layers if r.numeric_norm == 0]
-    lines = [f"The seed printed {SEED_VALUE!r} = 1 − {1 - SEED_VALUE:.1e}. A relative difference of 1 − δ with a "
-             "tiny δ means one gradient is about δ times the other: effectively zero."]
-    lines.append(f"Done right, this network reads {right.overall:.1e} "
-                 f"({'below' if right.overall < GOOD else 'above'} 1e-7).")
-    if copy_ones:
-        lines.append("Perturbing a copy of the weights makes every numeric entry exactly 0 (the model never sees "
-                     "the perturbation), so every layer and the whole network read exactly 1. The seed's value agrees "
-                     "to 12 digits; its last digits say its numeric gradient was about 1e-13 of backprop's rather "
-                     "than exactly 0.")
-    lines.append(f"float32 with ε = 1e-7: in {', '.join(float32_zero) or 'no layer'} the loss change rounds to "
-                 f"nothing (numeric gradient 0, difference 1), but the whole network reads {float32.overall:.3f}, "
-                 "because the output layer's loss changes survive float32's rounding.")
-    if copy_ones and float32.overall < 1 - SUSPECT:
-        lines.append("So the likely cause of the seed's 0.99999 is a perturbation that never reached the model "
-                     "(a copy); float32 with ε = 1e-7 alone does not give ≈1 for the whole network.")
-    for line in lines:
+    for line in seed_check_lines(*variants.values()):
         st.markdown(plain(line))

@@ -155,6 +155,12 @@ def config_status(config: Any) -> str | None:
     return snap.status if snap is not None else None
 
 
+def shown_job(config: Any | None, slot: str) -> str | None:
+    """The job a page shows: ``config``'s own when this server knows it, else the one this session last
+    started from ``slot`` (None before any)."""
+    return config.key() if config is not None and config_status(config) is not None else st.session_state.get(slot)
+
+
 def _on_train(config: Any, slot: str, force: bool, submit: Callable[[Any, bool], Any]) -> None:
     try:
         st.session_state[slot] = submit(config, force)

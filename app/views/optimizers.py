@@ -11,6 +11,7 @@ from core.lab import race
 from core.engine.config import OPTIMIZERS
 from core.engine.optimizers import RULES
 from core.lab.surface import surface_grid
+from core.lessons import sentences
 
 from ..figures import optimizers as figs
 from ..records import optimizers as records
@@ -48,7 +49,7 @@ def race_view(settings: dict, upto: int) -> None:
     if results:
         st.dataframe(pd.DataFrame(records.race_rows(results)), hide_index=True)
     if settings["fn"] == "quadratic":
-        st.caption(records.quadratic_theory(settings["kappa"]))
+        st.caption(sentences.quadratic_theory(settings["kappa"]))
 
 
 def families_view(grids: dict) -> None:
@@ -62,9 +63,9 @@ def families_view(grids: dict) -> None:
         if slot == "opt_losses":
             states, _, _ = family_states(runs)
             if all(s is not None and s.done for s in states):
-                summaries = [records.loss_run_summary(r["label"], s.events) for r, s in zip(runs, states)]
+                summaries = [sentences.loss_run_summary(r["label"], s.events) for r, s in zip(runs, states)]
                 if all(summaries):
-                    st.info(plain(records.losses_sentence(*summaries)), icon="💡")
+                    st.info(plain(sentences.losses_sentence(*summaries)), icon="💡")
 
 
 def _surface_part(key: str, polling: bool) -> None:

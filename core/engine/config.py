@@ -24,8 +24,6 @@ INITS = ("default", "xavier", "he", "normal", "zeros")
 NORMS = ("none", "batchnorm", "layernorm")
 DROPOUT_IMPLS = ("torch", "inverted")
 LOSSES = ("cross_entropy", "mse", "softmax_cross_entropy")
-# How a choice reads in a form where its name alone would mislead.
-CHOICE_LABELS = {"softmax_cross_entropy": "softmax, then cross-entropy (as report 004 did it)"}
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 OPTIMIZER_IMPLS = ("torch", "ours")

@@ -316,25 +316,6 @@ def register_dataset(ds: Dataset) -> Dataset:
     return ds
 
 
-def register_arrays(name: str, x: np.ndarray, y: np.ndarray, classes: list[str], *, title: str | None = None,
-                    x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-                    test_fraction: float = 0.2) -> Dataset:
-    """Register a dataset from arrays: images uint8 [N,H,W] / [N,C,H,W], or float features [N,F]."""
-    x_t = torch.from_numpy(np.ascontiguousarray(x))
-    if x_t.dtype == torch.uint8 and x_t.dim() == 3:
-        x_t = x_t.unsqueeze(1)
-    elif x_t.dtype != torch.uint8:
-        x_t = x_t.float()
-    y_t = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    if x_test is None:
-        ds = split_off_test(name, title or name, list(classes), x_t, y_t, test_fraction)
-    else:
-        xt = torch.from_numpy(np.ascontiguousarray(x_test))
-        xt = xt.unsqueeze(1) if xt.dtype == torch.uint8 and xt.dim() == 3 else xt
-        ds = Dataset(name, title or name, list(classes), x_t, y_t, xt, torch.from_numpy(np.asarray(y_test, np.int64)))
-    return register_dataset(ds)
-
-
 def available(name: str) -> bool:
     """True when the dataset loads here without a download."""
     if name == "fashion3":  # built from Fashion-MNIST (core/engine/uploads/fashion3.py)

@@ -6,13 +6,16 @@ A task config is a frozen dataclass that subclasses :class:`TaskConfig`, names i
 ``to_dict`` / ``from_dict``. The key is ``f"{KIND}-"`` + 24 hex digits of
 sha256(canonical JSON of ``{"schema": SCHEMA_VERSION, KIND_NAME: key_data()}``): the same config gives
 the same key in any process, on any server, in any session.
+
+Kinds whose config travels in the address bar write ``to_query`` / ``from_query`` in their own format;
+:func:`query_json` and :func:`query_int` read the values those formats share, with readable errors.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar
 
 T = TypeVar("T", bound="TaskConfig")
 DIGEST_CHARS = 24
@@ -48,6 +51,35 @@ def digest(data: Any) -> str:
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:DIGEST_CHARS]
 
 
+def reject_unknown(data: Mapping[str, Any], known: Iterable[str], what: str) -> None:
+    """A ConfigError naming every key of ``data`` that is not a known ``what`` setting."""
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError({k: f"Unknown {what} setting {k!r}" for k in unknown})
+
+
+def query_json(query: Mapping[str, str], name: str, default: Any = None) -> Any:
+    """The JSON value of query parameter ``name`` (``default`` when absent or empty)."""
+    text = query.get(name)
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError({name: f"The link's {name} setting is not valid JSON: {exc}"}) from None
+
+
+def query_int(query: Mapping[str, str], name: str) -> int | None:
+    """The whole number in query parameter ``name`` (None when absent or empty)."""
+    text = str(query.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError({name: f"{name.capitalize()} must be a whole number, got {text!r}"}) from None
+
+
 class TaskConfig:
     """Mixin for a frozen dataclass task config: ``to_json``, ``from_json``, ``key``, ``replace``."""
 
@@ -65,10 +97,14 @@ class TaskConfig:
         """What the key hashes (by default, the whole config)."""
         return self.to_dict()
 
+    @classmethod
+    def _digest(cls, data: Any) -> str:
+        """24 hex digits of sha256 of ``data`` as this kind's payload (schema version included)."""
+        return digest({"schema": SCHEMA_VERSION, cls.KIND_NAME or cls.KIND: data})
+
     def key(self) -> str:
         """Stable id: sha256 of the canonical JSON (same config -> same key anywhere)."""
-        name = self.KIND_NAME or self.KIND
-        return f"{self.KIND}-" + digest({"schema": SCHEMA_VERSION, name: self.key_data()})
+        return f"{self.KIND}-" + self._digest(self.key_data())
 
     def to_json(self) -> str:
         return canonical_json(self.to_dict())

@@ -16,18 +16,16 @@ under its own key, so the single-run pages replay it instantly. Registered with 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from core.engine import catalog
 from core.engine.batched import StackedLanes, why_not_batched
 from core.engine.config import ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, ConfigError, RunConfig, parse_value
-from core.engine.task import SCHEMA_VERSION
+from core.engine.task import TaskConfig, canonical_json, query_int, query_json, reject_unknown
 from core.engine.events import CellEvent, Event, GridStarted, RunFailed, RunFinished
 from core.engine.train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes, train_split
 
@@ -56,7 +54,7 @@ def _variant(label: Any, overrides: Any) -> Variant:
 
 
 @dataclass(frozen=True)
-class GridConfig:
+class GridConfig(TaskConfig):
     """A base run and what varies across the grid's cells.
 
     ``activations``, ``depths`` (hidden-layer counts, each ``width`` units wide), ``inits`` and
@@ -64,6 +62,8 @@ class GridConfig:
     (label, {field: value}) crossed with the axes, e.g. ``("ReLU + He", {"activation": "relu",
     "init": "he"})``; a variant may not set a field that is also an axis.
     """
+
+    KIND: ClassVar[str] = "grid"
 
     base: RunConfig = field(default_factory=RunConfig)
     activations: tuple[str, ...] = ()
@@ -127,19 +127,9 @@ class GridConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "GridConfig":
         data = dict(data)
         base = RunConfig.from_dict(data.pop("base", {}))
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError({k: f"Unknown grid setting {k!r}" for k in unknown})
+        reject_unknown(data, (f.name for f in dataclasses.fields(cls)), "grid")
         data["variants"] = [tuple(v) for v in data.get("variants", [])]
         return cls(base=base, **data)
-
-    def key(self) -> str:
-        """Stable id: sha256 of the canonical JSON (same grid -> same key anywhere)."""
-        payload = json.dumps({"schema": SCHEMA_VERSION, "grid": self.to_dict()}, sort_keys=True, separators=(",", ":"))
-        return "grid-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-    def replace(self, **changes: Any) -> "GridConfig":
-        return dataclasses.replace(self, **changes)
 
     def to_query(self) -> dict[str, str]:
         """Readable query-string form: the base's non-default fields, then the grid's own (axes as
@@ -155,7 +145,7 @@ class GridConfig:
         if self.width != GridConfig.__dataclass_fields__["width"].default:
             out["width"] = str(self.width)
         if self.variants:
-            out["variants"] = json.dumps(self.to_dict()["variants"], separators=(",", ":"))
+            out["variants"] = canonical_json(self.to_dict()["variants"])
         return out
 
     @classmethod
@@ -176,16 +166,11 @@ class GridConfig:
                 data["depths"] = [int(v) for v in text.split(",")]
         except ValueError:
             raise ConfigError({"depths": f"Depths {text!r} must be whole numbers, e.g. 1-8 or 1,2,4"}) from None
-        if query.get("width"):
-            try:
-                data["width"] = int(query["width"])
-            except ValueError:
-                raise ConfigError({"width": f"Width {query['width']!r} must be a whole number"}) from None
-        if query.get("variants"):
-            try:
-                data["variants"] = json.loads(query["variants"])
-            except json.JSONDecodeError as exc:
-                raise ConfigError({"variants": f"Variants are not valid JSON: {exc}"}) from None
+        width, variants = query_int(query, "width"), query_json(query, "variants")
+        if width is not None:
+            data["width"] = width
+        if variants is not None:
+            data["variants"] = variants
         return cls.from_dict(data)
 
     @classmethod

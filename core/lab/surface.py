@@ -18,12 +18,10 @@ under ``vmap``), emitting each grid row as it fills.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -32,7 +30,7 @@ from torch.func import functional_call
 from core.engine import catalog
 from core.engine import data as datasets
 from core.engine.config import ConfigError, RunConfig
-from core.engine.task import SCHEMA_VERSION
+from core.engine.task import TaskConfig, reject_unknown
 from core.engine.events import CellEvent, Event, RunFailed, RunFinished, SurfaceRow, SurfaceStarted
 from core.engine.lanes import ModuleLanes, data_loss, evaluate
 from core.engine.train import resolve_device, train_lanes
@@ -45,8 +43,10 @@ PCA_MARGIN = 1.25  # the PCA plane's grid covers the projected path times this (
 
 
 @dataclass(frozen=True)
-class SurfaceConfig:
+class SurfaceConfig(TaskConfig):
     """A run and the plane to draw its loss over (see the module docstring)."""
+
+    KIND: ClassVar[str] = "surface"
 
     run: RunConfig = field(default_factory=RunConfig)
     directions: str = "pca"
@@ -82,18 +82,8 @@ class SurfaceConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "SurfaceConfig":
         data = dict(data)
         run = RunConfig.from_dict(data.pop("run", {}))
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError({k: f"Unknown surface setting {k!r}" for k in unknown})
+        reject_unknown(data, (f.name for f in dataclasses.fields(cls)), "surface")
         return cls(run=run, **data)
-
-    def key(self) -> str:
-        payload = json.dumps({"schema": SCHEMA_VERSION, "surface": self.to_dict()}, sort_keys=True,
-                             separators=(",", ":"))
-        return "surface-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-    def replace(self, **changes: Any) -> "SurfaceConfig":
-        return dataclasses.replace(self, **changes)
 
 
 # --- recording the trajectory -------------------------------------------------------------------

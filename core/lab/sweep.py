@@ -21,9 +21,7 @@ Registered with the job manager as kind "sweep".
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import math
 import os
 import random
@@ -31,7 +29,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import optuna
 import sqlalchemy.event
@@ -44,7 +42,7 @@ from core.engine import data as datasets
 from core.engine import paths
 from core.engine.batched import StackedLanes, stack_key
 from core.engine.config import FIELDS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig, format_value, parse_value
-from core.engine.task import SCHEMA_VERSION, json_object
+from core.engine.task import TaskConfig
 from core.engine.events import (SERVED_FROM_STORE, CellEvent, Event, RunFailed, RunFinished, StoredRun, SweepStarted,
                                TrialDone)
 from core.lab.grid import plan_grid
@@ -191,12 +189,14 @@ def trial_config(base: RunConfig, params: Mapping[str, Any]) -> RunConfig:
 
 # --- the sweep config ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(TaskConfig):
     """A base run, a search space over some of its knobs, how to search it, and the budget.
 
     ``parallel`` is how many trials are asked (and trained side by side) at once; 0 lets the
     sampler and pruner pick it.
     """
+
+    KIND: ClassVar[str] = "sweep"
 
     base: RunConfig = field(default_factory=lambda: RunConfig())
     space: tuple[Dist, ...] = ()
@@ -328,20 +328,9 @@ class SweepConfig:
         return {"base": self.base.to_dict(), "space": [d.to_dict() for d in self.space], "sampler": self.sampler,
                 "pruner": self.pruner, "trials": self.trials, "seed": self.seed, "parallel": self.parallel}
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-
-    @staticmethod
-    def _digest(data: dict) -> str:
-        payload = json.dumps({"schema": SCHEMA_VERSION, "sweep": data}, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
     def key(self) -> str:
-        """Stable id: sha256 of the canonical JSON (same sweep -> same key anywhere)."""
-        return "sweep-" + self._digest(self.to_dict()) + f"-{self.trials}"
-
-    def replace(self, **changes: Any) -> "SweepConfig":
-        return dataclasses.replace(self, **changes)
+        """The task key with the trial budget appended (the study, :meth:`study_name`, leaves it out)."""
+        return super().key() + f"-{self.trials}"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SweepConfig":
@@ -358,10 +347,6 @@ class SweepConfig:
             space.append(Dist(str(raw.pop("name")), str(raw.pop("kind", "categorical")),
                               tuple(raw.pop("choices", ())), raw.pop("low", None), raw.pop("high", None)))
         return cls(base=base, space=tuple(space), **data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "SweepConfig":
-        return cls.from_dict(json_object(text, "Sweep config"))
 
     def to_query(self) -> dict[str, str]:
         """Query-string form: the base run's fields, ``sweep_<setting>`` and ``space_<knob>``."""

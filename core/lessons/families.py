@@ -1,9 +1,10 @@
-"""The course's families of runs as task configs: LESSONS A's fixes and seeds as grids, LESSONS D's
-sweeps. Data, not mechanism: each is built from the presets (core.lessons.presets) and a lab config."""
+"""The course's families of runs as task configs: LESSONS A's grid, fixes and seeds, the Regularization
+page's tour, LESSONS D's families as grid jobs, the networks of its loss surface, and its sweeps. Data,
+not mechanism: each is built from the presets (core.lessons.presets) and a lab config."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, overrides
@@ -12,6 +13,25 @@ from core.lessons.presets import A_SEEDS, D_BASE, D_SEARCH_SPACE, get_preset
 
 
 # --- LESSONS A ----------------------------------------------------------------------------------
+A_BIG_DATASETS = ("mnist", "fashion-mnist")
+
+
+def vanishing_log_every(dataset: str) -> int:
+    """The lesson logs every 100 steps on the 60,000-image sets, every 10 on the small ones."""
+    return 100 if dataset in A_BIG_DATASETS else 10
+
+
+def vanishing_grid(epochs: int) -> GridConfig:
+    """LESSONS A's grid: sigmoid, tanh and ReLU with 1-8 hidden layers of 10 units, MNIST, SGD lr 0.2, batch 32."""
+    base = RunConfig(dataset="mnist", epochs=epochs, batch_size=32, optimizer="sgd", lr=0.2, val_fraction=0.1,
+                     log_every=vanishing_log_every("mnist"))
+    return GridConfig(base=base, activations=("sigmoid", "tanh", "relu"), depths=tuple(range(1, 9)), width=10)
+
+
+VANISHING_QUICK = vanishing_grid(epochs=1)  # the Vanishing page's default: one epoch
+VANISHING_LESSON = vanishing_grid(epochs=5)  # LESSONS A, as the coursework ran it: 5 epochs
+
+
 def fixes_grid(base: RunConfig) -> GridConfig:
     """LESSONS A's fixes for a deep sigmoid network, side by side with the same seed: ReLU, ReLU + He,
     Xavier, BatchNorm, LayerNorm, a smaller learning rate (the overrides of the A-fixes preset)."""
@@ -34,6 +54,53 @@ def fixes_grid(base: RunConfig) -> GridConfig:
 def seeds_grid(base: RunConfig, seeds: Sequence[int] = A_SEEDS) -> GridConfig:
     """The same network with each seed, as one grid job (the A-sigmoid-seeds family on this base)."""
     return GridConfig(base=base, variants=tuple((f"seed {s}", {"seed": s}) for s in seeds))
+
+
+def stuck_by_seed(seeds: GridConfig, stuck: Mapping[str, bool | None]) -> dict[int, bool | None]:
+    """seed -> stuck verdict of a seeds grid's cells, from label -> verdict (None: not finished)."""
+    return {cfg.seed: stuck.get(label) for label, cfg in seeds.cells()}
+
+
+# --- the Regularization page's tour: every technique on the 8x8 digits, in seconds --------------------
+TOUR_BASE = RunConfig(dataset="digits", hidden=(128, 128), activation="relu", optimizer="adam", lr=1e-3,
+                      batch_size=32, epochs=30, val_fraction=0.2, log_every=20, seed=0)
+TOUR_VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    ("none", {}),
+    ("L1 0.0005", {"l1": 0.0005}),
+    ("L2 0.001", {"l2": 0.001}),
+    ("dropout 0.3 (nn.Dropout)", {"dropout": 0.3}),
+    ("dropout 0.3 (inverted)", {"dropout": 0.3, "dropout_impl": "inverted"}),
+    ("BatchNorm", {"norm": "batchnorm"}),
+    ("LayerNorm", {"norm": "layernorm"}),
+    ("LayerNorm + dropout 0.3", {"norm": "layernorm", "dropout": 0.3}),
+]
+TOUR = tuple((label, TOUR_BASE.replace(**overrides)) for label, overrides in TOUR_VARIANTS)
+
+
+# --- LESSONS D: the families as one grid job each, the loss surface's networks -------------------------
+def optimizer_family_grids(epochs: int, ours: bool,
+                           schedule: Mapping[str, Any]) -> dict[str, tuple[str, str, GridConfig]]:
+    """slot -> (heading, button label, grid): each family as one batched grid job (same seed, batches and
+    initial weights). Raises ConfigError when the settings cannot train."""
+    impl = "ours" if ours else "torch"
+
+    def family(preset: str) -> GridConfig:
+        return GridConfig.from_runs([(label, cfg.replace(epochs=int(epochs), optimizer_impl=impl, **schedule))
+                                     for label, cfg in get_preset(preset).runs])
+
+    adam = dict(get_preset("D-optimizers").runs)["adam"].replace(epochs=int(epochs), **schedule)
+    return {"opt_six": ("Six optimizers", "Train the six optimizers", family("D-optimizers")),
+            "opt_losses": ("Cross-entropy vs MSE", "Train cross-entropy vs MSE", family("D-losses")),
+            "opt_impl": ("Ours vs PyTorch (Adam)", "Train Adam: ours vs PyTorch",
+                         GridConfig.from_runs([("adam · torch", adam),
+                                               ("adam · ours", adam.replace(optimizer_impl="ours"))]))}
+
+
+def surface_networks() -> dict[str, RunConfig]:
+    """The networks whose loss surface can be drawn: E #2 and the six D networks."""
+    networks = {"E #2: 128-64 ReLU, Adam": get_preset("E2").config}
+    networks.update({f"D: 3 x 128, {label}": cfg for label, cfg in get_preset("D-optimizers").runs})
+    return networks
 
 
 # --- sweeps: LESSONS D's search, and offline -------------------------------------------------------------------------------------

@@ -16,16 +16,16 @@ it stores under the run's own key.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from core.serve import budget
 from core.engine.batched import StackedLanes, why_not_batched
-from core.engine.config import RunConfig
+from core.engine.config import ConfigError, RunConfig
 from core.engine.events import CellEvent, Event, RunFailed, RunFinished, status_of
+from core.engine.task import TaskConfig, reject_unknown
 from core.lab.grid import MAX_GRID_WIDTH, lockstep_stream
 from core.engine.train import train_lanes
 
@@ -80,20 +80,31 @@ def compatible(config_of: Callable[[Any], Any] = lambda item: item) -> Callable[
 
 
 @dataclass(frozen=True)
-class CoBatch:
+class CoBatch(TaskConfig):
     """Queued runs trained as one lanes job (what a worker is handed; never stored itself)."""
 
+    KIND: ClassVar[str] = "cobatch"
+
     runs: tuple[RunConfig, ...]
+
+    def __post_init__(self) -> None:
+        if not self.runs or not all(isinstance(r, RunConfig) for r in self.runs):
+            raise ConfigError({"runs": "A co-batch is one or more run configs"})
 
     @property
     def device(self) -> str:
         return self.runs[0].device
 
-    def key(self) -> str:
-        return "cobatch-" + hashlib.sha256(" ".join(r.key() for r in self.runs).encode()).hexdigest()[:24]
-
     def to_dict(self) -> dict[str, Any]:
         return {"runs": [r.to_dict() for r in self.runs]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CoBatch":
+        reject_unknown(data, ("runs",), "co-batch")
+        runs = data.get("runs")
+        if not isinstance(runs, list) or not all(isinstance(r, Mapping) for r in runs):
+            raise ConfigError({"runs": "A co-batch's runs must be a list of run settings"})
+        return cls(tuple(RunConfig.from_dict(r) for r in runs))
 
 
 def run_cobatch(group: CoBatch, emit: Callable[[Event], None], cancel: threading.Event | None = None,
