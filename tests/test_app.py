@@ -270,7 +270,7 @@ def test_cancelled_run_keeps_its_history(app_env):
 
 
 def test_failed_run_shows_the_message(app_env, monkeypatch):
-        def broken(cfg, callbacks=(), cancel=None, key=None, **_):
+    def broken(cfg, callbacks=(), cancel=None, key=None, **_):
         raise RuntimeError("the GPU caught fire")
 
     monkeypatch.setattr(core.serve.runners, "train", broken)
