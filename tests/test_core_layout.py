@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core.engine import paths
 from helpers import imports
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,3 +49,9 @@ def test_the_engine_knows_no_disk_store_queue_or_optuna():
 def test_the_floor_check_sees_a_violation():
     assert floor_of("core.serve.jobs") == "serve" and floor_of("core.engine.train") == "engine"
     assert FLOORS.index("serve") > FLOORS.index("engine")
+
+
+def test_the_default_cache_is_the_repositorys_cache_folder(monkeypatch):
+    """paths.py moved a floor down when core/ got floors: its default must still be <repo>/cache."""
+    monkeypatch.delenv("GRADIENT_LAB_CACHE_DIR", raising=False)
+    assert paths.cache_dir() == (REPO / "cache").resolve()
