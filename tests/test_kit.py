@@ -119,7 +119,7 @@ def test_bad_link_falls_back_to_defaults_naming_what_was_ignored(isolated_cache,
                                                  ("vanishing", "vg_train", "vg_grid_job"),
                                                  ("regularization", "reg_train", "reg_family")])
 def test_train_button_shows_why_it_could_not_start(isolated_cache, monkeypatch, page, button, slot):
-    def no_device(self, config, force=False, session=None):
+    def no_device(self, config, force=False, session=None, browser=None):
         raise RuntimeError("CUDA device 0 went away")
 
     monkeypatch.setattr(core.serve.jobs.JobManager, "submit", no_device)

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from core.engine.config import RunConfig
+from core.serve import identity
 from core.serve.budget import Refused
 from core.serve.jobs import WATCHER_TTL, JobManager
 from core.serve.scheduler import FairQueue
@@ -164,3 +165,18 @@ def test_a_reloaded_page_cancels_its_browsers_run(clocked_manager):
     assert manager.cancel(shared, session="after-reload", browser="alice") is False  # bob still watches
     assert manager.snapshot(shared).watched_by == {"bob"}
     assert manager.cancel(shared, session="after-reload", browser="alice", everyone=True) is True
+
+
+def test_a_browser_cookie_cannot_be_forged_and_outlives_a_restart(isolated_cache, monkeypatch):
+    monkeypatch.delenv(identity.SECRET_ENV, raising=False)
+    alice, mallory = identity.new_id(), identity.new_id()
+    cookie = identity.sign(alice)
+    assert identity.verify(cookie) == alice and alice != mallory
+    assert identity.verify(f"{mallory}.{cookie.split('.')[1]}") is None  # another id under alice's signature
+    assert identity.verify(cookie[:-1] + ("0" if cookie[-1] != "0" else "1")) is None
+    assert identity.verify(None) is None and identity.verify("f" * 5000) is None
+    monkeypatch.setattr(identity, "_keys", {})  # a restart reads the same key file
+    assert identity.verify(cookie) == alice
+    assert (isolated_cache / identity.KEY_FILE).stat().st_mode & 0o077 == 0
+    monkeypatch.setenv(identity.SECRET_ENV, "another server's key")
+    assert identity.verify(cookie) is None

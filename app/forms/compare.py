@@ -20,7 +20,7 @@ from core.serve.jobs import SERVED_FROM_STORE, get_manager
 from core.lessons.presets import PRESETS
 
 from ..records.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, records, variant_configs
-from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain, with_math
+from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain, with_math
 from ..views.data import dataset_fallback_notice
 from ..views.jobs import submit
 from . import upload, url
@@ -242,7 +242,7 @@ def base_form(keys: Keys) -> tuple[RunConfig | None, dict[str, str]]:
     if state.get(keys.field("dataset")) not in options:
         options.append(state.get(keys.field("dataset")))
     top = st.columns([3, 2, 2, 2])
-    knob_widget("dataset", keys.field("dataset"), container=top[0], options=options, format_func=dataset_label,
+    knob_widget("dataset", keys.field("dataset"), container=top[0], options=options, format_func=picker_labels(options),
                 help_extra="Or upload your own below.", on_change=_on_dataset_change, args=(keys,))
     knob_widget("hidden", keys.field("hidden"), container=top[1])
     knob_widget("activation", keys.field("activation"), container=top[2])
