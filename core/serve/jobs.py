@@ -459,7 +459,7 @@ class JobManager:
         def emit(event: Event) -> None:
             with self._lock:
                 if job.stop_reason and status_of(event) == "cancelled":
-                    event = dataclasses.replace(event, reason=f"{job.stop_reason} ({event.reason})")
+                    event = dataclasses.replace(event, reason=f"{job.stop_reason}; {event.reason}")
                 job.events.append(event)
                 job.nbytes += event_bytes(event)
                 status = status_of(event)
@@ -478,7 +478,7 @@ class JobManager:
             return
         minutes = budget.cap("GRADIENT_LAB_MAX_JOB_MINUTES")
         job.stop_reason = (f"Stopped by the server: it trained longer than {minutes:g} minutes, the cap on one job "
-                           f"(GRADIENT_LAB_MAX_JOB_MINUTES); its history up to there is kept")
+                           f"(GRADIENT_LAB_MAX_JOB_MINUTES)")
         job.cancel_flag.set()
 
     def _settle(self, job: Job) -> None:
