@@ -27,7 +27,7 @@ DATASET_TITLES = {
     "xor": "XOR (2-D toy set)",
     "blobs": "Blobs (2-D toy set)",
 }
-_viewer_uploads: Callable[[], Mapping[str, str]] = dict  # the viewer's own uploads {name: title}: see use_viewer_uploads
+_viewer_uploads: Callable[[], Mapping[str, str]] = dict  # the viewer's own uploads {name: title}: use_viewer_uploads
 
 
 # --- escaping ------------------------------------------------------------------------------------

@@ -285,3 +285,14 @@ def test_an_upload_its_title_and_its_runs_are_private_to_its_browser(isolated_ca
     monkeypatch.setattr(jobs_view, "request_cookie", lambda: identity.sign(browser))  # the owner, reloaded
     mine = open_data_link({"dataset": name})
     assert all(c in page_words(mine) for c in PRIVATE_CLASSES) and "not yours" not in page_words(mine)
+
+
+def test_the_same_upload_by_two_browsers_keeps_each_ones_title_across_a_restart(isolated_cache, monkeypatch):
+    name = "upload:0123456789abcdef"
+    owners.grant(name, "alice", "Your upload “a.zip”")
+    owners.grant(name, "bob", "Your upload “b.zip”")
+    monkeypatch.setattr(owners, "_loaded", {})  # a restart reads the file again
+    assert owners.owned("alice") == {name: "Your upload “a.zip”"} and owners.owned("bob") == {name: "Your upload “b.zip”"}
+    assert not owners.may_use(name, "carol") and not owners.may_use(name, None)
+    assert owners.may_use("mnist", "carol") and owners.owned("carol") == {}
+    assert (isolated_cache / "uploads" / owners.FILE).stat().st_mode & 0o077 == 0

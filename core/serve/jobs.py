@@ -12,9 +12,11 @@ fewer jobs than the heaviest submitter still gets in: that submitter's oldest qu
 A job that trains past ``GRADIENT_LAB_MAX_JOB_MINUTES`` is stopped, saying so.
 
 Watchers are sessions; one that has not looked at its job for :data:`WATCHER_TTL` seconds (a closed
-tab, a reloaded page) no longer counts, and a browser's Cancel drops all of its own sessions. Finished jobs stay in memory up to a
-byte budget of their histories. A run's trained weights (:class:`core.engine.events.FinalWeights`) go to the
-store; the history in memory and every snapshot hold that event without its arrays.
+tab, a reloaded page) no longer counts, and a browser's Cancel drops all of its own sessions.
+
+Finished jobs stay in memory up to a byte budget of their histories. A run's trained weights
+(:class:`core.engine.events.FinalWeights`) go to the store; the history in memory and every snapshot
+hold that event without its arrays.
 
 Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
 a row of :data:`core.serve.runners.RUNNERS`: anything with ``key()``, ``to_dict()`` and a ``device`` field.

@@ -85,8 +85,9 @@ def may_use(dataset: str, browser: str | None) -> bool:
 
 def not_yours(dataset: str) -> str:
     """The one message for an upload another browser owns."""
-    return (f"The dataset {dataset[:len(UPLOAD_PREFIX) + 10]}… in this link is not yours: an upload is private to the "
-            "browser that uploaded it. Upload the file yourself to train on it.")
+    shown = dataset[:len(UPLOAD_PREFIX) + 10]
+    return (f"The dataset {shown}… in this link is not yours: an upload is private to the browser that "
+            "uploaded it. Upload the file yourself to train on it.")
 
 
 def datasets_of(config: Any) -> set[str]:
