@@ -10,7 +10,7 @@ import html
 import math
 import re
 import time
-from collections import OrderedDict
+from typing import Callable, Iterable, Mapping
 
 from core.engine import data as datasets
 from core.engine.config import UPLOAD_PREFIX
@@ -27,8 +27,7 @@ DATASET_TITLES = {
     "xor": "XOR (2-D toy set)",
     "blobs": "Blobs (2-D toy set)",
 }
-MAX_UPLOAD_TITLES = 512
-_upload_titles: OrderedDict[str, str] = OrderedDict()  # process-wide: labels need no session
+_viewer_uploads: Callable[[], Mapping[str, str]] = dict  # the viewer's own uploads {name: title}: use_viewer_uploads
 
 
 # --- escaping ------------------------------------------------------------------------------------
@@ -47,36 +46,51 @@ def plain_label(text: object, limit: int = 40) -> str:
 
 
 # --- datasets ------------------------------------------------------------------------------------
+def use_viewer_uploads(uploads: Callable[[], Mapping[str, str]]) -> None:
+    """Where the functions below find the uploads of whoever is looking, {name: title} (set once by
+    app.views.jobs): an upload is private to the browser that uploaded it."""
+    global _viewer_uploads
+    _viewer_uploads = uploads
+
+
+def upload_is_mine(name: str) -> bool:
+    """False for an upload another browser owns (True for every built-in dataset)."""
+    return not name.startswith(UPLOAD_PREFIX) or name in _viewer_uploads()
+
+
 def dataset_available(name: str) -> bool:
+    """Whether the viewer can train on the dataset here (an upload only when it is theirs)."""
+    if not upload_is_mine(name):
+        return False
     try:
         return datasets.available(name)
     except Exception:  # a damaged upload registry or data folder: treat as unavailable
         return False
 
 
-def remember_upload_title(name: str, title: str) -> None:
-    """Name an uploaded dataset for every picker of this server process."""
-    _upload_titles[name] = title
-    _upload_titles.move_to_end(name)
-    while len(_upload_titles) > MAX_UPLOAD_TITLES:
-        _upload_titles.popitem(last=False)
-
-
 def dataset_title(name: str) -> str:
-    """A dataset's title: built-in title, an upload's title, or the name itself."""
+    """A dataset's title: built-in title, the viewer's own upload's title, or the name itself."""
     if name in DATASET_TITLES:
         return DATASET_TITLES[name]
-    if name in _upload_titles:
-        return _upload_titles[name]
     if name.startswith(UPLOAD_PREFIX):
-        return f"Uploaded dataset {name[len(UPLOAD_PREFIX):][:10]}"
+        return _viewer_uploads().get(name) or f"Uploaded dataset {name[len(UPLOAD_PREFIX):][:10]}"
     return name
 
 
 def dataset_label(name: str) -> str:
-    """The one label of a dataset in pickers and captions (says when it is not on this server)."""
+    """The one label of a dataset in pickers and captions (says when it is not on this server, or not yours)."""
     title = dataset_title(name)
+    if not upload_is_mine(name):
+        return f"{title} (not yours)"
     return title if dataset_available(name) else f"{title} (not on this server)"
+
+
+def picker_labels(names: Iterable[str], label: Callable[[str], str] | None = None) -> Callable[[str], str]:
+    """A dataset picker's format_func: ``label`` (default :func:`dataset_label`) of each name, worked out now
+    for whoever is looking (a widget may format its options again outside the page's run)."""
+    label = label or dataset_label
+    labels = {name: label(name) for name in names}
+    return lambda name: labels[name] if name in labels else label(name)
 
 
 # --- numbers and time ------------------------------------------------------------------------------

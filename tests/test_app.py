@@ -20,6 +20,7 @@ from app.views.run import group_key
 from core.engine.config import RunConfig
 from core.lessons.presets import get_preset
 from core.engine.train import train
+from core.serve import identity
 
 REPO = Path(__file__).resolve().parents[1]
 # A digits run that learns a lot in a few seconds on a CPU.
@@ -267,6 +268,25 @@ def test_cancelled_run_keeps_its_history(app_env):
     titles = [str(json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")) for c in at.get("plotly_chart")]
     assert any(t.startswith("Loss") for t in titles)
     assert at.button(key="train").label == "Train"  # a cancelled run can be trained again
+
+
+def test_a_reloaded_page_cancels_its_own_run(app_env, monkeypatch):
+    """Issue 20: after a reload (a new session carrying the cookie the first page set), Cancel stops the run:
+    the session before the reload is the same browser, not "another session still watching"."""
+    query = {"epochs": "200", "log_every": "5"}
+    first = new_app(query)
+    browser = first.session_state["gl_browser_id"]
+    cookie = identity.sign(browser)
+    assert any(f"gl_browser={cookie};" in h.proto.body for h in first.get("html"))  # the page set it
+    first.button(key="train").click().run()
+    key = first.session_state["gl_job"]
+    monkeypatch.setattr(jobs_view, "request_cookie", lambda: cookie)  # the reload's request carries it
+    reloaded = new_app(query)
+    assert reloaded.session_state["gl_browser_id"] == browser and not reloaded.get("html")
+    assert "other browser" not in (reloaded.button(key=f"cancel_{key}").help or "")
+    reloaded.button(key=f"cancel_{key}").click().run()
+    assert "Cancelled** at step" in wait_for_status(reloaded, "Cancelled")
+    assert core.serve.jobs.get_manager().snapshot(key).status == "cancelled"
 
 
 def test_failed_run_shows_the_message(app_env, monkeypatch):

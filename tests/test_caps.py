@@ -1,6 +1,8 @@
 """Server caps on jobs (cost, memory, queue, finished-job memory) and clear CLI messages (issue 14 items 2, 9)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -74,8 +76,13 @@ def test_queue_is_bounded_per_session_and_in_total(idle_manager, monkeypatch):
     with pytest.raises(Refused, match="GRADIENT_LAB_MAX_QUEUED_PER_SESSION = 2"):
         idle_manager.submit(cfgs[2], session="alice")
     idle_manager.submit(cfgs[2], session="bob")
-    with pytest.raises(Refused, match="GRADIENT_LAB_MAX_QUEUED = 3"):
-        idle_manager.submit(cfgs[3], session="carol")
+    # full: carol (no job) gets in; alice holds the most, so her oldest job nobody else watches is dropped
+    idle_manager.submit(cfgs[3], session="carol")
+    dropped = idle_manager.snapshot(cfgs[1].key())
+    assert dropped.status == "cancelled" and "GRADIENT_LAB_MAX_QUEUED = 3" in dropped.error
+    assert idle_manager.snapshot(cfgs[0].key()).status == "queued"  # bob watches it too: kept
+    with pytest.raises(Refused, match="GRADIENT_LAB_MAX_QUEUED = 3"):  # alice holds as many as anyone now
+        idle_manager.submit(cfgs[4], session="alice")
     assert idle_manager.cancel(cfgs[2].key())
     assert idle_manager.counts()["queued"] == 3  # the cancelled one ends when a worker takes it
 
@@ -118,3 +125,46 @@ def test_a_5000_digit_number_gets_the_range_message(isolated_cache, capsys, sett
     assert main(["run", "--preset", "A-sigmoid-depth", "--set", f"{setting}={'9' * 5000}"]) == 2
     err = capsys.readouterr().err
     assert expected in err and "4300" not in err and len(err) < 400
+
+
+# --- the wall-time cap (issue 20) --------------------------------------------------------------------
+def test_a_job_estimated_past_the_time_cap_is_refused_naming_cap_and_estimate(idle_manager, monkeypatch):
+    cfg = RunConfig(hidden=(64, 64), epochs=10, device="cpu")
+    seconds = budget.check_minutes(budget.estimate(cfg), "cpu")
+    assert seconds == pytest.approx(budget.estimate(cfg).cost / budget.TRAINING_RATE["cpu"])
+    monkeypatch.setenv("GRADIENT_LAB_MAX_JOB_MINUTES", str(seconds / 60 / 2))
+    with pytest.raises(Refused, match="GRADIENT_LAB_MAX_JOB_MINUTES") as info:
+        idle_manager.submit(cfg)
+    assert f"about {seconds / 60:,.0f} minutes" in str(info.value)
+    assert idle_manager.counts() == {"queued": 0, "running": 0}
+    monkeypatch.setenv("GRADIENT_LAB_MAX_JOB_MINUTES", str(seconds / 60 * 2))
+    assert idle_manager.submit(cfg) == cfg.key()
+
+
+def test_the_issues_long_mnist_job_is_refused_on_a_cpu(idle_manager, shared_mnist):
+    """/?dataset=mnist&hidden=1000,1000&epochs=200 is within the cost cap but not the default time cap."""
+    cfg = RunConfig(dataset="mnist", hidden=(1000, 1000), epochs=200, device="cpu")
+    est = budget.estimate(cfg)
+    assert est.cost <= budget.cap("GRADIENT_LAB_MAX_JOB_COST")
+    assert est.cost / budget.TRAINING_RATE["cpu"] > budget.cap("GRADIENT_LAB_MAX_JOB_MINUTES") * 60
+    with pytest.raises(Refused, match="GRADIENT_LAB_MAX_JOB_MINUTES"):
+        idle_manager.submit(cfg)
+
+
+def test_a_run_past_the_time_cap_is_stopped_saying_why(isolated_cache):
+    """The manager's clock (injected) passes the cap while the run trains: it ends cancelled, its history kept,
+    and the reason (stored with it) names the cap."""
+    now = [0.0]
+    manager = JobManager(RunStore(isolated_cache / "runs"), workers={"cpu": 1}, processes=False, clock=lambda: now[0])
+    cfg = RunConfig(dataset="digits", hidden=(16,), epochs=200, log_every=5, device="cpu")
+    key = manager.submit(cfg)
+    deadline = time.monotonic() + 120
+    while not any(e.kind == "eval" for e in manager.snapshot(key).events) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    now[0] = budget.cap("GRADIENT_LAB_MAX_JOB_MINUTES") * 60 + 1
+    snap = manager.wait(key, timeout=120)
+    end = snap.events[-1]
+    assert snap.status == "cancelled" and end.kind == "finished" and end.status == "cancelled"
+    assert "GRADIENT_LAB_MAX_JOB_MINUTES" in end.reason and "GRADIENT_LAB_MAX_JOB_MINUTES" in snap.error
+    assert any(e.kind == "eval" for e in snap.events)  # the history up to there is kept
+    assert "GRADIENT_LAB_MAX_JOB_MINUTES" in manager.store.meta(key)["reason"]

@@ -74,6 +74,11 @@ def test_cancelled_status_says_where_it_stopped_once():
     progress = Progress(step=847, total_steps=3000, epoch=2.8, total_epochs=10, elapsed=12.0, eta=0.0)
     level, text = status_message(JobState("k", "cancelled"), progress, reason="cancelled at step 847")
     assert level == "warning" and text.lower().count("cancelled") == 1 and "847 of 3,000" in text
+    capped = "Stopped by the server: it trained longer than 60 minutes (GRADIENT_LAB_MAX_JOB_MINUTES)"
+    level, text = status_message(JobState("k", "cancelled"), progress, reason=f"{capped}; cancelled at step 847")
+    assert level == "warning" and "GRADIENT_LAB_MAX_JOB_MINUTES" in text and "847 of 3,000" in text  # the server's why
+    dropped = "Dropped from the full queue (GRADIENT_LAB_MAX_QUEUED = 64) before it started"
+    assert dropped in status_message(JobState("k", "cancelled", error=dropped))[1]  # no events: the job's error
     level, text = status_message(JobState("k", "queued", queue_position=1))
     assert "1 run ahead" in text
     level, text = status_message(JobState("k", "diverged"), reason="the loss is NaN.")
@@ -117,7 +122,7 @@ def test_bad_link_falls_back_to_defaults_naming_what_was_ignored(isolated_cache,
                                                  ("vanishing", "vg_train", "vg_grid_job"),
                                                  ("regularization", "reg_train", "reg_family")])
 def test_train_button_shows_why_it_could_not_start(isolated_cache, monkeypatch, page, button, slot):
-    def no_device(self, config, force=False, session=None):
+    def no_device(self, config, force=False, session=None, browser=None):
         raise RuntimeError("CUDA device 0 went away")
 
     monkeypatch.setattr(core.serve.jobs.JobManager, "submit", no_device)

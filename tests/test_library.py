@@ -1,19 +1,28 @@
 """The Run library: filters, the config diff, the validation ranking, the selection kept as run keys (pure),
-and the page (AppTest): two runs compared, more than the bound refused, an evicted run said so."""
+and the page (AppTest): two runs compared, more than the bound refused, an evicted run said so, an upload and
+its runs seen only by the browser that uploaded it."""
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
+import numpy as np
 import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 import core.serve.jobs
-from apptest_helpers import open_page, texts
+from apptest_helpers import MAIN, open_page, texts
+from app.views import jobs as jobs_view
 from app.figures.library import val_ranking_figure
 from app.records import library as lib
 from core.engine.config import RunConfig
 from core.lessons.presets import PRESETS
 from core.serve.store import run_summary
 from core.engine.train import train
+from core.serve import identity, owners
+from core.serve.budget import Refused
 
 LESSON_B = PRESETS["B-overfit"].runs[1]  # ('L1 ...', its config): Fashion-MNIST, Adam
 assert (LESSON_B[1].dataset, LESSON_B[1].optimizer) == ("fashion-mnist", "adam")
@@ -210,3 +219,80 @@ def test_filters_narrow_the_table_and_reach_the_link(isolated_cache):
     at.multiselect(key="library_optimizer").select("sgd").run()
     assert not at.exception, at.exception
     assert at.dataframe[0].value["optimizer"].tolist() == ["sgd"] and at.query_params["optimizer"] == "sgd"
+
+
+# --- private uploads (issue 20) -------------------------------------------------------------------
+def three_classes_zip() -> bytes:
+    """An image-folder zip of three classes, eight 8x8 pictures each."""
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for k, name in enumerate(PRIVATE_CLASSES):
+            for i in range(8):
+                pixels = (rng.random((8, 8)) * 40).astype(np.uint8)
+                pixels[k * 2:k * 2 + 3, :] = 255
+                png = io.BytesIO()
+                Image.fromarray(pixels, "L").save(png, format="PNG")
+                archive.writestr(zipfile.ZipInfo(f"{name}/{i}.png", (2020, 1, 1, 0, 0, 0)), png.getvalue())
+    return out.getvalue()
+
+
+PRIVATE_CLASSES = ("antelope", "beetle", "capybara")
+
+
+def page_words(at) -> str:
+    """Every text a viewer can read on the page: captions, notices, markdown, picker options, tables."""
+    words = [texts(at.caption), texts(at.markdown), texts(at.info), texts(at.warning), texts(at.success)]
+    words += [" ".join(map(str, w.options)) for w in (*at.selectbox, *at.multiselect)]
+    words += [d.value.to_string() for d in at.dataframe]
+    return "\n".join(words).replace("\\", "")
+
+
+def open_data_link(query: dict):
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    at.switch_page("../pages/data.py")
+    at.query_params.update(query)
+    return at.run()
+
+
+def test_an_upload_its_title_and_its_runs_are_private_to_its_browser(isolated_cache, monkeypatch):
+    owner = open_page("../pages/regularization.py")
+    owner.file_uploader(key="reg_upload_file").set_value(("ok_three_classes.zip", three_classes_zip(),
+                                                          "application/zip")).run()
+    assert not owner.exception, owner.exception
+    browser = owner.session_state["gl_browser_id"]
+    ((name, title),) = owners.owned(browser).items()
+    assert "ok_three_classes.zip" in title
+    manager = core.serve.jobs.get_manager()
+    private = RunConfig(dataset=name, hidden=(4,), epochs=1, log_every=5)
+    assert manager.wait(manager.submit(private, session="owner", browser=browser), timeout=240).status == "finished"
+    (public,) = store_runs([tiny(1)])
+    owner.query_params.clear()  # a page switch in the browser leaves the address without the last page's link
+    owner.switch_page("../pages/library.py").run()
+    assert set(owner.session_state["gl_library_shown"]) == {private.key(), public}
+    assert "ok_three_classes.zip" in page_words(owner)  # the dataset filter offers it by its title
+
+    other = open_page("../pages/library.py")  # another browser
+    assert other.session_state["gl_library_shown"] == [public]
+    assert "ok_three_classes" not in page_words(other)
+    link = open_data_link({"dataset": name})  # another browser follows a link to the upload
+    assert not link.exception, link.exception
+    assert "is not yours" in texts(link.warning).replace("\\", "")
+    assert not any(c in page_words(link) for c in PRIVATE_CLASSES) and "ok_three_classes" not in page_words(link)
+    with pytest.raises(Refused, match="not yours"):
+        manager.submit(private.replace(seed=3), session="other", browser=link.session_state["gl_browser_id"])
+
+    monkeypatch.setattr(jobs_view, "request_cookie", lambda: identity.sign(browser))  # the owner, reloaded
+    mine = open_data_link({"dataset": name})
+    assert all(c in page_words(mine) for c in PRIVATE_CLASSES) and "not yours" not in page_words(mine)
+
+
+def test_the_same_upload_by_two_browsers_keeps_each_ones_title_across_a_restart(isolated_cache, monkeypatch):
+    name = "upload:0123456789abcdef"
+    owners.grant(name, "alice", "Your upload “a.zip”")
+    owners.grant(name, "bob", "Your upload “b.zip”")
+    monkeypatch.setattr(owners, "_loaded", {})  # a restart reads the file again
+    assert owners.owned("alice") == {name: "Your upload “a.zip”"} and owners.owned("bob") == {name: "Your upload “b.zip”"}
+    assert not owners.may_use(name, "carol") and not owners.may_use(name, None)
+    assert owners.may_use("mnist", "carol") and owners.owned("carol") == {}
+    assert (isolated_cache / "uploads" / owners.FILE).stat().st_mode & 0o077 == 0

@@ -28,6 +28,7 @@ from core.lab.compare import family_from_runs, variant_configs
 from core.lessons.families import TOUR_VARIANTS
 from core.lessons.presets import PRESETS
 from core.engine.train import train
+from core.serve import owners
 
 PAGE = "../pages/regularization.py"
 CLASSES = ("circles", "squares", "**stripes** <b>bold")  # no "/": it would split the path
@@ -246,11 +247,12 @@ def test_upload_through_the_page_shows_the_preview_and_feeds_the_picker(isolated
     assert "circles" in shown and not any("<b>" in t for t in shown)  # class names are plain text
     skipped = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert skipped.to_dict("records") == [{"reason": "not an image", "files": 1}]
-    (upload,) = at.session_state[upload_ui.SESSION_UPLOADS]
+    ((name, title),) = owners.owned(at.session_state["gl_browser_id"]).items()  # the uploading browser's
+    upload = {"name": name, "title": title}
     at.button(key="reg_upload_use").click().run()
     assert at.session_state["reg_dataset"] == upload["name"]  # (the label depends on session state: read the key)
     assert upload["title"] in at.selectbox(key="reg_dataset").options
-    # the Playground's picker offers it too, for the rest of the session
+    # the Playground's picker offers it too
     at.switch_page("../pages/playground.py").run()
     assert not at.exception, at.exception
     assert upload["title"] in at.sidebar.selectbox(key="cfg_dataset").options
@@ -264,7 +266,7 @@ def test_hostile_upload_shows_the_error_and_the_page_keeps_working(isolated_cach
     at.file_uploader(key="reg_upload_file").set_value(("evil.zip", evil.getvalue(), "application/zip")).run()
     assert not at.exception, at.exception
     assert "climbs out of its folder" in texts(at.error).replace("\\", "")
-    assert upload_ui.SESSION_UPLOADS not in at.session_state or not at.session_state[upload_ui.SESSION_UPLOADS]
+    assert owners.owned(at.session_state["gl_browser_id"]) == {}
     assert at.title[0].value == "Regularization" and not at.button(key="reg_train").disabled
     at.button(key="reg_load_B").click().run()  # the rest of the page still works
     assert not at.exception and variant_labels(at)[0] == "none"

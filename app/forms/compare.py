@@ -17,12 +17,13 @@ import streamlit as st
 from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig, knob_of
 from core.lab.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, variant_configs
 from core.lab.grid import GridConfig
-from core.serve.jobs import SERVED_FROM_STORE, get_manager
+from core.engine.events import SERVED_FROM_STORE
+from core.serve.jobs import get_manager
 from core.lessons.families import TOUR, TOUR_BASE
 from core.lessons.presets import PRESETS
 
 from ..records.compare import records
-from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain, with_math
+from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain, with_math
 from ..views.data import dataset_fallback_notice
 from ..views.jobs import submit
 from . import upload, url
@@ -231,7 +232,7 @@ def base_form(keys: Keys) -> tuple[RunConfig | None, dict[str, str]]:
     if state.get(keys.field("dataset")) not in options:
         options.append(state.get(keys.field("dataset")))
     top = st.columns([3, 2, 2, 2])
-    knob_widget("dataset", keys.field("dataset"), container=top[0], options=options, format_func=dataset_label,
+    knob_widget("dataset", keys.field("dataset"), container=top[0], options=options, format_func=picker_labels(options),
                 help_extra="Or upload your own below.", on_change=_on_dataset_change, args=(keys,))
     knob_widget("hidden", keys.field("hidden"), container=top[1])
     knob_widget("activation", keys.field("activation"), container=top[2])

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, RunConfig
 
-from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain
+from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain
 from . import upload, url
 from .fields import knob_widget, shown, validate, widget_value
 
@@ -46,7 +46,7 @@ def data_form() -> DataForm:
     options = list(dict.fromkeys([*BUILTIN_DATASETS, *upload.session_dataset_names(),
                                   st.session_state[KEYS["dataset"]]]))
     left, mid, right = st.columns([3, 2, 2])
-    knob_widget("dataset", KEYS["dataset"], container=left, options=options, format_func=dataset_label)
+    knob_widget("dataset", KEYS["dataset"], container=left, options=options, format_func=picker_labels(options))
     knob_widget("val_fraction", KEYS["val_fraction"], container=mid)
     knob_widget("seed", KEYS["seed"], container=right)
     values = {name: st.session_state[KEYS[name]] for name in FIELDS}

@@ -11,10 +11,11 @@ from core.engine.config import BUILTIN_DATASETS, RunConfig
 from core.lab.gradcheck import AT_CHOICES, MAX_EXAMPLES, CheckOptions, weights_status
 from core.lessons.presets import PRESETS
 from core.engine.scratch import BUGS
+from core.serve import owners
 from core.serve.jobs import get_manager
 from core.serve.store import RunStore
 
-from ..text import FALLBACK_DATASET, dataset_available, dataset_label, describe_run
+from ..text import FALLBACK_DATASET, dataset_available, describe_run, picker_labels, upload_is_mine
 from . import url
 from .fields import knob_widget, shown, validate, widget_value
 
@@ -109,6 +110,8 @@ def _prepare() -> list[str]:
 def _stored_runs(store: RunStore) -> dict[str, str]:
     runs = {INIT: "Initialization of the network above"}
     for meta in store.list_runs(kind="run"):
+        if not upload_is_mine(str((meta.get("config") or {}).get("dataset", ""))):
+            continue  # a run on another browser's upload
         kept = " · final weights stored" if weights_status(meta)[0] else ""
         try:
             runs[meta["key"]] = f"Stored run: {describe_run(RunConfig.from_dict(meta['config'], strict=False))}{kept}"
@@ -147,7 +150,8 @@ def network_form() -> None:
                 options = list(BUILTIN_DATASETS)
                 if values["dataset"] not in options and values["dataset"]:
                     options.append(values["dataset"])  # an upload named by a link
-                knob_widget(name, knob_key(name), container=cols[i % 3], options=options, format_func=dataset_label)
+                knob_widget(name, knob_key(name), container=cols[i % 3], options=options,
+                           format_func=picker_labels(options))
             else:
                 knob_widget(name, knob_key(name), container=cols[i % 3])
 
@@ -196,6 +200,11 @@ def check_form() -> CheckForm:
     store = get_manager().store  # the one store of this server (the views read it too)
     runs = _stored_runs(store)
     chosen = st.session_state.get(RUN_KEY) or INIT
+    meta = store.meta(chosen) if chosen != INIT and chosen not in runs else None
+    hidden = str(((meta or {}).get("config") or {}).get("dataset", ""))
+    if not upload_is_mine(hidden):  # a link to a run on another browser's upload
+        notices.append(owners.not_yours(hidden))
+        st.session_state[RUN_KEY] = chosen = INIT
     gone = chosen != INIT and chosen not in runs
     if gone:
         runs[chosen] = f"Stored run {chosen} (no longer exists)"

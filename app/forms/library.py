@@ -5,7 +5,7 @@ import streamlit as st
 
 from ..records.library import (LibraryFilter, LibraryRow, QUERY_KEYS, filter_from_query, filter_options,
                                filter_to_query)
-from ..text import dataset_title
+from ..text import dataset_title, picker_labels
 from . import url
 
 PAGE = "library"
@@ -28,7 +28,7 @@ def library_filters(rows: list[LibraryRow]) -> LibraryFilter:
     for column, (name, key) in zip(st.columns(3), KEYS.items()):
         choices = list(dict.fromkeys([*options[name], *st.session_state[key]]))  # a link may name one not stored
         column.multiselect(LABELS[name], choices, key=key, placeholder="all",
-                           format_func=dataset_title if name == "datasets" else str)
+                           format_func=picker_labels(choices, dataset_title) if name == "datasets" else str)
     values = {name: list(st.session_state[key]) for name, key in KEYS.items()}
     url.remember(SAVED, values)
     chosen = LibraryFilter(**{name: tuple(v) for name, v in values.items()})

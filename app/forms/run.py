@@ -18,7 +18,7 @@ import streamlit as st
 from core.engine.config import BUILTIN_DATASETS, GROUPS, RunConfig, fields_by_group
 from core.lessons.presets import PRESETS, Preset
 
-from ..text import FALLBACK_DATASET, dataset_available, dataset_label, plain
+from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain
 from . import upload, url
 from .fields import knob_widget, shown, validate, widget_value
 
@@ -148,7 +148,7 @@ def _dataset_field(values: dict) -> None:
     options = list(BUILTIN_DATASETS) + [n for n in upload.session_dataset_names() if n not in BUILTIN_DATASETS]
     if st.session_state.get(key) not in options:
         options.append(st.session_state.get(key))
-    knob_widget("dataset", key, options=options, format_func=dataset_label, on_change=_on_dataset)
+    knob_widget("dataset", key, options=options, format_func=picker_labels(options), on_change=_on_dataset)
     upload.picker_uploader(key)
 
 

@@ -4,8 +4,9 @@
 safe to keep in session state) by calling :func:`core.engine.uploads.prepare_zip` or
 :func:`core.engine.uploads.prepare_csv`; an :class:`~core.engine.uploads.UploadError` becomes a message and
 the app carries on. :func:`upload_widget` draws the uploader and the preview. Every dataset
-uploaded in a session is remembered (name ``upload:<hash>`` and a title) so every dataset
-picker can offer it (:func:`session_uploads`; titles via :func:`app.text.dataset_label`).
+uploaded is remembered for the browser that uploaded it (:mod:`core.serve.owners`: name
+``upload:<hash>`` and a title), so its dataset pickers offer it, after a reload too
+(:func:`session_uploads`; titles via :func:`app.text.dataset_label`); no other browser sees it.
 
 Class names and file names are user text: they are shown only in dataframes, Plotly labels
 (escaped) and Markdown elements after :func:`app.text.plain`.
@@ -23,13 +24,14 @@ import streamlit as st
 from core.engine import catalog
 from core.engine import data as datasets
 from core.engine import uploads
+from core.serve import owners
 
-from ..text import plain, remember_upload_title
+from ..text import plain
 from ..views.data import show_data_preview
+from ..views.jobs import browser_id, my_uploads
 
 log = logging.getLogger(__name__)
 
-SESSION_UPLOADS = "gl_uploads"  # [{"name": "upload:<hash>", "title": ...}], oldest first
 IMAGE_SIZES = (8, 16, 28, 32, 48, 64)
 COLORS = {"L": "grayscale", "RGB": "colour (RGB)"}
 
@@ -80,17 +82,16 @@ def handle_upload(filename: str, payload: bytes, *, image_size: int = 28, color:
     return UploadOutcome(shown, result.name, title, None, dict(result.skipped), list(result.notes), result.from_cache)
 
 
-# --- the session's uploads ----------------------------------------------------------------------
+# --- the browser's uploads ----------------------------------------------------------------------
 def session_uploads() -> list[dict]:
-    """Datasets uploaded in this session, oldest first: [{"name", "title"}]."""
-    return list(st.session_state.get(SESSION_UPLOADS, []))
+    """Datasets this browser uploaded, oldest first: [{"name", "title"}]."""
+    return [{"name": name, "title": title} for name, title in my_uploads().items()]
 
 
 def remember_upload(name: str, title: str) -> None:
-    """Offer an uploaded dataset in every dataset picker for the rest of the session."""
-    entries = [u for u in st.session_state.get(SESSION_UPLOADS, []) if u["name"] != name]
-    st.session_state[SESSION_UPLOADS] = entries + [{"name": name, "title": title}]
-    remember_upload_title(name, title)
+    """Offer an uploaded dataset in this browser's dataset pickers (and only there) from now on."""
+    if my_uploads().get(name) != title:
+        owners.grant(name, browser_id(), title)
 
 
 # --- the widget ------------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ class JobState:
     error: str = ""
     queue_position: int | None = None
     replayed: bool = False  # already ended when this session first saw it: a stored result, not a live run
-    watchers: int = 0  # sessions watching it (a shared lecture run has many)
-    started_by: str | None = None  # the session that started it
+    watchers: int = 0  # browsers watching it (a shared lecture run has many)
+    started_by: str | None = None  # the browser that started it
+    watched_by: frozenset = frozenset()  # the browsers watching it
 
     @property
     def done(self) -> bool:
@@ -69,7 +70,9 @@ def status_message(state: JobState, progress: Progress | None = None, reason: st
     if status == "cancelled":
         where = (f" at step {progress.step:,} of {progress.total_steps:,} ({epoch_text(progress.epoch, progress.total_epochs).lower()})"
                  if progress is not None else "")
-        return "warning", f"**Cancelled**{where}. The charts show the run up to that point."
+        why = reason or state.error  # the server's reason (time cap, full queue); a plain Cancel's is not repeated
+        told = f" {_sentence(why)}." if why and not why.startswith("cancelled") else ""
+        return "warning", f"**Cancelled**{where}. The charts show the run up to that point.{told}"
     if status == "diverged":
         return "error", f"**Diverged.** {_sentence(reason)}."
     if status == "failed":

@@ -16,9 +16,10 @@ from core.engine import catalog
 from core.engine import data as datasets
 from core.engine import paths
 from core.engine.config import UPLOAD_PREFIX
+from core.serve import owners
 
 from ..figures import run as figures
-from ..text import FALLBACK_DATASET, dataset_title, plain
+from ..text import FALLBACK_DATASET, dataset_title, plain, upload_is_mine
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,7 +89,12 @@ def _download_dataset(name: str, target_key: str | None) -> None:
 def dataset_fallback_notice(original: str, target_key: str | None = None, changed: str | None = None) -> None:
     """The one notice for a chosen dataset that is not on this server, replaced by the offline fallback
     (with a download offer where downloads are allowed; a success selects it in ``target_key``).
-    ``changed``: what a lesson's fallback settings change besides the dataset (core.lessons.presets.Fallback.why)."""
+    ``changed``: what a lesson's fallback settings change besides the dataset (core.lessons.presets.Fallback.why).
+    Another browser's upload gets the "not yours" notice instead."""
+    if not upload_is_mine(original):
+        st.warning(plain(f"{owners.not_yours(original)} This page uses {dataset_title(FALLBACK_DATASET)} instead."),
+                   icon="🔒")
+        return
     title = dataset_title(original)
     rest = (f"For the lesson to show there it trains {changed}" if changed else "Everything else is unchanged.")
     st.warning(plain(f"{title} is not available on this server (its files are not in the data folder"

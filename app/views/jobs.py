@@ -10,6 +10,9 @@
   and a Cancel button while the job runs.
 - :func:`polling_fragment`: draws ``draw(polling)`` inside a fragment that reruns every
   ``every`` seconds while any of its jobs is queued or running, and stops itself after.
+- :func:`browser_id`: the browser behind this session (a signed cookie, :mod:`core.serve.identity`),
+  which a reload keeps: the job manager's quota, who may cancel a run, whose uploads are shown
+  (:func:`app.text.use_viewer_uploads`). :func:`keep_browser_cookie` sets that cookie.
 """
 from __future__ import annotations
 
@@ -21,16 +24,21 @@ from typing import Any, Callable, Iterable
 
 import streamlit as st
 
+from core.serve import identity, owners
 from core.serve.jobs import get_manager
 
 from ..records.jobs import JobState, progress_text, status_message
 from ..records.run import RunView, reduce_events
-from ..text import cache_label, plain, plural
+from ..text import cache_label, plain, plural, use_viewer_uploads
 
 POLL_SECONDS = 1.0  # every watching session reruns its fragments this often: the server's main per-viewer cost
 SEEN = "gl_seen_jobs"  # session: {job key: replayed?} of the jobs this session has looked at
 SESSION = "gl_session_id"  # session: this browser session's id, for the job manager's quotas and watchers
 LEFT = "gl_left_jobs"  # session: keys of shared jobs this session cancelled (stopped watching); others go on
+BROWSER = "gl_browser_id"  # session: the browser's id, from its signed cookie or minted for it
+COOKIE = "gl_browser"  # the cookie holding the signed browser id
+COOKIE_SENT = "gl_browser_cookie_sent"  # session: the cookie was handed to this page
+COOKIE_DAYS = 180
 MAX_SEEN = 64
 MAX_JOBS = 64  # process-wide event lists kept
 ICONS = {"info": "ℹ️", "warning": "⚠️", "error": "🚨"}
@@ -59,7 +67,7 @@ def _fetch(key: str) -> JobState | None:
     else:
         events = known.events + list(snap.events)  # a new list: states handed out earlier stay consistent
     state = JobState(key, snap.status, events, snap.from_cache, snap.saved_at, snap.error, snap.queue_position,
-                     watchers=snap.watchers, started_by=snap.started_by)
+                     watchers=snap.watchers, started_by=snap.started_by, watched_by=snap.watched_by)
     with _lock:
         _jobs[key] = state
         _jobs.move_to_end(key)
@@ -69,7 +77,9 @@ def _fetch(key: str) -> JobState | None:
 
 
 def job_state(key: str) -> JobState | None:
-    """The job's current state (None when the key is unknown here); marks it seen by this session."""
+    """The job's current state (None when the key is unknown here); marks it seen by this session (a
+    watcher that stops looking expires)."""
+    get_manager().touch(key, session_id())
     state = _fetch(key)
     seen: OrderedDict = st.session_state.setdefault(SEEN, OrderedDict())
     if state is None:
@@ -121,24 +131,60 @@ def wait_for_first_point(key: str, timeout: float = 0.4) -> None:
         time.sleep(0.02)
 
 
-# --- the train button ------------------------------------------------------------------------------
+# --- who is asking -------------------------------------------------------------------------------
 def session_id() -> str:
-    """This browser session's id (the job manager's per-session quota, round-robin and watchers)."""
+    """This Streamlit session's id (a job's watchers); a reload is a new session of the same browser."""
     return st.session_state.setdefault(SESSION, uuid.uuid4().hex)
 
 
+def request_cookie() -> str | None:
+    """The browser cookie this session's request carried (read once, when the page connected)."""
+    return st.context.cookies.get(COOKIE)
+
+
+def browser_id() -> str:
+    """The browser behind this session: the id its signed cookie carries, else a new one (then given to it
+    as a cookie by :func:`keep_browser_cookie`, so its next reload is the same browser)."""
+    known = st.session_state.get(BROWSER)
+    if known is None:
+        known = identity.verify(request_cookie()) or identity.new_id()
+        st.session_state[BROWSER] = known
+    return known
+
+
+def keep_browser_cookie(container: Any) -> None:
+    """Set the signed browser id as a cookie, once per session, when the request did not carry it."""
+    if st.session_state.get(COOKIE_SENT) or identity.verify(request_cookie()) == browser_id():
+        return
+    st.session_state[COOKIE_SENT] = True
+    value = identity.sign(browser_id())  # hex digits and a dot: nothing to escape
+    container.html(f"<script>document.cookie = '{COOKIE}={value}; path=/; max-age={COOKIE_DAYS * 86400}; "
+                   f"SameSite=Lax' + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+                   unsafe_allow_javascript=True)
+
+
+def my_uploads() -> dict[str, str]:
+    """The uploads this browser owns, {dataset name: title}."""
+    return owners.owned(browser_id())
+
+
+use_viewer_uploads(my_uploads)
+
+
+# --- the train button ------------------------------------------------------------------------------
 def submit(config: Any, force: bool = False) -> str:
-    """Queue ``config`` (or join its job) for this session; returns its job key."""
-    key = get_manager().submit(config, force=force, session=session_id())
+    """Queue ``config`` (or join its job) for this session and browser; returns its job key."""
+    key = get_manager().submit(config, force=force, session=session_id(), browser=browser_id())
     st.session_state.setdefault(LEFT, set()).discard(key)
     return key
 
 
 def cancel(key: str, everyone: bool = False) -> bool:
-    """This session stops watching ``key``; the job stops when nobody watches it any more, or at
-    once with ``everyone`` (its starter's choice). True when the job itself was asked to stop."""
+    """This browser stops watching ``key`` (this session and its others, e.g. before a reload); the job stops
+    when nobody else watches it, or at once with ``everyone`` (its starter's choice). True when the job
+    itself was asked to stop."""
     st.session_state.setdefault(LEFT, set()).add(key)
-    return get_manager().cancel(key, session=session_id(), everyone=everyone)
+    return get_manager().cancel(key, session=session_id(), everyone=everyone, browser=browser_id())
 
 
 def submit_job(config: Any, force: bool) -> str:
@@ -210,20 +256,20 @@ def status_line(state: JobState, view: RunView | None = None, *, what: str = "ru
         st.progress(prog.fraction, text=progress_text(prog, state.done, device))
     if state.done:
         return
+    others = len(state.watched_by - {browser_id()})  # other browsers that looked at it lately
     if state.key in st.session_state.get(LEFT, ()):
-        st.info(f"You stopped watching this {what}; {plural(state.watchers, 'other session')} still "
-                f"watch{'es' if state.watchers == 1 else ''} it, so it goes on for them. Press Train to watch again.",
+        st.info(f"You stopped watching this {what}; {plural(others, 'other browser')} still "
+                f"watch{'es' if others == 1 else ''} it, so it goes on for them. Press Train to watch again.",
                 icon="👋")
         return
-    shared = state.watchers > 1
     if st.button("Cancel", key=f"cancel_{state.key}", icon="⏹️",
-                 help=(f"Stop watching: {plural(state.watchers - 1, 'other session')} also watch this {what}, "
-                       "so it goes on for them (it stops when nobody watches)." if shared
+                 help=(f"Stop watching: {plural(others, 'other browser')} also watch this {what}, "
+                       "so it goes on for them (it stops when nobody watches)." if others
                        else cancel_help or f"Stop this {what}; its history is kept.")):
         cancel(state.key)
-    if shared and state.started_by == session_id() and st.button(
+    if others and state.started_by == browser_id() and st.button(
             "Cancel for everyone", key=f"cancel_all_{state.key}", icon="🛑",
-            help=f"You started this {what}: stop it for all {state.watchers} sessions watching it."):
+            help=f"You started this {what}: stop it for all {others + 1} browsers watching it."):
         cancel(state.key, everyone=True)
 
 

@@ -18,7 +18,7 @@ from ..figures.library import val_ranking_figure
 from ..records.library import (MAX_COMPARE, LibraryFilter, LibraryRow, compare_labels, compare_problem, config_diff,
                                filter_rows, grid_cells, library_rows, library_table, picked_keys, selection_update,
                                shared_words, val_ranking)
-from ..text import describe_run, plain, plural
+from ..text import describe_run, plain, plural, upload_is_mine
 from .jobs import job_state, run_view
 from .links import open_in_playground
 
@@ -31,13 +31,16 @@ _grid_cells: dict[tuple, dict] = {}  # (grid key, saved_at) -> grid_cells(...), 
 
 
 def stored_runs() -> list[tuple[RunConfig, dict]]:
-    """(config, meta) of every stored single run this schema can load, newest first."""
+    """(config, meta) of every stored single run this schema can load, newest first; runs on another
+    browser's upload are left out (an upload is private)."""
     runs = []
     for meta in get_manager().store.list_runs(kind="run"):
         try:
-            runs.append((RunConfig.from_dict(meta.get("config") or {}), meta))
+            cfg = RunConfig.from_dict(meta.get("config") or {})
         except (ConfigError, TypeError):
             continue  # a run from an older schema: not loadable into the widgets
+        if upload_is_mine(cfg.dataset):
+            runs.append((cfg, meta))
     return runs
 
 

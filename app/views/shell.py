@@ -1,4 +1,5 @@
-"""The app shell's sidebar: which device trains, how busy the job queue is, which data is here."""
+"""The app shell's sidebar: which device trains, how busy the job queue is, which data is here; the
+browser cookie (app.views.jobs.keep_browser_cookie)."""
 from __future__ import annotations
 
 import functools
@@ -9,6 +10,7 @@ import torch
 from core.serve.jobs import get_manager
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_title, plain
+from .jobs import keep_browser_cookie
 
 DOWNLOADABLE = ("mnist", "fashion-mnist")
 
@@ -38,6 +40,7 @@ def warmup_line(workers: list[dict]) -> str | None:
 
 
 def sidebar_status() -> None:
+    keep_browser_cookie(st.sidebar)  # a reload is then the same browser: its quota, uploads and runs
     manager = get_manager()
     manager.start()  # idempotent: the workers start (and warm up) with the server's first page view
     counts = manager.counts()

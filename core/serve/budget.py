@@ -8,6 +8,8 @@ One place for every server cap a job meets (the job manager checks them on submi
 - ``GRADIENT_LAB_MAX_QUEUED`` / ``GRADIENT_LAB_MAX_QUEUED_PER_SESSION``: jobs waiting or running,
   in all and per browser session.
 - ``GRADIENT_LAB_MAX_DONE_JOBS_MB``: finished jobs' histories kept in memory.
+- ``GRADIENT_LAB_MAX_JOB_MINUTES``: one job's training time, estimated from its cost before it is queued
+  (:data:`TRAINING_RATE`) and enforced while it runs (the job manager stops it, saying so).
 - ``GRADIENT_LAB_MAX_WEIGHTS_MB``: a finished run's weights stored beside its metrics (a larger model's
   are not stored; see :func:`weights_problem`).
 
@@ -32,7 +34,11 @@ DEFAULTS = {
     "GRADIENT_LAB_MAX_QUEUED_PER_SESSION": 4,
     "GRADIENT_LAB_MAX_DONE_JOBS_MB": 512,
     "GRADIENT_LAB_MAX_WEIGHTS_MB": 16,  # float32 weights of ~4M parameters; the MNIST presets take < 2 MB
+    "GRADIENT_LAB_MAX_JOB_MINUTES": 60,  # E #8 (a CNN) is estimated at 15; its convolutions take longer
 }
+# Cost (parameters x training examples) trained per second: a 1000-1000 MLP on MNIST on one CPU trainer
+# (issue 20) and a deliberately high GPU rate, so an estimate errs short and the running cap decides.
+TRAINING_RATE = {"cpu": 4e9, "cuda": 2e11}
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 2, "adam": 2, "nadam": 2}
 ACTIVATION_COPIES = 4  # per hidden unit and example: pre-activation, activation, their gradients
 
@@ -153,3 +159,18 @@ def check(config: Any) -> Estimate | None:
                       f"({_big(est.parameters)} parameters), over the cap of {memory_cap:,.0f} MB "
                       f"(GRADIENT_LAB_MAX_JOB_MEMORY_MB). Use fewer or narrower layers or a smaller batch.")
     return est
+
+
+def check_minutes(est: Estimate | None, device: str) -> float | None:
+    """Raise :class:`Refused` when the estimated training time on ``device`` passes GRADIENT_LAB_MAX_JOB_MINUTES;
+    return that estimate in seconds (None without an estimate)."""
+    minutes_cap = cap("GRADIENT_LAB_MAX_JOB_MINUTES")
+    if est is None:
+        return None
+    seconds = est.cost / TRAINING_RATE.get(device, TRAINING_RATE["cpu"])
+    if seconds > minutes_cap * 60:
+        raise Refused(f"This job would train for about {seconds / 60:,.0f} minutes on this server's {device} (its cost "
+                      f"{_big(est.cost)} at about {_big(TRAINING_RATE.get(device, TRAINING_RATE['cpu']))} per "
+                      f"second), over the cap of {minutes_cap:g} minutes on one job (GRADIENT_LAB_MAX_JOB_MINUTES). "
+                      f"Use fewer epochs, fewer or narrower layers or a smaller dataset.")
+    return seconds

@@ -5,10 +5,18 @@ running is one job (30 students pressing Train watch one run); a config already 
 store is served from it without training. Pages poll ``snapshot(key, since=n)``, which
 returns only the events they have not seen. Worker threads never touch any UI.
 
-New jobs meet the server caps of :mod:`core.serve.budget` (cost, memory, queue length in all and per
-session); a refusal raises :class:`Refused` naming the cap. Finished jobs stay in memory up to a
-byte budget of their histories. A run's trained weights (:class:`core.engine.events.FinalWeights`) go to the
-store; the history in memory and every snapshot hold that event without its arrays.
+New jobs meet the server caps of :mod:`core.serve.budget` (cost, memory, estimated training time, queue
+length in all and per browser); a refusal raises :class:`Refused` naming the cap. Quotas count per browser
+(:mod:`core.serve.identity`), which a reload does not renew; when the queue is full, a browser holding
+fewer jobs than the heaviest submitter still gets in: that submitter's oldest queued job is dropped.
+A job that trains past ``GRADIENT_LAB_MAX_JOB_MINUTES`` is stopped, saying so.
+
+Watchers are sessions; one that has not looked at its job for :data:`WATCHER_TTL` seconds (a closed
+tab, a reloaded page) no longer counts, and a browser's Cancel drops all of its own sessions.
+
+Finished jobs stay in memory up to a byte budget of their histories. A run's trained weights
+(:class:`core.engine.events.FinalWeights`) go to the store; the history in memory and every snapshot
+hold that event without its arrays.
 
 Besides :class:`RunConfig`, other task configs (e.g. a grid of runs) plug in with
 a row of :data:`core.serve.runners.RUNNERS`: anything with ``key()``, ``to_dict()`` and a ``device`` field.
@@ -24,10 +32,11 @@ and notebooks.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -35,7 +44,7 @@ import numpy as np
 import torch
 
 from core.serve import budget
-from core.serve import cobatch
+from core.serve import cobatch, owners
 from core.serve.budget import Refused
 from core.engine.events import RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSES, Event, RunFailed, status_of, without_weights
 from core.serve.runners import runner_for, store_links
@@ -46,10 +55,19 @@ from core.serve.workers import ProcessSlot, default_threads
 
 ACTIVE = ("queued", "running")
 EVENT_OVERHEAD_BYTES = 200  # an event object and its small fields
+WATCHER_TTL = 90.0  # seconds a session counts as watching a job without looking at it (pages poll every second)
 
 
 def _processes_by_default() -> bool:
     return os.environ.get("GRADIENT_LAB_WORKER_PROCESSES", "1").lower() not in ("0", "false", "no")
+
+
+@dataclass
+class Watcher:
+    """A session watching a job: its browser, and when it last looked (the manager's clock)."""
+
+    browser: str
+    seen: float
 
 
 @dataclass
@@ -68,7 +86,10 @@ class Job:
     from_cache: bool = False
     saved_at: float | None = None
     session: str | None = None  # the browser session that started it (None: CLI, notebook, test)
-    watchers: set = field(default_factory=set)  # sessions that asked for it and have not cancelled
+    browser: str | None = None  # the browser that started it: its quota, its "Cancel for everyone"
+    watchers: dict[str, Watcher] = field(default_factory=dict)  # session -> Watcher, until it cancels
+    deadline: float | None = None  # the manager's clock past which it is stopped (GRADIENT_LAB_MAX_JOB_MINUTES)
+    stop_reason: str = ""  # why the server stopped it (the time cap), told in its last event
     outcome: str = "failed"  # terminal status announced by the runner; becomes ``status`` once stored
     nbytes: int = 0  # approximate memory of ``events``
 
@@ -86,8 +107,9 @@ class Snapshot:
     saved_at: float | None
     error: str
     queue_position: int | None
-    watchers: int = 0
-    started_by: str | None = None
+    watchers: int = 0  # browsers watching it now
+    started_by: str | None = None  # the browser that started it
+    watched_by: frozenset = frozenset()  # those browsers
 
     @property
     def done(self) -> bool:
@@ -113,8 +135,9 @@ def event_bytes(event: Event) -> int:
 
 class JobManager:
     def __init__(self, store: RunStore | None = None, workers: dict[str, int] | None = None,
-                 processes: bool | None = None):
+                 processes: bool | None = None, clock: Callable[[], float] = time.monotonic):
         self._store = store
+        self._clock = clock  # watcher expiry and the time cap (tests inject one)
         self.processes = _processes_by_default() if processes is None else processes
         self._slots: list[ProcessSlot] = []
         self.workers = workers or {"cpu": int(os.environ.get("GRADIENT_LAB_CPU_WORKERS", "1")),
@@ -131,21 +154,28 @@ class JobManager:
         return self._store
 
     # --- public API ------------------------------------------------------------------------
-    def submit(self, config: Any, force: bool = False, session: str | None = None) -> str:
+    def submit(self, config: Any, force: bool = False, session: str | None = None,
+               browser: str | None = None) -> str:
         """Queue ``config`` (or join its live job, or serve it from the store); returns its key.
 
         ``force`` trains again even if a stored result exists (a live job is still shared).
-        ``session`` (a browser session id) becomes one of the job's watchers, counts against the
-        per-session queue cap, and queued jobs are handed to workers round-robin between sessions.
+        ``session`` (a browser session id) becomes one of the job's watchers; ``browser`` (the id a
+        reload keeps; default: the session) owns its quota and may use only its own uploads. Queued
+        jobs are handed to workers round-robin between browsers.
         Raises :class:`Refused` when a new job would pass a server cap.
         """
         kind = runner_for(config).kind
         key = config.key()
+        browser = browser or session
+        if browser is not None:
+            for name in owners.datasets_of(config):
+                if not owners.may_use(name, browser):
+                    raise Refused(owners.not_yours(name))
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and (job.status in ACTIVE or (not force and job.status in SERVED_FROM_STORE)):
                 if session is not None and job.status in ACTIVE:
-                    job.watchers.add(session)
+                    self._watch(job, session, browser)
                 return key
             if not force:
                 cached = self._from_store(key, config, kind)
@@ -156,34 +186,77 @@ class JobManager:
             device = resolve_device(config.device).type
         except RuntimeError as exc:  # e.g. device=cuda on a server without a GPU
             raise Refused(str(exc)) from None
-        budget.check(config)  # outside the lock: may load the dataset once
+        budget.check_minutes(budget.check(config), device)  # outside the lock: may load the dataset once
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and job.status in ACTIVE:  # someone queued it meanwhile
                 if session is not None:
-                    job.watchers.add(session)
+                    self._watch(job, session, browser)
                 return key
-            self._check_queue(session)
-            job = Job(key=key, config=config, kind=kind, device=device, session=session,
-                      watchers={session} if session is not None else set())
+            self._admit(browser)
+            job = Job(key=key, config=config, kind=kind, device=device, session=session, browser=browser)
+            if session is not None:
+                self._watch(job, session, browser)
             self._remember(job)
-            self._queue(device).put(job, session)
+            self._queue(device).put(job, browser)
             self._ensure_workers(device)
         return key
 
-    def _check_queue(self, session: str | None) -> None:
-        active = [j for j in self._jobs.values() if j.status in ACTIVE]
+    def _watch(self, job: Job, session: str, browser: str) -> None:
+        job.watchers[session] = Watcher(browser, self._clock())
+
+    def _live(self, job: Job) -> dict[str, Watcher]:
+        """The watchers that looked at the job within WATCHER_TTL seconds."""
+        now = self._clock()
+        return {s: w for s, w in job.watchers.items() if now - w.seen <= WATCHER_TTL}
+
+    def _holds(self, job: Job, browser: str) -> bool:
+        """Whether ``job`` counts against ``browser``'s quota: it started it, or one of its sessions watches it."""
+        return job.browser == browser or any(w.browser == browser for w in self._live(job).values())
+
+    def _admit(self, browser: str | None) -> None:
+        """Check the queue caps for one more job of ``browser``; when the queue is full, drop the oldest queued
+        job of the browser holding the most jobs if that is more than ``browser`` holds, else refuse."""
+        active = [j for j in self._jobs.values() if j.status in ACTIVE and not j.cancel_flag.is_set()]
+        mine = 0
+        if browser is not None:
+            mine = sum(self._holds(j, browser) for j in active)
+            per_browser = int(budget.cap("GRADIENT_LAB_MAX_QUEUED_PER_SESSION"))
+            if mine >= per_browser:
+                raise Refused(f"You already have {mine} jobs waiting or running, the cap per browser "
+                              f"(GRADIENT_LAB_MAX_QUEUED_PER_SESSION = {per_browser}), which a reload does not "
+                              f"reset; wait for one to finish or cancel one.")
         limit = int(budget.cap("GRADIENT_LAB_MAX_QUEUED"))
-        if len(active) >= limit:
+        if len(active) < limit:
+            return
+        victim = self._heaviest_oldest(active, browser, mine) if browser is not None else None
+        if victim is None:
             raise Refused(f"The server has {len(active)} jobs waiting or running, its cap "
                           f"(GRADIENT_LAB_MAX_QUEUED = {limit}); try again when some have finished.")
-        if session is not None:
-            mine = sum(session in j.watchers for j in active)
-            per_session = int(budget.cap("GRADIENT_LAB_MAX_QUEUED_PER_SESSION"))
-            if mine >= per_session:
-                raise Refused(f"You already have {mine} jobs waiting or running, the cap per session "
-                              f"(GRADIENT_LAB_MAX_QUEUED_PER_SESSION = {per_session}); wait for one to finish "
-                              f"or cancel one.")
+        held = sum(j.browser == victim.browser for j in active)
+        self._queue(victim.device).remove(lambda j: j is victim)
+        victim.cancel_flag.set()
+        victim.status, victim.finished_at = "cancelled", time.time()
+        victim.error = (f"Dropped from the full queue (GRADIENT_LAB_MAX_QUEUED = {limit}) before it started, to "
+                        f"let a browser with fewer jobs in: the browser that queued it held the most jobs ({held}). "
+                        "Press Train again when the queue is shorter.")
+
+    def _heaviest_oldest(self, active: list[Job], browser: str, mine: int) -> Job | None:
+        """The oldest queued job of the browser holding the most active jobs (more than ``mine``; ties: the one
+        that submitted last), among jobs no other browser watches; None when there is none."""
+        held = Counter(j.browser for j in active if j.browser is not None)
+        latest: dict[str, float] = {}
+        for j in active:
+            if j.browser is not None:
+                latest[j.browser] = max(latest.get(j.browser, 0.0), j.submitted_at)
+        sheddable = [j for j in active if j.status == "queued" and j.browser not in (None, browser)
+                     and all(w.browser == j.browser for w in self._live(j).values())]
+        if not sheddable:
+            return None
+        heaviest = max({j.browser for j in sheddable}, key=lambda b: (held[b], latest[b]))
+        if held[heaviest] <= mine:
+            return None
+        return min((j for j in sheddable if j.browser == heaviest), key=lambda j: j.submitted_at)
 
     def snapshot(self, key: str, since: int = 0) -> Snapshot | None:
         with self._lock:
@@ -194,27 +267,41 @@ class JobManager:
                     return None
                 job = self._job_from_stored(stored, None)
                 self._remember(job)
+            self._enforce_deadline(job)
             position = None
             if job.status == "queued" and job.device in self._queues:
                 waiting = [j for j in self._queues[job.device].order() if j.status == "queued"]
                 position = next((i for i, j in enumerate(waiting) if j is job), None)
+            browsers = frozenset(w.browser for w in self._live(job).values())
             return Snapshot(key, job.kind, job.status, without_weights(job.events[since:]), len(job.events),
-                            job.from_cache, job.saved_at, job.error, position, len(job.watchers), job.session)
+                            job.from_cache, job.saved_at, job.error, position, len(browsers), job.browser, browsers)
 
-    def cancel(self, key: str, session: str | None = None, everyone: bool = False) -> bool:
+    def touch(self, key: str, session: str) -> None:
+        """``session`` has just looked at job ``key``: it still counts as watching it (see WATCHER_TTL)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            watcher = job.watchers.get(session) if job is not None else None
+            if watcher is not None:
+                watcher.seen = self._clock()
+
+    def cancel(self, key: str, session: str | None = None, everyone: bool = False, browser: str | None = None) -> bool:
         """Stop watching a queued or running job; True when the job itself is asked to stop.
 
         Without ``session`` (CLI, tests) the job stops. A browser session only leaves the job's
-        watchers: the job stops when nobody watches it any more, or at once with ``everyone``
-        when that session started it. A stopped job ends as "cancelled" with its history.
+        watchers, together with every other session of its ``browser`` (default: the session), e.g.
+        the page it reloaded: the job stops when no other session has looked at it within
+        WATCHER_TTL seconds, or at once with ``everyone`` when that browser started it. A stopped
+        job ends as "cancelled" with its history.
         """
         with self._lock:
             job = self._jobs.get(key)
             if job is None or job.status not in ("queued", "running"):
                 return False
             if session is not None:
-                job.watchers.discard(session)
-                if job.watchers and not (everyone and session == job.session):
+                browser = browser or session
+                for gone in [s for s, w in job.watchers.items() if s == session or w.browser == browser]:
+                    del job.watchers[gone]
+                if self._live(job) and not (everyone and browser == job.browser):
                     return False
             job.cancel_flag.set()
             return True
@@ -341,13 +428,14 @@ class JobManager:
 
     def _run(self, jobs: list[Job], slot: ProcessSlot | None = None) -> None:
         """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each."""
+        deadline = self._clock() + budget.cap("GRADIENT_LAB_MAX_JOB_MINUTES") * 60  # checked on submit
         with self._lock:
             live = []
             for job in jobs:
                 if job.cancel_flag.is_set():
-                    job.status, job.error = "cancelled", "cancelled before it started"
+                    job.status, job.error = "cancelled", job.error or "cancelled before it started"
                 else:
-                    job.status, job.started_at = "running", time.time()
+                    job.status, job.started_at, job.deadline = "running", time.time(), deadline
                     live.append(job)
         if not live:
             return
@@ -372,15 +460,28 @@ class JobManager:
         """The emit that appends to ``job``'s history and notes how it ended (``settle``: and settles it then)."""
         def emit(event: Event) -> None:
             with self._lock:
+                if job.stop_reason and status_of(event) == "cancelled":
+                    event = dataclasses.replace(event, reason=f"{job.stop_reason}; {event.reason}")
                 job.events.append(event)
                 job.nbytes += event_bytes(event)
                 status = status_of(event)
                 if status is not None:
                     job.error = getattr(event, "message", "") or getattr(event, "reason", "")
                     job.outcome = status
+                else:
+                    self._enforce_deadline(job)
             if settle and status is not None:
                 self._settle(job)
         return emit
+
+    def _enforce_deadline(self, job: Job) -> None:
+        """Stop a running job that has passed its deadline, saying why (its last event tells it)."""
+        if job.status != "running" or job.deadline is None or job.stop_reason or self._clock() <= job.deadline:
+            return
+        minutes = budget.cap("GRADIENT_LAB_MAX_JOB_MINUTES")
+        job.stop_reason = (f"Stopped by the server: it trained longer than {minutes:g} minutes, the cap on one job "
+                           f"(GRADIENT_LAB_MAX_JOB_MINUTES)")
+        job.cancel_flag.set()
 
     def _settle(self, job: Job) -> None:
         """Store an ended job under its own key and give it its final status (once)."""

@@ -1,7 +1,8 @@
-"""A fair job queue: round-robin between browser sessions, first come first served within one.
+"""A fair job queue: round-robin between browsers, first come first served within one.
 
 One student's twenty jobs wait behind the first job of every other student, not in front of
-them. Jobs without a session (the CLI, a notebook) form one more "session" of their own.
+them. The job manager queues by browser (:mod:`core.serve.identity`), so a reload gets no extra
+turn. Jobs without one (the CLI, a notebook) form one more "session" of their own.
 ``get_group`` takes the next item together with queued items that may train with it (co-batching,
 see :mod:`core.serve.cobatch`).
 """
