@@ -23,12 +23,12 @@ from core.engine.data import DatasetUnavailable
 from core.lab.gradcheck import (AT_CHOICES, DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, NoStoredWeights, RunGone,
                         check_gradients, check_stored_run, format_table)
 from core.engine.events import RUN_ENDINGS
-from core.serve.budget import Refused
+from core.serve.budget import Refused, check_sweep
 from core.serve.jobs import get_manager
 from core.serve.store import RunStore
 from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
-from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, check_budget, open_study
+from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, open_study
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
@@ -138,7 +138,7 @@ def _sweep(args: argparse.Namespace) -> int:
             base = base.replace(**{name.strip(): parse_value(name.strip(), value)})
         changes = {k: getattr(args, k) for k in ("trials", "sampler", "pruner", "seed") if getattr(args, k) is not None}
         sweep = sweep.replace(base=base, **changes)
-        check_budget(sweep)
+        check_sweep(sweep)
         open_study(sweep)  # an unreachable database is reported here, before any training
     except (ConfigError, SweepStorageError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,8 +10,12 @@ One place for every server cap a job meets (the job manager checks them on submi
 - ``GRADIENT_LAB_MAX_DONE_JOBS_MB``: finished jobs' histories kept in memory.
 - ``GRADIENT_LAB_MAX_WEIGHTS_MB``: a finished run's weights stored beside its metrics (a larger model's
   are not stored; see :func:`weights_problem`).
+- ``GRADIENT_LAB_MAX_SWEEP_COST``: a sweep's estimated GFLOP (trials x 6 x parameters x training examples x
+  epochs, see :meth:`core.lab.sweep.SweepConfig.cost`).
+- ``GRADIENT_LAB_MAX_COBATCH``: queued single runs trained together as one job (read by :mod:`core.serve.cobatch`).
 
-Every refusal is a :class:`Refused` naming the cap, its variable and the estimate.
+Every refusal is a :class:`Refused` naming the cap, its variable and the estimate; :func:`cap` is the one
+reader of these settings, and a setting that is not a number >= 0 is refused naming its variable.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from typing import Any
 from core.engine import catalog
 from core.engine import data as datasets
 from core.engine.config import RunConfig
-from core.engine.models import CNN_CHANNELS
+from core.engine.models import CNN_CHANNELS, count_parameters
+from core.lab.sweep import DataShape, SweepConfig, data_shape, format_gflop
 
 DEFAULTS = {
     "GRADIENT_LAB_MAX_JOB_COST": 2e13,  # ~6x the costliest preset run (3.5e12); 20x4096 on MNIST is 1.7e14
@@ -32,6 +37,8 @@ DEFAULTS = {
     "GRADIENT_LAB_MAX_QUEUED_PER_SESSION": 4,
     "GRADIENT_LAB_MAX_DONE_JOBS_MB": 512,
     "GRADIENT_LAB_MAX_WEIGHTS_MB": 16,  # float32 weights of ~4M parameters; the MNIST presets take < 2 MB
+    "GRADIENT_LAB_MAX_SWEEP_COST": 500_000.0,  # GFLOP per sweep
+    "GRADIENT_LAB_MAX_COBATCH": 32,
 }
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 2, "adam": 2, "nadam": 2}
 ACTIVATION_COPIES = 4  # per hidden unit and example: pre-activation, activation, their gradients
@@ -42,14 +49,17 @@ class Refused(ValueError):
 
 
 def cap(name: str) -> float:
-    """The cap from the environment (a number), else its default."""
+    """The cap from the environment, else its default; raises :class:`Refused` naming ``name`` when the
+    setting is not a number >= 0."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return float(DEFAULTS[name])
     try:
         value = float(raw)
     except ValueError:
-        raise Refused(f"The server setting {name}={raw!r} is not a number; ask the administrator.") from None
+        value = math.nan
+    if not value >= 0:
+        raise Refused(f"The server setting {name}={raw[:40]!r} is not a number >= 0; ask the administrator.")
     return value
 
 
@@ -81,25 +91,12 @@ class Estimate:
                         self.model_bytes + other.model_bytes, max(self.data_bytes, other.data_bytes))
 
 
-def count_parameters(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> tuple[int, int]:
-    """(parameters, activations per example) of the model :func:`core.engine.models.build_model` builds."""
-    norm = 2 if cfg.norm in ("batchnorm", "layernorm") else 0
-    params, units = 0, 0
+def activations_per_example(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """Units one example's forward holds: each conv layer's output, the MLP's input (the flattened image or
+    conv output), each hidden layer, the logits."""
     if cfg.arch == "cnn" and len(input_shape) == 3:
-        channels, height, width = input_shape
-        for c_in in (channels, CNN_CHANNELS):
-            params += c_in * CNN_CHANNELS * 9 + CNN_CHANNELS + norm * CNN_CHANNELS
-            units += CNN_CHANNELS * height * width
-        features = CNN_CHANNELS * height * width
-    else:
-        features = math.prod(input_shape)
-    units += features
-    for width in cfg.hidden:
-        params += features * width + width + norm * width
-        units += width
-        features = width
-    params += features * n_classes + n_classes
-    return params, units + n_classes
+        return 3 * CNN_CHANNELS * input_shape[1] * input_shape[2] + sum(cfg.hidden) + n_classes
+    return math.prod(input_shape) + sum(cfg.hidden) + n_classes
 
 
 def estimate_run(cfg: RunConfig) -> Estimate | None:
@@ -108,13 +105,26 @@ def estimate_run(cfg: RunConfig) -> Estimate | None:
         ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
     except datasets.DatasetUnavailable:
         return None
-    params, units = count_parameters(cfg, ds.input_shape, ds.n_classes)
+    params = count_parameters(cfg, ds.input_shape, ds.n_classes)
+    units = activations_per_example(cfg, ds.input_shape, ds.n_classes)
     n_train = max(1, len(ds.y) - max(1, round(len(ds.y) * cfg.val_fraction)))
     batch = min(cfg.batch_size, n_train)
     copies = 3 + OPTIMIZER_STATES.get(cfg.optimizer, 2)  # weights, gradients, initial copy (|W - W0|), state
     data_bytes = (len(ds.y) + len(ds.y_test)) * math.prod(ds.input_shape) * 4  # the float copy of the data
     model_bytes = params * 4 * copies + batch * units * 4 * ACTIVATION_COPIES
     return Estimate(params, float(params) * n_train * cfg.epochs, model_bytes, data_bytes)
+
+
+def check_sweep(sweep: SweepConfig, shape: DataShape | None = None) -> float:
+    """The sweep's estimated GFLOP (its dataset's ``shape`` loaded when not given); raises :class:`Refused`
+    when it passes GRADIENT_LAB_MAX_SWEEP_COST."""
+    cost = sweep.cost(shape or data_shape(sweep.base))
+    limit = cap("GRADIENT_LAB_MAX_SWEEP_COST")
+    if cost > limit:
+        raise Refused(f"{sweep.n_trials} trials x ~{format_gflop(cost / sweep.n_trials)} each = ~{format_gflop(cost)}, "
+                      f"above this server's cap of {format_gflop(limit)} (GRADIENT_LAB_MAX_SWEEP_COST): fewer "
+                      "trials, fewer epochs or smaller networks.")
+    return cost
 
 
 def estimate(config: Any) -> Estimate | None:
@@ -137,7 +147,14 @@ def _big(x: float) -> str:
 
 
 def check(config: Any) -> Estimate | None:
-    """Raise :class:`Refused` when the config's estimate passes a cap; return the estimate."""
+    """Raise :class:`Refused` when the config's estimate passes a cap; return the estimate (a sweep's is its
+    GFLOP, checked by :func:`check_sweep`: None here)."""
+    if isinstance(config, SweepConfig):
+        try:
+            check_sweep(config)
+        except datasets.DatasetUnavailable:  # the job reports that
+            pass
+        return None
     est = estimate(config)
     if est is None:
         return None
