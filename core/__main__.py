@@ -20,8 +20,10 @@ from tqdm import tqdm
 
 from core.engine.config import FIELDS, ConfigError, RunConfig, parse_value
 from core.engine.data import DatasetUnavailable
-from core.lab.gradcheck import (AT_CHOICES, DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, NoStoredWeights, RunGone,
-                        check_gradients, check_stored_run, format_table)
+from core.lab.gradcheck.numeric import DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, check_gradients
+from core.lab.gradcheck.options import AT_CHOICES
+from core.lab.gradcheck.result import format_table
+from core.lab.gradcheck.stored import NoStoredWeights, RunGone, check_stored_run
 from core.engine.events import RUN_ENDINGS
 from core.serve.budget import Refused, check_sweep
 from core.serve.jobs import get_manager
@@ -108,7 +110,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
                    mistake=args.mistake, max_entries=args.max_entries or None, n_examples=args.examples)
     try:
         if args.run:
-            label, result = args.run, check_stored_run(args.run, RunStore(), at=args.at, **options)
+            label, result = args.run, check_stored_run(args.run, RunStore().get, at=args.at, **options)
         else:
             if args.at != "init":
                 raise ValueError("--at final needs a stored run: --run KEY")

@@ -14,6 +14,9 @@ from core.lab.grid import GridConfig
 from core.serve.budget import Refused
 from core.serve.jobs import JobManager
 from core.engine.models import build_model
+from core.engine import data as datasets
+from core.lab.gradcheck.options import CheckOptions
+from core.lab.gradcheck.task import GradCheckConfig
 from core.lab.sweep import Dist, SweepConfig, data_shape
 from core.serve import cobatch
 from core.serve.store import RunStore
@@ -71,6 +74,27 @@ def test_the_group_size_reads_its_cap_through_the_budget(monkeypatch):
     monkeypatch.setenv("GRADIENT_LAB_MAX_COBATCH", "three")
     with pytest.raises(Refused, match="GRADIENT_LAB_MAX_COBATCH"):
         cobatch.max_group()
+
+
+def test_a_gradient_check_meets_the_same_caps_as_train(idle_manager, monkeypatch):
+    small = GradCheckConfig(RunConfig(dataset="digits", hidden=(32, 16), norm="layernorm"), CheckOptions(examples=16))
+    ds = datasets.load_dataset("digits")
+    est = budget.estimate(small)
+    assert est.parameters == sum(p.numel() for p in build_model(small.run, ds.input_shape, ds.n_classes).parameters())
+    more = budget.estimate(small.replace(options=CheckOptions(examples=32)))
+    assert more.cost == pytest.approx(2 * est.cost)  # every forward of the check batch costs parameters x examples
+    assert budget.estimate(small.replace(options=CheckOptions(examples=16, precision="float32"))).memory_bytes \
+        < est.memory_bytes
+    monkeypatch.setenv("GRADIENT_LAB_MAX_JOB_COST", str(est.cost / 2))
+    with pytest.raises(Refused, match=r"gradient check is too big .*GRADIENT_LAB_MAX_JOB_COST"):
+        idle_manager.submit(small)
+    monkeypatch.delenv("GRADIENT_LAB_MAX_JOB_COST")
+    assert idle_manager.submit(small) == small.key()
+    huge = GradCheckConfig(RunConfig(dataset="digits", hidden=(4096,) * 20))  # the hostile link of issue 19
+    with pytest.raises(Refused, match="GRADIENT_LAB_MAX_JOB_MEMORY_MB") as info:
+        idle_manager.submit(huge)
+    assert "gradient check would need about" in str(info.value) and "parameters" in str(info.value)
+    assert idle_manager.counts()["queued"] == 1
 
 
 def test_a_huge_network_is_refused_naming_the_cap_and_the_estimate(idle_manager):

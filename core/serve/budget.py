@@ -2,9 +2,10 @@
 
 One place for every server cap a job meets (the job manager checks them on submit):
 
-- ``GRADIENT_LAB_MAX_JOB_COST``: parameters x training examples x epochs (a grid sums its cells).
+- ``GRADIENT_LAB_MAX_JOB_COST``: parameters x training examples x epochs (a grid sums its cells; a gradient
+  check counts parameters x check examples per forward, see :func:`estimate_check`).
 - ``GRADIENT_LAB_MAX_JOB_MEMORY_MB``: estimated training memory (parameters with gradients and
-  optimizer state, activations of one batch, the float copy of the data).
+  optimizer state, activations of one batch, the float copy of the data), or a gradient check's.
 - ``GRADIENT_LAB_MAX_QUEUED`` / ``GRADIENT_LAB_MAX_QUEUED_PER_SESSION``: jobs waiting or running,
   in all and per browser session.
 - ``GRADIENT_LAB_MAX_DONE_JOBS_MB``: finished jobs' histories kept in memory.
@@ -27,7 +28,10 @@ from typing import Any
 from core.engine import catalog
 from core.engine import data as datasets
 from core.engine.config import RunConfig
-from core.engine.models import CNN_CHANNELS, count_parameters
+from core.engine.models import CNN_CHANNELS, count_parameters, parameter_shapes
+from core.lab.gradcheck.numeric import CHECK_CHUNK, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_MACS, MEMORY_BUDGET
+from core.lab.gradcheck.options import PRECISIONS
+from core.lab.gradcheck.task import GradCheckConfig
 from core.lab.sweep import DataShape, SweepConfig, data_shape, format_gflop
 
 DEFAULTS = {
@@ -110,9 +114,38 @@ def estimate_run(cfg: RunConfig) -> Estimate | None:
     n_train = max(1, len(ds.y) - max(1, round(len(ds.y) * cfg.val_fraction)))
     batch = min(cfg.batch_size, n_train)
     copies = 3 + OPTIMIZER_STATES.get(cfg.optimizer, 2)  # weights, gradients, initial copy (|W - W0|), state
-    data_bytes = (len(ds.y) + len(ds.y_test)) * math.prod(ds.input_shape) * 4  # the float copy of the data
     model_bytes = params * 4 * copies + batch * units * 4 * ACTIVATION_COPIES
-    return Estimate(params, float(params) * n_train * cfg.epochs, model_bytes, data_bytes)
+    return Estimate(params, float(params) * n_train * cfg.epochs, model_bytes, _data_bytes(ds))
+
+
+def _data_bytes(ds: Any) -> int:
+    """The float copy of a loaded dataset (training and test examples)."""
+    return (len(ds.y) + len(ds.y_test)) * math.prod(ds.input_shape) * 4
+
+
+def estimate_check(check: GradCheckConfig) -> Estimate | None:
+    """Cost and memory of a gradient check in Train's units: a forward of the check batch costs parameters x
+    examples; backprop about three forwards; two forwards per checked entry, within the check's own cap on
+    multiply-adds but at least one entry per parameter tensor. Memory: the built float32 network, its copy
+    and its gradients in the check's precision, one vmap chunk of perturbed weights and activations, the data.
+    None when the dataset cannot be loaded here (the job reports that)."""
+    cfg = check.run
+    try:
+        ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
+    except datasets.DatasetUnavailable:
+        return None
+    sizes = [math.prod(shape) for shape in parameter_shapes(cfg, ds.input_shape, ds.n_classes)]
+    params = sum(sizes)
+    examples = min(check.options.examples, len(ds.y))
+    forward = float(params) * examples
+    entries = min(params, DEFAULT_MAX_ENTRIES * len(sizes))
+    perturbed = max(min(DEFAULT_MAX_MACS, 2 * entries * forward), 2 * len(sizes) * forward)
+    width = PRECISIONS[check.options.precision].itemsize
+    activations = examples * activations_per_example(cfg, ds.input_shape, ds.n_classes)
+    per_evaluation = max(sizes) + activations  # one perturbed copy of the largest tensor, its forward's activations
+    chunk = 2 * min(CHECK_CHUNK * per_evaluation, max(MEMORY_BUDGET, per_evaluation))  # 2k evaluations at once
+    model_bytes = params * 4 + (2 * params + 2 * chunk) * width
+    return Estimate(params, 3 * forward + perturbed, model_bytes, _data_bytes(ds))
 
 
 def check_sweep(sweep: SweepConfig, shape: DataShape | None = None) -> float:
@@ -128,9 +161,11 @@ def check_sweep(sweep: SweepConfig, shape: DataShape | None = None) -> float:
 
 
 def estimate(config: Any) -> Estimate | None:
-    """A run's estimate, or the sum over a grid's cells (anything with ``cells()``)."""
+    """A run's or a gradient check's estimate, or the sum over a grid's cells (anything with ``cells()``)."""
     if isinstance(config, RunConfig):
         return estimate_run(config)
+    if isinstance(config, GradCheckConfig):
+        return estimate_check(config)
     cells = getattr(config, "cells", None)
     if cells is None:
         return None
@@ -158,15 +193,19 @@ def check(config: Any) -> Estimate | None:
     est = estimate(config)
     if est is None:
         return None
+    checking = isinstance(config, GradCheckConfig)
+    job, measure = ("gradient check", "parameters x check examples x forwards") if checking else \
+        ("job", "parameters x training examples x epochs")
     cost_cap = cap("GRADIENT_LAB_MAX_JOB_COST")
     if est.cost > cost_cap:
-        raise Refused(f"This job is too big for this server: its cost (parameters x training examples x epochs) "
+        raise Refused(f"This {job} is too big for this server: its cost ({measure}) "
                       f"is about {_big(est.cost)} ({_big(est.parameters)} parameters), over the cap of "
-                      f"{_big(cost_cap)} (GRADIENT_LAB_MAX_JOB_COST). Use fewer or narrower layers, fewer "
-                      f"epochs or a smaller dataset.")
+                      f"{_big(cost_cap)} (GRADIENT_LAB_MAX_JOB_COST). Use fewer or narrower layers, "
+                      + ("fewer examples in the check batch." if checking else "fewer epochs or a smaller dataset."))
     memory_cap = cap("GRADIENT_LAB_MAX_JOB_MEMORY_MB")
     if est.memory_bytes / 2**20 > memory_cap:
-        raise Refused(f"This job would need about {est.memory_bytes / 2**20:,.0f} MB of memory "
+        raise Refused(f"This {job} would need about {est.memory_bytes / 2**20:,.0f} MB of memory "
                       f"({_big(est.parameters)} parameters), over the cap of {memory_cap:,.0f} MB "
-                      f"(GRADIENT_LAB_MAX_JOB_MEMORY_MB). Use fewer or narrower layers or a smaller batch.")
+                      f"(GRADIENT_LAB_MAX_JOB_MEMORY_MB). Use fewer or narrower layers or a smaller "
+                      + ("check batch." if checking else "batch."))
     return est
