@@ -17,7 +17,8 @@ import benchlib  # noqa: F401,E402  (repo on sys.path, datasets folder, offline)
 
 import torch  # noqa: E402
 
-from core.lab.gradcheck import check_gradients, format_table  # noqa: E402
+from core.lab.gradcheck.numeric import check_gradients  # noqa: E402
+from core.lab.gradcheck.result import format_table  # noqa: E402
 from core.lessons.presets import get_preset  # noqa: E402
 
 

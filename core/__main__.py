@@ -20,15 +20,17 @@ from tqdm import tqdm
 
 from core.engine.config import FIELDS, ConfigError, RunConfig, parse_value
 from core.engine.data import DatasetUnavailable
-from core.lab.gradcheck import (AT_CHOICES, DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, NoStoredWeights, RunGone,
-                        check_gradients, check_stored_run, format_table)
+from core.lab.gradcheck.numeric import DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, check_gradients
+from core.lab.gradcheck.options import AT_CHOICES
+from core.lab.gradcheck.result import format_table
+from core.lab.gradcheck.stored import NoStoredWeights, RunGone, check_stored_run
 from core.engine.events import RUN_ENDINGS
-from core.serve.budget import Refused
+from core.serve.budget import Refused, check_sweep
 from core.serve.jobs import get_manager
 from core.serve.store import RunStore
 from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
-from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, check_budget, open_study
+from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, open_study
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
@@ -108,7 +110,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
                    mistake=args.mistake, max_entries=args.max_entries or None, n_examples=args.examples)
     try:
         if args.run:
-            label, result = args.run, check_stored_run(args.run, RunStore(), at=args.at, **options)
+            label, result = args.run, check_stored_run(args.run, RunStore().get, at=args.at, **options)
         else:
             if args.at != "init":
                 raise ValueError("--at final needs a stored run: --run KEY")
@@ -138,7 +140,7 @@ def _sweep(args: argparse.Namespace) -> int:
             base = base.replace(**{name.strip(): parse_value(name.strip(), value)})
         changes = {k: getattr(args, k) for k in ("trials", "sampler", "pruner", "seed") if getattr(args, k) is not None}
         sweep = sweep.replace(base=base, **changes)
-        check_budget(sweep)
+        check_sweep(sweep)
         open_study(sweep)  # an unreachable database is reported here, before any training
     except (ConfigError, SweepStorageError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.forms.gradcheck import check_form
+from app.forms.gradcheck import CHECK_JOB, check_button, check_form, seed_button, seed_checks
 from app.forms.url import link_notices
 from app.text import plain
 from app.views.data import dataset_fallback_notice
-from app.views.gradcheck import check_view, run_check, seed_view
+from app.views.gradcheck import check_job_view, seed_view
 
 st.title("Gradient check")
 st.caption("Backprop gives every weight's gradient in one backward pass. A gradient check recomputes each one "
@@ -21,12 +21,12 @@ if form.fallback:
     dataset_fallback_notice(form.fallback, "gc_cfg_dataset")
 if form.problems:
     st.error(plain(" ".join(form.problems.values())))
-elif form.config is not None and form.options is not None:
-    result = run_check(form.config, form.options, form.run_key)
-    if result is not None:
-        check_view(result)
+check_button(form.check)
+check_job_view(form.check, st.session_state.get(CHECK_JOB))
 
 st.subheader("The seed's 0.99999", divider="gray")
 st.caption("Seed 001 ended its gradient check with “Difference: 0.9999999999998282 … our gradient is not proper”. "
            "Here is its network (lesson B, 784-13-13-13-3) checked right and with two suspected causes.")
-seed_view()
+seeds = seed_checks()
+seed_button(seeds)
+seed_view(seeds)

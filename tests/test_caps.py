@@ -15,7 +15,12 @@ from core.engine.events import LayerStats, StepLosses
 from core.lab.grid import GridConfig
 from core.serve.budget import Refused
 from core.serve.jobs import JobManager
-from core.engine.models import build_model, count_parameters
+from core.engine.models import build_model
+from core.engine import data as datasets
+from core.lab.gradcheck.options import CheckOptions
+from core.lab.gradcheck.task import GradCheckConfig
+from core.lab.sweep import Dist, SweepConfig, data_shape
+from core.serve import cobatch
 from core.serve.store import RunStore
 
 
@@ -25,12 +30,73 @@ def idle_manager(isolated_cache):
     return JobManager(RunStore(isolated_cache / "runs"), workers={"cpu": 0, "cuda": 0})
 
 
-@pytest.mark.parametrize("cfg", [RunConfig(hidden=(32, 16)), RunConfig(hidden=(), norm="batchnorm"),
-                                 RunConfig(hidden=(8, 8, 8), norm="layernorm"), RunConfig(arch="cnn", hidden=(12,)),
-                                 RunConfig(arch="cnn", hidden=(5,), norm="batchnorm")])
-def test_parameter_count_matches_the_built_model(cfg):
-    params, _ = budget.count_parameters(cfg, (1, 8, 8), 10)
-    assert params == count_parameters(build_model(cfg, (1, 8, 8), 10))
+DIGITS_SWEEP = SweepConfig(RunConfig(dataset="digits", epochs=2, hidden=(16,)),
+                           (Dist("arch", "categorical", ("mlp", "cnn")), Dist("norm", "categorical", ("none", "batchnorm")),
+                            Dist("width", "int", (), 8, 64)), "random", trials=6)
+
+
+def test_a_sweeps_cost_counts_the_parameters_of_the_networks_it_builds():
+    shape = data_shape(DIGITS_SWEEP.base)
+    built = [DIGITS_SWEEP.base.replace(**point) for point in ({"arch": a, "norm": n, "hidden": (w,)}
+             for a in ("mlp", "cnn") for n in ("none", "batchnorm") for w in (8, 64))]
+    for cfg in built:  # one trial of each corner of the space: 6 x parameters x examples x epochs
+        one = DIGITS_SWEEP.replace(base=cfg, space=(Dist("lr", "categorical", (0.01, 0.1)),))  # lr costs nothing
+        params = sum(p.numel() for p in build_model(cfg, shape.input_shape, shape.n_classes).parameters())
+        assert one.trial_cost(shape) == pytest.approx(6 * params * shape.n_train * cfg.epochs / 1e9)
+
+
+def test_the_job_manager_refuses_a_sweep_over_its_cap(idle_manager, monkeypatch):
+    cost = DIGITS_SWEEP.cost(data_shape(DIGITS_SWEEP.base))
+    monkeypatch.setenv("GRADIENT_LAB_MAX_SWEEP_COST", str(cost / 2))
+    with pytest.raises(Refused, match=r"above this server's cap .*\(GRADIENT_LAB_MAX_SWEEP_COST\)"):
+        idle_manager.submit(DIGITS_SWEEP)
+    assert idle_manager.counts() == {"queued": 0, "running": 0}
+    monkeypatch.setenv("GRADIENT_LAB_MAX_SWEEP_COST", str(cost * 2))
+    assert budget.check_sweep(DIGITS_SWEEP) == pytest.approx(cost)
+    assert idle_manager.submit(DIGITS_SWEEP) == DIGITS_SWEEP.key()
+    assert idle_manager.counts()["queued"] == 1
+
+
+@pytest.mark.parametrize("name", ["GRADIENT_LAB_MAX_JOB_COST", "GRADIENT_LAB_MAX_SWEEP_COST", "GRADIENT_LAB_MAX_COBATCH",
+                                  "GRADIENT_LAB_MAX_QUEUED"])
+@pytest.mark.parametrize("bad", ["lots", "-3", "nan", "1e"])
+def test_a_bad_cap_setting_is_refused_naming_its_variable(idle_manager, monkeypatch, name, bad):
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(Refused, match=f"{name}=.*not a number >= 0"):
+        budget.cap(name)
+    with pytest.raises(Refused, match=name):
+        idle_manager.submit(DIGITS_SWEEP if name == "GRADIENT_LAB_MAX_SWEEP_COST" else RunConfig(dataset="digits"))
+    assert idle_manager.counts() == {"queued": 0, "running": 0}
+
+
+def test_the_group_size_reads_its_cap_through_the_budget(monkeypatch):
+    for raw, group in (("", 32), ("3", 3), ("0", 1), ("1e9", cobatch.HARD_MAX_COBATCH), ("inf", cobatch.HARD_MAX_COBATCH)):
+        monkeypatch.setenv("GRADIENT_LAB_MAX_COBATCH", raw)
+        assert cobatch.max_group() == group
+    monkeypatch.setenv("GRADIENT_LAB_MAX_COBATCH", "three")
+    with pytest.raises(Refused, match="GRADIENT_LAB_MAX_COBATCH"):
+        cobatch.max_group()
+
+
+def test_a_gradient_check_meets_the_same_caps_as_train(idle_manager, monkeypatch):
+    small = GradCheckConfig(RunConfig(dataset="digits", hidden=(32, 16), norm="layernorm"), CheckOptions(examples=16))
+    ds = datasets.load_dataset("digits")
+    est = budget.estimate(small)
+    assert est.parameters == sum(p.numel() for p in build_model(small.run, ds.input_shape, ds.n_classes).parameters())
+    more = budget.estimate(small.replace(options=CheckOptions(examples=32)))
+    assert more.cost == pytest.approx(2 * est.cost)  # every forward of the check batch costs parameters x examples
+    assert budget.estimate(small.replace(options=CheckOptions(examples=16, precision="float32"))).memory_bytes \
+        < est.memory_bytes
+    monkeypatch.setenv("GRADIENT_LAB_MAX_JOB_COST", str(est.cost / 2))
+    with pytest.raises(Refused, match=r"gradient check is too big .*GRADIENT_LAB_MAX_JOB_COST"):
+        idle_manager.submit(small)
+    monkeypatch.delenv("GRADIENT_LAB_MAX_JOB_COST")
+    assert idle_manager.submit(small) == small.key()
+    huge = GradCheckConfig(RunConfig(dataset="digits", hidden=(4096,) * 20))  # the hostile link of issue 19
+    with pytest.raises(Refused, match="GRADIENT_LAB_MAX_JOB_MEMORY_MB") as info:
+        idle_manager.submit(huge)
+    assert "gradient check would need about" in str(info.value) and "parameters" in str(info.value)
+    assert idle_manager.counts()["queued"] == 1
 
 
 def test_a_huge_network_is_refused_naming_the_cap_and_the_estimate(idle_manager):

@@ -1,4 +1,4 @@
-"""Gradient check (core/gradcheck.py): passes for every network the engine builds, and fails
+"""Gradient check (core/lab/gradcheck/): passes for every network the engine builds, and fails
 exactly where the lesson says a check fails."""
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ import torch
 
 from core.__main__ import main
 from core.engine.config import ACTIVATIONS, NORMS, ConfigError, RunConfig
-from core.lab.gradcheck import (GOOD, SEED_VALUE, SUSPECT, CheckOptions, RunGone, _Objective, _prepare, check_gradients,
-                            check_stored_run, format_table, layer_groups, numeric_gradient, seed_variants)
+from core.lab.gradcheck.mistakes import SEED_VALUE, seed_variants
+from core.lab.gradcheck.numeric import _Objective, _prepare, check_gradients, layer_groups, numeric_gradient
+from core.lab.gradcheck.options import CheckOptions
+from core.lab.gradcheck.result import GOOD, SUSPECT, format_table
+from core.lab.gradcheck.result import GradCheck
+from core.lab.gradcheck.stored import RunGone, check_stored_run
+from core.lab.gradcheck.task import GradCheckConfig, run_gradcheck
+from core.engine.events import decode_events, encode_events
+from core.serve.jobs import JobManager
 from core.engine.models import build_model
 from core.lessons.presets import get_preset
 from core.serve.store import RunStore
@@ -170,10 +177,10 @@ def test_a_trained_model_handed_in_is_checked():
 def test_a_stored_run_that_no_longer_exists_is_named(tmp_path):
     store = RunStore(tmp_path / "runs")
     with pytest.raises(RunGone, match="no longer exists"):
-        check_stored_run("run-000000000000000000000000", store)
+        check_stored_run("run-000000000000000000000000", store.get)
     cfg = RunConfig(**TINY)
     store.put(cfg.key(), cfg.to_dict(), [])
-    result = check_stored_run(cfg.key(), store, n_examples=8)
+    result = check_stored_run(cfg.key(), store.get, n_examples=8)
     assert result.overall < GOOD
     assert "at its initialization" in result.notes[0] and result.settings["at"] == "init"
     assert "final weights are stored too" not in result.notes[0]  # an empty run has none
@@ -247,3 +254,53 @@ def test_notes_explain_a_numeric_gradient_of_zero():
     copy_ = check_gradients(cfg, mistake="perturb_copy", max_entries=50)
     assert any("copy of the weights" in n for n in copy_.notes)
     assert not any("every loss change" in n for n in check_gradients(cfg, max_entries=50).notes)
+
+
+def _same_check(a: GradCheck, b: GradCheck) -> None:
+    assert a.table() == b.table() and a.pairs == b.pairs and a.overall == b.overall
+    assert a.notes == b.notes and a.settings == b.settings
+
+
+@pytest.mark.parametrize("options", [CheckOptions(examples=8), CheckOptions(precision="float32", eps=1e-7, examples=8),
+                                     CheckOptions(backprop="by_hand", bug="mean_sum_mismatch", bug_layer=2, examples=8),
+                                     CheckOptions(mistake="perturb_copy", kinks=True, examples=8)])
+def test_a_check_job_gives_what_the_check_gives_called_directly(isolated_cache, options):
+    cfg = RunConfig(**TINY, activation="relu")
+    check = GradCheckConfig(cfg, options)
+    manager = JobManager(RunStore(isolated_cache / "runs"), processes=False)
+    snap = manager.wait(manager.submit(check), timeout=300)
+    assert snap.kind == "gradcheck" and snap.status == "finished", snap.error
+    (done,) = [e for e in snap.events if e.kind == "gradcheck"]
+    direct = check_gradients(cfg, **options.kwargs())
+    _same_check(GradCheck.from_event(done), direct)
+    replayed = JobManager(RunStore(isolated_cache / "runs"), processes=False)  # another server: from the store
+    replayed.submit(check)
+    again = replayed.snapshot(check.key())
+    assert again.from_cache and again.status == "finished"
+    _same_check(GradCheck.from_event(next(e for e in again.events if e.kind == "gradcheck")), direct)
+
+
+def test_a_check_config_round_trips_and_refuses_final_weights_without_a_run():
+    check = GradCheckConfig(RunConfig(**TINY), CheckOptions(eps=1e-5, at="final"), "run-0123", "v1")
+    assert GradCheckConfig.from_json(check.to_json()) == check and check.key().startswith("gradcheck-")
+    assert check.key() != check.replace(run_version="v2").key() and check.device == "cpu"
+    with pytest.raises(ConfigError, match="stored run"):
+        GradCheckConfig(RunConfig(**TINY), CheckOptions(at="final"))
+    with pytest.raises(ConfigError, match="Unknown gradient-check setting"):
+        GradCheckConfig.from_dict({"run": {}, "options": {"speed": 2}})
+
+
+def test_a_failing_check_ends_the_job_with_its_reason():
+    events = []
+    end = run_gradcheck(GradCheckConfig(RunConfig(**TINY, norm="batchnorm"), CheckOptions(backprop="by_hand")),
+                        events.append)
+    assert end.kind == "failed" and "plain MLP" in end.message and events == [end]
+    gone = run_gradcheck(GradCheckConfig(RunConfig(**TINY), CheckOptions(), "run-000000000000000000000000"),
+                         events.append, read_run=lambda key: None)
+    assert gone.kind == "failed" and "no longer exists" in gone.message
+
+
+def test_the_check_event_round_trips_through_the_store_encoding():
+    result = check_gradients(RunConfig(**TINY), n_examples=4, mistake="perturb_copy")
+    (back,), _ = decode_events(*encode_events([result.to_event()]))
+    _same_check(GradCheck.from_event(back), result)

@@ -1,7 +1,9 @@
-"""AppTest of the Gradient check page, the figures it draws, and the Playground's backprop knob."""
+"""AppTest of the Gradient check page (its checks are jobs on the manager's workers), the figures it draws,
+and the Playground's backprop knob."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -10,7 +12,10 @@ from streamlit.testing.v1 import AppTest
 from apptest_helpers import MAIN, new_app, texts
 from app.figures.gradcheck import layer_bars_figure, scatter_figure
 from core.engine.config import RunConfig
-from core.lab.gradcheck import AT_CHOICES, GOOD, SUSPECT, check_gradients
+import core.lab.gradcheck.task
+from core.lab.gradcheck.numeric import check_gradients
+from core.lab.gradcheck.options import AT_CHOICES
+from core.lab.gradcheck.result import GOOD, SUSPECT
 from core.serve.jobs import get_manager
 from core.lessons.sentences import check_verdict
 
@@ -22,14 +27,31 @@ def app_env(isolated_cache):
     return isolated_cache
 
 
-def open_check(query: dict | None = None):
-    """The page opened straight from a link holding ``query``."""
+def settle(at):
+    """Wait for every job the page started, then rerun it (what its polling fragments do by themselves)."""
+    manager = get_manager()
+    for key in list(manager._jobs):
+        manager.wait(key, timeout=300)
+    at.run(timeout=120)
+    assert not at.exception, at.exception
+    return at
+
+
+def check(at):
+    """Press Check the gradients and wait for the job."""
+    at.button(key="gc_check").click().run(timeout=120)
+    assert not at.exception, at.exception
+    return settle(at)
+
+
+def open_check(query: dict | None = None, press: bool = True):
+    """The page opened straight from a link holding ``query`` (and, with ``press``, its check done)."""
     at = AppTest.from_file(str(MAIN), default_timeout=180)
     at.switch_page(PAGE)
     at.query_params.update(query or {})
     at.run()
     assert not at.exception, at.exception
-    return at
+    return check(at) if press else at
 
 
 def overall(at) -> float:
@@ -44,6 +66,8 @@ def charts(at) -> list[dict]:
 
 def test_page_checks_the_b_network_and_draws_the_lines(app_env, no_mnist):
     at = open_check()
+    at.button(key="gc_seed_check").click().run(timeout=120)
+    settle(at)
     assert "Fashion" in texts(at.warning)  # fashion3 is not here: the offline fallback is named
     assert overall(at) < GOOD
     bars, scatter = charts(at)[:2]
@@ -61,7 +85,7 @@ def test_float32_with_eps_1e7_reads_near_one(app_env, no_mnist):
     at = open_check()
     at.radio(key="gc_precision").set_value("float32")
     at.select_slider(key="gc_eps").set_value(1e-7).run(timeout=120)
-    assert not at.exception
+    check(at)
     assert overall(at) > 0.5
     assert at.query_params["precision"] == "float32" and float(at.query_params["eps"]) == 1e-7
 
@@ -69,7 +93,7 @@ def test_float32_with_eps_1e7_reads_near_one(app_env, no_mnist):
 def test_the_seeds_mistake_is_one_switch(app_env, no_mnist):
     at = open_check()
     at.toggle(key="gc_mistake_toggle").set_value(True).run(timeout=120)
-    assert not at.exception
+    check(at)
     assert overall(at) == 1.0
     assert at.query_params["mistake"] == "perturb_copy"
 
@@ -79,7 +103,7 @@ def test_a_planted_bug_is_pointed_at(app_env, no_mnist):
     at.radio(key="gc_backprop").set_value("by_hand").run(timeout=120)
     at.selectbox(key="gc_bug").select("transposed_weight").run(timeout=120)
     at.selectbox(key="gc_bug_layer").select(3).run(timeout=120)
-    assert not at.exception
+    check(at)
     assert "fc3 is the layer nearest the output above 1e\\-5" in texts(at.markdown)
     bars = charts(at)[0]
     assert bars["data"][0]["marker"]["color"][2] != bars["data"][0]["marker"]["color"][3]
@@ -90,6 +114,7 @@ def test_dropout_is_off_unless_switched_on(app_env):
     assert "Dropout is switched off" in texts(at.info)
     assert overall(at) < GOOD
     at.toggle(key="gc_dropout_on").set_value(True).run(timeout=120)
+    check(at)
     assert "Dropout is ON" in texts(at.info)
     assert overall(at) > 100 * SUSPECT
 
@@ -116,30 +141,61 @@ def test_a_stored_run_with_weights_is_checked_at_the_chosen_weights(app_env):
     assert f"stored run {key} at its initialization" in texts(at.markdown).replace("\\", "")
     init = overall(at)
     at.radio(key="gc_at").set_value("final").run(timeout=120)
-    assert not at.exception
+    check(at)
     page = texts(at.markdown).replace("\\", "")
     step = manager.store.meta(key)["step"]
     assert f"stored run {key} at its final weights, after {step} training steps" in page
     assert at.query_params["at"] == "final" and at.query_params["stored_run"] == key
     assert overall(at) < GOOD and overall(at) != init
-    shared = open_check({"dataset": "digits", "stored_run": key, "at": "final"})  # the link reopens the same check
-    assert shared.radio(key="gc_at").value == "final" and overall(shared) == overall(at)
+    shared = open_check({"dataset": "digits", "stored_run": key, "at": "final"}, press=False)
+    assert shared.radio(key="gc_at").value == "final" and overall(shared) == overall(at)  # the stored check, replayed
+    assert "stored result is shown" in texts(shared.info)
+
 
 
 def test_a_link_asking_for_weights_a_run_does_not_have_checks_it_at_initialization(app_env):
     cfg = RunConfig(dataset="blobs", hidden=(4,), activation="tanh")
     get_manager().store.put(cfg.key(), cfg.to_dict(), [])  # a summary without stored weights
-    at = open_check({"dataset": "blobs", "stored_run": cfg.key(), "at": "final"})
+    at = open_check({"dataset": "blobs", "stored_run": cfg.key(), "at": "final"}, press=False)
     assert "gc_at" not in [r.key for r in at.radio]  # the choice is offered only where weights are stored
     assert "asked for this run's final weights" in texts(at.warning).replace("\\", "")
+    check(at)
     assert "at its initialization" in texts(at.markdown).replace("\\", "")
     assert "at" not in at.query_params
     assert overall(at) < GOOD
 
 
+def test_the_page_computes_no_check_in_its_script_thread(app_env, monkeypatch):
+    threads = []
+    real = core.lab.gradcheck.task.check_gradients
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.lab.gradcheck.task, "check_gradients", recording)
+    at = open_check({"dataset": "blobs", "hidden": "6", "activation": "tanh"}, press=False)
+    assert threads == [] and not at.metric  # opening the page computes nothing
+    check(at)
+    assert overall(at) < GOOD
+    assert threads and all(name.startswith("gl-worker-") for name in threads), threads
+    key = at.session_state["gc_job"]
+    assert key.startswith("gradcheck-") and get_manager().snapshot(key).kind == "gradcheck"
+
+
+def test_a_hostile_link_is_refused_by_the_budget_naming_the_cap(app_env):
+    at = open_check({"dataset": "digits", "hidden": ",".join(["4096"] * 20)}, press=False)
+    at.button(key="gc_check").click().run(timeout=120)
+    assert not at.exception
+    refusal = texts(at.error).replace("\\", "")
+    assert "gradient check would need about" in refusal and "GRADIENT_LAB_MAX_JOB_MEMORY_MB" in refusal
+    assert get_manager().counts() == {"queued": 0, "running": 0} and not at.metric
+
+
 def test_a_bad_link_falls_back_with_a_notice(app_env, no_mnist):
-    at = open_check({"eps": "lots", "hidden": "x"})
-    assert "not valid" in texts(at.warning)
+    at = open_check({"eps": "lots", "hidden": "x"}, press=False)
+    assert "not valid" in texts(at.warning)  # said once, when the link is read
+    check(at)
     assert overall(at) < GOOD
 
 

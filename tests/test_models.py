@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from core.engine.config import ACTIVATIONS, INITS, LOSSES, NORMS, OPTIMIZERS, RunConfig
-from core.engine.models import InvertedDropout, build_model, count_parameters, weight_layers
+from core.engine.models import InvertedDropout, build_model, count_parameters, parameter_shapes, weight_layers
 from core.engine.lanes import data_loss, penalty
 from core.engine.train import train
 
@@ -52,11 +52,21 @@ def test_cnn_and_zero_hidden_layers_train():
 
 
 def test_parameter_counts_match_the_formulas():
-    mlp = build_model(RunConfig(hidden=(128, 64)), (1, 28, 28), 10)
-    assert count_parameters(mlp) == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
-    cnn = build_model(RunConfig(arch="cnn", hidden=(128, 64)), (1, 28, 28), 10)
+    assert count_parameters(RunConfig(hidden=(128, 64)), (1, 28, 28), 10) == \
+        784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
     conv = (1 * 9 * 32 + 32) + (32 * 9 * 32 + 32)
-    assert count_parameters(cnn) == conv + 32 * 28 * 28 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert count_parameters(RunConfig(arch="cnn", hidden=(128, 64)), (1, 28, 28), 10) == \
+        conv + 32 * 28 * 28 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+
+
+@pytest.mark.parametrize("arch, input_shape", [("mlp", (1, 8, 8)), ("mlp", (2,)), ("cnn", (1, 8, 8)), ("cnn", (3, 5, 4))])
+@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+@pytest.mark.parametrize("hidden", [(), (7,), (32, 16), (5, 9, 3, 11)])
+def test_the_parameter_counter_matches_the_built_model(arch, input_shape, norm, hidden):
+    cfg = RunConfig(arch=arch, norm=norm, hidden=hidden)
+    model = build_model(cfg, input_shape, 6)
+    assert parameter_shapes(cfg, input_shape, 6) == [tuple(p.shape) for p in model.parameters()]
+    assert count_parameters(cfg, input_shape, 6) == sum(p.numel() for p in model.parameters())
 
 
 def test_default_init_follows_pytorch_bounds_and_is_seeded():

@@ -1,5 +1,5 @@
 """A finished run's trained weights in the run store (core.engine.events.FinalWeights), and the gradient check
-at them (core.lab.gradcheck.check_stored_run(at="final")), against the model the loop ends with."""
+at them (core.lab.gradcheck.stored.check_stored_run(at="final")), against the model the loop ends with."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,11 @@ from core.engine import data as datasets
 from core.__main__ import main
 from core.engine.config import RunConfig
 from core.engine.events import FinalWeights, decode_events, encode_events
-from core.lab.gradcheck import GOOD, NoStoredWeights, RunGone, check_stored_run, runs_with_weights
+from core.lab.gradcheck.result import GOOD
+from core.lab.gradcheck.options import CheckOptions
+from core.lab.gradcheck.result import GradCheck
+from core.lab.gradcheck.stored import NoStoredWeights, RunGone, check_stored_run, runs_with_weights
+from core.lab.gradcheck.task import GradCheckConfig
 from core.serve.jobs import JobManager, event_bytes
 from core.engine.lanes import ModuleLanes, evaluate
 from core.engine.models import build_model
@@ -87,14 +91,33 @@ def test_stored_weights_reproduce_the_runs_stored_test_metrics(trained):
 def test_the_check_at_stored_final_weights_reads_below_1e7(trained, activation, eps):
     _, manager, configs = trained
     key = configs[activation].key()
-    result = check_stored_run(key, manager.store, at="final", n_examples=16, eps=eps)
+    result = check_stored_run(key, manager.store.get, at="final", n_examples=16, eps=eps)
     assert result.settings["at"] == "final" and result.settings["step"] == manager.store.meta(key)["step"]
     assert "final weights" in result.notes[0]
     assert [r.layer for r in result.layers] == ["fc1", "fc2", "fc3"]
     assert all(r.rel_diff < GOOD for r in result.layers), result.table()
-    at_init = check_stored_run(key, manager.store, n_examples=16, eps=eps)
+    at_init = check_stored_run(key, manager.store.get, n_examples=16, eps=eps)
     assert at_init.settings["at"] == "init" and "final weights are stored too" in at_init.notes[0]
     assert [r.analytic_norm for r in at_init.layers] != [r.analytic_norm for r in result.layers]  # other weights
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_a_check_job_at_stored_final_weights_reads_the_run_through_the_manager(trained, processes):
+    """In a worker thread, and in a worker process whose store reads go through the parent's manager."""
+    _, manager, configs = trained
+    key = configs["tanh"].key()
+    meta = manager.store.meta(key)
+    check = GradCheckConfig(configs["tanh"], CheckOptions(examples=16, at="final"), key, meta["version"])
+    worker = JobManager(manager.store, workers={"cpu": 1, "cuda": 0}, processes=processes)
+    try:
+        snap = worker.wait(worker.submit(check), timeout=600)
+    finally:
+        worker.shutdown()
+    assert snap.status == "finished", snap.error
+    job = GradCheck.from_event(next(e for e in snap.events if e.kind == "gradcheck"))
+    direct = check_stored_run(key, manager.store.get, at="final", n_examples=16)
+    assert job.settings == direct.settings and job.settings["step"] == meta["step"]
+    assert job.table() == direct.table() and job.notes == direct.notes and job.overall < GOOD
 
 
 def test_the_history_in_memory_holds_the_weights_event_without_its_arrays(trained):
@@ -122,8 +145,8 @@ def test_over_the_cap_no_weights_are_stored_and_the_check_names_the_cap(isolated
     assert manager.store.final_weights(cfg.key()) is None and runs_with_weights(manager.store) == []
     with pytest.raises(NoStoredWeights, match=r"No weights are stored .* over the cap of 0\.001 MB .*"
                                               r"GRADIENT_LAB_MAX_WEIGHTS_MB"):
-        check_stored_run(cfg.key(), manager.store, at="final")
-    assert check_stored_run(cfg.key(), manager.store, n_examples=8).overall < GOOD  # at init it still checks
+        check_stored_run(cfg.key(), manager.store.get, at="final")
+    assert check_stored_run(cfg.key(), manager.store.get, n_examples=8).overall < GOOD  # at init it still checks
 
 
 def test_an_older_run_without_weights_and_a_gone_run_are_told_apart(tmp_path):
@@ -134,11 +157,11 @@ def test_an_older_run_without_weights_and_a_gone_run_are_told_apart(tmp_path):
     del meta["weights"]  # a summary written before runs kept weights
     store._cache.set(f"meta:{cfg.key()}", json.dumps(meta))
     with pytest.raises(NoStoredWeights, match="before runs kept their weights"):
-        check_stored_run(cfg.key(), store, at="final")
+        check_stored_run(cfg.key(), store.get, at="final")
     with pytest.raises(RunGone, match="no longer exists"):
-        check_stored_run("run-000000000000000000000000", store, at="final")
+        check_stored_run("run-000000000000000000000000", store.get, at="final")
     with pytest.raises(ValueError, match="at must be"):
-        check_stored_run(cfg.key(), store, at="middle")
+        check_stored_run(cfg.key(), store.get, at="middle")
 
 
 def test_weights_event_round_trips_an_empty_skip():

@@ -9,7 +9,7 @@ import math
 
 import plotly.graph_objects as go
 
-from core.lab.gradcheck import GOOD, SUSPECT
+from core.lab.gradcheck.result import GOOD, SUSPECT
 
 VERDICT_COLORS = {"right": "#2ca02c", "doubtful": "#ff7f0e", "wrong": "#d62728"}
 FLOOR = 1e-17  # a difference of exactly 0 is drawn at this height (log axes have no 0)

@@ -1,21 +1,27 @@
 """The gradient-check form: a network (a lesson preset or the schema's knobs), the weights to check
 (its initialization, or a stored run at its initialization or its stored final weights), and the
-switches that show why checks fail. The address bar holds all of it."""
+switches that show why checks fail, as one :class:`GradCheckConfig` job; and the seed's three checks.
+The address bar holds all of it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import streamlit as st
 
-from core.engine.config import BUILTIN_DATASETS, RunConfig
-from core.lab.gradcheck import AT_CHOICES, MAX_EXAMPLES, CheckOptions, weights_status
-from core.lessons.presets import PRESETS
+from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig
+from core.lab.gradcheck.mistakes import SEED_VARIANTS
+from core.lab.gradcheck.options import AT_CHOICES, MAX_EXAMPLES, CheckOptions
+from core.lab.gradcheck.stored import weights_status
+from core.lab.gradcheck.task import GradCheckConfig
+from core.lessons.presets import PRESETS, get_preset
 from core.engine.scratch import BUGS
 from core.serve import owners
 from core.serve.jobs import get_manager
 from core.serve.store import RunStore
 
-from ..text import FALLBACK_DATASET, dataset_available, describe_run, picker_labels, upload_is_mine
+from ..text import (FALLBACK_DATASET, dataset_available, dataset_title, describe_run, picker_labels, plain,
+                    upload_is_mine)
+from ..views.jobs import config_status, submit_job, train_button
 from . import url
 from .fields import knob_widget, shown, validate, widget_value
 
@@ -26,6 +32,8 @@ OPTION_KEYS = {"precision": "gc_precision", "eps": "gc_eps", "backprop": "gc_bac
                "bug_layer": "gc_bug_layer", "dropout_on": "gc_dropout_on", "kinks": "gc_kinks",
                "mistake": "gc_mistake", "examples": "gc_examples", "at": "gc_at"}
 PRESET_KEY, RUN_KEY, SAVED, FALLBACK = "gc_preset", "gc_run", "gc_saved", "gc_fallback"
+CHECK_JOB, SEED_JOBS = "gc_job", "gc_seed_jobs"  # session: the key of the last check, the seed's three keys
+SEED_PRESET = "B-regularization"
 DEFAULT_PRESET = "B-regularization/0"
 INIT = "initialization"
 EPS_CHOICES = [float(f"1e-{k}") for k in range(1, 14)]
@@ -43,6 +51,7 @@ class CheckForm:
     config: RunConfig | None
     options: CheckOptions | None
     run_key: str | None  # a stored run to check instead of the form's network
+    check: GradCheckConfig | None = None  # the job: the network or the stored run, with the options
     problems: dict[str, str] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     fallback: str | None = None  # the dataset asked for, replaced by the offline fallback
@@ -221,7 +230,12 @@ def check_form() -> CheckForm:
         problems.update(getattr(exc, "problems", {"options": str(exc)}))
     url.remember(SAVED, values | option_values)
     fallback = st.session_state.get(FALLBACK) if values.get("dataset") == FALLBACK_DATASET else None
+    check = None
     if cfg is not None and options is not None:
+        try:
+            check = check_config(store, cfg, options, run_key)
+        except ConfigError as exc:
+            problems.update(exc.problems)
         query = {k: v for k, v in cfg.to_query().items() if k in KNOBS} | options.to_query()
         if fallback:
             query["dataset"] = fallback
@@ -230,4 +244,53 @@ def check_form() -> CheckForm:
         if run_key:
             query["stored_run"] = run_key
         url.write_query(PAGE, query)
-    return CheckForm(cfg, options, run_key, problems, notices, fallback)
+    return CheckForm(cfg, options, run_key, check, problems, notices, fallback)
+
+
+def check_config(store: RunStore, cfg: RunConfig, options: CheckOptions, run_key: str | None) -> GradCheckConfig:
+    """The check to run: the form's network, or a stored run's own config at the store's version of it (a run
+    that is gone keeps the form's network: its job says the run no longer exists)."""
+    meta = store.meta(run_key) if run_key else None
+    if meta is None:
+        return GradCheckConfig(cfg, options, run_key)
+    try:
+        cfg = RunConfig.from_dict(meta["config"], strict=False)
+    except (ConfigError, KeyError, TypeError):  # a run of an older schema: the job names the problem
+        pass
+    return GradCheckConfig(cfg, options, run_key, meta.get("version"))
+
+
+def check_button(check: GradCheckConfig | None) -> None:
+    """Check the gradients (again), as a job; the slot keeps the job's key."""
+    train_button(check, CHECK_JOB, key="gc_check", label="Check the gradients",
+                 help="Computes the finite differences on the server's workers. A check of these exact settings "
+                      "is kept and shown to everyone who asks for it again.")
+
+
+def seed_checks() -> tuple[GradCheckConfig, ...]:
+    """The B network checked the three ways of :data:`core.lab.gradcheck.mistakes.SEED_VARIANTS` (on the
+    offline fallback dataset, said in a caption, when its own is not on this server)."""
+    cfg = get_preset(SEED_PRESET).config
+    if not dataset_available(cfg.dataset):
+        st.caption(plain(f"{dataset_title(cfg.dataset)} is not on this server: the same network is checked on "
+                         f"{dataset_title(FALLBACK_DATASET)} (64 inputs instead of 784)."))
+        cfg = cfg.replace(dataset=FALLBACK_DATASET)
+    return tuple(GradCheckConfig(cfg, options) for options in SEED_VARIANTS.values())
+
+
+def _seeds_busy(checks: tuple[GradCheckConfig, ...]) -> str | None:
+    statuses = [config_status(check) for check in checks]
+    if any(s in ("queued", "running") for s in statuses):
+        return "running"
+    return "finished" if all(s == "finished" for s in statuses) else None
+
+
+def _submit_seeds(checks: tuple[GradCheckConfig, ...], force: bool) -> list[str]:
+    return [submit_job(check, force) for check in checks]
+
+
+def seed_button(checks: tuple[GradCheckConfig, ...]) -> None:
+    """Check the seed's network three ways (three jobs); the slot keeps their keys."""
+    train_button(checks, SEED_JOBS, key="gc_seed_check", label="Check the B network three ways",
+                 submit=_submit_seeds, status=_seeds_busy,
+                 help="The correct check, float32 with ε = 1e-7, and the seed's perturbed copy, as three jobs.")

@@ -16,7 +16,8 @@ from core.engine.config import BUILTIN_DATASETS, FIELDS, MAX_HIDDEN_LAYERS, MAX_
 from core.lab.grid import GridConfig
 from core.lessons.families import SWEEP_PRESETS
 from core.lab.sweep import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TITLES, SAMPLERS, Dist,
-                        SweepConfig, check_budget, data_shape)
+                        SweepConfig, data_shape)
+from core.serve import budget
 
 from ..text import dataset_available, dataset_label, plain
 from ..views.jobs import config_status, submit_job, train_button
@@ -197,8 +198,8 @@ def space_form() -> SweepForm:
         return SweepForm(None)
     shape = data_shape(sweep.base)
     try:
-        check_budget(sweep, shape)
-    except ConfigError as exc:
+        budget.check_sweep(sweep, shape)
+    except budget.Refused as exc:
         return SweepForm(sweep, sweep.trial_cost(shape), str(exc))
     return SweepForm(sweep, sweep.trial_cost(shape))
 

@@ -1,56 +1,54 @@
-"""Gradient-check views: run a check (cached process-wide), say which weights it checked, draw its chart,
-scatter, table and notes, and the seed's 0.99999 beside the correct check."""
+"""Gradient-check views: a check job's status and result (which weights it checked, its chart, scatter, table
+and notes), and the seed's 0.99999 beside the correct check. Checks compute on the job manager's workers;
+the page only reads their results."""
 from __future__ import annotations
-
-import json
 
 import streamlit as st
 
-from core.engine.config import RunConfig
-from core.engine.data import DatasetUnavailable
-from core.lessons.presets import get_preset
-from core.lab.gradcheck import CheckOptions, GradCheck, NoStoredWeights, RunGone, check_gradients, check_stored_run, \
-    seed_variants
+from core.lab.gradcheck.mistakes import SEED_VARIANTS
+from core.lab.gradcheck.result import GradCheck
+from core.lab.gradcheck.task import GradCheckConfig
 from core.lessons.sentences import check_verdict, checked_weights_text, seed_check_lines
-from core.serve.jobs import get_manager
 
 from ..figures.gradcheck import layer_bars_figure, scatter_figure
-from ..text import FALLBACK_DATASET, dataset_available, dataset_title, plain
+from ..records.jobs import JobState
+from ..text import plain
+from .jobs import config_status, job_state, polling_fragment, status_line
 
 CHART = {"displaylogo": False}
+POLL_SECONDS = 1.0
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _check(config_json: str, options_json: str, run_key: str | None, version: str | None = None) -> GradCheck | str:
-    """A finished check, or the message of why it cannot run (same inputs, same result: cached for everyone;
-    ``version``, the stored run's, makes a run trained again a new check)."""
-    options = CheckOptions.from_query(json.loads(options_json))
-    try:
-        if run_key:
-            return check_stored_run(run_key, get_manager().store, at=options.at, **options.kwargs())
-        return check_gradients(RunConfig.from_json(config_json), **options.kwargs())
-    except (RunGone, NoStoredWeights) as exc:
-        return exc.args[0]
-    except (ValueError, DatasetUnavailable) as exc:
-        return str(exc)
-    except Exception as exc:  # anything else: a plain message on the page, never a traceback
-        return f"The check could not run: {type(exc).__name__}: {exc}"
+def check_result(state: JobState | None) -> GradCheck | None:
+    """The check a finished job holds (None while it runs, or when it failed)."""
+    done = next((e for e in state.events if e.kind == "gradcheck"), None) if state is not None else None
+    return GradCheck.from_event(done) if done is not None else None
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _seed(config_json: str) -> dict[str, GradCheck]:
-    return seed_variants(RunConfig.from_json(config_json))
+def _check_part(key: str) -> None:
+    state = job_state(key)
+    if state is None:
+        return
+    status_line(state, None, what="gradient check", progress=False, started=True,
+                cancel_help="Stop waiting for this check (a check that has started finishes first).")
+    if not state.done:
+        st.caption("Computing finite differences on the server's workers…")
+        return
+    result = check_result(state)
+    if result is not None:
+        check_view(result)
 
 
-def run_check(cfg: RunConfig, options: CheckOptions, run_key: str | None = None) -> GradCheck | None:
-    """Run (or fetch) the check; a problem is shown as a plain error and gives None."""
-    version = (get_manager().store.meta(run_key) or {}).get("version") if run_key else None
-    with st.spinner("Computing finite differences…"):
-        result = _check(cfg.to_json(), json.dumps(options.to_query(), sort_keys=True), run_key, version)
-    if isinstance(result, str):
-        st.error(plain(result), icon="⚠️")
-        return None
-    return result
+def check_job_view(check: GradCheckConfig | None, last_key: str | None) -> None:
+    """The check of the form's settings when this server has it (done or under way), else this session's last."""
+    shown = check.key() if check is not None and config_status(check) is not None else last_key
+    if shown is None:
+        st.caption("Press **Check the gradients** to compare backprop with finite differences for these settings.")
+        return
+    if check is None or shown != check.key():
+        st.info("These are the results of your last check. The settings above have changed since: press "
+                "**Check the gradients** to check them.", icon="ℹ️")
+    polling_fragment(shown, lambda polling: _check_part(shown), every=POLL_SECONDS, name="gc_check")
 
 
 def check_view(result: GradCheck) -> None:
@@ -71,15 +69,30 @@ def check_view(result: GradCheck) -> None:
                  column_config={"rel diff": st.column_config.NumberColumn(format="%.2e")})
 
 
-def seed_view() -> None:
+def seed_view(checks: tuple[GradCheckConfig, ...]) -> None:
+    """The seed's three checks once this server has them (done or under way)."""
+    if all(config_status(check) is None for check in checks):
+        st.caption("Press **Check the B network three ways** to see them side by side.")
+        return
+    keys = [check.key() for check in checks]
+    polling_fragment(keys, lambda polling: _seed_part(keys), every=POLL_SECONDS, name="gc_seed")
+
+
+def _seed_part(keys: list[str]) -> None:
+    states = [job_state(key) for key in keys]
+    if any(state is None or not state.done for state in states):
+        st.caption("Checking the B network three ways on the server's workers…")
+        return
+    results = [check_result(state) for state in states]
+    if any(result is None for result in results):
+        for state in states:
+            status_line(state, None, what="gradient check", progress=False, started=True)
+        return
+    seed_table(dict(zip(SEED_VARIANTS, results)))
+
+
+def seed_table(variants: dict[str, GradCheck]) -> None:
     """The B network's check done right and with each suspected cause of the seed's printed value."""
-    cfg = get_preset("B-regularization").config
-    if not dataset_available(cfg.dataset):
-        st.caption(plain(f"{dataset_title(cfg.dataset)} is not on this server: the same network is checked on "
-                         f"{dataset_title(FALLBACK_DATASET)} (64 inputs instead of 784)."))
-        cfg = cfg.replace(dataset=FALLBACK_DATASET)
-    with st.spinner("Checking the B network three ways…"):
-        variants = _seed(cfg.to_json())
     rows = []
     for label, result in variants.items():
         row = {"check": label, "all entries": result.overall, "1 − value": 1 - result.overall}

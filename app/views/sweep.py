@@ -6,7 +6,8 @@ import optuna
 import streamlit as st
 
 from core.lab.grid import cell_events
-from core.lab.sweep import SAMPLER_TITLES, SweepConfig, load_study, max_cost, redact, storage_url, top_configs
+from core.lab.sweep import SAMPLER_TITLES, SweepConfig, load_study, redact, storage_url, top_configs
+from core.serve import budget
 
 from ..figures import sweep as sf
 from ..records.jobs import JobState
@@ -22,8 +23,13 @@ TRIAL_COLUMNS = {"playground": st.column_config.LinkColumn("Playground", display
 
 def space_view(sweep: SweepConfig, trial_gflop: float, budget_problem: str | None = None) -> None:
     """Grid, random or Bayesian: what this space's size and cost mean for each sampler (and why it may not run)."""
-    with st.expander("Grid, random or Bayesian? This space's numbers", expanded=True):
-        st.markdown(sf.explain_space(sweep, trial_gflop, max_cost()))
+    try:
+        limit = budget.cap("GRADIENT_LAB_MAX_SWEEP_COST")
+    except budget.Refused:  # the same words are the budget problem below
+        limit = None
+    if limit is not None:
+        with st.expander("Grid, random or Bayesian? This space's numbers", expanded=True):
+            st.markdown(sf.explain_space(sweep, trial_gflop, limit))
     if budget_problem:
         st.error(plain(budget_problem), icon="🚫")
 

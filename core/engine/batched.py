@@ -171,7 +171,7 @@ class _Stack:
         with torch.no_grad():
             for c, (cfg, model) in enumerate(zip(cfgs, models)):
                 layers = weight_layers(model)
-                self.described.append((count_parameters(model), [name for name, _ in layers],
+                self.described.append((count_parameters(cfg, input_shape, n_classes), [name for name, _ in layers],
                                        [list(m.weight.shape) for _, m in layers]))
                 for j, (_, layer) in enumerate(layers[:-1]):
                     w[j][c], b[j][c] = layer.weight, layer.bias

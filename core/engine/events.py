@@ -247,10 +247,24 @@ class TrialDone(Event):
     elapsed: float = 0.0
 
 
+@dataclass
+class GradCheckDone(Event):
+    """A gradient check's result (core.lab.gradcheck): per layer {layer, parameters, checked, total, rel_diff,
+    numeric_norm, analytic_norm}, sampled {layer, numeric, analytic} pairs, the overall relative difference,
+    what was checked how (``settings``) and the notes."""
+
+    kind: ClassVar[str] = "gradcheck"
+    layers: list[dict]
+    pairs: list[dict]
+    overall: float
+    settings: dict
+    notes: list[str]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
                                         (RunStarted, StepLosses, Evaluation, LayerStats, FinalWeights, RunFinished,
                                          RunFailed, GridStarted, CellEvent, SurfaceStarted, SurfaceRow, SweepStarted,
-                                         TrialDone)}
+                                         TrialDone, GradCheckDone)}
 # The one list of how a run ends: RunFinished.status is one of RUN_ENDINGS; a RunFailed is "failed".
 RUN_ENDINGS = ("finished", "cancelled", "diverged", "pruned")
 TERMINAL_STATUSES = RUN_ENDINGS + ("failed",)

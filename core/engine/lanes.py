@@ -158,6 +158,7 @@ class ModuleLanes:
         (cfg,) = self.configs = list(configs)
         self.cfg = cfg
         self.model = build_model(cfg, input_shape, n_classes, torch.Generator().manual_seed(cfg.seed)).to(device)
+        self.n_params = count_parameters(cfg, input_shape, n_classes)
         set_dropout_generator(self.model, torch.Generator(device=device).manual_seed(cfg.seed + 2))
         self.optimizers = [make_optimizer(cfg, self.model.parameters())]
         self.named_layers = weight_layers(self.model)
@@ -170,7 +171,7 @@ class ModuleLanes:
             if cfg.activation in MEASURED_ACTIVATIONS else []
 
     def describe(self, lane: int) -> tuple[int, list[str], list[list[int]]]:
-        return (count_parameters(self.model), [n for n, _ in self.named_layers], [list(w.shape) for w in self.weights])
+        return (self.n_params, [n for n, _ in self.named_layers], [list(w.shape) for w in self.weights])
 
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)

@@ -134,8 +134,26 @@ def set_dropout_generator(model: nn.Module, generator: torch.Generator) -> None:
             module.generator = generator
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def parameter_shapes(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> list[tuple[int, ...]]:
+    """The shape of every parameter tensor :func:`build_model` makes for ``cfg``, in its order, without building
+    it (a CNN on input that is not an image counts as the MLP; building it raises)."""
+    norm = cfg.norm in ("batchnorm", "layernorm")
+    shapes: list[tuple[int, ...]] = []
+    features = math.prod(input_shape)
+    if cfg.arch == "cnn" and len(input_shape) == 3:
+        channels, height, width = input_shape
+        for c_in in (channels, CNN_CHANNELS):
+            shapes += [(CNN_CHANNELS, c_in, 3, 3), (CNN_CHANNELS,)] + [(CNN_CHANNELS,)] * (2 * norm)
+        features = CNN_CHANNELS * height * width
+    for width in cfg.hidden:
+        shapes += [(width, features), (width,)] + [(width,)] * (2 * norm)
+        features = width
+    return shapes + [(n_classes, features), (n_classes,)]
+
+
+def count_parameters(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """Parameters of the model :func:`build_model` makes for ``cfg`` (the one counter: runs, lanes, caps, sweeps)."""
+    return sum(math.prod(shape) for shape in parameter_shapes(cfg, input_shape, n_classes))
 
 
 def penalty_weights(model: nn.Module) -> list[torch.Tensor]:

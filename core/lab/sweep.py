@@ -47,6 +47,7 @@ from core.engine.events import (SERVED_FROM_STORE, CellEvent, Event, RunFailed, 
                                TrialDone)
 from core.lab.grid import plan_grid
 from core.engine.lanes import ModuleLanes
+from core.engine.models import count_parameters
 from core.engine.train import train_lanes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported as events, not log lines
@@ -63,9 +64,7 @@ MAX_PARALLEL = 32  # trials asked (and trained side by side) at once
 TPE_PARALLEL = 4  # TPE learns from finished trials: ask few at a time
 INTERRUPTED = "interrupted"  # the outcome of a trial cut short by a cancel or a killed process: asked again
 PRUNE_PARALLEL = 2  # a pruner compares against finished trials: ask few at a time
-DEFAULT_MAX_COST = 500_000.0  # GFLOP per sweep, override with GRADIENT_LAB_MAX_SWEEP_COST
 DB_ENV = "GRADIENT_LAB_SWEEP_DB"
-COST_ENV = "GRADIENT_LAB_MAX_SWEEP_COST"
 
 
 class SweepStorageError(RuntimeError):
@@ -311,7 +310,7 @@ class SweepConfig(TaskConfig):
     def trial_cost(self, shape: "DataShape") -> float:
         """Estimated GFLOP of one trial: 6 x parameters x training examples x epochs (forward +
         backward), averaged over points of the space."""
-        costs = [6 * mlp_parameters(cfg.hidden, shape.n_inputs, shape.n_classes, cfg.arch) * shape.n_train
+        costs = [6 * count_parameters(cfg, shape.input_shape, shape.n_classes) * shape.n_train
                  * cfg.epochs / 1e9 for cfg in (trial_config(self.base, p) for p in self.sample_points())]
         return sum(costs) / len(costs)
 
@@ -383,44 +382,15 @@ class DataShape:
     """What a cost estimate needs to know about a dataset."""
 
     n_train: int
-    n_inputs: int
+    input_shape: tuple[int, ...]
     n_classes: int
 
 
 def data_shape(cfg: RunConfig) -> DataShape:
-    """Training examples after the validation split, inputs per example and classes (loads the dataset)."""
+    """Training examples after the validation split, the input's shape and classes (loads the dataset)."""
     ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
     n_train = len(datasets.split_indices(len(ds.y), cfg.val_fraction, cfg.seed)[0])
-    return DataShape(n_train, math.prod(ds.input_shape), ds.n_classes)
-
-
-def mlp_parameters(hidden: Sequence[int], n_inputs: int, n_classes: int, arch: str = "mlp") -> int:
-    """Weights and biases of the MLP head (the CNN's conv layers add 32*9+32 + 32*32*9+32 and its
-    flattened input is 32 channels)."""
-    widths = [n_inputs * (32 if arch == "cnn" else 1), *hidden, n_classes]
-    conv = (32 * 9 + 32 + 32 * 32 * 9 + 32) if arch == "cnn" else 0
-    return conv + sum(a * b + b for a, b in zip(widths, widths[1:]))
-
-
-def max_cost() -> float:
-    """The server's cap on a sweep's estimated GFLOP (GRADIENT_LAB_MAX_SWEEP_COST)."""
-    raw = os.environ.get(COST_ENV, "")
-    try:
-        return float(raw) if raw.strip() else DEFAULT_MAX_COST
-    except ValueError:
-        return DEFAULT_MAX_COST
-
-
-def check_budget(sweep: SweepConfig, shape: DataShape | None = None) -> float:
-    """The sweep's estimated GFLOP; raises ConfigError when it is above the server's cap."""
-    cost = sweep.cost(shape or data_shape(sweep.base))
-    cap = max_cost()
-    if cost > cap:
-        per_trial = cost / sweep.n_trials
-        raise ConfigError({"trials": f"{sweep.n_trials} trials x ~{format_gflop(per_trial)} each = "
-                                     f"~{format_gflop(cost)}, above this server's cap of {format_gflop(cap)} "
-                                     f"({COST_ENV}): fewer trials, fewer epochs or smaller networks"})
-    return cost
+    return DataShape(n_train, tuple(ds.input_shape), ds.n_classes)
 
 
 def format_gflop(gflop: float) -> str:
@@ -552,7 +522,6 @@ def run_sweep(sweep: SweepConfig, emit: Callable[[Event], None], cancel: threadi
     t0 = time.perf_counter()
     cancel = cancel or threading.Event()
     try:
-        check_budget(sweep)
         study = open_study(sweep, storage)
         storage_text = redact(study._storage.url if hasattr(study._storage, "url") else storage_url())
     except (ConfigError, SweepStorageError, datasets.DatasetUnavailable) as exc:

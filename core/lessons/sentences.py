@@ -17,7 +17,8 @@ import torch
 from core.engine.catalog import load_dataset
 from core.engine.events import Event
 from core.lab import race
-from core.lab.gradcheck import GOOD, SEED_VALUE, SUSPECT, GradCheck
+from core.lab.gradcheck.mistakes import SEED_VALUE
+from core.lab.gradcheck.result import GOOD, SUSPECT, GradCheck
 from core.lessons.verdicts import is_stuck, predicted_class_share
 
 
@@ -235,7 +236,7 @@ def checked_weights_text(settings: Mapping[str, Any]) -> str:
 
 def seed_check_lines(right: GradCheck, float32: GradCheck, copy_: GradCheck) -> list[str]:
     """Why the seeds printed 0.99999, from the same network checked right, in float32 with ε = 1e-7, and
-    perturbing a copy of the weights (:func:`core.lab.gradcheck.seed_variants`)."""
+    perturbing a copy of the weights (:func:`core.lab.gradcheck.mistakes.seed_variants`)."""
     copy_ones = all(r.rel_diff == 1.0 for r in copy_.layers)
     float32_zero = [r.layer for r in float32.layers if r.numeric_norm == 0]
     lines = [f"The seed printed {SEED_VALUE!r} = 1 − {1 - SEED_VALUE:.1e}. A relative difference of 1 − δ with a "

@@ -16,7 +16,6 @@ it stores under the run's own key.
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -29,18 +28,12 @@ from core.engine.task import TaskConfig, reject_unknown
 from core.lab.grid import MAX_GRID_WIDTH, lockstep_stream
 from core.engine.train import train_lanes
 
-DEFAULT_MAX_COBATCH = 32
 HARD_MAX_COBATCH = 256  # the lanes a worker process has cancel flags for
 
 
 def max_group() -> int:
-    """Runs trained as one job at most (``GRADIENT_LAB_MAX_COBATCH``, 1 to 256)."""
-    raw = os.environ.get("GRADIENT_LAB_MAX_COBATCH", "").strip()
-    try:
-        value = int(raw) if raw else DEFAULT_MAX_COBATCH
-    except ValueError:
-        value = DEFAULT_MAX_COBATCH
-    return max(1, min(HARD_MAX_COBATCH, value))
+    """Runs trained as one job at most: ``GRADIENT_LAB_MAX_COBATCH`` within 1 to 256 (a bad setting: :class:`Refused`)."""
+    return max(1, int(min(HARD_MAX_COBATCH, budget.cap("GRADIENT_LAB_MAX_COBATCH"))))
 
 
 def batchable(cfg: Any) -> bool:

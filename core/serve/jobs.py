@@ -187,6 +187,7 @@ class JobManager:
         except RuntimeError as exc:  # e.g. device=cuda on a server without a GPU
             raise Refused(str(exc)) from None
         budget.check_minutes(budget.check(config), device)  # outside the lock: may load the dataset once
+        cobatch.max_group()  # a bad GRADIENT_LAB_MAX_COBATCH refuses every job, naming it
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and job.status in ACTIVE:  # someone queued it meanwhile
@@ -424,7 +425,11 @@ class JobManager:
     def _work(self, device: str, slot: ProcessSlot | None) -> None:
         q = self._queue(device)
         while True:
-            self._run(q.get_group(cobatch.compatible(lambda job: job.config), cobatch.max_group()), slot)
+            try:
+                group = cobatch.max_group()
+            except Refused:  # submit refuses every job while the setting is bad: nothing is queued
+                group = 1
+            self._run(q.get_group(cobatch.compatible(lambda job: job.config), group), slot)
 
     def _run(self, jobs: list[Job], slot: ProcessSlot | None = None) -> None:
         """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each."""

@@ -12,6 +12,7 @@ from typing import Any, Callable, NamedTuple
 from core.engine.config import RunConfig
 from core.engine.events import Event
 from core.engine.train import train
+from core.lab.gradcheck.task import GradCheckConfig, run_gradcheck
 from core.lab.grid import GridConfig, run_grid
 from core.lab.surface import SurfaceConfig, run_surface
 from core.lab.sweep import SweepConfig, run_sweep
@@ -44,6 +45,7 @@ RUNNERS: dict[type, RunnerSpec] = {
     SurfaceConfig: RunnerSpec("surface", run_surface, uses_store=True),
     SweepConfig: RunnerSpec("sweep", run_sweep, uses_store=True, reads_store=True),
     CoBatch: RunnerSpec("cobatch", run_cobatch, per_lane=True),
+    GradCheckConfig: RunnerSpec("gradcheck", run_gradcheck, reads_store=True),
 }
 
 

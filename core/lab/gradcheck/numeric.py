@@ -1,23 +1,13 @@
-"""Gradient check of any network the engine builds, layer by layer, and the ways checks go wrong.
-
-For a config (MLP with any knobs, BatchNorm/LayerNorm, dropout, the CNN) take a copy of the
-model in float64, compute central finite differences (J(θ+ε) − J(θ−ε)) / 2ε of the training
-objective (``core.engine.lanes.data_loss`` + ``penalty``) on a fixed batch, for every entry of small
-layers or a seeded sample of a large layer's entries, and compare them with backprop (autograd,
-or the by-hand backward of ``core.engine.scratch``) as ‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖) per layer.
-The perturbed evaluations are batched: ``torch.func.functional_call`` under ``vmap``.
-
-A check runs at a config's initialization (the engine's own init for that seed), on a model handed
-in (e.g. one just trained), or on a stored run at its initialization or at the trained weights the
-run store keeps for it (:func:`check_stored_run`; runs over GRADIENT_LAB_MAX_WEIGHTS_MB keep none).
+"""The numeric check: central finite differences (J(θ+ε) − J(θ−ε)) / 2ε of the training objective
+(``core.engine.lanes.data_loss`` + ``penalty``) on a fixed batch, for every entry of small layers or a seeded
+sample of a large layer's entries, compared with backprop (autograd, or the by-hand backward of
+``core.engine.scratch``) as ‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖) per layer. The perturbed evaluations are
+batched: ``torch.func.functional_call`` under ``vmap``.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -25,174 +15,23 @@ from torch.func import functional_call, vmap
 
 from core.engine import catalog
 from core.engine import data as datasets
-from core.engine.config import ConfigError, RunConfig, by_hand_problem
-from core.engine.events import NO_WEIGHTS, FinalWeights
+from core.engine.config import RunConfig, by_hand_problem
 from core.engine.models import InvertedDropout, build_model, set_dropout_generator
-from core.engine.scratch import BUGS, ScratchMLP, check_bugs
+from core.engine.scratch import ScratchMLP, check_bugs
 from core.engine.lanes import data_loss, penalty
+from core.lab.gradcheck.kinks import move_to_kinks, near_kinks
+from core.lab.gradcheck.result import GradCheck, LayerCheck
 
-GOOD = 1e-7  # the thresholds the seeds quote: below 1e-7 the gradient is right,
-SUSPECT = 1e-5  # above 1e-5 something is wrong (in float64, away from kinks)
 DEFAULT_EPS = 1e-6
 DEFAULT_MAX_ENTRIES = 12_000  # per layer; above it a seeded sample is checked
 DEFAULT_EXAMPLES = 32
 DEFAULT_MAX_MACS = 2e10  # multiply-adds of all perturbed forwards together (a few seconds on a CPU core)
 PAIRS_PER_LAYER = 150  # (numeric, analytic) pairs kept per layer for a scatter
 MEMORY_BUDGET = 2**23  # elements per vmap chunk (64 MiB of float64)
+CHECK_CHUNK = 2048  # entries perturbed together at most (each twice)
 MISTAKES = ("perturb_copy",)
 DROPOUT_MODULES = (nn.Dropout, InvertedDropout)
 NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
-KINK_ACTIVATIONS = ("relu", "leaky_relu")
-
-
-PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
-MAX_EXAMPLES = 256
-AT_CHOICES = {"init": "at initialization", "final": "at the run's final weights"}  # which weights of a stored run
-
-
-@dataclass(frozen=True)
-class CheckOptions:
-    """The switches of one check, as a page or a link holds them (see :func:`check_gradients`)."""
-
-    precision: str = "float64"
-    eps: float = DEFAULT_EPS
-    backprop: str = "autograd"
-    bug: str = "none"  # none or one of core.engine.scratch.BUGS (by_hand only)
-    bug_layer: int = 1  # the weight layer fcK carrying the bug, counted from 1
-    dropout_on: bool = False
-    kinks: bool = False
-    mistake: str = "none"  # none or perturb_copy
-    examples: int = DEFAULT_EXAMPLES
-    at: str = "init"  # a stored run's weights: init or final (see check_stored_run; no stored run: ignored)
-
-    def __post_init__(self) -> None:
-        problems = {}
-        if self.precision not in PRECISIONS:
-            problems["precision"] = f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-        if not (isinstance(self.eps, float) and 0 < self.eps <= 1):
-            problems["eps"] = f"ε must be a number in (0, 1], got {self.eps!r}"
-        if self.backprop not in ("autograd", "by_hand"):
-            problems["backprop"] = f"backprop must be autograd or by_hand, got {self.backprop!r}"
-        if self.bug != "none" and self.bug not in BUGS:
-            problems["bug"] = f"planted bug must be none or one of {', '.join(BUGS)}, got {self.bug!r}"
-        if self.bug != "none" and self.backprop != "by_hand":
-            problems["bug"] = "a planted bug lives in the by-hand backward: choose backprop by_hand"
-        if not (isinstance(self.bug_layer, int) and self.bug_layer >= 1):
-            problems["bug_layer"] = f"bug layer must be a layer number from 1, got {self.bug_layer!r}"
-        if self.mistake not in ("none",) + MISTAKES:
-            problems["mistake"] = f"mistake must be none or one of {', '.join(MISTAKES)}, got {self.mistake!r}"
-        if not (isinstance(self.examples, int) and 2 <= self.examples <= MAX_EXAMPLES):
-            problems["examples"] = f"examples must be a whole number in [2, {MAX_EXAMPLES}], got {self.examples!r}"
-        if self.at not in AT_CHOICES:
-            problems["at"] = f"at must be one of {', '.join(AT_CHOICES)}, got {self.at!r}"
-        if problems:
-            raise ConfigError(problems)
-
-    def kwargs(self) -> dict:
-        """Keyword arguments of :func:`check_gradients` (``at`` goes to :func:`check_stored_run` apart)."""
-        return {"dtype": PRECISIONS[self.precision], "eps": self.eps, "backprop": self.backprop,
-                "bugs": {self.bug_layer - 1: self.bug} if self.bug != "none" else None,
-                "dropout_active": self.dropout_on, "at_kinks": self.kinks,
-                "mistake": None if self.mistake == "none" else self.mistake, "n_examples": self.examples}
-
-    def to_query(self) -> dict[str, str]:
-        default = CheckOptions()
-        return {f.name: str(int(v) if isinstance(v, bool) else v) for f in dataclasses.fields(self)
-                if (v := getattr(self, f.name)) != getattr(default, f.name)}
-
-    @classmethod
-    def from_query(cls, query: Mapping[str, str]) -> "CheckOptions":
-        values, problems = {}, {}
-        for f in dataclasses.fields(cls):
-            if f.name not in query:
-                continue
-            raw = str(query[f.name]).strip()
-            try:
-                kind = type(f.default)
-                if kind is bool:
-                    values[f.name] = raw.lower() in ("1", "true")
-                elif kind is int:
-                    number = float(raw)
-                    if not number.is_integer():
-                        raise ValueError
-                    values[f.name] = int(number)
-                else:
-                    values[f.name] = kind(raw)
-            except ValueError:
-                problems[f.name] = f"{f.name} = {raw!r} is not a {kind.__name__}"
-        if problems:
-            raise ConfigError(problems)
-        return cls(**values)
-
-
-class RunReader(Protocol):
-    """What the check reads of a run store (core.serve.store.RunStore is one)."""
-
-    def meta(self, key: str) -> dict | None: ...
-
-    def final_weights(self, key: str) -> FinalWeights | None: ...
-
-    def list_runs(self, kind: str | None = None) -> list[dict]: ...
-
-    def __contains__(self, key: Any) -> bool: ...
-
-
-class RunGone(LookupError):
-    """The stored run asked for is not in the store (evicted, deleted, or never there)."""
-
-
-class NoStoredWeights(LookupError):
-    """The stored run has no trained weights in the store (an older run, a grid cell, over the cap)."""
-
-
-@dataclass
-class LayerCheck:
-    layer: str  # fc1, conv2, bn1, ln2 ...
-    parameters: list[str]  # model parameter names in this layer
-    checked: int
-    total: int
-    rel_diff: float
-    numeric_norm: float
-    analytic_norm: float
-
-    @property
-    def sampled(self) -> bool:
-        return self.checked < self.total
-
-    @property
-    def verdict(self) -> str:
-        if not math.isfinite(self.rel_diff) or self.rel_diff > SUSPECT:
-            return "wrong"
-        return "right" if self.rel_diff < GOOD else "doubtful"
-
-
-@dataclass
-class GradCheck:
-    """A check's per-layer rows, sampled (numeric, analytic) pairs and what was checked how."""
-
-    layers: list[LayerCheck]
-    pairs: list[dict]  # {"layer", "numeric", "analytic"}
-    overall: float  # the same relative difference over every checked entry at once
-    settings: dict
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def checked(self) -> int:
-        return sum(r.checked for r in self.layers)
-
-    @property
-    def total(self) -> int:
-        return sum(r.total for r in self.layers)
-
-    def table(self) -> list[dict]:
-        return [{"layer": r.layer, "entries checked": r.checked, "total entries": r.total,
-                 "rel diff": r.rel_diff, "verdict": r.verdict} for r in self.layers]
-
-    def first_wrong_layer(self, threshold: float = SUSPECT) -> str | None:
-        """The layer nearest the output whose difference exceeds ``threshold``: backprop runs from
-        the output down, so a bug shows first (and taints everything below) at its own layer."""
-        wrong = [r.layer for r in self.layers if not r.rel_diff <= threshold]
-        return wrong[-1] if wrong else None
 
 
 def layer_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
@@ -253,45 +92,6 @@ def _prepare(model: nn.Module, dtype: torch.dtype, dropout_active: bool, seed: i
         p.requires_grad_(True)
     return model
 
-
-def move_to_kinks(cfg: RunConfig, model: nn.Module, x: torch.Tensor) -> int:
-    """Shift each hidden layer's bias so that every unit's pre-activation on the first example is 0,
-    the ReLU's kink; returns how many pre-activations now sit there. ReLU-type MLPs without norm only."""
-    if cfg.arch != "mlp" or cfg.activation not in KINK_ACTIVATIONS or cfg.norm != "none" or not cfg.hidden:
-        raise ValueError("The kink switch needs an MLP with ReLU or leaky ReLU, hidden layers and no normalization "
-                         f"(this config: {cfg.arch}, {cfg.activation}, norm {cfg.norm}, {len(cfg.hidden)} hidden layers)")
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)][:-1]
-    placed = 0
-    with torch.no_grad():
-        for linear in linears:
-            z = {}
-            handle = linear.register_forward_hook(lambda _m, _i, out: z.setdefault("z", out))
-            was = [m.training for m in model.modules()]
-            model.eval()
-            model(x[:1])
-            for m, t in zip(model.modules(), was):
-                m.training = t
-            handle.remove()
-            linear.bias -= z["z"][0]
-            placed += linear.out_features
-    return placed
-
-
-def near_kinks(model: nn.Module, x: torch.Tensor, width: float) -> tuple[int, int]:
-    """(pre-activations within ``width`` of a ReLU / leaky-ReLU kink, all of them) for one forward of ``x``."""
-    counts = [0, 0]
-
-    def hook(_module: nn.Module, inputs: tuple, _out) -> None:
-        z = inputs[0]
-        counts[0] += int((z.abs() < width).sum())
-        counts[1] += z.numel()
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return counts[0], counts[1]
 
 
 def _analytic(cfg: RunConfig, model: nn.Module, objective: _Objective, x: torch.Tensor, y: torch.Tensor,
@@ -360,7 +160,7 @@ def numeric_gradient(objective: _Objective, params: dict[str, torch.Tensor], nam
         return functional_call(objective, {**params, name: base if perturb_copy else p}, (inputs, y))
 
     per_eval = base.numel() + act_size
-    chunk = max(1, min(2048, MEMORY_BUDGET // max(per_eval, 1)))
+    chunk = max(1, min(CHECK_CHUNK, MEMORY_BUDGET // max(per_eval, 1)))
     # With dropout on, the inputs are batched too (an expanded view), so every evaluation draws its own
     # mask even in layers the perturbation does not reach.
     batched_loss = vmap(loss_at, in_dims=(0, 0 if dropout_active else None),
@@ -515,88 +315,3 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
                 "mistake": mistake, "where": where, "examples": len(y), "batched": batched}
     return GradCheck(rows, pairs, relative_difference(torch.cat(all_num), torch.cat(all_bp)), settings, notes)
 
-
-def weights_status(meta: Mapping) -> tuple[bool, str]:
-    """(whether the stored run's final weights are in the store, why not) from its summary."""
-    info = meta.get("weights")
-    if not isinstance(info, Mapping):  # a run stored before runs kept their weights
-        return False, NO_WEIGHTS
-    return bool(info.get("stored")), str(info.get("reason") or "")
-
-
-def runs_with_weights(store: RunReader) -> list[dict]:
-    """Summaries of the stored single runs whose final weights are stored, newest first."""
-    return [m for m in store.list_runs(kind="run") if weights_status(m)[0]]
-
-
-def _gone(key: str) -> RunGone:
-    return RunGone(f"The stored run {key} no longer exists (it was deleted or evicted from the run store): "
-                   "pick another run or check a config instead.")
-
-
-def check_stored_run(key: str, store: RunReader, at: str = "init", **options) -> GradCheck:
-    """Check a stored run's network at its initialization (its config's own init: same seed), or with
-    ``at="final"`` at the trained weights the run store keeps for it, loaded into the model its config
-    builds. Raises :class:`RunGone` (no such run) or :class:`NoStoredWeights` (no weights kept)."""
-    if at not in AT_CHOICES:
-        raise ValueError(f"at must be one of {', '.join(AT_CHOICES)}, got {at!r}")
-    meta = store.meta(key)
-    if meta is None:
-        raise _gone(key)
-    cfg = RunConfig.from_dict(meta["config"], strict=False)
-    stored, why = weights_status(meta)
-    if at == "init":
-        result = check_gradients(cfg, **options)
-        result.notes.insert(0, "This checks the run's config at its initialization (the run's own starting point: "
-                               "same seed, same init)." + (" Its final weights are stored too: check at the run's "
-                                                           "final weights to see the trained network." if stored else ""))
-        result.settings.update(run=key, at="init", where="the run's initialization")
-        return result
-    if not stored:
-        raise NoStoredWeights(f"No weights are stored for run {key}: {why}. Check it at initialization instead.")
-    final = store.final_weights(key)
-    if final is None:
-        if key not in store:
-            raise _gone(key)
-        raise NoStoredWeights(f"The stored weights of run {key} could not be read (see the run store's problems). "
-                              "Check it at initialization instead.")
-    ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
-    model = build_model(cfg, ds.input_shape, ds.n_classes, torch.Generator().manual_seed(cfg.seed))
-    try:
-        model.load_state_dict({name: torch.from_numpy(array) for name, array in final.weights.items()})
-    except RuntimeError as exc:
-        raise NoStoredWeights(f"The stored weights of run {key} do not fit the network its config builds here "
-                              f"({exc}). Check it at initialization instead.") from None
-    result = check_gradients(cfg, model=model, **options)
-    result.notes.insert(0, f"This checks the run's final weights (after {final.step} training steps), loaded from the "
-                           "run store into the network its config builds.")
-    result.settings.update(run=key, at="final", step=final.step,
-                           where=f"the run's final weights (step {final.step})")
-    return result
-
-
-def format_table(result: GradCheck) -> str:
-    """The per-layer table as plain text (what the CLI prints)."""
-    lines = [f"{'layer':<8} {'checked':>8} {'total':>8} {'rel diff':>12}  verdict"]
-    for r in result.layers:
-        lines.append(f"{r.layer:<8} {r.checked:>8} {r.total:>8} {r.rel_diff:>12.3e}  {r.verdict}")
-    lines.append(f"{'all':<8} {result.checked:>8} {result.total:>8} {result.overall:>12.3e}")
-    return "\n".join(lines)
-
-
-SEED_VALUE = 0.9999999999998282  # what seed 001 printed for the B network ("our gradient is not proper")
-SEED_VARIANTS = {  # label -> check_gradients options
-    "float64, ε = 1e-6 (a correct check)": {},
-    "float32, ε = 1e-7": {"dtype": torch.float32, "eps": 1e-7},
-    "perturbing a copy of the weights": {"mistake": "perturb_copy"},
-}
-
-
-def seed_variants(cfg: RunConfig, **options) -> dict[str, GradCheck]:
-    """The B network's check done right and with each suspected cause of the seed's 0.99999.
-
-    A relative difference of 1 − δ with tiny δ means one gradient is about δ times the other, i.e.
-    effectively zero. Perturbing a copy makes every numeric entry exactly 0 (difference 1 in every
-    layer); float32 with ε = 1e-7 zeroes the layers whose loss change is below float32's rounding
-    step, but not the output layer, so its whole-network value stays well below 1."""
-    return {label: check_gradients(cfg, **{**options, **variant}) for label, variant in SEED_VARIANTS.items()}
