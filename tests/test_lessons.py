@@ -30,9 +30,8 @@ def _train_cells(cells: list[tuple[str, RunConfig]]) -> dict[str, object]:
 
 
 def _stuck(end) -> bool:
-    """core.lessons.verdicts' stuck: accuracy at the predicted class's share, loss at ln(classes)."""
-    answers, share = verdicts.predicted_class_share(end.confusion)
-    return answers > 0.9 and verdicts.is_stuck(end.test_acc, end.test_loss, len(end.confusion), share)
+    """The lessons' one stuck verdict (core.lessons.verdicts.is_stuck) on a finished run's test metrics."""
+    return verdicts.is_stuck(end.test_acc, end.test_loss, len(end.confusion), confusion=end.confusion)
 
 
 def _learned(end, n_classes: int) -> bool:

@@ -19,7 +19,9 @@ from app.records import grid as gr
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, run_grid
 from core.engine.data import load_dataset
-from core.lessons.presets import A_FALLBACK, get_preset
+from core.lessons import sentences as lessons
+from core.lessons import verdicts
+from core.lessons.presets import A_BASE, A_FALLBACK, get_preset
 
 PAGE = "../pages/vanishing.py"
 
@@ -151,10 +153,10 @@ def test_fixes_train_side_by_side(isolated_cache):
 # --- the figure builders ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def stuck_grid_events():
-    """Digits, width 10, SGD lr 0.2, 3 epochs: sigmoid x1 learns, sigmoid x8 is stuck."""
-    base = RunConfig(dataset="digits", epochs=3, batch_size=32, optimizer="sgd", lr=0.2, log_every=10)
-    grid = GridConfig(base=base, variants=(("sigmoid", {}), ("relu", {"activation": "relu", "init": "he"})),
-                      depths=(1, 8))
+    """Digits, width 10, SGD lr 0.2, 8 epochs: sigmoid x1 learns, sigmoid x8 is stuck."""
+    base = RunConfig(dataset="digits", epochs=8, batch_size=32, optimizer="sgd", lr=0.2, log_every=10)
+    grid = GridConfig(base=base, depths=(1, 8), variants=(("sigmoid", {"activation": "sigmoid"}),
+                                                          ("relu", {"activation": "relu", "init": "he"})))
     events: list = []
     assert run_grid(grid, events.append).status == "finished"
     return events
@@ -175,7 +177,7 @@ def test_stuck_cell_is_majority_share_and_ln_classes(stuck_grid_events):
     answers, share = stuck.top_prediction
     assert answers > 0.9  # one answer for (almost) every input ...
     assert stuck.latest["acc"] == pytest.approx(share, abs=0.02)  # ... so its accuracy is that class's share
-    assert stuck.latest["loss"] == pytest.approx(math.log(10), abs=gr.STUCK_LOSS)
+    assert stuck.latest["loss"] == pytest.approx(math.log(10), abs=verdicts.STUCK_LOSS)
     assert learned.latest["acc"] > 0.6 and learned.top_prediction[0] < 0.5
     heat = gf.accuracy_heatmap_figure(grid)
     assert heat.data[0].text[0][1].endswith("⊘") and not heat.data[0].text[0][0].endswith("⊘")
@@ -191,16 +193,72 @@ def test_stuck_cell_is_majority_share_and_ln_classes(stuck_grid_events):
 
 def test_gradient_band_marks_the_vanishing_layers(stuck_grid_events):
     grid = gr.reduce_grid(stuck_grid_events)
-    ratio = 0.05  # on 8x8 digits the first layer of sigmoid x8 gets ~1% of the output layer's gradient (MNIST: ~1e-9)
-    names, steps, norms, vanished = gr.vanishing_mask(grid.cell_at("sigmoid", 8).view, ratio)
+    names, steps, norms, vanished = gr.vanishing_mask(grid.cell_at("sigmoid", 8).view)
     assert vanished[0].all() and not vanished[-1].any()  # first layer always far below the output layer
-    assert np.allclose(vanished, norms < ratio * norms[-1])
-    fig = gf.gradient_band_figure(grid.cell_at("sigmoid", 8).view, "sigmoid x8", ratio)
+    assert vanished.T.tolist() == verdicts.vanishing_marks(norms.T.tolist())  # one row per layer, one column per step
+    fig = gf.gradient_band_figure(grid.cell_at("sigmoid", 8).view, "sigmoid x8")
     marks = fig.data[1]
     assert len(marks.x) == int(vanished.sum()) and "vanishing" in marks.name
-    assert len(gf.gradient_band_figure(grid.cell_at("sigmoid", 1).view, ratio=ratio).data) == 1  # nothing marked
+    assert len(gf.gradient_band_figure(grid.cell_at("sigmoid", 1).view).data) == 1  # nothing marked
     profile = gf.gradient_profile_figure([(c.label, c.view) for c in grid.cells])
     assert [len(t.x) for t in profile.data] == [2, 9, 2, 9]
+
+
+@pytest.fixture(scope="module")
+def lesson_grid() -> gr.GridView:
+    """LESSONS A's grid as a server without MNIST trains it (digits, the fallback's epochs): sigmoid and ReLU with
+    1, 2 and 4 hidden layers of 10, SGD lr 0.2, batch 32."""
+    base = A_BASE.replace(dataset="digits", **dict(A_FALLBACK.overrides))
+    grid = GridConfig(base=base, activations=("sigmoid", "relu"), depths=(1, 2, 4))
+    events: list = []
+    assert run_grid(grid, events.append).status == "finished"
+    return gr.reduce_grid(events)
+
+
+def test_every_cell_mark_agrees_with_the_sentences_that_name_it(lesson_grid):
+    """The ⊘ on a cell, the table, the note under the grid and the fixes/seeds sentences read one stuck verdict;
+    the hover's and the table's "vanishing" is the band chart's ✕ on the first layer at most early log points."""
+    grid, epochs = lesson_grid, lesson_grid.cells[0].config["epochs"]
+    said = lessons.stuck_verdicts([(c.label, c.view.finished) for c in grid.cells])
+    assert set(said.values()) == {True, False}  # both verdicts occur here, so agreeing means something
+    heat = gf.accuracy_heatmap_figure(grid).data[0]
+    table = gr.cells_table(grid).set_index("network")
+    for r, row in enumerate(grid.rows):
+        for c, depth in enumerate(grid.depths):
+            cell = grid.cell_at(row, depth)
+            assert heat.text[r][c].endswith("⊘") == said[cell.label] == cell.stuck == table.loc[cell.label, "stuck"]
+            band = gf.gradient_band_figure(cell.view, cell.label)
+            first_layer = band.data[0].y[0]
+            marks = band.data[1] if len(band.data) > 1 else None
+            marked = {x for x, y in zip(marks.x, marks.y) if y == first_layer} if marks is not None else set()
+            early = band.data[0].x[:verdicts.EARLY_LOG_POINTS]
+            on_chart = 2 * sum(step in marked for step in early) > len(early)
+            assert cell.vanishing == on_chart == table.loc[cell.label, "vanishing"], cell.label
+            assert ("vanishing" in heat.customdata[r][c]) == cell.vanishing
+    note = gr.stuck_note(grid)
+    assert f"({sum(said.values())} here)" in note and said[note.split("For example ")[1].split(" gives")[0]]
+    baseline = "sigmoid x4"
+    text = lessons.fixes_sentence(said, baseline, epochs).lower()
+    assert (f"({baseline}) is stuck" in text) == said[baseline]
+    learned = text.split(" learned.")[0].rsplit(". ", 1)[-1] if " learned." in text else ""
+    still = text.split(" stay")[0].rsplit(". ", 1)[-1] if " stay" in text else ""
+    for label in (label for label in said if label != baseline):
+        assert (label in learned, label in still) == (not said[label], said[label]), (label, text)
+    seeds = lessons.seeds_sentence({i: said[c.label] for i, c in enumerate(grid.cells)}, epochs)
+    assert f"{sum(said.values())} of {len(said)} seeds got stuck" in seeds
+
+
+def test_the_lessons_stuck_sigmoid_is_marked_vanishing_and_learning_relu_is_not(lesson_grid):
+    """Issue 21.7: the one "vanishing" marks the lesson's own stuck sigmoid x4 (✕ on its first layer) and
+    nothing in a ReLU network that learns, nor in the shallow sigmoid one that learns."""
+    stuck = lesson_grid.cell_at("sigmoid", 4)
+    assert stuck.stuck and stuck.vanishing
+    band = gf.gradient_band_figure(stuck.view, stuck.label)
+    assert band.data[0].y[0] in band.data[1].y and "1/64" in band.data[1].name
+    for cell in [lesson_grid.cell_at("relu", d) for d in lesson_grid.depths] + [lesson_grid.cell_at("sigmoid", 1)]:
+        end = cell.view.finished
+        assert end.test_acc > 3 / 10 and end.test_loss < 0.75 * math.log(10), cell.label  # it learned
+        assert not cell.vanishing and len(gf.gradient_band_figure(cell.view, cell.label).data) == 1, cell.label
 
 
 def test_figures_wait_politely_before_data():

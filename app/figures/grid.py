@@ -10,7 +10,9 @@ from fractions import Fraction
 import numpy as np
 import plotly.graph_objects as go
 
-from ..records.grid import VANISHING_RATIO, GridView, vanishing_mask
+from core.lessons.verdicts import VANISHING_TEXT
+
+from ..records.grid import GridView, vanishing_mask
 from ..records.run import RunView, finite_values, layer_matrix
 from ..text import plain_label
 from .compare import variant_color
@@ -42,7 +44,9 @@ def accuracy_heatmap_figure(grid: GridView) -> go.Figure:
             text[r][c] = f"{latest['acc']:.2f}{mark}"
             hover[r][c] = (f"{plain_label(cell.label)}<br>{latest['split']} accuracy {latest['acc']:.4f}"
                            f"<br>{latest['split']} loss {latest['loss']:.4f}<br>{status}"
-                           + ("<br>stuck: loss ≈ ln(classes), accuracy ≈ its predicted class's share" if cell.stuck else ""))
+                           + ("<br>stuck: loss ≈ ln(classes), accuracy ≈ its predicted class's share" if cell.stuck else "")
+                           + (f"<br>vanishing: its first layer's gradient below {VANISHING_TEXT} of the output layer's"
+                              if cell.vanishing else ""))
     return figure_from_spec([{"type": "heatmap", "x": [str(d) for d in depths], "y": [plain_label(r, 30) for r in rows],
                      "z": z, "zmin": 0.0, "zmax": 1.0, "colorscale": VIRIDIS, "text": text,
                      "texttemplate": "%{text}", "customdata": hover, "hovertemplate": "%{customdata}<extra></extra>",
@@ -104,12 +108,12 @@ def loss_multiples_figure(grid: GridView) -> go.Figure:
     return figure_from_spec(data, layout)
 
 
-def gradient_band_figure(view: RunView, label: str = "", ratio: float = VANISHING_RATIO) -> go.Figure:
-    """Layer x time heatmap of the gradient norm (log10), the vanishing band (< ratio x the output layer) marked."""
+def gradient_band_figure(view: RunView, label: str = "") -> go.Figure:
+    """Layer x time heatmap of the gradient norm (log10), the layers core.lessons.verdicts calls vanished marked."""
     title = f"Gradient norm per layer over time (log10){': ' + plain_label(label, 30) if label else ''}"
     layout = base_layout(title, x_title="step", yaxis={"autorange": "reversed", "title": {"text": "layer (input at top)"}},
                      height=max(HEIGHT, 140 + 26 * len(view.layer_names)))
-    names, steps, matrix, vanished = vanishing_mask(view, ratio)
+    names, steps, matrix, vanished = vanishing_mask(view)
     if not len(steps):
         return waiting_figure(layout)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -122,7 +126,7 @@ def gradient_band_figure(view: RunView, label: str = "", ratio: float = VANISHIN
     if len(rows):
         data.append({"type": "scatter", "x": steps[cols].tolist(), "y": [y[r] for r in rows], "mode": "markers",
                      "marker": {"symbol": "x-thin", "size": 9, "line": {"width": 2, "color": "#ff4d4d"}},
-                     "name": f"vanishing: below {ratio:g} × the output layer's", "hoverinfo": "skip"})
+                     "name": f"vanishing: below {VANISHING_TEXT} × the output layer's", "hoverinfo": "skip"})
     return figure_from_spec(data, layout)
 
 

@@ -19,9 +19,6 @@ from core.lessons.sentences import REPORTED_BUG, printed_as_reported
 from ..text import clock, epoch_text
 from .run import RunView, finite_values, layer_matrix, reduce_events, run_status
 
-VANISHING_RATIO = 1e-3  # a layer whose gradient norm is below this share of the output layer's "has vanished"
-STUCK_LOSS = verdicts.STUCK_LOSS  # loss within this of ln(classes): see core.lessons.verdicts.is_stuck
-
 
 @dataclass
 class GridCell:
@@ -50,13 +47,20 @@ class GridCell:
 
     @property
     def stuck(self) -> bool:
-        """core.lessons.verdicts' stuck: loss at ln(classes) and accuracy at the share of the class it predicts
-        (1/classes stands in while there is no confusion matrix yet)."""
+        """core.lessons.verdicts.is_stuck on the latest metrics (the test's, with its confusion matrix, once
+        finished: what the lesson's sentences read)."""
         latest = self.latest
         if latest is None:
             return False
-        top = self.top_prediction
-        return verdicts.is_stuck(latest["acc"], latest["loss"], self.n_classes, top[1] if top is not None else None)
+        fin = self.view.finished
+        confusion = fin.confusion if fin is not None and latest["split"] == "test" else None
+        return verdicts.is_stuck(latest["acc"], latest["loss"], self.n_classes, confusion=confusion)
+
+    @property
+    def vanishing(self) -> bool:
+        """core.lessons.verdicts.is_vanishing: the band chart marks the first layer early in training."""
+        _, _, matrix = layer_matrix(self.view, "grad_norm")
+        return verdicts.is_vanishing(matrix.T.tolist())
 
     @property
     def top_prediction(self) -> tuple[float, float] | None:
@@ -65,12 +69,8 @@ class GridCell:
         fin = self.view.finished
         if fin is None or not fin.confusion:
             return None
-        confusion = np.asarray(fin.confusion, dtype=float)
-        total = confusion.sum()
-        if not total:
-            return None
-        top = int(confusion.sum(axis=0).argmax())
-        return float(confusion[:, top].sum() / total), float(confusion[top].sum() / total)
+        answers, share = verdicts.predicted_class_share(fin.confusion)
+        return (answers, share) if math.isfinite(answers) else None
 
 
 @dataclass
@@ -125,21 +125,20 @@ def reduce_grid(events: list) -> GridView:
     return grid
 
 
-def vanishing_mask(view: RunView, ratio: float = VANISHING_RATIO) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """(layer names, steps, gradient norms [layers x steps], where a layer's norm is below ``ratio`` x the
-    output layer's at that step)."""
+def vanishing_mask(view: RunView) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(layer names, steps, gradient norms [layers x steps], where core.lessons.verdicts.vanishing_marks marks
+    a layer at that step)."""
     names, steps, matrix = layer_matrix(view, "grad_norm")
     matrix = finite_values(matrix)
     if not len(steps) or not len(names):
         return names, steps, matrix, np.zeros(matrix.shape, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        vanished = matrix < ratio * matrix[-1:, :]
+    vanished = np.array(verdicts.vanishing_marks(matrix.T.tolist()), dtype=bool).T
     return names, steps, matrix, vanished
 
 
 def cells_table(grid: GridView) -> pd.DataFrame:
     """One row per cell: status, accuracy and loss, what a network that learned nothing scores, stuck,
-    and how much weaker the first layer's gradient is than the output layer's at the latest log point."""
+    vanishing, and how much weaker the first layer's gradient is than the output layer's at the latest log point."""
     rows = []
     for cell in grid.cells:
         latest = cell.latest or {}
@@ -150,7 +149,8 @@ def cells_table(grid: GridView) -> pd.DataFrame:
                      "accuracy": latest.get("acc"), "loss": latest.get("loss"), "stuck": cell.stuck,
                      "most predicted class: share of answers": top[0] if top else None,
                      "its share of the test set": top[1] if top else None,
-                     "ln(classes)": math.log(cell.n_classes), "first / last layer gradient": ratio})
+                     "ln(classes)": math.log(cell.n_classes), "vanishing": cell.vanishing,
+                     "first / last layer gradient": ratio})
     return pd.DataFrame(rows)
 
 

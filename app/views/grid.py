@@ -5,11 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from core.engine.config import RunConfig
+from core.lessons.verdicts import VANISHING_TEXT
 
 from ..figures import grid as gf
 from ..figures.compare import overlay_figure
 from ..figures.run import weight_heatmaps_figure
-from ..records.grid import VANISHING_RATIO, GridView, cells_table, default_cell, grid_progress, reduce_grid, stuck_note
+from ..records.grid import GridView, cells_table, default_cell, grid_progress, reduce_grid, stuck_note
 from ..records.jobs import JobState
 from ..records.run import LogPoint
 from ..text import plain
@@ -83,8 +84,9 @@ def _grid_part(key: str, polling: bool) -> None:
         _chart(cached(vkey, ("band", cell.index), lambda: gf.gradient_band_figure(cell.view, cell.label)),
                f"vg_band_{key}")
         st.caption(f"How strong the learning signal is in each layer over time (log colour scale). ✕ marks layers "
-                   f"whose gradient is below {VANISHING_RATIO:g} of the output layer's: they have practically "
-                   "stopped learning. With sigmoid the signal shrinks at every layer on its way back to the input.")
+                   f"whose gradient is below {VANISHING_TEXT} of the output layer's: they have practically "
+                   "stopped learning. With sigmoid the signal shrinks at every layer on its way back to the input "
+                   "(sigmoid's slope is at most 1/4).")
     with right:
         points = cell.view.log_points
         if points:
@@ -105,7 +107,8 @@ def _grid_part(key: str, polling: bool) -> None:
                      column_config=TABLE_COLUMNS)
         st.caption("Final test metrics of every network. A stuck network gives (almost) every input the same "
                    "answer: its accuracy is that class's share of the test set and its loss ln(classes). The last "
-                   "column: how much weaker the first layer's gradient is than the output layer's.")
+                   f"column: how much weaker the first layer's gradient is than the output layer's; vanishing: it "
+                   f"was below {VANISHING_TEXT} of it (✕ in the gradient chart) at most of the first log points.")
         if st.button("Open this network in the Playground", key="vg_open", icon="🧪",
                      help="Its result is stored on its own, so it replays there at once."):
             open_in_playground(RunConfig.from_dict(cell.config))

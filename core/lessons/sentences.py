@@ -19,7 +19,7 @@ from core.engine.events import Event
 from core.lab import race
 from core.lab.gradcheck.mistakes import SEED_VALUE
 from core.lab.gradcheck.result import GOOD, SUSPECT, GradCheck
-from core.lessons.verdicts import is_stuck, predicted_class_share
+from core.lessons.verdicts import is_stuck
 
 
 def join_words(items: Sequence[str]) -> str:
@@ -43,8 +43,7 @@ def stuck_verdicts(cells: Sequence[tuple[str, Any]]) -> dict[str, bool | None]:
         if end is None or getattr(end, "test_acc", None) is None or not getattr(end, "confusion", None):
             out[label] = None
             continue
-        _, share = predicted_class_share(end.confusion)
-        out[label] = is_stuck(end.test_acc, end.test_loss, len(end.confusion), share)
+        out[label] = is_stuck(end.test_acc, end.test_loss, len(end.confusion), confusion=end.confusion)
     return out
 
 
