@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from core.engine.config import FIELDS, ConfigError, RunConfig, parse_value
 from core.engine.data import DatasetUnavailable
+from core.engine.task import clipped, shortened
 from core.lab.gradcheck import (AT_CHOICES, DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKES, NoStoredWeights, RunGone,
                         check_gradients, check_stored_run, format_table)
 from core.engine.events import RUN_ENDINGS
@@ -29,6 +30,13 @@ from core.serve.store import RunStore
 from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
 from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, check_budget, open_study
+
+
+MAX_ERROR_CHARS = 2000  # an error quotes what it refused; a 10 MB value is not echoed back whole
+
+
+def error(message: object) -> None:
+    print(f"error: {clipped(message, MAX_ERROR_CHARS)}", file=sys.stderr)
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
@@ -47,7 +55,7 @@ def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
         name, _, value = item.partition("=")
         name = name.strip()
         if name not in FIELDS:
-            raise ConfigError({name: f"Unknown setting {name!r} in --set {item}; known settings: "
+            raise ConfigError({name: f"Unknown setting {shortened(name)} in --set; known settings: "
                                      f"{', '.join(FIELDS)}"})
         overrides[name] = parse_value(name, value)
     return [(label, cfg.replace(**overrides)) for label, cfg in runs]
@@ -115,10 +123,10 @@ def _gradcheck(args: argparse.Namespace) -> int:
             label, cfg = _configs(args)[0]
             result = check_gradients(cfg, **options)
     except (RunGone, NoStoredWeights) as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
+        error(exc.args[0])
         return 2
     except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(exc)
         return 2
     s = result.settings
     print(f"{label}: gradient check at {s['where']}, {s['dtype']}, eps={s['eps']:g}, {s['examples']} examples, "
@@ -141,7 +149,7 @@ def _sweep(args: argparse.Namespace) -> int:
         check_budget(sweep)
         open_study(sweep)  # an unreachable database is reported here, before any training
     except (ConfigError, SweepStorageError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(exc)
         return 2
     manager = get_manager()
     key = manager.submit(sweep)
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = _configs(args)
     except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(exc)
         return 2
     manager = get_manager()
     for problem in manager.store.problems:
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             key = manager.submit(cfg, force=args.force)
         except Refused as exc:
-            print(f"error: {label}: {exc}", file=sys.stderr)
+            error(f"{label}: {exc}")
             failures += 1
             continue
         result = _watch(label, key, args.quiet)
@@ -265,5 +273,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except DatasetUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(exc)
         sys.exit(2)
