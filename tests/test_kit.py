@@ -2,6 +2,7 @@
 on every page, the shared train button's error path, links that reopen a setup (lesson, preset, run)."""
 from __future__ import annotations
 
+import json
 import tracemalloc
 
 import pytest
@@ -18,6 +19,7 @@ from app.records.jobs import JobState, status_message
 from app.records.run import Progress
 from app.text import ago, epoch_text, number, plural
 from core.engine.config import ConfigError, RunConfig
+from core.engine.task import MAX_JSON_DEPTH, clipped, first_few, parse_json, shortened
 from core.lab.grid import GridConfig
 from core.lessons.families import fixes_grid
 from core.lessons.presets import PRESETS
@@ -45,6 +47,39 @@ def test_bad_grid_query_names_the_setting(query, field):
     with pytest.raises(ConfigError) as err:
         GridConfig.from_query(query)
     assert field in err.value.problems
+
+
+@pytest.mark.parametrize("query, field", [({"depths": "1-5000000"}, "depths"), ({"depths": "1-" + "9" * 60}, "depths"),
+                                          ({"depths": "0,1,2," + ",".join(["25"] * 50)}, "depths"),
+                                          ({"depths": ",".join(map(str, range(10_000)))}, "depths"),
+                                          ({"depths": "8-1"}, "depths"), ({"width": "9" * 5000}, "width"),
+                                          ({"activations": ",".join(["swish"] * 10_000)}, "activations"),
+                                          ({"variants": "[" * 5000}, "variants"), ({"variants": '{"a":1}'}, "variants"),
+                                          ({"variants": "[1,2]"}, "variants"), ({"variants": "[" + "9" * 5000 + "]"}, "variants"),
+                                          ({"variants": "[" + ",".join(['["a",{}]'] * 10_000) + "]"}, "variants")])
+def test_a_hostile_grid_query_is_refused_in_a_few_words(query, field):
+    with pytest.raises(ConfigError) as err:
+        GridConfig.from_query(query)
+    assert field in err.value.problems and len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("variants", ["[" * 5000, '{"a":1}', "[1,2]", '"text"', "[" + ",".join(['["a",{}]'] * 10_000) + "]"])
+def test_a_hostile_comparison_query_is_refused_in_a_few_words(variants):
+    with pytest.raises(ConfigError) as err:
+        ComparisonConfig.from_query({"variants": variants})
+    assert "variants" in err.value.problems and len(str(err.value)) < 300
+
+
+def test_refusals_name_a_few_offenders_and_how_many():
+    assert first_few(["a", "b"]) == "'a', 'b'"
+    assert first_few([str(i) for i in range(1000)], 3) == "'0', '1', '2' and 997 more (1,000 in all)"
+    assert len(shortened("x" * 10**6)) < 80 and clipped("y" * 500, 100).startswith("y" * 100)
+    nested = 5
+    for _ in range(MAX_JSON_DEPTH - 1):
+        nested = [nested]
+    assert parse_json(json.dumps([nested]), "X") == [nested]  # MAX_JSON_DEPTH levels are fine, one more is not
+    with pytest.raises(ConfigError, match="nests too deeply"):
+        parse_json(json.dumps([[nested]]), "X")
 
 
 @pytest.mark.parametrize("name", list(FAMILY_PRESETS))
