@@ -3,11 +3,13 @@
 switches that show why checks fail. The address bar holds all of it."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, RunConfig
+from core.engine.task import DIGEST_CHARS, shortened
 from core.lab.gradcheck import AT_CHOICES, MAX_EXAMPLES, CheckOptions, weights_status
 from core.lessons.presets import PRESETS
 from core.engine.scratch import BUGS
@@ -27,6 +29,7 @@ OPTION_KEYS = {"precision": "gc_precision", "eps": "gc_eps", "backprop": "gc_bac
 PRESET_KEY, RUN_KEY, SAVED, FALLBACK = "gc_preset", "gc_run", "gc_saved", "gc_fallback"
 DEFAULT_PRESET = "B-regularization/0"
 INIT = "initialization"
+RUN_KEY_PATTERN = re.compile(rf"{RunConfig.KIND}-[0-9a-f]{{{DIGEST_CHARS}}}")  # RunConfig.key(): what stored_run may name
 EPS_CHOICES = [float(f"1e-{k}") for k in range(1, 14)]
 MISTAKE_TOGGLE = "gc_mistake_toggle"
 BUG_TEXT = {"none": "no bug", "missing_activation_derivative": "missing activation derivative",
@@ -102,7 +105,11 @@ def _prepare() -> list[str]:
     st.session_state[PRESET_KEY] = query.get("preset") if query.get("preset") in preset_runs() else None
     _load_config(cfg)
     _load_options(options)
-    st.session_state[RUN_KEY] = query.get("stored_run") or INIT
+    stored = str(query.get("stored_run") or "")
+    if stored and not RUN_KEY_PATTERN.fullmatch(stored):
+        notices.append(f"The link's stored run {shortened(stored)} is not a run key, which was ignored.")
+        stored = ""
+    st.session_state[RUN_KEY] = stored or INIT
     return notices
 
 

@@ -10,6 +10,7 @@ from app.text import plain
 from core.lab import race
 from core.engine.config import OPTIMIZERS, RunConfig, knob_of
 from core.engine.events import Event
+from core.engine.task import clipped
 from core.lab.grid import GridConfig
 from core.lessons.presets import get_preset
 from core.lab.surface import SurfaceConfig
@@ -235,7 +236,7 @@ def race_from_query(query: dict, defaults: dict, functions: Sequence[str], optim
             else:
                 unknown.append(name)
         except (TypeError, ValueError):
-            bad.append(f"{name}={raw}")
+            bad.append(f"{clipped(name, 40)}={clipped(raw, 40)}")
     notices = []
     if unknown:
         notices.append(f"The link had settings this version does not know, which were ignored: {', '.join(unknown)}.")
