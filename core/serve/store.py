@@ -163,6 +163,13 @@ def _describe(exc: BaseException, directory: Path | None = None) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _is_empty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def _free_bytes(directory: Path) -> int:
     try:
         return shutil.disk_usage(directory).free
@@ -189,7 +196,7 @@ class RunStore:
         """The disk cache; None (memory-only, with a banner) when the disk fails. Only a database the
         integrity check calls damaged is moved aside: a full disk or an I/O error leaves it in place."""
         db = self.directory / "cache.db"
-        was_empty = db.is_file() and db.stat().st_size == 0
+        was_empty = _is_empty_file(db)
         try:
             cache = self._open_checked()
         except sqlite3.DatabaseError as exc:
