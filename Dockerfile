@@ -11,9 +11,11 @@ COPY requirements.txt .
 RUN python3 -m pip install -r requirements.txt
 
 COPY . .
-RUN useradd --create-home --uid 1000 lab && mkdir -p /data/cache && chown -R lab /data
+RUN useradd --create-home --uid 1000 lab && mkdir -p /data/cache && chown -R lab /data && chmod 700 /data/cache
 USER lab
 VOLUME ["/data/cache"]
+# No login of its own: beyond a class network, publish it only to a reverse proxy with TLS and authentication
+# (README, "Deploying"), e.g. docker run -p 127.0.0.1:8501:8501 ...
 EXPOSE 8501
 HEALTHCHECK CMD python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
 CMD ["python3", "-m", "streamlit", "run", "app/main.py", "--server.address=0.0.0.0", "--server.port=8501"]

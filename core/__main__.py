@@ -24,6 +24,7 @@ from core.lab.gradcheck.numeric import DEFAULT_EPS, DEFAULT_MAX_ENTRIES, MISTAKE
 from core.lab.gradcheck.options import AT_CHOICES
 from core.lab.gradcheck.result import format_table
 from core.lab.gradcheck.stored import NoStoredWeights, RunGone, check_stored_run
+from core.engine.task import clipped, shortened
 from core.engine.events import RUN_ENDINGS
 from core.serve.budget import Refused, check_sweep
 from core.serve.jobs import get_manager
@@ -31,6 +32,13 @@ from core.serve.store import RunStore
 from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
 from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, open_study
+
+
+MAX_ERROR_CHARS = 2000  # an error quotes what it refused; a 10 MB value is not echoed back whole
+
+
+def error(message: object) -> None:
+    print(f"error: {clipped(message, MAX_ERROR_CHARS)}", file=sys.stderr)
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
@@ -49,7 +57,7 @@ def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
         name, _, value = item.partition("=")
         name = name.strip()
         if name not in FIELDS:
-            raise ConfigError({name: f"Unknown setting {name!r} in --set {item}; known settings: "
+            raise ConfigError({name: f"Unknown setting {shortened(name)} in --set; known settings: "
                                      f"{', '.join(FIELDS)}"})
         overrides[name] = parse_value(name, value)
     return [(label, cfg.replace(**overrides)) for label, cfg in runs]
@@ -117,10 +125,10 @@ def _gradcheck(args: argparse.Namespace) -> int:
             label, cfg = _configs(args)[0]
             result = check_gradients(cfg, **options)
     except (RunGone, NoStoredWeights) as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
+        error(exc.args[0])
         return 2
     except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(exc)
         return 2
     s = result.settings
     print(f"{label}: gradient check at {s['where']}, {s['dtype']}, eps={s['eps']:g}, {s['examples']} examples, "
@@ -143,7 +151,7 @@ def _sweep(args: argparse.Namespace) -> int:
         check_sweep(sweep)
         open_study(sweep)  # an unreachable database is reported here, before any training
     except (ConfigError, SweepStorageError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(exc)
         return 2
     manager = get_manager()
     key = manager.submit(sweep)
@@ -241,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = _configs(args)
     except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(exc)
         return 2
     manager = get_manager()
     for problem in manager.store.problems:
@@ -251,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             key = manager.submit(cfg, force=args.force)
         except Refused as exc:
-            print(f"error: {label}: {exc}", file=sys.stderr)
+            error(f"{label}: {exc}")
             failures += 1
             continue
         result = _watch(label, key, args.quiet)
@@ -267,5 +275,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except DatasetUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(exc)
         sys.exit(2)

@@ -15,6 +15,7 @@ from core.engine.config import RunConfig
 from core.engine.events import LayerStats, RunFinished, StepLosses
 from core.serve.jobs import JobManager, get_manager
 from core.lessons.presets import PRESETS
+from core.__main__ import MAX_ERROR_CHARS
 from core.serve.store import RunStore, _part_names
 
 FAST = RunConfig(dataset="digits", hidden=(16,), epochs=4, lr=0.01)
@@ -186,3 +187,17 @@ def test_cli_reports_bad_config(tmp_path):
     assert out.returncode == 2 and "Learning rate (lr) = -1" in out.stderr
     out = _cli("run", "--preset", "A-sigmoid-depth", "--set", "epochs=0", cache=tmp_path)
     assert out.returncode == 2 and "Epochs (epochs) = 0 is out of range" in out.stderr
+
+
+def test_cli_refuses_hostile_input_briefly_without_a_traceback(tmp_path):
+    """Deep JSON in --config, a 10 MB value in it and a long --set name: a short error, exit status 2."""
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"hidden": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"dataset": "x" * 10_000_000}))
+    for args in (["--config", str(deep)], ["--config", str(huge)],
+                 ["--preset", "A-sigmoid-depth", "--set", "y" * 100_000 + "=1"],
+                 ["--preset", "A-sigmoid-depth", "--set", "dataset=" + "z" * 100_000]):
+        out = _cli("run", *args, cache=tmp_path)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert out.stderr.startswith("error: ") and len(out.stderr) <= MAX_ERROR_CHARS + 100

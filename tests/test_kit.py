@@ -2,17 +2,22 @@
 on every page, the shared train button's error path, links that reopen a setup (lesson, preset, run)."""
 from __future__ import annotations
 
+import json
+import tracemalloc
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import core.serve.jobs
 from apptest_helpers import MAIN, new_app, texts
+from app.forms import url
 from app.forms.compare import FAMILY_PRESETS
 from app.records.jobs import JobState, status_message
 from app.records.run import Progress
 from app.text import ago, epoch_text, number, plural
 from core.engine.config import ConfigError, RunConfig
 from core.lab.compare import ComparisonConfig
+from core.engine.task import MAX_JSON_DEPTH, clipped, first_few, parse_json, shortened
 from core.lab.grid import GridConfig
 from core.lessons.families import VANISHING_LESSON, VANISHING_QUICK, fixes_grid
 from core.lessons.presets import PRESETS
@@ -40,6 +45,39 @@ def test_bad_grid_query_names_the_setting(query, field):
     with pytest.raises(ConfigError) as err:
         GridConfig.from_query(query)
     assert field in err.value.problems
+
+
+@pytest.mark.parametrize("query, field", [({"depths": "1-5000000"}, "depths"), ({"depths": "1-" + "9" * 60}, "depths"),
+                                          ({"depths": "0,1,2," + ",".join(["25"] * 50)}, "depths"),
+                                          ({"depths": ",".join(map(str, range(10_000)))}, "depths"),
+                                          ({"depths": "8-1"}, "depths"), ({"width": "9" * 5000}, "width"),
+                                          ({"activations": ",".join(["swish"] * 10_000)}, "activations"),
+                                          ({"variants": "[" * 5000}, "variants"), ({"variants": '{"a":1}'}, "variants"),
+                                          ({"variants": "[1,2]"}, "variants"), ({"variants": "[" + "9" * 5000 + "]"}, "variants"),
+                                          ({"variants": "[" + ",".join(['["a",{}]'] * 10_000) + "]"}, "variants")])
+def test_a_hostile_grid_query_is_refused_in_a_few_words(query, field):
+    with pytest.raises(ConfigError) as err:
+        GridConfig.from_query(query)
+    assert field in err.value.problems and len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("variants", ["[" * 5000, '{"a":1}', "[1,2]", '"text"', "[" + ",".join(['["a",{}]'] * 10_000) + "]"])
+def test_a_hostile_comparison_query_is_refused_in_a_few_words(variants):
+    with pytest.raises(ConfigError) as err:
+        ComparisonConfig.from_query({"variants": variants})
+    assert "variants" in err.value.problems and len(str(err.value)) < 300
+
+
+def test_refusals_name_a_few_offenders_and_how_many():
+    assert first_few(["a", "b"]) == "'a', 'b'"
+    assert first_few([str(i) for i in range(1000)], 3) == "'0', '1', '2' and 997 more (1,000 in all)"
+    assert len(shortened("x" * 10**6)) < 80 and clipped("y" * 500, 100).startswith("y" * 100)
+    nested = 5
+    for _ in range(MAX_JSON_DEPTH - 1):
+        nested = [nested]
+    assert parse_json(json.dumps([nested]), "X") == [nested]  # MAX_JSON_DEPTH levels are fine, one more is not
+    with pytest.raises(ConfigError, match="nests too deeply"):
+        parse_json(json.dumps([[nested]]), "X")
 
 
 @pytest.mark.parametrize("name", list(FAMILY_PRESETS))
@@ -116,6 +154,65 @@ def test_bad_link_falls_back_to_defaults_naming_what_was_ignored(isolated_cache,
         assert "not valid, so the defaults are loaded" in notice
     assert at_defaults(at)
     assert "colour" not in at.query_params  # the page's own link replaces the bad one
+
+
+DEEP = "[" * 5000 + "]" * 5000
+HUGE = "9" * 60
+HOSTILE_LINKS = [  # (page, query): what a load and fault probe sent (issue 20); each must give a short notice
+    ("vanishing", {"depths": "1-5000000"}),
+    ("vanishing", {"depths": f"1-{HUGE}"}),
+    ("vanishing", {"depths": ",".join(map(str, range(30_000)))}),
+    ("vanishing", {"variants": DEEP}),
+    ("vanishing", {"variants": '{"a":1}'}),
+    ("vanishing", {"variants": "[" + ",".join(f'["v{i}",{{}}]' for i in range(10_000)) + "]"}),
+    ("vanishing", {"fix_depth": HUGE, "width": HUGE}),
+    ("vanishing", {"activations": ",".join(["swish"] * 50_000)}),
+    ("regularization", {"variants": DEEP}),
+    ("regularization", {"variants": '{"a":1}'}),
+    ("regularization", {"variants": "[1,2]"}),
+    ("regularization", {"variants": "[" + ",".join(['["a",{"l2":"x"}]'] * 10_000) + "]"}),
+    ("playground", {"dataset": "x" * 200_000, "lr": HUGE}),
+    ("data", {"dataset": "x" * 200_000, "seed": HUGE}),
+    ("sweeps", {"space_lr": "l:1:" + HUGE, "sweep_trials": HUGE}),
+    ("gradcheck", {"examples": "1e999", "eps": "x" * 100_000}),
+    ("gradcheck", {"stored_run": "x" * 100_000}),
+    ("playground", {"preset": "x" * 100_000, "run": HUGE * 100}),
+    ("optimizers", {"steps": HUGE * 100, "lr": "1e999", "fn": "x" * 100_000}),
+]
+
+
+def _no_traceback(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    shown = "\n".join(str(getattr(e, "value", "")) for e in [*at.main, *at.sidebar])
+    assert "Traceback" not in shown and 'File "' not in shown and ".py\", line" not in shown
+
+
+@pytest.mark.parametrize("page, query", HOSTILE_LINKS, ids=[f"{p}-{i}" for i, (p, _) in enumerate(HOSTILE_LINKS)])
+def test_a_hostile_link_gives_a_short_notice_and_the_defaults(isolated_cache, page, query):
+    at = open_with_query(page, query)
+    _no_traceback(at)
+    notices = [w.value for w in at.warning]
+    assert any(words in n for n in notices for words in ("not valid", "ignored", "not allowed")), notices
+    assert all(len(n) <= url.MAX_NOTICE_CHARS + 100 for n in notices)  # bounded, whatever the link holds
+    assert sum(len(str(v)) for v in at.query_params.values()) < 2000  # the page's own link replaced the bad one
+
+
+def _peak_bytes(page: str, query: dict) -> int:
+    tracemalloc.start()
+    try:
+        open_with_query(page, query)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_hostile_depth_range_costs_no_more_memory_than_a_plain_link(isolated_cache):
+    """1-5000000 built a 5M-element list and a 44 MB message; now it costs what a plain link costs."""
+    for depths in ("1-8", "1-50"):  # both paths once first: imports and caches warmed up
+        open_with_query("vanishing", {"depths": depths})
+    plain = _peak_bytes("vanishing", {"depths": "1-8"})
+    hostile = _peak_bytes("vanishing", {"depths": "1-5000000"})
+    assert hostile < 1.5 * plain, (hostile, plain)
 
 
 @pytest.mark.parametrize("page, button, slot", [("playground", "train", "gl_job"),

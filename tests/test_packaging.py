@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
+
+from streamlit import config
+from streamlit.elements.exception import _error_detail_visibility
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,3 +74,27 @@ def test_every_third_party_import_is_in_requirements():
 def test_core_never_imports_streamlit():
     for path in REPO.glob("core/*.py"):
         assert not re.search(r"^\s*(import|from)\s+streamlit", path.read_text(), re.M), path
+
+
+def test_visitors_never_see_a_traceback():
+    """.streamlit/config.toml's client.showErrorDetails, as Streamlit itself reads it for an uncaught error."""
+    setting = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["client"]["showErrorDetails"]
+    before = config.get_option("client.showErrorDetails")
+    config.set_option("client.showErrorDetails", setting)
+    try:
+        shown = _error_detail_visibility(True)
+    finally:
+        config.set_option("client.showErrorDetails", before)
+    assert not shown.show_trace and not shown.show_message
+
+
+def test_readme_puts_an_open_server_behind_an_authenticating_tls_proxy():
+    readme = (REPO / "README.md").read_text()
+    deploying = readme.split("## Deploying", 1)[1].split("\n## ", 1)[0]
+    assert "has none" in deploying and "reverse proxy" in deploying and "TLS" in deploying
+    nginx = re.search(r"```nginx\n(.*?)```", deploying, re.S).group(1)
+    for line in ("listen 443 ssl", "auth_basic_user_file", "proxy_http_version 1.1",
+                 "proxy_set_header Upgrade $http_upgrade", 'proxy_set_header Connection "upgrade"'):
+        assert line in nginx, line
+    upload_mb = re.search(r"^maxUploadSize = (\d+)", (REPO / ".streamlit" / "config.toml").read_text(), re.M).group(1)
+    assert f"client_max_body_size {upload_mb}m" in nginx  # the proxy lets the app's largest upload through

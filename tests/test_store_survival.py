@@ -5,6 +5,7 @@ import errno
 import os
 import pickle
 import random
+import shutil
 import signal
 import sqlite3
 import stat
@@ -14,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import diskcache
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -22,7 +24,8 @@ import core.serve.jobs
 from core.engine.config import RunConfig
 from core.engine.events import LayerStats, StepLosses
 from core.serve.jobs import JobManager
-from core.serve.store import NotSaved, RunStore
+from core.lab.sweep import open_storage
+from core.serve.store import NotSaved, RunStore, integrity_problem
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -243,3 +246,147 @@ def test_the_sidebar_says_when_the_store_cannot_save(isolated_cache, monkeypatch
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=60).run()
     assert not at.exception
     assert any("cannot write to disk" in w.value for w in at.sidebar.warning)
+
+
+# --- a full disk at start, an empty database, the banner and notices (issue 20) -----------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs to fill up; skipped with the reason where mounting is not allowed (the injected-error
+    tests below cover the same path there)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("mount(8) is not installed: cannot make a small disk to fill")
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs is not allowed here: {out.stderr.strip() or out.returncode}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def _stored_runs(directory: Path, n: int) -> set[str]:
+    store = RunStore(directory)
+    for i in range(n):
+        store.put(f"run-{i}", {"i": i}, [StepLosses(1, [float(i)])])
+    keys = {m["key"] for m in store.list_runs()}
+    store._cache.close()
+    return keys
+
+
+def test_a_full_disk_at_start_keeps_the_database_and_the_banner_clears_once_space_returns(small_disk):
+    directory = small_disk / "runs"
+    before = _stored_runs(directory, 5)
+    filler = _fill(small_disk)
+
+    started = RunStore(directory)
+    assert "disk is full" in started.health() and "memory" in started.health()
+    assert (directory / "cache.db").exists() and not list(directory.glob("*damaged*")) and not started.problems
+    with pytest.raises(NotSaved):
+        started.put("run-new", {}, [StepLosses(1, [9.0])])
+    started.retry_s = 0.0
+    assert started.health() is not None  # still full: the banner stays
+    assert started.get("run-new") is not None  # readable from memory meanwhile
+
+    filler.unlink()
+    assert started.health() is None  # re-checked: the disk takes writes again
+    assert {m["key"] for m in started.list_runs()} == before | {"run-new"}
+    started.put("run-after", {}, [StepLosses(1, [3.0])])
+    assert RunStore(directory).get("run-after") is not None
+
+
+@pytest.mark.parametrize("message", ["disk I/O error", "database or disk is full"])
+def test_an_io_error_at_start_leaves_the_database_in_place(tmp_path, monkeypatch, message):
+    """The same start without a small disk: the sqlite error a full disk gives, injected while opening."""
+    directory = tmp_path / "runs"
+    before = _stored_runs(directory, 3)
+    real_init = diskcache.Cache.__init__
+
+    def failing_init(self, *args, **kwargs):
+        raise sqlite3.OperationalError(message)
+
+    monkeypatch.setattr(diskcache.Cache, "__init__", failing_init)
+    started = RunStore(directory)
+    assert "cannot write to disk" in started.health() and not started.problems
+    assert (directory / "cache.db").exists() and not list(directory.glob("*damaged*"))
+    started.retry_s = 0.0
+    assert started.health() is not None
+    monkeypatch.setattr(diskcache.Cache, "__init__", real_init)
+    assert started.health() is None
+    assert {m["key"] for m in started.list_runs()} == before
+
+
+def test_the_banner_clears_once_writes_succeed_again(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs")
+    real_set = _full_disk(monkeypatch)
+    with pytest.raises(NotSaved):
+        store.put("run-a", {}, [StepLosses(1, [1.0])])
+    assert store.health() is not None
+    store.retry_s = 3600.0
+    monkeypatch.setattr(diskcache.Cache, "set", real_set)
+    assert store.health() is not None  # not re-checked before retry_s has passed
+    store.retry_s = 0.0
+    assert store.health() is None
+    store.put("run-b", {}, [StepLosses(1, [2.0])])
+    assert RunStore(tmp_path / "runs").get("run-b") is not None
+
+
+def test_only_what_the_integrity_check_calls_damaged_is_damaged(tmp_path):
+    directory = tmp_path / "runs"
+    _stored_runs(directory, 3)
+    db = directory / "cache.db"
+    assert integrity_problem(db) is None and integrity_problem(directory / "absent.db") is None
+    db.write_bytes(b"this is not a database" * 500)
+    assert integrity_problem(db)
+
+
+def test_an_empty_database_file_is_named_in_a_notice(tmp_path):
+    directory = tmp_path / "runs"
+    directory.mkdir()
+    (directory / "cache.db").write_bytes(b"")
+    store = RunStore(directory)
+    assert any("empty file" in p for p in store.problems) and store.health() is None
+    store.put("run-a", {}, [StepLosses(1, [1.0])])
+    assert not any("empty file" in p for p in RunStore(directory).problems)  # said once, for that start
+
+
+def test_a_store_notice_shows_once_per_session(isolated_cache):
+    manager = core.serve.jobs.get_manager()
+    manager.store._note("The run store's database was damaged (test); it was moved aside to cache.db.damaged-x.")
+
+    def notices(at: AppTest) -> list[str]:
+        return [w.value for w in at.sidebar.warning if "moved aside" in w.value]
+
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60).run()
+    assert not at.exception and len(notices(at)) == 1
+    at.run()
+    assert notices(at) == []  # the same session is not told again
+    other = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60).run()
+    assert len(notices(other)) == 1  # another visitor is
+
+
+def test_a_fresh_cache_root_and_the_sweeps_database_are_owner_only(tmp_path, monkeypatch):
+    root = tmp_path / "fresh" / "cache"
+    monkeypatch.setenv("GRADIENT_LAB_CACHE_DIR", str(root))
+    monkeypatch.delenv("GRADIENT_LAB_SWEEP_DB", raising=False)
+    umask = os.umask(0o022)  # the usual umask: what it would leave is 0755 / 0644
+    try:
+        RunStore()
+        open_storage()
+    finally:
+        os.umask(umask)
+    folders = [root, root / "runs", root / "sweeps"]
+    assert {p: oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {p: oct(0o700) for p in folders}
+    databases = [p for p in (root / "sweeps").iterdir() if p.name.startswith("studies.db")]
+    assert root / "sweeps" / "studies.db" in databases
+    assert {p: oct(stat.S_IMODE(p.stat().st_mode)) for p in databases} == {p: oct(0o600) for p in databases}

@@ -4,6 +4,7 @@ switches that show why checks fail, as one :class:`GradCheckConfig` job; and the
 The address bar holds all of it."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -14,6 +15,7 @@ from core.lab.gradcheck.options import AT_CHOICES, MAX_EXAMPLES, CheckOptions
 from core.lab.gradcheck.stored import weights_status
 from core.lab.gradcheck.task import GradCheckConfig
 from core.lessons.presets import PRESETS, get_preset
+from core.engine.task import DIGEST_CHARS, shortened
 from core.engine.scratch import BUGS
 from core.serve import owners
 from core.serve.jobs import get_manager
@@ -36,6 +38,7 @@ CHECK_JOB, SEED_JOBS = "gc_job", "gc_seed_jobs"  # session: the key of the last 
 SEED_PRESET = "B-regularization"
 DEFAULT_PRESET = "B-regularization/0"
 INIT = "initialization"
+RUN_KEY_PATTERN = re.compile(rf"{RunConfig.KIND}-[0-9a-f]{{{DIGEST_CHARS}}}")  # RunConfig.key(): what stored_run may name
 EPS_CHOICES = [float(f"1e-{k}") for k in range(1, 14)]
 MISTAKE_TOGGLE = "gc_mistake_toggle"
 BUG_TEXT = {"none": "no bug", "missing_activation_derivative": "missing activation derivative",
@@ -112,7 +115,11 @@ def _prepare() -> list[str]:
     st.session_state[PRESET_KEY] = query.get("preset") if query.get("preset") in preset_runs() else None
     _load_config(cfg)
     _load_options(options)
-    st.session_state[RUN_KEY] = query.get("stored_run") or INIT
+    stored = str(query.get("stored_run") or "")
+    if stored and not RUN_KEY_PATTERN.fullmatch(stored):
+        notices.append(f"The link's stored run {shortened(stored)} is not a run key, which was ignored.")
+        stored = ""
+    st.session_state[RUN_KEY] = stored or INIT
     return notices
 
 

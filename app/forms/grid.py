@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from core.engine.config import ACTIVATIONS, BUILTIN_DATASETS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig
+from core.engine.task import MAX_DIGITS
+from core.engine.task import shortened
 from core.lab.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig
 from core.lessons.families import VANISHING_LESSON, VANISHING_QUICK, fixes_grid, vanishing_log_every
 from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH
@@ -85,13 +87,10 @@ def _parse(query: dict) -> tuple[GridConfig, int | None]:
     fix = query.get("fix_depth")
     if fix is None:
         return grid, None
-    try:
-        depth = int(fix)
-    except ValueError:
-        raise ConfigError({"fix_depth": f"fix_depth = {fix!r} must be a whole number"}) from None
-    if not 1 <= depth <= MAX_HIDDEN_LAYERS:
-        raise ConfigError({"fix_depth": f"fix_depth = {depth}: allowed 1-{MAX_HIDDEN_LAYERS}"})
-    return grid, depth
+    text = str(fix).strip()
+    if not (text.isdigit() and len(text) <= MAX_DIGITS and 1 <= int(text) <= MAX_HIDDEN_LAYERS):
+        raise ConfigError({"fix_depth": f"fix_depth = {shortened(text)}: allowed whole numbers 1-{MAX_HIDDEN_LAYERS}"})
+    return grid, int(text)
 
 
 def _prepare() -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, GROUPS, RunConfig, fields_by_group
+from core.engine.task import clipped
 from core.lessons.presets import PRESETS, Preset
 
 from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain
@@ -119,7 +120,7 @@ def _load_link(query: dict) -> list[str]:
     preset = PRESETS.get(query.get("preset") or "")
     if query.get("preset") and preset is None:
         notices.append(f"The link named a lesson preset this version does not know, which was ignored: "
-                       f"{query['preset']}.")
+                       f"{clipped(query['preset'], 60)}.")
     if preset is not None:
         st.session_state[PRESET_KEY] = preset.name
         try:

@@ -130,10 +130,12 @@ def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
     query = url.incoming_query(PAGE)
     if query and any(k.startswith("space_") for k in query):  # a shared link
         try:
-            load(SweepConfig.from_query(query))
-        except ConfigError as exc:
-            st.warning(plain(f"The link's sweep is not valid, so a preset is loaded instead. {exc}"))
+            shared = SweepConfig.from_query(query)
+        except Exception as exc:  # a hostile link may raise anything a parser meets: a notice, never a traceback
+            url.link_notices([url.invalid_link_notice(exc, instead="a preset is loaded")])
             load_preset()
+        else:
+            load(shared)
     elif query is not None:  # first visit: the lecture preset
         load_preset()
     elif "sw_knobs" not in state:  # a page switch dropped the widgets: this session's last sweep

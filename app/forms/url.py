@@ -7,15 +7,20 @@ writes its setup back (:func:`write_query`), so the address bar is always a shar
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping, TypeVar
 
 import streamlit as st
 
 from core.engine.config import ConfigError
+from core.engine.task import clipped
 
 from ..text import plain
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+MAX_PROBLEM_CHARS = 300  # each problem a link's notice names
+MAX_NOTICE_CHARS = 1200  # a whole notice
 WRITTEN = "gl_url_written_{}"  # session: the query a page last wrote
 
 
@@ -42,22 +47,33 @@ def write_query(page: str, query: Mapping[str, str]) -> None:
 def parse_link(query: Mapping[str, str], known: set[str], parse: Callable[[dict], T],
                default: Callable[[], T]) -> tuple[T, list[str]]:
     """(config, notices) from a query: unknown keys are ignored, an invalid setup gives the defaults;
-    each notice names what was ignored."""
+    each notice names what was ignored, in bounded text, whatever the link holds."""
     notices = []
     unknown = sorted(k for k in query if k not in known)
     if unknown:
-        notices.append(f"The link had settings this version does not know, which were ignored: {', '.join(unknown)}.")
+        notices.append(f"The link had settings this version does not know, which were ignored: "
+                       f"{', '.join(clipped(k, 40) for k in unknown[:5])}"
+                       f"{f' and {len(unknown) - 5:,} more' if len(unknown) > 5 else ''}.")
     try:
         return parse({k: v for k, v in query.items() if k in known}), notices
-    except ConfigError as exc:
-        details = " ".join(exc.problems.values())
-        notices.append(f"The link's settings are not valid, so the defaults are loaded instead. {details}")
+    except Exception as exc:  # a hostile link may raise anything a parser meets: never a traceback
+        notices.append(invalid_link_notice(exc))
         return default(), notices
+
+
+def invalid_link_notice(exc: Exception, instead: str = "the defaults are loaded") -> str:
+    """What a page says when its link's setup cannot be used: a ConfigError's problems, else the kind of error."""
+    if isinstance(exc, ConfigError):
+        details = " ".join(clipped(problem, MAX_PROBLEM_CHARS) for problem in exc.problems.values())
+    else:
+        log.warning("A link could not be read", exc_info=exc)
+        details = f"It could not be read ({type(exc).__name__})."
+    return f"The link's settings are not valid, so {instead} instead. {clipped(details, MAX_NOTICE_CHARS)}"
 
 
 def link_notices(notices: list[str]) -> None:
     for notice in notices:
-        st.warning(plain(notice), icon="🔗")
+        st.warning(plain(clipped(notice, MAX_NOTICE_CHARS)), icon="🔗")
 
 
 def remember(slot: str, values: Mapping[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Sequence
 from app.text import plain
 from core.lab import race
 from core.engine.config import OPTIMIZERS, RunConfig, knob_of
+from core.engine.task import clipped
 from core.lab.grid import GridConfig
 from core.lab.surface import SurfaceConfig
 
@@ -142,7 +143,7 @@ def race_from_query(query: dict, defaults: dict, functions: Sequence[str], optim
             else:
                 unknown.append(name)
         except (TypeError, ValueError):
-            bad.append(f"{name}={raw}")
+            bad.append(f"{clipped(name, 40)}={clipped(raw, 40)}")
     notices = []
     if unknown:
         notices.append(f"The link had settings this version does not know, which were ignored: {', '.join(unknown)}.")

@@ -13,6 +13,7 @@ from ..text import FALLBACK_DATASET, dataset_available, dataset_title, plain
 from .jobs import keep_browser_cookie
 
 DOWNLOADABLE = ("mnist", "fashion-mnist")
+STORE_NOTICES_SEEN = "gl_store_notices_seen"  # session: the run store's notices this session has been shown
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,8 +53,11 @@ def sidebar_status() -> None:
     store = manager.store
     if store.health():
         st.sidebar.warning(plain(store.health()), icon="💾")
-    for problem in store.problems[-2:]:  # e.g. a damaged database moved aside: said once per page, not hidden
-        st.sidebar.caption(plain(problem))
+    seen = st.session_state.setdefault(STORE_NOTICES_SEEN, set())
+    for problem in store.problems[-2:]:  # e.g. a damaged database moved aside: said once per session
+        if problem not in seen:
+            seen.add(problem)
+            st.sidebar.warning(plain(problem), icon="💾")
     missing = missing_datasets()
     if missing:
         st.sidebar.caption(f"Not on this server: {' and '.join(missing)}. Lessons that use them run on "

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping
 
-from core.engine.task import ConfigError, TaskConfig
+from core.engine.task import MAX_DIGITS, ConfigError, TaskConfig, shortened
 
 
 BUILTIN_DATASETS = ("digits", "mnist", "fashion-mnist", "fashion3", "spiral", "moons", "circles", "xor", "blobs")
@@ -263,7 +263,7 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
         text = value.strip().strip("[]()")
         items = [t for t in re.split(r"[,\s;x]+", text) if t]
     else:
-        raise ValueError(f"Hidden layers must be a list of widths, got {value!r}")
+        raise ValueError(f"Hidden layers must be a list of widths, got {_short(value)}")
     out = []
     for item in items:
         if isinstance(item, bool) or not (isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit())):
@@ -303,16 +303,14 @@ def parse_value(name: str, value: Any) -> Any:
         raise ValueError(f"{label} ({name}) must be a {'whole number' if kind == 'int' else 'number'}, "
                          f"got {_short(value)}") from None
     if not isinstance(value, str):
-        raise ValueError(f"{label} ({name}) must be text, got {value!r}")
+        raise ValueError(f"{label} ({name}) must be text, got {_short(value)}")
     return value.strip()
 
 
-MAX_DIGITS = 18  # longer whole numbers are out of every range (and Python refuses past 4300 digits)
 
 
 def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    return shortened(value, limit)
 
 
 def _allowed(k: Knob) -> str:
@@ -333,7 +331,7 @@ def _problems(cfg: RunConfig) -> dict[str, str]:
         value = getattr(cfg, f.name)
         if f.name == "dataset":
             if not (value in BUILTIN_DATASETS or _UPLOAD_RE.match(str(value))):
-                problems[f.name] = (f"{k.label} (dataset) = {value!r} is unknown: allowed "
+                problems[f.name] = (f"{k.label} (dataset) = {_short(value)} is unknown: allowed "
                                     f"{', '.join(BUILTIN_DATASETS)} or an uploaded dataset")
             continue
         if f.name == "hidden":
@@ -345,10 +343,10 @@ def _problems(cfg: RunConfig) -> dict[str, str]:
             continue
         if k.choices is not None:
             if value not in k.choices:
-                problems[f.name] = f"{k.label} ({f.name}) = {value!r} is not allowed: {_allowed(k)}"
+                problems[f.name] = f"{k.label} ({f.name}) = {_short(value)} is not allowed: {_allowed(k)}"
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems[f.name] = f"{k.label} ({f.name}) = {value!r} must be a number"
+            problems[f.name] = f"{k.label} ({f.name}) = {_short(value)} must be a number"
             continue
         if value != value or value in (float("inf"), float("-inf")):
             problems[f.name] = f"{k.label} ({f.name}) = {value!r} must be a finite number"
@@ -373,11 +371,11 @@ def by_hand_problem(cfg: RunConfig, training: bool = True) -> str | None:
         return None
     wrong = []
     if cfg.arch != "mlp":
-        wrong.append(f"architecture {cfg.arch!r} (only mlp)")
+        wrong.append(f"architecture {_short(cfg.arch)} (only mlp)")
     if cfg.activation not in BY_HAND_ACTIVATIONS:
-        wrong.append(f"activation {cfg.activation!r} (only {', '.join(BY_HAND_ACTIVATIONS)})")
+        wrong.append(f"activation {_short(cfg.activation)} (only {', '.join(BY_HAND_ACTIVATIONS)})")
     if cfg.norm != "none":
-        wrong.append(f"normalization {cfg.norm!r} (only none)")
+        wrong.append(f"normalization {_short(cfg.norm)} (only none)")
     if cfg.dropout > 0:
         wrong.append(f"dropout {cfg.dropout:g} (only 0)")
     if not wrong:

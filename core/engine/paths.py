@@ -17,14 +17,27 @@ def cache_dir() -> Path:
 
 
 def private_dir(*parts: str) -> Path:
-    """A folder under the cache, created owner-only (0700)."""
-    path = cache_dir().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """A folder under the cache, created owner-only (0700), as is a cache root created here."""
+    path = cache_dir()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)  # mode applies to the root only (its parents are not ours)
+    for part in Path(*parts).parts if parts else ():
+        path = path / part
+        path.mkdir(exist_ok=True, mode=0o700)
     try:
         path.chmod(0o700)
     except OSError:
         pass
     return path
+
+
+def private_file(path: str | Path) -> None:
+    """Make ``path`` owner-only (0600), creating it empty first when missing, so it is never readable by
+    others, not even for a moment. A file that cannot be made so is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+    except OSError:
+        pass
 
 
 def download_dir() -> Path:

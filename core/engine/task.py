@@ -15,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, ClassVar, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T", bound="TaskConfig")
 DIGEST_CHARS = 24
 SCHEMA_VERSION = 2  # 2: per-optimizer knobs (RMSProp's own alpha/momentum), weight-decay form
+MAX_DIGITS = 18  # longer whole numbers are out of every range (and Python refuses past 4300 digits)
+MAX_JSON_DEPTH = 32  # a config nests 3 levels; deeper JSON in a link or file is refused
 
 
 class ConfigError(ValueError):
@@ -30,12 +32,52 @@ class ConfigError(ValueError):
         super().__init__("; ".join(self.problems.values()))
 
 
-def json_object(text: str, what: str) -> dict[str, Any]:
-    """The settings object a config's JSON holds; a clear ConfigError when it is not one."""
+def clipped(text: object, limit: int = 200) -> str:
+    """``str(text)`` cut to ``limit`` characters, saying how long it was: bounded for any input."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def shortened(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, clipped (a value quoted back in a message)."""
+    return clipped(repr(value), limit)
+
+
+def first_few(values: Sequence[Any], limit: int = 5) -> str:
+    """The first ``limit`` values (each shortened) and how many there are: names offenders in bounded text."""
+    shown = ", ".join(shortened(v) for v in values[:limit])
+    return shown if len(values) <= limit else f"{shown} and {len(values) - limit:,} more ({len(values):,} in all)"
+
+
+def parse_json(text: str, what: str) -> Any:
+    """``json.loads(text)``, or a ConfigError naming ``what`` for text that is not JSON, holds a number
+    Python refuses, or nests deeper than MAX_JSON_DEPTH (never a RecursionError)."""
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError({"json": f"{what} is not valid JSON: {exc}"}) from None
+    except RecursionError:
+        raise ConfigError({"json": f"{what} JSON nests too deeply (at most {MAX_JSON_DEPTH} levels)"}) from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
+        raise ConfigError({"json": f"{what} is not valid JSON: {clipped(exc)}"}) from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ConfigError({"json": f"{what} JSON nests too deeply (at most {MAX_JSON_DEPTH} levels)"})
+    return data
+
+
+def json_depth(data: Any) -> int:
+    """How deeply lists and objects nest in ``data`` (a scalar is 0), counted without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """The settings object a config's JSON holds; a clear ConfigError when it is not one."""
+    data = parse_json(text, what)
     if not isinstance(data, dict):
         raise ConfigError({"json": f"{what} JSON must be an object of settings"})
     return data
@@ -64,9 +106,9 @@ def query_json(query: Mapping[str, str], name: str, default: Any = None) -> Any:
     if not text:
         return default
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError({name: f"The link's {name} setting is not valid JSON: {exc}"}) from None
+        return parse_json(str(text), f"The link's {name} setting")
+    except ConfigError as exc:
+        raise ConfigError({name: str(exc)}) from None
 
 
 def query_int(query: Mapping[str, str], name: str) -> int | None:
@@ -74,10 +116,9 @@ def query_int(query: Mapping[str, str], name: str) -> int | None:
     text = str(query.get(name) or "").strip()
     if not text:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError({name: f"{name.capitalize()} must be a whole number, got {text!r}"}) from None
+    if not text.isdigit() or len(text) > MAX_DIGITS:
+        raise ConfigError({name: f"{name.capitalize()} must be a whole number, got {shortened(text)}"})
+    return int(text)
 
 
 class TaskConfig:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Mapping
 import pandas as pd
 
 from core.engine.config import ConfigError, RunConfig, format_value, parse_value
-from core.engine.task import TaskConfig, canonical_json, query_json, reject_unknown
+from core.engine.task import TaskConfig, canonical_json, clipped, query_json, reject_unknown, shortened
 
 MAX_VARIANTS = 12
 REGULARIZATION_FIELDS = ("norm", "dropout", "dropout_impl", "l1", "l2")
@@ -111,20 +111,20 @@ class ComparisonConfig(TaskConfig):
             parsed = []
             for name, value in pairs:
                 if name not in ROW_COLUMNS[1:]:
-                    raise ConfigError({"variants": f"Variant {label!r}: unknown setting {name!r}"})
+                    raise ConfigError({"variants": f"Variant {shortened(label)}: unknown setting {shortened(name)}"})
                 if blank(value):
                     continue
                 try:
                     value = parse_value(name, value)
                 except (KeyError, ValueError) as exc:
-                    raise ConfigError({"variants": f"Variant {label!r}: {name} = {value!r}: {exc}"}) from None
+                    raise ConfigError({"variants": f"Variant {shortened(label)}: {name} = {shortened(value)}: {exc}"}) from None
                 if name not in REGULARIZATION_FIELDS or value != getattr(_DEFAULT, name):
                     parsed.append((name, value))  # a default regularization setting is the same as none given
             clean.append((str(label), tuple(sorted(parsed))))
         object.__setattr__(self, "variants", tuple(clean))
         _, problems = variant_configs(self.base, self.rows())
         if problems:
-            raise ConfigError({"variants": " ".join(problems)})
+            raise ConfigError({"variants": clipped(" ".join(problems), 600)})
 
     @classmethod
     def from_rows(cls, base: RunConfig, rows: list[dict]) -> "ComparisonConfig":
@@ -174,4 +174,7 @@ class ComparisonConfig(TaskConfig):
     def from_query(cls, query: Mapping[str, str]) -> "ComparisonConfig":
         """Inverse of :meth:`to_query`; keys that are not config fields are ignored."""
         base = RunConfig.from_query({k: v for k, v in query.items() if k != "variants"})
-        return cls.from_dict({"base": base.to_dict(), "variants": query_json(query, "variants", [])})
+        variants = query_json(query, "variants", [])
+        if isinstance(variants, list) and len(variants) > MAX_VARIANTS:
+            raise ConfigError({"variants": f"The link has {len(variants):,} variants: compare at most {MAX_VARIANTS}"})
+        return cls.from_dict({"base": base.to_dict(), "variants": variants})

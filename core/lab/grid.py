@@ -25,7 +25,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 from core.engine import catalog
 from core.engine.batched import StackedLanes, why_not_batched
 from core.engine.config import ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, ConfigError, RunConfig, parse_value
-from core.engine.task import TaskConfig, canonical_json, query_int, query_json, reject_unknown
+from core.engine.task import MAX_DIGITS, TaskConfig, canonical_json, first_few, parse_json, reject_unknown, shortened
 from core.engine.events import CellEvent, Event, GridStarted, RunFailed, RunFinished
 from core.engine.train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes, train_split
 
@@ -34,6 +34,52 @@ MAX_GRID_WIDTH = 256  # every cell of a batched grid is in memory at once: keep 
 AXES = {"activations": ("activation", ACTIVATIONS), "inits": ("init", INITS), "norms": ("norm", NORMS)}
 
 Variant = tuple[str, tuple[tuple[str, Any], ...]]  # (label, ((field, value), ...))
+DEPTHS_EXAMPLE = "e.g. 1-8 or 1,2,4"
+
+
+def _depths_from_text(text: str) -> list[int]:
+    """A link's depths, ``lo-hi`` or a comma list: bounds are checked before any list is built, and a
+    refusal names at most a few of the offending parts (any text gives a short message)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) > MAX_CELLS:
+        raise ConfigError({"depths": f"Depths lists {len(parts):,} values: a grid has at most {MAX_CELLS} cells"})
+    bad = [part for part in parts if not _depth_part(part)]
+    if bad:
+        raise ConfigError({"depths": f"Depths {first_few(bad)}: each must be a whole number 0-{MAX_HIDDEN_LAYERS}, "
+                                     f"{DEPTHS_EXAMPLE}"})
+    if len(parts) == 1 and "-" in text:
+        lo, hi = (int(v) for v in text.split("-"))
+        if lo > hi:
+            raise ConfigError({"depths": f"Depths {lo}-{hi}: the range must go up, {DEPTHS_EXAMPLE}"})
+        return list(range(lo, hi + 1))
+    if any("-" in part for part in parts):
+        raise ConfigError({"depths": f"Depths {shortened(text)}: a range lo-hi stands alone, {DEPTHS_EXAMPLE}"})
+    return [int(part) for part in parts]
+
+
+def _depth_part(part: str) -> bool:
+    """Whether ``part`` is a depth or a ``lo-hi`` range of depths within 0..MAX_HIDDEN_LAYERS."""
+    ends = part.split("-")
+    return (len(ends) <= 2 and all(end.isdigit() and len(end) <= MAX_DIGITS and int(end) <= MAX_HIDDEN_LAYERS
+                                   for end in ends))
+
+
+def _variants_from_json(text: str) -> list[tuple[str, dict]]:
+    """A link's variants: a JSON list of at most MAX_CELLS ``[label, {setting: value}]`` pairs."""
+    try:
+        raw = parse_json(text, "Variants")
+    except ConfigError as exc:
+        raise ConfigError({"variants": exc.problems["json"]}) from None
+    if not isinstance(raw, list):
+        raise ConfigError({"variants": f"Variants must be a JSON list of [label, {{setting: value}}], got "
+                                       f"{shortened(raw)}"})
+    if len(raw) > MAX_CELLS:
+        raise ConfigError({"variants": f"The link has {len(raw):,} variants: a grid has at most {MAX_CELLS} cells"})
+    malformed = [v for v in raw if not (isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                                        and isinstance(v[1], dict))]
+    if malformed:
+        raise ConfigError({"variants": f"Each variant must be [label, {{setting: value}}], not {first_few(malformed)}"})
+    return [(label, items) for label, items in raw]
 
 
 def overrides(cfg: RunConfig, reference: RunConfig) -> dict[str, Any]:
@@ -80,7 +126,7 @@ class GridConfig(TaskConfig):
         try:
             set_("depths", tuple(int(d) for d in self.depths))
         except (TypeError, ValueError):
-            raise ConfigError({"depths": f"Depths must be whole numbers, got {self.depths!r}"}) from None
+            raise ConfigError({"depths": f"Depths must be whole numbers, got {shortened(self.depths)}"}) from None
         set_("variants", tuple(_variant(label, overrides) for label, overrides in self.variants))
         problems = self._problems()
         if problems:
@@ -157,20 +203,16 @@ class GridConfig(TaskConfig):
         for name in ("activations", "inits", "norms"):
             if query.get(name):
                 data[name] = [v.strip() for v in str(query[name]).split(",") if v.strip()]
-        text = str(query.get("depths") or "").strip()
-        try:
-            if "-" in text:
-                lo, hi = (int(v) for v in text.split("-", 1))
-                data["depths"] = list(range(lo, hi + 1))
-            elif text:
-                data["depths"] = [int(v) for v in text.split(",")]
-        except ValueError:
-            raise ConfigError({"depths": f"Depths {text!r} must be whole numbers, e.g. 1-8 or 1,2,4"}) from None
-        width, variants = query_int(query, "width"), query_json(query, "variants")
-        if width is not None:
-            data["width"] = width
-        if variants is not None:
-            data["variants"] = variants
+        depths = str(query.get("depths") or "").strip()
+        if depths:
+            data["depths"] = _depths_from_text(depths)
+        if query.get("width"):
+            width = str(query["width"]).strip()
+            if not width.isdigit() or len(width) > MAX_DIGITS:
+                raise ConfigError({"width": f"Width {shortened(width)} must be a whole number 1-{MAX_GRID_WIDTH}"})
+            data["width"] = int(width)
+        if query.get("variants"):
+            data["variants"] = _variants_from_json(str(query["variants"]))
         return cls.from_dict(data)
 
     @classmethod
@@ -187,26 +229,27 @@ class GridConfig(TaskConfig):
             values = getattr(self, name)
             bad = [v for v in values if v not in allowed]
             if bad:
-                problems[name] = f"{name.capitalize()} {bad} not allowed: choose from {', '.join(allowed)}"
+                problems[name] = f"{name.capitalize()} {first_few(bad)} not allowed: choose from {', '.join(allowed)}"
             elif len(set(values)) != len(values):
-                problems[name] = f"{name.capitalize()} lists a value twice: {list(values)}"
+                problems[name] = f"{name.capitalize()} lists a value twice: {first_few(values)}"
         if any(not 0 <= d <= MAX_HIDDEN_LAYERS for d in self.depths):
-            problems["depths"] = f"Depths {list(self.depths)}: each must be 0-{MAX_HIDDEN_LAYERS} hidden layers"
+            problems["depths"] = (f"Depths {first_few([d for d in self.depths if not 0 <= d <= MAX_HIDDEN_LAYERS])}: "
+                                 f"each must be 0-{MAX_HIDDEN_LAYERS} hidden layers")
         elif len(set(self.depths)) != len(self.depths):
-            problems["depths"] = f"Depths lists a value twice: {list(self.depths)}"
+            problems["depths"] = f"Depths lists a value twice: {first_few(self.depths)}"
         if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= MAX_GRID_WIDTH:
             problems["width"] = f"Width = {self.width!r}: allowed 1-{MAX_GRID_WIDTH} units per hidden layer in a grid"
         axis_fields = {fld for name, (fld, _) in AXES.items() if getattr(self, name)} | ({"hidden"} if self.depths else set())
         labels = [label for label, _ in self.variants]
         if any(not label.strip() for label in labels) or len(set(labels)) != len(labels):
-            problems["variants"] = f"Variant labels must be non-empty and distinct, got {labels}"
+            problems["variants"] = f"Variant labels must be non-empty and distinct, got {first_few(labels)}"
         for label, items in self.variants:
             unknown = [k for k, _ in items if k not in RunConfig.__dataclass_fields__]
             clash = [k for k, _ in items if k in axis_fields]
             if unknown:
-                problems["variants"] = f"Variant {label!r} sets unknown settings {unknown}"
+                problems["variants"] = f"Variant {shortened(label)} sets unknown settings {first_few(unknown)}"
             elif clash:
-                problems["variants"] = f"Variant {label!r} sets {clash}, which the grid also varies as an axis"
+                problems["variants"] = f"Variant {shortened(label)} sets {clash}, which the grid also varies as an axis"
         if problems:
             return problems
         if self.n_cells > MAX_CELLS:
@@ -218,10 +261,10 @@ class GridConfig(TaskConfig):
             try:
                 cfg = self.base.replace(**overrides)
             except ConfigError as exc:
-                problems["cells"] = f"Cell {label!r}: {exc}"
+                problems["cells"] = f"Cell {shortened(label)}: {exc}"
                 break
             if cfg in seen:
-                problems["cells"] = f"Cells {seen[cfg]!r} and {label!r} are the same run"
+                problems["cells"] = f"Cells {shortened(seen[cfg])} and {shortened(label)} are the same run"
                 break
             seen[cfg] = label
         return problems

@@ -429,6 +429,8 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
 def _connect(url: str) -> optuna.storages.RDBStorage:
     kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
+        if url.startswith("sqlite") and (database := sqlalchemy.make_url(url).database) not in (None, "", ":memory:"):
+            paths.private_file(database)  # owner-only (0600) before SQLite opens it; its -wal/-shm files follow
         storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         if url.startswith("sqlite"):
             sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)

@@ -14,9 +14,11 @@ Safety and failure:
 - The size limit is true and counts whole runs: after a save, the least recently saved runs are
   evicted, all their parts together, until the stored bytes fit (the new run is never evicted;
   a run bigger than the whole limit is not saved).
-- A damaged ``cache.db`` is moved aside and a fresh one started; a full disk or a failing
-  database makes the store memory-only. :meth:`RunStore.health` then says so for a banner, and
-  :meth:`RunStore.put` raises :class:`NotSaved` (the run stays readable from memory).
+- A ``cache.db`` that SQLite's integrity check calls damaged is moved aside and a fresh one started
+  (a 0-byte one is named in a notice). A full disk, an I/O error or a locked database leave the file
+  where it is and make the store memory-only: :meth:`RunStore.health` says so for a banner (and
+  tries the disk again every :data:`HEALTH_RETRY_S` seconds, clearing it once the disk takes writes),
+  and :meth:`RunStore.put` raises :class:`NotSaved` (the run stays readable from memory).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -41,11 +44,19 @@ MEMORY_LIMIT = 256 * 2**20  # runs kept in memory while the disk cannot take the
 DB_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
 STORE_ERRORS = (OSError, sqlite3.Error)
 ORPHAN_AGE_S = 600  # a version's parts without a summary pointing to them are deleted after this
+HEALTH_RETRY_S = 30.0  # a store that cannot write tries the disk again this often (when asked for its health)
+FULL_BELOW_BYTES = 2**20  # a disk with less room than this counts as full
+# what SQLite says of a damaged file, not of a failing disk (a short read: the file is shorter than it says)
+DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR_SHORT_READ")
 T = TypeVar("T")
 
 
 class UnsafeRow(ValueError):
     """A stored row is marked as a pickle; it is refused, never unpickled."""
+
+
+class DamagedDatabase(sqlite3.DatabaseError):
+    """SQLite's integrity check found the database damaged."""
 
 
 class NotSaved(RuntimeError):
@@ -125,10 +136,45 @@ def _part_names(key: str, version: str | None) -> tuple[str, str]:
     return f"events:{key}{suffix}", f"arrays:{key}{suffix}"
 
 
-def _describe(exc: BaseException) -> str:
+def integrity_problem(db: Path) -> str | None:
+    """What SQLite's quick_check finds wrong with the database file, read-only (None when it is sound
+    or absent); raises sqlite3.Error or OSError when the file cannot be read to tell (a failing disk)."""
+    if not db.is_file():
+        return None
+    connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    try:
+        row = connection.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if str(getattr(exc, "sqlite_errorname", "")).startswith(DAMAGE_CODES):
+            return str(exc)
+        raise
+    finally:
+        connection.close()
+    return None if row is not None and row[0] == "ok" else f"integrity check: {row[0] if row else 'no answer'}"
+
+
+def _describe(exc: BaseException, directory: Path | None = None) -> str:
+    """Why the disk refused, in words: "the disk is full" also when SQLite says only "disk I/O error"
+    (its shared-memory file cannot grow) while the folder's disk has no room left."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "full" in str(exc).lower():
         return "the disk is full"
+    if directory is not None and "disk I/O error" in str(exc) and _free_bytes(directory) < FULL_BELOW_BYTES:
+        return "the disk is full; SQLite says disk I/O error"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _is_empty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return FULL_BELOW_BYTES
 
 
 class RunStore:
@@ -140,25 +186,39 @@ class RunStore:
         self.problems: list[str] = []
         self._lock = threading.RLock()
         self._health: str | None = None
+        self._failed_at = 0.0  # time.monotonic() of the last disk failure
+        self.retry_s = HEALTH_RETRY_S
         self._memory: dict[str, tuple[dict, list[Event]]] = {}  # key -> (meta, events) not on disk
         self._cache: diskcache.Cache | None = self._open()
 
     # --- opening ---------------------------------------------------------------------------
     def _open(self) -> diskcache.Cache | None:
+        """The disk cache; None (memory-only, with a banner) when the disk fails. Only a database the
+        integrity check calls damaged is moved aside: a full disk or an I/O error leaves it in place."""
+        db = self.directory / "cache.db"
+        was_empty = _is_empty_file(db)
         try:
-            return self._open_checked()
+            cache = self._open_checked()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            try:
+                damage = integrity_problem(db)
+            except STORE_ERRORS:  # the check cannot read the file either: the disk, not the database
+                return self._degrade(exc)
+            if damage is None:
                 return self._degrade(exc)
             aside = self._move_database_aside()
-            self._note(f"The run store's database was damaged ({exc}); it was moved aside to {aside.name} and a "
-                       f"fresh one started. Runs stored before are no longer listed.")
+            self._note(f"The run store's database was damaged ({damage}); it was moved aside to {aside.name} and "
+                       f"a fresh one started. Runs stored before are no longer listed.")
             try:
                 return self._open_checked()
             except STORE_ERRORS as again:
                 return self._degrade(again)
         except OSError as exc:
             return self._degrade(exc)
+        if was_empty:
+            self._note("The run store's database (cache.db) was an empty file, so the store started empty: runs "
+                       "stored in it before (if any) were lost before this start, e.g. when the disk was full.")
+        return cache
 
     def _open_checked(self) -> diskcache.Cache:
         cache = diskcache.Cache(str(self.directory), disk=SafeDisk, size_limit=2**62, cull_limit=0,
@@ -166,7 +226,7 @@ class RunStore:
         try:
             row = cache._sql("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"integrity check: {row[0] if row else 'no answer'}")
+                raise DamagedDatabase(f"integrity check: {row[0] if row else 'no answer'}")
             cache._sql("SELECT COUNT(*) FROM Cache").fetchone()
         except BaseException:
             cache.close()
@@ -220,16 +280,40 @@ class RunStore:
 
     # --- health ----------------------------------------------------------------------------
     def health(self) -> str | None:
-        """A sentence for a banner when the store is not saving to disk (None when all is well)."""
-        return self._health
+        """A sentence for a banner when the store is not saving to disk (None when all is well).
+
+        A store that cannot write tries the disk again once :attr:`retry_s` seconds have passed since
+        it last failed: reopening it, or writing and deleting a probe row; success clears the banner."""
+        with self._lock:
+            if self._health is not None and time.monotonic() - self._failed_at >= self.retry_s:
+                self._retry_disk()
+            return self._health
+
+    def _retry_disk(self) -> None:
+        self._failed_at = time.monotonic()  # one try per retry_s, whatever happens
+        if self._cache is None:
+            self._cache = self._open()
+            if self._cache is None:
+                return
+        else:
+            try:
+                self._cache.set("health:probe", str(time.time()))
+                self._cache.delete("health:probe")
+            except STORE_ERRORS as exc:
+                self._degrade(exc)
+                return
+        log.warning("The run store writes to disk again.")
+        self._health = None
 
     def _degrade(self, exc: BaseException) -> None:
-        message = (f"The run store cannot write to disk ({_describe(exc)}): runs are kept in memory only "
-                   f"until the server restarts, and are marked 'not saved'.")
+        message = (f"The run store cannot write to disk ({_describe(exc, self.directory)}): runs that end meanwhile are kept in "
+                   f"memory only until the server restarts, and are marked 'not saved'. It tries the disk again "
+                   f"every {self.retry_s:g} seconds.")
         with self._lock:
             if self._health is None:
                 log.warning(message)
             self._health = message
+            self._failed_at = time.monotonic()
         return None
 
     def _note(self, message: str) -> None:
@@ -280,7 +364,7 @@ class RunStore:
             self._degrade(exc)
             self._cleanup_version(key, meta["version"])
             self._keep_in_memory(key, meta, events)
-            raise NotSaved(_describe(exc)) from None
+            raise NotSaved(_describe(exc, self.directory)) from None
         return meta
 
     def _cleanup_version(self, key: str, version: str) -> None:
