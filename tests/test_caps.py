@@ -56,7 +56,7 @@ def test_a_grid_is_refused_on_the_sum_of_its_cells_before_it_is_planned(idle_man
     one = budget.estimate(base)
     monkeypatch.setenv("GRADIENT_LAB_MAX_JOB_MEMORY_MB", str((2.5 * one.model_bytes + one.data_bytes) / 2**20))
     planned = []
-    monkeypatch.setattr(core.lab.grid, "plan_grid", lambda cells: planned.append(cells))
+    monkeypatch.setattr(core.lab.grid, "plan_family", lambda cells: planned.append(cells))
     assert idle_manager.submit(base) == base.key()  # one cell fits
     grid = GridConfig(base=base, activations=("relu", "tanh", "sigmoid", "gelu"))
     with pytest.raises(Refused, match="GRADIENT_LAB_MAX_JOB_MEMORY_MB"):
