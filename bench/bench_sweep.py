@@ -26,7 +26,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from core.engine import data as datasets  # noqa: E402
 from core.lessons.families import SWEEP_PRESETS  # noqa: E402
-from core.lab.sweep import open_study, run_sweep, split_plan, trial_config  # noqa: E402
+from core.lab.sweep import open_study, plan_trials, run_sweep, trial_config  # noqa: E402
 from core.engine.train import device_name, resolve_device, train  # noqa: E402
 
 
@@ -54,11 +54,11 @@ def main() -> None:
         study = open_study(sweep, url)
         trials = study.get_trials()
     configs = [trial_config(sweep.base, t.params) for t in trials]
-    batched, alone = split_plan([(str(i), c) for i, c in enumerate(configs)])
+    plan = plan_trials([(str(i), c) for i, c in enumerate(configs)])
     print(f"{args.trials} trials of the D space, 1 epoch, {args.dataset}, on {device_name(device)} "
           f"({torch.get_num_threads()} threads)")
     print(f"sweep: {end.reason}")
-    print(f"  batched lanes jobs (trials sharing a stack): {[len(g) for g in batched]}, alone: {len(alone)}")
+    print(f"  batched lanes jobs (trials sharing a stack): {[len(g) for g in plan.batched]}, alone: {len(plan.alone)}")
     seq_s, singles = timed(lambda: [train(c) for c in configs])
     diffs = [abs(t.value - s.val_acc) for t, s in zip(trials, singles)
              if t.state == TrialState.COMPLETE and s.kind == "finished" and s.val_acc is not None]

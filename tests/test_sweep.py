@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
+import tracemalloc
 
 import optuna
 import pytest
@@ -22,6 +21,7 @@ from core.lab.sweep import Dist, SweepConfig
 from core.lessons.families import SWEEP_PRESETS
 from core.engine.train import train
 from tests.conftest import REPO
+from tests.helpers import KILLED_EXIT, Killed, kill_at
 
 DIGITS = RunConfig(dataset="digits", epochs=1, batch_size=32, log_every=50, val_fraction=0.2, hidden=(16,),
                    optimizer="sgd", lr=0.1)
@@ -115,8 +115,8 @@ def test_batched_trials_equal_the_same_trials_trained_alone(isolated_cache, tmp_
     sweep = SweepConfig(DIGITS.replace(epochs=2), space, "grid", "none", 4)
     cells = [(str(i), sw.trial_config(sweep.base, dict(zip(("activation", "width"), p))))
              for i, p in enumerate(itertools.product(("tanh", "relu"), (16, 32)))]
-    batched, alone = sw.split_plan(cells)
-    assert [len(g) for g in batched] == [4] and alone == []  # one batched lanes job (two stacks of two)
+    plan = sw.plan_trials(cells)
+    assert [len(g) for g in plan.batched] == [4] and plan.alone == []  # one batched lanes job (two stacks of two)
     end, events, study = run(sweep, tmp_path)
     assert end.status == "finished"
     for trial in study.trials:
@@ -129,7 +129,8 @@ def test_only_trials_that_share_a_stack_train_batched():
     cells = [("a", DIGITS.replace(activation="tanh")), ("b", DIGITS.replace(activation="relu")),  # one stack
              ("c", DIGITS.replace(optimizer="adam")),  # a stack of its own
              ("d", DIGITS.replace(batch_size=64)), ("e", DIGITS.replace(batch_size=64, hidden=(16, 16)))]
-    assert sw.split_plan(cells) == ([[0, 1], [3, 4]], [2])
+    plan = sw.plan_trials(cells)
+    assert (plan.batched, plan.alone) == ([[0, 1], [3, 4]], [2])
 
 
 def test_stored_trial_is_not_retrained(isolated_cache, tmp_path, monkeypatch):
@@ -141,7 +142,7 @@ def test_stored_trial_is_not_retrained(isolated_cache, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a stored trial was trained again")
 
-    monkeypatch.setattr(sw, "train_lanes", no_training)
+    monkeypatch.setattr(sw, "train_family", no_training)
     end, events, again = run(sweep, tmp_path, store, name="b")  # a new study over the same runs
     assert end.status == "finished"
     assert [t.user_attrs["outcome"] for t in again.trials] == ["stored"] * 8
@@ -203,43 +204,75 @@ def test_cancel_keeps_finished_trials_and_resumes(isolated_cache, tmp_path):
 KILL_SCRIPT = """
 import sys
 from core.lab import sweep as sw
-from tests.test_sweep import small
-sw.run_sweep(small(parallel=1, trials=8, base=small().base.replace(epochs=3)), lambda e: None, storage=sys.argv[1])
+from tests.helpers import kill_at
+sw.run_sweep(sw.SweepConfig.from_json(sys.argv[1]), lambda e: None, storage=sys.argv[2],
+             at_boundary=kill_at(sys.argv[3], 2, exit=True))
 """
+KILLED = 2  # the trial killed: two trials finished before it
 
 
-def test_resume_after_kill_loses_no_finished_trial(isolated_cache, tmp_path):
-    sweep = small(parallel=1, trials=8, base=small().base.replace(epochs=3))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIENT_LAB_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, url(tmp_path)], cwd=REPO, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        finished = []
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.3)
-            try:
-                study = optuna.load_study(study_name=sweep.study_name(), storage=url(tmp_path))
-            except KeyError:
-                continue
-            finished = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
-            if len(finished) >= 2:
-                break
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    study = sw.open_study(sweep, url(tmp_path))
-    before = {t.number: (t.params, t.value) for t in study.get_trials() if t.state == TrialState.COMPLETE}
-    assert len(before) >= 2
+def killable(sampler: str) -> SweepConfig:
+    """One trial at a time; a grid search visits all 8 points, the others try 4."""
+    return small(sampler=sampler, parallel=1, trials=8 if sampler == "grid" else 4)
+
+
+def _assert_resumes(sweep: SweepConfig, tmp_path) -> None:
+    """After trial KILLED was killed: the resumed sweep keeps what finished, asks the killed trial again
+    (with the values it had, and a grid search its point), counts it once, and visits no point twice."""
+    trials = sw.open_study(sweep, url(tmp_path)).get_trials()
+    before = {t.number: (t.params, t.value) for t in trials if t.state == TrialState.COMPLETE}
+    (killed,) = [t for t in trials if t.state == TrialState.RUNNING]
+    assert killed.number == KILLED and sorted(before) == list(range(KILLED))
     end, events, study = run(sweep, tmp_path)
     started = next(e for e in events if e.kind == "sweep_started")
-    assert started.done_before == len(before)  # a trial killed mid-tell is not counted (test above)
+    assert (started.done_before, started.requeued) == (KILLED, 1)
     assert end.status == "finished"
-    after = {t.number: (t.params, t.value) for t in study.get_trials()}
-    assert all(after[n] == before[n] for n in before)  # nothing finished was lost or changed
-    assert sum(sw.counted(t) for t in study.get_trials()) == 8
+    after = study.get_trials()
+    assert all((after[n].params, after[n].value) == before[n] for n in before)  # nothing finished was lost
+    assert after[KILLED].state == TrialState.FAIL and not sw.counted(after[KILLED])
+    again = after[len(trials)]  # the first trial the resumed sweep asked
+    assert again.state == TrialState.COMPLETE and killed.params.items() <= again.params.items()
+    assert sum(sw.counted(t) for t in after) == sweep.n_trials
+    if sweep.sampler == "grid":
+        points = [tuple(sorted(t.params.items())) for t in after if t.state == TrialState.COMPLETE]
+        assert len(points) == len(set(points)) == sweep.grid_size
+
+
+@pytest.mark.parametrize("boundary", sw.BOUNDARIES)
+def test_a_grid_sweep_killed_at_any_boundary_resumes_losing_nothing(isolated_cache, tmp_path, boundary):
+    sweep = killable("grid")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIENT_LAB_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", KILL_SCRIPT, sweep.to_json(), url(tmp_path), boundary], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == KILLED_EXIT, done.stderr[-2000:]
+    _assert_resumes(sweep, tmp_path)
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+@pytest.mark.parametrize("boundary", sw.BOUNDARIES)
+def test_a_sweep_killed_at_any_boundary_resumes_for_every_sampler(isolated_cache, tmp_path, sampler, boundary):
+    sweep = killable(sampler)
+    with pytest.raises(Killed):
+        sw.run_sweep(sweep, lambda e: None, storage=url(tmp_path), at_boundary=kill_at(boundary, KILLED))
+    _assert_resumes(sweep, tmp_path)
+
+
+def test_a_trial_whose_worker_pipe_broke_is_interrupted_not_failed(isolated_cache, tmp_path):
+    sweep = killable("grid").replace(base=DIGITS.replace(epochs=2))  # the pipe breaks after epoch 1 of 2
+
+    def emit(event):
+        if event.kind == "cell" and event.cell == KILLED:
+            raise BrokenPipeError(32, "Broken pipe")  # the worker's parent is gone
+
+    end = sw.run_sweep(sweep, emit, storage=url(tmp_path))
+    assert end.status == "cancelled"
+    trials = sw.open_study(sweep, url(tmp_path)).get_trials()
+    assert [t.state for t in trials[:KILLED + 1]] == [TrialState.COMPLETE] * KILLED + [TrialState.FAIL]
+    assert trials[KILLED].user_attrs["outcome"] == sw.INTERRUPTED and sum(sw.counted(t) for t in trials) == KILLED
+    end, events, study = run(sweep, tmp_path)
+    assert end.status == "finished" and sum(sw.counted(t) for t in study.get_trials()) == sweep.n_trials
+    points = [tuple(sorted(t.params.items())) for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(points) == len(set(points)) == sweep.grid_size  # the interrupted point was asked again
 
 
 def test_a_trial_killed_while_being_told_is_not_counted_as_done(isolated_cache, tmp_path):
@@ -272,6 +305,37 @@ def test_bad_space_gets_the_schema_message(changes, words):
     with pytest.raises(ConfigError) as info:
         small(**changes)
     assert words in str(info.value)
+
+
+HOSTILE_LINKS = [
+    ({"space_depth": "i:1:999999999"}, "has 999999999 layers: allowed 0-20"),
+    ({"space_depth": "c:2,50000000,90000000,700000000,800000000"}, "and 1 more"),
+    ({"space_width": "i:1:99999999999"}, "each width must be in [1, 4096]"),
+    ({"space_depth": "i:1:" + "9" * 5000}, "at most 18 digits"),
+    ({"space_lr": "c:" + ",".join(str(0.001 * i) for i in range(1, 5001))}, "lists 5000 values: at most 100"),
+    ({f"space_knob{i}": "c:1,2" for i in range(2000)}, "and 1997 more"),
+    ({"space_seed": "i:0:2000000000", "sweep_sampler": "grid"}, "Grid search over 2e+09 points"),
+    ({"space_activation": "c:" + "x" * 20000 + ",relu"}, "characters)"),
+]
+
+
+@pytest.mark.parametrize("query, words", HOSTILE_LINKS)
+def test_a_hostile_link_is_refused_with_a_short_message_before_anything_is_built(query, words):
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            SweepConfig.from_query(query)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert words in str(info.value)
+    assert len(str(info.value)) < 400
+    assert peak < 4 * 2**20  # hidden=(width,) * 999999999 would take gigabytes
+
+
+def test_a_stored_trial_deeper_than_the_schema_is_refused_before_its_layers_are_built():
+    with pytest.raises(ConfigError, match="allowed 0-20 hidden layers"):
+        sw.trial_config(DIGITS, {"depth": 10**12})
 
 
 def test_budget_above_the_server_cap_is_refused_before_training(isolated_cache, tmp_path, monkeypatch):

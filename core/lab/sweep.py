@@ -8,9 +8,8 @@ distribution can give is checked by the RunConfig schema, so a bad range gets th
 own message.
 
 :func:`run_sweep` drives Optuna by ask-and-tell: it asks a batch of trials, trains the
-trials that share a data stream (:data:`core.engine.train.LOCKSTEP_FIELDS`) as one batched lanes job
-(:func:`core.lab.grid.plan_grid`, :class:`core.engine.batched.StackedLanes`; only trials that share a
-stack, see :func:`split_plan`), reports each trial's
+trials as one family (:func:`core.engine.family.train_family`: those that share a data stream and a
+stack train batched, the others alone, each as :func:`core.engine.train.train` would), reports each trial's
 validation accuracy at epoch ends to the pruner, and tells Optuna the result. A trial whose
 run is already in the run store is told from the store without training; a diverged trial is
 told as failed and the sweep goes on. The study lives in an RDB (SQLite in the cache folder,
@@ -42,14 +41,12 @@ from optuna.trial import TrialState
 from core.engine import catalog
 from core.engine import data as datasets
 from core.engine import paths
-from core.engine.batched import StackedLanes, stack_key
-from core.engine.config import FIELDS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig, format_value, parse_value
+from core.engine.config import (FIELDS, MAX_HIDDEN_LAYERS, MAX_WIDTH, ConfigError, RunConfig, format_value,
+                                knob_of, parse_value)
 from core.engine.task import SCHEMA_VERSION, json_object
 from core.engine.events import (SERVED_FROM_STORE, CellEvent, Event, RunFailed, RunFinished, StoredRun, SweepStarted,
                                TrialDone)
-from core.lab.grid import plan_grid
-from core.engine.lanes import ModuleLanes
-from core.engine.train import train_lanes
+from core.engine.family import FamilyPlan, plan_family, train_family
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported as events, not log lines
 
@@ -61,6 +58,9 @@ KINDS = ("categorical", "int", "log")
 DERIVED = ("depth", "width")  # build ``hidden`` = (width,) * depth
 NOT_SEARCHABLE = ("dataset", "device", "hidden", "log_every")
 MAX_TRIALS = 500
+MAX_CHOICES = 100  # values listed for one searched knob
+MAX_GRID_POINTS = 100_000  # points of a grid search (Optuna's GridSampler lists them all)
+SHOWN = 3  # offenders a refusal names before counting the rest
 MAX_PARALLEL = 32  # trials asked (and trained side by side) at once
 TPE_PARALLEL = 4  # TPE learns from finished trials: ask few at a time
 INTERRUPTED = "interrupted"  # the outcome of a trial cut short by a cancel or a killed process: asked again
@@ -102,6 +102,14 @@ class Dist:
             return IntDistribution(int(self.low), int(self.high))
         return FloatDistribution(float(self.low), float(self.high), log=True)
 
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """This knob's value in ``trial`` (the sampler's pick, or the value the trial already holds)."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high))
+        return trial.suggest_float(self.name, float(self.low), float(self.high), log=True)
+
     def ends(self) -> list:
         """What the schema must accept: every choice, or both ends of a range."""
         return list(self.choices) if self.kind == "categorical" else [self.low, self.high]
@@ -133,45 +141,95 @@ class Dist:
         low, _, high = rest.partition(":")
         if kind in ("i", "l") and low and high:
             return cls(name, "int" if kind == "i" else "log", (), low, high)
-        raise ConfigError({name: f"Search range for {name!r} must look like c:a,b or i:1:5 or l:0.0001:0.01, "
-                                 f"got {text!r}"})
+        raise ConfigError({shown(name): f"Search range for {shown(name)} must look like c:a,b or i:1:5 or "
+                                        f"l:0.0001:0.01, got {shown(text)}"})
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """``value`` as a refusal quotes it: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def first_few(values: Sequence[Any]) -> str:
+    """The first SHOWN values (each :func:`shown`), then how many more."""
+    text = ", ".join(shown(v) for v in values[:SHOWN])
+    return text + (f" and {len(values) - SHOWN} more" if len(values) > SHOWN else "")
+
+
+DERIVED_RANGES = {"depth": (0, MAX_HIDDEN_LAYERS), "width": (1, MAX_WIDTH)}
+
+
+def _derived_problem(name: str, values: Sequence[int]) -> str | None:
+    """Why depth or width values cannot build ``hidden`` (checked before any is built)."""
+    lo, hi = DERIVED_RANGES[name]
+    bad = [v for v in values if not lo <= v <= hi]
+    if not bad:
+        return None
+    if name == "depth":
+        return f"Hidden layers (hidden) has {first_few(bad)} layers: allowed {lo}-{hi}"
+    return f"Hidden layers (hidden) width {first_few(bad)}: each width must be in [{lo}, {hi}]"
+
+
+def _choice_problem(name: str, values: Sequence[Any]) -> str | None:
+    """Why values of a knob with a fixed list of choices are not among them."""
+    knob = knob_of(name)
+    bad = [v for v in values if knob.choices is not None and v not in knob.choices]
+    if not bad:
+        return None
+    return f"{knob.label} ({name}) = {first_few(bad)} is not allowed: one of {', '.join(knob.choices)}"
+
+
+def cut(text: str, limit: int = 300) -> str:
+    """A relayed message, at most ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _parse(name: str, value: Any) -> Any:
     if name in DERIVED:
-        if isinstance(value, bool) or not str(value).strip().lstrip("-").isdigit():
-            raise ValueError(f"{name.capitalize()} must be a whole number, got {value!r}")
-        return int(str(value).strip())
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.lstrip("-").isdigit() or len(text) > 18:
+            raise ValueError(f"{name.capitalize()} must be a whole number of at most 18 digits, got {shown(value)}")
+        return int(text)
     return parse_value(name, value)
 
 
 def _clean(dist: Dist) -> Dist:
-    """Values parsed to the field's type (raises ConfigError naming the knob)."""
+    """Values parsed to the field's type and, for depth and width, within their bounds (raises ConfigError
+    naming the knob); nothing is built from them yet."""
     name = dist.name
-    if name not in FIELDS and name not in DERIVED:
-        raise ConfigError({name: f"Unknown setting {name!r} in the search space"})
     if name in NOT_SEARCHABLE:
         hint = " (search depth and width instead)" if name == "hidden" else ""
         raise ConfigError({name: f"{name!r} cannot be searched{hint}"})
     if dist.kind not in KINDS:
-        raise ConfigError({name: f"Distribution of {name!r} must be one of {', '.join(KINDS)}, got {dist.kind!r}"})
+        raise ConfigError({name: f"Distribution of {name!r} must be one of {', '.join(KINDS)}, got {shown(dist.kind)}"})
+    if dist.kind == "categorical" and len(dist.choices) > MAX_CHOICES:
+        raise ConfigError({name: f"Search space for {name} lists {len(dist.choices)} values: at most {MAX_CHOICES}"})
     try:
         if dist.kind == "categorical":
             choices = tuple(_parse(name, v) for v in dist.choices)
             if len(set(choices)) != len(choices):
-                raise ConfigError({name: f"Search space for {name} lists a value twice: {list(choices)}"})
-            return Dist(name, "categorical", choices)
-        low, high = _parse(name, dist.low), _parse(name, dist.high)
+                twice = [v for i, v in enumerate(choices) if v in choices[:i]]
+                raise ConfigError({name: f"Search space for {name} lists a value twice: {first_few(twice)}"})
+            values: Sequence = choices
+        else:
+            low, high = _parse(name, dist.low), _parse(name, dist.high)
+            values = (low, high)
     except ValueError as exc:
-        raise ConfigError({name: str(exc)}) from None
+        raise ConfigError({name: cut(str(exc))}) from None
+    problem = _derived_problem(name, values) if name in DERIVED else _choice_problem(name, values)
+    if problem:
+        raise ConfigError({name: f"Search space for {name}: {problem}"})
+    if dist.kind == "categorical":
+        return Dist(name, "categorical", choices)
     kind_of = "int" if name in DERIVED else FIELDS[name].type
     if dist.kind == "int" and kind_of != "int":
         raise ConfigError({name: f"An integer range needs a whole-number setting; {name!r} is not one"})
     if dist.kind == "log" and (kind_of != "float" or not low > 0):
         raise ConfigError({name: f"A log-uniform range needs a number setting with a lower end above 0; "
-                                 f"{name!r} from {low!r} is not one"})
+                                 f"{name!r} from {shown(low)} is not one"})
     if low > high:
-        raise ConfigError({name: f"Search range for {name!r} runs from {low!r} down to {high!r}: swap the ends"})
+        raise ConfigError({name: f"Search range for {name!r} runs from {shown(low)} down to {shown(high)}: swap the ends"})
     return Dist(name, dist.kind, (), float(low) if dist.kind == "log" else int(low),
                 float(high) if dist.kind == "log" else int(high))
 
@@ -183,8 +241,8 @@ def trial_config(base: RunConfig, params: Mapping[str, Any]) -> RunConfig:
     if depth is not None or width is not None:
         width = width if width is not None else (base.hidden[0] if base.hidden else 64)
         depth = depth if depth is not None else len(base.hidden)
-        if depth < 0:
-            raise ConfigError({"hidden": f"Depth = {depth}: allowed 0-{MAX_HIDDEN_LAYERS} hidden layers"})
+        if not 0 <= depth <= MAX_HIDDEN_LAYERS:  # before (width,) * depth is built
+            raise ConfigError({"hidden": f"Depth = {shown(depth)}: allowed 0-{MAX_HIDDEN_LAYERS} hidden layers"})
         params["hidden"] = (int(width),) * int(depth)
     return base.replace(**params)
 
@@ -209,24 +267,33 @@ class SweepConfig:
     def __post_init__(self) -> None:
         problems: dict[str, str] = {}
         cleaned = []
-        for dist in self.space:
-            dist = dist if isinstance(dist, Dist) else Dist(**dist)
+        space = [dist if isinstance(dist, Dist) else Dist(**dist) for dist in self.space]
+        unknown = [d.name for d in space if d.name not in FIELDS and d.name not in DERIVED]
+        if unknown:
+            problems["space"] = f"Unknown settings in the search space: {first_few(unknown)}"
+        for dist in space:
+            if dist.name in unknown:
+                continue
             try:
                 cleaned.append(_clean(dist))
             except ConfigError as exc:
                 problems.update(exc.problems)
+            if len(problems) > SHOWN:  # a refusal names a few problems, not every one of a hostile list
+                problems["space"] = f"{len(space)} searched knobs, at least {len(problems)} of them wrong"
+                break
         object.__setattr__(self, "space", tuple(sorted(cleaned, key=lambda d: d.name)))
         names = [d.name for d in self.space]
         if len(set(names)) != len(names):
-            problems["space"] = f"The search space names a knob twice: {names}"
+            twice = sorted({n for n in names if names.count(n) > 1})
+            problems["space"] = f"The search space names a knob twice: {first_few(twice)}"
         if self.sampler not in SAMPLERS:
-            problems["sampler"] = f"Sampler {self.sampler!r} is not allowed: one of {', '.join(SAMPLERS)}"
+            problems["sampler"] = f"Sampler {shown(self.sampler)} is not allowed: one of {', '.join(SAMPLERS)}"
         if self.pruner not in PRUNERS:
-            problems["pruner"] = f"Pruner {self.pruner!r} is not allowed: one of {', '.join(PRUNERS)}"
+            problems["pruner"] = f"Pruner {shown(self.pruner)} is not allowed: one of {', '.join(PRUNERS)}"
         for name, lo, hi in (("trials", 1, MAX_TRIALS), ("seed", 0, 2**31 - 1), ("parallel", 0, MAX_PARALLEL)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                problems[name] = f"{name.capitalize()} = {value!r}: allowed {lo}-{hi}"
+                problems[name] = f"{name.capitalize()} = {shown(value)}: allowed {lo}-{hi}"
         if not problems:
             problems.update(self._space_problems())
         if problems:
@@ -245,20 +312,23 @@ class SweepConfig:
             logs = [d.name for d in self.space if d.kind == "log"]
             return {"sampler": f"Grid search needs a finite list of values; {', '.join(logs)} is a continuous "
                                f"log-uniform range: list values instead, or use random or TPE"}
+        if self.sampler == "grid" and self.grid_size > MAX_GRID_POINTS:
+            return {"sampler": f"Grid search over {self.grid_size:.3g} points: at most {MAX_GRID_POINTS:,} (fewer "
+                               f"values or shorter ranges), or use random or TPE"}
         # Every value a distribution can give, against the schema (the ends of ranges, each choice).
         for dist in self.space:
             for value in dist.ends():
                 try:
                     trial_config(self.base, {dist.name: value})
                 except ConfigError as exc:
-                    return {dist.name: f"Search space for {dist.name}: {exc}"}
+                    return {dist.name: cut(f"Search space for {dist.name}: {exc}")}
         if "depth" in self.names and "width" in self.names:
             depth, width = self.dist("depth"), self.dist("width")
             for d, w in itertools.product(depth.ends(), width.ends()):
                 try:
                     trial_config(self.base, {"depth": d, "width": w})
                 except ConfigError as exc:
-                    return {"depth": f"Search space for depth x width: {exc}"}
+                    return {"depth": cut(f"Search space for depth x width: {exc}")}
         return {}
 
     # --- derived ----------------------------------------------------------------------------------
@@ -388,7 +458,7 @@ class SweepConfig:
                     try:
                         settings[name] = int(value)
                     except ValueError:
-                        raise ConfigError({name: f"{name.capitalize()} must be a whole number, got {value!r}"}) from None
+                        raise ConfigError({name: f"{name.capitalize()} must be a whole number, got {shown(value)}"}) from None
         space = tuple(Dist.from_text(k[len("space_"):], v) for k, v in sorted(query.items()) if k.startswith("space_"))
         return cls(base=base, space=space, **settings)
 
@@ -556,58 +626,109 @@ def best_so_far(values: Sequence[float | None]) -> list[float | None]:
 
 
 # --- the runner ----------------------------------------------------------------------------------
+BOUNDARIES = ("asked", "suggesting", "training", "telling")  # where a sweep may be killed, for at_boundary
+Boundary = Callable[[str, int], None]
+
+
 def run_sweep(sweep: SweepConfig, emit: Callable[[Event], None], cancel: threading.Event | None = None,
               file_run: Callable[[str, RunConfig, list[Event]], None] | None = None,
               read_run: Callable[[str], StoredRun | None] | None = None,
-              storage: optuna.storages.BaseStorage | str | None = None) -> RunFinished | RunFailed:
+              storage: optuna.storages.BaseStorage | str | None = None,
+              at_boundary: Boundary | None = None) -> RunFinished | RunFailed:
     """Search the space (see the module docstring); returns the sweep's terminal event.
 
     ``read_run`` looks a trial's run up in the run store, ``file_run`` hands a trained trial's run
-    to the job manager to store (the manager is the store's only writer)."""
+    to the job manager to store (the manager is the store's only writer). ``at_boundary(name, trial)``
+    is called at each of BOUNDARIES a trial passes (tests kill the sweep there). When ``emit`` raises
+    (a dying worker's broken pipe) the sweep stops: its trials in flight are interrupted, not failed."""
     t0 = time.perf_counter()
-    cancel = cancel or threading.Event()
+    stop = _Stop(cancel or threading.Event())
+    emit = stop.guard(emit)
+    at_boundary = at_boundary or (lambda name, number: None)
     try:
         check_budget(sweep)
+        storage = storage if isinstance(storage, optuna.storages.BaseStorage) else open_storage(storage)
         study = open_study(sweep, storage)
-        storage_text = redact(study._storage.url if hasattr(study._storage, "url") else storage_url())
+        storage_text = redact(getattr(storage, "url", None) or storage_url())
     except (ConfigError, SweepStorageError, datasets.DatasetUnavailable) as exc:
         end = RunFailed(0, str(exc), type(exc).__name__, time.perf_counter() - t0)
         emit(end)
         return end
-    requeued = _requeue_interrupted(study)
+    requeued = _requeue_interrupted(study, storage)
     done = sum(counted(t) for t in study.get_trials(deepcopy=False))
     notes = []
     if sweep.sampler == "grid" and sweep.trials > sweep.grid_size:
         notes.append(f"The grid has {sweep.grid_size:g} points: {sweep.n_trials} trials visit each once")
     emit(SweepStarted(sweep.key(), sweep.study_name(), storage_text, sweep.n_trials, done, requeued, notes, time.time()))
-    distributions = {d.name: d.optuna() for d in sweep.space}
-    while done < sweep.n_trials and not cancel.is_set():
-        asked = [study.ask(distributions) for _ in range(min(sweep.batch, sweep.n_trials - done))]
-        done += _run_batch(sweep, study, asked, emit, cancel, file_run, read_run)
-    return _finish(sweep, study, cancel, t0, emit)
+    while done < sweep.n_trials and not stop.is_set():
+        asked = [_ask(study, sweep.space, at_boundary) for _ in range(min(sweep.batch, sweep.n_trials - done))]
+        done += _run_batch(sweep, study, storage, asked, emit, stop, file_run, read_run, at_boundary)
+    return _finish(sweep, study, stop, t0, emit)
 
 
-def _requeue_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed process are asked again with the same values, then failed as
-    interrupted (also one killed between recording its outcome and being told: it never finished)."""
+class _Stop:
+    """What stops a sweep: its cancel flag, or an event sink that raised (the worker it streams to is gone)."""
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
+        self.broken = threading.Event()
+
+    def is_set(self) -> bool:
+        return self.cancel.is_set() or self.broken.is_set()
+
+    def guard(self, emit: Callable[[Event], None]) -> Callable[[Event], None]:
+        def send(event: Event) -> None:
+            if self.broken.is_set():
+                return
+            try:
+                emit(event)
+            except Exception:  # BrokenPipeError and the like: nobody is listening any more
+                self.broken.set()
+        return send
+
+
+def _ask(study: optuna.Study, space: Sequence[Dist], at_boundary: Boundary) -> optuna.Trial:
+    """A new trial with a value for every knob of ``space``."""
+    trial = study.ask()
+    at_boundary("asked", trial.number)
+    for k, dist in enumerate(space):
+        if k:
+            at_boundary("suggesting", trial.number)
+        dist.suggest(trial)
+    return trial
+
+
+def _trial_id(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study``."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def _ask_again(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> None:
+    """Trial ``number``, cut short, is failed as interrupted (not counted) and queued to be asked again: the
+    copy keeps the values it had and what its sampler needs for the rest (a grid search's point, values
+    given to enqueue_trial), so one killed before all its values were chosen gets the same point. The copy
+    is queued before the original is failed: a kill in between repeats a point, never loses one."""
+    trial_id = _trial_id(study, storage, number)
+    frozen = storage.get_trial(trial_id)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=frozen.params,
+                                              distributions=frozen.distributions, system_attrs=frozen.system_attrs))
+    storage.set_trial_user_attr(trial_id, "outcome", INTERRUPTED)
+    study.tell(number, state=TrialState.FAIL)
+
+
+def _requeue_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
+    """Trials left RUNNING by a killed process (at any point: before all their values were chosen, while
+    training, or between recording their outcome and being told) never finished: each is asked again."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
-        study.enqueue_trial(trial.params, skip_if_exists=False)
-        study._storage.set_trial_user_attr(trial._trial_id, "outcome", INTERRUPTED)
-        study.tell(trial.number, state=TrialState.FAIL)
+        _ask_again(study, storage, trial.number)
     return len(stale)
 
 
-def _interrupt(study: optuna.Study, trial: optuna.Trial) -> None:
-    """A cancelled trial is asked again (same values) when the sweep resumes."""
-    study.enqueue_trial(trial.params)
-    trial.set_user_attr("outcome", INTERRUPTED)
-    study.tell(trial, state=TrialState.FAIL)
-
-
-def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial], emit: Callable[[Event], None],
-               cancel: threading.Event, file_run: Callable[[str, RunConfig, list[Event]], None] | None,
-               read_run: Callable[[str], StoredRun | None] | None) -> int:
+def _run_batch(sweep: SweepConfig, study: optuna.Study, storage: optuna.storages.BaseStorage,
+               asked: list[optuna.Trial], emit: Callable[[Event], None], stop: _Stop,
+               file_run: Callable[[str, RunConfig, list[Event]], None] | None,
+               read_run: Callable[[str], StoredRun | None] | None, at_boundary: Boundary) -> int:
     """Train (or serve from the store) one batch of asked trials; returns how many were told."""
     configs: dict[int, RunConfig] = {}
     told, told_numbers = 0, set()
@@ -620,6 +741,7 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
             trial.set_user_attr("reason", reason[:500])
         if test_acc is not None:
             trial.set_user_attr("test_acc", test_acc)
+        at_boundary("telling", trial.number)
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         told += 1
         told_numbers.add(trial.number)
@@ -640,62 +762,47 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, asked: list[optuna.Trial
             configs[trial.number] = cfg
     by_number = {t.number: t for t in asked}
     numbers = list(configs)
+    hooks = [lane_hooks(sweep, by_number[n], configs[n], emit, file_run, tell, at_boundary) for n in numbers]
     cells = [(f"trial {n}", configs[n]) for n in numbers]
-    batched, alone = split_plan(cells)
-
-    def lane_emit(number: int) -> tuple[Callable[[Event], None], Callable[[], str | None]]:
-        trial, cfg, history = by_number[number], configs[number], []
-
-        def on_event(event: Event) -> None:
-            history.append(event)
-            if event.kind == "eval":
-                emit(CellEvent(number, f"trial {number}", event))
-                if float(event.epoch).is_integer() and event.epoch >= 1:
-                    trial.report(event.val_acc, int(event.epoch))
-            elif event.kind in ("finished", "failed"):
-                _tell_end(trial, cfg, event, history, file_run, tell)
-
-        def should_prune() -> str | None:
-            last = next((e for e in reversed(history) if e.kind == "eval"), None)
-            if last is None or last.epoch >= cfg.epochs or not trial.should_prune():
-                return None
-            return f"pruned by the {PRUNER_TITLES[sweep.pruner].lower()} after epoch {int(last.epoch)}"
-        return on_event, should_prune
-
-    for group in batched:
-        if cancel.is_set():
-            break
-        group = [group[k] for k in StackedLanes.stacked_order([cells[i][1] for i in group])]
-        hooks = [lane_emit(numbers[i]) for i in group]
-        train_lanes([cells[i][1] for i in group], StackedLanes, [h[0] for h in hooks], cancel,
-                    [cells[i][1].key() for i in group], prune=lambda lane: hooks[lane][1]())
-    for i in alone:
-        if cancel.is_set():
-            break
-        on_event, should_prune = lane_emit(numbers[i])
-        train_lanes([cells[i][1]], ModuleLanes, [on_event], cancel, [cells[i][1].key()],
-                    prune=lambda lane: should_prune())
+    if cells:  # every trial may have been served from the store
+        train_family([cfg for _, cfg in cells], [h[0] for h in hooks], plan_trials(cells), stop,
+                     prune=lambda i: hooks[i][1]())
     for number in numbers:  # cancelled before or while training: asked again on resume
         if number not in told_numbers:
-            _interrupt(study, by_number[number])
+            _ask_again(study, storage, number)
     return told
 
 
-def split_plan(cells: Sequence[tuple[str, RunConfig]]) -> tuple[list[list[int]], list[int]]:
-    """Which trials train batched (per data stream, those that share a stack: same width and
-    optimizer settings, see core.engine.batched.stack_key) and which alone. Batching a stack of one gains
-    nothing (bench_sweep measured it slower than the single-run lanes), so it trains alone."""
-    plan = plan_grid(cells)
-    batched, alone = [], list(plan.alone)
-    for group in plan.batched:
-        stacks: dict[tuple, list[int]] = {}
-        for i in group:
-            stacks.setdefault(stack_key(cells[i][1]), []).append(i)
-        shared = [i for members in stacks.values() if len(members) > 1 for i in members]
-        alone += [i for members in stacks.values() if len(members) == 1 for i in members]
-        if shared:
-            batched.append(shared)
-    return batched, sorted(alone)
+def plan_trials(cells: Sequence[tuple[str, RunConfig]]) -> FamilyPlan:
+    """Which trials train batched (per data stream, those that share a stack: same width and optimizer
+    settings, see core.engine.batched.stack_key) and which alone. Batching a stack of one gains nothing
+    (bench_sweep measured it slower than the single-run lanes), so it trains alone."""
+    return plan_family(cells, min_stack=2)
+
+
+def lane_hooks(sweep: SweepConfig, trial: optuna.Trial, cfg: RunConfig, emit: Callable[[Event], None],
+               file_run: Callable[[str, RunConfig, list[Event]], None] | None, tell: Callable[..., None],
+               at_boundary: Boundary) -> tuple[Callable[[Event], None], Callable[[], str | None]]:
+    """(the trial's event sink, its pruning question): epoch-end accuracies reported to the pruner, the
+    trial told when its run ends."""
+    history: list[Event] = []
+
+    def on_event(event: Event) -> None:
+        history.append(event)
+        if event.kind == "eval":
+            emit(CellEvent(trial.number, f"trial {trial.number}", event))
+            if float(event.epoch).is_integer() and event.epoch >= 1:
+                trial.report(event.val_acc, int(event.epoch))
+                at_boundary("training", trial.number)
+        elif event.kind in ("finished", "failed"):
+            _tell_end(trial, cfg, event, history, file_run, tell)
+
+    def should_prune() -> str | None:
+        last = next((e for e in reversed(history) if e.kind == "eval"), None)
+        if last is None or last.epoch >= cfg.epochs or not trial.should_prune():
+            return None
+        return f"pruned by the {PRUNER_TITLES[sweep.pruner].lower()} after epoch {int(last.epoch)}"
+    return on_event, should_prune
 
 
 def _epoch_ends(events: Sequence[Event]) -> list[tuple[int, float]]:
@@ -737,7 +844,7 @@ def _tell_end(trial: optuna.Trial, cfg: RunConfig, event: Event, history: list[E
         tell(trial, TrialState.FAIL, None, "diverged", event.reason, elapsed=event.elapsed)
 
 
-def _finish(sweep: SweepConfig, study: optuna.Study, cancel: threading.Event, t0: float,
+def _finish(sweep: SweepConfig, study: optuna.Study, cancel: _Stop, t0: float,
             emit: Callable[[Event], None]) -> RunFinished:
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials if counted(t)]
