@@ -2,10 +2,10 @@
 
     python bench/bench_sweep.py [--trials 24] [--dataset fashion-mnist] [--device auto|cpu|cuda] [--threads N]
 
-Draws ``--trials`` points of the D-sweep space (core/sweep.py) with epochs fixed at 1 by
+Draws ``--trials`` points of the D-sweep space (core/lessons/families.py) with epochs fixed at 1 by
 Optuna's random sampler (seed 0), and times
 
-- the sweep: :func:`core.lab.sweep.run_sweep`, all trials asked at once, trials sharing a data
+- the sweep: :func:`core.lab.sweep.runner.run_sweep`, all trials asked at once, trials sharing a data
   stream (here: the batch size) trained as one batched lanes job, each told to the study;
 - the same trial configs trained one after another by :func:`core.engine.train.train`.
 
@@ -26,7 +26,9 @@ from optuna.trial import TrialState  # noqa: E402
 
 from core.engine import data as datasets  # noqa: E402
 from core.lessons.families import SWEEP_PRESETS  # noqa: E402
-from core.lab.sweep import open_study, plan_trials, run_sweep, trial_config  # noqa: E402
+from core.lab.sweep.runner import plan_trials, run_sweep  # noqa: E402
+from core.lab.sweep.space import trial_config  # noqa: E402
+from core.lab.sweep.study import open_study  # noqa: E402
 from core.engine.train import device_name, resolve_device, train  # noqa: E402
 
 

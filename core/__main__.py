@@ -28,7 +28,8 @@ from core.serve.jobs import get_manager
 from core.serve.store import RunStore
 from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
-from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, check_budget, open_study
+from core.lab.sweep.space import PRUNERS, SAMPLERS, check_budget
+from core.lab.sweep.study import SweepStorageError, open_study
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:

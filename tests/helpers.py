@@ -35,7 +35,7 @@ KILLED_EXIT = 75  # the exit status of a process kill_at(..., exit=True) ended
 
 def kill_at(boundary: str, number: int, exit: bool = False) -> Callable[[str, int], None]:
     """A sweep's ``at_boundary`` hook that kills the sweep when trial ``number`` reaches ``boundary``
-    (one of core.lab.sweep.BOUNDARIES): ``exit`` ends the process at once, as SIGKILL would (no cleanup,
+    (one of core.lab.sweep.runner.BOUNDARIES): ``exit`` ends the process at once, as SIGKILL would (no cleanup,
     nothing flushed); otherwise :class:`Killed` is raised."""
     def hook(at: str, trial: int) -> None:
         if at == boundary and trial == number:

@@ -9,7 +9,9 @@ from core.engine.config import RunConfig
 from core.engine.events import CellEvent
 from core.engine.family import plan_family, train_family
 from core.engine.train import train
-from core.lab import sweep as sw
+from core.lab.sweep.runner import run_sweep
+from core.lab.sweep.space import Dist, SweepConfig, trial_config
+from core.lab.sweep.study import open_study
 from core.lab.grid import GridConfig, cell_events, run_grid
 from core.serve.cobatch import CoBatch, run_cobatch
 from core.serve.jobs import JobManager
@@ -56,17 +58,17 @@ def _assert_is(events, cfg: RunConfig, tol: float = EXACT) -> None:
 def test_a_by_hand_sweep_trial_is_the_by_hand_run_and_is_stored_as_it(isolated_cache, tmp_path):
     store = RunStore()
     manager = JobManager(store, processes=False)
-    space = (sw.Dist("backprop", "categorical", ("autograd", "by_hand")),
-             sw.Dist("activation", "categorical", ("tanh", "relu")))
-    sweep = sw.SweepConfig(AUTOGRAD, space, "grid", "none", 4)
-    end = sw.run_sweep(sweep, lambda e: None, storage=f"sqlite:///{tmp_path / 'studies.db'}",
+    space = (Dist("backprop", "categorical", ("autograd", "by_hand")),
+             Dist("activation", "categorical", ("tanh", "relu")))
+    sweep = SweepConfig(AUTOGRAD, space, "grid", "none", 4)
+    end = run_sweep(sweep, lambda e: None, storage=f"sqlite:///{tmp_path / 'studies.db'}",
                        file_run=manager.file_run, read_run=manager.read_run)
     assert end.status == "finished"
-    study = sw.open_study(sweep, f"sqlite:///{tmp_path / 'studies.db'}")
+    study = open_study(sweep, f"sqlite:///{tmp_path / 'studies.db'}")
     by_hand = [t for t in study.trials if t.params["backprop"] == "by_hand"]
     assert len(by_hand) == 2
     for trial in by_hand:
-        cfg = sw.trial_config(sweep.base, trial.params)
+        cfg = trial_config(sweep.base, trial.params)
         stored = store.get(cfg.key())
         assert stored is not None and stored.events[0].config["backprop"] == "by_hand"
         _assert_is(stored.events, cfg)

@@ -1,21 +1,11 @@
-"""Hyperparameter sweeps: a search space over RunConfig knobs, searched by Optuna.
+"""A sweep's search space: which RunConfig knobs vary and how, the trial each point is, and what it costs.
 
-A :class:`SweepConfig` is a base :class:`RunConfig`, a declared subset of its knobs with
-distributions (:class:`Dist`: a list of values, an integer range, or a log-uniform range), an
-Optuna sampler (grid, random, TPE) and pruner (none, median, successive halving), a trial
-budget and a seed. "depth" and "width" are derived knobs that build ``hidden``. Every value a
-distribution can give is checked by the RunConfig schema, so a bad range gets the schema's
-own message.
-
-:func:`run_sweep` drives Optuna by ask-and-tell: it asks a batch of trials, trains the
-trials as one family (:func:`core.engine.family.train_family`: those that share a data stream and a
-stack train batched, the others alone, each as :func:`core.engine.train.train` would), reports each trial's
-validation accuracy at epoch ends to the pruner, and tells Optuna the result. A trial whose
-run is already in the run store is told from the store without training; a diverged trial is
-told as failed and the sweep goes on. The study lives in an RDB (SQLite in the cache folder,
-or any SQLAlchemy URL in ``GRADIENT_LAB_SWEEP_DB``), so a cancelled or killed sweep resumes
-with its finished trials intact: trials left running are asked again with the same values.
-Registered with the job manager as kind "sweep".
+A :class:`SweepConfig` is a base :class:`RunConfig`, a declared subset of its knobs with distributions
+(:class:`Dist`: a list of values, an integer range, or a log-uniform range), an Optuna sampler (grid,
+random, TPE) and pruner (none, median, successive halving), a trial budget and a seed. "depth" and
+"width" are derived knobs that build ``hidden``. Bounds (depth, width, a knob's choices, list lengths,
+grid points) are checked before anything is built from a request, every value a distribution can give
+by the RunConfig schema; every refusal names a few offenders and counts the rest.
 """
 from __future__ import annotations
 
@@ -26,29 +16,17 @@ import json
 import math
 import os
 import random
-import re
-import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import optuna
-import sqlalchemy.event
-import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import TrialState
+from optuna.trial import Trial
 
 from core.engine import catalog
 from core.engine import data as datasets
-from core.engine import paths
 from core.engine.config import (FIELDS, MAX_HIDDEN_LAYERS, MAX_WIDTH, ConfigError, RunConfig, format_value,
                                 knob_of, parse_value)
 from core.engine.task import SCHEMA_VERSION, json_object
-from core.engine.events import (SERVED_FROM_STORE, CellEvent, Event, RunFailed, RunFinished, StoredRun, SweepStarted,
-                               TrialDone)
-from core.engine.family import FamilyPlan, plan_family, train_family
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported as events, not log lines
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "halving")
@@ -63,15 +41,9 @@ MAX_GRID_POINTS = 100_000  # points of a grid search (Optuna's GridSampler lists
 SHOWN = 3  # offenders a refusal names before counting the rest
 MAX_PARALLEL = 32  # trials asked (and trained side by side) at once
 TPE_PARALLEL = 4  # TPE learns from finished trials: ask few at a time
-INTERRUPTED = "interrupted"  # the outcome of a trial cut short by a cancel or a killed process: asked again
 PRUNE_PARALLEL = 2  # a pruner compares against finished trials: ask few at a time
 DEFAULT_MAX_COST = 500_000.0  # GFLOP per sweep, override with GRADIENT_LAB_MAX_SWEEP_COST
-DB_ENV = "GRADIENT_LAB_SWEEP_DB"
 COST_ENV = "GRADIENT_LAB_MAX_SWEEP_COST"
-
-
-class SweepStorageError(RuntimeError):
-    """The study database cannot be opened (bad URL, server down, no permission)."""
 
 
 # --- the search space --------------------------------------------------------------------------
@@ -102,7 +74,7 @@ class Dist:
             return IntDistribution(int(self.low), int(self.high))
         return FloatDistribution(float(self.low), float(self.high), log=True)
 
-    def suggest(self, trial: optuna.Trial) -> Any:
+    def suggest(self, trial: Trial) -> Any:
         """This knob's value in ``trial`` (the sampler's pick, or the value the trial already holds)."""
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
@@ -513,370 +485,3 @@ def format_gflop(gflop: float) -> str:
         if gflop >= scale:
             return f"{gflop / scale:.3g} {unit}"
     return f"{gflop * 1e3:.3g} MFLOP"
-
-
-# --- the study's storage -------------------------------------------------------------------------
-def storage_url() -> str:
-    """GRADIENT_LAB_SWEEP_DB, or an SQLite file in the cache folder."""
-    url = os.environ.get(DB_ENV, "").strip()
-    return url or f"sqlite:///{paths.private_dir('sweeps') / 'studies.db'}"
-
-
-def redact(url: str) -> str:
-    """The URL with any password hidden."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-_storages: dict[str, optuna.storages.RDBStorage] = {}
-_storages_lock = threading.Lock()
-
-
-def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
-    """The RDB storage at ``url`` (one per URL and process); raises SweepStorageError with a clear
-    message when it cannot be used."""
-    url = url or storage_url()
-    with _storages_lock:
-        if url not in _storages:
-            _storages[url] = _connect(url)
-        return _storages[url]
-
-
-def _connect(url: str) -> optuna.storages.RDBStorage:
-    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        if url.startswith("sqlite"):
-            sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
-            storage.engine.dispose()  # pooled connections reopen with the pragmas
-        return storage
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SweepStorageError(f"The sweep database {redact(url)} cannot be opened ({detail}). Check "
-                                f"{DB_ENV} (any SQLAlchemy URL, e.g. postgresql://user@host/db) or unset it "
-                                f"to use SQLite in the cache folder") from None
-
-
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """Optuna's GridSampler for ask-and-tell: its ``after_trial`` calls ``study.stop()``, which
-    raises outside ``study.optimize``; the sweep stops by itself after every point (``n_trials``)."""
-
-    def after_trial(self, study, trial, state, values) -> None:
-        return None
-
-
-def _sqlite_pragmas(connection, _record) -> None:
-    """WAL journal, and no fsync per commit (a study writes on every report and tell; a power
-    cut may lose the last trials, never corrupt the file)."""
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def make_sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
-    if sweep.sampler == "grid":
-        return AskTellGridSampler({d.name: d.values() for d in sweep.space}, seed=sweep.seed)
-    if sweep.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=min(10, max(2, sweep.n_trials // 3)))
-    return optuna.samplers.RandomSampler(seed=sweep.seed)
-
-
-def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
-    if sweep.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    if sweep.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
-def open_study(sweep: SweepConfig, storage: optuna.storages.BaseStorage | str | None = None) -> optuna.Study:
-    """The sweep's study (created on first use), with its sampler and pruner."""
-    storage = storage if isinstance(storage, optuna.storages.BaseStorage) else open_storage(storage)
-    try:
-        return optuna.create_study(storage=storage, study_name=sweep.study_name(), direction="maximize",
-                                   sampler=make_sampler(sweep), pruner=make_pruner(sweep), load_if_exists=True)
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise SweepStorageError(f"The sweep database cannot be used ({str(exc).splitlines()[0]})") from None
-
-
-def load_study(sweep: SweepConfig, storage: optuna.storages.BaseStorage | str | None = None) -> optuna.Study | None:
-    """The sweep's study if it exists (for pages), else None."""
-    storage = storage if isinstance(storage, optuna.storages.BaseStorage) else open_storage(storage)
-    try:
-        return optuna.load_study(study_name=sweep.study_name(), storage=storage, sampler=make_sampler(sweep))
-    except KeyError:
-        return None
-
-
-def counted(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial used up budget: finished, pruned, or failed for a reason of its own
-    (diverged); not one interrupted by a cancel or a restart."""
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        trial.state == TrialState.FAIL and trial.user_attrs.get("outcome", INTERRUPTED) != INTERRUPTED)
-
-
-def best_so_far(values: Sequence[float | None]) -> list[float | None]:
-    """Running maximum of trial values (None for failed trials keeps the best so far)."""
-    out, best = [], None
-    for v in values:
-        if v is not None and (best is None or v > best):
-            best = v
-        out.append(best)
-    return out
-
-
-# --- the runner ----------------------------------------------------------------------------------
-BOUNDARIES = ("asked", "suggesting", "training", "telling")  # where a sweep may be killed, for at_boundary
-Boundary = Callable[[str, int], None]
-
-
-def run_sweep(sweep: SweepConfig, emit: Callable[[Event], None], cancel: threading.Event | None = None,
-              file_run: Callable[[str, RunConfig, list[Event]], None] | None = None,
-              read_run: Callable[[str], StoredRun | None] | None = None,
-              storage: optuna.storages.BaseStorage | str | None = None,
-              at_boundary: Boundary | None = None) -> RunFinished | RunFailed:
-    """Search the space (see the module docstring); returns the sweep's terminal event.
-
-    ``read_run`` looks a trial's run up in the run store, ``file_run`` hands a trained trial's run
-    to the job manager to store (the manager is the store's only writer). ``at_boundary(name, trial)``
-    is called at each of BOUNDARIES a trial passes (tests kill the sweep there). When ``emit`` raises
-    (a dying worker's broken pipe) the sweep stops: its trials in flight are interrupted, not failed."""
-    t0 = time.perf_counter()
-    stop = _Stop(cancel or threading.Event())
-    emit = stop.guard(emit)
-    at_boundary = at_boundary or (lambda name, number: None)
-    try:
-        check_budget(sweep)
-        storage = storage if isinstance(storage, optuna.storages.BaseStorage) else open_storage(storage)
-        study = open_study(sweep, storage)
-        storage_text = redact(getattr(storage, "url", None) or storage_url())
-    except (ConfigError, SweepStorageError, datasets.DatasetUnavailable) as exc:
-        end = RunFailed(0, str(exc), type(exc).__name__, time.perf_counter() - t0)
-        emit(end)
-        return end
-    requeued = _requeue_interrupted(study, storage)
-    done = sum(counted(t) for t in study.get_trials(deepcopy=False))
-    notes = []
-    if sweep.sampler == "grid" and sweep.trials > sweep.grid_size:
-        notes.append(f"The grid has {sweep.grid_size:g} points: {sweep.n_trials} trials visit each once")
-    emit(SweepStarted(sweep.key(), sweep.study_name(), storage_text, sweep.n_trials, done, requeued, notes, time.time()))
-    while done < sweep.n_trials and not stop.is_set():
-        asked = [_ask(study, sweep.space, at_boundary) for _ in range(min(sweep.batch, sweep.n_trials - done))]
-        done += _run_batch(sweep, study, storage, asked, emit, stop, file_run, read_run, at_boundary)
-    return _finish(sweep, study, stop, t0, emit)
-
-
-class _Stop:
-    """What stops a sweep: its cancel flag, or an event sink that raised (the worker it streams to is gone)."""
-
-    def __init__(self, cancel: threading.Event):
-        self.cancel = cancel
-        self.broken = threading.Event()
-
-    def is_set(self) -> bool:
-        return self.cancel.is_set() or self.broken.is_set()
-
-    def guard(self, emit: Callable[[Event], None]) -> Callable[[Event], None]:
-        def send(event: Event) -> None:
-            if self.broken.is_set():
-                return
-            try:
-                emit(event)
-            except Exception:  # BrokenPipeError and the like: nobody is listening any more
-                self.broken.set()
-        return send
-
-
-def _ask(study: optuna.Study, space: Sequence[Dist], at_boundary: Boundary) -> optuna.Trial:
-    """A new trial with a value for every knob of ``space``."""
-    trial = study.ask()
-    at_boundary("asked", trial.number)
-    for k, dist in enumerate(space):
-        if k:
-            at_boundary("suggesting", trial.number)
-        dist.suggest(trial)
-    return trial
-
-
-def _trial_id(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> int:
-    """The storage's id of trial ``number`` of ``study``."""
-    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
-
-
-def _ask_again(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> None:
-    """Trial ``number``, cut short, is failed as interrupted (not counted) and queued to be asked again: the
-    copy keeps the values it had and what its sampler needs for the rest (a grid search's point, values
-    given to enqueue_trial), so one killed before all its values were chosen gets the same point. The copy
-    is queued before the original is failed: a kill in between repeats a point, never loses one."""
-    trial_id = _trial_id(study, storage, number)
-    frozen = storage.get_trial(trial_id)
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=frozen.params,
-                                              distributions=frozen.distributions, system_attrs=frozen.system_attrs))
-    storage.set_trial_user_attr(trial_id, "outcome", INTERRUPTED)
-    study.tell(number, state=TrialState.FAIL)
-
-
-def _requeue_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
-    """Trials left RUNNING by a killed process (at any point: before all their values were chosen, while
-    training, or between recording their outcome and being told) never finished: each is asked again."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for trial in stale:
-        _ask_again(study, storage, trial.number)
-    return len(stale)
-
-
-def _run_batch(sweep: SweepConfig, study: optuna.Study, storage: optuna.storages.BaseStorage,
-               asked: list[optuna.Trial], emit: Callable[[Event], None], stop: _Stop,
-               file_run: Callable[[str, RunConfig, list[Event]], None] | None,
-               read_run: Callable[[str], StoredRun | None] | None, at_boundary: Boundary) -> int:
-    """Train (or serve from the store) one batch of asked trials; returns how many were told."""
-    configs: dict[int, RunConfig] = {}
-    told, told_numbers = 0, set()
-
-    def tell(trial: optuna.Trial, state: TrialState, value: float | None, outcome: str, reason: str = "",
-             test_acc: float | None = None, elapsed: float = 0.0) -> None:
-        nonlocal told
-        trial.set_user_attr("outcome", outcome)
-        if reason:
-            trial.set_user_attr("reason", reason[:500])
-        if test_acc is not None:
-            trial.set_user_attr("test_acc", test_acc)
-        at_boundary("telling", trial.number)
-        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-        told += 1
-        told_numbers.add(trial.number)
-        key = trial.user_attrs.get("key", "")
-        emit(TrialDone(trial.number, dict(trial.params), state.name, value, key, outcome, reason, test_acc, elapsed))
-
-    for trial in asked:
-        try:
-            cfg = trial_config(sweep.base, trial.params)
-        except ConfigError as exc:  # a combination the schema refuses (ranges were checked end by end)
-            tell(trial, TrialState.FAIL, None, "failed", str(exc))
-            continue
-        trial.set_user_attr("key", cfg.key())
-        stored = read_run(cfg.key()) if read_run is not None else None
-        if stored is not None and stored.meta.get("status") in SERVED_FROM_STORE:
-            _tell_stored(trial, stored, tell)
-        else:
-            configs[trial.number] = cfg
-    by_number = {t.number: t for t in asked}
-    numbers = list(configs)
-    hooks = [lane_hooks(sweep, by_number[n], configs[n], emit, file_run, tell, at_boundary) for n in numbers]
-    cells = [(f"trial {n}", configs[n]) for n in numbers]
-    if cells:  # every trial may have been served from the store
-        train_family([cfg for _, cfg in cells], [h[0] for h in hooks], plan_trials(cells), stop,
-                     prune=lambda i: hooks[i][1]())
-    for number in numbers:  # cancelled before or while training: asked again on resume
-        if number not in told_numbers:
-            _ask_again(study, storage, number)
-    return told
-
-
-def plan_trials(cells: Sequence[tuple[str, RunConfig]]) -> FamilyPlan:
-    """Which trials train batched (per data stream, those that share a stack: same width and optimizer
-    settings, see core.engine.batched.stack_key) and which alone. Batching a stack of one gains nothing
-    (bench_sweep measured it slower than the single-run lanes), so it trains alone."""
-    return plan_family(cells, min_stack=2)
-
-
-def lane_hooks(sweep: SweepConfig, trial: optuna.Trial, cfg: RunConfig, emit: Callable[[Event], None],
-               file_run: Callable[[str, RunConfig, list[Event]], None] | None, tell: Callable[..., None],
-               at_boundary: Boundary) -> tuple[Callable[[Event], None], Callable[[], str | None]]:
-    """(the trial's event sink, its pruning question): epoch-end accuracies reported to the pruner, the
-    trial told when its run ends."""
-    history: list[Event] = []
-
-    def on_event(event: Event) -> None:
-        history.append(event)
-        if event.kind == "eval":
-            emit(CellEvent(trial.number, f"trial {trial.number}", event))
-            if float(event.epoch).is_integer() and event.epoch >= 1:
-                trial.report(event.val_acc, int(event.epoch))
-                at_boundary("training", trial.number)
-        elif event.kind in ("finished", "failed"):
-            _tell_end(trial, cfg, event, history, file_run, tell)
-
-    def should_prune() -> str | None:
-        last = next((e for e in reversed(history) if e.kind == "eval"), None)
-        if last is None or last.epoch >= cfg.epochs or not trial.should_prune():
-            return None
-        return f"pruned by the {PRUNER_TITLES[sweep.pruner].lower()} after epoch {int(last.epoch)}"
-    return on_event, should_prune
-
-
-def _epoch_ends(events: Sequence[Event]) -> list[tuple[int, float]]:
-    return [(int(e.epoch), e.val_acc) for e in events if e.kind == "eval" and float(e.epoch).is_integer()
-            and e.epoch >= 1]
-
-
-def _tell_stored(trial: optuna.Trial, stored: StoredRun, tell: Callable[..., None]) -> None:
-    """Tell a trial from its stored run (its epoch-end accuracies too, for the pruner), without training."""
-    end = next((e for e in reversed(stored.events) if e.kind == "finished"), None)
-    if end is None:
-        tell(trial, TrialState.FAIL, None, "failed", "the stored run could not be read")
-        return
-    for epoch, val_acc in _epoch_ends(stored.events):
-        trial.report(val_acc, epoch)
-    if end.status == "diverged":
-        tell(trial, TrialState.FAIL, None, "diverged", f"(from the run store) {end.reason}")
-    else:
-        tell(trial, TrialState.COMPLETE, end.val_acc, "stored", "served from the run store", end.test_acc)
-
-
-def _tell_end(trial: optuna.Trial, cfg: RunConfig, event: Event, history: list[Event],
-              file_run: Callable[[str, RunConfig, list[Event]], None] | None, tell: Callable[..., None]) -> None:
-    if event.kind == "failed":
-        tell(trial, TrialState.FAIL, None, "failed", event.message, elapsed=event.elapsed)
-        return
-    if event.status == "cancelled":
-        return  # interrupted: asked again when the sweep resumes
-    if event.status in SERVED_FROM_STORE and file_run is not None:
-        try:  # so the Playground replays the trial; a disk problem does not stop the sweep
-            file_run(cfg.key(), cfg, history)
-        except Exception:  # disk full etc.: the study still holds the trial's result
-            pass
-    if event.status == "finished":
-        tell(trial, TrialState.COMPLETE, event.val_acc, "finished", "", event.test_acc, event.elapsed)
-    elif event.status == "pruned":
-        tell(trial, TrialState.PRUNED, None, "pruned", event.reason, elapsed=event.elapsed)
-    else:
-        tell(trial, TrialState.FAIL, None, "diverged", event.reason, elapsed=event.elapsed)
-
-
-def _finish(sweep: SweepConfig, study: optuna.Study, cancel: _Stop, t0: float,
-            emit: Callable[[Event], None]) -> RunFinished:
-    trials = study.get_trials(deepcopy=False)
-    states = [t.state for t in trials if counted(t)]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value, default=None)
-    counts = (f"{states.count(TrialState.COMPLETE)} finished, {states.count(TrialState.PRUNED)} pruned, "
-              f"{states.count(TrialState.FAIL)} failed")
-    best_text = (f"best validation accuracy {best.value:.4f} (trial {best.number})" if best is not None
-                 else "no trial finished")
-    status = "cancelled" if cancel.is_set() and len(states) < sweep.n_trials else "finished"
-    end = RunFinished(status=status, step=len(states), epoch=0.0, elapsed=time.perf_counter() - t0,
-                      reason=f"{len(states)} of {sweep.n_trials} trials: {counts}; {best_text}",
-                      val_acc=best.value if best is not None else None,
-                      test_acc=best.user_attrs.get("test_acc") if best is not None else None)
-    emit(end)
-    return end
-
-
-def trial_rows(study: optuna.Study) -> list[dict]:
-    """One row per trial: number, state, value, params, outcome, run key, test accuracy."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
-                     "outcome": t.user_attrs.get("outcome", INTERRUPTED if t.state == TrialState.FAIL else ""),
-                     "key": t.user_attrs.get("key", ""), "test_acc": t.user_attrs.get("test_acc"),
-                     "reason": t.user_attrs.get("reason", "")})
-    return rows
-
-
-def top_configs(sweep: SweepConfig, study: optuna.Study, k: int = 3) -> list[tuple[optuna.trial.FrozenTrial, RunConfig]]:
-    """The ``k`` best finished trials and their runs."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    best = sorted(complete, key=lambda t: (-t.value, t.number))[:k]
-    return [(t, trial_config(sweep.base, t.params)) for t in best]
-
