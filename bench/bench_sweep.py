@@ -2,10 +2,10 @@
 
     python bench/bench_sweep.py [--trials 24] [--dataset fashion-mnist] [--device auto|cpu|cuda] [--threads N]
 
-Draws ``--trials`` points of the D-sweep space (core/sweep.py) with epochs fixed at 1 by
+Draws ``--trials`` points of the D-sweep space (core/lessons/families.py) with epochs fixed at 1 by
 Optuna's random sampler (seed 0), and times
 
-- the sweep: :func:`core.lab.sweep.run_sweep`, all trials asked at once, trials sharing a data
+- the sweep: :func:`core.lab.sweep.runner.run_sweep`, all trials asked at once, trials sharing a data
   stream (here: the batch size) trained as one batched lanes job, each told to the study;
 - the same trial configs trained one after another by :func:`core.engine.train.train`.
 
@@ -26,7 +26,9 @@ from optuna.trial import TrialState  # noqa: E402
 
 from core.engine import data as datasets  # noqa: E402
 from core.lessons.families import SWEEP_PRESETS  # noqa: E402
-from core.lab.sweep import open_study, run_sweep, split_plan, trial_config  # noqa: E402
+from core.lab.sweep.runner import plan_trials, run_sweep  # noqa: E402
+from core.lab.sweep.space import trial_config  # noqa: E402
+from core.lab.sweep.study import open_study  # noqa: E402
 from core.engine.train import device_name, resolve_device, train  # noqa: E402
 
 
@@ -54,11 +56,11 @@ def main() -> None:
         study = open_study(sweep, url)
         trials = study.get_trials()
     configs = [trial_config(sweep.base, t.params) for t in trials]
-    batched, alone = split_plan([(str(i), c) for i, c in enumerate(configs)])
+    plan = plan_trials([(str(i), c) for i, c in enumerate(configs)])
     print(f"{args.trials} trials of the D space, 1 epoch, {args.dataset}, on {device_name(device)} "
           f"({torch.get_num_threads()} threads)")
     print(f"sweep: {end.reason}")
-    print(f"  batched lanes jobs (trials sharing a stack): {[len(g) for g in batched]}, alone: {len(alone)}")
+    print(f"  batched lanes jobs (trials sharing a stack): {[len(g) for g in plan.batched]}, alone: {len(plan.alone)}")
     seq_s, singles = timed(lambda: [train(c) for c in configs])
     diffs = [abs(t.value - s.val_acc) for t, s in zip(trials, singles)
              if t.state == TrialState.COMPLETE and s.kind == "finished" and s.val_acc is not None]

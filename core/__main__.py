@@ -31,7 +31,8 @@ from core.serve.jobs import get_manager
 from core.serve.store import RunStore
 from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
-from core.lab.sweep import PRUNERS, SAMPLERS, SweepStorageError, open_study
+from core.lab.sweep.space import PRUNERS, SAMPLERS
+from core.lab.sweep.study import SweepStorageError, open_study
 
 
 MAX_ERROR_CHARS = 2000  # an error quotes what it refused; a 10 MB value is not echoed back whole

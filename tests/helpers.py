@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
+from typing import Callable
 
 
 def imports(path: Path, repo: Path) -> list[str]:
@@ -22,3 +24,22 @@ def imports(path: Path, repo: Path) -> list[str]:
                 base = ".".join(parts + ([base] if base else []))
             out += [base] + [f"{base}.{a.name}" for a in node.names]
     return out
+
+
+class Killed(BaseException):
+    """Ends a sweep where a kill would: no handler of the sweep's own (they catch Exception) stops it."""
+
+
+KILLED_EXIT = 75  # the exit status of a process kill_at(..., exit=True) ended
+
+
+def kill_at(boundary: str, number: int, exit: bool = False) -> Callable[[str, int], None]:
+    """A sweep's ``at_boundary`` hook that kills the sweep when trial ``number`` reaches ``boundary``
+    (one of core.lab.sweep.runner.BOUNDARIES): ``exit`` ends the process at once, as SIGKILL would (no cleanup,
+    nothing flushed); otherwise :class:`Killed` is raised."""
+    def hook(at: str, trial: int) -> None:
+        if at == boundary and trial == number:
+            if exit:
+                os._exit(KILLED_EXIT)
+            raise Killed(f"killed at {boundary} of trial {number}")
+    return hook

@@ -19,7 +19,7 @@ from core.engine.models import build_model
 from core.engine import data as datasets
 from core.lab.gradcheck.options import CheckOptions
 from core.lab.gradcheck.task import GradCheckConfig
-from core.lab.sweep import Dist, SweepConfig, data_shape
+from core.lab.sweep.space import Dist, SweepConfig, data_shape
 from core.serve import cobatch
 from core.serve.store import RunStore
 
@@ -124,7 +124,7 @@ def test_a_grid_is_refused_on_the_sum_of_its_cells_before_it_is_planned(idle_man
     one = budget.estimate(base)
     monkeypatch.setenv("GRADIENT_LAB_MAX_JOB_MEMORY_MB", str((2.5 * one.model_bytes + one.data_bytes) / 2**20))
     planned = []
-    monkeypatch.setattr(core.lab.grid, "plan_grid", lambda cells: planned.append(cells))
+    monkeypatch.setattr(core.lab.grid, "plan_family", lambda cells: planned.append(cells))
     assert idle_manager.submit(base) == base.key()  # one cell fits
     grid = GridConfig(base=base, activations=("relu", "tanh", "sigmoid", "gelu"))
     with pytest.raises(Refused, match="GRADIENT_LAB_MAX_JOB_MEMORY_MB"):

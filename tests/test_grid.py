@@ -291,7 +291,7 @@ def test_out_of_memory_inside_a_batched_grid_fails_its_cells_and_releases_them(m
     import gc
     import weakref
 
-    import core.lab.grid
+    import core.engine.family
     import core.engine.train
 
     made, emptied = [], [0]
@@ -308,7 +308,7 @@ def test_out_of_memory_inside_a_batched_grid_fails_its_cells_and_releases_them(m
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
             return super().losses(x, y)
 
-    monkeypatch.setattr(core.lab.grid, "StackedLanes", OOMStacked)
+    monkeypatch.setattr(core.engine.family, "StackedLanes", OOMStacked)
     monkeypatch.setattr(core.engine.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
     grid = GridConfig(base=DIGITS.replace(hidden=(16,), epochs=1),
                       variants=(("a", {"lr": 0.1}), ("b", {"lr": 0.2}), ("dropout", {"dropout": 0.2})))

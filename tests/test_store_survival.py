@@ -24,7 +24,7 @@ import core.serve.jobs
 from core.engine.config import RunConfig
 from core.engine.events import LayerStats, StepLosses
 from core.serve.jobs import JobManager
-from core.lab.sweep import open_storage
+from core.lab.sweep.study import open_storage
 from core.serve.store import NotSaved, RunStore, integrity_problem
 
 REPO = Path(__file__).resolve().parents[1]

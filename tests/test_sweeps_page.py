@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 import core.serve.jobs
 from apptest_helpers import MAIN, open_page, texts
 from core.engine.config import RunConfig
-from core.lab.sweep import SweepConfig, trial_config
+from core.lab.sweep.space import SweepConfig, trial_config
 from core.lessons.families import SWEEP_PRESETS
 
 PAGE = "../pages/sweeps.py"

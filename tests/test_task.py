@@ -14,7 +14,7 @@ from core.engine.task import SCHEMA_VERSION, query_int, query_json
 from core.lab.compare import ComparisonConfig
 from core.lab.grid import GridConfig
 from core.lab.surface import SurfaceConfig
-from core.lab.sweep import Dist, SweepConfig
+from core.lab.sweep.space import Dist, SweepConfig
 from core.serve.cobatch import CoBatch
 
 BASE = RunConfig(dataset="moons", hidden=(32, 16), lr=0.05, seed=3, epochs=2)

@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from core.lab.sweep import SweepConfig, best_so_far, format_gflop, trial_config, trial_rows
+from core.lab.sweep.space import SweepConfig, format_gflop, trial_config
+from core.lab.sweep.study import best_so_far, trial_rows
 
 OBJECTIVE = "Validation accuracy"
 

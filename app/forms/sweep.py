@@ -1,7 +1,7 @@
 """The sweep form (Sweeps page): which knobs to search and their distributions, drawn from the RunConfig schema.
 
 Every limit, label and help text comes from the knob's :class:`core.engine.config.Knob`; values are
-checked by :class:`core.lab.sweep.SweepConfig` (so a bad range gets the schema's message). The form
+checked by :class:`core.lab.sweep.space.SweepConfig` (so a bad range gets the schema's message). The form
 round-trips through the URL (``SweepConfig.to_query``). The Run, two-sampler and MNIST transfer
 buttons are the kit's :func:`app.views.jobs.train_button`.
 """
@@ -15,8 +15,8 @@ import streamlit as st
 from core.engine.config import BUILTIN_DATASETS, FIELDS, MAX_HIDDEN_LAYERS, MAX_WIDTH, TOY_DATASETS, ConfigError, format_value, knob_of
 from core.lab.grid import GridConfig
 from core.lessons.families import SWEEP_PRESETS
-from core.lab.sweep import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TITLES, SAMPLERS, Dist,
-                        SweepConfig, data_shape)
+from core.lab.sweep.space import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TITLES, SAMPLERS, Dist, SweepConfig,
+                                  data_shape)
 from core.serve import budget
 
 from ..text import dataset_available, dataset_label, plain

@@ -6,7 +6,8 @@ import optuna
 import streamlit as st
 
 from core.lab.grid import cell_events
-from core.lab.sweep import SAMPLER_TITLES, SweepConfig, load_study, redact, storage_url, top_configs
+from core.lab.sweep.space import SAMPLER_TITLES, SweepConfig
+from core.lab.sweep.study import load_study, redact, storage_url, top_configs
 from core.serve import budget
 
 from ..figures import sweep as sf

@@ -218,7 +218,7 @@ class SurfaceRow(Event):
 
 @dataclass
 class SweepStarted(Event):
-    """A sweep (core.lab.sweep) begins or resumes: where its Optuna study lives and what is left to do."""
+    """A sweep (core.lab.sweep.runner) begins or resumes: where its Optuna study lives and what is left to do."""
 
     kind: ClassVar[str] = "sweep_started"
     key: str

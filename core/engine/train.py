@@ -146,9 +146,14 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
     """
     callbacks = list(callbacks)
     emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
-    make_lanes = ScratchLanes if cfg.backprop == "by_hand" else ModuleLanes
-    return train_lanes([cfg], make_lanes, [emit], cancel, [key or cfg.key()], clock, final_weights=final_weights,
+    return train_lanes([cfg], solo_lanes(cfg), [emit], cancel, [key or cfg.key()], clock, final_weights=final_weights,
                        weights_problem=weights_problem)[0]
+
+
+def solo_lanes(cfg: RunConfig) -> Callable[..., Lanes]:
+    """What a config trains on when it trains alone (here, or alone within a grid, sweep or co-batch):
+    the written-out network for ``backprop="by_hand"``, else its one nn.Module."""
+    return ScratchLanes if cfg.backprop == "by_hand" else ModuleLanes
 
 
 def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], emits: Sequence[Callback],

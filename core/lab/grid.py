@@ -4,11 +4,10 @@ A :class:`GridConfig` is a base :class:`RunConfig` plus axes (activations, depth
 and/or named variants (explicit overrides, e.g. the "Fixes" view: ReLU, He init, BatchNorm, a
 smaller learning rate). :meth:`GridConfig.cells` lists every combination as (label, RunConfig).
 
-:func:`run_grid` trains every cell in ONE job. Cells that share a data stream (same dataset,
-split, seed, batch size, epochs, log interval) train in lockstep as one batched model
-(:class:`core.engine.batched.StackedLanes`) through the one training loop
-(:func:`core.engine.train.train_lanes`); a cell that cannot be batched (CNN, dropout, mixed widths)
-trains on its own with :func:`core.engine.train.train`, and the grid says so. Each cell emits exactly
+:func:`run_grid` trains every cell in ONE job through :func:`core.engine.family.train_family`: cells
+that share a data stream (same dataset, split, seed, batch size, epochs, log interval) train in
+lockstep as one batched model; a cell that cannot be batched (CNN, dropout, mixed widths, by hand)
+trains on its own, and the grid says so. Each cell emits exactly
 the events of a single run, wrapped in :class:`CellEvent`; a cell that diverges ends alone.
 Each ended cell is handed to the job manager (the only writer to the store), which files it
 under its own key, so the single-run pages replay it instantly. Registered with the job manager as kind "grid".
@@ -22,12 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
-from core.engine import catalog
-from core.engine.batched import StackedLanes, why_not_batched
 from core.engine.config import ACTIVATIONS, INITS, MAX_HIDDEN_LAYERS, NORMS, ConfigError, RunConfig, parse_value
 from core.engine.task import MAX_DIGITS, TaskConfig, canonical_json, first_few, parse_json, reject_unknown, shortened
 from core.engine.events import CellEvent, Event, GridStarted, RunFailed, RunFinished
-from core.engine.train import LOCKSTEP_FIELDS, resolve_device, steps_per_epoch, train, train_lanes, train_split
+from core.engine.family import plan_family, train_family
+from core.engine.train import resolve_device
 
 MAX_CELLS = 60
 MAX_GRID_WIDTH = 256  # every cell of a batched grid is in memory at once: keep them small
@@ -271,47 +269,6 @@ class GridConfig(TaskConfig):
 
 
 # --- the runner -----------------------------------------------------------------------------------
-@dataclass
-class GridPlan:
-    """Which cells train batched together (lockstep groups) and which alone, and why."""
-
-    batched: list[list[int]]
-    alone: list[int]
-    notes: list[str]
-
-
-def lockstep_stream(cfg: RunConfig, n_train: dict | None = None) -> tuple:
-    """What runs trained in one batched pass must share: LOCKSTEP_FIELDS and the steps per epoch.
-    ``n_train`` caches training-set sizes per split between calls."""
-    n_train = {} if n_train is None else n_train
-    split = (cfg.dataset, cfg.data_noise, cfg.val_fraction, cfg.seed, cfg.train_limit)
-    if split not in n_train:
-        try:
-            ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
-            n_train[split] = len(train_split(cfg, len(ds.y))[0])
-        except Exception:  # reported by the training loop, per run
-            n_train[split] = None
-    n = n_train[split]
-    return tuple(getattr(cfg, f) for f in LOCKSTEP_FIELDS) + (steps_per_epoch(cfg, n) if n else None,)
-
-
-def plan_grid(cells: Sequence[tuple[str, RunConfig]]) -> GridPlan:
-    groups: dict[tuple, list[int]] = {}
-    alone, notes = [], []
-    n_train: dict[tuple, int | None] = {}
-    for i, (label, cfg) in enumerate(cells):
-        reason = why_not_batched(cfg)
-        if reason:
-            alone.append(i)
-            notes.append(f"{label} trains on its own: {reason}")
-            continue
-        groups.setdefault(lockstep_stream(cfg, n_train), []).append(i)
-    if len(groups) > 1:
-        notes.append(f"Cells with different data settings ({', '.join(LOCKSTEP_FIELDS)}) train in "
-                     f"{len(groups)} separate batched passes")
-    return GridPlan(list(groups.values()), alone, notes)
-
-
 FileRun = Callable[[str, RunConfig, list[Event]], None]
 
 
@@ -325,7 +282,7 @@ def run_grid(grid: GridConfig, emit: Callable[[Event], None], cancel: threading.
     cancel = cancel or threading.Event()
     cells = grid.cells()
     keys = [cfg.key() for _, cfg in cells]
-    plan = plan_grid(cells)
+    plan = plan_family(cells)
     emit(GridStarted(key=grid.key(), cells=[{"label": label, "key": k, "config": cfg.to_dict()}
                                             for (label, cfg), k in zip(cells, keys)],
                      batched=plan.batched, alone=plan.alone, notes=plan.notes,
@@ -349,12 +306,8 @@ def run_grid(grid: GridConfig, emit: Callable[[Event], None], cancel: threading.
                         store_problems.append(f"{type(exc).__name__}: {exc}")
         return on_event
 
-    for group in plan.batched:
-        group = [group[k] for k in StackedLanes.stacked_order([cells[i][1] for i in group])]  # no per-step reordering
-        train_lanes([cells[i][1] for i in group], StackedLanes, [cell_emit(i) for i in group], cancel,
-                    [keys[i] for i in group])
-    for i in plan.alone:
-        train(cells[i][1], [cell_emit(i)], cancel, keys[i], final_weights=False)  # cells keep metrics only
+    # cells keep metrics only (no final weights)
+    train_family([cfg for _, cfg in cells], [cell_emit(i) for i in range(len(cells))], plan, cancel, keys)
     return _finish(ends, cancel, t0, store_problems, emit)
 
 

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, overrides
-from core.lab.sweep import Dist, SweepConfig
+from core.lab.sweep.space import Dist, SweepConfig
 from core.lessons.presets import A_SEEDS, D_BASE, D_SEARCH_SPACE, get_preset
 
 
@@ -146,9 +146,3 @@ SWEEP_PRESETS: dict[str, SweepPreset] = {p.name: p for p in (
                              Dist("lr", "log", (), 1e-3, 0.3),
                              Dist("activation", "categorical", ("sigmoid", "tanh", "relu"))), "random", "none", 16)),
 )}
-
-
-def get_sweep_preset(name: str) -> SweepPreset:
-    if name not in SWEEP_PRESETS:
-        raise KeyError(f"Unknown sweep preset {name!r}; known: {', '.join(SWEEP_PRESETS)}")
-    return SWEEP_PRESETS[name]

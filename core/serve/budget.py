@@ -34,7 +34,7 @@ from core.engine.models import CNN_CHANNELS, count_parameters, parameter_shapes
 from core.lab.gradcheck.numeric import CHECK_CHUNK, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_MACS, MEMORY_BUDGET
 from core.lab.gradcheck.options import PRECISIONS
 from core.lab.gradcheck.task import GradCheckConfig
-from core.lab.sweep import DataShape, SweepConfig, data_shape, format_gflop
+from core.lab.sweep.space import DataShape, SweepConfig, data_shape, format_gflop
 
 DEFAULTS = {
     "GRADIENT_LAB_MAX_JOB_COST": 2e13,  # ~6x the costliest preset run (3.5e12); 20x4096 on MNIST is 1.7e14

@@ -1,11 +1,10 @@
 """Co-batching: queued single runs that could be cells of one batched grid pass train as ONE job.
 
 Thirty students pressing Train on thirty slightly different small networks would otherwise wait
-for each other; the grid's engine (:class:`core.engine.batched.StackedLanes` through the one loop,
-:func:`core.engine.train.train_lanes`) trains them for a few times the cost of one. A run joins the run at
-the head of the queue when both are batchable (:func:`core.engine.batched.why_not_batched`, hidden layers
+for each other; the family trainer a grid uses (:func:`core.engine.family.train_family`) trains them
+for a few times the cost of one. A run joins the run at the head of the queue when both are batchable (:func:`core.engine.batched.why_not_batched`, hidden layers
 at most :data:`core.lab.grid.MAX_GRID_WIDTH` wide), share the grid's data stream
-(:func:`core.lab.grid.lockstep_stream`), and the group's estimated memory stays within
+(:func:`core.engine.family.lockstep_stream`), and the group's estimated memory stays within
 ``GRADIENT_LAB_MAX_JOB_MEMORY_MB``; a group holds at most ``GRADIENT_LAB_MAX_COBATCH`` runs
 (default 32; 1 turns co-batching off).
 
@@ -21,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from core.serve import budget
-from core.engine.batched import StackedLanes, why_not_batched
+from core.engine.batched import why_not_batched
 from core.engine.config import ConfigError, RunConfig
 from core.engine.events import CellEvent, Event, RunFailed, RunFinished, status_of
+from core.engine.family import lockstep_stream, train_family
 from core.engine.task import TaskConfig, reject_unknown
-from core.lab.grid import MAX_GRID_WIDTH, lockstep_stream
-from core.engine.train import train_lanes
+from core.lab.grid import MAX_GRID_WIDTH
 
 HARD_MAX_COBATCH = 256  # the lanes a worker process has cancel flags for
 
@@ -102,18 +101,17 @@ class CoBatch(TaskConfig):
 
 def run_cobatch(group: CoBatch, emit: Callable[[Event], None], cancel: threading.Event | None = None,
                 lane_cancels: Sequence[Any] | None = None) -> list[RunFinished | RunFailed]:
-    """Train ``group``'s runs in lockstep: lane i's events go to ``emit`` as ``CellEvent(i, key, event)``;
-    ``lane_cancels[i]`` (anything with ``is_set()``) stops lane i alone, ``cancel`` all of them."""
+    """Train ``group``'s runs as one family (:func:`core.engine.family.train_family`): lane i's events go to
+    ``emit`` as ``CellEvent(i, key, event)``; ``lane_cancels[i]`` (anything with ``is_set()``) stops lane i
+    alone, ``cancel`` all of them."""
     runs = list(group.runs)
-    order = StackedLanes.stacked_order(runs)  # lanes laid out as the stacks hold them: no per-step reordering
 
     def lane(i: int) -> Callable[[Event], None]:
         key = runs[i].key()
         return lambda event: emit(CellEvent(i, key, event))
-    return train_lanes([runs[i] for i in order], StackedLanes, [lane(i) for i in order], cancel,
-                       [runs[i].key() for i in order],
-                       lane_cancels=None if lane_cancels is None else [lane_cancels[i] for i in order],
-                       final_weights=True, weights_problem=budget.weights_problem)  # each run keeps its weights, as alone
+    # each run keeps its weights, as alone
+    return train_family(runs, [lane(i) for i in range(len(runs))], None, cancel, lane_cancels=lane_cancels,
+                        final_weights=True, weights_problem=budget.weights_problem)
 
 
 def dispatch(emits: Sequence[Callable[[Event], None]]) -> Callable[[Event], None]:

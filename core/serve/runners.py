@@ -15,7 +15,8 @@ from core.engine.train import train
 from core.lab.gradcheck.task import GradCheckConfig, run_gradcheck
 from core.lab.grid import GridConfig, run_grid
 from core.lab.surface import SurfaceConfig, run_surface
-from core.lab.sweep import SweepConfig, run_sweep
+from core.lab.sweep.runner import run_sweep
+from core.lab.sweep.space import SweepConfig
 from core.serve import budget
 from core.serve.cobatch import CoBatch, run_cobatch
 
