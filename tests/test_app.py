@@ -13,13 +13,13 @@ from streamlit.testing.v1 import AppTest
 import core.serve.jobs
 import core.serve.runners
 from apptest_helpers import new_app, texts
+from helpers import train_events
 from app.figures import run as figures
 from app.records import run as runview
 from app.views import jobs as jobs_view
 from app.views.run import group_key
 from core.engine.config import RunConfig
 from core.lessons.presets import get_preset
-from core.engine.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 # A digits run that learns a lot in a few seconds on a CPU.
@@ -303,9 +303,7 @@ def test_toy_set_shows_decision_regions(app_env):
 # --- pure reducers and figures -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def moons_events():
-    events = []
-    train(RunConfig(dataset="moons", hidden=(8, 8), epochs=3, lr=0.01, log_every=5), [events.append])
-    return events
+    return train_events(RunConfig(dataset="moons", hidden=(8, 8), epochs=3, lr=0.01, log_every=5))[1]
 
 
 def test_reduce_events_tables(moons_events):

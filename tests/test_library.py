@@ -8,12 +8,12 @@ import pytest
 
 import core.serve.jobs
 from apptest_helpers import open_page, texts
+from helpers import train_events
 from app.figures.library import val_ranking_figure
 from app.records import library as lib
 from core.engine.config import RunConfig
 from core.lessons.presets import PRESETS
 from core.serve.store import run_summary
-from core.engine.train import train
 
 LESSON_B = PRESETS["B-overfit"].runs[1]  # ('L1 ...', its config): Fashion-MNIST, Adam
 assert (LESSON_B[1].dataset, LESSON_B[1].optimizer) == ("fashion-mnist", "adam")
@@ -113,9 +113,8 @@ def test_ranking_is_best_first_and_leaves_out_runs_without_validation():
 
 
 def test_summary_keeps_the_best_epoch_end_validation_accuracy():
-    events = []
     cfg = RunConfig(dataset="moons", hidden=(8,), epochs=4, lr=0.05, log_every=3)
-    train(cfg, [events.append])
+    _, events = train_events(cfg)
     evals = [e for e in events if e.kind == "eval"]
     ends = [e for e in evals if abs(e.epoch - round(e.epoch)) < 1e-9]
     assert len(ends) == cfg.epochs and len(evals) > len(ends)  # mid-epoch points are left out

@@ -9,13 +9,12 @@ import torch.nn.functional as F
 
 from core.engine import data as datasets
 from core.lessons.presets import A_BASE
-from core.engine.train import train
 from core.lessons.verdicts import early_gradient_ratio, is_stuck, is_vanishing, predicted_class_share
+from helpers import train_events
 
 
 def _run(cfg):
-    events = []
-    end = train(cfg, [events.append])
+    end, events = train_events(cfg)
     return end, [e.grad_norm for e in events if e.kind == "layers"]
 
 
