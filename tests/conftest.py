@@ -1,10 +1,13 @@
-"""Shared fixtures: an isolated cache per test, and the real datasets from ../shared (read-only)."""
+"""Shared fixtures: an isolated cache per test, the real datasets from ../shared (read-only), a
+``streamlit run`` server for the browser tests."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+
+from browser_helpers import free_port, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -52,3 +55,13 @@ def no_mnist(tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
     monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``streamlit run app/main.py`` on a free port with its own cache: its base URL."""
+    port = free_port()
+    # One torch thread: the browser shares this machine, and a run on every core would starve it.
+    proc = start_server(tmp_path / "cache", port, tmp_path / "streamlit.log", {"OMP_NUM_THREADS": "1"})
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
