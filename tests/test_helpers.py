@@ -1,12 +1,16 @@
-"""The suite's own layout: no test file or benchmark imports a test file; what they share lives in
-tests/helpers.py, tests/apptest_helpers.py, tests/browser_helpers.py and bench/benchlib.py."""
+"""The suite's own helpers and layout: plotly's typed arrays decoded as plotly encoded them; no test file
+or benchmark imports a test file (what they share lives in tests/helpers.py, tests/apptest_helpers.py,
+tests/browser_helpers.py and bench/benchlib.py)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
+import plotly.graph_objects as go
 import pytest
 
-from helpers import imports
+from helpers import imports, plotly_values
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_FILES = {p.stem for p in (REPO / "tests").glob("test_*.py")}
@@ -30,3 +34,17 @@ def test_no_test_file_or_benchmark_imports_a_test_file(path):
 def test_the_check_sees_both_spellings_of_a_test_import():
     assert reached_test_files("tests.test_grid") == reached_test_files("test_grid._assert_same_run") == {"test_grid"}
     assert reached_test_files("helpers") == reached_test_files("tests.browser_helpers") == set()
+
+
+@pytest.mark.parametrize("values", [np.linspace(0.0, 3.0, 7), np.arange(-3, 300), np.arange(12, dtype=np.float32) / 7,
+                                    [0.5, 1.5, 2.0]], ids=["float64", "int64-narrowed", "float32", "list"])
+def test_plotly_values_reads_back_what_a_figure_holds(values):
+    spec = json.loads(go.Figure(go.Scatter(x=values, y=values)).to_json())
+    assert isinstance(spec["data"][0]["x"], dict) == isinstance(values, np.ndarray)  # numpy goes typed
+    np.testing.assert_array_equal(plotly_values(spec["data"][0]["x"]), values)
+
+
+def test_plotly_values_keeps_the_shape_of_a_matrix():
+    matrix = np.arange(6, dtype=np.float64).reshape(2, 3) / 4
+    spec = json.loads(go.Figure(go.Heatmap(z=matrix)).to_json())
+    np.testing.assert_array_equal(plotly_values(spec["data"][0]["z"]), matrix)
