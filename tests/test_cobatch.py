@@ -174,6 +174,7 @@ def test_cancelling_one_lane_leaves_the_others_running_thread_mode(isolated_cach
     _cancel_one_lane(_manager(isolated_cache))
 
 
+@pytest.mark.slow  # a worker process
 def test_co_batching_in_a_worker_process(isolated_cache):
     manager = _manager(isolated_cache, processes=True)
     try:

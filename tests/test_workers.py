@@ -17,6 +17,8 @@ from core.serve.jobs import JobManager
 from core.serve.store import RunStore
 from helpers import train_events
 
+pytestmark = pytest.mark.slow  # worker processes: each spawn starts a Python and imports torch
+
 SMALL = RunConfig(dataset="digits", hidden=(32,), epochs=2, batch_size=64, log_every=10, seed=3)
 # Long enough to be killed or cancelled mid-run (about a second per epoch on one thread).
 LONG = SMALL.replace(hidden=(256, 256), epochs=200, batch_size=8, seed=4)
