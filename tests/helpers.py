@@ -86,7 +86,8 @@ def assert_same_run(cell: list, alone: list, tol: float = 1e-4) -> None:
     if end_alone.status == "finished":
         assert end_cell.test_acc == pytest.approx(end_alone.test_acc, abs=tol)
         assert end_cell.test_loss == pytest.approx(end_alone.test_loss, abs=tol)
-        assert end_cell.confusion is not None and sum(map(sum, end_cell.confusion)) == sum(map(sum, end_alone.confusion))
+        assert end_cell.confusion is not None
+        assert sum(map(sum, end_cell.confusion)) == sum(map(sum, end_alone.confusion))
 
 
 def plotly_values(array) -> np.ndarray:

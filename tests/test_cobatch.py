@@ -170,6 +170,7 @@ def _cancel_one_lane(manager: JobManager) -> None:
     assert_same_run(manager.snapshot(keys[2]).events, train_events(configs[2])[1])
 
 
+@pytest.mark.slow  # three lanes trained until one is cancelled
 def test_cancelling_one_lane_leaves_the_others_running_thread_mode(isolated_cache):
     _cancel_one_lane(_manager(isolated_cache))
 

@@ -21,8 +21,10 @@ def _of(events, kind):
     return [e for e in events if e.kind == kind]
 
 
+@pytest.mark.slow  # 60 epochs
 def test_digits_mlp_reaches_95_percent():
-    end, events = train_events(RunConfig(dataset="digits", hidden=(64, 64), init="he", batch_size=32, epochs=60, lr=5e-4))
+    end, events = train_events(RunConfig(dataset="digits", hidden=(64, 64), init="he", batch_size=32, epochs=60,
+                                         lr=5e-4))
     assert end.status == "finished"
     assert end.test_acc >= 0.95
     assert end.test_loss < math.log(10) / 4
@@ -102,9 +104,10 @@ def test_l1_makes_more_weights_near_zero_than_no_penalty():
     assert share(sparse) > 2 * share(plain)
 
 
+@pytest.mark.slow  # real MNIST when it is here
 def test_big_matrices_are_pooled_to_64x64():
     _, events = train_events(RunConfig(dataset="mnist" if datasets.available("mnist") else "digits", hidden=(100,),
-                               epochs=1, log_every=10_000))
+                                       epochs=1, log_every=10_000))
     heat = _of(events, "layers")[-1].heatmaps[0]
     assert heat.shape[0] <= 64 and heat.shape[1] <= 64
 
@@ -297,7 +300,8 @@ def test_softmax_then_cross_entropy_cannot_fall_below_its_floor_while_the_true_l
     the true cross-entropy falls below that floor. The doubled run also reports its own true
     cross-entropy (on its logits) beside the loss it trained on."""
     floor = math.log(1 + 9 / math.e)
-    end, events = train_events(RunConfig(dataset="digits", hidden=(64,), loss="softmax_cross_entropy", lr=1e-2, epochs=15))
+    end, events = train_events(RunConfig(dataset="digits", hidden=(64,), loss="softmax_cross_entropy", lr=1e-2,
+                                         epochs=15))
     assert end.test_acc > 0.85
     assert min(v for e in _of(events, "steps") for v in e.losses) >= floor - 1e-5
     assert end.val_loss >= floor - 1e-5 and end.test_loss >= floor - 1e-5
@@ -314,7 +318,7 @@ def test_an_exploding_relu_net_is_called_diverged_at_the_step_it_exploded():
     from core.engine.train import EXPLODED
 
     end, events = train_events(RunConfig(dataset="digits", activation="relu", optimizer="sgd", lr=1000.0, epochs=3,
-                                 log_every=100_000))
+                                         log_every=100_000))
     assert end.status == "diverged" and "exploded" in end.reason and "learning rate" in end.reason
     losses = [v for e in _of(events, "steps") for v in e.losses]
     assert len(losses) == end.step < 40 and f"step {end.step}" in end.reason
@@ -337,8 +341,8 @@ def test_history_stays_bounded_however_often_a_run_logs(monkeypatch):
     monkeypatch.setattr(core.engine.train, "MAX_LOG_POINTS", 20)
     monkeypatch.setattr(core.engine.train, "MAX_HEATMAP_POINTS", 5)
     monkeypatch.setattr(core.engine.train, "MAX_STEP_VALUES", 60)
-    end, events = train_events(RunConfig(dataset="digits", hidden=(32,), batch_size=8, train_limit=400, log_every=1, lr=1e-2,
-                                 epochs=2))
+    end, events = train_events(RunConfig(dataset="digits", hidden=(32,), batch_size=8, train_limit=400, log_every=1,
+                                         lr=1e-2, epochs=2))
     started = _of(events, "started")[0]
     layers, steps = _of(events, "layers"), _of(events, "steps")
     assert started.total_steps == 100 and started.log_every == 5 and started.notes
