@@ -12,7 +12,7 @@ import pytest
 from browser_helpers import free_port, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = REPO / "tests"
+TESTS = Path(__file__).resolve().parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 # Never reach for the network from tests; point the data search at ../shared when it is there.

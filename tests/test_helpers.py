@@ -1,6 +1,6 @@
 """The suite's own helpers and layout: plotly's typed arrays decoded as plotly encoded them; no test file
 or benchmark imports a test file (what they share lives in tests/helpers.py, tests/apptest_helpers.py,
-tests/browser_helpers.py and bench/benchlib.py)."""
+tests/browser_helpers.py and bench/benchlib.py); conftest.py's slow marks, on a probe suite."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from streamlit.testing.v1 import AppTest  # loaded once here: the probe suite below runs in this process
 
 from helpers import imports, plotly_values
+
+pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_FILES = {p.stem for p in (REPO / "tests").glob("test_*.py")}
@@ -48,3 +51,65 @@ def test_plotly_values_keeps_the_shape_of_a_matrix():
     matrix = np.arange(6, dtype=np.float64).reshape(2, 3) / 4
     spec = json.loads(go.Figure(go.Heatmap(z=matrix)).to_json())
     np.testing.assert_array_equal(plotly_values(spec["data"][0]["z"]), matrix)
+
+
+PROBE = '''
+import subprocess
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+
+def start_python():
+    return subprocess.run(["true"])
+
+
+@pytest.fixture
+def page():
+    return AppTest.from_string("")
+
+
+def test_plain():
+    assert sum([1, 2]) == 3
+
+
+def test_through_a_helper():
+    start_python()
+
+
+def test_through_a_fixture(page):
+    pass
+
+
+def test_through_a_lambda():
+    (lambda: AppTest.from_string(""))()
+
+
+def test_on_real_data(shared_mnist):
+    pass
+
+
+@pytest.mark.slow
+def test_marked_by_hand():
+    pass
+'''
+
+
+def collected(pytester, markers: str) -> list[str]:
+    result = pytester.runpytest("-m", markers, "--collect-only", "-q", "-p", "no:cacheprovider")
+    return sorted(line.split("::")[1] for line in result.outlines if "::" in line)
+
+
+def test_apptest_is_where_conftest_looks_for_it():
+    """conftest.py names AppTest instead of importing Streamlit; if Streamlit moved it, page tests would turn fast."""
+    assert AppTest.__name__ == "AppTest" and AppTest.__module__.startswith("streamlit.testing")
+
+
+def test_conftest_marks_slow_what_starts_a_page_or_a_python_or_reads_real_data(pytester):
+    """The probe's tests run under this suite's conftest.py: only the plain one stays in the fast tier."""
+    tests = Path(__file__).resolve().parent
+    pytester.makeconftest((tests / "conftest.py").read_text())
+    pytester.makepyfile(browser_helpers=(tests / "browser_helpers.py").read_text(), test_probe=PROBE)
+    assert collected(pytester, "not slow") == ["test_plain"]
+    assert collected(pytester, "slow") == ["test_marked_by_hand", "test_on_real_data", "test_through_a_fixture",
+                                           "test_through_a_helper", "test_through_a_lambda"]
