@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.test_browser import LOSS_POINTS_JS, free_port, launch, start_server, stop_server  # noqa: E402
+from tests.browser_helpers import LOSS_POINTS_JS, free_port, launch, start_server, stop_server  # noqa: E402
 
 BASE = "epochs=3&log_every=10"  # digits, 64-64 MLP: the first log point comes 10 steps in
 CLICK_TO_FIRST_POINT_JS = """async () => {

@@ -40,7 +40,7 @@ from st_client import Session  # noqa: E402
 from core.engine.config import RunConfig  # noqa: E402
 from core.lab.grid import GridConfig  # noqa: E402
 from core.serve.store import RunStore  # noqa: E402
-from tests.test_browser import CHROMIUM, free_port, start_server, stop_server  # noqa: E402
+from tests.browser_helpers import CHROMIUM, free_port, start_server, stop_server  # noqa: E402
 
 # Small enough that 30 students' worth trains within the bench's time on a 2-core CPU.
 LESSON = GridConfig(base=RunConfig(dataset="digits", epochs=2, batch_size=32, optimizer="sgd", lr=0.2,

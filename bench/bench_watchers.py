@@ -37,7 +37,7 @@ from st_client import Session  # noqa: E402
 
 from core.engine.config import RunConfig  # noqa: E402
 from core.lessons.presets import get_preset  # noqa: E402
-from tests.test_browser import CHROMIUM, free_port, start_server, stop_server  # noqa: E402
+from tests.browser_helpers import CHROMIUM, free_port, start_server, stop_server  # noqa: E402
 
 DIGITS_RUN = RunConfig(dataset="digits", hidden=(64, 64), batch_size=8, epochs=200, log_every=20)  # ~32,000 steps
 STEP_RE = re.compile(r"step ([\d,]+) of ([\d,]+)")

@@ -13,13 +13,13 @@ from streamlit.testing.v1 import AppTest
 import core.serve.jobs
 import core.serve.runners
 from apptest_helpers import new_app, texts
+from helpers import plotly_values, train_events
 from app.figures import run as figures
 from app.records import run as runview
 from app.views import jobs as jobs_view
 from app.views.run import group_key
 from core.engine.config import RunConfig
 from core.lessons.presets import get_preset
-from core.engine.train import train
 from core.serve import identity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,8 +187,12 @@ def test_train_digits_job_finishes_with_learned_result(app_env):
     at.run()
     titles = [str(json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")) for c in at.get("plotly_chart")]
     assert any("Confusion" in t for t in titles) and any("Misclassified" in t for t in titles)
-    loss = next(c for c, t in zip(charts, titles) if t.startswith("Loss"))
-    assert len(loss["data"][0]["x"]) > 1 if isinstance(loss["data"][0]["x"], list) else True
+    loss = next(c for c in charts if str(c["layout"].get("title", {}).get("text", "")).startswith("Loss"))
+    train_trace = next(t for t in loss["data"] if t["name"] == "train")
+    evals = [e for e in snap.events if e.kind == "eval"]
+    assert len(evals) > 1  # the chart draws the run's log points, against epochs
+    np.testing.assert_allclose(plotly_values(train_trace["x"]), [e.epoch for e in evals], rtol=1e-6)
+    np.testing.assert_allclose(plotly_values(train_trace["y"]), [e.train_loss for e in evals], rtol=1e-5)
     assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)"]
     assert at.button(key="train").label == "Train again"
     assert "From cache" not in texts(at.info)  # this session watched it train
@@ -323,9 +327,7 @@ def test_toy_set_shows_decision_regions(app_env):
 # --- pure reducers and figures -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def moons_events():
-    events = []
-    train(RunConfig(dataset="moons", hidden=(8, 8), epochs=3, lr=0.01, log_every=5), [events.append])
-    return events
+    return train_events(RunConfig(dataset="moons", hidden=(8, 8), epochs=3, lr=0.01, log_every=5))[1]
 
 
 def test_reduce_events_tables(moons_events):

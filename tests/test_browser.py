@@ -6,20 +6,13 @@ the cached result. Screenshots go to the test's tmp dir and /tmp/gl_shots/.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
-SHOTS = Path("/tmp/gl_shots")
+from browser_helpers import CHROMIUM, LOSS_POINTS_JS, SHOTS, launch
+
 # Long enough (~520 steps, a log point every 10) that the chart updates several times while it runs.
 RUN_QUERY = "dataset=spiral&hidden=32,32&lr=0.01&epochs=40&log_every=10"
 
@@ -27,75 +20,10 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found (apt-get install chromium)")]
 
-# Points of the "train" trace of the loss chart (the largest, since a replaced chart may linger a moment).
-LOSS_POINTS_JS = """() => {
-  let best = -1;
-  for (const g of document.querySelectorAll('.js-plotly-plot')) {
-    const title = g.layout && g.layout.title ? String(g.layout.title.text || '') : '';
-    if (!title.includes('Loss (train vs validation)') || !g._fullData) continue;
-    const t = g._fullData.find(d => d.name === 'train');
-    best = Math.max(best, t && t.x ? t.x.length : 0);
-  }
-  return best;
-}"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | None = None,
-                 flags: tuple[str, ...] = (), repo: Path = REPO) -> subprocess.Popen:
-    """``streamlit run app/main.py`` of ``repo`` on ``port``, isolated cache, no downloads; waits for health.
-    ``flags`` are more ``streamlit run`` options (e.g. ``--runner.postScriptGC true``)."""
-    # The server trains in worker processes, as deployed (the in-process tests use threads).
-    env = {**os.environ, "GRADIENT_LAB_CACHE_DIR": str(cache_dir), "GRADIENT_LAB_OFFLINE": "1",
-           "GRADIENT_LAB_WORKER_PROCESSES": "1", **(extra_env or {})}
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.address", "127.0.0.1", *flags],
-                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError(f"streamlit did not become healthy:\n{log_path.read_text()}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def launch(p):
-    return p.chromium.launch(executable_path=str(CHROMIUM),
-                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-
 
 def metric_value(page, label: str) -> float:
     box = page.locator('[data-testid="stMetric"]', has_text=label).first
     return float(box.locator('[data-testid="stMetricValue"]').inner_text().strip())
-
-
-@pytest.fixture
-def server(tmp_path):
-    port = free_port()
-    # One torch thread: the browser shares this machine, and a run on every core would starve it.
-    proc = start_server(tmp_path / "cache", port, tmp_path / "streamlit.log", {"OMP_NUM_THREADS": "1"})
-    yield f"http://127.0.0.1:{port}"
-    stop_server(proc)
 
 
 def test_train_watch_live_then_cached_replay(server, tmp_path):

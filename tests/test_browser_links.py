@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from test_browser import CHROMIUM, SHOTS, free_port, launch, start_server, stop_server
+from browser_helpers import CHROMIUM, SHOTS, free_port, launch, start_server, stop_server
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
 pytestmark = [pytest.mark.browser,

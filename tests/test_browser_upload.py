@@ -1,6 +1,6 @@
 """Real-browser test of the Regularization page: upload your own images, see them, train on them.
 
-Reuses the server and browser helpers of tests/test_browser.py. A 3-class zip of generated PNGs
+Uses the server of tests/conftest.py and tests/browser_helpers.py. A 3-class zip of generated PNGs
 goes through the page's file chooser; the preview must name every class as plain text; then
 the variants train on the upload and the comparison fills in. Screenshots go to the test's
 tmp dir and /tmp/gl_shots/.
@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from test_browser import CHROMIUM, SHOTS, launch, server, sync_api  # noqa: F401  (server is a fixture)
+from browser_helpers import CHROMIUM, SHOTS, launch
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found (apt-get install chromium)")]

@@ -16,8 +16,7 @@ from core.serve.jobs import JobManager
 from core.engine.models import build_model
 from core.serve.scheduler import FairQueue
 from core.serve.store import RunStore
-from core.engine.train import train
-from tests.test_grid import _assert_same_run
+from helpers import assert_same_run, train_events
 
 BASE = RunConfig(dataset="digits", hidden=(16,), epochs=2, batch_size=64, optimizer="sgd", lr=0.2, log_every=10)
 # Students' variations of one lesson: activation, depth, width, learning rate (one data stream).
@@ -106,8 +105,8 @@ def test_a_co_batched_group_equals_each_run_trained_alone_each_stored_under_its_
         assert _lanes(manager, key) == len(VARIANTS)  # trained in one lanes job
         assert not any(isinstance(e, CellEvent) for e in snap.events)  # its own events, unwrapped
         assert snap.events[0].key == key and snap.events[0].config == cfg.to_dict()
-        alone = _events_alone(cfg)
-        _assert_same_run(snap.events, alone)
+        alone = train_events(cfg)[1]
+        assert_same_run(snap.events, alone)
         stored = manager.store.get(key)
         assert stored.meta["status"] == "finished" and stored.meta["config"] == cfg.to_dict()
         assert [e.kind for e in stored.events] == [e.kind for e in snap.events]
@@ -115,12 +114,6 @@ def test_a_co_batched_group_equals_each_run_trained_alone_each_stored_under_its_
         assert kept.keys() == alone_weights.keys()  # the trained weights, as the run alone stores them
         for name in kept:
             np.testing.assert_allclose(kept[name], alone_weights[name], atol=1e-4, err_msg=name)
-
-
-def _events_alone(cfg: RunConfig) -> list:
-    events: list = []
-    train(cfg, [events.append])
-    return events
 
 
 def test_incompatible_runs_train_alone(isolated_cache):
@@ -169,18 +162,20 @@ def _cancel_one_lane(manager: JobManager) -> None:
     losses = [v for e in cancelled.events if e.kind == "steps" for v in e.losses]
     # its start alone: a shorter run of it takes the same first steps (same seeded batches, constant lr)
     epochs = len(losses) // cancelled.events[0].steps_per_epoch + 1
-    alone = [v for e in _events_alone(configs[1].replace(epochs=epochs)) if e.kind == "steps" for v in e.losses]
+    alone = [v for e in train_events(configs[1].replace(epochs=epochs))[1] if e.kind == "steps" for v in e.losses]
     assert losses == pytest.approx(alone[:len(losses)], rel=1e-4, abs=1e-4)
     for key in (keys[0], keys[2]):
         snap = manager.wait(key, timeout=300)
         assert snap.status == "finished" and snap.events[-1].step == total and _lanes(manager, key) == 3
-    _assert_same_run(manager.snapshot(keys[2]).events, _events_alone(configs[2]))
+    assert_same_run(manager.snapshot(keys[2]).events, train_events(configs[2])[1])
 
 
+@pytest.mark.slow  # three lanes trained until one is cancelled
 def test_cancelling_one_lane_leaves_the_others_running_thread_mode(isolated_cache):
     _cancel_one_lane(_manager(isolated_cache))
 
 
+@pytest.mark.slow  # a worker process
 def test_co_batching_in_a_worker_process(isolated_cache):
     manager = _manager(isolated_cache, processes=True)
     try:

@@ -20,7 +20,7 @@ from core.lessons.presets import A_BASE
 from core.lessons import verdicts
 from core.serve.store import RunStore
 from core.engine.lanes import data_loss
-from core.engine.train import train
+from helpers import assert_same_run, train_events
 
 DIGITS = RunConfig(dataset="digits", epochs=2, batch_size=32, optimizer="sgd", lr=0.2, log_every=10)
 
@@ -33,45 +33,6 @@ def _run_grid(grid: GridConfig, cancel: threading.Event | None = None):
 
 def _of(events, kind):
     return [e for e in events if e.kind == kind]
-
-
-def _single(cfg: RunConfig):
-    events = []
-    end = train(cfg, [events.append])
-    return end, events
-
-
-def _assert_same_run(cell: list, alone: list, tol: float = 1e-4) -> None:
-    """Every metric a page shows matches between a grid cell and the same config trained alone."""
-    s_cell, s_alone = _of(cell, "started")[0], _of(alone, "started")[0]
-    for name in ("key", "config", "n_params", "layers", "layer_shapes", "steps_per_epoch", "total_steps", "dataset"):
-        assert getattr(s_cell, name) == getattr(s_alone, name), name
-    e_cell, e_alone = _of(cell, "eval"), _of(alone, "eval")
-    assert [e.step for e in e_cell] == [e.step for e in e_alone]
-    for a, b in zip(e_cell, e_alone):
-        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "penalty", "train_loss_running",
-                     "train_acc_running", "train_ce", "val_ce"):
-            assert getattr(a, name) == pytest.approx(getattr(b, name), abs=tol), (a.step, name)
-    losses = [v for e in _of(cell, "steps") for v in e.losses]
-    assert losses == pytest.approx([v for e in _of(alone, "steps") for v in e.losses], rel=1e-4, abs=tol, nan_ok=True)
-    penalties = [v for e in _of(cell, "steps") for v in e.penalties]
-    assert penalties == pytest.approx([v for e in _of(alone, "steps") for v in e.penalties], rel=1e-3, abs=tol)
-    for a, b in zip(_of(cell, "layers"), _of(alone, "layers")):
-        assert a.layers == b.layers
-        assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-3, abs=1e-9)
-        assert a.weight_change == pytest.approx(b.weight_change, rel=1e-3, abs=1e-7)
-        assert a.near_zero == pytest.approx(b.near_zero, abs=0.02)
-        assert [s is None for s in a.saturation] == [s is None for s in b.saturation]
-        assert [s for s in a.saturation if s is not None] == pytest.approx([s for s in b.saturation if s is not None],
-                                                                          abs=0.02)
-        assert [m.shape for m in a.heatmaps] == [m.shape for m in b.heatmaps]
-        assert [h.sum() for h in a.weight_hist] == [h.sum() for h in b.weight_hist]
-    end_cell, end_alone = cell[-1], alone[-1]
-    assert end_cell.status == end_alone.status
-    if end_alone.status == "finished":
-        assert end_cell.test_acc == pytest.approx(end_alone.test_acc, abs=tol)
-        assert end_cell.test_loss == pytest.approx(end_alone.test_loss, abs=tol)
-        assert end_cell.confusion is not None and sum(map(sum, end_cell.confusion)) == sum(map(sum, end_alone.confusion))
 
 
 # --- the config ------------------------------------------------------------------------------------
@@ -165,7 +126,7 @@ def test_grid_cells_equal_single_runs_on_digits():
     started = _of(events, "grid_started")[0]
     assert started.alone == [] and sorted(i for g in started.batched for i in g) == list(range(12))
     for i, (label, cfg) in enumerate(grid.cells()):
-        _assert_same_run(per_cell[i], _single(cfg)[1])
+        assert_same_run(per_cell[i], train_events(cfg)[1])
 
 
 def test_other_settings_batch_exactly_too():
@@ -186,7 +147,7 @@ def test_other_settings_batch_exactly_too():
     assert end.status == "finished" and _of(events, "grid_started")[0].alone == []
     per_cell = cell_events(events)
     for i, (label, cfg) in enumerate(grid.cells()):
-        _assert_same_run(per_cell[i], _single(cfg)[1])
+        assert_same_run(per_cell[i], train_events(cfg)[1])
 
 
 def test_a_diverging_cell_ends_alone_and_the_others_go_on(monkeypatch):
@@ -201,8 +162,8 @@ def test_a_diverging_cell_ends_alone_and_the_others_go_on(monkeypatch):
     assert wild[-1].status == "diverged" and "learning rate" in wild[-1].reason and wild[-1].test_acc is None
     assert not math.isfinite([v for e in _of(wild, "steps") for v in e.losses][-1])
     assert calm[-1].status == "finished" and calm[-1].test_acc > 0.5  # kept learning (chance is 0.1)
-    _assert_same_run(calm, _single(grid.cells()[0][1])[1])
-    _assert_same_run(wild, _single(grid.cells()[1][1])[1])
+    assert_same_run(calm, train_events(grid.cells()[0][1])[1])
+    assert_same_run(wild, train_events(grid.cells()[1][1])[1])
 
 
 def test_unbatchable_cells_train_alone_in_the_same_job():
@@ -214,7 +175,7 @@ def test_unbatchable_cells_train_alone_in_the_same_job():
     assert any("dropout" in note for note in started.notes) and any("CNN" in note for note in started.notes)
     assert end.status == "finished"
     per_cell = cell_events(events)
-    _assert_same_run(per_cell[1], _single(grid.cells()[1][1])[1], tol=0.0)
+    assert_same_run(per_cell[1], train_events(grid.cells()[1][1])[1], tol=0.0)
 
 
 def test_cancel_stops_every_cell_with_its_history():
@@ -350,5 +311,5 @@ def test_doubled_softmax_cells_batch_and_equal_the_runs_alone():
     assert end.status == "finished" and _of(events, "grid_started")[0].batched == [[0, 1]]
     per_cell = cell_events(events)
     for i, (_, cfg) in enumerate(grid.cells()):
-        _assert_same_run(per_cell[i], _single(cfg)[1])
+        assert_same_run(per_cell[i], train_events(cfg)[1])
         assert per_cell[i][-1].test_ce != per_cell[i][-1].test_loss

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import core.serve.jobs
-from apptest_helpers import MAIN, new_app, texts
+from apptest_helpers import new_app, open_with_query, texts
 from app.forms import url
 from app.forms.compare import FAMILY_PRESETS
 from app.records.jobs import JobState, status_message
@@ -124,17 +124,6 @@ def test_cancelled_status_says_where_it_stopped_once():
 
 
 # --- pages (AppTest) -----------------------------------------------------------------------------------
-def open_with_query(page: str, query: dict) -> AppTest:
-    """A fresh session whose first page is ``page`` with ``query`` in the address bar (a shared link)."""
-    at = AppTest.from_file(str(MAIN), default_timeout=60)
-    if page != "playground":
-        at.switch_page(f"../pages/{page}.py")
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 BAD_LINKS = [
     ("playground", {"lr": "fast", "colour": "blue"}, lambda at: at.sidebar.number_input(key="cfg_lr").value == 1e-3),
     ("vanishing", {"depths": "one-eight", "colour": "blue"}, lambda at: at.slider(key="vg_depths").value == (1, 8)),

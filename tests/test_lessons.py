@@ -270,6 +270,7 @@ def _assert_regularizers_narrow_the_gap(gaps: dict[str, float], spread: float, r
         assert f"{label} to {gaps[label]:.3f}" in text.split(" narrow")[0]
 
 
+@pytest.mark.slow  # trains every regularizer over several seeds (about two minutes)
 def test_b_overfit_on_digits_fallback_each_regularizer_narrows_the_gap_more_than_seeds_move_it():
     """Issue 9.12: offline, lesson B still shows an overfitting baseline that each regularizer improves."""
     family, missing = get_preset("B-overfit").for_server(available=lambda name: False)

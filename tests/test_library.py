@@ -15,12 +15,12 @@ from streamlit.testing.v1 import AppTest
 import core.serve.jobs
 from apptest_helpers import MAIN, open_page, texts
 from app.views import jobs as jobs_view
+from helpers import train_events
 from app.figures.library import val_ranking_figure
 from app.records import library as lib
 from core.engine.config import RunConfig
 from core.lessons.presets import PRESETS
 from core.serve.store import run_summary
-from core.engine.train import train
 from core.serve import identity, owners
 from core.serve.budget import Refused
 
@@ -122,9 +122,8 @@ def test_ranking_is_best_first_and_leaves_out_runs_without_validation():
 
 
 def test_summary_keeps_the_best_epoch_end_validation_accuracy():
-    events = []
     cfg = RunConfig(dataset="moons", hidden=(8,), epochs=4, lr=0.05, log_every=3)
-    train(cfg, [events.append])
+    _, events = train_events(cfg)
     evals = [e for e in events if e.kind == "eval"]
     ends = [e for e in evals if abs(e.epoch - round(e.epoch)) < 1e-9]
     assert len(ends) == cfg.epochs and len(evals) > len(ends)  # mid-epoch points are left out

@@ -10,14 +10,13 @@ from torch import nn
 from core.engine.config import ACTIVATIONS, INITS, LOSSES, NORMS, OPTIMIZERS, RunConfig
 from core.engine.models import InvertedDropout, build_model, count_parameters, parameter_shapes, weight_layers
 from core.engine.lanes import data_loss, penalty
-from core.engine.train import train
+from helpers import train_events
 
 TOY = RunConfig(dataset="blobs", hidden=(16, 16), epochs=1, batch_size=64, log_every=5)
 
 
 def _trains(cfg: RunConfig):
-    events = []
-    end = train(cfg, [events.append])
+    end, events = train_events(cfg)
     assert end.kind == "finished" and end.status == "finished", getattr(end, "message", end)
     assert end.step > 0 and all(math.isfinite(v) for e in events if e.kind == "steps" for v in e.losses)
     assert any(e.kind == "layers" for e in events)

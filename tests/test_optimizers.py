@@ -10,7 +10,7 @@ from core.engine import optimizers as rules
 from core.engine.config import ConfigError, RunConfig
 from core.lab.grid import GridConfig, cell_events, run_grid
 from core.engine.lanes import _torch_optimizer, make_optimizer
-from core.engine.train import train
+from helpers import train_events
 
 # Every optimizer with every knob it reads, weight decay in both forms, RMSProp with momentum.
 CASES = [
@@ -97,8 +97,7 @@ DIGITS = RunConfig(dataset="digits", hidden=(32,), epochs=2, batch_size=32, log_
 
 
 def _curve(cfg: RunConfig) -> tuple[list, object]:
-    events = []
-    end = train(cfg, [events.append])
+    end, events = train_events(cfg)
     return [(e.step, e.train_loss, e.val_loss, e.val_acc) for e in events if e.kind == "eval"], end
 
 
@@ -164,8 +163,7 @@ def test_cosine_schedule_matches_torch_cosine_annealing():
 def test_the_loop_applies_the_schedule_to_every_update():
     """A step schedule with gamma ~0 freezes the network after epoch 1; cosine changes the result."""
     cfg = DIGITS.replace(optimizer="sgd", lr=0.1, epochs=2)
-    events = []
-    train(cfg.replace(lr_schedule="step", lr_step_every_epochs=1, lr_gamma=1e-9), [events.append])
+    _, events = train_events(cfg.replace(lr_schedule="step", lr_step_every_epochs=1, lr_gamma=1e-9))
     per_epoch = next(e for e in events if e.kind == "started").steps_per_epoch
     val = {e.step: e.val_loss for e in events if e.kind == "eval"}
     assert val[2 * per_epoch] == pytest.approx(val[per_epoch], abs=1e-6)  # epoch 2 ran at lr 1e-10

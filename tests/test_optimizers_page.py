@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apptest_helpers import open_page, texts
-from test_kit import open_with_query
+from apptest_helpers import open_page, open_with_query, texts
 from app.figures import optimizers as figs
 from core.lab import race
 from core.engine.config import OPTIMIZERS, knob_of

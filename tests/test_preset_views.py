@@ -12,7 +12,7 @@ from app.figures import run as figures
 from app.records.compare import weight_snapshot
 from app.records.run import reduce_events
 from core.lessons.presets import PRESET_LIST
-from core.engine.train import train
+from helpers import train_events
 
 CONFIGS = list(dict.fromkeys(cfg.replace(dataset="digits", epochs=1, log_every=20, batch_size=64)
                              for preset in PRESET_LIST for _, cfg in preset.runs))
@@ -37,8 +37,7 @@ def test_panel_domains_lie_in_the_unit_square(n):
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.arch}-{c.activation}-x{c.depth}-{c.norm}-{c.optimizer}")
 def test_finished_view_of_every_preset_on_digits_draws(cfg):
-    events: list = []
-    end = train(cfg, [events.append])
+    end, events = train_events(cfg)
     assert end.kind == "finished"
     view = reduce_events(events)
     fin = view.finished

@@ -15,6 +15,7 @@ from core.engine.config import RunConfig
 from core.engine.models import InvertedDropout, build_model
 from core.lessons.presets import PRESETS
 from core.engine.train import train
+from helpers import train_events
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -88,8 +89,7 @@ def test_batchnorm_uses_running_statistics_in_eval_mode():
 
 # --- L1 sparsity -----------------------------------------------------------------------------------------
 def final_near_zero(cfg: RunConfig) -> float:
-    events: list = []
-    end = train(cfg, [events.append])
+    end, events = train_events(cfg)
     assert end.kind == "finished" and end.status == "finished"
     stats = [e for e in events if e.kind == "layers"][-1]
     sizes = [stats.weight_hist[i].sum() for i in range(len(stats.layers))]

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 import core.serve.jobs
 from apptest_helpers import MAIN, new_app, texts
 from apptest_helpers import open_page as open_app_page
+from helpers import train_events
 from app.figures import compare as compare_figures
 from app.forms import compare
 from app.forms import upload as upload_ui
@@ -27,7 +28,6 @@ from core.engine.config import RunConfig
 from core.lab.compare import family_from_runs, variant_configs
 from core.lessons.families import TOUR_VARIANTS
 from core.lessons.presets import PRESETS
-from core.engine.train import train
 from core.serve import owners
 
 PAGE = "../pages/regularization.py"
@@ -83,8 +83,7 @@ def test_variant_rows_report_bad_values_by_row():
 def test_comparison_figures_and_table_from_two_runs(isolated_cache):
     views, snapshots = [], []
     for label, l1 in (("none", 0.0), ("<b>L1</b>", 0.002)):
-        events: list = []
-        train(RunConfig(dataset="digits", hidden=(16,), epochs=3, lr=0.01, log_every=10, l1=l1), [events.append])
+        _, events = train_events(RunConfig(dataset="digits", hidden=(16,), epochs=3, lr=0.01, log_every=10, l1=l1))
         views.append((label, reduce_events(events)))
         snapshots.append(records.weight_snapshot(events))
     assert snapshots[0].sizes == [64 * 16, 16 * 10] and len(snapshots[0].hists[0]) == 40

@@ -9,12 +9,12 @@ import pytest
 
 import core.serve.jobs
 from apptest_helpers import new_app
+from helpers import train_events
 from app.figures import run as figures
 from app.records.run import reduce_events
 from app.views.run import GROUPS, group_key
 from core.engine.config import RunConfig
 from core.lessons.presets import PRESETS
-from core.engine.train import train
 
 # Which builders draw which part of the view.
 ABOVE = ("loss_figure", "accuracy_figure")
@@ -94,8 +94,7 @@ def test_lesson_a_opens_inside_the_network(isolated_cache, no_mnist):
 
 def test_chance_is_a_layout_line_and_long_lines_use_webgl(isolated_cache):
     cfg = RunConfig(epochs=12, batch_size=32, log_every=10, hidden=(16,), seed=4)
-    events: list = []
-    train(cfg, [events.append])
+    _, events = train_events(cfg)
     view = reduce_events(events)
     assert len(view.step_losses) > figures.GL_POINTS >= len(view.evals)  # the two sides of the threshold
     acc = figures.accuracy_figure(view)

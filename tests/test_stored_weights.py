@@ -20,7 +20,7 @@ from core.serve.jobs import JobManager, event_bytes
 from core.engine.lanes import ModuleLanes, evaluate
 from core.engine.models import build_model
 from core.serve.store import RunStore
-from core.engine.train import train_lanes
+from helpers import train_lanes_events
 
 RUN = RunConfig(dataset="digits", hidden=(32, 16), activation="tanh", epochs=2, batch_size=64, log_every=10, seed=5)
 
@@ -45,13 +45,13 @@ def _model(cfg: RunConfig, state: dict) -> torch.nn.Module:
 
 
 def test_stored_weights_are_the_weights_the_loop_ends_with():
-    made, events = [], []
+    made = []
 
     def make_lanes(*args):
         made.append(ModuleLanes(*args))
         return made[-1]
 
-    (end,) = train_lanes([RUN], make_lanes, [events.append], final_weights=True)
+    (end,), (events,) = train_lanes_events([RUN], make_lanes, final_weights=True)
     assert end.status == "finished"
     (weights,) = [e for e in events if e.kind == "weights"]
     assert events[-1] is end and events[-2] is weights  # just before the run's end, so a cell's filing keeps it
@@ -65,8 +65,7 @@ def test_stored_weights_are_the_weights_the_loop_ends_with():
     decoded, _ = decode_events(*encode_events(events))
     again = next(e for e in decoded if e.kind == "weights")
     assert all(torch.equal(torch.from_numpy(again.weights[n]), t) for n, t in trained.items())
-    lean = []
-    train_lanes([RUN], ModuleLanes, [lean.append])  # the default (grid cells, sweeps): metrics only
+    _, (lean,) = train_lanes_events([RUN], ModuleLanes)  # the default (grid cells, sweeps): metrics only
     assert "weights" not in [e.kind for e in lean]
 
 

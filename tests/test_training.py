@@ -14,20 +14,17 @@ from core.engine.config import RunConfig
 from core.engine.lanes import ModuleLanes
 from core.lessons.presets import A_BASE, get_preset
 from core.engine.train import train
-
-
-def _run(cfg: RunConfig):
-    events = []
-    end = train(cfg, [events.append])
-    return end, events
+from helpers import train_events, train_lanes_events
 
 
 def _of(events, kind):
     return [e for e in events if e.kind == kind]
 
 
+@pytest.mark.slow  # 60 epochs
 def test_digits_mlp_reaches_95_percent():
-    end, events = _run(RunConfig(dataset="digits", hidden=(64, 64), init="he", batch_size=32, epochs=60, lr=5e-4))
+    end, events = train_events(RunConfig(dataset="digits", hidden=(64, 64), init="he", batch_size=32, epochs=60,
+                                         lr=5e-4))
     assert end.status == "finished"
     assert end.test_acc >= 0.95
     assert end.test_loss < math.log(10) / 4
@@ -35,7 +32,7 @@ def test_digits_mlp_reaches_95_percent():
 
 
 def test_toy_set_learns_and_has_a_decision_grid():
-    end, _ = _run(RunConfig(dataset="moons", hidden=(16, 16), epochs=20, lr=0.01))
+    end, _ = train_events(RunConfig(dataset="moons", hidden=(16, 16), epochs=20, lr=0.01))
     assert end.test_acc > 0.95
     grid = end.decision_grid
     assert len(grid["pred"]) == len(grid["ys"]) and set(v for row in grid["pred"] for v in row) == {0, 1}
@@ -43,13 +40,13 @@ def test_toy_set_learns_and_has_a_decision_grid():
 
 @pytest.mark.slow
 def test_mnist_e2_one_epoch(shared_mnist):
-    end, _ = _run(get_preset("E2").config.replace(dataset="mnist", epochs=1))
+    end, _ = train_events(get_preset("E2").config.replace(dataset="mnist", epochs=1))
     assert end.test_acc >= 0.94 and end.test_loss < 0.3
 
 
 @pytest.mark.slow
 def test_fashion_e2_two_epochs_true_cross_entropy(shared_fashion):
-    end, events = _run(get_preset("E2").config.replace(epochs=2))
+    end, events = train_events(get_preset("E2").config.replace(epochs=2))
     assert end.test_acc >= 0.83
     # A true cross-entropy at ~85% accuracy is ~0.4, not the 1.54 of softmax applied twice.
     assert end.val_loss < 0.6 and end.test_loss < 0.6
@@ -59,7 +56,7 @@ def test_fashion_e2_two_epochs_true_cross_entropy(shared_fashion):
 @pytest.mark.slow
 def test_vanishing_gradients_are_visible_in_layer_stats(shared_mnist):
     """LESSONS A: sigmoid x4 (width 10, SGD lr 0.2, batch 32) is stuck; ReLU + He at that depth learns."""
-    sigmoid, events = _run(A_BASE.replace(hidden=(10,) * 4, epochs=1))
+    sigmoid, events = train_events(A_BASE.replace(hidden=(10,) * 4, epochs=1))
     test_labels = datasets.load_dataset("mnist").y_test
     predicted = torch.tensor(sigmoid.confusion).sum(dim=0)  # how often each class was predicted
     majority_share = predicted.max().item() / len(test_labels)
@@ -73,15 +70,15 @@ def test_vanishing_gradients_are_visible_in_layer_stats(shared_mnist):
     last = _of(events, "layers")[-1]
     assert last.grad_norm[-1] >= 100 * last.grad_norm[0]
 
-    relu, _ = _run(A_BASE.replace(hidden=(10,) * 4, activation="relu", init="he", epochs=1))
+    relu, _ = train_events(A_BASE.replace(hidden=(10,) * 4, activation="relu", init="he", epochs=1))
     assert relu.test_acc > 0.7 and relu.test_loss < 1.0
-    shallow, _ = _run(A_BASE.replace(hidden=(10,), epochs=1))
+    shallow, _ = train_events(A_BASE.replace(hidden=(10,), epochs=1))
     assert shallow.test_acc > 0.8
 
 
 def test_layer_stats_shapes_and_meaning():
     cfg = RunConfig(dataset="digits", hidden=(32, 16), activation="relu", epochs=2, log_every=10)
-    end, events = _run(cfg)
+    end, events = train_events(cfg)
     started = _of(events, "started")[0]
     stats = _of(events, "layers")
     assert started.layers == ["fc1", "fc2", "fc3"] and started.layer_shapes[0] == [32, 64]
@@ -101,22 +98,23 @@ def test_layer_stats_shapes_and_meaning():
 
 def test_l1_makes_more_weights_near_zero_than_no_penalty():
     base = RunConfig(dataset="digits", hidden=(32,), epochs=15, lr=0.01)
-    _, plain = _run(base)
-    _, sparse = _run(base.replace(l1=0.003))
+    _, plain = train_events(base)
+    _, sparse = train_events(base.replace(l1=0.003))
     share = lambda events: _of(events, "layers")[-1].near_zero[0]  # noqa: E731
     assert share(sparse) > 2 * share(plain)
 
 
+@pytest.mark.slow  # real MNIST when it is here
 def test_big_matrices_are_pooled_to_64x64():
-    _, events = _run(RunConfig(dataset="mnist" if datasets.available("mnist") else "digits", hidden=(100,),
-                               epochs=1, log_every=10_000))
+    _, events = train_events(RunConfig(dataset="mnist" if datasets.available("mnist") else "digits", hidden=(100,),
+                                       epochs=1, log_every=10_000))
     heat = _of(events, "layers")[-1].heatmaps[0]
     assert heat.shape[0] <= 64 and heat.shape[1] <= 64
 
 
 def test_dead_relu_fraction_is_measured():
     # Zero init with ReLU: every hidden unit outputs 0 for every input, so all are dead.
-    _, events = _run(RunConfig(dataset="digits", hidden=(8,), init="zeros", epochs=1))
+    _, events = train_events(RunConfig(dataset="digits", hidden=(8,), init="zeros", epochs=1))
     assert _of(events, "layers")[0].saturation[0] == 1.0
 
 
@@ -124,7 +122,7 @@ def test_divergence_ends_as_diverged_with_history(monkeypatch):
     import core.engine.train
 
     monkeypatch.setattr(core.engine.train, "EXPLODED", math.inf)  # only a non-finite loss ends it here
-    end, events = _run(RunConfig(dataset="digits", activation="linear", optimizer="sgd", lr=100.0, epochs=3))
+    end, events = train_events(RunConfig(dataset="digits", activation="linear", optimizer="sgd", lr=100.0, epochs=3))
     assert end.kind == "finished" and end.status == "diverged"
     assert "step" in end.reason and "learning rate" in end.reason
     losses = [v for e in _of(events, "steps") for v in e.losses]
@@ -147,7 +145,7 @@ def test_cancel_stops_within_a_few_steps():
 
 
 def test_unknown_upload_fails_cleanly():
-    end, events = _run(RunConfig(dataset="upload:0123456789abcdef01234567"))
+    end, events = train_events(RunConfig(dataset="upload:0123456789abcdef01234567"))
     assert end.kind == "failed" and "upload it again" in end.message
     assert events[-1] is end
 
@@ -159,7 +157,7 @@ def test_out_of_memory_becomes_a_failed_event(monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(core.engine.lanes, "build_model", boom)  # the single run's model is built in core.engine.lanes
-    end, _ = _run(RunConfig())
+    end, _ = train_events(RunConfig())
     assert end.kind == "failed" and "ran out of memory" in end.message and "smaller batch" in end.message
 
 
@@ -169,11 +167,11 @@ def _metrics(events):
 
 def test_same_seed_same_metrics_even_with_concurrent_runs():
     cfg = RunConfig(dataset="digits", hidden=(32,), dropout=0.2, dropout_impl="inverted", epochs=2, log_every=5)
-    _, alone = _run(cfg)
+    _, alone = train_events(cfg)
     results = {}
 
     def worker(name, config):
-        results[name] = _run(config)[1]
+        results[name] = train_events(config)[1]
 
     threads = [threading.Thread(target=worker, args=("a", cfg)),
                threading.Thread(target=worker, args=("b", cfg.replace(seed=5)))]
@@ -196,7 +194,7 @@ def test_train_limit_keeps_a_nested_seeded_subset_and_the_same_validation_split(
     assert len(small_train) == 100 and torch.equal(small_val, full_val)
     assert set(small_train.tolist()) <= set(larger_train.tolist()) <= set(full_train.tolist())
     assert len(train_split(cfg.replace(train_limit=10 ** 6), n)[0]) == len(full_train)
-    end, events = _run(cfg.replace(train_limit=100, batch_size=32, epochs=1, hidden=(16,)))
+    end, events = train_events(cfg.replace(train_limit=100, batch_size=32, epochs=1, hidden=(16,)))
     started = _of(events, "started")[0]
     assert started.dataset["n_train"] == 100 and started.steps_per_epoch == 4
     assert end.status == "finished"
@@ -232,9 +230,8 @@ def test_times_count_training_steps_only_and_the_eta_is_exact_with_an_injected_c
             return super().losses(x, y)
 
     monkeypatch.setattr(core.engine.train.datasets, "load_dataset", slow_load)
-    events = []
     cfg = RunConfig(dataset="digits", hidden=(16,), epochs=2, log_every=7)
-    end = core.engine.train.train_lanes([cfg], SlowLanes, [events.append], clock=clock)[0]
+    (end,), (events,) = train_lanes_events([cfg], SlowLanes, clock=clock)
     started = _of(events, "started")[0]
     total, per_epoch = started.total_steps, started.steps_per_epoch
     evals = _of(events, "eval")
@@ -254,8 +251,8 @@ def test_step_losses_are_data_losses_and_the_penalty_travels_as_its_own_series()
     """Oracle: the penalty of step s+1 is taken before its update, i.e. of the weights after step s, which
     is what the log point at step s reports; the first step's data loss does not depend on the penalty."""
     base = RunConfig(dataset="digits", hidden=(32,), epochs=1, log_every=5, optimizer="sgd", lr=0.05)
-    _, plain = _run(base)
-    _, l2 = _run(base.replace(l2=0.01))
+    _, plain = train_events(base)
+    _, l2 = train_events(base.replace(l2=0.01))
     steps = lambda events, name: [v for e in _of(events, "steps") for v in getattr(e, name)]  # noqa: E731
     assert steps(plain, "penalties") == []
     data, pens = steps(l2, "losses"), steps(l2, "penalties")
@@ -271,7 +268,7 @@ def test_train_metrics_are_scored_in_eval_mode_on_a_fixed_train_subset():
     gives the run's train metrics; the running means (dropout on) are kept beside them, named so."""
     import torch.nn.functional as F
     from core.engine.lanes import ModuleLanes
-    from core.engine.train import VAL_SUBSET, train_lanes, train_split
+    from core.engine.train import VAL_SUBSET, train_split
 
     built = []
 
@@ -281,8 +278,7 @@ def test_train_metrics_are_scored_in_eval_mode_on_a_fixed_train_subset():
             built.append(self.model)
 
     cfg = RunConfig(dataset="digits", hidden=(64,), dropout=0.5, epochs=3, log_every=20, lr=3e-3)
-    events = []
-    end = train_lanes([cfg], Kept, [events.append])[0]
+    (end,), (events,) = train_lanes_events([cfg], Kept)
     ds = datasets.load_dataset("digits")
     train_idx, _ = train_split(cfg, len(ds.y))
     order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed + 4))
@@ -304,13 +300,14 @@ def test_softmax_then_cross_entropy_cannot_fall_below_its_floor_while_the_true_l
     the true cross-entropy falls below that floor. The doubled run also reports its own true
     cross-entropy (on its logits) beside the loss it trained on."""
     floor = math.log(1 + 9 / math.e)
-    end, events = _run(RunConfig(dataset="digits", hidden=(64,), loss="softmax_cross_entropy", lr=1e-2, epochs=15))
+    end, events = train_events(RunConfig(dataset="digits", hidden=(64,), loss="softmax_cross_entropy", lr=1e-2,
+                                         epochs=15))
     assert end.test_acc > 0.85
     assert min(v for e in _of(events, "steps") for v in e.losses) >= floor - 1e-5
     assert end.val_loss >= floor - 1e-5 and end.test_loss >= floor - 1e-5
     assert math.isfinite(end.test_ce) and end.test_ce != end.test_loss and end.val_ce != end.val_loss
     assert all(e.val_ce != e.val_loss for e in _of(events, "eval"))
-    same, _ = _run(RunConfig(dataset="digits", hidden=(64,), lr=1e-2, epochs=15))
+    same, _ = train_events(RunConfig(dataset="digits", hidden=(64,), lr=1e-2, epochs=15))
     assert same.test_acc > 0.85 and same.test_loss < floor / 2
     assert same.test_ce == same.test_loss and same.val_ce == same.val_loss  # one loss when it is the true one
 
@@ -320,8 +317,8 @@ def test_an_exploding_relu_net_is_called_diverged_at_the_step_it_exploded():
     and the per-step losses it sent end at that step (checked on the device, read every few steps)."""
     from core.engine.train import EXPLODED
 
-    end, events = _run(RunConfig(dataset="digits", activation="relu", optimizer="sgd", lr=1000.0, epochs=3,
-                                 log_every=100_000))
+    end, events = train_events(RunConfig(dataset="digits", activation="relu", optimizer="sgd", lr=1000.0, epochs=3,
+                                         log_every=100_000))
     assert end.status == "diverged" and "exploded" in end.reason and "learning rate" in end.reason
     losses = [v for e in _of(events, "steps") for v in e.losses]
     assert len(losses) == end.step < 40 and f"step {end.step}" in end.reason
@@ -344,8 +341,8 @@ def test_history_stays_bounded_however_often_a_run_logs(monkeypatch):
     monkeypatch.setattr(core.engine.train, "MAX_LOG_POINTS", 20)
     monkeypatch.setattr(core.engine.train, "MAX_HEATMAP_POINTS", 5)
     monkeypatch.setattr(core.engine.train, "MAX_STEP_VALUES", 60)
-    end, events = _run(RunConfig(dataset="digits", hidden=(32,), batch_size=8, train_limit=400, log_every=1, lr=1e-2,
-                                 epochs=2))
+    end, events = train_events(RunConfig(dataset="digits", hidden=(32,), batch_size=8, train_limit=400, log_every=1,
+                                         lr=1e-2, epochs=2))
     started = _of(events, "started")[0]
     layers, steps = _of(events, "layers"), _of(events, "steps")
     assert started.total_steps == 100 and started.log_every == 5 and started.notes
@@ -379,9 +376,7 @@ def test_out_of_memory_mid_step_fails_the_run_and_releases_its_memory(monkeypatc
     monkeypatch.setattr(core.engine.train, "free_device_cache", lambda: emptied.__setitem__(0, emptied[0] + 1))
     digits = datasets.load_dataset("digits")
     digits._on_device["cuda:0"] = object()  # stands for a cached GPU copy of the dataset
-    events = []
-    end = core.engine.train.train_lanes([RunConfig(dataset="digits", device="cpu", epochs=1)], OOMLanes,
-                                 [events.append])[0]
+    (end,), (events,) = train_lanes_events([RunConfig(dataset="digits", device="cpu", epochs=1)], OOMLanes)
     assert end.kind == "failed" and end.error_type == "OutOfMemoryError" and "ran out of memory" in end.message
     assert end.step == 2 and events[-1] is end and emptied[0] == 1
     assert "cuda:0" not in digits._on_device and "features" in digits._on_device  # the GPU copy went back
@@ -395,8 +390,8 @@ def test_report_004_doubled_softmax_on_fashion_mnist(shared_fashion):
     log(1 + 9/e) ~ 1.46 at a useful accuracy, while the network trained on the true cross-entropy
     scores a loss far below it (report 004's 1.5 against ~0.4)."""
     floor = math.log(1 + 9 / math.e)
-    doubled, _ = _run(get_preset("E2").config.replace(loss="softmax_cross_entropy", epochs=1))
-    proper, _ = _run(get_preset("E2").config.replace(epochs=1))
+    doubled, _ = train_events(get_preset("E2").config.replace(loss="softmax_cross_entropy", epochs=1))
+    proper, _ = train_events(get_preset("E2").config.replace(epochs=1))
     assert doubled.test_acc > 0.7 and doubled.test_loss >= floor - 1e-5
     assert math.isfinite(doubled.test_ce) and doubled.test_ce != doubled.test_loss
     assert proper.test_acc > 0.8 and proper.test_loss < floor / 2

@@ -19,6 +19,7 @@ from PIL import Image, ImageFile
 
 from core.engine import uploads
 from core.engine.uploads import UploadError, limits, prepare_csv, prepare_zip
+from helpers import train_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,7 +214,7 @@ def test_a_full_disk_blames_the_server_and_leaves_no_temporary_file(cache, monke
 def test_a_kaggle_csv_is_split_train_validation_like_the_seed_with_an_optional_test_set(cache):
     from core.engine.data import split_indices
     from core.lessons.presets import C_BASE
-    from core.engine.train import steps_per_epoch, train
+    from core.engine.train import steps_per_epoch
 
     # the seed: 60,000 rows, 80/20 train/validation, batch 128 -> 375 iterations per epoch
     n_train = len(split_indices(60_000, C_BASE.val_fraction, 0)[0])
@@ -224,8 +225,7 @@ def test_a_kaggle_csv_is_split_train_validation_like_the_seed_with_an_optional_t
     assert len(plain.dataset.y) == 640 and len(plain.dataset.y_test) == 0
     assert any("No test set" in note for note in plain.notes)
     cfg = C_BASE.replace(dataset=plain.name, hidden=(8,), epochs=1, norm="none", dropout=0.0)
-    events = []
-    end = train(cfg, [events.append])
+    end, events = train_events(cfg)
     started = next(e for e in events if e.kind == "started")
     assert started.total_steps == steps_per_epoch(cfg, 512) == 4  # 640 rows x 0.8 / 128
     assert end.status == "finished" and end.test_acc is None and end.val_acc is not None

@@ -486,9 +486,7 @@ def test_csv_label_column_that_does_not_exist(sandbox):
 
 # --- real data: Fashion-MNIST round trips that train --------------------------------------------
 @pytest.fixture
-def fashion(monkeypatch):
-    if not (SHARED_DATASETS / "FashionMNIST" / "raw").is_dir():
-        pytest.skip(f"Fashion-MNIST raw files not found in {SHARED_DATASETS}")
+def fashion(shared_fashion, monkeypatch):
     monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(SHARED_DATASETS))
     monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
 

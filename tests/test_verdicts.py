@@ -11,14 +11,13 @@ from torch import nn
 
 from core.engine import data as datasets
 from core.lessons.presets import A_BASE
-from core.engine.train import train
 from core.lessons.verdicts import (EARLY_LOG_POINTS, SIGMOID_LAYERS, SIGMOID_MAX_SLOPE, VANISHING_RATIO, is_stuck,
                                    is_vanishing, predicted_class_share, vanishing_marks)
+from helpers import train_events
 
 
 def _run(cfg):
-    events = []
-    end = train(cfg, [events.append])
+    end, events = train_events(cfg)
     return end, [e.grad_norm for e in events if e.kind == "layers"]
 
 

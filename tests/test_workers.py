@@ -15,7 +15,9 @@ from core.engine.config import RunConfig
 from core.lab.grid import GridConfig
 from core.serve.jobs import JobManager
 from core.serve.store import RunStore
-from core.engine.train import train
+from helpers import train_events
+
+pytestmark = pytest.mark.slow  # worker processes: each spawn starts a Python and imports torch
 
 SMALL = RunConfig(dataset="digits", hidden=(32,), epochs=2, batch_size=64, log_every=10, seed=3)
 # Long enough to be killed or cancelled mid-run (about a second per epoch on one thread).
@@ -46,8 +48,7 @@ def test_a_job_trains_in_a_worker_process_learns_what_it_learns_in_this_one_and_
     assert snap.status == "finished"
     end = snap.events[-1]
     assert end.test_acc > 0.5 and end.test_loss < math.log(10)  # learned: far above chance
-    events = []
-    here = train(SMALL, [events.append])
+    here, events = train_events(SMALL)
     assert end.test_acc == pytest.approx(here.test_acc, abs=0.02)
     assert manager.store.meta(SMALL.key())["status"] == "finished"  # the manager stored it
     assert manager.warmup_status()[0]["state"] == "ready"
