@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--float32", action="store_true", help="check in float32 instead of float64")
     g.add_argument("--dropout-on", action="store_true", help="keep dropout active while checking")
     g.add_argument("--kinks", action="store_true", help="move ReLU pre-activations onto the kink first")
-    g.add_argument("--by-hand", action="store_true", help="compare with the by-hand backward of core/scratch.py")
+    g.add_argument("--by-hand", action="store_true", help="compare with the by-hand backward of core/engine/scratch.py")
     g.add_argument("--mistake", choices=MISTAKES, help="reproduce a classic mistake (perturb_copy: the seeds' 0.99999)")
     g.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES,
                    help=f"per layer; larger layers are sampled (default {DEFAULT_MAX_ENTRIES}; 0 = every entry)")

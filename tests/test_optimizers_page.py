@@ -122,7 +122,7 @@ def test_train_buttons_submit_the_d_families_as_one_grid_job_each(isolated_cache
 
     submitted = []
 
-    def record(self, config, force=False, session=None):
+    def record(self, config, force=False, session=None, browser=None):
         submitted.append(config)
         return config.key()
 

@@ -1,4 +1,4 @@
-"""The by-hand MLP (core/scratch.py) against autograd and against the engine's own training."""
+"""The by-hand MLP (core/engine/scratch.py) against autograd and against the engine's own training."""
 from __future__ import annotations
 
 import itertools

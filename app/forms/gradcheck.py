@@ -184,7 +184,7 @@ def options_form(cfg: RunConfig | None) -> None:
     a.number_input("Examples in the check batch", 2, MAX_EXAMPLES, key=OPTION_KEYS["examples"],
                    help="The first training examples of the config's split.")
     b.radio("Backprop to compare with", ["autograd", "by_hand"], key=OPTION_KEYS["backprop"], horizontal=True,
-            format_func={"autograd": "autograd", "by_hand": "by hand (core/scratch.py)"}.get,
+            format_func={"autograd": "autograd", "by_hand": "by hand (core/engine/scratch.py)"}.get,
             help="By hand: forward and backward written out, for plain MLPs with sigmoid, tanh or ReLU.")
     by_hand = st.session_state.get(OPTION_KEYS["backprop"]) == "by_hand"
     if not by_hand:
