@@ -41,9 +41,3 @@ def beyond_noise(difference: float, margin: float) -> bool:
     """Whether a difference is an effect: larger in size than the margin (the margin itself is not)."""
     return abs(difference) > margin
 
-
-def examples_words(counts: dict[str, int]) -> str:
-    """'500 training and 72 validation examples' from {'training': 500, 'validation': 72} (one count per split)."""
-    parts = [f"{n:,} {split}" for split, n in counts.items()]
-    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"{joined} example{'s' if list(counts.values())[-1] != 1 else ''}"

@@ -19,7 +19,7 @@ from core.engine.events import Event
 from core.lab import race
 from core.lab.gradcheck import GOOD, SEED_VALUE, SUSPECT, GradCheck
 from core.engine.train import VAL_SUBSET, scored_train_examples
-from core.lessons.noise import Scored, beyond_noise, examples_words, noise_margin
+from core.lessons.noise import Scored, beyond_noise, noise_margin
 from core.lessons.verdicts import is_stuck, predicted_class_share
 
 
@@ -109,8 +109,8 @@ def seeds_sentence(stuck: Mapping[int, bool | None], epochs: int,
         return (f"All {n} seeds got stuck within {_epochs(epochs)}: with these settings the seed does not "
                 "decide it.")
     leave_words = (f"seed{'s' if len(leaving) > 1 else ''} {join_words([str(s) for s in leaving])} only started to "
-                   f"leave the plateau (accuracy above the stuck share, but the loss still within "
-                   f"{PLATEAU_SHARE:.0%} of ln(classes))")
+                   f"leave the plateau (no longer stuck, but the loss still within {PLATEAU_SHARE:.0%} of "
+                   "ln(classes))")
     if not hit:
         if not leaving:
             return f"None of the {n} seeds got stuck within {_epochs(epochs)}."
@@ -187,7 +187,7 @@ def regularization_sentence(runs: Mapping[str, GapRun | None], baseline: str, sp
                 f"regularization ({baseline}), and whether {join_words(others)} narrow that gap.")
     seeds = spread if spread is not None else 0.0
     base_margin = max(noise_margin(base.train, base.val), seeds)
-    counts = examples_words({"training": base.train.n, "validation": base.val.n})
+    counts = _examples_words({"training": base.train.n, "validation": base.val.n})
     parts = [f"Without regularization ({baseline}) train accuracy ends {base.gap:.3f} ahead of validation."]
     if base.gap <= base_margin:
         parts.append(f"That is within the noise (±{base_margin:.3f} for accuracies scored on {counts}"
@@ -232,6 +232,11 @@ def regularization_sentence(runs: Mapping[str, GapRun | None], baseline: str, sp
 def _pair_margin(base: GapRun, other: GapRun, seeds: float) -> float:
     """The noise margin of the difference of two gaps: four accuracies, or the seeds' spread if that is larger."""
     return max(noise_margin(base.train, base.val, other.train, other.val), seeds)
+
+
+def _examples_words(counts: Mapping[str, int]) -> str:
+    """'500 training and 72 validation examples' from {'training': 500, 'validation': 72}."""
+    return join_words([f"{n:,} {split}" for split, n in counts.items()]) + " examples"
 
 
 def _cap(text: str) -> str:
@@ -310,7 +315,7 @@ def losses_sentence(ce: LossRunSummary, mse: LossRunSummary) -> str:
         grads = (f"Here the early gradients were not smaller with MSE ({1 / ratio:.1f}x those of cross-entropy), "
                  f"although {defined[0].lower()}{defined[1:]}")
     margin = noise_margin(ce.val, mse.val)
-    scored = examples_words({"validation": min(ce.n_val, mse.n_val)})
+    scored = _examples_words({"validation": min(ce.n_val, mse.n_val)})
     if not beyond_noise(ce.val_acc - mse.val_acc, margin):
         outcome = (f"Cross-entropy and MSE ended level: validation accuracy {ce.val_acc:.3f} for cross-entropy "
                    f"against {mse.val_acc:.3f} for MSE after the same steps is no difference, within the noise "
