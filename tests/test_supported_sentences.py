@@ -15,6 +15,7 @@ from apptest_helpers import new_app, texts
 import torch
 import torch.nn.functional as F
 
+from app.figures import compare as compare_figures
 from app.figures import run as figures
 from app.records import compare as compare_records
 from app.records import run as runview
@@ -223,6 +224,10 @@ def test_the_results_table_shows_the_true_cross_entropy_when_a_variant_trained_o
     assert table.loc["correct", "test cross-entropy"] == table.loc["correct", "test loss"]  # one loss: the true one
     alone = compare_records.results_table([("correct", correct)])
     assert list(alone.columns) == compare_records.RESULT_COLUMNS
+    overlay = {t.name: t for t in compare_figures.overlay_figure([("as reported", reported), ("correct", correct)],
+                                                                  "loss").data}
+    assert list(overlay["as reported · true cross-entropy"].y) == pytest.approx(list(reported.evals["val_ce"]))
+    assert "correct · true cross-entropy" not in overlay  # its loss is the true one
 
 
 def test_the_run_page_of_a_softmax_twice_run_labels_its_loss_and_shows_the_true_one(isolated_cache):
