@@ -19,8 +19,8 @@ from core.serve.jobs import get_manager
 from core.lessons.sentences import GapRun, gap_run
 
 from ..figures import compare as cf
-from ..records.compare import (CE_COLUMNS, cell_status, outcome_summary, results_table, status_text, train_scoring_words,
-                               weight_snapshot)
+from ..records.compare import (CE_COLUMNS, cell_status, outcome_summary, results_table, status_text,
+                               train_scoring_words, weight_snapshot)
 from ..records.jobs import JobState
 from ..text import plain
 from .jobs import cached, cancel, job_state, polling_fragment, run_view
