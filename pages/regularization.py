@@ -6,7 +6,7 @@ import streamlit as st
 from app.forms import upload
 from app.forms.compare import Keys, base_split, family_editor, submit_comparison, use_dataset
 from app.text import dataset_label, plain, plural
-from app.views.compare import comparison_view, family_status, train_val_gaps
+from app.views.compare import comparison_view, family_status, gap_runs
 from app.views.jobs import train_button
 from core.lessons import sentences as lessons
 
@@ -45,7 +45,7 @@ if runs:
         st.info("These are the results of the variants you trained last. The settings above have changed since: "
                 "press **Train** to run them.", icon="ℹ️")
     st.subheader("3 · Compare", divider="gray")
-    gaps = train_val_gaps(runs)
-    if "none" in gaps:  # a family with an unregularized baseline: say what the regularizers did to its gap
-        st.markdown(plain(lessons.regularization_sentence(gaps, "none")))
+    finals = gap_runs(runs)
+    if "none" in finals:  # a family with an unregularized baseline: say what the regularizers did to its gap
+        st.markdown(plain(lessons.regularization_sentence(finals, "none")))
     comparison_view(runs, prefix="reg_cmp")

@@ -77,7 +77,9 @@ train_button(seeds, SEEDS_JOB, key="vg_train_seeds", label="Train the seeds",
              help="Trains the deep sigmoid network once per seed, in one job.")
 shown = shown_job(seeds, SEEDS_JOB)
 if seeds is not None:
-    stuck = families.stuck_by_seed(seeds, lessons.stuck_verdicts(finished_cells(shown)))
-    st.markdown(plain(lessons.seeds_sentence(stuck, seeds.base.epochs)))
+    ends = finished_cells(shown)
+    stuck = families.stuck_by_seed(seeds, lessons.stuck_verdicts(ends))
+    plateau = families.stuck_by_seed(seeds, lessons.plateau_verdicts(ends))
+    st.markdown(plain(lessons.seeds_sentence(stuck, seeds.base.epochs, plateau)))
 if shown is not None:
     fixes_view(shown)

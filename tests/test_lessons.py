@@ -12,6 +12,7 @@ from core.engine import data as datasets
 from core.lessons import families
 from core.lessons import sentences as lessons
 from core.lessons import verdicts
+from core.lessons.noise import Scored
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, cell_events, run_grid
 from core.lessons.presets import FALLBACK_DATASET, PRESETS, get_preset
@@ -101,17 +102,22 @@ def test_seeds_sentence_counts_the_stuck_seeds():
     assert "got stuck" not in pending and "experiment" in pending.lower()
 
 
+def _gap(train_acc: float, val_acc: float, n_train: int = 2048, n_val: int = 6000) -> lessons.GapRun:
+    return lessons.GapRun(Scored(train_acc, n_train), Scored(val_acc, n_val))
+
+
 def test_regularization_sentence_says_which_narrowed_the_gap_and_by_how_much():
-    gaps = {"none": 0.20, "L2 0.01": 0.11, "dropout 0.5": 0.14, "L1 0.0003": 0.195}
+    gaps = {"none": _gap(1.0, 0.80), "L2 0.01": _gap(0.95, 0.84), "dropout 0.5": _gap(0.97, 0.83),
+            "L1 0.0003": _gap(0.995, 0.80)}
     text = lessons.regularization_sentence(gaps, "none", spread=0.02)
     assert "0.200 ahead" in text
     narrowed, rest = text.split(" narrow it.")[0], text.split(" narrow it.")[1]
     assert "L2 0.01 to 0.110 (by 0.090)" in narrowed and "dropout 0.5 to 0.140 (by 0.060)" in narrowed
-    assert "L1 0.0003" not in narrowed and "L1 0.0003 does not narrow" in rest
+    assert "L1 0.0003" not in narrowed and "L1 0.0003 makes no difference" in rest
     assert "0.020" in rest
-    flat = lessons.regularization_sentence({"none": 0.005, "L2": 0.004}, "none", spread=0.01)
-    assert "Nothing overfits" in flat and "narrows it" not in flat
-    pending = lessons.regularization_sentence({"none": 0.2, "L2": None}, "none")
+    flat = lessons.regularization_sentence({"none": _gap(0.905, 0.90), "L2": _gap(0.904, 0.90)}, "none", spread=0.01)
+    assert "nothing for a regularizer to narrow" in flat and "narrows it" not in flat
+    pending = lessons.regularization_sentence({"none": _gap(0.9, 0.7), "L2": None}, "none")
     assert "experiment" in pending.lower() and "ahead" not in pending.split("experiment")[0]
 
 
@@ -251,23 +257,28 @@ def test_a_fixes_on_mnist_sigmoid_stuck_while_relu_he_and_batchnorm_learn(shared
 
 
 # --- lesson B -------------------------------------------------------------------------------------------
-def _gaps_and_spread(family, seeds_family) -> tuple[dict[str, float], float]:
-    """Train the family and the baseline's other seeds as one grid job: each variant's train - validation
-    accuracy gap, and how far the baseline's gap moves across seeds."""
+def _gaps_and_spread(family, seeds_family) -> tuple[dict[str, lessons.GapRun], float]:
+    """Train the family and the baseline's other seeds as one grid job: each variant's final train and validation
+    accuracy, and how far the baseline's train - validation gap moves across seeds."""
     others = [(label, cfg) for label, cfg in seeds_family.runs if cfg.seed != family.config.seed]
-    ends = _train_cells(list(family.runs) + others)
-    gaps = {label: end.train_acc - end.val_acc for label, end in ends.items()}
-    spread = lessons.seed_spread([gaps["none"]] + [gaps[label] for label, _ in others])
-    return {label: gaps[label] for label, _ in family.runs}, spread
+    events: list = []
+    grid = GridConfig.from_runs(list(family.runs) + others)
+    run_grid(grid, events.append)
+    per_cell = cell_events(events)
+    runs = {label: lessons.gap_run(per_cell[i]) for i, (label, _) in enumerate(grid.cells())}
+    spread = lessons.seed_spread([runs["none"].gap] + [runs[label].gap for label, _ in others])
+    return {label: runs[label] for label, _ in family.runs}, spread
 
 
-def _assert_regularizers_narrow_the_gap(gaps: dict[str, float], spread: float, regularizers: list[str]) -> None:
+def _assert_regularizers_narrow_the_gap(runs: dict[str, lessons.GapRun], spread: float,
+                                        regularizers: list[str]) -> None:
+    gaps = {label: run.gap for label, run in runs.items()}
     assert gaps["none"] > 2 * spread and gaps["none"] > 0.05, (gaps, spread)  # the baseline overfits
     for label in regularizers:
         assert gaps["none"] - gaps[label] > spread, (label, gaps, spread)
-    text = lessons.regularization_sentence(gaps, "none", spread)
+    text = lessons.regularization_sentence(runs, "none", spread)
     for label in regularizers:
-        assert f"{label} to {gaps[label]:.3f}" in text.split(" narrow")[0]
+        assert f"{label} to {gaps[label]:.3f}" in text.split(" narrow")[0], text
 
 
 @pytest.mark.slow  # trains every regularizer over several seeds (about two minutes)

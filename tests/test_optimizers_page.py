@@ -8,7 +8,7 @@ from apptest_helpers import open_page, open_with_query, texts
 from app.figures import optimizers as figs
 from core.lab import race
 from core.engine.config import OPTIMIZERS, knob_of
-from core.engine.events import Evaluation, LayerStats
+from core.engine.events import Evaluation, LayerStats, RunStarted
 from core.engine.optimizers import RULES
 from core.lessons import sentences
 
@@ -52,8 +52,10 @@ def test_race_figures_hold_one_path_per_optimizer_up_to_the_chosen_step():
     assert [len(t.y) for t in loss.data] == [51] * len(RULES)
 
 
-def _events(acc: float, grad: float, step: int = 100) -> list:
-    return [LayerStats(10, 0.1, ["fc1", "fc2"], [grad, grad], [0.0, 0.0], [0.0, 0.0], [None, None]),
+def _events(acc: float, grad: float, step: int = 100, n_val: int = 6000) -> list:
+    started = RunStarted("k", {}, "cpu", "cpu", 10, 10, step, ["fc1", "fc2"], [[4, 4], [10, 4]],
+                         {"classes": [str(i) for i in range(10)], "n_train": 54_000, "n_val": n_val}, 0.0, {})
+    return [started, LayerStats(10, 0.1, ["fc1", "fc2"], [grad, grad], [0.0, 0.0], [0.0, 0.0], [None, None]),
             Evaluation(step, 1.0, 0.5, acc, 0.5, acc, 0.0, 1.0)]
 
 
@@ -66,6 +68,10 @@ def test_loss_sentence_follows_the_numbers():
                                         sentences.loss_run_summary("mse", _events(0.7, 0.3)))
     assert "not smaller with MSE" in reverse and "MSE ended ahead" in reverse
     assert sentences.loss_run_summary("x", []) is None
+    assert sentences.loss_run_summary("x", _events(0.85, 0.4)[1:]) is None  # no start: no split sizes
+    level = sentences.losses_sentence(sentences.loss_run_summary("ce", _events(0.883, 0.4)),
+                                      sentences.loss_run_summary("mse", _events(0.882, 0.1)))
+    assert "ended level" in level and "ended ahead:" not in level  # 6 images of 6000 are noise
 
 
 def test_surface_figures_leave_unfilled_rows_blank():

@@ -52,9 +52,12 @@ def _zoom_range(values: list[np.ndarray], top: float | None = None, floor: float
 
 # --- curves --------------------------------------------------------------------------------------
 def overlay_figure(runs: list[tuple[str, RunView]], metric: str) -> go.Figure:
-    """Train (dashed) and validation (solid) ``loss`` or ``acc`` of every run, one colour per run."""
+    """Train (dashed) and validation (solid) ``loss`` or ``acc`` of every run, one colour per run; with ``loss``,
+    a run whose configured loss is not the true cross-entropy also draws its validation cross-entropy (dotted)."""
     name = {"loss": "Loss", "acc": "Accuracy"}[metric]
-    layout = _layout(f"{name}: validation (solid) vs train (dashed)", x_title="epoch", y_title=name.lower())
+    true_ce = metric == "loss" and any(view.shows_true_ce for _, view in runs)
+    layout = _layout(f"{name}: validation (solid) vs train (dashed)"
+                     + (", true cross-entropy (dotted)" if true_ce else ""), x_title="epoch", y_title=name.lower())
     if not any(len(view.evals) for _, view in runs):
         return waiting_figure(layout)
     data = []
@@ -70,6 +73,12 @@ def overlay_figure(runs: list[tuple[str, RunView]], metric: str) -> go.Figure:
                          "line": {"color": color, "width": width, **({"dash": dash} if dash else {})},
                          "hovertemplate": f"{shown}<br>epoch %{{x:.2f}}<br>{words} {name.lower()} %{{y:.4f}}"
                                           "<extra></extra>"})
+        if metric == "loss" and view.shows_true_ce:
+            data.append({"type": "scatter", "x": epochs, "y": finite_values(ev["val_ce"]),
+                         "name": f"{shown} · true cross-entropy", "legendgroup": str(i), "showlegend": False,
+                         "mode": "lines", "line": {"color": color, "width": 2, "dash": "dot"},
+                         "hovertemplate": f"{shown}<br>epoch %{{x:.2f}}<br>validation true cross-entropy "
+                                          "%{y:.4f}<extra></extra>"})
     if metric == "acc":  # zoomed on where the variants differ; drag or double-click to see it all
         zoom = _zoom_range([t["y"] for t in data], top=1.0, floor=0.0)
         if zoom:

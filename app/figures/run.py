@@ -111,18 +111,31 @@ def layer_colors(n: int) -> list[str]:
 
 # --- curves ---------------------------------------------------------------------------------
 def loss_figure(view: RunView) -> go.Figure:
-    """Train and validation loss per log point, against epochs."""
-    layout = base_layout("Loss (train vs validation)", x_title="epoch", y_title="loss")
+    """Train and validation loss per log point, against epochs; where the configured loss is not the true
+    cross-entropy, that too (dotted; on its own right-hand axis beside MSE, whose scale is far smaller)."""
+    title = (f"Loss: {view.loss_name} (solid) and true cross-entropy (dotted)" if view.shows_true_ce
+             else "Loss (train vs validation)")
+    layout = base_layout(title, x_title="epoch", y_title=f"loss ({view.loss_name})" if view.shows_true_ce else "loss")
     ev = view.evals
     if not len(ev):
         return waiting_figure(layout)
     n, steps = len(ev), _array(ev["step"])
-    return figure_from_spec([
+    data = [
         _line(ev["epoch"], ev["train_loss"], "train", TRAIN_COLOR, n, customdata=steps,
               hovertemplate="epoch %{x:.2f} (step %{customdata})<br>train loss %{y:.4f}<extra></extra>"),
         _line(ev["epoch"], ev["val_loss"], "validation", VAL_COLOR, n, customdata=steps,
               hovertemplate="epoch %{x:.2f} (step %{customdata})<br>validation loss %{y:.4f}<extra></extra>"),
-    ], layout)
+    ]
+    if view.shows_true_ce:
+        axis = {"yaxis": "y2"} if view.loss == "mse" else {}
+        if axis:
+            layout["yaxis2"] = {"title": {"text": "true cross-entropy"}, "overlaying": "y", "side": "right"}
+        for split, words, color in (("train", "train", TRAIN_COLOR), ("val", "validation", VAL_COLOR)):
+            data.append(_line(ev["epoch"], ev[f"{split}_ce"], f"{words} (true cross-entropy)", color, n,
+                              customdata=steps, **axis, line={"color": color, "dash": "dot"},
+                              hovertemplate=f"epoch %{{x:.2f}} (step %{{customdata}})<br>{words} true cross-entropy "
+                                            "%{y:.4f}<extra></extra>"))
+    return figure_from_spec(data, layout)
 
 
 def accuracy_figure(view: RunView) -> go.Figure:

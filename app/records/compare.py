@@ -13,7 +13,7 @@ import pandas as pd
 
 from core.lab.compare import ROW_COLUMNS, blank
 
-from .run import RunView
+from .run import RunView, train_scoring_words as run_scoring_words
 
 NEAR_ZERO_LABEL = "|w| < 0.001"
 
@@ -64,6 +64,7 @@ def weight_snapshot(events: list) -> WeightSnapshot | None:
 # --- results -------------------------------------------------------------------------------------
 RESULT_COLUMNS = ["variant", "status", "train loss", "val loss", "test loss", "train acc", "val acc", "test acc",
                   "gap", "weights ≈ 0", "params", "s/epoch", "trained"]
+CE_COLUMNS = ["val cross-entropy", "test cross-entropy"]  # beside the losses when one is not cross-entropy
 
 
 def _num(value) -> float:
@@ -72,10 +73,13 @@ def _num(value) -> float:
 
 def results_table(runs: list[tuple[str, RunView]], snapshots: list[WeightSnapshot | None] | None = None,
                   statuses: list[str] | None = None, groups: list[int] | None = None) -> pd.DataFrame:
-    """One row per run: final train / validation / test loss and accuracy, the gap, sparsity, size, speed.
+    """One row per run: final train / validation / test loss and accuracy, the gap, sparsity, size, speed; where
+    any run's configured loss is not the true cross-entropy, also which loss each run's loss columns hold and
+    every run's true cross-entropy ("trained on" and :data:`CE_COLUMNS`).
 
     ``groups``: how many runs trained batched together with each (1 = alone); a batched run's
     seconds per epoch are its whole group's, and the "trained" column says so."""
+    with_ce = any(view.shows_true_ce for _, view in runs)
     rows = []
     for i, (label, view) in enumerate(runs):
         fin = view.finished
@@ -96,7 +100,21 @@ def results_table(runs: list[tuple[str, RunView]], snapshots: list[WeightSnapsho
             "s/epoch": _num(view.seconds_per_epoch),
             "trained": trained_text(groups[i] if groups else 1),
         })
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        if with_ce:
+            ce = view.final_ce()
+            rows[-1].update({"trained on": view.loss_name, "val cross-entropy": ce["val"],
+                             "test cross-entropy": ce["test"]})
+    columns = (RESULT_COLUMNS[:2] + ["trained on"] + RESULT_COLUMNS[2:5] + CE_COLUMNS + RESULT_COLUMNS[5:] if with_ce
+               else RESULT_COLUMNS)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def train_scoring_words(views: list[RunView | None]) -> str:
+    """Which training examples the variants' train metrics were scored on, from their own splits."""
+    words = list(dict.fromkeys(run_scoring_words(v) for v in views if v is not None and v.started is not None))
+    if not words:
+        return "a fixed subset of the training examples"
+    return words[0] if len(words) == 1 else "; ".join(words) + ", depending on the variant"
 
 
 # --- a variant trained as a cell of a grid job --------------------------------------------------------

@@ -14,9 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-EVAL_COLUMNS = ["step", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "penalty", "elapsed"]
+from core.engine.train import scored_train_examples
+
+EVAL_COLUMNS = ["step", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "penalty", "elapsed", "train_ce",
+                "val_ce"]
 LAYER_COLUMNS = ["step", "epoch", "layer", "layer_index", "grad_norm", "weight_change", "weight_delta", "saturation"]
 DONE_STATUSES = ("finished", "cancelled", "diverged", "failed")
+# What each configured loss is called beside the true cross-entropy (which cross_entropy itself is).
+LOSS_NAMES = {"cross_entropy": "cross-entropy", "mse": "MSE", "softmax_cross_entropy": "softmax twice"}
 
 
 def run_status(started, end) -> str:
@@ -73,6 +78,27 @@ class RunView:
     @property
     def layer_names(self) -> list[str]:
         return list(self.started.layers) if self.started is not None else []
+
+    @property
+    def loss(self) -> str:
+        """The configured loss (cross_entropy, mse or softmax_cross_entropy)."""
+        return str(self.config.get("loss", "cross_entropy"))
+
+    @property
+    def loss_name(self) -> str:
+        return LOSS_NAMES.get(self.loss, self.loss)
+
+    @property
+    def shows_true_ce(self) -> bool:
+        """Whether the configured loss is not the true cross-entropy, which is then shown beside it."""
+        return self.loss != "cross_entropy"
+
+    @property
+    def train_scored(self) -> int | None:
+        """How many training examples the train metrics were scored on (None before the run started)."""
+        if self.started is None or "n_train" not in self.started.dataset:
+            return None
+        return scored_train_examples(int(self.started.dataset["n_train"]))
 
     @property
     def status(self) -> str:
@@ -133,14 +159,27 @@ class RunView:
             eta = float(last["elapsed"]) / int(last["step"]) * (total - int(last["step"]))
         return Progress(step, total, step / per_epoch, epochs, elapsed, eta)
 
-    def final_metrics(self) -> pd.DataFrame:
-        """Rows train / validation / test with loss and accuracy (NaN where unknown)."""
+    def final_ce(self) -> dict[str, float]:
+        """The true cross-entropy at the end, per split prefix (train from the last log point; NaN where unknown)."""
         fin = self.finished
+        last = self.evals.iloc[-1] if len(self.evals) else None
+        return {"train": _num(last["train_ce"]) if fin is not None and last is not None else float("nan"),
+                "val": _num(getattr(fin, "val_ce", None)), "test": _num(getattr(fin, "test_ce", None))}
+
+    def final_metrics(self) -> pd.DataFrame:
+        """Rows train / validation / test with loss and accuracy (NaN where unknown), and the true cross-entropy
+        where the configured loss is another."""
+        fin = self.finished
+        ce = self.final_ce()
         rows = []
         for split, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
             loss = getattr(fin, f"{prefix}_loss", None) if fin is not None else None
             acc = getattr(fin, f"{prefix}_acc", None) if fin is not None else None
-            rows.append({"split": split, "loss": _num(loss), "accuracy": _num(acc)})
+            row = {"split": split, "loss": _num(loss), "accuracy": _num(acc)}
+            if self.shows_true_ce:
+                row = {"split": split, f"loss ({self.loss_name})": row["loss"], "true cross-entropy": ce[prefix],
+                       "accuracy": row["accuracy"]}
+            rows.append(row)
         return pd.DataFrame(rows)
 
 
@@ -166,7 +205,7 @@ def reduce_events(events: list) -> RunView:
             step_chunks.append((event.first_step, event.losses, event.penalties, event.stride))
         elif kind == "eval":
             evals.append([event.step, event.epoch, event.train_loss, event.train_acc, event.val_loss,
-                          event.val_acc, event.penalty, event.elapsed])
+                          event.val_acc, event.penalty, event.elapsed, event.train_ce, event.val_ce])
         elif kind == "layers":
             for i, name in enumerate(event.layers):
                 sat = event.saturation[i] if i < len(event.saturation) else None
@@ -223,7 +262,8 @@ def metrics_table(view: RunView) -> pd.DataFrame:
     if fin is not None:
         final = {"row": "final", "step": fin.step, "epoch": fin.epoch, "elapsed": fin.elapsed,
                  "train_loss": fin.train_loss, "train_acc": fin.train_acc, "val_loss": fin.val_loss,
-                 "val_acc": fin.val_acc, "test_loss": fin.test_loss, "test_acc": fin.test_acc}
+                 "val_acc": fin.val_acc, "test_loss": fin.test_loss, "test_acc": fin.test_acc,
+                 "train_ce": view.final_ce()["train"], "val_ce": fin.val_ce, "test_ce": fin.test_ce}
         table = pd.concat([table, pd.DataFrame([final])], ignore_index=True)
     return table
 
@@ -236,3 +276,34 @@ def metrics_csv(view: RunView) -> str:
 
 def config_json(view: RunView) -> str:
     return json.dumps(view.config, indent=2, sort_keys=True)
+
+
+# --- captions ----------------------------------------------------------------------------------------
+def loss_caption(view: RunView) -> str:
+    """What the losses on screen are: data losses, and, where the configured loss is not the true cross-entropy,
+    which loss it is and that the cross-entropy stands beside it (softmax twice: that the run reproduces report
+    004's mistake, and the floor that loss cannot go below)."""
+    text = "Losses are data losses, without the L1/L2 penalty."
+    test_ce = view.final_ce()["test"]
+    measured = f" (test set: {test_ce:.4f})" if math.isfinite(test_ce) else ""
+    if view.loss == "softmax_cross_entropy":
+        k = len(view.classes)
+        floor = f"ln(1 + {k - 1}/e) = {math.log(1 + (k - 1) / math.e):.4f}" if k > 1 else "a floor above 0"
+        return (f"This run reproduces report 004's mistake on purpose: the network's output goes through a softmax "
+                f"and cross-entropy applies another, so the loss it trained on (“{view.loss_name}”) cannot fall "
+                f"below {floor} however well it classifies. The true cross-entropy of its predictions stands beside "
+                f"it{measured}. {text}")
+    if view.loss == "mse":
+        return (f"This run trains on MSE: the mean over the classes of (softmax − one-hot)². The true cross-entropy "
+                f"of its predictions stands beside it{measured}, to compare with cross-entropy runs. {text}")
+    return text
+
+
+def train_scoring_words(view: RunView) -> str:
+    """Which training examples the train metrics were scored on, from the run's own split."""
+    scored = view.train_scored
+    if scored is None:
+        return "a fixed subset of the training examples"
+    if scored == int(view.started.dataset["n_train"]):
+        return f"all {scored:,} training examples"
+    return f"a fixed subset of {scored:,} of the {int(view.started.dataset['n_train']):,} training examples"

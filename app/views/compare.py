@@ -16,10 +16,11 @@ import streamlit as st
 
 from core.lab.grid import cell_events
 from core.serve.jobs import get_manager
-from core.engine.train import VAL_SUBSET
+from core.lessons.sentences import GapRun, gap_run
 
 from ..figures import compare as cf
-from ..records.compare import cell_status, outcome_summary, results_table, status_text, weight_snapshot
+from ..records.compare import (CE_COLUMNS, cell_status, outcome_summary, results_table, status_text,
+                               train_scoring_words, weight_snapshot)
 from ..records.jobs import JobState
 from ..text import plain
 from .jobs import cached, cancel, job_state, polling_fragment, run_view
@@ -62,15 +63,11 @@ def family_states(runs: list[dict]) -> tuple[list[JobState | None], list[str], l
     return states, notes, groups
 
 
-def train_val_gaps(runs: list[dict]) -> dict[str, float | None]:
-    """label -> final train accuracy - validation accuracy of each variant (None until it finished)."""
+def gap_runs(runs: list[dict]) -> dict[str, GapRun | None]:
+    """label -> each variant's final train and validation accuracy with their example counts (None until it
+    finished), for core.lessons.sentences.regularization_sentence."""
     states, _, _ = family_states(runs)
-    gaps: dict[str, float | None] = {}
-    for run, state in zip(runs, states):
-        end = next((e for e in reversed(state.events) if e.kind == "finished"), None) if state else None
-        ok = end is not None and end.status == "finished" and end.train_acc is not None and end.val_acc is not None
-        gaps[run["label"]] = end.train_acc - end.val_acc if ok else None
-    return gaps
+    return {run["label"]: gap_run(state.events) if state is not None else None for run, state in zip(runs, states)}
 
 
 def job_keys(runs: list[dict]) -> list[str]:
@@ -156,8 +153,8 @@ def _comparison(runs: list[dict], polling: bool, prefix: str) -> None:
         chart("nearzero", lambda: cf.near_zero_figure(list(zip(labels, snapshots))))
     st.caption("Overfitting shows as a validation loss that rises while the training loss keeps falling, and as a "
                f"growing gap. Click a variant in a legend to hide it, double-click to show it alone. Train metrics "
-               f"are scored like validation, in eval mode (dropout off, BatchNorm on its running statistics), on a "
-               f"fixed subset of {VAL_SUBSET:,} training examples, so the gap compares like with like.")
+               f"are scored like validation, in eval mode (dropout off, BatchNorm on its running statistics), on "
+               f"{train_scoring_words(views)}, so the gap compares like with like.")
     n_val = min((int(v.started.dataset.get("n_val") or 0) for v in views if v is not None and v.started is not None),
                 default=0)
     if 0 < n_val < SMALL_VALIDATION:
@@ -173,6 +170,11 @@ def _comparison(runs: list[dict], polling: bool, prefix: str) -> None:
     st.dataframe(table, hide_index=True, width="stretch", key=f"{prefix}_results", placeholder="n/a",
                  column_config={
                      **{c: four for c in ("train loss", "val loss", "test loss", "train acc", "val acc", "test acc")},
+                     **{c: st.column_config.NumberColumn(format="%.4f", help="The true cross-entropy of the run's "
+                                                         "predictions, beside the loss it trained on.")
+                        for c in CE_COLUMNS},
+                     "trained on": st.column_config.TextColumn(help="The loss the run trained on, which its loss "
+                                                                    "columns hold."),
                      "gap": st.column_config.NumberColumn(format="%.4f", help="Train minus validation accuracy."),
                      "weights ≈ 0": st.column_config.NumberColumn(format="percent",
                                                                   help="Share of all weights with |w| < 0.001."),
@@ -184,8 +186,9 @@ def _comparison(runs: list[dict], polling: bool, prefix: str) -> None:
     chance = next((v.chance_accuracy for v in views if v is not None and v.chance_accuracy is not None), None)
     if chance is not None:
         st.caption(f"Final metrics of each variant. Chance level (always guessing the most common class): "
-                   f"{chance:.3f}. Losses are data losses (without the L1/L2 penalty), so they compare across "
-                   "variants.")
+                   f"{chance:.3f}. Losses are data losses (without the L1/L2 penalty)"
+                   + (", each the loss its variant trained on (“trained on”); the true cross-entropy columns compare "
+                      "across variants." if "trained on" in table else ", so they compare across variants."))
     st.subheader("Inside the weights", divider="gray")
     st.caption("Compare the shapes: L1 drives many weights to (almost) zero, which shows as a spike in the middle "
                "and a large share near 0; L2 shrinks all weights towards zero.")

@@ -19,7 +19,7 @@ from core.engine.catalog import load_dataset
 
 from ..figures import run as figures
 from ..records.jobs import JobState
-from ..records.run import RunView, config_json, metrics_csv
+from ..records.run import RunView, config_json, loss_caption, metrics_csv
 from ..text import number, plain
 from .jobs import cached, job_state, polling_fragment, run_view, status_line
 from .library import batched_with
@@ -151,33 +151,40 @@ def _summary(view: RunView, group: int = 1) -> None:
     """Final metrics in one row, right under the progress bar."""
     fin = view.finished
     chance = view.chance_accuracy
-    cols = st.columns(6)
+    cols = iter(st.columns(7 if view.shows_true_ce else 6))
 
-    def metric(col, label: str, value: float | None, fmt: str = "{:.3f}", help: str | None = None) -> None:
-        col.metric(label, number(value, fmt), help=help)
+    def metric(label: str, value: float | None, fmt: str = "{:.3f}", help: str | None = None) -> None:
+        next(cols).metric(label, number(value, fmt), help=help)
 
     chance_help = f"Always guessing the most common class scores {chance:.3f}." if chance is not None else None
-    metric(cols[0], "Test accuracy", fin.test_acc, help=chance_help)
-    metric(cols[1], "Validation accuracy", fin.val_acc)
-    metric(cols[2], "Train accuracy", fin.train_acc)
-    metric(cols[3], "Test loss", fin.test_loss, "{:.4f}")
-    metric(cols[4], "Parameters", view.started.n_params if view.started is not None else None, "{:,}")
+    metric("Test accuracy", fin.test_acc, help=chance_help)
+    metric("Validation accuracy", fin.val_acc)
+    metric("Train accuracy", fin.train_acc)
+    if view.shows_true_ce:  # the loss it trained on, and beside it the true cross-entropy
+        metric(f"Test loss ({view.loss_name})", fin.test_loss, "{:.4f}",
+               help=f"The loss this run trained on: {view.loss_name}, not the true cross-entropy.")
+        metric("Test cross-entropy (true)", view.final_ce()["test"], "{:.4f}",
+               help="The true cross-entropy of the same predictions (softmax applied once).")
+    else:
+        metric("Test loss", fin.test_loss, "{:.4f}")
+    metric("Parameters", view.started.n_params if view.started is not None else None, "{:,}")
     if group > 1:  # a lane of a batched group: the recorded time is the whole group's, not this network's
-        metric(cols[5], "Time per epoch", None, help=f"Trained batched together with {group - 1} other "
+        metric("Time per epoch", None, help=f"Trained batched together with {group - 1} other "
                f"network{'s' if group > 2 else ''} in one model: the group took {number(view.seconds_per_epoch, '{:.2f}')} s "
                "per epoch, so this network has no time of its own.")
     else:
-        metric(cols[5], "Time per epoch", view.seconds_per_epoch, "{:.2f} s")
+        metric("Time per epoch", view.seconds_per_epoch, "{:.2f} s")
     if fin.test_acc is not None and chance is not None:
-        st.caption(f"Chance level (always guessing the most common test class): {chance:.3f}. "
-                   "Losses are data losses, without the L1/L2 penalty.")
+        st.caption(f"Chance level (always guessing the most common test class): {chance:.3f}. {loss_caption(view)}")
+    elif view.shows_true_ce:
+        st.caption(loss_caption(view))
 
 
 def _test_details(key: str, view: RunView, vkey: tuple) -> None:
     fin = view.finished
-    st.dataframe(view.final_metrics(), hide_index=True, width=420, placeholder="n/a",
-                 column_config={"loss": st.column_config.NumberColumn(format="%.4f"),
-                                "accuracy": st.column_config.NumberColumn(format="%.4f")})
+    table = view.final_metrics()
+    st.dataframe(table, hide_index=True, width=560 if view.shows_true_ce else 420, placeholder="n/a",
+                 column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if c != "split"})
     classes = view.classes
     left, right = st.columns(2)
     if fin.confusion:

@@ -32,7 +32,7 @@ Callback = Callable[[Event], None]
 Clock = Callable[[], float]
 WeightsProblem = Callable[[int], str]  # nbytes -> why weights that large are not kept ("" when they are)
 VAL_SUBSET = 2048  # validation examples scored at log points between epoch ends (full split at epoch ends);
-# train metrics are scored the same way (eval mode) on a fixed train subset of this size at every log point
+# train metrics are scored the same way (eval mode) on a fixed train subset of up to this size at every log point
 PROBE_BATCH = 256
 MAX_MISCLASSIFIED = 36
 DECISION_GRID_SIZE = 60
@@ -90,6 +90,12 @@ def noisy_labels(cfg: RunConfig, y: torch.Tensor, train_idx: torch.Tensor, n_cla
     y = y.clone()
     y[where] = (y[where] + shift) % n_classes
     return y
+
+
+def scored_train_examples(n_train: int) -> int:
+    """How many training examples the train metrics are scored on: a fixed subset of VAL_SUBSET, or all of a
+    smaller training split."""
+    return min(VAL_SUBSET, n_train)
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:
@@ -253,7 +259,7 @@ class _Run:
         self.n_train = len(train_idx)
         self.x_val, self.y_val = self._examples(val_idx)
         fit_order = torch.randperm(self.n_train, generator=torch.Generator().manual_seed(cfg.seed + 4))
-        self.x_fit, self.y_fit = self._examples(train_idx[fit_order[:VAL_SUBSET].sort().values])
+        self.x_fit, self.y_fit = self._examples(train_idx[fit_order[:scored_train_examples(self.n_train)].sort().values])
         self.order_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.lanes = self.make_lanes(configs, ds.input_shape, ds.n_classes, device)
         self.probe_x = self.x_val[:PROBE_BATCH] if len(val_idx) else self.x_fit[:PROBE_BATCH]

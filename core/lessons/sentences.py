@@ -19,6 +19,8 @@ from core.engine.events import Event
 from core.lab import race
 from core.lab.gradcheck.mistakes import SEED_VALUE
 from core.lab.gradcheck.result import GOOD, SUSPECT, GradCheck
+from core.engine.train import VAL_SUBSET, scored_train_examples
+from core.lessons.noise import Scored, beyond_noise, noise_margin
 from core.lessons.verdicts import is_stuck
 
 
@@ -70,24 +72,59 @@ def fixes_sentence(stuck: Mapping[str, bool | None], baseline: str, epochs: int)
     return " ".join(parts)
 
 
-def seeds_sentence(stuck: Mapping[int, bool | None], epochs: int) -> str:
-    """How many seeds of the same network got stuck."""
+PLATEAU_SHARE = 0.05  # a loss within this share of ln(classes) is still on the plateau of a uniform answer
+
+
+def on_plateau(loss: float, n_classes: int) -> bool:
+    """Whether a cross-entropy is still within PLATEAU_SHARE of ln(classes), the loss of a uniform answer."""
+    return math.isfinite(loss) and abs(loss - math.log(n_classes)) <= PLATEAU_SHARE * math.log(n_classes)
+
+
+def plateau_verdicts(cells: Sequence[tuple[str, Any]]) -> dict[str, bool | None]:
+    """label -> whether the run's test loss is still on the plateau (:func:`on_plateau`) for (label, finished
+    event or None) pairs; None while a cell has no test metrics yet."""
+    out: dict[str, bool | None] = {}
+    for label, end in cells:
+        if end is None or getattr(end, "test_loss", None) is None or not getattr(end, "confusion", None):
+            out[label] = None
+        else:
+            out[label] = on_plateau(end.test_loss, len(end.confusion))
+    return out
+
+
+def seeds_sentence(stuck: Mapping[int, bool | None], epochs: int,
+                   plateau: Mapping[int, bool | None] | None = None) -> str:
+    """How many seeds of the same network got stuck, and which of the others only started to leave the plateau
+    (``plateau``: seed -> loss still within PLATEAU_SHARE of ln(classes), see :func:`plateau_verdicts`)."""
     seeds = sorted(stuck)
     if any(v is None for v in stuck.values()):
         return (f"The experiment: the same network trained with seeds {join_words([str(s) for s in seeds])} "
                 f"(different initial weights and batch order) for {_epochs(epochs)}. Does the seed decide "
                 "whether it gets stuck?")
     hit = [s for s in seeds if stuck[s]]
+    leaving = [s for s in seeds if not stuck[s] and plateau and plateau.get(s)]
+    escaped = [s for s in seeds if not stuck[s] and s not in leaving]
     n = len(seeds)
-    if not hit:
-        return f"None of the {n} seeds got stuck within {_epochs(epochs)}."
     if len(hit) == n:
         return (f"All {n} seeds got stuck within {_epochs(epochs)}: with these settings the seed does not "
                 "decide it.")
+    leave_words = (f"seed{'s' if len(leaving) > 1 else ''} {join_words([str(s) for s in leaving])} only started to "
+                   f"leave the plateau (no longer stuck, but the loss still within {PLATEAU_SHARE:.0%} of "
+                   "ln(classes))")
+    if not hit:
+        if not leaving:
+            return f"None of the {n} seeds got stuck within {_epochs(epochs)}."
+        return (f"None of the {n} seeds got stuck within {_epochs(epochs)}, but {leave_words}"
+                + (f"; {_seeds_words(escaped)} escaped." if escaped else "."))
     which = join_words([str(s) for s in hit])
+    others = "; ".join(([f"{_seeds_words(escaped)} escaped"] if escaped else []) + ([leave_words] if leaving else []))
     return (f"{len(hit)} of {n} seeds got stuck within {_epochs(epochs)} (seed{'s' if len(hit) > 1 else ''} "
-            f"{which}); the others escaped. Whether a deep sigmoid network escapes depends on its initial "
+            f"{which}); {others}. Whether a deep sigmoid network escapes depends on its initial "
             "weights and batch order, so one run proves little either way.")
+
+
+def _seeds_words(seeds: Sequence[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {join_words([str(s) for s in seeds])}"
 
 
 def stuck_share_text(class_counts: Sequence[int], dataset_title: str, split: str = "test set") -> str:
@@ -112,33 +149,94 @@ def seed_spread(gaps: Sequence[float]) -> float:
     return max(gaps) - min(gaps) if gaps else 0.0
 
 
-def regularization_sentence(gaps: Mapping[str, float | None], baseline: str, spread: float | None = None) -> str:
+@dataclass(frozen=True)
+class GapRun:
+    """A finished run's final train and validation accuracy, each with the examples it was scored on."""
+
+    train: Scored
+    val: Scored
+
+    @property
+    def gap(self) -> float:
+        return self.train.acc - self.val.acc
+
+
+def gap_run(events: Sequence[Event]) -> GapRun | None:
+    """The run's final accuracies and their example counts (None until it has finished with both). Train
+    accuracy is scored on :func:`core.engine.train.scored_train_examples`, the last validation on the whole split."""
+    started = next((e for e in events if e.kind == "started"), None)
+    end = next((e for e in reversed(events) if e.kind in ("finished", "failed")), None)
+    if started is None or end is None or end.kind != "finished" or end.status != "finished":
+        return None
+    if end.train_acc is None or end.val_acc is None or not started.dataset.get("n_val"):
+        return None
+    return GapRun(Scored(end.train_acc, scored_train_examples(int(started.dataset["n_train"]))),
+                  Scored(end.val_acc, int(started.dataset["n_val"])))
+
+
+def regularization_sentence(runs: Mapping[str, GapRun | None], baseline: str, spread: float | None = None) -> str:
     """Which regularizers narrowed the train - validation accuracy gap of ``baseline``, and by how much.
 
-    ``gaps`` maps run labels to train accuracy - validation accuracy (None while unfinished);
-    ``spread`` is how much the baseline's gap moves across seeds (None: one seed only)."""
-    others = [label for label in gaps if label != baseline]
-    if gaps.get(baseline) is None or any(gaps[label] is None for label in others):
+    ``runs`` maps run labels to their final accuracies (None while unfinished); ``spread`` is how much the
+    baseline's gap moves across seeds (None: one seed only). A difference within the noise margin of the
+    accuracies it compares (core.lessons.noise), or within the seeds' spread, is said to be none."""
+    others = [label for label in runs if label != baseline]
+    base = runs.get(baseline)
+    if base is None or any(runs[label] is None for label in others):
         return (f"The experiment: how far train accuracy runs ahead of validation accuracy without "
                 f"regularization ({baseline}), and whether {join_words(others)} narrow that gap.")
-    base = gaps[baseline]
-    margin = spread if spread is not None else 0.0
-    parts = [f"Without regularization ({baseline}) train accuracy ends {base:.3f} ahead of validation."]
-    if base <= margin or base <= 0:
-        parts.append("Nothing overfits here, so there is no gap for a regularizer to close.")
-    narrowed = [f"{label} to {gaps[label]:.3f} (by {base - gaps[label]:.3f})" for label in others
-                if base - gaps[label] > margin]
-    not_narrowed = [label for label in others if base - gaps[label] <= margin]
-    if narrowed and base > margin:
-        parts.append(f"{_cap(join_words(narrowed))} narrow{'s' if len(narrowed) == 1 else ''} it.")
-    if not_narrowed and base > margin:
-        parts.append(f"{_cap(join_words(not_narrowed))} {'does' if len(not_narrowed) == 1 else 'do'} not narrow "
-                     "it by more than " + ("the seeds vary." if spread is not None else "zero."))
+    seeds = spread if spread is not None else 0.0
+    base_margin = max(noise_margin(base.train, base.val), seeds)
+    counts = _examples_words({"training": base.train.n, "validation": base.val.n})
+    parts = [f"Without regularization ({baseline}) train accuracy ends {base.gap:.3f} ahead of validation."]
+    if base.gap <= base_margin:
+        parts.append(f"That is within the noise (±{base_margin:.3f} for accuracies scored on {counts}"
+                     + (", or the seeds' spread" if spread is not None else "")
+                     + "): no measurable gap, so there is nothing for a regularizer to narrow.")
+        changed = [label for label in others
+                   if beyond_noise(runs[label].gap - base.gap, _pair_margin(base, runs[label], seeds))]
+        same = [label for label in others if label not in changed]
+        if same:
+            parts.append(f"{_cap(join_words(same))} make{'s' if len(same) == 1 else ''} no difference to it either.")
+        if changed:
+            parts.append(f"{_cap(join_words([f'{label} ({runs[label].gap:.3f})' for label in changed]))} "
+                         f"change{'s' if len(changed) == 1 else ''} it by more than the noise.")
+    else:
+        narrowed, same, widened = [], [], []
+        for label in others:
+            run = runs[label]
+            difference = base.gap - run.gap
+            if not beyond_noise(difference, _pair_margin(base, run, seeds)):
+                same.append(label)
+            elif difference > 0:
+                narrowed.append(f"{label} to {run.gap:.3f} (by {difference:.3f})")
+            else:
+                widened.append(f"{label} ({run.gap:.3f})")
+        if narrowed:
+            parts.append(f"{_cap(join_words(narrowed))} narrow{'s' if len(narrowed) == 1 else ''} it.")
+        if widened:
+            parts.append(f"{_cap(join_words(widened))} widen{'s' if len(widened) == 1 else ''} it.")
+        if same:
+            parts.append(f"{_cap(join_words(same))} make{'s' if len(same) == 1 else ''} no difference: "
+                         f"{'its' if len(same) == 1 else 'their'} gap is within the noise of the baseline's "
+                         f"(accuracies scored on {counts}"
+                         + (", or the seeds' spread)." if spread is not None else ")."))
     if spread is not None:
         parts.append(f"Across seeds the baseline's gap moves by {spread:.3f}; smaller differences are noise.")
     else:
-        parts.append("One seed only: train the baseline with more seeds to see how much of this is noise.")
+        parts.append("One seed only: train the baseline with more seeds to see how much the gap moves from seed "
+                     "to seed.")
     return " ".join(parts)
+
+
+def _pair_margin(base: GapRun, other: GapRun, seeds: float) -> float:
+    """The noise margin of the difference of two gaps: four accuracies, or the seeds' spread if that is larger."""
+    return max(noise_margin(base.train, base.val, other.train, other.val), seeds)
+
+
+def _examples_words(counts: Mapping[str, int]) -> str:
+    """'500 training and 72 validation examples' from {'training': 500, 'validation': 72}."""
+    return join_words([f"{n:,} {split}" for split, n in counts.items()]) + " examples"
 
 
 def _cap(text: str) -> str:
@@ -165,39 +263,69 @@ class LossRunSummary:
     first_grad_norm: float  # mean over layers of the gradient norm at the first log point
     first_step: int  # that log point's step
     step: int  # the last evaluation's step
+    n_val: int  # validation examples the last evaluation scored
+    n_classes: int
+
+    @property
+    def val(self) -> Scored:
+        return Scored(self.val_acc, self.n_val)
 
 
 def loss_run_summary(label: str, events: Sequence[Event]) -> LossRunSummary | None:
-    """The summary of a finished run (None while it has no evaluation or no layer statistics yet)."""
+    """The summary of a finished run (None while it has no start, evaluation or layer statistics yet)."""
+    started = next((e for e in events if e.kind == "started"), None)
     evals = [e for e in events if e.kind == "eval"]
     layers = [e for e in events if e.kind == "layers"]
-    if not evals or not layers:
+    if started is None or not evals or not layers or not started.dataset.get("n_val"):
         return None
     norms = [g for g in layers[0].grad_norm if g == g]
-    return LossRunSummary(label, evals[-1].val_acc, evals[-1].val_loss,
-                          sum(norms) / len(norms) if norms else float("nan"), layers[0].step, evals[-1].step)
+    n_val = int(started.dataset["n_val"])
+    last = evals[-1]
+    scored = n_val if float(last.epoch).is_integer() else min(VAL_SUBSET, n_val)  # the whole split at epoch ends
+    return LossRunSummary(label, last.val_acc, last.val_loss, sum(norms) / len(norms) if norms else float("nan"),
+                          layers[0].step, last.step, scored, len(started.dataset["classes"]))
+
+
+def mse_gradient_factors(ratio: float, n_classes: int) -> tuple[float, float]:
+    """A cross-entropy / MSE gradient ratio split into its two causes, (class average, softmax slope): the MSE
+    here is the mean over the classes of (p - y)^2, so its gradients are exactly those of the summed squared
+    error divided by the number of classes; what is left of the ratio is the softmax's slope."""
+    return float(n_classes), ratio / n_classes
 
 
 def losses_sentence(ce: LossRunSummary, mse: LossRunSummary) -> str:
     """A sentence on cross-entropy vs MSE on softmax, written from the two runs' numbers."""
     ratio = ce.first_grad_norm / mse.first_grad_norm if mse.first_grad_norm > 0 else float("inf")
+    average, slope = mse_gradient_factors(ratio, ce.n_classes)
+    k = ce.n_classes
+    defined = (f"The MSE here is the mean over the {k} classes of (p − y)², so its gradients are those of the "
+               f"summed squared error divided by {k}.")
     if ratio > 1:
-        grads = (f"At the first log point (step {ce.first_step}) the gradients reaching the "
-                 f"layers were {ratio:.1f}x smaller with MSE than with cross-entropy: MSE on a softmax output "
-                 "multiplies the error by the softmax's slope p(1 - p), which is small whenever a class "
-                 "probability is near 0 or 1, even when that confident answer is wrong, while cross-entropy's "
-                 "gradient on the logits is just p - y.")
+        grads = (f"At the first log point (step {ce.first_step}) the gradients reaching the layers were {ratio:.1f}x "
+                 f"smaller with MSE than with cross-entropy. {defined} So {average:.0f}x of that is the class average")
+        if slope > 1:
+            grads += (f", and the remaining {slope:.1f}x is the softmax's slope: the squared error's gradient on "
+                      "the logits passes the error through p(1 − p), which is small whenever a class probability is "
+                      "near 0 or 1, even when that confident answer is wrong, while cross-entropy's gradient on the "
+                      "logits is just p − y.")
+        else:
+            grads += (f"; without it MSE's gradients would have been {1 / slope:.1f}x larger than cross-entropy's, so "
+                      "the softmax's slope p(1 − p) did not damp this run at the start.")
     else:
         grads = (f"Here the early gradients were not smaller with MSE ({1 / ratio:.1f}x those of cross-entropy), "
-                 "so the softmax's slope p(1 - p) did not damp this run much at the start.")
-    if ce.val_acc > mse.val_acc:
+                 f"although {defined[0].lower()}{defined[1:]}")
+    margin = noise_margin(ce.val, mse.val)
+    scored = _examples_words({"validation": min(ce.n_val, mse.n_val)})
+    if not beyond_noise(ce.val_acc - mse.val_acc, margin):
+        outcome = (f"Cross-entropy and MSE ended level: validation accuracy {ce.val_acc:.3f} for cross-entropy "
+                   f"against {mse.val_acc:.3f} for MSE after the same steps is no difference, within the noise "
+                   f"(±{margin:.3f} for accuracies scored on {scored}).")
+    elif ce.val_acc > mse.val_acc:
         outcome = (f"Cross-entropy ended ahead: validation accuracy {ce.val_acc:.3f} against {mse.val_acc:.3f} "
-                   "for MSE after the same steps.")
-    elif ce.val_acc < mse.val_acc:
-        outcome = (f"MSE ended ahead here: validation accuracy {mse.val_acc:.3f} against {ce.val_acc:.3f} "
-                   "for cross-entropy after the same steps.")
+                   f"for MSE after the same steps, more than the noise (±{margin:.3f} on {scored}).")
     else:
-        outcome = f"Both ended at validation accuracy {ce.val_acc:.3f}."
+        outcome = (f"MSE ended ahead here: validation accuracy {mse.val_acc:.3f} against {ce.val_acc:.3f} "
+                   f"for cross-entropy after the same steps, more than the noise (±{margin:.3f} on {scored}).")
     return f"{grads} {outcome}"
 
 
