@@ -3,6 +3,7 @@ exactly where the lesson says a check fails."""
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 import torch
@@ -345,3 +346,17 @@ def test_the_check_event_round_trips_through_the_store_encoding():
     result = check_gradients(RunConfig(**TINY), n_examples=4, mistake="perturb_copy")
     (back,), _ = decode_events(*encode_events([result.to_event()]))
     _same_check(GradCheck.from_event(back), result)
+
+
+def test_a_check_of_several_seeds_cancelled_midway_ends_with_the_seeds_done():
+    cancel, events = threading.Event(), []
+
+    def emit(event):
+        events.append(event)
+        if event.kind == "gradcheck":
+            cancel.set()  # the reader cancels while the first initialization's result arrives
+
+    end = run_gradcheck(GradCheckConfig(RunConfig(**TINY), CheckOptions(examples=4), seeds=3), emit, cancel)
+    assert end.status == "cancelled" and "1 of 3" in end.reason
+    (done,) = [e for e in events if e.kind == "gradcheck"]
+    _same_check(GradCheck.from_event(done), check_gradients(RunConfig(**TINY), n_examples=4))
