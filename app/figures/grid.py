@@ -50,7 +50,8 @@ def accuracy_heatmap_figure(grid: GridView, as_reported: bool = False) -> go.Fig
                            + (f"<br>vanishing: its first layer's gradient below {VANISHING_TEXT} of the output layer's"
                               if cell.vanishing else ""))
             if as_reported:
-                hover[r][c] += f"<br>{reported_label(latest['split'] + ' accuracy')} {reported(latest['acc'], cell.n_classes):.4f}"
+                what = reported_label(f"{latest['split']} accuracy")
+                hover[r][c] += f"<br>{what} {reported(latest['acc'], cell.n_classes):.4f}"
     return figure_from_spec([{"type": "heatmap", "x": [str(d) for d in depths], "y": [plain_label(r, 30) for r in rows],
                      "z": z, "zmin": 0.0, "zmax": 1.0, "colorscale": VIRIDIS, "text": text,
                      "texttemplate": "%{text}", "customdata": hover, "hovertemplate": "%{customdata}<extra></extra>",
