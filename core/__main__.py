@@ -3,6 +3,7 @@
     python -m core presets
     python -m core run --preset E2                   # trains (or replays from the cache)
     python -m core run --config run.json --set epochs=2 --force
+    python -m core run --preset A-sigmoid-depth --as-reported   # accuracies also as the A/B reports computed them
     python -m core warm --preset A-sigmoid-depth A-fixes   # fill the cache before a lecture
     python -m core gradcheck --preset B-regularization [--float32] [--eps 1e-7] [--set k=v]
     python -m core gradcheck --run KEY [--at final]     # a stored run, at its init or its trained weights
@@ -31,6 +32,7 @@ from core.serve.jobs import get_manager
 from core.serve.store import RunStore
 from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
+from core.lessons.sentences import REPORTED_BUG, printed_as_reported
 from core.lab.sweep.space import PRUNERS, SAMPLERS
 from core.lab.sweep.study import SweepStorageError, open_study
 
@@ -66,11 +68,13 @@ def _configs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
 
 def _watch(label: str, key: str, quiet: bool) -> dict:
     manager = get_manager()
-    seen, bar, last = 0, None, None
+    seen, bar, last, classes = 0, None, None, 0
     while True:
         snap = manager.snapshot(key, since=seen)
         seen += len(snap.events)
         for event in snap.events:
+            if event.kind == "started":
+                classes = len(event.dataset.get("classes", []))
             if event.kind == "started" and not quiet:
                 bar = tqdm(total=event.total_steps, desc=label, unit="step", file=sys.stderr)
             elif event.kind == "eval":
@@ -83,11 +87,13 @@ def _watch(label: str, key: str, quiet: bool) -> dict:
                 bar.close()
             end = next((e for e in reversed(manager.snapshot(key).events) if e.kind in ("finished", "failed")), None)
             return {"status": snap.status, "cached": snap.from_cache, "end": end, "last": last,
-                    "saved": snap.from_cache or snap.saved_at is not None, "error": snap.error}
+                    "saved": snap.from_cache or snap.saved_at is not None, "error": snap.error, "classes": classes}
         time.sleep(0.1)
 
 
-def _print_result(label: str, key: str, result: dict) -> None:
+def _print_result(label: str, key: str, result: dict, as_reported: bool = False) -> None:
+    """The run's final metrics; ``as_reported``: each accuracy also as the reports of lessons A and B computed it
+    (core.lessons.sentences.printed_as_reported), labelled."""
     end = result["end"]
     source = " (from cache)" if result["cached"] else ""
     if result["status"] in RUN_ENDINGS and not result["saved"]:
@@ -102,9 +108,14 @@ def _print_result(label: str, key: str, result: dict) -> None:
         print(f"  {end.reason}")
     rows = [("train", end.train_loss, end.train_acc), ("validation", end.val_loss, end.val_acc),
             ("test", end.test_loss, end.test_acc)]
+    classes = result.get("classes", 0)
     for name, loss, acc in rows:
         if loss is not None:
-            print(f"  {name:<10} loss {loss:.4f}  accuracy {acc:.4f}")
+            reported = (f"  as reported (A/B) {printed_as_reported(acc, classes):.4f}"
+                        if as_reported and acc is not None and classes else "")
+            print(f"  {name:<10} loss {loss:.4f}  accuracy {acc:.4f}{reported}")
+    if as_reported and classes:
+        print(f"  as reported (A/B): {REPORTED_BUG} ({classes} classes)")
     if end.test_ce is not None and end.test_ce != end.test_loss:  # e.g. softmax applied twice (report 004)
         print(f"  true cross-entropy: validation {end.val_ce:.4f}, test {end.test_ce:.4f}")
     if end.epoch_seconds:
@@ -208,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
         p.add_argument("--force", action="store_true", help="train again even if the cache has this run")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--as-reported", action="store_true",
+                       help="also print each accuracy as the coursework reports of lessons A and B computed it")
     g = sub.add_parser("gradcheck", help="check a config's gradients layer by layer (float64 finite differences)")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME")
@@ -264,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             continue
         result = _watch(label, key, args.quiet)
-        _print_result(label, key, result)
+        _print_result(label, key, result, args.as_reported)
         failures += result["status"] == "failed"
         unsaved += result["status"] in RUN_ENDINGS and not result["saved"]
     if manager.store.health():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.forms.reported import as_reported_switch
 from app.forms.run import config_sidebar
 from app.forms.url import link_notices
 from app.text import describe_run, plain, with_math
@@ -17,6 +18,7 @@ st.caption("Pick a lesson preset or set the knobs in the sidebar, press **Train*
            "The address bar holds the settings: copy it to share this exact setup.")
 
 form = config_sidebar()
+as_reported = as_reported_switch()
 cfg = form.config
 link_notices(form.notices)
 if form.dataset_fallback:
@@ -50,4 +52,4 @@ else:
     if cfg is None or shown != cfg.key():
         st.info("These are the results of your last run. The settings in the sidebar have changed since: "
                 "press **Train** to run them.", icon="ℹ️")
-    job_view(shown, lesson=form.preset.lesson if form.preset is not None else None)
+    job_view(shown, lesson=form.preset.lesson if form.preset is not None else None, as_reported=as_reported)

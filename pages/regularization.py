@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.forms import upload
+from app.forms.reported import as_reported_switch
 from app.forms.compare import Keys, base_split, family_editor, submit_comparison, use_dataset
 from app.text import dataset_label, plain, plural
 from app.views.compare import comparison_view, family_status, gap_runs
@@ -26,6 +27,7 @@ def upload_area(keys: Keys) -> None:
 
 
 form = family_editor("reg", upload_area, page="regularization")
+as_reported = as_reported_switch()
 slot = form.keys.family  # [{"label", "key", "grid"?, "cell"?}]: job ids only
 left, right = st.columns([1, 4], vertical_alignment="center")
 with left:
@@ -48,4 +50,4 @@ if runs:
     finals = gap_runs(runs)
     if "none" in finals:  # a family with an unregularized baseline: say what the regularizers did to its gap
         st.markdown(plain(lessons.regularization_sentence(finals, "none")))
-    comparison_view(runs, prefix="reg_cmp")
+    comparison_view(runs, prefix="reg_cmp", as_reported=as_reported)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.forms.grid import fixes_form, grid_form
+from app.forms.reported import as_reported_switch
 from app.forms.url import link_notices
 from app.text import dataset_label, plain, plural
 from app.views.data import dataset_fallback_notice
@@ -19,6 +20,8 @@ st.title("Vanishing gradients")
 st.caption("Why do deep sigmoid networks stop learning? Train a whole table of networks at once, one per "
            "activation and depth, all with the same seed (the same data order and initial weights drawn the same "
            "way), and watch which ones get stuck, and where in the network the gradient disappears.")
+
+as_reported = as_reported_switch()
 
 st.subheader("1 · The networks", divider="gray")
 form = grid_form()
@@ -48,7 +51,7 @@ shown = shown_job(grid, GRID_JOB)
 if shown is not None:
     if grid is None or shown != grid.key():
         st.info("These are the results of the grid you trained last; the settings above have changed since.", icon="ℹ️")
-    grid_view(shown)
+    grid_view(shown, as_reported)
 
 st.subheader("2 · Fixes for a deep sigmoid network", divider="gray")
 form = fixes_form(form)
@@ -65,7 +68,7 @@ if fixes is not None:
     st.markdown(plain(lessons.fixes_sentence(lessons.stuck_verdicts(finished_cells(shown))
                                              or {label: None for label, _ in fixes.cells()}, "sigmoid", epochs)))
 if shown is not None:
-    fixes_view(shown)
+    fixes_view(shown, as_reported)
 
 st.subheader("3 · Is it the seed?", divider="gray")
 seeds = families.seeds_grid(fixes.base) if fixes is not None else None
@@ -82,4 +85,4 @@ if seeds is not None:
     plateau = families.stuck_by_seed(seeds, lessons.plateau_verdicts(ends))
     st.markdown(plain(lessons.seeds_sentence(stuck, seeds.base.epochs, plateau)))
 if shown is not None:
-    fixes_view(shown)
+    fixes_view(shown, as_reported)

@@ -3,24 +3,27 @@ exactly where the lesson says a check fails."""
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 import torch
 
 from core.__main__ import main
 from core.engine.config import ACTIVATIONS, NORMS, ConfigError, RunConfig
-from core.lab.gradcheck.mistakes import SEED_VALUE, seed_variants
+from core.lab.gradcheck.mistakes import FLOAT32, FLOAT32_SEEDS, SEED_VALUE, SEED_VARIANTS, seed_variants
 from core.lab.gradcheck.numeric import _Objective, _prepare, check_gradients, layer_groups, numeric_gradient
 from core.lab.gradcheck.options import CheckOptions
 from core.lab.gradcheck.result import GOOD, SUSPECT, format_table
 from core.lab.gradcheck.result import GradCheck
 from core.lab.gradcheck.stored import RunGone, check_stored_run
-from core.lab.gradcheck.task import GradCheckConfig, run_gradcheck
+from core.lab.gradcheck.task import MAX_SEEDS, GradCheckConfig, run_gradcheck
 from core.engine.events import decode_events, encode_events
 from core.serve.jobs import JobManager
 from core.engine.models import build_model
 from core.lessons.presets import get_preset
+from core.serve.budget import estimate
 from core.serve.store import RunStore
+from core.lessons.sentences import seed_check_lines
 from core.engine.lanes import ModuleLanes
 
 TINY = dict(dataset="blobs", hidden=(4, 3), seed=3)
@@ -210,20 +213,59 @@ def test_the_cli_prints_the_per_layer_table(capsys):
     assert "Learning rate" in capsys.readouterr().err
 
 
-def test_seed_value_is_reproduced_by_perturbing_a_copy_not_by_float32_alone():
-    right, float32, copy_ = seed_variants(_b_network(), max_entries=300).values()
+def test_seed_value_is_reproduced_by_perturbing_a_copy_and_float32_is_checked_at_every_seed():
+    cfg = _b_network()
+    (right,), float32, (copy_,) = seed_variants(cfg, max_entries=300).values()
     assert right.overall < GOOD
     assert abs(copy_.overall - SEED_VALUE) < 1e-12  # 1 to every printed digit but the last four
     assert all(r.numeric_norm == 0.0 for r in copy_.layers)
-    out = float32.layers[-1]  # the output layer's loss changes survive float32 rounding
-    assert out.numeric_norm > 0 and out.rel_diff < 0.99 and float32.overall < 0.99
+    assert [r.settings["seed"] for r in float32] == list(range(cfg.seed, cfg.seed + FLOAT32_SEEDS))
+    for result in float32[:3]:  # each seed's check is the check of that seed's network alone
+        alone = check_gradients(cfg.replace(seed=result.settings["seed"]), dtype=torch.float32, eps=1e-7,
+                                max_entries=300)
+        assert result.overall == alone.overall and result.table() == alone.table()
+
+
+def test_the_float32_job_at_several_seeds_counts_the_seeds_that_read_one():
+    """One real multi-seed check on digits: the sentence's count is the number of seeds whose own check reads ≈1."""
+    cfg, seeds = _b_network(), 8
+    events = []
+    end = run_gradcheck(GradCheckConfig(cfg, SEED_VARIANTS[FLOAT32], seeds=seeds), events.append)
+    assert end.kind == "finished" and end.status == "finished"
+    float32 = [GradCheck.from_event(e) for e in events if e.kind == "gradcheck"]
+    assert [r.settings["seed"] for r in float32] == list(range(cfg.seed, cfg.seed + seeds))
+    alone = [check_gradients(cfg.replace(seed=seed), **SEED_VARIANTS[FLOAT32].kwargs())
+             for seed in range(cfg.seed, cfg.seed + seeds)]
+    assert [r.overall for r in float32] == [r.overall for r in alone]
+    count = sum(1 - r.overall < 1e-3 for r in alone)
+    right = check_gradients(cfg, max_entries=50)
+    copy_ = check_gradients(cfg, mistake="perturb_copy", max_entries=50)
+    text = " ".join(seed_check_lines(right, float32, copy_))
+    assert f"≈1 (1 − value < 0.001, the way the seed's 0.99999 is read) at {count} of {seeds}" in text
+    assert ("likely cause" in text) == (count == 0)
+
+
+def test_a_check_of_several_seeds_is_bounded_costs_once_per_seed_and_keeps_one_seed_keys():
+    cfg = _b_network()
+    one = GradCheckConfig(cfg, SEED_VARIANTS[FLOAT32])
+    many = one.replace(seeds=FLOAT32_SEEDS)
+    assert "seeds" not in one.to_dict() and GradCheckConfig.from_json(many.to_json()) == many
+    assert many.key() != one.key()
+    assert estimate(many).cost == pytest.approx(FLOAT32_SEEDS * estimate(one).cost)
+    for bad in (0, MAX_SEEDS + 1, 2.5, True):
+        with pytest.raises(ConfigError, match="seeds must be a whole number"):
+            one.replace(seeds=bad)
+    with pytest.raises(ConfigError, match="one initialization"):
+        GradCheckConfig(cfg, CheckOptions(), "run-0123", seeds=2)
+    with pytest.raises(ConfigError, match="largest seed"):
+        GradCheckConfig(cfg.replace(seed=2**31 - 2), CheckOptions(), seeds=3)
 
 
 @pytest.mark.slow
 def test_the_b_preset_on_fashion3_reads_below_1e7_and_the_seed_mistake_reads_one(shared_fashion):
     cfg = get_preset("B-regularization").config
     assert cfg.dataset == "fashion3" and cfg.hidden == (13, 13, 13)
-    right, _, copy_ = seed_variants(cfg, max_entries=None).values()
+    (right,), _, (copy_,) = seed_variants(cfg, seeds={label: 1 for label in SEED_VARIANTS}, max_entries=None).values()
     assert [r.total for r in right.layers] == [784 * 13 + 13, 13 * 13 + 13, 13 * 13 + 13, 13 * 3 + 3]
     assert all(r.checked == r.total for r in right.layers)
     assert right.overall < GOOD and all(r.rel_diff < GOOD for r in right.layers)
@@ -304,3 +346,17 @@ def test_the_check_event_round_trips_through_the_store_encoding():
     result = check_gradients(RunConfig(**TINY), n_examples=4, mistake="perturb_copy")
     (back,), _ = decode_events(*encode_events([result.to_event()]))
     _same_check(GradCheck.from_event(back), result)
+
+
+def test_a_check_of_several_seeds_cancelled_midway_ends_with_the_seeds_done():
+    cancel, events = threading.Event(), []
+
+    def emit(event):
+        events.append(event)
+        if event.kind == "gradcheck":
+            cancel.set()  # the reader cancels while the first initialization's result arrives
+
+    end = run_gradcheck(GradCheckConfig(RunConfig(**TINY), CheckOptions(examples=4), seeds=3), emit, cancel)
+    assert end.status == "cancelled" and "1 of 3" in end.reason
+    (done,) = [e for e in events if e.kind == "gradcheck"]
+    _same_check(GradCheck.from_event(done), check_gradients(RunConfig(**TINY), n_examples=4))

@@ -13,6 +13,7 @@ from apptest_helpers import MAIN, new_app, texts
 from app.figures.gradcheck import layer_bars_figure, scatter_figure
 from core.engine.config import RunConfig
 import core.lab.gradcheck.task
+from core.lab.gradcheck.mistakes import FLOAT32_SEEDS
 from core.lab.gradcheck.numeric import check_gradients
 from core.lab.gradcheck.options import AT_CHOICES
 from core.lab.gradcheck.result import GOOD, SUSPECT
@@ -78,7 +79,13 @@ def test_page_checks_the_b_network_and_draws_the_lines(app_env, no_mnist):
     page = texts(at.markdown)
     assert "backprop is right here" in page
     assert "0.9999999999998282" in page.replace("\\", "")
-    assert "likely cause" in page  # the seed's section: a copy gives 1 in every layer, float32 alone does not
+    # the seed's section: float32 at every seed of the job, its count of ≈1 read from the table the page shows
+    table = next(t.value for t in at.dataframe if "≈1" in t.value.columns)
+    float32 = table[table["check"].str.startswith("float32")]
+    assert len(float32) == FLOAT32_SEEDS
+    count = int((1 - float32["all entries"] < 1e-3).sum())
+    assert f"at {count} of {FLOAT32_SEEDS}" in page
+    assert ("likely cause" in page) == (count == 0)
 
 
 def test_float32_with_eps_1e7_reads_near_one(app_env, no_mnist):

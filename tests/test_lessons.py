@@ -13,6 +13,7 @@ from core.lessons import families
 from core.lessons import sentences as lessons
 from core.lessons import verdicts
 from core.lessons.noise import Scored
+from core.lab.gradcheck.result import GradCheck, LayerCheck
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, cell_events, run_grid
 from core.lessons.presets import FALLBACK_DATASET, PRESETS, get_preset
@@ -206,6 +207,30 @@ def test_accuracy_as_the_report_computed_it_prints_about_0_01_for_a_stuck_model(
     logits3 = torch.nn.functional.one_hot(torch.where(torch.arange(300) < 165, y3, (y3 + 1) % 3), 3).float()
     assert lessons.accuracy(logits3, y3) == pytest.approx(0.55)
     assert lessons.accuracy_as_reported(logits3, y3) == pytest.approx(0.55 / 3)
+
+
+# --- the seeds' 0.99999: the conclusion follows how many float32 initializations read ≈1 ----------------------
+def _check(overall: float, layers: list[float], seed: int = 0) -> GradCheck:
+    """A hand-built check: ``layers`` are the per-layer relative differences."""
+    rows = [LayerCheck(f"fc{i + 1}", [], 10, 10, d, 0.0 if d == 1.0 else 1.0, 1.0) for i, d in enumerate(layers)]
+    return GradCheck(rows, [], overall, {"dtype": "float32", "seed": seed})
+
+
+@pytest.mark.parametrize("values", [[0.74, 0.968, 0.5, 0.9], [0.744, 1.0, 0.968, 0.9995], [1.0, 0.9999, 1.0]])
+def test_seed_check_lines_conclude_from_the_float32_count(values):
+    right = _check(1e-9, [1e-9] * 4)
+    copy_ = _check(1.0, [1.0] * 4)
+    float32 = [_check(v, [1.0, 1.0, 1.0, v], seed) for seed, v in enumerate(values)]
+    count = sum(1 - v < 1e-3 for v in values)  # ≈1 as the seed's 0.99999 is read
+    text = " ".join(lessons.seed_check_lines(right, float32, copy_))
+    assert f"at {count} of {len(values)}" in text
+    assert f"from {min(values):.3f} to {max(values):.3f}" in text
+    if count == 0:
+        assert "the likely cause of the seed's 0.99999 is a perturbation that never reached the model" in text
+    else:
+        assert "likely cause" not in text and "does not tell the two causes apart" in text
+        shown = [str(seed) for seed, v in enumerate(values) if 1 - v < 1e-3]
+        assert count == len(values) or f"seed{'s' if len(shown) > 1 else ''} {lessons.join_words(shown)})" in text
 
 
 # --- lesson A on its Digits fallback (fast) ---------------------------------------------------------------

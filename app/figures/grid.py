@@ -13,13 +13,15 @@ import plotly.graph_objects as go
 from core.lessons.verdicts import VANISHING_TEXT
 
 from ..records.grid import GridView, vanishing_mask
+from ..records.reported import as_reported as reported, reported_label
 from ..records.run import RunView, finite_values, layer_matrix
 from ..text import plain_label
 from .compare import variant_color
 from .run import HEIGHT, TRAIN_COLOR, VAL_COLOR, VIRIDIS, base_layout, figure_from_spec, panel_domains, waiting_figure
 
-def accuracy_heatmap_figure(grid: GridView) -> go.Figure:
-    """Rows x depths table of each cell's current accuracy; stuck cells are marked."""
+def accuracy_heatmap_figure(grid: GridView, as_reported: bool = False) -> go.Figure:
+    """Rows x depths table of each cell's current accuracy; stuck cells are marked. ``as_reported``: each hover
+    also shows the accuracy as the coursework's reports computed it (app/records/reported.py)."""
     layout = base_layout("Accuracy per network (validation while training, test when done)", x_title="hidden layers",
                      height=max(HEIGHT - 40, 120 + 46 * len(grid.rows)),
                      yaxis={"autorange": "reversed", "type": "category"}, xaxis={"type": "category"})
@@ -47,6 +49,9 @@ def accuracy_heatmap_figure(grid: GridView) -> go.Figure:
                            + ("<br>stuck: loss ≈ ln(classes), accuracy ≈ its predicted class's share" if cell.stuck else "")
                            + (f"<br>vanishing: its first layer's gradient below {VANISHING_TEXT} of the output layer's"
                               if cell.vanishing else ""))
+            if as_reported:
+                what = reported_label(f"{latest['split']} accuracy")
+                hover[r][c] += f"<br>{what} {reported(latest['acc'], cell.n_classes):.4f}"
     return figure_from_spec([{"type": "heatmap", "x": [str(d) for d in depths], "y": [plain_label(r, 30) for r in rows],
                      "z": z, "zmin": 0.0, "zmax": 1.0, "colorscale": VIRIDIS, "text": text,
                      "texttemplate": "%{text}", "customdata": hover, "hovertemplate": "%{customdata}<extra></extra>",

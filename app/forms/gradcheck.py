@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig
-from core.lab.gradcheck.mistakes import SEED_VARIANTS
+from core.lab.gradcheck.mistakes import FLOAT32, SEED_VARIANTS, VARIANT_SEEDS
 from core.lab.gradcheck.options import AT_CHOICES, MAX_EXAMPLES, CheckOptions
 from core.lab.gradcheck.stored import weights_status
 from core.lab.gradcheck.task import GradCheckConfig
@@ -275,14 +275,14 @@ def check_button(check: GradCheckConfig | None) -> None:
 
 
 def seed_checks() -> tuple[GradCheckConfig, ...]:
-    """The B network checked the three ways of :data:`core.lab.gradcheck.mistakes.SEED_VARIANTS` (on the
-    offline fallback dataset, said in a caption, when its own is not on this server)."""
+    """The B network checked the three ways of :data:`core.lab.gradcheck.mistakes.SEED_VARIANTS`, each at its
+    :data:`~core.lab.gradcheck.mistakes.VARIANT_SEEDS` initializations (on the offline fallback dataset, said in a caption, when its own is not on this server)."""
     cfg = get_preset(SEED_PRESET).config
     if not dataset_available(cfg.dataset):
         st.caption(plain(f"{dataset_title(cfg.dataset)} is not on this server: the same network is checked on "
                          f"{dataset_title(FALLBACK_DATASET)} (64 inputs instead of 784)."))
         cfg = cfg.replace(dataset=FALLBACK_DATASET)
-    return tuple(GradCheckConfig(cfg, options) for options in SEED_VARIANTS.values())
+    return tuple(GradCheckConfig(cfg, options, seeds=VARIANT_SEEDS[label]) for label, options in SEED_VARIANTS.items())
 
 
 def _seeds_busy(checks: tuple[GradCheckConfig, ...]) -> str | None:
@@ -300,4 +300,5 @@ def seed_button(checks: tuple[GradCheckConfig, ...]) -> None:
     """Check the seed's network three ways (three jobs); the slot keeps their keys."""
     train_button(checks, SEED_JOBS, key="gc_seed_check", label="Check the B network three ways",
                  submit=_submit_seeds, status=_seeds_busy,
-                 help="The correct check, float32 with ε = 1e-7, and the seed's perturbed copy, as three jobs.")
+                 help=f"The correct check, float32 with ε = 1e-7 at {VARIANT_SEEDS[FLOAT32]} initializations, and the "
+                      "seed's perturbed copy, as three jobs.")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from core.lab.compare import ROW_COLUMNS, blank
 
+from .reported import with_as_reported
 from .run import RunView, train_scoring_words as run_scoring_words
 
 NEAR_ZERO_LABEL = "|w| < 0.001"
@@ -72,13 +73,15 @@ def _num(value) -> float:
 
 
 def results_table(runs: list[tuple[str, RunView]], snapshots: list[WeightSnapshot | None] | None = None,
-                  statuses: list[str] | None = None, groups: list[int] | None = None) -> pd.DataFrame:
+                  statuses: list[str] | None = None, groups: list[int] | None = None,
+                  as_reported: bool = False) -> pd.DataFrame:
     """One row per run: final train / validation / test loss and accuracy, the gap, sparsity, size, speed; where
     any run's configured loss is not the true cross-entropy, also which loss each run's loss columns hold and
     every run's true cross-entropy ("trained on" and :data:`CE_COLUMNS`).
 
     ``groups``: how many runs trained batched together with each (1 = alone); a batched run's
-    seconds per epoch are its whole group's, and the "trained" column says so."""
+    seconds per epoch are its whole group's, and the "trained" column says so. ``as_reported``: beside the test
+    accuracy, the same as the coursework's reports computed it (:mod:`app.records.reported`)."""
     with_ce = any(view.shows_true_ce for _, view in runs)
     rows = []
     for i, (label, view) in enumerate(runs):
@@ -106,7 +109,8 @@ def results_table(runs: list[tuple[str, RunView]], snapshots: list[WeightSnapsho
                              "test cross-entropy": ce["test"]})
     columns = (RESULT_COLUMNS[:2] + ["trained on"] + RESULT_COLUMNS[2:5] + CE_COLUMNS + RESULT_COLUMNS[5:] if with_ce
                else RESULT_COLUMNS)
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    return with_as_reported(table, "test acc", [len(view.classes) for _, view in runs]) if as_reported else table
 
 
 def train_scoring_words(views: list[RunView | None]) -> str:

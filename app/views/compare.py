@@ -22,6 +22,7 @@ from ..figures import compare as cf
 from ..records.compare import (CE_COLUMNS, cell_status, outcome_summary, results_table, status_text,
                                train_scoring_words, weight_snapshot)
 from ..records.jobs import JobState
+from ..records.reported import SWITCH_HELP, reported_label
 from ..text import plain
 from .jobs import cached, cancel, job_state, polling_fragment, run_view
 
@@ -86,10 +87,13 @@ def family_status(runs: list[dict] | None) -> str | None:
     return None
 
 
-def comparison_view(runs: list[dict], poll_seconds: float = POLL_SECONDS, prefix: str = "cmp") -> None:
-    """Live comparison of a family: polls while any of its jobs is queued or running."""
+def comparison_view(runs: list[dict], poll_seconds: float = POLL_SECONDS, prefix: str = "cmp",
+                    as_reported: bool = False) -> None:
+    """Live comparison of a family: polls while any of its jobs is queued or running (``as_reported``: the results
+    table also shows each test accuracy as the coursework's reports computed it)."""
     if runs:
-        polling_fragment(job_keys(runs), lambda polling: _comparison(runs, polling, prefix), every=poll_seconds,
+        polling_fragment(job_keys(runs), lambda polling: _comparison(runs, polling, prefix, as_reported),
+                         every=poll_seconds,
                          name=f"{prefix}_compare")
 
 
@@ -114,7 +118,7 @@ def _chart_version(family: tuple, version: tuple, polling: bool) -> tuple:
         return version + (family,)
 
 
-def _comparison(runs: list[dict], polling: bool, prefix: str) -> None:
+def _comparison(runs: list[dict], polling: bool, prefix: str, as_reported: bool = False) -> None:
     states, grid_notes, groups = family_states(runs)
     labels = [r["label"] for r in runs]
     views = [run_view(s) if s is not None else None for s in states]
@@ -165,7 +169,7 @@ def _comparison(runs: list[dict], polling: bool, prefix: str) -> None:
     st.subheader("Results", divider="gray")
     keep = [i for i, v in enumerate(views) if v is not None]
     table = results_table([(labels[i], views[i]) for i in keep], [snapshots[i] for i in keep],
-                          [statuses[i] for i in keep], [groups[i] for i in keep])
+                          [statuses[i] for i in keep], [groups[i] for i in keep], as_reported)
     four = st.column_config.NumberColumn(format="%.4f")
     st.dataframe(table, hide_index=True, width="stretch", key=f"{prefix}_results", placeholder="n/a",
                  column_config={
@@ -182,7 +186,8 @@ def _comparison(runs: list[dict], polling: bool, prefix: str) -> None:
                      "s/epoch": st.column_config.NumberColumn(
                          format="%.2f", help="Seconds per epoch; for variants trained batched, of the whole group."),
                      "trained": st.column_config.TextColumn(help="Alone, or batched with other variants in one "
-                                                                 "model (then the time is the group's).")})
+                                                                 "model (then the time is the group's)."),
+                     reported_label("test acc"): st.column_config.NumberColumn(format="%.4f", help=SWITCH_HELP)})
     chance = next((v.chance_accuracy for v in views if v is not None and v.chance_accuracy is not None), None)
     if chance is not None:
         st.caption(f"Final metrics of each variant. Chance level (always guessing the most common class): "

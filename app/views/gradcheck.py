@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.lab.gradcheck.mistakes import SEED_VARIANTS
+from core.lab.gradcheck.mistakes import SEED_VARIANTS, reads_one
 from core.lab.gradcheck.result import GradCheck
 from core.lab.gradcheck.task import GradCheckConfig
 from core.lessons.sentences import check_verdict, checked_weights_text, seed_check_lines
@@ -19,10 +19,14 @@ CHART = {"displaylogo": False}
 POLL_SECONDS = 1.0
 
 
+def check_results(state: JobState | None) -> list[GradCheck]:
+    """Every check a job holds, one per initialization checked (none while it runs, or when it failed)."""
+    return [GradCheck.from_event(e) for e in state.events if e.kind == "gradcheck"] if state is not None else []
+
+
 def check_result(state: JobState | None) -> GradCheck | None:
-    """The check a finished job holds (None while it runs, or when it failed)."""
-    done = next((e for e in state.events if e.kind == "gradcheck"), None) if state is not None else None
-    return GradCheck.from_event(done) if done is not None else None
+    """The (first) check a finished job holds (None while it runs, or when it failed)."""
+    return next(iter(check_results(state)), None)
 
 
 def _check_part(key: str) -> None:
@@ -83,22 +87,28 @@ def _seed_part(keys: list[str]) -> None:
     if any(state is None or not state.done for state in states):
         st.caption("Checking the B network three ways on the server's workers…")
         return
-    results = [check_result(state) for state in states]
-    if any(result is None for result in results):
+    results = [check_results(state) for state in states]
+    if not all(results):
         for state in states:
             status_line(state, None, what="gradient check", progress=False, started=True)
         return
     seed_table(dict(zip(SEED_VARIANTS, results)))
 
 
-def seed_table(variants: dict[str, GradCheck]) -> None:
-    """The B network's check done right and with each suspected cause of the seed's printed value."""
+def seed_table(variants: dict[str, list[GradCheck]]) -> None:
+    """The B network's check done right and with each suspected cause of the seed's printed value (float32 at
+    several initializations, one row each), and what they say."""
     rows = []
-    for label, result in variants.items():
-        row = {"check": label, "all entries": result.overall, "1 − value": 1 - result.overall}
-        row |= {r.layer: r.rel_diff for r in result.layers}
-        rows.append(row)
+    for label, results in variants.items():
+        for result in results:
+            seed = f" (seed {result.settings['seed']})" if len(results) > 1 and "seed" in result.settings else ""
+            row = {"check": label + seed, "all entries": result.overall, "1 − value": 1 - result.overall,
+                   "≈1": reads_one(result.overall)}
+            row |= {r.layer: r.rel_diff for r in result.layers}
+            rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch",
-                 column_config={k: st.column_config.NumberColumn(format="%.3e") for k in rows[0] if k != "check"})
-    for line in seed_check_lines(*variants.values()):
+                 column_config={k: st.column_config.NumberColumn(format="%.3e") for k in rows[0]
+                                if k not in ("check", "≈1")})
+    right, float32, copy_ = variants.values()
+    for line in seed_check_lines(right[0], float32, copy_[0]):
         st.markdown(plain(line))

@@ -12,6 +12,7 @@ from ..figures.compare import overlay_figure
 from ..figures.run import weight_heatmaps_figure
 from ..records.grid import GridView, cells_table, default_cell, grid_progress, reduce_grid, stuck_note
 from ..records.jobs import JobState
+from ..records.reported import SWITCH_HELP, reported_label, with_as_reported
 from ..records.run import LogPoint
 from ..text import plain
 from .jobs import cached, job_state, polling_fragment, status_line
@@ -23,6 +24,15 @@ TABLE_COLUMNS = {"accuracy": _four, "loss": _four, "ln(classes)": _four,
                  "most predicted class: share of answers": st.column_config.NumberColumn(format="percent"),
                  "its share of the test set": _four,
                  "first / last layer gradient": st.column_config.NumberColumn(format="%.1e")}
+
+
+REPORTED_COLUMNS = {reported_label("accuracy"): st.column_config.NumberColumn(format="%.4f", help=SWITCH_HELP)}
+
+
+def shown_cells_table(grid: GridView, as_reported: bool):
+    """The cells table, with each accuracy as the coursework's reports computed it beside it when asked."""
+    table = cells_table(grid)
+    return with_as_reported(table, "accuracy", [c.n_classes for c in grid.cells]) if as_reported else table
 
 
 def _chart(fig, key: str) -> None:
@@ -50,21 +60,23 @@ def _stuck(grid: GridView) -> None:
         st.caption(plain(note))
 
 
-def grid_view(key: str) -> None:
-    """A grid job, polled while it trains."""
+def grid_view(key: str, as_reported: bool = False) -> None:
+    """A grid job, polled while it trains (``as_reported``: accuracies also as the coursework's reports computed
+    them, in the heatmap's hover and the cells table)."""
     if job_state(key) is None:
         st.info("This grid is not known on this server any more (it may have been removed from the run store).")
         return
-    polling_fragment(key, lambda polling: _grid_part(key, polling), every=POLL_SECONDS, name=f"grid_{key}")
+    polling_fragment(key, lambda polling: _grid_part(key, polling, as_reported), every=POLL_SECONDS, name=f"grid_{key}")
 
 
-def _grid_part(key: str, polling: bool) -> None:
+def _grid_part(key: str, polling: bool, as_reported: bool = False) -> None:
     state = job_state(key)
     if state is None:
         return
     grid, vkey = grid_of(state), state.version
     grid_status(state, grid, "Stop every network of this grid; what they learned so far stays.")
-    _chart(cached(vkey, "acc_heat", lambda: gf.accuracy_heatmap_figure(grid)), f"vg_heat_{key}")
+    _chart(cached(vkey, ("acc_heat", as_reported), lambda: gf.accuracy_heatmap_figure(grid, as_reported)),
+           f"vg_heat_{key}")
     st.caption("Each square is one network: brighter = more accurate. Read a row left to right to see what depth "
                "does to one activation. Networks that learned nothing stand out as dark squares.")
     _stuck(grid)
@@ -103,8 +115,8 @@ def _grid_part(key: str, polling: bool) -> None:
             st.caption("How far each weight of the first layer moved from its initial value (log colour scale). "
                        "The coursework printed these numbers; in a stuck network they stay tiny.")
     if not polling:
-        st.dataframe(cells_table(grid), hide_index=True, width="stretch", key=f"vg_table_{key}", placeholder="n/a",
-                     column_config=TABLE_COLUMNS)
+        st.dataframe(shown_cells_table(grid, as_reported), hide_index=True, width="stretch", key=f"vg_table_{key}",
+                     placeholder="n/a", column_config=TABLE_COLUMNS | REPORTED_COLUMNS)
         st.caption("Final test metrics of every network. A stuck network gives (almost) every input the same "
                    "answer: its accuracy is that class's share of the test set and its loss ln(classes). The last "
                    f"column: how much weaker the first layer's gradient is than the output layer's; vanishing: it "
@@ -122,14 +134,14 @@ def finished_cells(key: str | None) -> list[tuple[str, object]]:
     return [(c.label, c.view.finished) for c in grid_of(state).cells]
 
 
-def fixes_view(key: str) -> None:
-    """The fixes grid job, polled while it trains."""
+def fixes_view(key: str, as_reported: bool = False) -> None:
+    """The fixes grid job, polled while it trains (``as_reported``: as in :func:`grid_view`)."""
     if job_state(key) is None:
         return
-    polling_fragment(key, lambda polling: _fixes_part(key, polling), every=POLL_SECONDS, name=f"fixes_{key}")
+    polling_fragment(key, lambda polling: _fixes_part(key, polling, as_reported), every=POLL_SECONDS, name=f"fixes_{key}")
 
 
-def _fixes_part(key: str, polling: bool) -> None:
+def _fixes_part(key: str, polling: bool, as_reported: bool = False) -> None:
     state = job_state(key)
     if state is None:
         return
@@ -147,5 +159,5 @@ def _fixes_part(key: str, polling: bool) -> None:
         st.caption("Accuracy of each version over time (solid: validation, dashed: train).")
     _stuck(grid)
     if not polling:
-        st.dataframe(cells_table(grid), hide_index=True, width="stretch", key=f"vg_fixtable_{key}", placeholder="n/a",
-                     column_config=TABLE_COLUMNS)
+        st.dataframe(shown_cells_table(grid, as_reported), hide_index=True, width="stretch",
+                     key=f"vg_fixtable_{key}", placeholder="n/a", column_config=TABLE_COLUMNS | REPORTED_COLUMNS)

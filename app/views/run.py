@@ -16,9 +16,11 @@ import streamlit as st
 
 from core.engine.config import TOY_DATASETS
 from core.engine.catalog import load_dataset
+from core.lessons.sentences import REPORTED_BUG
 
 from ..figures import run as figures
 from ..records.jobs import JobState
+from ..records.reported import SUFFIX, SWITCH_HELP, as_reported
 from ..records.run import RunView, config_json, loss_caption, metrics_csv
 from ..text import number, plain
 from .jobs import cached, job_state, polling_fragment, run_view, status_line
@@ -42,11 +44,12 @@ def group_key(name: str) -> str:
 
 def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
              layers_poll_seconds: float = LAYERS_POLL_SECONDS, opened: Iterable[str] = (),
-             lesson: str | None = None) -> JobState | None:
+             lesson: str | None = None, as_reported: bool = False) -> JobState | None:
     """Draw one run job (progress, curves, groups on demand); polls while it runs. Returns its state.
 
     ``opened``: names of :data:`GROUPS` open at first, besides those holding ``lesson``'s evidence
-    (:data:`LESSON_GROUPS`) and a 2-D set's decision regions; the reader can open or close any.
+    (:data:`LESSON_GROUPS`) and a 2-D set's decision regions; the reader can open or close any. ``as_reported``:
+    the summary also shows the test accuracy as the coursework's reports computed it (app/forms/reported.py).
     """
     state = job_state(key)
     if state is None:
@@ -55,7 +58,7 @@ def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
     view = run_view(state)
     toy = TOY_GROUPS if view.config.get("dataset") in TOY_DATASETS else set()
     opened = set(opened) | LESSON_GROUPS.get(lesson or "", set()) | toy
-    polling_fragment(key, lambda polling: _curves_part(key, results), every=poll_seconds, name=f"curves_{key}")
+    polling_fragment(key, lambda polling: _curves_part(key, results, as_reported), every=poll_seconds, name=f"curves_{key}")
     _group("steps", opened, lambda: polling_fragment(key, lambda polling: _steps_part(key), every=poll_seconds,
                                                       name=f"steps_{key}"))
     _group("inside", opened, lambda: polling_fragment(key, lambda polling: _layers_part(key),
@@ -77,7 +80,7 @@ def _group(name: str, opened: set[str], draw: Callable[[], None]) -> None:
             draw()
 
 
-def _curves_part(key: str, results: bool) -> None:
+def _curves_part(key: str, results: bool, as_reported: bool = False) -> None:
     state = job_state(key)
     if state is None:
         return
@@ -85,6 +88,8 @@ def _curves_part(key: str, results: bool) -> None:
     status_line(state, view)
     if results and view.finished is not None:
         _summary(view, batched_with(key))
+        if as_reported:
+            _as_reported(view)
     _curves(key, view, state.version)
 
 
@@ -178,6 +183,17 @@ def _summary(view: RunView, group: int = 1) -> None:
         st.caption(f"Chance level (always guessing the most common test class): {chance:.3f}. {loss_caption(view)}")
     elif view.shows_true_ce:
         st.caption(loss_caption(view))
+
+
+def _as_reported(view: RunView) -> None:
+    """The test accuracy as the reports of lessons A and B computed it, beside the true one, labelled."""
+    fin, k = view.finished, len(view.classes)
+    true, left, right = st.columns([1, 1, 5])
+    true.metric("Test accuracy (true)", number(fin.test_acc, "{:.4f}"), help="Correct answers / examples.")
+    left.metric(f"Test accuracy {SUFFIX}", number(as_reported(fin.test_acc, k), "{:.4f}"), help=SWITCH_HELP)
+    if fin.test_acc is not None and k:
+        right.caption(plain(f"The reports of lessons A and B would have printed {as_reported(fin.test_acc, k):.4f} "
+                            f"for this run's true test accuracy {fin.test_acc:.4f}: {REPORTED_BUG}."))
 
 
 def _test_details(key: str, view: RunView, vkey: tuple) -> None:

@@ -133,8 +133,8 @@ def estimate_check(check: GradCheckConfig) -> Estimate | None:
     """Cost and memory of a gradient check in Train's units: a forward of the check batch costs parameters x
     examples; backprop about three forwards; two forwards per checked entry, within the check's own cap on
     multiply-adds but at least one entry per parameter tensor. Memory: the built float32 network, its copy
-    and its gradients in the check's precision, one vmap chunk of perturbed weights and activations, the data.
-    None when the dataset cannot be loaded here (the job reports that)."""
+    and its gradients in the check's precision, one vmap chunk of perturbed weights and activations, the data
+    (a check of several initializations costs that once per seed, one after the other). None when the dataset cannot be loaded here (the job reports that)."""
     cfg = check.run
     try:
         ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
@@ -151,7 +151,7 @@ def estimate_check(check: GradCheckConfig) -> Estimate | None:
     per_evaluation = max(sizes) + activations  # one perturbed copy of the largest tensor, its forward's activations
     chunk = 2 * min(CHECK_CHUNK * per_evaluation, max(MEMORY_BUDGET, per_evaluation))  # 2k evaluations at once
     model_bytes = params * 4 + (2 * params + 2 * chunk) * width
-    return Estimate(params, 3 * forward + perturbed, model_bytes, _data_bytes(ds))
+    return Estimate(params, (3 * forward + perturbed) * check.seeds, model_bytes, _data_bytes(ds))
 
 
 def check_sweep(sweep: SweepConfig, shape: DataShape | None = None) -> float:

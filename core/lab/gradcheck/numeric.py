@@ -7,7 +7,7 @@ batched: ``torch.func.functional_call`` under ``vmap``.
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -312,6 +312,13 @@ def check_gradients(cfg: RunConfig, *, model: nn.Module | None = None, eps: floa
                      "difference 1.")
     settings = {"dtype": str(dtype).replace("torch.", ""), "eps": eps, "dropout_active": dropout_active,
                 "at_kinks": at_kinks, "backprop": backprop, "bugs": {str(k): v for k, v in bugs.items()},
-                "mistake": mistake, "where": where, "examples": len(y), "batched": batched}
+                "mistake": mistake, "where": where, "examples": len(y), "batched": batched, "seed": cfg.seed}
     return GradCheck(rows, pairs, relative_difference(torch.cat(all_num), torch.cat(all_bp)), settings, notes)
 
+
+
+def check_seeds(cfg: RunConfig, seeds: int, **kwargs) -> Iterator[GradCheck]:
+    """:func:`check_gradients` of the config at ``seeds`` initializations, seeds ``cfg.seed``, ``cfg.seed + 1``, ...
+    (each seed its own initial weights and check batch; each result's settings name its seed)."""
+    for seed in range(cfg.seed, cfg.seed + seeds):
+        yield check_gradients(cfg.replace(seed=seed), **kwargs)
