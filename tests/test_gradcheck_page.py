@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from apptest_helpers import MAIN, new_app, texts
 from app.figures.gradcheck import layer_bars_figure, scatter_figure
 from core.engine.config import RunConfig
-import core.lab.gradcheck.task
+import core.lab.gradcheck.numeric
 from core.lab.gradcheck.mistakes import FLOAT32_SEEDS
 from core.lab.gradcheck.numeric import check_gradients
 from core.lab.gradcheck.options import AT_CHOICES
@@ -174,13 +174,13 @@ def test_a_link_asking_for_weights_a_run_does_not_have_checks_it_at_initializati
 
 def test_the_page_computes_no_check_in_its_script_thread(app_env, monkeypatch):
     threads = []
-    real = core.lab.gradcheck.task.check_gradients
+    real = core.lab.gradcheck.numeric.check_gradients  # what a check job's seeds call
 
     def recording(*args, **kwargs):
         threads.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(core.lab.gradcheck.task, "check_gradients", recording)
+    monkeypatch.setattr(core.lab.gradcheck.numeric, "check_gradients", recording)
     at = open_check({"dataset": "blobs", "hidden": "6", "activation": "tanh"}, press=False)
     assert threads == [] and not at.metric  # opening the page computes nothing
     check(at)
