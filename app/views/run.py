@@ -188,7 +188,7 @@ def _summary(view: RunView, group: int = 1) -> None:
 def _as_reported(view: RunView) -> None:
     """The test accuracy as the reports of lessons A and B computed it, beside the true one, labelled."""
     fin, k = view.finished, len(view.classes)
-    true, left, right = st.columns([1, 1, 5])
+    true, left, right = st.columns([2, 2, 4])
     true.metric("Test accuracy (true)", number(fin.test_acc, "{:.4f}"), help="Correct answers / examples.")
     left.metric(f"Test accuracy {SUFFIX}", number(as_reported(fin.test_acc, k), "{:.4f}"), help=SWITCH_HELP)
     if fin.test_acc is not None and k:
