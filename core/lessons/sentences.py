@@ -60,8 +60,8 @@ def collapse_cause_words(found: Collapse) -> str:
     parts = []
     if found.dead is not None:
         layer, share = found.dead
-        parts.append(f"dead units ({share:.0%} of hidden layer {layer}'s ReLU units output 0 for every input, so no "
-                     "gradient reaches their weights and they never fire again)")
+        parts.append(f"dead units ({share:.0%} of hidden layer {layer}'s ReLU units output 0 for every probe input, so "
+                     "no gradient reaches their weights to revive them)")
     if found.vanishing:
         parts.append(f"vanishing gradients (its first layer's gradient was below {VANISHING_TEXT} of the output "
                      "layer's from the start)")
