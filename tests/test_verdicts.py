@@ -230,10 +230,11 @@ def _preset_cells(name: str):
 @pytest.mark.slow
 def test_lessons_a_relu_x8_on_mnist_collapses_by_dead_units(shared_mnist):
     """LESSONS A's ReLU x8 on MNIST (the preset, and seeds 1-3 of it). The issue saw 95% of the answers one class;
-    on this machine the preset's seed 0 ends with fewer, so what is asserted is the relation: every seed whose answers
-    are nearly all one class is marked collapsed, each by dead units (a ReLU layer at least half dead), and at least
-    one seed collapses. The issue's other observation holds for every seed: by the end a whole layer of the network
-    has stopped passing gradient (the first layer's gradient exactly 0) or half a layer is dead."""
+    how a dying network ends is chaotic (on this machine seed 0 ends with nearly 100% or 69% of its answers one
+    class, depending on the number of CPU threads, and seed 3 may diverge), so what is asserted is the relation:
+    every seed whose answers are nearly all one class is marked collapsed, each by dead units (a ReLU layer at least
+    half dead), and at least one seed collapses. The issue's other observation holds for every seed that finishes: by the end at least half
+    of some layer's units are dead. A seed that diverges instead has no test answers and no verdict."""
     preset = get_preset("A-relu-deep")
     label, cfg = preset.runs[0]
     grid = GridConfig.from_runs([(f"{label}, seed {s}", cfg.replace(seed=s)) for s in (0, 1, 2, 3)])
@@ -243,6 +244,9 @@ def test_lessons_a_relu_x8_on_mnist_collapses_by_dead_units(shared_mnist):
     for i, (name, _) in enumerate(grid.cells()):
         cell = cell_events(events)[i]
         end, layers = cell[-1], [e for e in cell if e.kind == "layers"]
+        if not end.confusion:  # diverged at lr 0.2 (no test, so no verdict): the ReLU's other failure
+            assert end.status == "diverged" and run_collapse(cell) is None, (name, end.status)
+            continue
         found[name] = run_collapse(cell)
         assert (found[name] is not None) == (predicted_class_share(end.confusion)[0] >= COLLAPSED_ANSWERS), name
         if found[name] is not None:
