@@ -8,7 +8,7 @@ from app.forms.reported import as_reported_switch
 from app.forms.url import link_notices
 from app.text import dataset_label, plain, plural
 from app.views.data import dataset_fallback_notice
-from app.views.grid import finished_cells, fixes_view, grid_view
+from app.views.grid import cell_runs, finished_cells, fixes_view, grid_view
 from app.views.jobs import shown_job, train_button
 from core.lessons import families
 from core.lessons import sentences as lessons
@@ -66,7 +66,8 @@ shown = shown_job(fixes, FIXES_JOB)
 if fixes is not None:
     epochs = fixes.base.epochs
     st.markdown(plain(lessons.fixes_sentence(lessons.stuck_verdicts(finished_cells(shown))
-                                             or {label: None for label, _ in fixes.cells()}, "sigmoid", epochs)))
+                                             or {label: None for label, _ in fixes.cells()}, "sigmoid", epochs,
+                                             lessons.collapse_verdicts(cell_runs(shown)))))
 if shown is not None:
     fixes_view(shown, as_reported)
 
@@ -83,6 +84,7 @@ if seeds is not None:
     ends = finished_cells(shown)
     stuck = families.stuck_by_seed(seeds, lessons.stuck_verdicts(ends))
     plateau = families.stuck_by_seed(seeds, lessons.plateau_verdicts(ends))
-    st.markdown(plain(lessons.seeds_sentence(stuck, seeds.base.epochs, plateau)))
+    collapsed = families.stuck_by_seed(seeds, lessons.collapse_verdicts(cell_runs(shown)))
+    st.markdown(plain(lessons.seeds_sentence(stuck, seeds.base.epochs, plateau, collapsed)))
 if shown is not None:
     fixes_view(shown, as_reported)

@@ -248,6 +248,41 @@ def test_every_cell_mark_agrees_with_the_sentences_that_name_it(lesson_grid):
     assert f"{sum(said.values())} of {len(said)} seeds got stuck" in seeds
 
 
+def test_every_collapsed_mark_agrees_with_the_sentences_that_name_it(lesson_grid):
+    """The ↯ on a cell, its hover, the table's collapsed column and cause, the note under the grid and the
+    fixes/seeds sentences read one collapse verdict (core.lessons.verdicts.run_collapse) and name the same cause."""
+    grid, epochs = lesson_grid, lesson_grid.cells[0].config["epochs"]
+    said = lessons.collapse_verdicts([(c.label, c.events) for c in grid.cells])
+    assert {v is None for v in said.values()} == {True, False}  # both verdicts occur here
+    heat = gf.accuracy_heatmap_figure(grid).data[0]
+    table = gr.cells_table(grid).set_index("network")
+    note = gr.stuck_note(grid)
+    for r, row in enumerate(grid.rows):
+        for c, depth in enumerate(grid.depths):
+            cell = grid.cell_at(row, depth)
+            found = said[cell.label]
+            assert cell.collapse == found
+            assert (gr.COLLAPSED_MARK in heat.text[r][c]) == (found is not None) == table.loc[cell.label, "collapsed"]
+            assert ("collapsed" in heat.customdata[r][c]) == (found is not None)
+            assert (f"{cell.label} collapsed".lower() in note.lower()) == (found is not None), cell.label
+            if found is not None:
+                cause = lessons.collapse_cause_words(found)
+                assert table.loc[cell.label, "collapse cause"] == cause and cause in heat.customdata[r][c]
+                assert f"{lessons._cap(cell.label)} collapsed: {found.answers:.0%}" in note
+    stuck = lessons.stuck_verdicts([(c.label, c.view.finished) for c in grid.cells])
+    text = lessons.fixes_sentence(stuck, "sigmoid x4", epochs, said)
+    seeds = lessons.seeds_sentence({i: stuck[c.label] for i, c in enumerate(grid.cells)}, epochs, None,
+                                   {i: said[c.label] for i, c in enumerate(grid.cells)})
+    for i, cell in enumerate(grid.cells):
+        found = said[cell.label]
+        assert (f"{lessons._cap(cell.label)} collapsed:" in text) == (found is not None), (cell.label, text)
+        assert (f"Seed {i} collapsed:" in seeds) == (found is not None), (i, seeds)
+        if found is not None:
+            assert lessons.collapse_text(cell.label, found) in text
+    pending = lessons.fixes_sentence({label: None for label in stuck}, "sigmoid x4", epochs, said)
+    assert "collapsed" not in pending  # before every result is in, only what is tested
+
+
 def test_the_lessons_stuck_sigmoid_is_marked_vanishing_and_learning_relu_is_not(lesson_grid):
     """Issue 21.7: the one "vanishing" marks the lesson's own stuck sigmoid x4 (✕ on its first layer) and
     nothing in a ReLU network that learns, nor in the shallow sigmoid one that learns."""

@@ -10,9 +10,10 @@ from fractions import Fraction
 import numpy as np
 import plotly.graph_objects as go
 
+from core.lessons.sentences import collapse_cause_words
 from core.lessons.verdicts import VANISHING_TEXT
 
-from ..records.grid import GridView, vanishing_mask
+from ..records.grid import COLLAPSED_MARK, STUCK_MARK, GridView, vanishing_mask
 from ..records.reported import as_reported as reported, reported_label
 from ..records.run import RunView, finite_values, layer_matrix
 from ..text import plain_label
@@ -20,8 +21,9 @@ from .compare import variant_color
 from .run import HEIGHT, TRAIN_COLOR, VAL_COLOR, VIRIDIS, base_layout, figure_from_spec, panel_domains, waiting_figure
 
 def accuracy_heatmap_figure(grid: GridView, as_reported: bool = False) -> go.Figure:
-    """Rows x depths table of each cell's current accuracy; stuck cells are marked. ``as_reported``: each hover
-    also shows the accuracy as the coursework's reports computed it (app/records/reported.py)."""
+    """Rows x depths table of each cell's current accuracy; collapsed (↯) and stuck (⊘) cells are marked.
+    ``as_reported``: each hover also shows the accuracy as the coursework's reports computed it
+    (app/records/reported.py)."""
     layout = base_layout("Accuracy per network (validation while training, test when done)", x_title="hidden layers",
                      height=max(HEIGHT - 40, 120 + 46 * len(grid.rows)),
                      yaxis={"autorange": "reversed", "type": "category"}, xaxis={"type": "category"})
@@ -42,11 +44,15 @@ def accuracy_heatmap_figure(grid: GridView, as_reported: bool = False) -> go.Fig
                 hover[r][c] = f"{plain_label(cell.label)}<br>{status}"
                 continue
             z[r][c] = round(float(latest["acc"]), 4)
-            mark = " ⊘" if cell.stuck else (" ✕" if status == "diverged" else "")
+            collapse = cell.collapse
+            mark = (f" {COLLAPSED_MARK}" if collapse is not None else "") + (
+                f" {STUCK_MARK}" if cell.stuck else (" ✕" if status == "diverged" else ""))
             text[r][c] = f"{latest['acc']:.2f}{mark}"
             hover[r][c] = (f"{plain_label(cell.label)}<br>{latest['split']} accuracy {latest['acc']:.4f}"
                            f"<br>{latest['split']} loss {latest['loss']:.4f}<br>{status}"
                            + ("<br>stuck: loss ≈ ln(classes), accuracy ≈ its predicted class's share" if cell.stuck else "")
+                           + (f"<br>collapsed: {collapse.answers:.0%} of its test answers one class<br>cause: "
+                              f"{collapse_cause_words(collapse)}" if collapse is not None else "")
                            + (f"<br>vanishing: its first layer's gradient below {VANISHING_TEXT} of the output layer's"
                               if cell.vanishing else ""))
             if as_reported:

@@ -3,7 +3,8 @@
 :func:`reduce_grid` turns a grid job's events into a :class:`GridView`: one
 :class:`~app.records.run.RunView` per cell (so every single-run figure works on a cell) placed in
 a table whose columns are depths and whose rows are everything else that varies (activation,
-init, norm, variant). :func:`cells_table` is the final table; :func:`stuck_note` explains it.
+init, norm, variant). :func:`cells_table` is the final table; :func:`stuck_note` explains the stuck (⊘)
+and collapsed (↯) cells.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import numpy as np
 import pandas as pd
 
 from core.lessons import verdicts
-from core.lessons.sentences import REPORTED_BUG, printed_as_reported
+from core.lessons.sentences import REPORTED_BUG, collapse_cause_words, collapsed_sentence, printed_as_reported
 
 from ..text import clock, epoch_text
 from .run import RunView, finite_values, layer_matrix, reduce_events, run_status
+
+STUCK_MARK, COLLAPSED_MARK = "⊘", "↯"
 
 
 @dataclass
@@ -28,6 +31,7 @@ class GridCell:
     row: str  # what varies apart from depth, e.g. "sigmoid"
     depth: int
     view: RunView
+    events: list = field(default_factory=list)  # the cell's own single-run events, as the view was reduced from
 
     @property
     def n_classes(self) -> int:
@@ -61,6 +65,12 @@ class GridCell:
         """core.lessons.verdicts.is_vanishing: the band chart marks the first layer early in training."""
         _, _, matrix = layer_matrix(self.view, "grad_norm")
         return verdicts.is_vanishing(matrix.T.tolist())
+
+    @property
+    def collapse(self) -> verdicts.Collapse | None:
+        """core.lessons.verdicts.run_collapse of the cell's events (what the sentences read): None until it has a
+        test, or when it has not collapsed."""
+        return verdicts.run_collapse(self.events)
 
     @property
     def top_prediction(self) -> tuple[float, float] | None:
@@ -120,8 +130,9 @@ def reduce_grid(events: list) -> GridView:
         return grid
     for i, cell in enumerate(grid.started.cells):
         depth = len(cell["config"].get("hidden", []))
+        own = per_cell.get(i, [])
         grid.cells.append(GridCell(i, cell["label"], cell["config"], _row_label(cell["label"], depth), depth,
-                                   reduce_events(per_cell.get(i, []))))
+                                   reduce_events(own), own))
     return grid
 
 
@@ -138,15 +149,18 @@ def vanishing_mask(view: RunView) -> tuple[list[str], np.ndarray, np.ndarray, np
 
 def cells_table(grid: GridView) -> pd.DataFrame:
     """One row per cell: status, accuracy and loss, what a network that learned nothing scores, stuck,
-    vanishing, and how much weaker the first layer's gradient is than the output layer's at the latest log point."""
+    collapsed and its cause, vanishing, and how much weaker the first layer's gradient is than the output layer's at the latest log point."""
     rows = []
     for cell in grid.cells:
         latest = cell.latest or {}
         names, steps, matrix, _ = vanishing_mask(cell.view)
         ratio = float(matrix[0, -1] / matrix[-1, -1]) if len(steps) and matrix[-1, -1] > 0 else float("nan")
         top = cell.top_prediction
+        collapse = cell.collapse
         rows.append({"network": cell.label, "status": cell.view.status,
                      "accuracy": latest.get("acc"), "loss": latest.get("loss"), "stuck": cell.stuck,
+                     "collapsed": collapse is not None,
+                     "collapse cause": collapse_cause_words(collapse) if collapse is not None else None,
                      "most predicted class: share of answers": top[0] if top else None,
                      "its share of the test set": top[1] if top else None,
                      "ln(classes)": math.log(cell.n_classes), "vanishing": cell.vanishing,
@@ -155,10 +169,14 @@ def cells_table(grid: GridView) -> pd.DataFrame:
 
 
 def stuck_note(grid: GridView) -> str | None:
-    """Why the marked networks are stuck, with one of them as the example (None when none is)."""
+    """Why the ⊘ networks are stuck, with one of them as the example, and which ↯ networks collapsed and why
+    (None when none is either)."""
+    collapsed = {c.label: c.collapse for c in grid.cells}
+    collapse_words = (f"{COLLAPSED_MARK} marks a collapsed network: nearly every test answer is one class. "
+                      + collapsed_sentence(collapsed)) if any(collapsed.values()) else ""
     stuck = [c for c in grid.cells if c.stuck]
     if not stuck:
-        return None
+        return collapse_words or None
     k = stuck[0].n_classes
     example = next((c for c in stuck if c.top_prediction is not None), None)
     detail = ""
@@ -170,16 +188,16 @@ def stuck_note(grid: GridView) -> str | None:
     if example is not None:
         reported = (f" As the report did it, {example.label} would print "
                     f"{printed_as_reported(example.latest['acc'], k):.4f}.")
-    return (f"⊘ marks a stuck network ({len(stuck)} here): its loss sits at ln {k} = {math.log(k):.4f}, the loss of "
-            f"guessing uniformly, and its accuracy is the share of the class it predicts.{detail} (The coursework "
-            f"printed 0.0099 for such networks: {REPORTED_BUG}.{reported})")
+    return (f"{STUCK_MARK} marks a stuck network ({len(stuck)} here): its loss sits at ln {k} = {math.log(k):.4f}, the "
+            f"loss of guessing uniformly, and its accuracy is the share of the class it predicts.{detail} (The "
+            f"coursework printed 0.0099 for such networks: {REPORTED_BUG}.{reported}) {collapse_words}").strip()
 
 
 def default_cell(grid: GridView) -> str | None:
-    """The cell to look inside first: the deepest stuck one, else the deepest of the first row."""
+    """The cell to look inside first: the deepest stuck or collapsed one, else the deepest of the first row."""
     if not grid.cells:
         return None
-    stuck = [c.label for c in grid.cells if c.stuck]
+    stuck = [c.label for c in grid.cells if c.stuck or c.collapse is not None]
     return stuck[-1] if stuck else max(grid.cells, key=lambda c: (c.row == grid.rows[0], c.depth)).label
 
 

@@ -118,12 +118,22 @@ def _grid_part(key: str, polling: bool, as_reported: bool = False) -> None:
         st.dataframe(shown_cells_table(grid, as_reported), hide_index=True, width="stretch", key=f"vg_table_{key}",
                      placeholder="n/a", column_config=TABLE_COLUMNS | REPORTED_COLUMNS)
         st.caption("Final test metrics of every network. A stuck network gives (almost) every input the same "
-                   "answer: its accuracy is that class's share of the test set and its loss ln(classes). The last "
+                   "answer: its accuracy is that class's share of the test set and its loss ln(classes). Collapsed: "
+                   "at least 9 in 10 test answers are one class, whatever the loss; its cause is read from the layer "
+                   "probes (dead ReLU units, vanishing gradients, saturated sigmoid/tanh units). The last "
                    f"column: how much weaker the first layer's gradient is than the output layer's; vanishing: it "
                    f"was below {VANISHING_TEXT} of it (✕ in the gradient chart) at most of the first log points.")
         if st.button("Open this network in the Playground", key="vg_open", icon="🧪",
                      help="Its result is stored on its own, so it replays there at once."):
             open_in_playground(RunConfig.from_dict(cell.config))
+
+
+def cell_runs(key: str | None) -> list[tuple[str, list]]:
+    """(label, the cell's own events) for every cell of a grid job: what the collapse verdicts read."""
+    state = job_state(key) if key is not None else None
+    if state is None:
+        return []
+    return [(c.label, c.events) for c in grid_of(state).cells]
 
 
 def finished_cells(key: str | None) -> list[tuple[str, object]]:

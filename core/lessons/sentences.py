@@ -21,7 +21,7 @@ from core.lab.gradcheck.mistakes import NEAR_ONE, SEED_VALUE, reads_one
 from core.lab.gradcheck.result import GOOD, GradCheck
 from core.engine.train import VAL_SUBSET, scored_train_examples
 from core.lessons.noise import Scored, beyond_noise, noise_margin
-from core.lessons.verdicts import is_stuck
+from core.lessons.verdicts import VANISHING_TEXT, Collapse, is_stuck, run_collapse
 
 
 def join_words(items: Sequence[str]) -> str:
@@ -49,11 +49,50 @@ def stuck_verdicts(cells: Sequence[tuple[str, Any]]) -> dict[str, bool | None]:
     return out
 
 
-def fixes_sentence(stuck: Mapping[str, bool | None], baseline: str, epochs: int) -> str:
-    """Which fixes of the deep sigmoid network learned and which stayed stuck.
+def collapse_verdicts(runs: Sequence[tuple[str, Sequence[Event]]]) -> dict[str, Collapse | None]:
+    """label -> core.lessons.verdicts.run_collapse (what the grid's ↯ marks) for (label, the run's events) pairs;
+    None while a run has no test yet, or when it has not collapsed."""
+    return {label: run_collapse(events) for label, events in runs}
+
+
+def collapse_cause_words(found: Collapse) -> str:
+    """What the probes say caused a collapse, each named cause with the figure it was read from."""
+    parts = []
+    if found.dead is not None:
+        layer, share = found.dead
+        parts.append(f"dead units ({share:.0%} of hidden layer {layer}'s ReLU units output 0 for every probe input, so "
+                     "no gradient reaches their weights to revive them)")
+    if found.vanishing:
+        parts.append(f"vanishing gradients (its first layer's gradient was below {VANISHING_TEXT} of the output "
+                     "layer's from the start)")
+    if found.saturated is not None:
+        layer, share = found.saturated
+        parts.append(f"saturation ({share:.0%} of hidden layer {layer}'s outputs sit where the activation is flat, "
+                     "passing back less than a tenth of the gradient)")
+    if not parts:
+        return "none that the probes show (no dead or saturated layer, no vanishing gradient)"
+    return join_words(parts)
+
+
+def collapse_text(label: str, found: Collapse) -> str:
+    """One collapsed network in words: how many answers are one class, and the cause."""
+    return (f"{_cap(label)} collapsed: {found.answers:.0%} of its test answers are one class (that class is "
+            f"{found.class_share:.0%} of the test set). Cause: {collapse_cause_words(found)}.")
+
+
+def collapsed_sentence(collapsed: Mapping[Any, Collapse | None] | None, name: Any = str) -> str:
+    """:func:`collapse_text` of every collapsed run in ``collapsed`` (label -> collapse or None), each label
+    written by ``name``; empty when none has collapsed."""
+    return " ".join(collapse_text(name(label), found) for label, found in (collapsed or {}).items()
+                    if found is not None)
+
+
+def fixes_sentence(stuck: Mapping[str, bool | None], baseline: str, epochs: int,
+                   collapsed: Mapping[str, Collapse | None] | None = None) -> str:
+    """Which fixes of the deep sigmoid network learned and which stayed stuck, and which collapsed and why.
 
     ``stuck`` maps each run's label (``baseline`` = the unfixed network) to its stuck verdict,
-    None while the run is not finished."""
+    None while the run is not finished; ``collapsed`` each label to :func:`collapse_verdicts`'s answer."""
     fixes = [label for label in stuck if label != baseline]
     if any(v is None for v in stuck.values()):
         return (f"The experiment: does the deep sigmoid network ({baseline}) stay stuck, and which of "
@@ -69,7 +108,7 @@ def fixes_sentence(stuck: Mapping[str, bool | None], baseline: str, epochs: int)
         verb = "stays" if len(still) == 1 else "stay"
         parts.append(f"{_cap(join_words(still))} {verb} stuck: "
                      + ("not every fix is enough here." if learned else "none of the fixes was enough here."))
-    return " ".join(parts)
+    return " ".join(parts + [collapsed_sentence(collapsed)]).strip()
 
 
 PLATEAU_SHARE = 0.05  # a loss within this share of ln(classes) is still on the plateau of a uniform answer
@@ -93,9 +132,18 @@ def plateau_verdicts(cells: Sequence[tuple[str, Any]]) -> dict[str, bool | None]
 
 
 def seeds_sentence(stuck: Mapping[int, bool | None], epochs: int,
-                   plateau: Mapping[int, bool | None] | None = None) -> str:
+                   plateau: Mapping[int, bool | None] | None = None,
+                   collapsed: Mapping[int, Collapse | None] | None = None) -> str:
     """How many seeds of the same network got stuck, and which of the others only started to leave the plateau
-    (``plateau``: seed -> loss still within PLATEAU_SHARE of ln(classes), see :func:`plateau_verdicts`)."""
+    (``plateau``: seed -> loss still within PLATEAU_SHARE of ln(classes), see :func:`plateau_verdicts`), then
+    which seeds collapsed and why (``collapsed``: seed -> :func:`collapse_verdicts`'s answer)."""
+    if any(v is None for v in stuck.values()):
+        return _seeds_outcome(stuck, epochs, plateau)
+    return " ".join([_seeds_outcome(stuck, epochs, plateau),
+                     collapsed_sentence(collapsed, lambda seed: f"Seed {seed}")]).strip()
+
+
+def _seeds_outcome(stuck: Mapping[int, bool | None], epochs: int, plateau: Mapping[int, bool | None] | None) -> str:
     seeds = sorted(stuck)
     if any(v is None for v in stuck.values()):
         return (f"The experiment: the same network trained with seeds {join_words([str(s) for s in seeds])} "
