@@ -4,6 +4,7 @@ AppTest never fires ``run_every`` timers, so a test waits for the job itself and
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -16,6 +17,7 @@ from apptest_helpers import open_page as open_app_page
 from apptest_helpers import texts
 from app.figures import grid as gf
 from app.records import grid as gr
+from app.records.run import reduce_events
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, run_grid
 from core.engine.data import load_dataset
@@ -301,3 +303,12 @@ def test_figures_wait_politely_before_data():
     for fig in (gf.accuracy_heatmap_figure(empty), gf.loss_multiples_figure(empty)):
         assert fig.layout.annotations and "Waiting" in fig.layout.annotations[0].text
     assert gr.cells_table(empty).empty
+
+
+def test_a_network_with_no_gradient_anywhere_says_so_instead_of_an_empty_chart(stuck_grid_events):
+    """A dead ReLU network's norms are all exactly 0: the band says nothing flows back, not a blank chart."""
+    cell = gr.reduce_grid(stuck_grid_events).cell_at("sigmoid", 8)
+    dead = [dataclasses.replace(e, grad_norm=[0.0] * len(e.grad_norm)) if e.kind == "layers" else e for e in cell.events]
+    said = [a.text for a in gf.gradient_band_figure(reduce_events(dead)).layout.annotations]
+    assert said == [gf.NO_GRADIENT]
+    assert gf.NO_GRADIENT not in [a.text for a in gf.gradient_band_figure(cell.view).layout.annotations]

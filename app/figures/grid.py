@@ -119,6 +119,10 @@ def loss_multiples_figure(grid: GridView) -> go.Figure:
     return figure_from_spec(data, layout)
 
 
+NO_GRADIENT = ("No layer has a nonzero, finite gradient at any log point: nothing flows back to train the weights "
+               "(see the collapse cause in the table below).")
+
+
 def gradient_band_figure(view: RunView, label: str = "") -> go.Figure:
     """Layer x time heatmap of the gradient norm (log10), the layers core.lessons.verdicts calls vanished marked."""
     title = f"Gradient norm per layer over time (log10){': ' + plain_label(label, 30) if label else ''}"
@@ -129,6 +133,8 @@ def gradient_band_figure(view: RunView, label: str = "") -> go.Figure:
         return waiting_figure(layout)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.log10(np.where(matrix > 0, matrix, np.nan))
+    if np.isnan(z).all():  # e.g. a dead ReLU network: every norm exactly 0, an empty chart would say nothing
+        return waiting_figure(layout, NO_GRADIENT)
     y = [plain_label(n) for n in names]
     data = [{"type": "heatmap", "x": steps.tolist(), "y": y, "z": np.round(z, 3).tolist(), "colorscale": VIRIDIS,
              "colorbar": {"title": {"text": "log10 ‖∇W‖"}, "thickness": 12},
