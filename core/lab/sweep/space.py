@@ -23,7 +23,7 @@ from core.engine import catalog
 from core.engine import data as datasets
 from core.engine.config import (FIELDS, MAX_HIDDEN_LAYERS, MAX_WIDTH, ConfigError, RunConfig, format_value,
                                 knob_of, parse_value)
-from core.engine.task import TaskConfig
+from core.engine.task import MAX_DIGITS, TaskConfig, clipped, shortened
 from core.engine.models import count_parameters
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -109,19 +109,13 @@ class Dist:
         low, _, high = rest.partition(":")
         if kind in ("i", "l") and low and high:
             return cls(name, "int" if kind == "i" else "log", (), low, high)
-        raise ConfigError({shown(name): f"Search range for {shown(name)} must look like c:a,b or i:1:5 or "
-                                        f"l:0.0001:0.01, got {shown(text)}"})
-
-
-def shown(value: Any, limit: int = 40) -> str:
-    """``value`` as a refusal quotes it: its repr, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+        raise ConfigError({shortened(name): f"Search range for {shortened(name)} must look like c:a,b or i:1:5 or "
+                                        f"l:0.0001:0.01, got {shortened(text)}"})
 
 
 def first_few(values: Sequence[Any]) -> str:
     """The first SHOWN values (each :func:`shown`), then how many more."""
-    text = ", ".join(shown(v) for v in values[:SHOWN])
+    text = ", ".join(shortened(v) for v in values[:SHOWN])
     return text + (f" and {len(values) - SHOWN} more" if len(values) > SHOWN else "")
 
 
@@ -148,16 +142,12 @@ def _choice_problem(name: str, values: Sequence[Any]) -> str | None:
     return f"{knob.label} ({name}) = {first_few(bad)} is not allowed: one of {', '.join(knob.choices)}"
 
 
-def cut(text: str, limit: int = 300) -> str:
-    """A relayed message, at most ``limit`` characters."""
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _parse(name: str, value: Any) -> Any:
     if name in DERIVED:
         text = str(value).strip()
-        if isinstance(value, bool) or not text.lstrip("-").isdigit() or len(text) > 18:
-            raise ValueError(f"{name.capitalize()} must be a whole number of at most 18 digits, got {shown(value)}")
+        if isinstance(value, bool) or not text.lstrip("-").isdigit() or len(text) > MAX_DIGITS:
+            raise ValueError(f"{name.capitalize()} must be a whole number of at most {MAX_DIGITS} digits, "
+                             f"got {shortened(value)}")
         return int(text)
     return parse_value(name, value)
 
@@ -170,7 +160,8 @@ def _clean(dist: Dist) -> Dist:
         hint = " (search depth and width instead)" if name == "hidden" else ""
         raise ConfigError({name: f"{name!r} cannot be searched{hint}"})
     if dist.kind not in KINDS:
-        raise ConfigError({name: f"Distribution of {name!r} must be one of {', '.join(KINDS)}, got {shown(dist.kind)}"})
+        raise ConfigError({name: f"Distribution of {name!r} must be one of {', '.join(KINDS)}, "
+                                 f"got {shortened(dist.kind)}"})
     if dist.kind == "categorical" and len(dist.choices) > MAX_CHOICES:
         raise ConfigError({name: f"Search space for {name} lists {len(dist.choices)} values: at most {MAX_CHOICES}"})
     try:
@@ -184,7 +175,7 @@ def _clean(dist: Dist) -> Dist:
             low, high = _parse(name, dist.low), _parse(name, dist.high)
             values = (low, high)
     except ValueError as exc:
-        raise ConfigError({name: cut(str(exc))}) from None
+        raise ConfigError({name: clipped(str(exc))}) from None
     problem = _derived_problem(name, values) if name in DERIVED else _choice_problem(name, values)
     if problem:
         raise ConfigError({name: f"Search space for {name}: {problem}"})
@@ -195,9 +186,10 @@ def _clean(dist: Dist) -> Dist:
         raise ConfigError({name: f"An integer range needs a whole-number setting; {name!r} is not one"})
     if dist.kind == "log" and (kind_of != "float" or not low > 0):
         raise ConfigError({name: f"A log-uniform range needs a number setting with a lower end above 0; "
-                                 f"{name!r} from {shown(low)} is not one"})
+                                 f"{name!r} from {shortened(low)} is not one"})
     if low > high:
-        raise ConfigError({name: f"Search range for {name!r} runs from {shown(low)} down to {shown(high)}: swap the ends"})
+        raise ConfigError({name: f"Search range for {name!r} runs from {shortened(low)} down to {shortened(high)}: "
+                                 "swap the ends"})
     return Dist(name, dist.kind, (), float(low) if dist.kind == "log" else int(low),
                 float(high) if dist.kind == "log" else int(high))
 
@@ -210,7 +202,7 @@ def trial_config(base: RunConfig, params: Mapping[str, Any]) -> RunConfig:
         width = width if width is not None else (base.hidden[0] if base.hidden else 64)
         depth = depth if depth is not None else len(base.hidden)
         if not 0 <= depth <= MAX_HIDDEN_LAYERS:  # before (width,) * depth is built
-            raise ConfigError({"hidden": f"Depth = {shown(depth)}: allowed 0-{MAX_HIDDEN_LAYERS} hidden layers"})
+            raise ConfigError({"hidden": f"Depth = {shortened(depth)}: allowed 0-{MAX_HIDDEN_LAYERS} hidden layers"})
         params["hidden"] = (int(width),) * int(depth)
     return base.replace(**params)
 
@@ -257,13 +249,13 @@ class SweepConfig(TaskConfig):
             twice = sorted({n for n in names if names.count(n) > 1})
             problems["space"] = f"The search space names a knob twice: {first_few(twice)}"
         if self.sampler not in SAMPLERS:
-            problems["sampler"] = f"Sampler {shown(self.sampler)} is not allowed: one of {', '.join(SAMPLERS)}"
+            problems["sampler"] = f"Sampler {shortened(self.sampler)} is not allowed: one of {', '.join(SAMPLERS)}"
         if self.pruner not in PRUNERS:
-            problems["pruner"] = f"Pruner {shown(self.pruner)} is not allowed: one of {', '.join(PRUNERS)}"
+            problems["pruner"] = f"Pruner {shortened(self.pruner)} is not allowed: one of {', '.join(PRUNERS)}"
         for name, lo, hi in (("trials", 1, MAX_TRIALS), ("seed", 0, 2**31 - 1), ("parallel", 0, MAX_PARALLEL)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                problems[name] = f"{name.capitalize()} = {shown(value)}: allowed {lo}-{hi}"
+                problems[name] = f"{name.capitalize()} = {shortened(value)}: allowed {lo}-{hi}"
         if not problems:
             problems.update(self._space_problems())
         if problems:
@@ -291,14 +283,14 @@ class SweepConfig(TaskConfig):
                 try:
                     trial_config(self.base, {dist.name: value})
                 except ConfigError as exc:
-                    return {dist.name: cut(f"Search space for {dist.name}: {exc}")}
+                    return {dist.name: clipped(f"Search space for {dist.name}: {exc}")}
         if "depth" in self.names and "width" in self.names:
             depth, width = self.dist("depth"), self.dist("width")
             for d, w in itertools.product(depth.ends(), width.ends()):
                 try:
                     trial_config(self.base, {"depth": d, "width": w})
                 except ConfigError as exc:
-                    return {"depth": cut(f"Search space for depth x width: {exc}")}
+                    return {"depth": clipped(f"Search space for depth x width: {exc}")}
         return {}
 
     # --- derived ----------------------------------------------------------------------------------
@@ -413,7 +405,8 @@ class SweepConfig(TaskConfig):
                     try:
                         settings[name] = int(value)
                     except ValueError:
-                        raise ConfigError({name: f"{name.capitalize()} must be a whole number, got {shown(value)}"}) from None
+                        raise ConfigError({name: f"{name.capitalize()} must be a whole number, "
+                                                 f"got {shortened(value)}"}) from None
         space = tuple(Dist.from_text(k[len("space_"):], v) for k, v in sorted(query.items()) if k.startswith("space_"))
         return cls(base=base, space=space, **settings)
 
