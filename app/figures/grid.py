@@ -20,6 +20,8 @@ from ..text import plain_label
 from .compare import variant_color
 from .run import HEIGHT, TRAIN_COLOR, VAL_COLOR, VIRIDIS, base_layout, figure_from_spec, panel_domains, waiting_figure
 
+PANEL_GAP = 0.12  # the gap between two columns of the loss small multiples, in widths of a panel
+
 def accuracy_heatmap_figure(grid: GridView, as_reported: bool = False) -> go.Figure:
     """Rows x depths table of each cell's current accuracy; collapsed (↯) and stuck (⊘) cells are marked.
     ``as_reported``: each hover also shows the accuracy as the coursework's reports computed it
@@ -67,55 +69,65 @@ def accuracy_heatmap_figure(grid: GridView, as_reported: bool = False) -> go.Fig
 def loss_multiples_figure(grid: GridView) -> go.Figure:
     """Small multiples: train and validation loss of every cell against epochs, ln(classes) dotted.
 
-    Built as a raw spec with hand-placed axes (make_subplots and validated traces take ~50x longer,
-    while the training threads wait for the GIL)."""
+    Drawn on one x axis (the columns side by side, each from 0 to the last epoch, hover shows the true
+    epoch) and one y axis per row, not one subplot per cell: a browser draws a subplot's axes, ticks and
+    margins one by one, and 24 of them cost more than all the other charts of the page together. Built as a
+    raw spec (make_subplots and validated traces take ~50x longer, while the training threads wait for the GIL)."""
     if not grid.cells:
         return waiting_figure(base_layout("Loss of every network"), "Waiting for the grid to start…")
     rows, depths = grid.rows, grid.depths
     n_classes = grid.cells[0].n_classes
     ceiling = math.log(n_classes)
     n_rows, n_cols = len(rows), len(depths)
-    domains = panel_domains(n_rows, n_cols, Fraction(3, 250), min(Fraction(1, 10), Fraction(1, 2 * n_rows)))
+    row_gap = min(Fraction(1, 10), Fraction(1, 2 * n_rows))
+    domains = panel_domains(n_rows, 1, Fraction(0), row_gap)
+    last_epoch = max((float(c.view.evals["epoch"].max()) for c in grid.cells if len(c.view.evals)), default=1.0)
+    span = max(last_epoch, 1e-9)
+    gap = span * PANEL_GAP
+    offsets = [c * (span + gap) for c in range(n_cols)]
+    ticks = [0.0, last_epoch / 2]  # each panel's right end is the next one's start: no label there to collide
     layout = {"title": {"text": f"Loss of every network (dotted: ln {n_classes} = {ceiling:.3f}, the loss of a "
                                 "network that learned nothing)", "x": 0, "xanchor": "left", "font": {"size": 15}},
               "height": 120 + 150 * n_rows, "margin": {"l": 10, "r": 10, "t": 84, "b": 10}, "uirevision": "keep",
               "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0 + 34 / (150 * n_rows), "xanchor": "right",
                          "x": 1},
+              "xaxis": {"range": [-gap / 2, offsets[-1] + span + gap / 2], "anchor": f"y{n_rows if n_rows > 1 else ''}",
+                        "tickvals": [o + t for o in offsets for t in ticks],
+                        "ticktext": [f"{t:.3g}" for _ in offsets for t in ticks], "tickfont": {"size": 9},
+                        "showgrid": False, "zeroline": False},
               "annotations": [], "shapes": []}
     data, top = [], ceiling * 1.3
     for r, row in enumerate(rows):
+        suffix = "" if r == 0 else str(r + 1)
+        _, _, y0, y1 = domains[r][0]
+        layout[f"yaxis{suffix}"] = {"domain": [y0, y1], "anchor": "x", "tickfont": {"size": 9},
+                                    **({"matches": "y"} if r else {})}
         for c, depth in enumerate(depths):
             cell = grid.cell_at(row, depth)
             if cell is None:
                 continue
-            i = r * n_cols + c + 1
-            suffix = "" if i == 1 else str(i)
-            x0, x1, y0, y1 = domains[r][c]
-            shared = {"matches": "x"} if i > 1 else {}
-            layout[f"xaxis{suffix}"] = {"domain": [x0, x1], "anchor": f"y{suffix}",
-                                        "tickfont": {"size": 9}, "showticklabels": r == n_rows - 1, **shared}
-            layout[f"yaxis{suffix}"] = {"domain": [y0, y1], "anchor": f"x{suffix}",
-                                        "tickfont": {"size": 9}, "showticklabels": c == 0,
-                                        **({"matches": "y"} if i > 1 else {})}
+            x0, x1 = offsets[c], offsets[c] + span
             layout["annotations"].append({"text": plain_label(cell.label, 24), "x": (x0 + x1) / 2, "y": y1,
-                                          "xref": "paper", "yref": "paper", "xanchor": "center", "yanchor": "bottom",
+                                          "xref": "x", "yref": "paper", "xanchor": "center", "yanchor": "bottom",
                                           "showarrow": False, "font": {"size": 11}})
-            layout["shapes"].append({"type": "line", "xref": f"x{suffix} domain", "x0": 0, "x1": 1,
+            layout["shapes"].append({"type": "line", "xref": "x", "x0": x0, "x1": x1,
                                      "yref": f"y{suffix}", "y0": ceiling, "y1": ceiling,
                                      "line": {"dash": "dot", "color": "gray", "width": 1}})
             ev = cell.view.evals
+            if not len(ev):
+                continue
+            epochs = ev["epoch"].to_numpy(dtype=np.float32)
             for column, color, name in (("train_loss", TRAIN_COLOR, "train"), ("val_loss", VAL_COLOR, "validation")):
-                if not len(ev):
-                    continue
                 y = finite_values(ev[column])
                 if np.isfinite(y).any():
                     top = max(top, min(float(np.nanmax(y)), ceiling * 3))
-                data.append({"type": "scatter", "x": ev["epoch"].to_numpy(), "y": y, "mode": "lines", "name": name,
-                             "legendgroup": name, "showlegend": len(data) < 2, "xaxis": f"x{suffix}",
-                             "yaxis": f"y{suffix}", "line": {"color": color, "width": 1.5},
-                             "hovertemplate": f"{plain_label(cell.label)}<br>epoch %{{x:.2f}}<br>{name} loss "
+                data.append({"type": "scatter", "x": (epochs + np.float32(x0)).astype(np.float32),
+                             "y": y.astype(np.float32), "customdata": epochs, "mode": "lines", "name": name,
+                             "legendgroup": name, "showlegend": len(data) < 2, "xaxis": "x", "yaxis": f"y{suffix}",
+                             "line": {"color": color, "width": 1.5},
+                             "hovertemplate": f"{plain_label(cell.label)}<br>epoch %{{customdata:.2f}}<br>{name} loss "
                                               "%{y:.4f}<extra></extra>"})
-    layout["yaxis"] = {**layout.get("yaxis", {}), "range": [0, top]}
+    layout["yaxis"] = {**layout["yaxis"], "range": [0, top]}
     return figure_from_spec(data, layout)
 
 

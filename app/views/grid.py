@@ -54,8 +54,8 @@ def grid_status(state: JobState, grid: GridView, cancel_help: str) -> None:
             st.caption(plain(note))
 
 
-def _stuck(grid: GridView) -> None:
-    note = stuck_note(grid)
+def _stuck(grid: GridView, vkey: tuple) -> None:
+    note = cached(vkey, "stuck_note", lambda: stuck_note(grid))
     if note:
         st.caption(plain(note))
 
@@ -79,7 +79,7 @@ def _grid_part(key: str, polling: bool, as_reported: bool = False) -> None:
            f"vg_heat_{key}")
     st.caption("Each square is one network: brighter = more accurate. Read a row left to right to see what depth "
                "does to one activation. Networks that learned nothing stand out as dark squares.")
-    _stuck(grid)
+    _stuck(grid, vkey)
     _chart(cached(vkey, "loss_multiples", lambda: gf.loss_multiples_figure(grid)), f"vg_losses_{key}")
     st.caption("The loss of every network as it trains. A curve that stays flat on the dotted line never got a "
                "useful gradient into its first layers.")
@@ -115,7 +115,8 @@ def _grid_part(key: str, polling: bool, as_reported: bool = False) -> None:
             st.caption("How far each weight of the first layer moved from its initial value (log colour scale). "
                        "The coursework printed these numbers; in a stuck network they stay tiny.")
     if not polling:
-        st.dataframe(shown_cells_table(grid, as_reported), hide_index=True, width="stretch", key=f"vg_table_{key}",
+        table = cached(vkey, ("cells_table", as_reported), lambda: shown_cells_table(grid, as_reported))
+        st.dataframe(table, hide_index=True, width="stretch", key=f"vg_table_{key}",
                      placeholder="n/a", column_config=TABLE_COLUMNS | REPORTED_COLUMNS)
         st.caption("Final test metrics of every network. A stuck network gives (almost) every input the same "
                    "answer: its accuracy is that class's share of the test set and its loss ln(classes). Collapsed: "
@@ -167,7 +168,8 @@ def _fixes_part(key: str, polling: bool, as_reported: bool = False) -> None:
     with right:
         _chart(cached(vkey, "fix_acc", lambda: overlay_figure(runs, "acc")), f"vg_fixacc_{key}")
         st.caption("Accuracy of each version over time (solid: validation, dashed: train).")
-    _stuck(grid)
+    _stuck(grid, vkey)
     if not polling:
-        st.dataframe(shown_cells_table(grid, as_reported), hide_index=True, width="stretch",
+        table = cached(vkey, ("cells_table", as_reported), lambda: shown_cells_table(grid, as_reported))
+        st.dataframe(table, hide_index=True, width="stretch",
                      key=f"vg_fixtable_{key}", placeholder="n/a", column_config=TABLE_COLUMNS | REPORTED_COLUMNS)
