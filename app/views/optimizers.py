@@ -72,10 +72,10 @@ def lesson_data_notice() -> str:
 
 def _race_sentence(runs: list[dict]) -> None:
     states, _, _ = family_states(runs)
-    finals = {r["label"]: sentences.gap_run(s.events) if s is not None else None for r, s in zip(runs, states)}
-    ended = {r["label"]: s.status for r, s in zip(runs, states)
-             if s is not None and s.done and finals[r["label"]] is None}
-    st.info(plain(sentences.race_sentence({label: run.val if run else None for label, run in finals.items()},
+    names = [records.TITLES.get(r["label"], r["label"]) for r in runs]
+    finals = {name: sentences.gap_run(s.events) if s is not None else None for name, s in zip(names, states)}
+    ended = {name: s.status for name, s in zip(names, states) if s is not None and s.done and finals[name] is None}
+    st.info(plain(sentences.race_sentence({name: run.val if run else None for name, run in finals.items()},
                                           ended)), icon="🏁")
 
 

@@ -330,10 +330,10 @@ def race_sentence(finals: Mapping[str, Scored | None], ended: Mapping[str, str] 
         margin = max(noise_margin(best, scored[label]) for label in level)
         tied = join_words([f"{label} ({scored[label].acc:.3f})" for label in [ranked[0], *level]])
         if not behind:
-            parts.append(f"No optimizer won: {tied} ended level, every difference within the noise "
+            parts.append(f"No optimizer won: {tied} ended level, each within the noise of the best "
                          f"(±{margin:.3f} for accuracies scored on {examples}).")
         else:
-            parts.append(f"No single winner: {tied} ended level at the top, their differences within the noise "
+            parts.append(f"No single winner: {tied} ended level at the top, each within the noise of the best "
                          f"(±{margin:.3f} for accuracies scored on {examples}).")
     if behind and len(ranked) > 1:
         words = [f"{label} ({scored[label].acc:.3f})" for label in behind]
