@@ -77,13 +77,17 @@ def job_keys(runs: list[dict]) -> list[str]:
 
 
 def shown_family(family: list[tuple[str, Any]], slot: str) -> list[dict] | None:
-    """The family a page shows: its own variants when this server has every one of them (a link or a fresh
-    browser shows stored results at once), else the job ids this session last started from ``slot``."""
-    manager = get_manager()
+    """The family a page shows: what this session started from ``slot`` when it is this family; else the
+    family's own variants when this server has every one of them (a link or a fresh browser shows stored
+    results at once); else what this session started last (None before any)."""
+    started = st.session_state.get(slot)
     entries = [{"label": label, "key": cfg.key()} for label, cfg in family]
+    if started and [r["key"] for r in started] == [e["key"] for e in entries]:
+        return started
+    manager = get_manager()
     if entries and all(manager.snapshot(entry["key"]) is not None for entry in entries):
         return entries
-    return st.session_state.get(slot)
+    return started
 
 
 def family_status(runs: list[dict] | None) -> str | None:
