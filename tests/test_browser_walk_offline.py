@@ -77,7 +77,7 @@ def test_offline_optimizers_race_trains_on_digits_with_one_notice_and_draws(offl
         text = _wait_text(page, r" won: | ended level", 600)
         page.wait_for_timeout(2000)  # the final charts draw
         text = _text(page)
-        _shot(page, "offline_optimizers.png")
+        _shot(page, "walk_offline_optimizers.png")
         assert text.count(NOTICE) == 1, text  # one notice for the page, not one per optimizer
         assert "Digits" in text and "Fashion-MNIST" in text  # what replaced what
         assert "Failed" not in text and "GRADIENT_LAB" not in text and "/tmp" not in text and "/raw" not in text
@@ -89,7 +89,8 @@ def test_offline_optimizers_race_trains_on_digits_with_one_notice_and_draws(offl
 # page path, its train button, text that only its results show (with the wait for training)
 WALK = [
     ("/?dataset=moons&hidden=16&epochs=5&log_every=10", "Train", r"Test accuracy", 300),
-    ("/vanishing", "Train the grid", r"Stuck|stuck", 900),
+    ("/vanishing?dataset=digits&epochs=2&depths=1-2&activations=sigmoid,relu&log_every=10", "Train the grid",
+     r"Inside one network", 900),
     ("/regularization", None, r"3 · Compare", 900),
     ("/optimizers", "Train the six optimizers", r" won: | ended level", 600),
     ("/gradcheck", "Check the gradients", r"Relative difference, all checked entries", 300),
@@ -123,7 +124,7 @@ def test_stored_results_show_at_once_on_a_fresh_link(offline_server, path, butto
         _wait_text(fresh, results, 240)  # at once: nobody pressed a button in this browser
         fresh.wait_for_timeout(1500)
         assert fresh.evaluate(CHARTS_JS) == charts  # the same charts as the browser that trained
-        _shot(fresh, f"fresh_link{path.split('?')[0].replace('/', '_') or '_playground'}.png")
+        _shot(fresh, f"walk_fresh_link{path.split('?')[0].replace('/', '_') or '_playground'}.png")
         browser.close()
 
 

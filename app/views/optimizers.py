@@ -76,7 +76,7 @@ def _race_sentence(runs: list[dict]) -> None:
     finals = {name: sentences.gap_run(s.events) if s is not None else None for name, s in zip(names, states)}
     ended = {name: s.status for name, s in zip(names, states) if s is not None and s.done and finals[name] is None}
     st.info(plain(sentences.race_sentence({name: run.val if run else None for name, run in finals.items()},
-                                          ended)), icon="🏁")
+                                          ended)), icon="ℹ️")
 
 
 def families_view(grids: dict) -> None:
