@@ -48,7 +48,11 @@ def offline_server(tmp_path_factory):
 
 
 def _text(page) -> str:
-    return page.locator('[data-testid="stMain"]').inner_text()
+    """The main area's text ('' while a rerun has it detached on this loaded machine)."""
+    try:
+        return page.locator('[data-testid="stMain"]').inner_text(timeout=120_000)
+    except sync_api.TimeoutError:
+        return ""
 
 
 def _wait_text(page, pattern: str, timeout_s: float) -> str:
@@ -149,7 +153,9 @@ def test_the_library_lists_what_was_stored_on_a_fresh_link(offline_server):
         browser = launch(p)
         page = browser.new_context(viewport=VIEWPORT).new_page()
         page.goto(f"{offline_server}/?dataset=circles&hidden=8&epochs=3&log_every=10")
-        page.get_by_role("button", name="Train", exact=True).click()
+        train = page.get_by_role("button", name="Train", exact=True)
+        train.wait_for(timeout=240_000)
+        train.click()
         _wait_text(page, r"Test accuracy", 300)
         fresh = browser.new_context(viewport=VIEWPORT).new_page()
         fresh.goto(f"{offline_server}/library")
