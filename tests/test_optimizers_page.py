@@ -202,3 +202,15 @@ def test_the_trained_race_shows_on_a_fresh_page_with_its_winner_and_its_own_word
     words = texts(at.caption)
     assert "L1 drives" not in words and "Overfitting shows" not in words and "adaptive rules" in words.lower()
     assert texts(at.warning).count("is not available on this server") == 1
+
+
+def test_near_zero_axis_ticks_read_differently_at_small_shares():
+    """Issue 26.7: shares of at most 1.2% read "0%, 0%, 0%, 1%, 1%" with a whole-percent format."""
+    from app.figures.compare import SHARE_TICKS, share_tickformat
+
+    for largest in (0.012, 0.0047, 0.0009, 0.3, 1.0):
+        decimals = int(share_tickformat(largest)[1:-1])
+        ticks = [k * largest / SHARE_TICKS for k in range(SHARE_TICKS + 1)]
+        labels = [f"{100 * t:.{decimals}f}%" for t in ticks]
+        assert len(set(labels)) == len(labels), (largest, labels)
+    assert share_tickformat(0.0) == ".0%"
