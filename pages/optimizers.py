@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app.forms.optimizers import families_form, race_form, surface_form
-from app.views.jobs import train_button
-from app.views.optimizers import families_view, race_view, rules_view, surface_view
+from app.views.jobs import shown_job, train_button
+from app.views.optimizers import families_view, lesson_data_notice, race_view, rules_view, surface_view
 
 SURFACE_JOB = "opt_surface_job"  # session state holds the job key only
 
@@ -25,9 +25,11 @@ st.caption("Every optimizer starts from the same point and runs the code above o
 settings, upto = race_form()
 race_view(settings, upto)
 
-st.subheader("3 · The real race: Fashion-MNIST", divider="gray")
-st.caption("The LESSONS D network (3 hidden layers of 128 ReLU units, Xavier init) trained six times, once per "
-           "optimizer, in one batched job: the same seed, the same batches and the same initial weights.")
+st.subheader("3 · The real race", divider="gray")
+trained_on = lesson_data_notice()
+st.caption(f"The LESSONS D network (3 hidden layers of 128 ReLU units, Xavier init) trained on {trained_on} six "
+           "times, once per optimizer, in one batched job: the same seed, the same batches and the same initial "
+           "weights. Families trained before on this server show at once.")
 grids = families_form()
 families_view(grids)
 
@@ -39,4 +41,4 @@ st.caption("The trained network's training loss (on a fixed subset of training e
 surface = surface_form()
 train_button(surface, SURFACE_JOB, key="opt_surface_go", label="Compute the loss surface",
              help="Trains the network (recording its weights), then evaluates the loss at every grid point.")
-surface_view(st.session_state.get(SURFACE_JOB))
+surface_view(surface, shown_job(surface, SURFACE_JOB))

@@ -7,7 +7,7 @@ from app.forms import upload
 from app.forms.reported import as_reported_switch
 from app.forms.compare import Keys, base_split, family_editor, submit_comparison, use_dataset
 from app.text import dataset_label, plain, plural
-from app.views.compare import comparison_view, family_status, gap_runs
+from app.views.compare import comparison_view, family_status, gap_runs, shown_family
 from app.views.jobs import train_button
 from core.lessons import sentences as lessons
 
@@ -41,7 +41,7 @@ if form.family:
                         f"{plural(cfg.epochs, 'epoch')} each, batch {cfg.batch_size}, seed {cfg.seed}. New variants "
                         "train together in one job (batched where their shapes allow); variants trained before load "
                         "from the run store at once."))
-runs = st.session_state.get(slot)
+runs = shown_family(form.family, slot)
 if runs:
     if [r["key"] for r in runs] != [c.key() for _, c in form.family]:
         st.info("These are the results of the variants you trained last. The settings above have changed since: "

@@ -17,7 +17,7 @@ if form.sweep is not None:
     space_view(form.sweep, form.trial_gflop, form.budget_problem)
 run_buttons(form.ready)
 
-sweeps = shown_sweeps()
+sweeps = shown_sweeps(form.sweep)
 if sweeps:
     st.subheader("2 · The study", divider="gray")
     study_view(sweeps)

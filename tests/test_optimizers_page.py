@@ -150,3 +150,67 @@ def test_train_buttons_submit_the_d_families_as_one_grid_job_each(isolated_cache
     cells = submitted[-1].cells()
     assert [cfg.loss for _, cfg in cells] == ["cross_entropy", "mse"]
     assert {(cfg.lr_schedule, cfg.lr_gamma) for _, cfg in cells} == {("step", 0.25)}
+
+
+# --- item 7: the race's own sentence, written from the results --------------------------------------
+def test_race_sentence_names_the_winner_only_beyond_the_noise_margin():
+    from core.lessons.noise import Scored, noise_margin
+
+    n = 500
+    best, second, last = Scored(0.90, n), Scored(0.80, n), Scored(0.30, n)
+    text = sentences.race_sentence({"SGD": last, "Adam": best, "Momentum": second})
+    assert "Adam won" in text and f"{best.acc - second.acc:.3f} ahead of the runner-up Momentum" in text
+    assert f"±{noise_margin(best, second):.3f}" in text and "SGD (0.300) ended behind" in text
+    # a difference inside the margin is no difference: no winner is named
+    margin = noise_margin(Scored(0.90, n), Scored(0.90, n))
+    close = Scored(0.90 - margin / 2, n)
+    level = sentences.race_sentence({"Adam": Scored(0.90, n), "Nadam": close})
+    assert "Adam won" not in level and "No optimizer won" in level and "ended level" in level
+    assert f"±{noise_margin(Scored(0.90, n), close):.3f}" in level
+    # while one still trains, only the question is asked; one that diverged is named, without an accuracy
+    assert " won" not in sentences.race_sentence({"Adam": best, "SGD": None})
+    diverged = sentences.race_sentence({"Adam": best, "RMSProp": second, "SGD": None}, {"SGD": "diverged"})
+    assert "Adam won" in diverged and "SGD diverged" in diverged
+
+
+def test_the_trained_race_shows_on_a_fresh_page_with_its_winner_and_its_own_words(isolated_cache, no_mnist):
+    """The six trained once (job manager, offline: Digits) show on a fresh session at once; the sentence names
+    the optimizer whose final validation accuracy is highest in the stored events, and the captions are the
+    race's, not the Regularization page's."""
+    import core.serve.jobs
+    from app.records.optimizers import TITLES, grid_runs
+    from core.engine.config import RunConfig
+    from core.lab.grid import cell_events
+    from core.lessons import families
+
+    grids = families.optimizer_family_grids(1, False, {"lr_schedule": RunConfig().lr_schedule})
+    grid = grids["opt_six"][2]
+    assert grid.base.dataset == "digits"  # no Fashion-MNIST here: the fallback
+    manager = core.serve.jobs.get_manager()
+    snap = manager.wait(manager.submit(grid), timeout=600)
+    assert snap.status == "finished"
+    cells = cell_events(manager.snapshot(grid.key()).events)
+    finals = {}
+    for run in grid_runs(grid):
+        end = next(e for e in reversed(cells[run["cell"]]) if e.kind == "finished")
+        finals[TITLES[run["label"]]] = end.val_acc
+    winner = max(finals, key=finals.get)
+
+    at = open_page(PAGE)  # a fresh session: nobody pressed Train in it
+    infos = texts(at.info).replace("\\", "")
+    assert f"{finals[winner]:.3f}" in infos and (f"{winner} won" in infos or "ended level" in infos)
+    words = texts(at.caption)
+    assert "L1 drives" not in words and "Overfitting shows" not in words and "adaptive rules" in words.lower()
+    assert texts(at.warning).count("is not available on this server") == 1
+
+
+def test_near_zero_axis_ticks_read_differently_at_small_shares():
+    """Issue 26.7: shares of at most 1.2% read "0%, 0%, 0%, 1%, 1%" with a whole-percent format."""
+    from app.figures.compare import SHARE_TICKS, share_tickformat
+
+    for largest in (0.012, 0.0047, 0.0009, 0.3, 1.0):
+        decimals = int(share_tickformat(largest)[1:-1])
+        ticks = [k * largest / SHARE_TICKS for k in range(SHARE_TICKS + 1)]
+        labels = [f"{100 * t:.{decimals}f}%" for t in ticks]
+        assert len(set(labels)) == len(labels), (largest, labels)
+    assert share_tickformat(0.0) == ".0%"

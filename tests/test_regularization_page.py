@@ -15,7 +15,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import core.serve.jobs
-from apptest_helpers import MAIN, new_app, texts
+from apptest_helpers import MAIN, new_app, open_with_query, texts
 from apptest_helpers import open_page as open_app_page
 from helpers import train_events
 from app.figures import compare as compare_figures
@@ -213,6 +213,26 @@ def test_tiny_comparison_trains_and_fills_the_results_table(isolated_cache):
     assert any(t.startswith("Generalization gap") for t in titles)
     assert any(t.startswith("Weights of every layer") for t in titles)
     assert "Chance level" in texts(at.caption)
+
+
+def test_a_trained_family_shows_at_once_on_its_link_in_a_fresh_session(isolated_cache):
+    """Issue 26.3: a link (or a fresh browser) shows the stored results without pressing Train."""
+    at = open_page()
+    at.session_state[at.data_editor[0].key] = {"edited_rows": {}, "added_rows": [], "deleted_rows": [2, 3, 4, 5, 6, 7]}
+    at.text_input(key="reg_hidden").set_value("16")
+    at.number_input(key="reg_epochs").set_value(2)
+    at.run()
+    link = dict(at.query_params)
+    assert "3 · Compare" not in [s.value for s in at.subheader]  # nothing trained yet
+    at.button(key="reg_train").click().run()
+    family = at.session_state["reg_family"]
+    (grid_key,) = {run["grid"] for run in family}
+    assert core.serve.jobs.get_manager().wait(grid_key, timeout=240).status == "finished"
+    fresh = open_with_query("regularization", link)
+    assert "3 · Compare" in [s.value for s in fresh.subheader]
+    table = next(d.value for d in fresh.dataframe if "test acc" in d.value.columns)
+    assert table["variant"].tolist() == [r["label"] for r in family]
+    assert table["status"].str.startswith("finished").all()
 
 
 def test_stored_variants_are_served_and_only_new_ones_train(isolated_cache):

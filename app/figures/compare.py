@@ -6,6 +6,7 @@ by users: they reach Plotly only through :func:`app.text.plain_label` (escaped).
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -113,11 +114,25 @@ def gap_figure(runs: list[tuple[str, RunView]]) -> go.Figure:
 
 
 # --- weights -------------------------------------------------------------------------------------
+SHARE_TICKS = 5  # about this many ticks on a share axis
+
+
+def share_tickformat(largest: float) -> str:
+    """A percent tick format with enough decimals that ticks about largest/SHARE_TICKS apart read differently
+    (1.2% at most: ".1%", not 0%, 0%, 1%, 1%)."""
+    if not largest > 0:
+        return ".0%"
+    spacing = 100 * largest / SHARE_TICKS  # in percent
+    return f".{min(6, max(0, -math.floor(math.log10(spacing))))}%"
+
+
 def near_zero_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.Figure:
     """Share of weights with |w| < 0.001 per run, as horizontal bars (all layers together; per layer on hover)."""
-    layout = _layout(f"Near-zero weights ({NEAR_ZERO_LABEL}), latest log point", x_title="share of weights",
-                     xaxis={"tickformat": ".0%", "rangemode": "tozero"}, showlegend=False)
     present = [(i, label, snap) for i, (label, snap) in enumerate(snapshots) if snap is not None]
+    largest = max((snap.overall_near_zero for _, _, snap in present), default=0.0)
+    layout = _layout(f"Near-zero weights ({NEAR_ZERO_LABEL}), latest log point", x_title="share of weights",
+                     xaxis={"tickformat": share_tickformat(largest), "nticks": SHARE_TICKS + 1,
+                            "rangemode": "tozero"}, showlegend=False)
     if not present:
         return waiting_figure(layout)
     labels = [plain_label(label, 28) for _, label, _ in present]

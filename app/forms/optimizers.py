@@ -108,7 +108,10 @@ def surface_form() -> SurfaceConfig:
                           format_func=DIRECTION_LABELS.get)
     resolution = s2.select_slider("Grid points per axis", list(range(11, MAX_RESOLUTION + 1, 10)), value=41,
                                   key="opt_surface_res")
-    epochs = s3.number_input("Epochs", int(epochs_knob.lo), int(epochs_knob.hi), 2, key="opt_surface_epochs")
-    log_every = s3.number_input("Record the weights every (steps)", 10, 1000, 100, step=10, key="opt_surface_log",
+    on_digits = families.optimizers_fallback() is not None  # an epoch of Digits is ~20 steps: more epochs, more points
+    epochs = s3.number_input("Epochs", int(epochs_knob.lo), int(epochs_knob.hi), 10 if on_digits else 2,
+                             key="opt_surface_epochs")
+    log_every = s3.number_input("Record the weights every (steps)", 10, 1000, 10 if on_digits else 100, step=10,
+                                key="opt_surface_log",
                                 help="Each log point adds one point to the path (and to the PCA).")
     return records.surface_config(networks[network], batchnorm, directions, resolution, epochs, log_every)

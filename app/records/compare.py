@@ -153,8 +153,12 @@ def outcome_summary(labels: list[str], statuses: list[str | None], reasons: list
         names = ", ".join(label for label, _ in hit)
         if status == "cancelled":
             lines.append(f"{verb} before the end: {names}. Their curves show what they learned until then.")
-        else:
-            details = "; ".join(f"{label}: {reason}" if reason else label for label, reason in hit)
+        else:  # a reason shared by several variants (e.g. their grid job failed) is said once
+            by_reason: dict[str, list[str]] = {}
+            for label, reason in hit:
+                by_reason.setdefault(reason, []).append(label)
+            details = "; ".join(f"{', '.join(group)}: {reason}" if reason else ", ".join(group)
+                                for reason, group in by_reason.items())
             lines.append(f"{verb}: {details}")
     return lines
 

@@ -76,6 +76,20 @@ def job_keys(runs: list[dict]) -> list[str]:
     return list(dict.fromkeys(r.get("grid") or r["key"] for r in runs))
 
 
+def shown_family(family: list[tuple[str, Any]], slot: str) -> list[dict] | None:
+    """The family a page shows: what this session started from ``slot`` when it is this family; else the
+    family's own variants when this server has every one of them (a link or a fresh browser shows stored
+    results at once); else what this session started last (None before any)."""
+    started = st.session_state.get(slot)
+    entries = [{"label": label, "key": cfg.key()} for label, cfg in family]
+    if started and [r["key"] for r in started] == [e["key"] for e in entries]:
+        return started
+    manager = get_manager()
+    if entries and all(manager.snapshot(entry["key"]) is not None for entry in entries):
+        return entries
+    return started
+
+
 def family_status(runs: list[dict] | None) -> str | None:
     """'running' while any of the family's jobs is queued or running, else None."""
     if not runs:
@@ -87,12 +101,21 @@ def family_status(runs: list[dict] | None) -> str | None:
     return None
 
 
+OVERFITTING_WORDS = ("Overfitting shows as a validation loss that rises while the training loss keeps falling, and "
+                     "as a growing gap. Click a variant in a legend to hide it, double-click to show it alone.")
+L1_L2_WORDS = ("Compare the shapes: L1 drives many weights to (almost) zero, which shows as a spike in the middle "
+               "and a large share near 0; L2 shrinks all weights towards zero.")
+
+
 def comparison_view(runs: list[dict], poll_seconds: float = POLL_SECONDS, prefix: str = "cmp",
-                    as_reported: bool = False) -> None:
+                    as_reported: bool = False, curves_words: str = OVERFITTING_WORDS,
+                    weights_words: str = L1_L2_WORDS) -> None:
     """Live comparison of a family: polls while any of its jobs is queued or running (``as_reported``: the results
-    table also shows each test accuracy as the coursework's reports computed it)."""
+    table also shows each test accuracy as the coursework's reports computed it). ``curves_words`` and
+    ``weights_words``: the lesson's captions of the curves and of the weights."""
     if runs:
-        polling_fragment(job_keys(runs), lambda polling: _comparison(runs, polling, prefix, as_reported),
+        polling_fragment(job_keys(runs), lambda polling: _comparison(runs, polling, prefix, as_reported,
+                                                                     curves_words, weights_words),
                          every=poll_seconds,
                          name=f"{prefix}_compare")
 
@@ -118,7 +141,8 @@ def _chart_version(family: tuple, version: tuple, polling: bool) -> tuple:
         return version + (family,)
 
 
-def _comparison(runs: list[dict], polling: bool, prefix: str, as_reported: bool = False) -> None:
+def _comparison(runs: list[dict], polling: bool, prefix: str, as_reported: bool = False,
+                curves_words: str = OVERFITTING_WORDS, weights_words: str = L1_L2_WORDS) -> None:
     states, grid_notes, groups = family_states(runs)
     labels = [r["label"] for r in runs]
     views = [run_view(s) if s is not None else None for s in states]
@@ -155,10 +179,8 @@ def _comparison(runs: list[dict], polling: bool, prefix: str, as_reported: bool 
         chart("gap", lambda: cf.gap_figure(present))
     with right:
         chart("nearzero", lambda: cf.near_zero_figure(list(zip(labels, snapshots))))
-    st.caption("Overfitting shows as a validation loss that rises while the training loss keeps falling, and as a "
-               f"growing gap. Click a variant in a legend to hide it, double-click to show it alone. Train metrics "
-               f"are scored like validation, in eval mode (dropout off, BatchNorm on its running statistics), on "
-               f"{train_scoring_words(views)}, so the gap compares like with like.")
+    st.caption(f"{curves_words} Train metrics are scored like validation, in eval mode (dropout off, BatchNorm on "
+               f"its running statistics), on {train_scoring_words(views)}, so the gap compares like with like.")
     n_val = min((int(v.started.dataset.get("n_val") or 0) for v in views if v is not None and v.started is not None),
                 default=0)
     if 0 < n_val < SMALL_VALIDATION:
@@ -195,8 +217,7 @@ def _comparison(runs: list[dict], polling: bool, prefix: str, as_reported: bool 
                    + (", each the loss its variant trained on (“trained on”); the true cross-entropy columns compare "
                       "across variants." if "trained on" in table else ", so they compare across variants."))
     st.subheader("Inside the weights", divider="gray")
-    st.caption("Compare the shapes: L1 drives many weights to (almost) zero, which shows as a spike in the middle "
-               "and a large share near 0; L2 shrinks all weights towards zero.")
+    st.caption(weights_words)
     chart("hist", lambda: cf.weight_hist_figure(list(zip(labels, snapshots))))
 
 

@@ -10,14 +10,15 @@ import streamlit as st
 from core.lab import race
 from core.engine.config import OPTIMIZERS
 from core.engine.optimizers import RULES
-from core.lab.surface import surface_grid
-from core.lessons import sentences
+from core.lab.surface import SurfaceConfig, surface_grid
+from core.lessons import families, sentences
 
 from ..figures import optimizers as figs
 from ..records import optimizers as records
-from ..text import plain
+from ..text import FALLBACK_DATASET, dataset_title, plain
 from .compare import comparison_view, family_states
-from .jobs import job_state, polling_fragment, status_line
+from .data import dataset_fallback_notice
+from .jobs import config_status, job_state, polling_fragment, status_line
 
 POLL_SECONDS = 1.5
 
@@ -52,14 +53,43 @@ def race_view(settings: dict, upto: int) -> None:
         st.caption(sentences.quadratic_theory(settings["kappa"]))
 
 
+CURVES_WORDS = ("The same network, seed, initial weights and batches under each optimizer: the curves differ only by "
+                "the update rule. Click a variant in a legend to hide it, double-click to show it alone.")
+WEIGHTS_WORDS = ("Where each optimizer left the weights. Adaptive rules (RMSProp, Adam, Nadam) divide each weight's "
+                 "step by the root of its own recent squared gradients; SGD, momentum and Nesterov do not.")
+
+
+def lesson_data_notice() -> str:
+    """The one notice when the lesson's data is missing here (its networks train on Digits instead); returns
+    the title of the dataset they train on."""
+    fallback = families.optimizers_fallback()
+    if fallback is None:
+        return dataset_title("fashion-mnist")
+    missing, why = fallback
+    dataset_fallback_notice(missing, changed=why)
+    return dataset_title(FALLBACK_DATASET)
+
+
+def _race_sentence(runs: list[dict]) -> None:
+    states, _, _ = family_states(runs)
+    names = [records.TITLES.get(r["label"], r["label"]) for r in runs]
+    finals = {name: sentences.gap_run(s.events) if s is not None else None for name, s in zip(names, states)}
+    ended = {name: s.status for name, s in zip(names, states) if s is not None and s.done and finals[name] is None}
+    st.info(plain(sentences.race_sentence({name: run.val if run else None for name, run in finals.items()},
+                                          ended)), icon="ℹ️")
+
+
 def families_view(grids: dict) -> None:
-    """Each trained family's comparison; the CE-vs-MSE sentence once both of its runs have finished."""
+    """Each family this server has trained (or is training), for a link or a fresh browser too; the winner
+    sentence of the six and the CE-vs-MSE sentence once their runs have finished."""
     for slot, (heading, _, grid) in grids.items():
-        if st.session_state.get(slot) != grid.key():
+        if config_status(grid) is None:
             continue
         st.markdown(f"**{heading}**")
         runs = records.grid_runs(grid)
-        comparison_view(runs, prefix=f"{slot}_cmp")
+        if slot == "opt_six":
+            _race_sentence(runs)
+        comparison_view(runs, prefix=f"{slot}_cmp", curves_words=CURVES_WORDS, weights_words=WEIGHTS_WORDS)
         if slot == "opt_losses":
             states, _, _ = family_states(runs)
             if all(s is not None and s.done for s in states):
@@ -95,7 +125,10 @@ def _surface_part(key: str, polling: bool) -> None:
                                                        started.path), key=f"opt_surface_3d_{polling}")
 
 
-def surface_view(key: str | None) -> None:
-    """The loss surface job live: training, then the grid filling in row by row, with the path on it."""
+def surface_view(surface: SurfaceConfig, key: str | None) -> None:
+    """The loss surface job ``key`` live: training, then the grid filling in row by row, with the path on it
+    (with a note when it is not the surface of the settings above)."""
+    if key and key != surface.key():
+        st.info("This is the loss surface you computed last; the settings above have changed since.", icon="ℹ️")
     if key:
         polling_fragment(key, lambda polling: _surface_part(key, polling), every=POLL_SECONDS, name="opt_surface")

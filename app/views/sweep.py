@@ -13,7 +13,7 @@ from core.serve import budget
 from ..figures import sweep as sf
 from ..records.jobs import JobState
 from ..text import plain
-from .jobs import job_state, polling_fragment, status_line
+from .jobs import config_status, job_state, polling_fragment, status_line
 
 POLL_SECONDS = 2.0
 JOB, PAIR, TRANSFER = "sw_job", "sw_pair", "sw_transfer"  # session: a sweep's JSON, a pair's JSON, (grid key, trials)
@@ -35,11 +35,17 @@ def space_view(sweep: SweepConfig, trial_gflop: float, budget_problem: str | Non
         st.error(plain(budget_problem), icon="🚫")
 
 
-def shown_sweeps() -> list[SweepConfig]:
-    """The sweeps this session started last: the sampler pair, or one sweep, or none."""
+def shown_sweeps(sweep: SweepConfig | None = None) -> list[SweepConfig]:
+    """The form's ``sweep`` when this server has it and this session did not start it (a link or a fresh
+    browser shows a stored study at once), else the sweeps this session started last: the sampler pair, or
+    one sweep, or none."""
     if PAIR in st.session_state:
-        return [SweepConfig.from_json(t) for t in st.session_state[PAIR]]
-    return [SweepConfig.from_json(st.session_state[JOB])] if JOB in st.session_state else []
+        started = [SweepConfig.from_json(t) for t in st.session_state[PAIR]]
+    else:
+        started = [SweepConfig.from_json(st.session_state[JOB])] if JOB in st.session_state else []
+    if sweep is not None and sweep not in started and config_status(sweep) is not None:
+        return [sweep]
+    return started
 
 
 def _end(state: JobState):

@@ -7,6 +7,7 @@ Source data folders are only read; downloads go to ``<cache>/datasets``.
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import os
 import threading
@@ -19,6 +20,8 @@ import torch
 
 from core.engine import paths
 from core.engine.config import BUILTIN_DATASETS, TOY_DATASETS, UPLOAD_PREFIX
+
+logger = logging.getLogger(__name__)
 
 FASHION_CLASSES = ["T-shirt/Top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                    "Bag", "Ankle Boot"]
@@ -142,21 +145,27 @@ def _torchvision_download(folder: str) -> None:
     cls(root=str(paths.download_dir()), train=False, download=True)
 
 
+def _log_where_to_put(title: str, folder: str, why: str) -> None:
+    """Where the server's operator can put the files (the log, not the viewer: no server paths on screen)."""
+    logger.warning("%s is not in %s and %s. Put the official raw files under one of these folders as %s/raw/*.gz, "
+                   "or set GRADIENT_LAB_DATA_DIR.", title, ", ".join(str(d) for d in paths.data_search_dirs()), why,
+                   folder)
+
+
 def _load_idx_dataset(name: str, folder: str, title: str, classes: list[str]) -> Dataset:
     files = _find_raw(folder)
     if files is None and paths.downloads_allowed():
         try:
             _torchvision_download(folder)
         except Exception as exc:  # network down, disk full...: report, do not crash
-            raise DatasetUnavailable(
-                f"{title} is not in {', '.join(str(d) for d in paths.data_search_dirs())} and downloading it "
-                f"failed ({type(exc).__name__}: {exc}). Put the official raw files under one of these folders "
-                f"as {folder}/raw/*.gz, or set GRADIENT_LAB_DATA_DIR.") from None
+            _log_where_to_put(title, folder, f"downloading it failed ({type(exc).__name__}: {exc})")
+            raise DatasetUnavailable(f"{title} is not on this server and downloading it failed "
+                                     f"({type(exc).__name__}).") from None
         files = _find_raw(folder)
     if files is None:
-        raise DatasetUnavailable(
-            f"{title} is not in {', '.join(str(d) for d in paths.data_search_dirs())} (downloads are off). "
-            f"Put the official raw files there as {folder}/raw/*.gz, or set GRADIENT_LAB_DATA_DIR.")
+        why = "the download left no files there" if paths.downloads_allowed() else "downloads are off"
+        _log_where_to_put(title, folder, why)
+        raise DatasetUnavailable(f"{title} is not on this server (its files are not in the data folder and {why}).")
     arrays = {k: _read_idx(p) for k, p in files.items()}
     as_x = lambda a: torch.from_numpy(a.copy()).unsqueeze(1)  # noqa: E731  [N, 1, 28, 28] uint8
     as_y = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731

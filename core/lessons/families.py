@@ -4,12 +4,13 @@ not mechanism: each is built from the presets (core.lessons.presets) and a lab c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from core.engine import data
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, overrides
 from core.lab.sweep.space import Dist, SweepConfig
-from core.lessons.presets import A_SEEDS, D_BASE, D_SEARCH_SPACE, get_preset
+from core.lessons.presets import A_SEEDS, D_BASE, D_SEARCH_SPACE, Preset, get_preset
 
 
 # --- LESSONS A ----------------------------------------------------------------------------------
@@ -78,17 +79,27 @@ TOUR = tuple((label, TOUR_BASE.replace(**overrides)) for label, overrides in TOU
 
 
 # --- LESSONS D: the families as one grid job each, the loss surface's networks -------------------------
-def optimizer_family_grids(epochs: int, ours: bool,
-                           schedule: Mapping[str, Any]) -> dict[str, tuple[str, str, GridConfig]]:
+def _on_server(name: str, available: Callable[[str], bool]) -> Preset:
+    return get_preset(name).for_server(available)[0]
+
+
+def optimizers_fallback(available: Callable[[str], bool] = data.available) -> tuple[str, str] | None:
+    """(missing dataset, what else changes) when the Optimizers lesson trains on Digits here, else None."""
+    preset, missing = get_preset("D-optimizers").for_server(available)
+    return (missing, preset.fallback.why) if missing and preset.fallback else None
+
+
+def optimizer_family_grids(epochs: int, ours: bool, schedule: Mapping[str, Any],
+                           available: Callable[[str], bool] = data.available) -> dict[str, tuple[str, str, GridConfig]]:
     """slot -> (heading, button label, grid): each family as one batched grid job (same seed, batches and
-    initial weights). Raises ConfigError when the settings cannot train."""
+    initial weights), on Digits where its dataset is missing. Raises ConfigError when the settings cannot train."""
     impl = "ours" if ours else "torch"
 
     def family(preset: str) -> GridConfig:
         return GridConfig.from_runs([(label, cfg.replace(epochs=int(epochs), optimizer_impl=impl, **schedule))
-                                     for label, cfg in get_preset(preset).runs])
+                                     for label, cfg in _on_server(preset, available).runs])
 
-    adam = dict(get_preset("D-optimizers").runs)["adam"].replace(epochs=int(epochs), **schedule)
+    adam = dict(_on_server("D-optimizers", available).runs)["adam"].replace(epochs=int(epochs), **schedule)
     return {"opt_six": ("Six optimizers", "Train the six optimizers", family("D-optimizers")),
             "opt_losses": ("Cross-entropy vs MSE", "Train cross-entropy vs MSE", family("D-losses")),
             "opt_impl": ("Ours vs PyTorch (Adam)", "Train Adam: ours vs PyTorch",
@@ -96,10 +107,11 @@ def optimizer_family_grids(epochs: int, ours: bool,
                                                ("adam · ours", adam.replace(optimizer_impl="ours"))]))}
 
 
-def surface_networks() -> dict[str, RunConfig]:
-    """The networks whose loss surface can be drawn: E #2 and the six D networks."""
-    networks = {"E #2: 128-64 ReLU, Adam": get_preset("E2").config}
-    networks.update({f"D: 3 x 128, {label}": cfg for label, cfg in get_preset("D-optimizers").runs})
+def surface_networks(available: Callable[[str], bool] = data.available) -> dict[str, RunConfig]:
+    """The networks whose loss surface can be drawn: E #2 and the six D networks (on Digits where their
+    dataset is missing)."""
+    networks = {"E #2: 128-64 ReLU, Adam": _on_server("E2", available).config}
+    networks.update({f"D: 3 x 128, {label}": cfg for label, cfg in _on_server("D-optimizers", available).runs})
     return networks
 
 

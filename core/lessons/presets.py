@@ -102,6 +102,9 @@ D_BASE = RunConfig(dataset="fashion-mnist", val_fraction=0.1, hidden=(128, 128, 
 # E. Eight networks on Fashion-MNIST (seed 004)
 E_BASE = RunConfig(dataset="fashion-mnist", val_fraction=0.1, hidden=(128, 64), activation="relu",
                    optimizer="adam", lr=1e-3, batch_size=64, epochs=20)
+# An epoch of Digits is about 20 steps of 64 images (of Fashion-MNIST about 840): log often enough to draw curves.
+D_FALLBACK = Fallback("with metrics every 5 steps instead of every 200 (an epoch of Digits is about 20 steps of 64 "
+                      "images, of Fashion-MNIST about 840).", (("log_every", 5),))
 
 # The classic search space of seed 003 (core/sweep.py's D-sweep preset).
 D_SEARCH_SPACE = {
@@ -174,10 +177,10 @@ PRESET_LIST: list[Preset] = [
             "Fashion-MNIST, 3 hidden x 128 ReLU, Xavier init: SGD, momentum, Nesterov, RMSProp, Adam, Nadam.",
             D_BASE.replace(epochs=5),
             [(opt, {"optimizer": opt, "lr": 0.01 if opt in ("sgd", "momentum", "nesterov") else 1e-3})
-             for opt in ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")]),
+             for opt in ("sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam")], D_FALLBACK),
     _family("D-losses", "D", "Cross-entropy vs mean squared error",
             "The same network trained with cross-entropy on logits and with MSE on softmax vs one-hot.", D_BASE.replace(epochs=5),
-            [("cross-entropy", {}), ("mse", {"loss": "mse"})]),
+            [("cross-entropy", {}), ("mse", {"loss": "mse"})], D_FALLBACK),
     _family("D-mnist-transfer", "D", "Three configurations picked by hand from the search space, on MNIST",
             "Three configurations picked by hand from the seed-003 search space, trained on MNIST (the Sweeps "
             "page moves a finished study's top three instead).", D_BASE.replace(dataset="mnist"),

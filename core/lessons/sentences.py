@@ -301,6 +301,49 @@ def quadratic_theory(kappa: float) -> str:
             f"{hb_step:.3g} and μ = {hb_momentum:.3f} by (√κ−1)/(√κ+1) = {hb_rate:.3f}.")
 
 
+def race_sentence(finals: Mapping[str, Scored | None], ended: Mapping[str, str] | None = None) -> str:
+    """Which optimizer of the real race won, and by how much against the noise (core.lessons.noise).
+
+    ``finals`` maps each optimizer to its final validation accuracy with the examples it was scored on (None
+    while unfinished); ``ended`` maps those that ended without one to how they ended (diverged, failed...)."""
+    ended = dict(ended or {})
+    scored = {label: acc for label, acc in finals.items() if acc is not None}
+    if any(acc is None and label not in ended for label, acc in finals.items()) or not scored:
+        return (f"The race: which of {join_words(list(finals))} reaches the highest validation accuracy after the "
+                "same steps, from the same initial weights and batches.")
+    ranked = sorted(scored, key=lambda label: scored[label].acc, reverse=True)
+    best = scored[ranked[0]]
+    examples = _examples_words({"validation": min(s.n for s in scored.values())})
+    level = [label for label in ranked[1:] if not beyond_noise(best.acc - scored[label].acc,
+                                                                 noise_margin(best, scored[label]))]
+    behind = [label for label in ranked[1:] if label not in level]
+    parts = []
+    if len(ranked) == 1:
+        parts.append(f"Only {ranked[0]} finished: validation accuracy {best.acc:.3f}.")
+    elif not level:
+        second = scored[ranked[1]]
+        margin = noise_margin(best, second)
+        parts.append(f"{_cap(ranked[0])} won: validation accuracy {best.acc:.3f}, {best.acc - second.acc:.3f} ahead "
+                     f"of the runner-up {ranked[1]} ({second.acc:.3f}), more than the noise (±{margin:.3f} for "
+                     f"accuracies scored on {examples}).")
+    else:
+        margin = max(noise_margin(best, scored[label]) for label in level)
+        tied = join_words([f"{label} ({scored[label].acc:.3f})" for label in [ranked[0], *level]])
+        if not behind:
+            parts.append(f"No optimizer won: {tied} ended level, each within the noise of the best "
+                         f"(±{margin:.3f} for accuracies scored on {examples}).")
+        else:
+            parts.append(f"No single winner: {tied} ended level at the top, each within the noise of the best "
+                         f"(±{margin:.3f} for accuracies scored on {examples}).")
+    if behind and len(ranked) > 1:
+        words = [f"{label} ({scored[label].acc:.3f})" for label in behind]
+        parts.append(f"{_cap(join_words(words))} ended behind by more than the noise.")
+    if ended:
+        parts.append(f"{_cap(join_words([f'{label} {how}' for label, how in ended.items()]))}, so "
+                     f"{'it has' if len(ended) == 1 else 'they have'} no final accuracy.")
+    return " ".join(parts)
+
+
 @dataclass
 class LossRunSummary:
     """What the CE-vs-MSE sentence is written from: one run's final metrics and its early gradients."""
