@@ -4,6 +4,7 @@ Applied to a copy where a figure is shown (app/views/charts.py), so cached figur
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import plotly.graph_objects as go
@@ -44,17 +45,48 @@ def _scaled(size: Any, default: float, scale: float) -> Any:
     return (size if size is not None else default) * scale
 
 
+def _font_at_least(owner: dict, key: str = "font", size: int = MIN_TEXT_PX) -> None:
+    font = owner.setdefault(key, {})
+    font["size"] = _bigger(font.get("size")) if size == MIN_TEXT_PX else max(size, font.get("size") or 0)
+
+
+def _axis(axis: dict) -> None:
+    """An axis's ticks and title: explicit, since a theme's template sets its own (smaller) sizes."""
+    _font_at_least(axis, "tickfont")
+    title = axis.setdefault("title", {})
+    if isinstance(title, dict):
+        _font_at_least(title)
+
+
 def for_room(fig: go.Figure) -> go.Figure:
     """A copy of ``fig`` that reads from the back of a room: fonts, lines and markers scaled."""
     spec = fig.to_dict()
     layout = spec.setdefault("layout", {})
     _fonts_at_least(spec)
-    font = layout.setdefault("font", {})
-    font["size"] = max(BASE_TEXT_PX, font.get("size") or 0)
-    title = layout.get("title")
-    if isinstance(title, dict) and title.get("text"):
-        title.setdefault("font", {})["size"] = max(TITLE_TEXT_PX, title.get("font", {}).get("size") or 0)
-    layout.setdefault("hoverlabel", {}).setdefault("font", {})["size"] = BASE_TEXT_PX  # Plotly's own is 13 px
+    _font_at_least(layout, size=BASE_TEXT_PX)
+    title = layout.setdefault("title", {})
+    _font_at_least(title, size=TITLE_TEXT_PX)
+    _font_at_least(title.setdefault("subtitle", {}))
+    legend = layout.setdefault("legend", {})
+    _font_at_least(legend)
+    _font_at_least(legend.setdefault("title", {}))
+    _font_at_least(layout.setdefault("hoverlabel", {}), size=BASE_TEXT_PX)  # Plotly's own is 13 px
+    _axis(layout.setdefault("coloraxis", {}).setdefault("colorbar", {}))
+    three_d = any(t.get("type") in ("scatter3d", "surface", "mesh3d") for t in spec.get("data", []))
+    if not three_d:
+        layout.setdefault("xaxis", {})
+        layout.setdefault("yaxis", {})
+    for name, value in list(layout.items()):
+        if isinstance(value, dict) and re.fullmatch(r"[xy]axis\d*", name):
+            _axis(value)
+        if isinstance(value, dict) and re.fullmatch(r"scene\d*", name):
+            for axis in ("xaxis", "yaxis", "zaxis"):
+                _axis(value.setdefault(axis, {}))
+    for trace in spec.get("data", []):
+        if "colorbar" in trace or trace.get("type") in ("heatmap", "contour", "surface", "histogram2d"):
+            _axis(trace.setdefault("colorbar", {}))
+        if isinstance(trace.get("marker"), dict) and "colorbar" in trace["marker"]:
+            _axis(trace["marker"]["colorbar"])
     for trace in spec.get("data", []):
         if trace.get("type", "scatter") not in LINED:
             continue

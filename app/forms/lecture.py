@@ -120,8 +120,8 @@ def _presenter(lecture: Lecture, number: int) -> None:
         step = step_card(lecture, number, large=True)
     with qr:
         qr_panel(lecture, number)
-    back, count, forward, controls = st.columns([1, 1, 1, 3], vertical_alignment="center")
-    previous = back.button("◀ Previous", key="lec_prev", shortcut="Left", disabled=number <= 1, width="stretch")
+    back, count, forward, controls = st.columns([1.3, 1, 1.3, 2], vertical_alignment="center")
+    previous = back.button("◀ Back", key="lec_prev", shortcut="Left", disabled=number <= 1, width="stretch")
     count.markdown(f"**step {number} of {total}**")
     following = forward.button("Next ▶", key="lec_next", type="primary", shortcut="Right", disabled=number >= total,
                                width="stretch")
@@ -141,7 +141,7 @@ def _presenter(lecture: Lecture, number: int) -> None:
         go_to_step(lecture, target, "present")
     entries, hidden = CLASSROOM.board(lecture.name, number)
     if step.page == "playground" or entries:
-        with st.expander("Class board: the students' runs of this step", expanded=bool(entries)):
+        with st.expander("Class board: the students' runs of this step", expanded=True):
             if instructor:
                 left, right = st.columns(2)
                 if left.toggle("Hide names", value=hidden, key="lec_hide"):

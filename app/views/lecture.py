@@ -21,6 +21,7 @@ from .jobs import job_state, run_view
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 FOLLOW_POLL_SECONDS = 1.0  # a following student's page reads the class's step this often (a dict lookup)
+BOARD_POLL_SECONDS = 2.0  # the presenter's class board refreshes this often (one session per lecture)
 QR_SCALE = 8  # pixels per QR module
 # Streamlit's chrome hidden, every text scaled from a larger root size, none below 20 px (the room's minimum).
 PRESENTER_CSS = """
@@ -105,6 +106,7 @@ def follow_poll(lecture: Lecture, shown: int) -> None:
     poll()
 
 
+@st.fragment(run_every=BOARD_POLL_SECONDS)
 def board_view(lecture: Lecture, number: int) -> None:
     """The class board of step ``number``: how many trained what, runs ranked by validation accuracy, curves."""
     entries, hidden = CLASSROOM.board(lecture.name, number)
@@ -127,8 +129,9 @@ def board_view(lecture: Lecture, number: int) -> None:
     counts = table.groupby("what").size().sort_values(ascending=False)
     st.markdown(plain(f"{plural(len(table), 'run')} by the class: "
                       + "; ".join(f"{n} trained {what}" for what, n in counts.items())))
-    st.dataframe(table, hide_index=True, key=f"board_{lecture.name}_{number}",
-                 column_config={"best validation accuracy": st.column_config.NumberColumn(format="%.3f")})
+    table["best validation accuracy"] = table["best validation accuracy"].map(
+        lambda acc: "n/a" if acc is None or pd.isna(acc) else f"{acc:.3f}")
+    st.table(table.set_index("student"))  # text, not a canvas: it scales with the presenter view
     if curves:
         plotly_chart(overlay_figure(curves[:12], "acc"), f"board_curves_{lecture.name}_{number}")
 

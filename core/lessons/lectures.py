@@ -44,6 +44,7 @@ MAX_TITLE_CHARS = 120
 MAX_POINT_CHARS = 400
 MIN_POINTS, MAX_POINTS = 2, 3
 MAX_FILES = 100  # lecture files read from the instructor's folder
+BUILTIN_ORDER = ("vanishing", "regularization", "optimizers", "gradcheck", "sweeps")  # the course's order
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 TOP_FIELDS = ("title", "summary", "steps")
 STEP_FIELDS = ("title", "link", "points", "look_at")
@@ -292,7 +293,7 @@ def builtin_lectures() -> dict[str, Lecture]:
     lectures, problems = _read_folder(BUILTIN_DIR, "built-in")
     if problems:  # a built-in lecture is part of the code: the tests keep them valid
         raise LectureError("built-in lectures", "file", None, "; ".join(problems))
-    return lectures
+    return dict(sorted(lectures.items(), key=lambda item: (BUILTIN_ORDER + (item[0],)).index(item[0])))
 
 
 def all_lectures() -> tuple[dict[str, Lecture], list[str]]:
