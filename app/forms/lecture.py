@@ -13,13 +13,15 @@ from dataclasses import dataclass
 import streamlit as st
 
 from core.engine.task import clipped, shortened
-from core.lessons.lectures import Lecture, LectureError, all_lectures, parse_lecture
+from core.lessons.lectures import Lecture, LectureError, all_lectures, parse_lecture, step_jobs
 from core.serve.classroom import CLASSROOM, clean_nickname, is_instructor, token_configured
+from core.serve.jobs import Refused, get_manager
 
-from ..text import plain
+from ..text import dataset_available, plain
 from ..views.charts import PRESENTING
 from ..views.jobs import SUBMITTED
-from ..views.lecture import PAGES_DIR, board_view, follow_poll, go_to_step, presenter_style, qr_panel, step_card
+from ..views.lecture import (PAGES_DIR, board_view, follow_poll, go_to_step, presenter_style, qr_panel,
+                             readiness_line, step_card)
 from . import url
 
 TOKEN = "gl_instructor_token"  # session: the token as typed (a password field; never in the URL)
@@ -132,6 +134,8 @@ def _presenter(lecture: Lecture, number: int) -> None:
             st.caption(plain(f"The class is on step {class_step}; Previous and Next move it with you."))
             if class_step != number and st.button("Bring the class to this step", key="lec_bring"):
                 CLASSROOM.move(lecture.name, number, st.session_state.get(TOKEN))
+        readiness_line(lecture)
+        prepare_button(lecture, instructor)
         if st.button("Leave the presenter view", key="lec_leave"):
             st.switch_page(PAGES_DIR / f"{step.page}.py", query_params=step.query)
     if previous or following:
@@ -152,6 +156,34 @@ def _presenter(lecture: Lecture, number: int) -> None:
                     CLASSROOM.clear_board(lecture.name, st.session_state.get(TOKEN))
             board_view(lecture, number)
     st.divider()
+
+
+def prepare_lecture(lecture: Lecture) -> tuple[int, list[str]]:
+    """Submit every step's training jobs at low priority (students' jobs go first): (jobs submitted, refusals)."""
+    submitted, refused = 0, []
+    for step in lecture.steps:
+        for job in step_jobs(step, dataset_available):
+            try:
+                get_manager().submit(job, background=True)
+                submitted += 1
+            except Refused as exc:
+                refused.append(str(exc))
+    return submitted, refused
+
+
+def prepare_button(lecture: Lecture, instructor: bool) -> None:
+    """"Prepare this lecture" (the instructor token needed): every step's jobs queued behind the students'."""
+    if st.button("Prepare this lecture", key=f"lec_prepare_{lecture.name}", disabled=not instructor,
+                 help="Trains every step's networks ahead, at low priority, so each step replays from the store the "
+                      "moment it is shown." + ("" if instructor else " Needs the instructor token.")):
+        submitted, refused = prepare_lecture(lecture)
+        st.success(f"{plural_jobs(submitted)} queued at low priority; students' jobs go first.")
+        for problem in refused[:3]:
+            st.warning(plain(clipped(problem, 300)))
+
+
+def plural_jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n:,} jobs"
 
 
 # --- students ------------------------------------------------------------------------------------
@@ -247,10 +279,12 @@ def follow_lecture_link() -> str | None:
 
 
 def lecture_buttons(lecture: Lecture) -> None:
-    """Present the lecture (from the class's step), or follow it."""
-    present, follow = st.columns(2)
+    """Present the lecture (from the class's step), or follow it; with the token, prepare it."""
+    present, follow, prepare = st.columns(3)
     if present.button("Present", key=f"lec_present_{lecture.name}", type="primary", icon="🎤",
                       help="The presenter view: large text, the step's talking points, a QR code for the class."):
         go_to_step(lecture, CLASSROOM.position(lecture.name).step, "present")
     if follow.button("Follow the class", key=f"lec_follow_{lecture.name}", icon="👀"):
         go_to_step(lecture, CLASSROOM.position(lecture.name).step, "follow")
+    with prepare:
+        prepare_button(lecture, is_instructor(st.session_state.get(TOKEN)))

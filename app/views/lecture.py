@@ -10,12 +10,14 @@ import segno
 import streamlit as st
 
 from core.engine.config import RunConfig
-from core.lessons.lectures import Lecture, Step
+from core.engine.events import SERVED_FROM_STORE
+from core.lessons.lectures import Lecture, Step, step_jobs
 from core.serve.classroom import CLASSROOM
+from core.serve.jobs import get_manager
 
 from ..figures.compare import overlay_figure
 from ..records.run import RunView
-from ..text import describe_run, plain, plural
+from ..text import dataset_available, describe_run, plain, plural
 from .charts import plotly_chart
 from .jobs import job_state, run_view
 
@@ -143,3 +145,23 @@ def lecture_summary(lecture: Lecture) -> None:
     st.markdown(f"Lecture link for the class: `{lecture_link(lecture)}`")
     st.markdown("\n".join(f"{i}. [{plain(step.title)}]({follow_link(lecture, i).replace('&follow=1', '')})"
                           f" — {plain(step.page)}" for i, step in enumerate(lecture.steps, start=1)))
+
+
+def job_ready(key: str) -> bool:
+    """Whether a job's result replays at once: finished here, or in the run store."""
+    manager = get_manager()
+    snap = manager.snapshot(key)
+    if snap is not None:
+        return snap.status in SERVED_FROM_STORE
+    return manager.store.meta(key) is not None
+
+
+def readiness_line(lecture: Lecture) -> None:
+    """"k of n steps ready": the steps whose training jobs all replay from the store."""
+    prepared = [step_jobs(step, dataset_available) for step in lecture.steps]
+    with_jobs = [jobs for jobs in prepared if jobs]
+    ready = sum(all(job_ready(job.key()) for job in jobs) for jobs in with_jobs)
+    others = len(lecture.steps) - len(with_jobs)
+    st.markdown(plain(f"{ready} of {len(with_jobs)} steps ready"
+                      + (f" ({plural(others, 'step')} compute their demo when shown or train on request)" if others
+                         else "")))
