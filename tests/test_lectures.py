@@ -12,14 +12,17 @@ from PIL import Image
 from app.views.lecture import qr_png, step_query
 from apptest_helpers import open_with_query
 from core.engine.config import RunConfig
+from core.engine import data as datasets
 from core.engine.task import ConfigError
 from core.lab.compare import ComparisonConfig
 from core.lab.grid import GridConfig
 from core.lab.sweep.space import SweepConfig
 from core.lessons import lectures
-from core.lessons.lectures import BUILTIN, LectureError, parse_lecture, split_link
+from core.lessons.lectures import BUILTIN, LectureError, parse_lecture, split_link, step_jobs
 from core.serve import classroom
 from core.serve.classroom import Classroom, clean_nickname
+from core.serve.jobs import get_manager
+from core.serve.scheduler import BACKGROUND, FairQueue
 
 GOOD = '''title = "A lecture"
 summary = "What it shows."
@@ -228,3 +231,33 @@ def test_a_lecture_that_does_not_exist_gets_a_notice_and_the_page_still_opens():
     at = open_with_query("lecture", {"lecture": "<img src=x>" * 20})
     notice = [str(w.value) for w in at.warning if "no lecture called" in str(w.value)]
     assert notice and len(notice[0]) < 400
+
+
+# --- preparing a lecture ---------------------------------------------------------------------------
+def test_prepared_work_waits_behind_every_students_job():
+    queue = FairQueue()
+    queue.put("prepare-1", BACKGROUND)
+    queue.put("prepare-2", BACKGROUND)
+    queue.put("ada-1", "ada")
+    queue.put("bob-1", "bob")
+    queue.put("ada-2", "ada")
+    assert [queue.get(0.1) for _ in range(5)] == ["ada-1", "bob-1", "ada-2", "prepare-1", "prepare-2"]
+    queue.put("prepare-3", BACKGROUND)
+    queue.put("cy-1", "cy")  # a student arriving later still goes first
+    assert [queue.get(0.1) for _ in range(2)] == ["cy-1", "prepare-3"]
+
+
+def test_a_prepared_lecture_replays_on_every_step_it_prepared(isolated_cache, no_mnist):
+    """The jobs prepare_lecture submits are the ones the step's page trains: after preparing, each page's
+    Train buttons read "again" (their config is stored) on the Digits fallback."""
+    lecture = BUILTIN["vanishing"]
+    manager = get_manager()
+    keys = [manager.submit(job, background=True) for step in lecture.steps
+            for job in step_jobs(step, datasets.available)]
+    assert keys and all(manager.wait(key, timeout=900).status == "finished" for key in keys)
+    labels = {"vanishing": ("Train the grid again", "Train the fixes again", "Train the seeds again"),
+              "playground": ("Train again",)}
+    for number, step in enumerate(lecture.steps, start=1):
+        at = open_with_query(step.page, {**step.query, "lecture": lecture.name, "step": str(number), "present": "1"})
+        shown = {b.label for b in at.button}
+        assert set(labels[step.page]) <= shown, (number, shown)
