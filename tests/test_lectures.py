@@ -21,6 +21,7 @@ from core.lessons import lectures
 from core.lessons.lectures import BUILTIN, LectureError, parse_lecture, split_link, step_jobs
 from core.serve import classroom
 from core.serve.classroom import Classroom, clean_nickname
+from core.serve import jobs
 from core.serve.jobs import get_manager
 from core.serve.scheduler import BACKGROUND, FairQueue
 
@@ -247,14 +248,16 @@ def test_prepared_work_waits_behind_every_students_job():
     assert [queue.get(0.1) for _ in range(2)] == ["cy-1", "prepare-3"]
 
 
-def test_a_prepared_lecture_replays_on_every_step_it_prepared(isolated_cache, no_mnist):
-    """The jobs prepare_lecture submits are the ones the step's page trains: after preparing, each page's
-    Train buttons read "again" (their config is stored) on the Digits fallback."""
+def test_a_prepared_lecture_replays_on_every_step_it_prepared(isolated_cache, no_mnist, monkeypatch):
+    """The jobs prepare_lecture submits are the ones the step's page trains: after preparing (and a server
+    restart: a fresh job manager that only has the store), each page's Train buttons read "again" (their
+    config is stored and shown) on the Digits fallback."""
     lecture = BUILTIN["vanishing"]
     manager = get_manager()
     keys = [manager.submit(job, background=True) for step in lecture.steps
             for job in step_jobs(step, datasets.available)]
     assert keys and all(manager.wait(key, timeout=900).status == "finished" for key in keys)
+    monkeypatch.setattr(jobs, "_manager", None)  # a restarted server: only the run store remembers
     labels = {"vanishing": ("Train the grid again", "Train the fixes again", "Train the seeds again"),
               "playground": ("Train again",)}
     for number, step in enumerate(lecture.steps, start=1):

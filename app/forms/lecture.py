@@ -20,7 +20,7 @@ from core.serve.jobs import Refused, get_manager
 from ..text import dataset_available, plain
 from ..views.charts import PRESENTING
 from ..views.jobs import SUBMITTED
-from ..views.lecture import (PAGES_DIR, board_view, follow_poll, go_to_step, presenter_style, qr_panel,
+from ..views.lecture import (PAGES_DIR, board_view, follow_poll, go_to_step, job_ready, presenter_style, qr_panel,
                              readiness_line, step_card)
 from . import url
 
@@ -86,6 +86,7 @@ def lecture_mode(page_path: str) -> LectureMode | None:
                    "its own. The Lectures page lists the ones there are.", icon="🎓")
         return None
     number = step_number(keys.get("step"), lecture)
+    replay_ready(lecture.step(number))
     if keys.get("present") == "1":
         _presenter(lecture, number)
         return LectureMode(lecture, number, "present")
@@ -94,6 +95,19 @@ def lecture_mode(page_path: str) -> LectureMode | None:
         return LectureMode(lecture, number, "follow")
     st.caption(plain(f"Lecture “{lecture.title}”, step {number} of {len(lecture.steps)}: {lecture.step(number).title}"))
     return LectureMode(lecture, number, "browse")
+
+
+def replay_ready(step) -> None:
+    """A prepared step's stored results are handed to the job manager before its page draws, so the page
+    shows them at once (a store read, never training: only jobs already in the store)."""
+    manager = get_manager()
+    for job in step_jobs(step, dataset_available):
+        key = job.key()
+        if manager.snapshot(key) is None and job_ready(key):
+            try:
+                manager.submit(job)
+            except Refused:  # a cap reached meanwhile: the page's own Train button says why
+                pass
 
 
 # --- the presenter view --------------------------------------------------------------------------
