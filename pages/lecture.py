@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.forms.lecture import follow_lecture_link, lecture_buttons, lectures_here, upload_form
+from app.forms.lecture import follow_lecture_link, lecture_buttons, lectures_here, token_field, upload_form
 from app.text import plain
 from app.views.lecture import lecture_summary
 
@@ -15,6 +15,8 @@ st.caption("A lecture is a script of steps, each a page with its setup, a title,
 notice = follow_lecture_link()
 if notice:
     st.warning(plain(notice), icon="🎓")
+with st.expander("Instructor: the token that moves the class and prepares a lecture"):
+    token_field()
 lectures, problems = lectures_here()
 for problem in problems:
     st.warning(plain(problem) + " That file was skipped; the other lectures load.", icon="📄")
