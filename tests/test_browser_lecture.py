@@ -178,6 +178,9 @@ def test_instructor_leads_two_students_and_sees_their_runs(server):
         qr = teacher.locator('[data-testid="stImage"] img').first
         decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(qr.screenshot())))
         assert [d.text for d in decoded] == [step_url(base, last, "follow")]
+        teacher.set_viewport_size({"width": 1280, "height": 1800})  # the whole presenter view, to look at
+        time.sleep(2)
+        teacher.screenshot(path=str(SHOTS / "lecture_presenter_tall.png"))
         browser.close()
     assert TOKEN not in log.read_text()  # never in the server's log
 
