@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:  # Streamlit only puts app/ on sys.path; core/ and
 
 import streamlit as st  # noqa: E402
 
+from app.forms.lecture import lecture_mode, record_tries  # noqa: E402
 from app.views.shell import sidebar_status  # noqa: E402
 
 
@@ -34,6 +35,7 @@ PAGES = [
     PageSpec("sweeps.py", "Sweeps", "🔎"),
     PageSpec("data.py", "Data", "🗂️"),
     PageSpec("library.py", "Run library", "📚"),
+    PageSpec("lecture.py", "Lectures", "🎤"),
 ]
 
 
@@ -45,7 +47,11 @@ def available_pages() -> list[st.Page]:
 # Streamlit runs this script as __main__; a spawned training process (core.serve.workers) re-imports the entry
 # script as __mp_main__ and must not draw a page or start workers of its own.
 if __name__ == "__main__":
-    st.set_page_config(page_title="Gradient Lab", page_icon="🧠", layout="wide")
+    presenting = st.query_params.get("present") == "1"  # the presenter view starts with the sidebar closed
+    st.set_page_config(page_title="Gradient Lab", page_icon="🧠", layout="wide",
+                       initial_sidebar_state="collapsed" if presenting else "auto")
     page = st.navigation(available_pages())
+    lecture_mode(page.url_path)
     sidebar_status()
     page.run()
+    record_tries()

@@ -5,6 +5,7 @@
     python -m core run --config run.json --set epochs=2 --force
     python -m core run --preset A-sigmoid-depth --as-reported   # accuracies also as the A/B reports computed them
     python -m core warm --preset A-sigmoid-depth A-fixes   # fill the cache before a lecture
+    python -m core warm --lecture vanishing                 # every step's jobs of a lecture, at low priority
     python -m core gradcheck --preset B-regularization [--float32] [--eps 1e-7] [--set k=v]
     python -m core gradcheck --run KEY [--at final]     # a stored run, at its init or its trained weights
     python -m core sweep --preset D-sweep --trials 60 --sampler tpe   # an Optuna sweep (resumes if interrupted)
@@ -32,6 +33,8 @@ from core.serve.jobs import get_manager
 from core.serve.store import RunStore
 from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
+from core.lessons.lectures import LectureError, all_lectures, step_jobs
+from core.engine import data as datasets
 from core.lessons.sentences import REPORTED_BUG, printed_as_reported
 from core.lab.sweep.space import PRUNERS, SAMPLERS
 from core.lab.sweep.study import SweepStorageError, open_study
@@ -204,6 +207,45 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _available(name: str) -> bool:
+    try:
+        return datasets.available(name)
+    except Exception:  # a damaged data folder: the step gets its fallback
+        return False
+
+
+def _warm_lecture(name: str) -> int:
+    """Every step's jobs of lecture ``name`` submitted at low priority, then waited for; one line per job."""
+    try:
+        lectures, problems = all_lectures()
+    except LectureError as exc:
+        error(exc)
+        return 2
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    lecture = lectures.get(name)
+    if lecture is None:
+        error(f"there is no lecture called {shortened(name)}; lectures: {', '.join(lectures)}")
+        return 2
+    manager = get_manager()
+    failures, keys = 0, []
+    for number, step in enumerate(lecture.steps, start=1):
+        jobs = step_jobs(step, _available)
+        if not jobs:
+            print(f"step {number} ({step.page}): nothing to prepare, the page computes its demo when shown")
+        for job in jobs:
+            try:
+                keys.append((number, manager.submit(job, background=True)))
+            except Refused as exc:
+                error(f"step {number}: {exc}")
+                failures += 1
+    for number, key in keys:
+        snap = manager.wait(key)
+        print(f"step {number}: {snap.status}{' (from cache)' if snap.from_cache else ''}  key={key}")
+        failures += snap.status not in RUN_ENDINGS
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="Gradient Lab engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--preset", nargs="+", choices=sorted(PRESETS), metavar="NAME")
         src.add_argument("--config", metavar="FILE.json")
+        if name == "warm":
+            src.add_argument("--lecture", metavar="NAME", help="every step's jobs of a lecture (built-in or the "
+                                                              "GRADIENT_LAB_LECTURES_DIR folder), at low priority")
         p.add_argument("--index", type=int, help="which run of a preset family (default: the first)")
         p.add_argument("--all", action="store_true", help="every run of the preset family")
         p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
@@ -260,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         return _gradcheck(args)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "warm" and args.lecture:
+        return _warm_lecture(args.lecture)
     try:
         runs = _configs(args)
     except (ConfigError, ValueError, KeyError, OSError, IndexError) as exc:

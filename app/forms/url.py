@@ -22,13 +22,25 @@ log = logging.getLogger(__name__)
 MAX_PROBLEM_CHARS = 300  # each problem a link's notice names
 MAX_NOTICE_CHARS = 1200  # a whole notice
 WRITTEN = "gl_url_written_{}"  # session: the query a page last wrote
+# The lecture mode's keys (app/forms/lecture.py): kept beside whatever setup a page holds, never read as one.
+LECTURE_KEYS = ("lecture", "step", "present", "follow")
+
+
+def lecture_query() -> dict[str, str]:
+    """The lecture mode's part of the address bar."""
+    return {k: v for k, v in st.query_params.to_dict().items() if k in LECTURE_KEYS}
+
+
+def page_query() -> dict[str, str]:
+    """The address bar without the lecture mode's keys: the page's own setup."""
+    return {k: v for k, v in st.query_params.to_dict().items() if k not in LECTURE_KEYS}
 
 
 def incoming_query(page: str) -> dict[str, str] | None:
     """The URL's query when ``page`` should load it now, else None (keep this session's values).
 
     ``{}`` on the page's first visit of the session with an empty URL: load the defaults."""
-    query = st.query_params.to_dict()
+    query = page_query()
     written = st.session_state.get(WRITTEN.format(page))
     if query and query != written:
         return query
@@ -38,10 +50,11 @@ def incoming_query(page: str) -> dict[str, str] | None:
 
 
 def write_query(page: str, query: Mapping[str, str]) -> None:
-    query = {k: str(v) for k, v in query.items()}
+    query = {k: str(v) for k, v in query.items() if k not in LECTURE_KEYS}
     st.session_state[WRITTEN.format(page)] = query
-    if st.query_params.to_dict() != query:
-        st.query_params.from_dict(query)
+    full = {**query, **lecture_query()}
+    if st.query_params.to_dict() != full:
+        st.query_params.from_dict(full)
 
 
 def parse_link(query: Mapping[str, str], known: set[str], parse: Callable[[dict], T],

@@ -24,6 +24,7 @@ from ..records.compare import (CE_COLUMNS, cell_status, outcome_summary, results
 from ..records.jobs import JobState
 from ..records.reported import SWITCH_HELP, reported_label
 from ..text import plain
+from .charts import plotly_chart
 from .jobs import cached, cancel, job_state, polling_fragment, run_view
 
 POLL_SECONDS = 1.0
@@ -153,7 +154,7 @@ def _comparison(runs: list[dict], polling: bool, prefix: str, as_reported: bool 
                                                for r, s in zip(runs, states)), polling)
 
     def chart(name: str, build: Callable[[], Any]) -> None:
-        st.plotly_chart(cached(vkey, name, build), key=f"{prefix}_{name}", config={"displaylogo": False})
+        plotly_chart(cached(vkey, name, build), f"{prefix}_{name}")
 
     statuses = [status_text(s.status if s else None, bool(s and s.from_cache), s.queue_position if s else None)
                 for s in states]

@@ -20,6 +20,7 @@ from core.serve import owners
 
 from ..figures import run as figures
 from ..text import FALLBACK_DATASET, dataset_title, plain, upload_is_mine
+from .charts import plotly_chart
 
 
 @functools.lru_cache(maxsize=32)
@@ -62,13 +63,13 @@ def show_data_preview(name: str, noise: float = 0.1, val_fraction: float = 0.1, 
     if ds.notice:
         st.info(plain(ds.notice))
     if ds.is_image:
-        st.plotly_chart(picture, key=f"{key}_examples", width="content", config={"displaylogo": False})
+        plotly_chart(picture, f"{key}_examples", width="content")
     left, right = st.columns(2)
     with left:
         if ds.is_image:
-            st.plotly_chart(counts_fig, key=f"{key}_counts", config={"displaylogo": False})
+            plotly_chart(counts_fig, f"{key}_counts")
         else:
-            st.plotly_chart(picture, key=f"{key}_scatter", config={"displaylogo": False})
+            plotly_chart(picture, f"{key}_scatter")
     with right:
         st.dataframe(table, hide_index=True, width="stretch")
         st.dataframe(pd.DataFrame([sizes]), hide_index=True, width="stretch")

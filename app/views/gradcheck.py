@@ -13,6 +13,7 @@ from core.lessons.sentences import check_verdict, checked_weights_text, seed_che
 from ..figures.gradcheck import layer_bars_figure, scatter_figure
 from ..records.jobs import JobState
 from ..text import plain
+from .charts import plotly_chart
 from .jobs import config_status, job_state, polling_fragment, status_line
 
 CHART = {"displaylogo": False}
@@ -67,8 +68,8 @@ def check_view(result: GradCheck) -> None:
     for note in result.notes:
         st.info(plain(note), icon="ℹ️")
     left, right = st.columns(2)
-    left.plotly_chart(layer_bars_figure(result.table()), key="gc_bars", config=CHART)
-    right.plotly_chart(scatter_figure(result.pairs), key="gc_scatter", config=CHART)
+    plotly_chart(layer_bars_figure(result.table()), "gc_bars", left, config=CHART)
+    plotly_chart(scatter_figure(result.pairs), "gc_scatter", right, config=CHART)
     st.dataframe(result.table(), hide_index=True, width="stretch",
                  column_config={"rel diff": st.column_config.NumberColumn(format="%.2e")})
 

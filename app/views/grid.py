@@ -15,6 +15,7 @@ from ..records.jobs import JobState
 from ..records.reported import SWITCH_HELP, reported_label, with_as_reported
 from ..records.run import LogPoint
 from ..text import plain
+from .charts import plotly_chart
 from .jobs import cached, job_state, polling_fragment, status_line
 from .links import open_in_playground
 
@@ -36,7 +37,7 @@ def shown_cells_table(grid: GridView, as_reported: bool):
 
 
 def _chart(fig, key: str) -> None:
-    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+    plotly_chart(fig, key)
 
 
 def grid_of(state: JobState) -> GridView:

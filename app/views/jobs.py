@@ -34,6 +34,7 @@ from ..text import cache_label, plain, plural, use_viewer_uploads
 POLL_SECONDS = 1.0  # every watching session reruns its fragments this often: the server's main per-viewer cost
 SEEN = "gl_seen_jobs"  # session: {job key: replayed?} of the jobs this session has looked at
 SESSION = "gl_session_id"  # session: this browser session's id, for the job manager's quotas and watchers
+SUBMITTED = "gl_submitted_jobs"  # session: keys this session's Train buttons submitted, oldest first
 LEFT = "gl_left_jobs"  # session: keys of shared jobs this session cancelled (stopped watching); others go on
 BROWSER = "gl_browser_id"  # session: the browser's id, from its signed cookie or minted for it
 COOKIE = "gl_browser"  # the cookie holding the signed browser id
@@ -210,6 +211,8 @@ def shown_job(config: Any | None, slot: str) -> str | None:
 def _on_train(config: Any, slot: str, force: bool, submit: Callable[[Any, bool], Any]) -> None:
     try:
         st.session_state[slot] = submit(config, force)
+        submitted = st.session_state.setdefault(SUBMITTED, [])
+        submitted[:] = [*submitted[-(MAX_SEEN - 1):], st.session_state[slot]]
     except Exception as exc:  # e.g. the requested device vanished: say so, no traceback
         st.session_state[f"{slot}_error"] = f"Could not start training: {exc}"
 

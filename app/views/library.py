@@ -19,6 +19,7 @@ from ..records.library import (MAX_COMPARE, LibraryFilter, LibraryRow, compare_l
                                filter_rows, grid_cells, library_rows, library_table, picked_keys, selection_update,
                                shared_words, val_ranking)
 from ..text import describe_run, plain, plural, upload_is_mine
+from .charts import plotly_chart
 from .jobs import job_state, run_view
 from .links import open_in_playground
 
@@ -149,8 +150,8 @@ def compare_view(selected: list[LibraryRow]) -> None:
     if len(present) > 1:
         st.subheader(f"{len(present)} runs side by side" + (f" ({shared})" if shared else ""))
     left, right = st.columns(2)
-    left.plotly_chart(overlay_figure(runs, "loss"), key="library_cmp_loss")
-    right.plotly_chart(overlay_figure(runs, "acc"), key="library_cmp_acc")
+    plotly_chart(overlay_figure(runs, "loss"), "library_cmp_loss", left)
+    plotly_chart(overlay_figure(runs, "acc"), "library_cmp_acc", right)
     if len(present) > 1:
         diff = config_diff(present, labels)
         if diff.empty:
@@ -165,6 +166,6 @@ def ranking_view(listed: list[LibraryRow]) -> None:
     ranking = val_ranking(listed)
     if ranking.empty:
         return
-    st.plotly_chart(val_ranking_figure(ranking), key="library_ranking")
+    plotly_chart(val_ranking_figure(ranking), "library_ranking")
     st.caption("Each bar is a run's best validation accuracy at the end of an epoch, on its own validation split: "
                "runs on different datasets are not comparable. Hover a bar for the run and that epoch.")

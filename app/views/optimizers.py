@@ -16,6 +16,7 @@ from core.lessons import families, sentences
 from ..figures import optimizers as figs
 from ..records import optimizers as records
 from ..text import FALLBACK_DATASET, dataset_title, plain
+from .charts import plotly_chart
 from .compare import comparison_view, family_states
 from .data import dataset_fallback_notice
 from .jobs import config_status, job_state, polling_fragment, status_line
@@ -44,8 +45,8 @@ def race_view(settings: dict, upto: int) -> None:
     results, grid = _race(settings["fn"], settings["kappa"], (settings["x0"], settings["y0"]),
                           records.race_racers(settings), settings["steps"])
     left, right = st.columns([3, 2])
-    left.plotly_chart(figs.race_contour_figure(fn, grid, results, upto), key="opt_race_contour")
-    right.plotly_chart(figs.race_loss_figure(results, upto), key="opt_race_loss")
+    plotly_chart(figs.race_contour_figure(fn, grid, results, upto), "opt_race_contour", left)
+    plotly_chart(figs.race_loss_figure(results, upto), "opt_race_loss", right)
     st.latex(fn.formula)
     if results:
         st.dataframe(pd.DataFrame(records.race_rows(results)), hide_index=True)
@@ -118,11 +119,11 @@ def _surface_part(key: str, polling: bool) -> None:
                      f"the path's variance (per direction: {shares}). Loss at the final weights: "
                      f"{started.final_loss:.4f}."))
     left, right = st.columns(2)
-    left.plotly_chart(figs.loss_surface_contour_figure(started.xs, started.ys, rows, started.path),
-                      key=f"opt_surface_contour_{polling}")
+    plotly_chart(figs.loss_surface_contour_figure(started.xs, started.ys, rows, started.path),
+                 f"opt_surface_contour_{polling}", left)
     if filled:
-        right.plotly_chart(figs.loss_surface_3d_figure(started.xs, started.ys, rows, started.path_losses,
-                                                       started.path), key=f"opt_surface_3d_{polling}")
+        plotly_chart(figs.loss_surface_3d_figure(started.xs, started.ys, rows, started.path_losses,
+                                                 started.path), f"opt_surface_3d_{polling}", right)
 
 
 def surface_view(surface: SurfaceConfig, key: str | None) -> None:

@@ -23,6 +23,7 @@ from ..records.jobs import JobState
 from ..records.reported import SUFFIX, SWITCH_HELP, as_reported
 from ..records.run import RunView, config_json, loss_caption, metrics_csv
 from ..text import number, plain
+from .charts import plotly_chart
 from .jobs import cached, job_state, polling_fragment, run_view, status_line
 from .library import batched_with
 
@@ -107,7 +108,7 @@ def _layers_part(key: str) -> None:
 
 
 def _chart(fig, key: str, **kwargs) -> None:
-    st.plotly_chart(fig, key=key, config={"displaylogo": False}, **kwargs)
+    plotly_chart(fig, key, **kwargs)
 
 
 def _curves(key: str, view: RunView, vkey: tuple) -> None:

@@ -13,6 +13,7 @@ from core.serve import budget
 from ..figures import sweep as sf
 from ..records.jobs import JobState
 from ..text import plain
+from .charts import plotly_chart
 from .jobs import config_status, job_state, polling_fragment, status_line
 
 POLL_SECONDS = 2.0
@@ -97,7 +98,7 @@ def _one_study(config: SweepConfig, study: optuna.Study) -> None:
             if isinstance(figure, str):
                 st.info(figure)
             else:
-                st.plotly_chart(figure, key=f"sw_{name}")
+                plotly_chart(figure, f"sw_{name}")
     with tabs[3]:
         trial_table(config, study)
 
@@ -109,7 +110,7 @@ def _study_part(configs: list[SweepConfig]) -> None:
     if not studies:
         st.info("The charts appear when the first trial has finished.", icon="⏳")
         return
-    st.plotly_chart(sf.history_figure(studies), key="sw_history")
+    plotly_chart(sf.history_figure(studies), "sw_history")
     if len(configs) == 2:  # the two-sampler view: best-so-far overlaid, then who won
         st.markdown(f"**Conclusion.** {sf.compare_samplers(studies) if len(studies) == 2 else 'Waiting for both.'}")
     else:

@@ -48,7 +48,7 @@ from core.serve import cobatch, owners
 from core.serve.budget import Refused
 from core.engine.events import RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSES, Event, RunFailed, status_of, without_weights
 from core.serve.runners import runner_for, store_links
-from core.serve.scheduler import FairQueue
+from core.serve.scheduler import BACKGROUND, FairQueue
 from core.serve.store import RunStore, StoredRun
 from core.engine.train import resolve_device
 from core.serve.workers import ProcessSlot, default_threads
@@ -155,13 +155,14 @@ class JobManager:
 
     # --- public API ------------------------------------------------------------------------
     def submit(self, config: Any, force: bool = False, session: str | None = None,
-               browser: str | None = None) -> str:
+               browser: str | None = None, background: bool = False) -> str:
         """Queue ``config`` (or join its live job, or serve it from the store); returns its key.
 
         ``force`` trains again even if a stored result exists (a live job is still shared).
         ``session`` (a browser session id) becomes one of the job's watchers; ``browser`` (the id a
         reload keeps; default: the session) owns its quota and may use only its own uploads. Queued
         jobs are handed to workers round-robin between browsers.
+        ``background``: low priority (preparing a lecture): it trains only when no one else's job waits.
         Raises :class:`Refused` when a new job would pass a server cap.
         """
         kind = runner_for(config).kind
@@ -199,7 +200,7 @@ class JobManager:
             if session is not None:
                 self._watch(job, session, browser)
             self._remember(job)
-            self._queue(device).put(job, browser)
+            self._queue(device).put(job, BACKGROUND if background else browser)
             self._ensure_workers(device)
         return key
 

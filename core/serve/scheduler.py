@@ -13,6 +13,9 @@ from collections import OrderedDict, deque
 from typing import Any, Callable, Hashable
 
 
+BACKGROUND = ("background",)  # the lane of low-priority work (a lecture being prepared): served when nobody waits
+
+
 class FairQueue:
     """Blocking queue whose ``get`` takes the next session's oldest item in turn."""
 
@@ -75,9 +78,12 @@ class FairQueue:
             return [item for _, item in self._turns()]
 
     def _turns(self) -> list[tuple[Hashable, Any]]:
-        """(session, item) of every queued item in turn order: each session's first, then second, ..."""
-        lanes = [[(session, item) for item in items] for session, items in self._by_session.items()]
-        return [lane[depth] for depth in range(max(map(len, lanes), default=0)) for lane in lanes if depth < len(lane)]
+        """(session, item) of every queued item in turn order: each session's first, then second, ...;
+        the BACKGROUND lane (low priority) after everyone else's."""
+        lanes = [[(session, item) for item in items] for session, items in self._by_session.items()
+                 if session != BACKGROUND]
+        turns = [lane[depth] for depth in range(max(map(len, lanes), default=0)) for lane in lanes if depth < len(lane)]
+        return turns + [(BACKGROUND, item) for item in self._by_session.get(BACKGROUND, ())]
 
     def __len__(self) -> int:
         with self._ready:
