@@ -18,6 +18,7 @@ from app.figures import run as figures
 from app.records import run as runview
 from app.views import jobs as jobs_view
 from app.views.run import group_key
+from app.forms.url import MAX_NOTICE_CHARS
 from core.engine.config import RunConfig
 from core.lessons.presets import get_preset
 from core.serve import identity
@@ -126,13 +127,25 @@ def test_url_round_trip_and_seed(app_env):
     assert RunConfig.from_query(at.query_params) == RunConfig(seed=7, hidden=(32,), lr=0.01, epochs=3)
 
 
-def test_bad_query_string_falls_back_to_defaults_with_notice(app_env):
-    at = new_app({"lr": "fast", "hidden": "64,64", "colour": "blue"})
+def test_a_bad_value_in_a_link_is_ignored_and_the_valid_ones_kept(app_env):
+    """Issue 26.10: one bad value threw away every valid one; now each bad value is named in its own notice."""
+    at = new_app({"lr": "fast", "batch_size": "1.5", "hidden": "32,16", "seed": "7", "colour": "blue"})
     assert not at.exception
-    notice = texts(at.warning).replace("\\", "")
-    assert "not valid, so the defaults are loaded" in notice and "Learning rate (lr) must be a number" in notice
-    assert "colour" in notice
-    assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(1e-3)
+    notices = [w.value.replace("\\", "") for w in at.warning]
+    assert len(notices) == 3 and all(len(n) <= MAX_NOTICE_CHARS for n in notices)
+    assert any("lr = 'fast' was ignored" in n and "Learning rate (lr) must be a number" in n for n in notices)
+    assert any("batch_size = '1.5' was ignored" in n for n in notices) and any("colour" in n for n in notices)
+    assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(RunConfig().lr)
+    assert at.sidebar.text_input(key="cfg_hidden").value == "32,16"
+    assert at.sidebar.number_input(key="cfg_seed").value == 7
+
+
+def test_depth_in_a_link_means_that_many_hidden_layers_of_the_width(app_env):
+    at = new_app({"depth": "3", "hidden": "32"})
+    assert not at.exception and not at.warning
+    assert at.sidebar.text_input(key="cfg_hidden").value == "32,32,32"
+    at = new_app({"depth": "deep"})
+    assert "hidden=" in texts(at.warning).replace("\\", "") and at.sidebar.text_input(key="cfg_hidden").value == "64,64"
 
 
 def test_unavailable_dataset_in_link_falls_back_to_digits(app_env, no_mnist):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -283,3 +284,31 @@ def test_playground_picker_uploads_and_selects_your_data(isolated_cache):
     name = at.session_state["cfg_dataset"]
     assert name.startswith("upload:") and at.query_params["dataset"] in (name, [name])
     assert RunConfig.from_query({"dataset": name}).dataset == name  # a shareable link, cached like any run
+
+
+def test_a_lesson_link_is_short_and_reopens_the_same_family(isolated_cache):
+    """Issue 26.10: Regularization links ran to 657 characters; the lesson's own variants are now left out."""
+    at = open_page()
+    at.button(key="reg_load_E").click().run()
+    at.number_input(key="reg_epochs").set_value(3).run()
+    query = dict(at.query_params)
+    full = compare.ComparisonConfig.from_runs(compare.runs_here("E")[0]).to_query()
+    assert "variants" not in query and len(urlencode(query)) < len(urlencode(full)) // 4
+    again = new_app()
+    again.query_params.update(query)
+    again.switch_page(PAGE).run()
+    assert not again.exception and not again.warning
+    assert variant_labels(again) == variant_labels(at) and again.number_input(key="reg_epochs").value == 3
+    assert dict(again.query_params) == query
+
+
+def test_a_link_cut_short_keeps_its_valid_settings_and_says_it_was_cut(isolated_cache):
+    whole = compare.ComparisonConfig(RunConfig(epochs=3, seed=5), (("none", {}), ("L2", {"l2": 0.01})))
+    query = {k: v[:len(v) - 4] if k == "variants" else v for k, v in whole.to_query().items()}
+    at = new_app()
+    at.query_params.update(query)
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    notice = texts(at.warning).replace("\\", "")
+    assert "looks cut off" in notice and "Unterminated" not in notice and "char" not in notice
+    assert at.number_input(key="reg_epochs").value == 3 and at.number_input(key="reg_seed").value == 5

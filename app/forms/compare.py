@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig, knob_of
+from core.engine.config import BUILTIN_DATASETS, DEPTH, ConfigError, RunConfig, knob_of
 from core.lab.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, variant_configs
 from core.lab.grid import GridConfig
 from core.engine.events import SERVED_FROM_STORE
@@ -183,7 +183,7 @@ def _prepare(keys: Keys, page: str) -> list[str]:
     query = url.incoming_query(page)
     notices: list[str] = []
     if query:
-        known = set(RunConfig.__dataclass_fields__) | {"variants"} | set(LINK_KEYS)
+        known = set(RunConfig.__dataclass_fields__) | {"variants", DEPTH} | set(LINK_KEYS)
         tour = (ComparisonConfig.from_runs(FAMILY_PRESETS["tour"].runs), "tour")
         (cmp, lesson), notices = url.parse_link(query, known, _parse_link, lambda: tour)
         load_rows(keys, cmp.base, cmp.rows(), lesson)
@@ -349,11 +349,12 @@ def family_editor(prefix: str = "reg", upload_area: Callable[[Keys], None] | Non
         except ConfigError as exc:
             problems.append(" ".join(exc.problems.values()))
     if config is not None:
-        query = config.to_query()
+        lesson = st.session_state.get(keys.preset)
+        named = lesson in FAMILY_PRESETS  # the link names the family: the lesson's own variants are left out
+        query = config.to_query(ComparisonConfig.from_runs(runs_here(lesson)[0]) if named else None)
         fallback = st.session_state.get(keys.fallback)
         if fallback and base.dataset == FALLBACK_DATASET:
             query["dataset"] = fallback  # the link keeps what the user chose
-        lesson = st.session_state.get(keys.preset)
         if lesson:
             query["lesson"] = lesson
         url.write_query(page or prefix, query)

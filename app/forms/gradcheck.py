@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig
+from core.engine.config import BUILTIN_DATASETS, DEPTH, ConfigError, RunConfig
 from core.lab.gradcheck.mistakes import FLOAT32, SEED_VARIANTS, VARIANT_SEEDS
 from core.lab.gradcheck.options import AT_CHOICES, MAX_EXAMPLES, CheckOptions
 from core.lab.gradcheck.stored import weights_status
@@ -107,7 +107,7 @@ def _prepare() -> list[str]:
         _load_options(CheckOptions())
         return notices
     page_keys = set(OPTION_KEYS) | {"preset", "stored_run"}
-    cfg, notices = url.parse_link({k: v for k, v in query.items() if k not in page_keys}, set(KNOBS),
+    cfg, notices = url.parse_link({k: v for k, v in query.items() if k not in page_keys}, set(KNOBS) | {DEPTH},
                                   RunConfig.from_query, lambda: preset_config(DEFAULT_PRESET))
     options, more = url.parse_link({k: v for k, v in query.items() if k in OPTION_KEYS}, set(OPTION_KEYS),
                                    CheckOptions.from_query, CheckOptions)
