@@ -214,6 +214,7 @@ def test_tiny_comparison_trains_and_fills_the_results_table(isolated_cache):
     assert any(t.startswith("Generalization gap") for t in titles)
     assert any(t.startswith("Weights of every layer") for t in titles)
     assert "Chance level" in texts(at.caption)
+    assert at.button(key="reg_train").label == "Train 2 variants again"  # issue 26.9: like every other page
 
 
 def test_stored_variants_are_served_and_only_new_ones_train(isolated_cache):
@@ -232,6 +233,9 @@ def test_stored_variants_are_served_and_only_new_ones_train(isolated_cache):
     assert [f.events[0].config["l2"] for f in feeds] == [0.0, 0.001, 0.0]
     again = compare.submit_family(family)  # everything is stored now: no grid, nothing trains
     assert all("grid" not in e for e in again) and manager.counts() == {"queued": 0, "running": 0}
+    forced = compare.submit_family(family, force=True)  # "again": every variant trains, as one grid
+    assert len({e.get("grid") for e in forced}) == 1 and None not in {e.get("grid") for e in forced}
+    assert manager.wait(forced[0]["grid"], timeout=240).status == "finished"
 
 
 def test_upload_through_the_page_shows_the_preview_and_feeds_the_picker(isolated_cache):

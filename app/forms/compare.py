@@ -381,25 +381,27 @@ def use_dataset(keys: Keys, name: str) -> None:
 
 
 # --- training -------------------------------------------------------------------------------------
-def _trained_or_training(manager, cfg: RunConfig) -> bool:
-    """Whether ``cfg`` is stored (deterministic outcome) or already queued / running as its own job."""
+def _trained_or_training(manager, cfg: RunConfig, force: bool = False) -> bool:
+    """Whether ``cfg`` is already queued / running as its own job, or (unless ``force``) stored with a
+    deterministic outcome."""
     snap = manager.snapshot(cfg.key())
-    return snap is not None and snap.status in ("queued", "running") + SERVED_FROM_STORE
+    return snap is not None and snap.status in ("queued", "running") + (() if force else SERVED_FROM_STORE)
 
 
-def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
+def submit_family(family: list[tuple[str, RunConfig]], force: bool = False) -> list[dict]:
     """Queue the family; returns one ``{"label", "key"}`` per variant (``key``: its run key).
 
     Variants stored or already training are served as their own jobs; the others (two or more)
     train together as ONE grid job (core.lab.grid: batched where shapes allow) and also get
     ``"grid"`` (the grid's job key) and ``"cell"`` (their index in it). Each finished cell is
-    filed under its own run key, so the next time it is served from the store like any run.
+    filed under its own run key, so the next time it is served from the store like any run. ``force``: the
+    stored variants train again too (the button's "again").
     """
     manager = get_manager()
     entries = [{"label": label, "key": cfg.key()} for label, cfg in family]
     fresh: dict[str, tuple[str, RunConfig]] = {}
     for (label, cfg), entry in zip(family, entries):
-        if entry["key"] not in fresh and not _trained_or_training(manager, cfg):
+        if entry["key"] not in fresh and not _trained_or_training(manager, cfg, force):
             fresh[entry["key"]] = (label, cfg)
     cells: dict[str, int] = {}
     grid_key = None
@@ -409,13 +411,13 @@ def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
         except ConfigError:  # a family the grid cannot hold: train the variants one by one
             grid = None
         if grid is not None:
-            grid_key = submit(grid)
+            grid_key = submit(grid, force)
             cells = {key: i for i, key in enumerate(fresh)}
     for (label, cfg), entry in zip(family, entries):
         if entry["key"] in cells:
             entry.update(grid=grid_key, cell=cells[entry["key"]])
-        else:
-            submit(cfg)
+        else:  # stored (not forced), already training (joined), or a duplicate row
+            submit(cfg, force and entry["key"] in fresh)
     return entries
 
 
@@ -423,4 +425,4 @@ def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
 
 def submit_comparison(config: ComparisonConfig, force: bool = False) -> list[dict]:
     """Train-button submit: queue the comparison's family; returns its job ids (see :func:`submit_family`)."""
-    return submit_family(config.family())
+    return submit_family(config.family(), force)
