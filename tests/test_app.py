@@ -140,6 +140,23 @@ def test_a_bad_value_in_a_link_is_ignored_and_the_valid_ones_kept(app_env):
     assert at.sidebar.number_input(key="cfg_seed").value == 7
 
 
+def test_a_new_visitor_on_a_stored_run_sees_the_setup_and_is_told_it_is_stored(app_env):
+    """Issue 26.10: a new visitor landed on someone's stored run with only "Train again" and its curves."""
+    query = {"epochs": "1", "hidden": "8"}
+    first = new_app(query)
+    first.button(key="train").click().run()
+    manager = core.serve.jobs.get_manager()
+    for key in list(manager._jobs):
+        assert manager.wait(key, timeout=120).status == "finished"
+    first.run()
+    assert "The data" not in [s.value for s in first.subheader]  # the one who trained it sees the result
+    visitor = new_app(query)
+    assert not visitor.exception
+    assert visitor.button(key="train").label == "Train again"
+    assert "The data" in [s.value for s in visitor.subheader]
+    assert "A stored result of exactly these settings" in texts(visitor.info)
+
+
 def test_depth_in_a_link_means_that_many_hidden_layers_of_the_width(app_env):
     at = new_app({"depth": "3", "hidden": "32"})
     assert not at.exception and not at.warning

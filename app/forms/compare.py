@@ -204,12 +204,13 @@ def _prepare(keys: Keys, page: str) -> list[str]:
 
 # --- the editor ------------------------------------------------------------------------------------
 def preset_buttons(keys: Keys) -> None:
-    """One button per family preset (LESSONS B, C, E and the fast tour); a click loads it."""
-    cols = st.columns(len(FAMILY_PRESETS))
-    for col, (name, preset) in zip(cols, FAMILY_PRESETS.items()):
-        col.button(preset.button, key=f"{keys.prefix}_load_{name}", help=preset.help, width="stretch",
-                   on_click=load_lesson, args=(keys, name),
-                   type="primary" if st.session_state.get(keys.preset) == name else "secondary")
+    """One button per family preset (LESSONS B, C, E and the fast tour), each as wide as its whole label (the row
+    wraps); a click loads it."""
+    with st.container(horizontal=True, gap="small"):
+        for name, preset in FAMILY_PRESETS.items():
+            st.button(preset.button, key=f"{keys.prefix}_load_{name}", help=preset.help, width="content",
+                      on_click=load_lesson, args=(keys, name),
+                      type="primary" if st.session_state.get(keys.preset) == name else "secondary")
     loaded = FAMILY_PRESETS.get(st.session_state.get(keys.preset) or "")
     if loaded is not None and loaded.lesson:
         hint = f"  \n{plain(loaded.hint)}" if loaded.hint else ""
@@ -269,18 +270,18 @@ def _variant_columns() -> dict:
     cc = st.column_config
 
     def number(label: str, help: str, **kw) -> Any:
-        return cc.NumberColumn(label, help=help, format="%g", width="small", **kw)
+        return cc.NumberColumn(label, help=help, format="%g", width=62, **kw)
 
     return {
         "variant": cc.TextColumn("Variant", help="A name for this variant (plain text).", max_chars=60,
-                                 required=True, width="medium"),
-        "norm": cc.SelectboxColumn("Normalization", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=130,
-                                   default="none", help=knob_of("norm").help),
-        "dropout": cc.NumberColumn("Dropout p", help=knob_of("dropout").help, format="%g", width=100,
+                                 required=True, width=150),
+        "norm": cc.SelectboxColumn("Norm", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=88,
+                                   default="none", help="Normalization. " + knob_of("norm").help),
+        "dropout": cc.NumberColumn("Dropout", help=knob_of("dropout").help, format="%g", width=72,
                                    min_value=knob_of("dropout").lo, max_value=knob_of("dropout").hi, step=0.05,
                                    default=0.0),
         "dropout_impl": cc.SelectboxColumn("Dropout class", options=list(DROPOUT_NAMES), format_func=DROPOUT_NAMES.get,
-                                           default="torch", width=125,
+                                           default="torch", width=108,
                                            help="nn.Dropout, or the project's from-scratch InvertedDropout (same "
                                                 "maths: drop with probability p, scale the rest by 1/(1−p), off in "
                                                 "eval mode)."),
@@ -288,10 +289,10 @@ def _variant_columns() -> dict:
                      default=0.0),
         "l2": number("L2 λ", knob_of("l2").help, min_value=knob_of("l2").lo, max_value=knob_of("l2").hi, step=0.0001,
                      default=0.0),
-        "lr": cc.NumberColumn("Learning rate", help="Empty = the base network's learning rate.", format="%g",
-                              width=105, min_value=knob_of("lr").lo, max_value=knob_of("lr").hi),
-        "hidden": cc.TextColumn("Hidden layers", width=130, help="Empty = the base network's, e.g. 128,64."),
-        "arch": cc.SelectboxColumn("MLP / CNN", options=["mlp", "cnn"], width=90,
+        "lr": cc.NumberColumn("lr", help="Learning rate. Empty = the base network's.", format="%g",
+                              width=55, min_value=knob_of("lr").lo, max_value=knob_of("lr").hi),
+        "hidden": cc.TextColumn("Hidden", width=70, help="Hidden layers. Empty = the base network's, e.g. 128,64."),
+        "arch": cc.SelectboxColumn("Arch", options=["mlp", "cnn"], width=55,
                                    help="Empty = the base network's (cnn: two 3×3 conv layers of 32 filters before "
                                         "the hidden layers)."),
     }

@@ -201,8 +201,9 @@ def options_form(cfg: RunConfig | None) -> None:
              help="Every evaluation then draws a new dropout mask. Off by default.")
     c.toggle("Put ReLU units on their kink", key=OPTION_KEYS["kinks"],
              help="Shifts each hidden bias so every unit's pre-activation on the first example is exactly 0.")
-    c.toggle("The seed's mistake: perturb a copy of the weights", key=MISTAKE_TOGGLE,
-             help="The perturbation goes to a copy while the loss is computed with the model's own weights.")
+    c.toggle("Perturb a copy of the weights", key=MISTAKE_TOGGLE,  # a label that fits the column on one line
+             help="The seed's mistake: the perturbation goes to a copy while the loss is computed with the model's "
+                  "own weights.")
     st.session_state[OPTION_KEYS["mistake"]] = "perturb_copy" if st.session_state.get(MISTAKE_TOGGLE) else "none"
 
 
