@@ -275,9 +275,9 @@ def _variant_columns() -> dict:
     return {
         "variant": cc.TextColumn("Variant", help="A name for this variant (plain text).", max_chars=60,
                                  required=True, width=150),
-        "norm": cc.SelectboxColumn("Norm", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=88,
+        "norm": cc.SelectboxColumn("Norm", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=84,
                                    default="none", help="Normalization. " + knob_of("norm").help),
-        "dropout": cc.NumberColumn("Dropout", help=knob_of("dropout").help, format="%g", width=72,
+        "dropout": cc.NumberColumn("Dropout", help=knob_of("dropout").help, format="%g", width=80,
                                    min_value=knob_of("dropout").lo, max_value=knob_of("dropout").hi, step=0.05,
                                    default=0.0),
         "dropout_impl": cc.SelectboxColumn("Dropout class", options=list(DROPOUT_NAMES), format_func=DROPOUT_NAMES.get,
@@ -292,7 +292,7 @@ def _variant_columns() -> dict:
         "lr": cc.NumberColumn("lr", help="Learning rate. Empty = the base network's.", format="%g",
                               width=55, min_value=knob_of("lr").lo, max_value=knob_of("lr").hi),
         "hidden": cc.TextColumn("Hidden", width=70, help="Hidden layers. Empty = the base network's, e.g. 128,64."),
-        "arch": cc.SelectboxColumn("Arch", options=["mlp", "cnn"], width=55,
+        "arch": cc.SelectboxColumn("Arch", options=["mlp", "cnn"], width=50,
                                    help="Empty = the base network's (cnn: two 3×3 conv layers of 32 filters before "
                                         "the hidden layers)."),
     }
