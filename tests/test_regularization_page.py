@@ -316,3 +316,14 @@ def test_a_link_cut_short_keeps_its_valid_settings_and_says_it_was_cut(isolated_
     notice = texts(at.warning).replace("\\", "")
     assert "looks cut off" in notice and "Unterminated" not in notice and "char" not in notice
     assert at.number_input(key="reg_epochs").value == 3 and at.number_input(key="reg_seed").value == 5
+
+
+CENTERED_WIDTH = 736  # px: Streamlit's centered layout's main column (46rem), where the variant table lives
+
+
+def test_the_variant_columns_fit_the_page_so_none_is_cut_off():
+    """Issue 26.9: the rightmost columns (learning rate, hidden, MLP / CNN) were cut off at the table's edge."""
+    columns = compare._variant_columns()
+    assert list(columns) == list(compare.ROW_COLUMNS)
+    widths = [column["width"] for column in columns.values()]
+    assert all(isinstance(w, int) for w in widths) and sum(widths) <= CENTERED_WIDTH
