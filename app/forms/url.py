@@ -47,8 +47,8 @@ def write_query(page: str, query: Mapping[str, str]) -> None:
 def parse_link(query: Mapping[str, str], known: set[str], parse: Callable[[dict], T],
                default: Callable[[], T]) -> tuple[T, list[str]]:
     """(config, notices) from a query: unknown keys are ignored, and so is each setting the parser names as bad
-    (the valid ones are kept); one bounded notice per thing ignored, whatever the link holds. Only a link whose
-    settings fail together, or that a parser cannot read at all, gives the defaults."""
+    (the valid ones are kept); one bounded notice per thing ignored, whatever the link holds. A link with nothing
+    valid left, whose settings fail together, or that a parser cannot read at all gives the defaults."""
     notices = []
     unknown = sorted(k for k in query if k not in known)
     if unknown:
@@ -66,6 +66,8 @@ def parse_link(query: Mapping[str, str], known: set[str], parse: Callable[[dict]
                 return default(), notices
             for name in bad:
                 notices.append(ignored_notice(name, kept.pop(name), exc.problems[name]))
+            if not kept:  # nothing valid is left: the page's own defaults
+                return default(), notices
         except Exception as exc:  # a hostile link may raise anything a parser meets: never a traceback
             notices.append(invalid_link_notice(exc))
             return default(), notices
