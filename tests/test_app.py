@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import core.serve.jobs
 import core.serve.runners
-from apptest_helpers import new_app, texts
+from apptest_helpers import new_app, open_with_query, texts
 from helpers import plotly_values, train_events
 from app.figures import run as figures
 from app.records import run as runview
@@ -408,3 +408,16 @@ def test_user_class_names_are_plain_text_in_figures():
     assert all("<a" not in t and "<b>" not in t for t in texts_) and "&lt;b&gt;bold&lt;/b&gt;" in texts_[1]
     conf = figures.confusion_figure([[1, 0, 0], [0, 1, 0], [0, 0, 1]], evil)
     assert all("<" not in t for t in conf.layout.xaxis.ticktext)
+
+
+def test_the_data_page_names_every_class_beside_its_bar(app_env, shared_fashion):
+    """Issue 26.9: the tenth bar label (Ankle Boot) was cut off under the class-count chart; the names now stand
+    beside horizontal bars, on an axis that makes room for them."""
+    at = open_with_query("data", {"dataset": "fashion-mnist"})
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Examples per class"))
+    table = next(d.value for d in at.dataframe if "class" in d.value.columns)
+    bars = spec["data"][0]
+    assert bars["orientation"] == "h" and spec["layout"]["yaxis"]["automargin"] is True
+    assert spec["layout"]["yaxis"]["ticktext"] == table["class"].tolist() and "Ankle Boot" in table["class"].tolist()
+    assert bars["x"] == table["train + validation"].tolist()
