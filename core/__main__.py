@@ -35,7 +35,7 @@ from core.lessons.presets import PRESETS, get_preset
 from core.lessons.families import SWEEP_PRESETS
 from core.lessons.lectures import LectureError, all_lectures, step_jobs
 from core.engine import data as datasets
-from core.lessons.sentences import REPORTED_BUG, printed_as_reported
+from core.lessons.sentences import REPORTED_BUG, check_diagnosis, printed_as_reported
 from core.lab.sweep.space import PRUNERS, SAMPLERS
 from core.lab.sweep.study import SweepStorageError, open_study
 
@@ -149,6 +149,8 @@ def _gradcheck(args: argparse.Namespace) -> int:
     print(f"{label}: gradient check at {s['where']}, {s['dtype']}, eps={s['eps']:g}, {s['examples']} examples, "
           f"backprop {s['backprop']}")
     print(format_table(result))
+    for line in filter(None, check_diagnosis(result)):
+        print(line)
     for note in result.notes:
         print(f"note: {note}")
     return 0

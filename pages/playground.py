@@ -8,7 +8,7 @@ from app.forms.run import config_sidebar
 from app.forms.url import link_notices
 from app.text import describe_run, plain, with_math
 from app.views.data import dataset_fallback_notice, show_data_preview
-from app.views.jobs import shown_job, train_button
+from app.views.jobs import found_job, found_job_notice, shown_job, train_button
 from app.views.run import job_view
 
 LAST_JOB = "gl_job"  # key of the job this session last started
@@ -42,13 +42,16 @@ with summary_col:
         st.caption(plain(describe_run(cfg)))
 
 shown = shown_job(cfg, LAST_JOB)
-if shown is None:
+found = found_job(cfg, LAST_JOB)  # e.g. a new visitor on someone's stored run: the setup first, then that result
+if found is not None:
+    found_job_notice(found)
+if shown is None or found is not None:
     st.subheader("The data", divider="gray")
     if cfg is not None:
         show_data_preview(cfg.dataset, cfg.data_noise, cfg.val_fraction, cfg.seed, key="pg_data")
     else:
         st.caption("The data preview appears once the settings are valid.")
-else:
+if shown is not None:
     if cfg is None or shown != cfg.key():
         st.info("These are the results of your last run. The settings in the sidebar have changed since: "
                 "press **Train** to run them.", icon="ℹ️")

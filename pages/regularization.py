@@ -32,7 +32,7 @@ slot = form.keys.family  # [{"label", "key", "grid"?, "cell"?}]: job ids only
 left, right = st.columns([1, 4], vertical_alignment="center")
 with left:
     train_button(form.config, slot, key="reg_train", label=f"Train {plural(len(form.family), 'variant')}",
-                 submit=submit_comparison, status=lambda config: family_status(st.session_state.get(slot)),
+                 submit=submit_comparison, status=lambda config: family_status(st.session_state.get(slot), config),
                  help="Trains every variant with the same seed (same data order and initial weights). Variants "
                       "trained before, by anyone, load from the run store at once.")
 if form.family:

@@ -12,12 +12,13 @@ from streamlit.testing.v1 import AppTest
 
 import core.serve.jobs
 import core.serve.runners
-from apptest_helpers import new_app, texts
+from apptest_helpers import new_app, open_with_query, texts
 from helpers import plotly_values, train_events
 from app.figures import run as figures
 from app.records import run as runview
 from app.views import jobs as jobs_view
 from app.views.run import group_key
+from app.forms.url import MAX_NOTICE_CHARS
 from core.engine.config import RunConfig
 from core.lessons.presets import get_preset
 from core.serve import identity
@@ -126,13 +127,42 @@ def test_url_round_trip_and_seed(app_env):
     assert RunConfig.from_query(at.query_params) == RunConfig(seed=7, hidden=(32,), lr=0.01, epochs=3)
 
 
-def test_bad_query_string_falls_back_to_defaults_with_notice(app_env):
-    at = new_app({"lr": "fast", "hidden": "64,64", "colour": "blue"})
+def test_a_bad_value_in_a_link_is_ignored_and_the_valid_ones_kept(app_env):
+    """Issue 26.10: one bad value threw away every valid one; now each bad value is named in its own notice."""
+    at = new_app({"lr": "fast", "batch_size": "1.5", "hidden": "32,16", "seed": "7", "colour": "blue"})
     assert not at.exception
-    notice = texts(at.warning).replace("\\", "")
-    assert "not valid, so the defaults are loaded" in notice and "Learning rate (lr) must be a number" in notice
-    assert "colour" in notice
-    assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(1e-3)
+    notices = [w.value.replace("\\", "") for w in at.warning]
+    assert len(notices) == 3 and all(len(n) <= MAX_NOTICE_CHARS for n in notices)
+    assert any("lr = 'fast' was ignored" in n and "Learning rate (lr) must be a number" in n for n in notices)
+    assert any("batch_size = '1.5' was ignored" in n for n in notices) and any("colour" in n for n in notices)
+    assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(RunConfig().lr)
+    assert at.sidebar.text_input(key="cfg_hidden").value == "32,16"
+    assert at.sidebar.number_input(key="cfg_seed").value == 7
+
+
+def test_a_new_visitor_on_a_stored_run_sees_the_setup_and_is_told_it_is_stored(app_env):
+    """Issue 26.10: a new visitor landed on someone's stored run with only "Train again" and its curves."""
+    query = {"epochs": "1", "hidden": "8"}
+    first = new_app(query)
+    first.button(key="train").click().run()
+    manager = core.serve.jobs.get_manager()
+    for key in list(manager._jobs):
+        assert manager.wait(key, timeout=120).status == "finished"
+    first.run()
+    assert "The data" not in [s.value for s in first.subheader]  # the one who trained it sees the result
+    visitor = new_app(query)
+    assert not visitor.exception
+    assert visitor.button(key="train").label == "Train again"
+    assert "The data" in [s.value for s in visitor.subheader]
+    assert "A stored result of exactly these settings" in texts(visitor.info)
+
+
+def test_depth_in_a_link_means_that_many_hidden_layers_of_the_width(app_env):
+    at = new_app({"depth": "3", "hidden": "32"})
+    assert not at.exception and not at.warning
+    assert at.sidebar.text_input(key="cfg_hidden").value == "32,32,32"
+    at = new_app({"depth": "deep"})
+    assert "hidden=" in texts(at.warning).replace("\\", "") and at.sidebar.text_input(key="cfg_hidden").value == "64,64"
 
 
 def test_unavailable_dataset_in_link_falls_back_to_digits(app_env, no_mnist):
@@ -378,3 +408,16 @@ def test_user_class_names_are_plain_text_in_figures():
     assert all("<a" not in t and "<b>" not in t for t in texts_) and "&lt;b&gt;bold&lt;/b&gt;" in texts_[1]
     conf = figures.confusion_figure([[1, 0, 0], [0, 1, 0], [0, 0, 1]], evil)
     assert all("<" not in t for t in conf.layout.xaxis.ticktext)
+
+
+def test_the_data_page_names_every_class_beside_its_bar(app_env, shared_fashion):
+    """Issue 26.9: the tenth bar label (Ankle Boot) was cut off under the class-count chart; the names now stand
+    beside horizontal bars, on an axis that makes room for them."""
+    at = open_with_query("data", {"dataset": "fashion-mnist"})
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Examples per class"))
+    table = next(d.value for d in at.dataframe if "class" in d.value.columns)
+    bars = spec["data"][0]
+    assert bars["orientation"] == "h" and spec["layout"]["yaxis"]["automargin"] is True
+    assert spec["layout"]["yaxis"]["ticktext"] == table["class"].tolist() and "Ankle Boot" in table["class"].tolist()
+    assert bars["x"] == table["train + validation"].tolist()

@@ -7,6 +7,7 @@ has no settings of its own: its "Open in Playground" must land on an address tha
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 import shutil
 
 import pytest
@@ -99,4 +100,24 @@ def test_library_open_in_playground_lands_on_a_reopenable_link(server):
         seed = number_input(fresh, "Seed")
         seed.wait_for(timeout=90_000)
         assert seed.input_value() == "9"
+        browser.close()
+
+
+def test_a_regularization_link_cut_at_300_characters_says_so_and_keeps_its_settings(server):
+    """Issue 26.10: a link cut short gave JSON's own error, and one bad value threw the valid ones away."""
+    variants = ('[["none",{}],["L2 0.001",{"l2":0.001}],["dropout 0.3 (inverted)",{"dropout":0.3,"dropout_impl":'
+                '"inverted"}],["BatchNorm",{"norm":"batchnorm"}],["LayerNorm",{"norm":"layernorm"}]]')
+    whole = f"{server}/regularization?epochs=7&seed=5&variants={quote(variants)}"
+    cut = whole[:300]
+    assert len(cut) < len(whole)
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+        page.goto(cut)
+        page.get_by_text("looks cut off").first.wait_for(timeout=90_000)
+        assert page.get_by_text("Unterminated").count() == 0
+        epochs = number_input(page, "Epochs")
+        epochs.wait_for(timeout=60_000)
+        assert epochs.input_value() == "7" and number_input(page, "Seed").input_value() == "5"
+        page.screenshot(path=str(SHOTS / "link_cut_regularization.png"), full_page=True)
         browser.close()

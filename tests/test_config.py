@@ -108,6 +108,17 @@ def test_query_round_trip_is_readable_and_minimal():
     assert RunConfig.from_query({**query, "page": "playground"}) == cfg
 
 
+def test_depth_in_a_query_means_that_many_hidden_layers_of_the_configs_width():
+    assert RunConfig.from_query({"depth": "3"}).hidden == (RunConfig().hidden[0],) * 3
+    assert RunConfig.from_query({"depth": "2", "hidden": "32,16"}).hidden == (32, 32)
+    assert RunConfig.from_query({"depth": "0"}).hidden == ()
+    for bad in ("deep", "2.5", str(MAX_HIDDEN_LAYERS + 1), "9" * 5000):
+        with pytest.raises(ConfigError) as err:
+            RunConfig.from_query({"depth": bad})
+        assert set(err.value.problems) == {"depth"} and "hidden=" in err.value.problems["depth"]
+        assert len(err.value.problems["depth"]) < 300
+
+
 def test_bad_query_values_give_messages():
     with pytest.raises(ConfigError) as err:
         RunConfig.from_query({"lr": "fast", "batch_size": "1.5", "hidden": "12,abc"})

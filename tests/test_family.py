@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.engine.config import RunConfig
+from core.engine.config import RunConfig, knob_of
 from core.engine.events import CellEvent
 from core.engine.family import plan_family, train_family
-from core.engine.train import train
+from core.engine.train import LOCKSTEP_FIELDS, train
 from core.lab.sweep.runner import run_sweep
 from core.lab.sweep.space import Dist, SweepConfig, trial_config
 from core.lab.sweep.study import open_study
@@ -121,3 +121,12 @@ def test_a_by_hand_run_in_a_co_batch_is_the_by_hand_run_with_its_weights(isolate
 def test_a_plan_must_place_every_run_once():
     with pytest.raises(ValueError, match="each of the 2 runs once"):
         train_family([AUTOGRAD, BY_HAND], [lambda e: None] * 2, plan_family([("a", AUTOGRAD)]))
+
+
+def test_the_note_on_separate_passes_speaks_in_the_widgets_words_not_field_names():
+    """Issue 26.9: the Vanishing page listed "dataset, data_noise, val_fraction, seed, train_limit, ..."."""
+    cells = [(f"seed {i // 2}", RunConfig(dataset="blobs", hidden=(4,), seed=i // 2)) for i in range(4)]
+    notes = plan_family(cells).notes
+    assert len(notes) == 1 and "2 separate batched passes" in notes[0]
+    assert not any("_" in word for word in notes[0].split()), notes[0]
+    assert all(knob_of(name).label.lower() in notes[0] for name in LOCKSTEP_FIELDS)

@@ -13,7 +13,7 @@ from core.engine.config import ACTIVATIONS, NORMS, ConfigError, RunConfig
 from core.lab.gradcheck.mistakes import FLOAT32, FLOAT32_SEEDS, SEED_VALUE, SEED_VARIANTS, seed_variants
 from core.lab.gradcheck.numeric import _Objective, _prepare, check_gradients, layer_groups, numeric_gradient
 from core.lab.gradcheck.options import CheckOptions
-from core.lab.gradcheck.result import GOOD, SUSPECT, format_table
+from core.lab.gradcheck.result import GOOD, SUSPECT, diagnose, format_table
 from core.lab.gradcheck.result import GradCheck
 from core.lab.gradcheck.stored import RunGone, check_stored_run
 from core.lab.gradcheck.task import MAX_SEEDS, GradCheckConfig, run_gradcheck
@@ -23,7 +23,7 @@ from core.engine.models import build_model
 from core.lessons.presets import get_preset
 from core.serve.budget import estimate
 from core.serve.store import RunStore
-from core.lessons.sentences import seed_check_lines
+from core.lessons.sentences import check_diagnosis, join_words, seed_check_lines
 from core.engine.lanes import ModuleLanes
 
 TINY = dict(dataset="blobs", hidden=(4, 3), seed=3)
@@ -208,7 +208,8 @@ def test_the_cli_prints_the_per_layer_table(capsys):
     assert int(rows[0][1]) < int(rows[0][2])  # 64*13+13 entries, 200 sampled
     assert main(["gradcheck", "--preset", "B-regularization", "--set", "dataset=digits", "--mistake", "perturb_copy",
                  "--max-entries", "50"]) == 0
-    assert "1.000e+00  wrong" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1.000e+00  wrong" in out and "seeds' mistake" in out and "nearest the output" not in out
     assert main(["gradcheck", "--preset", "B-regularization", "--set", "lr=-1"]) == 2
     assert "Learning rate" in capsys.readouterr().err
 
@@ -288,14 +289,30 @@ def test_check_options_round_trip_through_a_link_and_name_bad_values():
         CheckOptions(bug="transposed_weight")
 
 
-def test_notes_explain_a_numeric_gradient_of_zero():
+def test_the_diagnosis_explains_a_numeric_gradient_of_zero():
     cfg = _b_network()
     float32 = check_gradients(cfg, dtype=torch.float32, eps=1e-7, max_entries=200)
     zeroed = [r.layer for r in float32.layers if r.numeric_norm == 0]
-    assert zeroed and any(f"In {', '.join(zeroed)} every loss change" in n for n in float32.notes)
+    assert zeroed and diagnose(float32).cause == "rounded" and diagnose(float32).layers == tuple(zeroed)
+    assert f"In {join_words(zeroed)} every loss change" in check_diagnosis(float32)[1]
     copy_ = check_gradients(cfg, mistake="perturb_copy", max_entries=50)
-    assert any("copy of the weights" in n for n in copy_.notes)
-    assert not any("every loss change" in n for n in check_gradients(cfg, max_entries=50).notes)
+    assert diagnose(copy_).cause == "copy" and "the copy was perturbed" in check_diagnosis(copy_)[1]
+    right = check_gradients(cfg, max_entries=50)
+    assert diagnose(right).cause == "right" and check_diagnosis(right)[1] is None
+
+
+def test_a_copy_perturbed_hides_a_planted_bug_and_the_headline_says_so():
+    """All layers read 1 with the copy on, so the layer nearest the output (fc4) is above 1e-5: the headline must
+    name the copy and the planted fc1 bug it hides, as the explanation does, never a backward bug at fc4."""
+    cfg = RunConfig(dataset="blobs", hidden=(5, 5, 5), activation="tanh", seed=1)
+    bug = {0: "missing_activation_derivative"}
+    bugged = check_gradients(cfg, n_examples=8, backprop="by_hand", bugs=bug, mistake="perturb_copy")
+    assert all(r.rel_diff == 1.0 for r in bugged.layers) and bugged.first_wrong_layer() == bugged.layers[-1].layer
+    headline, explanation = check_diagnosis(bugged)
+    assert "seeds' mistake" in headline and "fc1" in headline and "copy" in explanation
+    assert "nearest the output" not in headline and bugged.layers[-1].layer not in headline
+    alone = check_gradients(cfg, n_examples=8, backprop="by_hand", bugs=bug)
+    assert diagnose(alone).cause == "backward" and diagnose(alone).layer == "fc1"
 
 
 def _same_check(a: GradCheck, b: GradCheck) -> None:

@@ -116,6 +116,21 @@ def test_a_planted_bug_is_pointed_at(app_env, no_mnist):
     assert bars["data"][0]["marker"]["color"][2] != bars["data"][0]["marker"]["color"][3]
 
 
+def test_a_copy_perturbed_over_a_planted_bug_gets_one_diagnosis(app_env, no_mnist):
+    """Issue 26.8: with the copy on and a bug in fc1 every layer reads 1; the headline blamed a backward bug at the
+    output layer while the box blamed the copy. Both now name the copy, and the headline the hidden fc1 bug."""
+    at = open_check(press=False)
+    at.radio(key="gc_backprop").set_value("by_hand").run(timeout=120)
+    at.selectbox(key="gc_bug").select("missing_activation_derivative").run(timeout=120)
+    at.selectbox(key="gc_bug_layer").select(1).run(timeout=120)
+    at.toggle(key="gc_mistake_toggle").set_value(True).run(timeout=120)
+    check(at)
+    assert overall(at) == 1.0
+    headline = texts(at.markdown).replace("\\", "")
+    assert "seeds' mistake" in headline and "fc1" in headline and "nearest the output" not in headline
+    assert "copy was perturbed" in texts(at.info)
+
+
 def test_dropout_is_off_unless_switched_on(app_env):
     at = open_check({"dataset": "blobs", "hidden": "8,8", "dropout": "0.5", "activation": "tanh"})
     assert "Dropout is switched off" in texts(at.info)
@@ -200,8 +215,10 @@ def test_a_hostile_link_is_refused_by_the_budget_naming_the_cap(app_env):
 
 
 def test_a_bad_link_falls_back_with_a_notice(app_env, no_mnist):
-    at = open_check({"eps": "lots", "hidden": "x"}, press=False)
-    assert "not valid" in texts(at.warning)  # said once, when the link is read
+    at = open_check({"eps": "lots", "hidden": "abc", "examples": "12"}, press=False)
+    notices = [w.value.replace("\\", "") for w in at.warning]  # said once each, when the link is read
+    assert any("eps = 'lots' was ignored" in n for n in notices) and any("hidden = 'abc'" in n for n in notices)
+    assert at.query_params["examples"] == "12"  # the valid setting is kept (issue 26.10)
     check(at)
     assert overall(at) < GOOD
 

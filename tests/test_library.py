@@ -9,12 +9,14 @@ import zipfile
 
 import numpy as np
 import pytest
+import streamlit
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import core.serve.jobs
 from apptest_helpers import MAIN, open_page, texts
 from app.views import jobs as jobs_view
+from app.views import library as library_views
 from helpers import train_events
 from app.figures.library import val_ranking_figure
 from app.records import library as lib
@@ -295,3 +297,33 @@ def test_the_same_upload_by_two_browsers_keeps_each_ones_title_across_a_restart(
     assert not owners.may_use(name, "carol") and not owners.may_use(name, None)
     assert owners.may_use("mnist", "carol") and owners.owned("carol") == {}
     assert (isolated_cache / "uploads" / owners.FILE).stat().st_mode & 0o077 == 0
+
+
+def test_the_library_shows_a_spinner_while_it_reads_the_store(isolated_cache, monkeypatch):
+    """Issue 26.10: the page looked empty for seconds while the store was read; now a spinner says what happens."""
+    open_spinners: list[str] = []
+    seen: list[list[str]] = []
+    real_spinner, real_runs = streamlit.spinner, library_views.stored_runs
+
+    def spinner(text="", **kw):
+        context = real_spinner(text, **kw)
+
+        class Recorded:
+            def __enter__(self):
+                open_spinners.append(text)
+                return context.__enter__()
+
+            def __exit__(self, *exc):
+                open_spinners.pop()
+                return context.__exit__(*exc)
+        return Recorded()
+
+    def runs():
+        seen.append(list(open_spinners))
+        return real_runs()
+
+    monkeypatch.setattr(streamlit, "spinner", spinner)
+    monkeypatch.setattr(library_views, "stored_runs", runs)
+    at = open_page("../pages/library.py")
+    assert not at.exception, at.exception
+    assert seen and all(any("Reading the runs stored" in text for text in during) for during in seen)

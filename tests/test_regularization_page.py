@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -213,6 +214,7 @@ def test_tiny_comparison_trains_and_fills_the_results_table(isolated_cache):
     assert any(t.startswith("Generalization gap") for t in titles)
     assert any(t.startswith("Weights of every layer") for t in titles)
     assert "Chance level" in texts(at.caption)
+    assert at.button(key="reg_train").label == "Train 2 variants again"  # issue 26.9: like every other page
 
 
 def test_a_trained_family_shows_at_once_on_its_link_in_a_fresh_session(isolated_cache):
@@ -251,6 +253,9 @@ def test_stored_variants_are_served_and_only_new_ones_train(isolated_cache):
     assert [f.events[0].config["l2"] for f in feeds] == [0.0, 0.001, 0.0]
     again = compare.submit_family(family)  # everything is stored now: no grid, nothing trains
     assert all("grid" not in e for e in again) and manager.counts() == {"queued": 0, "running": 0}
+    forced = compare.submit_family(family, force=True)  # "again": every variant trains, as one grid
+    assert len({e.get("grid") for e in forced}) == 1 and None not in {e.get("grid") for e in forced}
+    assert manager.wait(forced[0]["grid"], timeout=240).status == "finished"
 
 
 def test_upload_through_the_page_shows_the_preview_and_feeds_the_picker(isolated_cache):
@@ -303,3 +308,42 @@ def test_playground_picker_uploads_and_selects_your_data(isolated_cache):
     name = at.session_state["cfg_dataset"]
     assert name.startswith("upload:") and at.query_params["dataset"] in (name, [name])
     assert RunConfig.from_query({"dataset": name}).dataset == name  # a shareable link, cached like any run
+
+
+def test_a_lesson_link_is_short_and_reopens_the_same_family(isolated_cache):
+    """Issue 26.10: Regularization links ran to 657 characters; the lesson's own variants are now left out."""
+    at = open_page()
+    at.button(key="reg_load_E").click().run()
+    at.number_input(key="reg_epochs").set_value(3).run()
+    query = dict(at.query_params)
+    full = compare.ComparisonConfig.from_runs(compare.runs_here("E")[0]).to_query()
+    assert "variants" not in query and len(urlencode(query)) < len(urlencode(full)) // 4
+    again = new_app()
+    again.query_params.update(query)
+    again.switch_page(PAGE).run()
+    assert not again.exception and not again.warning
+    assert variant_labels(again) == variant_labels(at) and again.number_input(key="reg_epochs").value == 3
+    assert dict(again.query_params) == query
+
+
+def test_a_link_cut_short_keeps_its_valid_settings_and_says_it_was_cut(isolated_cache):
+    whole = compare.ComparisonConfig(RunConfig(epochs=3, seed=5), (("none", {}), ("L2", {"l2": 0.01})))
+    query = {k: v[:len(v) - 4] if k == "variants" else v for k, v in whole.to_query().items()}
+    at = new_app()
+    at.query_params.update(query)
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    notice = texts(at.warning).replace("\\", "")
+    assert "looks cut off" in notice and "Unterminated" not in notice and "char" not in notice
+    assert at.number_input(key="reg_epochs").value == 3 and at.number_input(key="reg_seed").value == 5
+
+
+CENTERED_WIDTH = 736  # px: Streamlit's centered layout's main column (46rem), where the variant table lives
+
+
+def test_the_variant_columns_fit_the_page_so_none_is_cut_off():
+    """Issue 26.9: the rightmost columns (learning rate, hidden, MLP / CNN) were cut off at the table's edge."""
+    columns = compare._variant_columns()
+    assert list(columns) == list(compare.ROW_COLUMNS)
+    widths = [column["width"] for column in columns.values()]
+    assert all(isinstance(w, int) for w in widths) and sum(widths) <= CENTERED_WIDTH

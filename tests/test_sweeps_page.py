@@ -56,6 +56,16 @@ def test_page_explains_the_space_from_its_numbers(page, shared_fashion):  # the 
                                   ) == SWEEP_PRESETS["D-sweep"].sweep
 
 
+def test_a_preset_whose_dataset_is_missing_says_so_once(isolated_cache, no_mnist, tmp_path, monkeypatch):
+    """Issue 26.9: "Fashion-MNIST (not on this server) is not available on this server"."""
+    monkeypatch.setenv("GRADIENT_LAB_SWEEP_DB", f"sqlite:///{tmp_path / 'studies.db'}")
+    at = open_page(PAGE)
+    at.selectbox(key="sw_preset").set_value("D-sweep").run()
+    assert not at.exception, at.exception
+    warning = texts(at.warning).replace("\\", "")
+    assert "Fashion-MNIST is not available on this server" in warning and "(not on this server)" not in warning
+
+
 def test_a_sweep_runs_live_with_figures_and_a_trial_table(page):
     at = digits(page)
     at.button(key="sw_run").click().run()
@@ -63,6 +73,8 @@ def test_a_sweep_runs_live_with_figures_and_a_trial_table(page):
     at = wait(at, sweep.key())
     assert not at.exception, at.exception
     assert "finished" in texts(at.markdown)
+    captions = texts(at.caption).replace("\\", "")
+    assert "saves every finished trial" in captions and "sqlite" not in captions and "studies.db" not in captions
     titles = [str(s["layout"].get("title", {}).get("text", "")) for s in charts(at)]
     assert "Best validation accuracy so far" in titles
     assert any("Parallel Coordinate" in t for t in titles) and any("Slice" in t for t in titles)

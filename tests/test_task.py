@@ -10,7 +10,7 @@ import json
 import pytest
 
 from core.engine.config import ConfigError, RunConfig
-from core.engine.task import SCHEMA_VERSION, query_int, query_json
+from core.engine.task import SCHEMA_VERSION, cut_off, query_int, query_json
 from core.lab.compare import ComparisonConfig
 from core.lab.grid import GridConfig
 from core.lab.surface import SurfaceConfig
@@ -121,3 +121,27 @@ def test_a_grid_link_with_a_bad_value_names_it(query, field):
     with pytest.raises(ConfigError) as err:
         GridConfig.from_query({"activations": "relu", **query})
     assert field in err.value.problems
+
+
+def test_a_link_cut_short_says_so_plainly():
+    """Issue 26.10: a link cut at 300 characters gave JSON's own error ("Unterminated string ... char 249")."""
+    whole = ComparisonConfig(RunConfig(), (("dropout 0.5", {"dropout": 0.5}), ("L2 long label " * 20, {"l2": 0.01})))
+    text = whole.to_query()["variants"]
+    assert not cut_off(text) and all(cut_off(text[:n]) for n in range(1, len(text)))
+    with pytest.raises(ConfigError) as err:
+        ComparisonConfig.from_query({"variants": text[:len(text) // 2]})
+    assert "cut off" in err.value.problems["variants"] and "char" not in err.value.problems["variants"]
+    with pytest.raises(ConfigError) as err:
+        query_json({"variants": "{]"}, "variants")
+    assert "cut off" not in err.value.problems["variants"]
+
+
+def test_a_lesson_link_leaves_the_lessons_own_variants_out_and_reopens_the_same_comparison():
+    like = ComparisonConfig(RunConfig(hidden=(32,), epochs=4), (("none", {}), ("L2", {"l2": 0.01})))
+    edited = ComparisonConfig(like.base.replace(epochs=10, seed=3), like.variants)  # epochs back to the default
+    short = edited.to_query(like)
+    assert "variants" not in short and short == {"epochs": "10", "seed": "3"}
+    assert ComparisonConfig.from_query({**like.to_query(), **short}) == edited
+    other = ComparisonConfig(like.base, (("L1", {"l1": 0.01}),))
+    assert other.to_query(like) == other.to_query()  # other variants: written in full
+    assert ComparisonConfig.from_query(other.to_query()) == other  # a full (old) link still opens

@@ -201,6 +201,14 @@ def test_gradient_band_marks_the_vanishing_layers(stuck_grid_events):
     fig = gf.gradient_band_figure(grid.cell_at("sigmoid", 8).view, "sigmoid x8")
     marks = fig.data[1]
     assert len(marks.x) == int(vanished.sum()) and "vanishing" in marks.name
+    # issue 26.10: one ✕ per log point painted a solid bar over the cells; now at most MAX_MARKS_PER_ROW show per
+    # layer, and every stretch of steps with a vanished cell still shows one
+    stride = -(-len(steps) // gf.MAX_MARKS_PER_ROW)
+    assert len(steps) > gf.MAX_MARKS_PER_ROW  # enough log points that the marks must thin out
+    for row, layer in enumerate(fig.data[0].y):
+        shown = [x for x, y, size in zip(marks.x, marks.y, marks.marker.size) if y == layer and size > 0]
+        blocks = {c // stride for c in np.nonzero(vanished[row])[0]}  # stretches of steps holding a vanished cell
+        assert len(shown) == len(blocks) <= gf.MAX_MARKS_PER_ROW, layer
     assert len(gf.gradient_band_figure(grid.cell_at("sigmoid", 1).view).data) == 1  # nothing marked
     profile = gf.gradient_profile_figure([(c.label, c.view) for c in grid.cells])
     assert [len(t.x) for t in profile.data] == [2, 9, 2, 9]

@@ -135,6 +135,22 @@ NO_GRADIENT = ("No layer has a nonzero, finite gradient at any log point: nothin
                "(see the collapse cause in the table below).")
 
 
+MAX_MARKS_PER_ROW = 24  # visible ✕ per layer: spaced out, so the cells between them stay in view
+MARK_SIZE = 8
+
+
+def shown_mark_sizes(rows: np.ndarray, cols: np.ndarray, n_steps: int) -> list[int]:
+    """A size per vanished cell (row-major, as np.nonzero gives them): MARK_SIZE for the first vanished cell of
+    each stretch of ``n_steps / MAX_MARKS_PER_ROW`` steps in its row, 0 (drawn as nothing) for the rest. Every
+    cell keeps its point, but a long run shows a dotted row of ✕ instead of a solid red bar over the heatmap."""
+    stride = max(1, -(-n_steps // MAX_MARKS_PER_ROW))
+    seen, sizes = set(), []
+    for r, c in zip(rows.tolist(), cols.tolist()):
+        sizes.append(0 if (r, c // stride) in seen else MARK_SIZE)
+        seen.add((r, c // stride))
+    return sizes
+
+
 def gradient_band_figure(view: RunView, label: str = "") -> go.Figure:
     """Layer x time heatmap of the gradient norm (log10), the layers core.lessons.verdicts calls vanished marked."""
     title = f"Gradient norm per layer over time (log10){': ' + plain_label(label, 30) if label else ''}"
@@ -154,7 +170,8 @@ def gradient_band_figure(view: RunView, label: str = "") -> go.Figure:
     rows, cols = np.nonzero(vanished)
     if len(rows):
         data.append({"type": "scatter", "x": steps[cols].tolist(), "y": [y[r] for r in rows], "mode": "markers",
-                     "marker": {"symbol": "x-thin", "size": 9, "line": {"width": 2, "color": "#ff4d4d"}},
+                     "marker": {"symbol": "x-thin", "size": shown_mark_sizes(rows, cols, len(steps)),
+                                "line": {"width": 1.5, "color": "#ff4d4d"}},
                      "name": f"vanishing: below {VANISHING_TEXT} × the output layer's", "hoverinfo": "skip"})
     return figure_from_spec(data, layout)
 

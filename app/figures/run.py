@@ -396,10 +396,13 @@ def toy_scatter_figure(x: np.ndarray, y: np.ndarray, classes: list[str], title: 
 
 
 def class_counts_figure(counts: list[int], classes: list[str], title: str = "Examples per class") -> go.Figure:
+    """One horizontal bar per class, its name beside it on the left (every name shown in full, however many)."""
     k = len(counts)
     names = [plain_label(classes[i], 18) if i < len(classes) else str(i) for i in range(k)]
-    layout = base_layout(title, x_title="class", y_title="examples",
-                     xaxis={"tickvals": list(range(k)), "ticktext": names})
-    return figure_from_spec([{"type": "bar", "x": list(range(k)), "y": list(counts), "customdata": names,
-                     "marker": {"color": [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(k)]},
-                     "hovertemplate": "%{customdata}: %{y}<extra></extra>"}], layout)
+    layout = base_layout(title, height=max(HEIGHT, 60 + 18 * k), x_title="examples",
+                         yaxis={"tickvals": list(range(k)), "ticktext": names, "autorange": "reversed",
+                                "automargin": True})
+    return figure_from_spec([{"type": "bar", "orientation": "h", "y": list(range(k)), "x": list(counts),
+                              "customdata": names,
+                              "marker": {"color": [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(k)]},
+                              "hovertemplate": "%{customdata}: %{x}<extra></extra>"}], layout)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig, knob_of
+from core.engine.config import BUILTIN_DATASETS, DEPTH, ConfigError, RunConfig, knob_of
 from core.lab.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, variant_configs
 from core.lab.grid import GridConfig
 from core.engine.events import SERVED_FROM_STORE
@@ -183,7 +183,7 @@ def _prepare(keys: Keys, page: str) -> list[str]:
     query = url.incoming_query(page)
     notices: list[str] = []
     if query:
-        known = set(RunConfig.__dataclass_fields__) | {"variants"} | set(LINK_KEYS)
+        known = set(RunConfig.__dataclass_fields__) | {"variants", DEPTH} | set(LINK_KEYS)
         tour = (ComparisonConfig.from_runs(FAMILY_PRESETS["tour"].runs), "tour")
         (cmp, lesson), notices = url.parse_link(query, known, _parse_link, lambda: tour)
         load_rows(keys, cmp.base, cmp.rows(), lesson)
@@ -204,12 +204,13 @@ def _prepare(keys: Keys, page: str) -> list[str]:
 
 # --- the editor ------------------------------------------------------------------------------------
 def preset_buttons(keys: Keys) -> None:
-    """One button per family preset (LESSONS B, C, E and the fast tour); a click loads it."""
-    cols = st.columns(len(FAMILY_PRESETS))
-    for col, (name, preset) in zip(cols, FAMILY_PRESETS.items()):
-        col.button(preset.button, key=f"{keys.prefix}_load_{name}", help=preset.help, width="stretch",
-                   on_click=load_lesson, args=(keys, name),
-                   type="primary" if st.session_state.get(keys.preset) == name else "secondary")
+    """One button per family preset (LESSONS B, C, E and the fast tour), each as wide as its whole label (the row
+    wraps); a click loads it."""
+    with st.container(horizontal=True, gap="small"):
+        for name, preset in FAMILY_PRESETS.items():
+            st.button(preset.button, key=f"{keys.prefix}_load_{name}", help=preset.help, width="content",
+                      on_click=load_lesson, args=(keys, name),
+                      type="primary" if st.session_state.get(keys.preset) == name else "secondary")
     loaded = FAMILY_PRESETS.get(st.session_state.get(keys.preset) or "")
     if loaded is not None and loaded.lesson:
         hint = f"  \n{plain(loaded.hint)}" if loaded.hint else ""
@@ -269,18 +270,18 @@ def _variant_columns() -> dict:
     cc = st.column_config
 
     def number(label: str, help: str, **kw) -> Any:
-        return cc.NumberColumn(label, help=help, format="%g", width="small", **kw)
+        return cc.NumberColumn(label, help=help, format="%g", width=62, **kw)
 
     return {
         "variant": cc.TextColumn("Variant", help="A name for this variant (plain text).", max_chars=60,
-                                 required=True, width="medium"),
-        "norm": cc.SelectboxColumn("Normalization", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=130,
-                                   default="none", help=knob_of("norm").help),
-        "dropout": cc.NumberColumn("Dropout p", help=knob_of("dropout").help, format="%g", width=100,
+                                 required=True, width=150),
+        "norm": cc.SelectboxColumn("Norm", options=list(NORM_NAMES), format_func=NORM_NAMES.get, width=84,
+                                   default="none", help="Normalization. " + knob_of("norm").help),
+        "dropout": cc.NumberColumn("Dropout", help=knob_of("dropout").help, format="%g", width=80,
                                    min_value=knob_of("dropout").lo, max_value=knob_of("dropout").hi, step=0.05,
                                    default=0.0),
         "dropout_impl": cc.SelectboxColumn("Dropout class", options=list(DROPOUT_NAMES), format_func=DROPOUT_NAMES.get,
-                                           default="torch", width=125,
+                                           default="torch", width=108,
                                            help="nn.Dropout, or the project's from-scratch InvertedDropout (same "
                                                 "maths: drop with probability p, scale the rest by 1/(1−p), off in "
                                                 "eval mode)."),
@@ -288,10 +289,10 @@ def _variant_columns() -> dict:
                      default=0.0),
         "l2": number("L2 λ", knob_of("l2").help, min_value=knob_of("l2").lo, max_value=knob_of("l2").hi, step=0.0001,
                      default=0.0),
-        "lr": cc.NumberColumn("Learning rate", help="Empty = the base network's learning rate.", format="%g",
-                              width=105, min_value=knob_of("lr").lo, max_value=knob_of("lr").hi),
-        "hidden": cc.TextColumn("Hidden layers", width=130, help="Empty = the base network's, e.g. 128,64."),
-        "arch": cc.SelectboxColumn("MLP / CNN", options=["mlp", "cnn"], width=90,
+        "lr": cc.NumberColumn("lr", help="Learning rate. Empty = the base network's.", format="%g",
+                              width=55, min_value=knob_of("lr").lo, max_value=knob_of("lr").hi),
+        "hidden": cc.TextColumn("Hidden", width=70, help="Hidden layers. Empty = the base network's, e.g. 128,64."),
+        "arch": cc.SelectboxColumn("Arch", options=["mlp", "cnn"], width=50,
                                    help="Empty = the base network's (cnn: two 3×3 conv layers of 32 filters before "
                                         "the hidden layers)."),
     }
@@ -349,11 +350,12 @@ def family_editor(prefix: str = "reg", upload_area: Callable[[Keys], None] | Non
         except ConfigError as exc:
             problems.append(" ".join(exc.problems.values()))
     if config is not None:
-        query = config.to_query()
+        lesson = st.session_state.get(keys.preset)
+        named = lesson in FAMILY_PRESETS  # the link names the family: the lesson's own variants are left out
+        query = config.to_query(ComparisonConfig.from_runs(runs_here(lesson)[0]) if named else None)
         fallback = st.session_state.get(keys.fallback)
         if fallback and base.dataset == FALLBACK_DATASET:
             query["dataset"] = fallback  # the link keeps what the user chose
-        lesson = st.session_state.get(keys.preset)
         if lesson:
             query["lesson"] = lesson
         url.write_query(page or prefix, query)
@@ -380,25 +382,27 @@ def use_dataset(keys: Keys, name: str) -> None:
 
 
 # --- training -------------------------------------------------------------------------------------
-def _trained_or_training(manager, cfg: RunConfig) -> bool:
-    """Whether ``cfg`` is stored (deterministic outcome) or already queued / running as its own job."""
+def _trained_or_training(manager, cfg: RunConfig, force: bool = False) -> bool:
+    """Whether ``cfg`` is already queued / running as its own job, or (unless ``force``) stored with a
+    deterministic outcome."""
     snap = manager.snapshot(cfg.key())
-    return snap is not None and snap.status in ("queued", "running") + SERVED_FROM_STORE
+    return snap is not None and snap.status in ("queued", "running") + (() if force else SERVED_FROM_STORE)
 
 
-def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
+def submit_family(family: list[tuple[str, RunConfig]], force: bool = False) -> list[dict]:
     """Queue the family; returns one ``{"label", "key"}`` per variant (``key``: its run key).
 
     Variants stored or already training are served as their own jobs; the others (two or more)
     train together as ONE grid job (core.lab.grid: batched where shapes allow) and also get
     ``"grid"`` (the grid's job key) and ``"cell"`` (their index in it). Each finished cell is
-    filed under its own run key, so the next time it is served from the store like any run.
+    filed under its own run key, so the next time it is served from the store like any run. ``force``: the
+    stored variants train again too (the button's "again").
     """
     manager = get_manager()
     entries = [{"label": label, "key": cfg.key()} for label, cfg in family]
     fresh: dict[str, tuple[str, RunConfig]] = {}
     for (label, cfg), entry in zip(family, entries):
-        if entry["key"] not in fresh and not _trained_or_training(manager, cfg):
+        if entry["key"] not in fresh and not _trained_or_training(manager, cfg, force):
             fresh[entry["key"]] = (label, cfg)
     cells: dict[str, int] = {}
     grid_key = None
@@ -408,13 +412,13 @@ def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
         except ConfigError:  # a family the grid cannot hold: train the variants one by one
             grid = None
         if grid is not None:
-            grid_key = submit(grid)
+            grid_key = submit(grid, force)
             cells = {key: i for i, key in enumerate(fresh)}
     for (label, cfg), entry in zip(family, entries):
         if entry["key"] in cells:
             entry.update(grid=grid_key, cell=cells[entry["key"]])
-        else:
-            submit(cfg)
+        else:  # stored (not forced), already training (joined), or a duplicate row
+            submit(cfg, force and entry["key"] in fresh)
     return entries
 
 
@@ -422,4 +426,4 @@ def submit_family(family: list[tuple[str, RunConfig]]) -> list[dict]:
 
 def submit_comparison(config: ComparisonConfig, force: bool = False) -> list[dict]:
     """Train-button submit: queue the comparison's family; returns its job ids (see :func:`submit_family`)."""
-    return submit_family(config.family())
+    return submit_family(config.family(), force)

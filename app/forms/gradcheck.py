@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from core.engine.config import BUILTIN_DATASETS, ConfigError, RunConfig
+from core.engine.config import BUILTIN_DATASETS, DEPTH, ConfigError, RunConfig
 from core.lab.gradcheck.mistakes import FLOAT32, SEED_VARIANTS, VARIANT_SEEDS
 from core.lab.gradcheck.options import AT_CHOICES, MAX_EXAMPLES, CheckOptions
 from core.lab.gradcheck.stored import weights_status
@@ -107,7 +107,7 @@ def _prepare() -> list[str]:
         _load_options(CheckOptions())
         return notices
     page_keys = set(OPTION_KEYS) | {"preset", "stored_run"}
-    cfg, notices = url.parse_link({k: v for k, v in query.items() if k not in page_keys}, set(KNOBS),
+    cfg, notices = url.parse_link({k: v for k, v in query.items() if k not in page_keys}, set(KNOBS) | {DEPTH},
                                   RunConfig.from_query, lambda: preset_config(DEFAULT_PRESET))
     options, more = url.parse_link({k: v for k, v in query.items() if k in OPTION_KEYS}, set(OPTION_KEYS),
                                    CheckOptions.from_query, CheckOptions)
@@ -201,8 +201,9 @@ def options_form(cfg: RunConfig | None) -> None:
              help="Every evaluation then draws a new dropout mask. Off by default.")
     c.toggle("Put ReLU units on their kink", key=OPTION_KEYS["kinks"],
              help="Shifts each hidden bias so every unit's pre-activation on the first example is exactly 0.")
-    c.toggle("The seed's mistake: perturb a copy of the weights", key=MISTAKE_TOGGLE,
-             help="The perturbation goes to a copy while the loss is computed with the model's own weights.")
+    c.toggle("Perturb a copy of the weights", key=MISTAKE_TOGGLE,  # a label that fits the column on one line
+             help="The seed's mistake: the perturbation goes to a copy while the loss is computed with the model's "
+                  "own weights.")
     st.session_state[OPTION_KEYS["mistake"]] = "perturb_copy" if st.session_state.get(MISTAKE_TOGGLE) else "none"
 
 

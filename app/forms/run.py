@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.engine.config import BUILTIN_DATASETS, GROUPS, RunConfig, fields_by_group
+from core.engine.config import BUILTIN_DATASETS, DEPTH, GROUPS, RunConfig, fields_by_group
 from core.engine.task import clipped
 from core.lessons.presets import PRESETS, Preset
 
@@ -52,7 +52,7 @@ class RunForm:
 # --- where values come from ----------------------------------------------------------------------
 def config_from_query(query: dict) -> tuple[RunConfig, list[str]]:
     """Config from a query string; a bad or stale one gives the defaults plus a notice."""
-    return url.parse_link({k: v for k, v in query.items() if k not in LINK_KEYS}, set(FIELD_NAMES),
+    return url.parse_link({k: v for k, v in query.items() if k not in LINK_KEYS}, set(FIELD_NAMES) | {DEPTH},
                           RunConfig.from_query, RunConfig)
 
 

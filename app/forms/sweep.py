@@ -19,7 +19,7 @@ from core.lab.sweep.space import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TI
                                   data_shape)
 from core.serve import budget
 
-from ..text import dataset_available, dataset_label, plain
+from ..text import dataset_available, dataset_label, dataset_title, plain
 from ..views.jobs import config_status, submit_job, train_button
 from ..views.sweep import JOB, PAIR, TRANSFER
 from . import url
@@ -144,8 +144,8 @@ def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
                  format_func=lambda n: SWEEP_PRESETS[n].title)
     if "sw_fallback" in state:
         missing = state["sw_fallback"]
-        st.warning(plain(f"{dataset_label(missing)} is not available on this server, so this page "
-                                 f"uses {dataset_label('digits')} instead: the same lesson offline."),
+        st.warning(plain(f"{dataset_title(missing)} is not available on this server, so this page "
+                         f"uses {dataset_title('digits')} instead: the same lesson offline."),
                    icon="⚠️")
     base = state["sw_base"]
     left, right = st.columns(2)

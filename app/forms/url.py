@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import streamlit as st
 
 from core.engine.config import ConfigError
-from core.engine.task import clipped
+from core.engine.task import clipped, shortened
 
 from ..text import plain
 
@@ -59,19 +59,37 @@ def write_query(page: str, query: Mapping[str, str]) -> None:
 
 def parse_link(query: Mapping[str, str], known: set[str], parse: Callable[[dict], T],
                default: Callable[[], T]) -> tuple[T, list[str]]:
-    """(config, notices) from a query: unknown keys are ignored, an invalid setup gives the defaults;
-    each notice names what was ignored, in bounded text, whatever the link holds."""
+    """(config, notices) from a query: unknown keys are ignored, and so is each setting the parser names as bad
+    (the valid ones are kept); one bounded notice per thing ignored, whatever the link holds. A link with nothing
+    valid left, whose settings fail together, or that a parser cannot read at all gives the defaults."""
     notices = []
     unknown = sorted(k for k in query if k not in known)
     if unknown:
         notices.append(f"The link had settings this version does not know, which were ignored: "
                        f"{', '.join(clipped(k, 40) for k in unknown[:5])}"
                        f"{f' and {len(unknown) - 5:,} more' if len(unknown) > 5 else ''}.")
-    try:
-        return parse({k: v for k, v in query.items() if k in known}), notices
-    except Exception as exc:  # a hostile link may raise anything a parser meets: never a traceback
-        notices.append(invalid_link_notice(exc))
-        return default(), notices
+    kept = {k: v for k, v in query.items() if k in known}
+    while True:
+        try:
+            return parse(kept), notices
+        except ConfigError as exc:
+            bad = [name for name in exc.problems if name in kept]
+            if not bad:  # a problem of the settings together, not of one value
+                notices.append(invalid_link_notice(exc))
+                return default(), notices
+            for name in bad:
+                notices.append(ignored_notice(name, kept.pop(name), exc.problems[name]))
+            if not kept:  # nothing valid is left: the page's own defaults
+                return default(), notices
+        except Exception as exc:  # a hostile link may raise anything a parser meets: never a traceback
+            notices.append(invalid_link_notice(exc))
+            return default(), notices
+
+
+def ignored_notice(name: str, value: object, problem: str) -> str:
+    """One bad value of a link, named and quoted (bounded), and that the rest of the link was kept."""
+    return (f"The link's {clipped(name, 40)} = {shortened(value)} was ignored, the rest of the link is kept: "
+            f"{clipped(problem, MAX_PROBLEM_CHARS)}")
 
 
 def invalid_link_notice(exc: Exception, instead: str = "the defaults are loaded") -> str:

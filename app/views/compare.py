@@ -14,6 +14,8 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
+from core.engine.events import SERVED_FROM_STORE
+from core.lab.compare import ComparisonConfig
 from core.lab.grid import cell_events
 from core.serve.jobs import get_manager
 from core.lessons.sentences import GapRun, gap_run
@@ -91,14 +93,17 @@ def shown_family(family: list[tuple[str, Any]], slot: str) -> list[dict] | None:
     return started
 
 
-def family_status(runs: list[dict] | None) -> str | None:
-    """'running' while any of the family's jobs is queued or running, else None."""
-    if not runs:
-        return None
-    for key in job_keys(runs):
-        snap = get_manager().snapshot(key)
+def family_status(runs: list[dict] | None, config: ComparisonConfig | None = None) -> str | None:
+    """'running' while any of the family's jobs is queued or running; 'finished' when every variant of ``config``
+    has a stored result on this server (its button then says "again"); else None."""
+    manager = get_manager()
+    for key in job_keys(runs or []):
+        snap = manager.snapshot(key)
         if snap is not None and not snap.done:
             return "running"
+    if config is not None and all((snap := manager.snapshot(cfg.key())) is not None
+                                  and snap.status in SERVED_FROM_STORE for _, cfg in config.family()):
+        return "finished"
     return None
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 from core.lab.gradcheck.mistakes import SEED_VARIANTS, reads_one
 from core.lab.gradcheck.result import GradCheck
 from core.lab.gradcheck.task import GradCheckConfig
-from core.lessons.sentences import check_verdict, checked_weights_text, seed_check_lines
+from core.lessons.sentences import check_diagnosis, checked_weights_text, seed_check_lines
 
 from ..figures.gradcheck import layer_bars_figure, scatter_figure
 from ..records.jobs import JobState
@@ -62,7 +62,10 @@ def check_view(result: GradCheck) -> None:
     st.markdown(plain(checked_weights_text(s)))
     st.metric("Relative difference, all checked entries", f"{result.overall:.2e}",
               help="‖g_num − g_bp‖ / (‖g_num‖ + ‖g_bp‖) over every checked entry at once.")
-    st.markdown(plain(check_verdict(result)))
+    headline, explanation = check_diagnosis(result)
+    st.markdown(plain(headline))
+    if explanation:
+        st.info(plain(explanation), icon="🩺")
     st.caption(plain(f"{s['dtype']}, ε = {s['eps']:.0e}, {s['examples']} examples, backprop {s['backprop']}, "
                      f"checked at {s['where']}; {result.checked} of {result.total} entries."))
     for note in result.notes:

@@ -208,6 +208,28 @@ def shown_job(config: Any | None, slot: str) -> str | None:
     return config.key() if config is not None and config_status(config) is not None else st.session_state.get(slot)
 
 
+def found_job(config: Any | None, slot: str) -> str | None:
+    """The job of ``config`` that this server holds though this session did not start it from ``slot`` (a stored
+    result, or another visitor's run): its key, else None."""
+    if config is None or config_status(config) is None:
+        return None
+    key = config.key()
+    return key if st.session_state.get(slot) != key else None
+
+
+def found_job_notice(key: str) -> None:
+    """Say that the result below is not one this visitor trained: stored before, or someone else's run under way."""
+    state = job_state(key)
+    if state is None:
+        return
+    if state.done:
+        st.info("A stored result of exactly these settings is on this server (trained before, by you or someone "
+                "else), so it is shown below, after the data. **Train again** trains them from scratch.", icon="📦")
+    else:
+        st.info("Someone on this server is already training exactly these settings: the run below is theirs, "
+                "shared with you as it trains.", icon="👥")
+
+
 def _on_train(config: Any, slot: str, force: bool, submit: Callable[[Any, bool], Any]) -> None:
     try:
         st.session_state[slot] = submit(config, force)

@@ -64,8 +64,10 @@ def stored_grid_cells() -> dict[str, tuple[str, int]]:
 
 
 def stored_rows() -> list[LibraryRow]:
-    """Every stored single run as a library row, newest first."""
-    return library_rows(stored_runs(), stored_grid_cells())
+    """Every stored single run as a library row, newest first (a spinner while the store is read: it takes seconds
+    with many runs, and the page looked empty meanwhile)."""
+    with st.spinner("Reading the runs stored on this server…", show_time=True):
+        return library_rows(stored_runs(), stored_grid_cells())
 
 
 def batched_with(key: str) -> int:

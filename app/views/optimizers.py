@@ -30,7 +30,7 @@ def rules_view() -> None:
         left, right = tab.columns([2, 3])
         left.latex(records.FORMULAS[name][0])
         left.markdown(records.rule_knobs_markdown(name))
-        right.code(inspect.getsource(RULES[name]), language="python")
+        right.code(inspect.getsource(RULES[name]), language="python", wrap_lines=True)  # every line in view
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

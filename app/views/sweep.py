@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.lab.grid import cell_events
 from core.lab.sweep.space import SAMPLER_TITLES, SweepConfig
-from core.lab.sweep.study import load_study, redact, storage_url, top_configs
+from core.lab.sweep.study import load_study, top_configs
 from core.serve import budget
 
 from ..figures import sweep as sf
@@ -119,7 +119,9 @@ def _study_part(configs: list[SweepConfig]) -> None:
 
 def study_view(configs: list[SweepConfig]) -> None:
     """The study (or the sampler pair) live: status, best-so-far history, Optuna's plots, trials."""
-    st.caption(plain(f"Stored in {redact(storage_url())} as {', '.join(c.study_name() for c in configs)}."))
+    names = " and ".join(f"“{c.study_name()}”" for c in configs)
+    st.caption(plain(f"The server saves every finished trial (study {names}): a sweep cut short picks up where it "
+                     "stopped when it runs again."))
     polling_fragment([c.key() for c in configs], lambda polling: _study_part(configs), every=POLL_SECONDS,
                      name="sw_study")
 

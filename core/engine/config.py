@@ -220,9 +220,17 @@ class RunConfig(TaskConfig):
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> "RunConfig":
-        """Inverse of :meth:`to_query`; non-config keys (e.g. page ids) are ignored."""
+        """Inverse of :meth:`to_query`; non-config keys (e.g. page ids) are ignored. ``depth=N`` (the word people
+        type) means N hidden layers of the config's width (the first width of ``hidden``, or the default's)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls.from_dict({k: v for k, v in query.items() if k in names})
+        values = {k: v for k, v in query.items() if k in names}
+        if DEPTH in query:
+            try:
+                width = parse_hidden(values.get("hidden", format_value(cls().hidden)))
+            except ValueError:  # from_dict names the bad hidden=
+                width = ()
+            values["hidden"] = (width[0] if width else cls().hidden[0],) * depth_of(query[DEPTH])
+        return cls.from_dict(values)
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -251,6 +259,19 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+DEPTH = "depth"  # a link's word for the number of hidden layers (RunConfig.from_query); the knob is hidden
+QUERY_NAMES = tuple(FIELDS) + (DEPTH,)  # what a RunConfig link may hold
+
+
+def depth_of(value: Any) -> int:
+    """``depth=`` of a link: a whole number of hidden layers in [0, MAX_HIDDEN_LAYERS] (ConfigError naming depth)."""
+    text = str(value).strip()
+    if not (text.isdigit() and len(text) <= MAX_DIGITS and int(text) <= MAX_HIDDEN_LAYERS):
+        raise ConfigError({DEPTH: f"Depth (depth, the number of hidden layers) = {_short(text)} must be a whole "
+                                  f"number 0-{MAX_HIDDEN_LAYERS}; the widths themselves are hidden=, e.g. 64,64,64"})
+    return int(text)
 
 
 def parse_hidden(value: Any) -> tuple[int, ...]:

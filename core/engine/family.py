@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from core.engine import catalog
 from core.engine.batched import StackedLanes, stack_key, why_not_batched
-from core.engine.config import RunConfig
+from core.engine.config import RunConfig, knob_of
 from core.engine.events import RunFailed, RunFinished
 from core.engine.lanes import Lanes
 from core.engine.train import (LOCKSTEP_FIELDS, Callback, WeightsProblem, solo_lanes, steps_per_epoch, train_lanes,
@@ -70,8 +70,9 @@ def plan_family(cells: Sequence[tuple[str, RunConfig]], min_stack: int = 1) -> F
         if len(small) < len(group):
             batched.append([i for i in group if i not in small])
     if len(batched) > 1:
-        notes.append(f"Runs with different data settings ({', '.join(LOCKSTEP_FIELDS)}) train in "
-                     f"{len(batched)} separate batched passes")
+        shared = ", ".join(knob_of(name).label.lower() for name in LOCKSTEP_FIELDS)
+        notes.append(f"These networks train in {len(batched)} separate batched passes: only networks that see the "
+                     f"same data in the same order step together (the same {shared})")
     return FamilyPlan(batched, sorted(alone), notes)
 
 

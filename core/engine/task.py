@@ -105,10 +105,29 @@ def query_json(query: Mapping[str, str], name: str, default: Any = None) -> Any:
     text = query.get(name)
     if not text:
         return default
+    text = str(text)
     try:
-        return parse_json(str(text), f"The link's {name} setting")
+        return parse_json(text, f"The link's {name} setting")
     except ConfigError as exc:
+        if cut_off(text):
+            raise ConfigError({name: f"The link's {name} setting stops before its end: the link looks cut off "
+                                     "(copied or pasted only in part). Copy the whole link again."}) from None
         raise ConfigError({name: str(exc)}) from None
+
+
+def cut_off(text: str) -> bool:
+    """Whether JSON text opens more brackets or quotes than it closes: what a link cut short leaves."""
+    depth, quoted, escaped = 0, False, False
+    for char in text:
+        if quoted:
+            escaped, quoted = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            quoted = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+    return quoted or depth > 0
 
 
 def query_int(query: Mapping[str, str], name: str) -> int | None:

@@ -164,8 +164,13 @@ class ComparisonConfig(TaskConfig):
             raise ConfigError({"variants": "Each variant must be [label, {setting: value}]"}) from None
         return cls(RunConfig.from_dict(data.get("base", {})), variants)
 
-    def to_query(self) -> dict[str, str]:
-        """The base's non-default fields, plus ``variants`` as compact JSON."""
+    def to_query(self, like: "ComparisonConfig | None" = None) -> dict[str, str]:
+        """The base's non-default fields, plus ``variants`` as compact JSON. With ``like`` (the family a link
+        names by ``lesson=``) holding the same variants, only the base's differences from ``like``'s base: the
+        link stays short and reopens as ``{**like.to_query(), **this}`` (old links, with variants, still open)."""
+        if like is not None and like.variants == self.variants:
+            return {f.name: format_value(getattr(self.base, f.name)) for f in dataclasses.fields(RunConfig)
+                    if getattr(self.base, f.name) != getattr(like.base, f.name)}
         variants = [[label, {k: format_value(v) if k == "hidden" else v for k, v in items}]
                     for label, items in self.variants]
         return {**self.base.to_query(), "variants": canonical_json(variants)}

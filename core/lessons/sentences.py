@@ -18,7 +18,7 @@ from core.engine.catalog import load_dataset
 from core.engine.events import Event
 from core.lab import race
 from core.lab.gradcheck.mistakes import NEAR_ONE, SEED_VALUE, reads_one
-from core.lab.gradcheck.result import GOOD, GradCheck
+from core.lab.gradcheck.result import GOOD, GradCheck, diagnose
 from core.engine.train import VAL_SUBSET, scored_train_examples
 from core.lessons.noise import Scored, beyond_noise, noise_margin
 from core.lessons.verdicts import VANISHING_TEXT, Collapse, is_stuck, run_collapse
@@ -422,23 +422,49 @@ def losses_sentence(ce: LossRunSummary, mse: LossRunSummary) -> str:
 
 # --- the gradient check (seeds 000/001) ------------------------------------------------------------
 def check_verdict(result: GradCheck) -> str:
-    """What a gradient check says about backprop, from its worst layer and the seeds' thresholds."""
-    worst = max(result.layers, key=lambda r: r.rel_diff)
-    if worst.rel_diff < GOOD:
-        return f"Every layer reads below 1e-7 (worst: {worst.layer}, {worst.rel_diff:.1e}): backprop is right here."
-    wrong = result.first_wrong_layer()
-    if wrong is None:
-        text = f"No layer is above 1e-5, but {worst.layer} reads {worst.rel_diff:.1e}, above 1e-7: doubtful."
+    """The check's headline, from its one diagnosis (:func:`core.lab.gradcheck.result.diagnose`)."""
+    return check_diagnosis(result)[0]
+
+
+def check_diagnosis(result: GradCheck) -> tuple[str, str | None]:
+    """(headline, explanation or None): what a check says about backprop and why, both written from the same
+    :func:`core.lab.gradcheck.result.diagnose`, so the two never blame different things."""
+    d = diagnose(result)
+    planted = join_words(list(d.planted))
+    unseen = (f" The bug planted in {planted} cannot show through this check." if d.planted else "")
+    if d.cause == "copy":
+        return ("Every layer reads 1 because of the seeds' mistake: each perturbation went to a copy of the weights, "
+                "so this check says nothing about backprop." + unseen,
+                "The loss was computed with the model's own weights while the copy was perturbed, so J(θ+ε) = J(θ−ε) "
+                "and the numeric gradient is 0 everywhere: a relative difference of 1 in every layer (the seeds "
+                "printed 0.9999999999998282). Switch the mistake off to check backprop.")
+    if d.cause == "right":
+        return (f"Every layer reads below 1e-7 (worst: {d.layer}, {d.value:.1e}): backprop is right here.", None)
+    if d.cause == "noise":
+        return (f"Dropout is on while checking, so {d.layer} reads {d.value:.1e}: the check measures dropout's "
+                "noise, not backprop." + unseen,
+                "Every loss evaluation draws a new dropout mask, so J(θ+ε) − J(θ−ε) mostly measures two different "
+                "networks. Switch dropout off while checking to check backprop.")
+    if d.cause == "rounded":
+        where = (f"In {join_words(list(d.layers))} every loss change J(θ+ε) − J(θ−ε) rounded to exactly 0 in "
+                 f"{result.settings.get('dtype')} with ε = {result.settings.get('eps', 0):g}: the numeric gradient "
+                 "is 0 there, and the difference 1. " if d.layers else "")
+        digits = "float32 keeps about 7 digits" if result.settings.get("dtype") == "float32" else "ε is too small"
+        return (f"{d.layer} reads {d.value:.1e}, but in {result.settings.get('dtype')} with "
+                f"ε = {result.settings.get('eps', 0):g} rounding cannot be told from a backward bug." + unseen,
+                where + f"{digits}, so a loss change far below the loss's rounding step rounds to 0 or to a whole "
+                "step. Check in float64 with ε = 1e-6 to read backprop.")
+    if d.cause == "doubtful":
+        text = f"No layer is above 1e-5, but {d.layer} reads {d.value:.1e}, above 1e-7: doubtful."
         if result.settings.get("dtype") == "float64":
             text += (" In float64 this is often rounding, not a bug: a layer whose gradients are tiny (a sigmoid "
                      "network's first layers) loses digits in J(θ+ε) − J(θ−ε), an error that shrinks like 1/ε. Move ε "
                      "up tenfold (to 1e-5, then 1e-4): if the difference falls about tenfold each time, it was "
                      "rounding and backprop is right; a bug keeps it high at every ε.")
-        return text
-    wrong_diff = next(r for r in result.layers if r.layer == wrong).rel_diff
-    return (f"{wrong} is the layer nearest the output above 1e-5 ({wrong_diff:.1e}). "
+        return text, None
+    return (f"{d.layer} is the layer nearest the output above 1e-5 ({d.value:.1e}). "
             "Backprop runs from the output down, so a backward bug first shows at its own layer (and taints "
-            "every layer below it).")
+            "every layer below it).", None)
 
 
 def checked_weights_text(settings: Mapping[str, Any]) -> str:

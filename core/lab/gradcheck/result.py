@@ -60,7 +60,6 @@ class GradCheck:
         wrong = [r.layer for r in self.layers if not r.rel_diff <= threshold]
         return wrong[-1] if wrong else None
 
-
     def to_event(self) -> GradCheckDone:
         return GradCheckDone([dataclasses.asdict(r) for r in self.layers], list(self.pairs), self.overall,
                              dict(self.settings), list(self.notes))
@@ -69,6 +68,43 @@ class GradCheck:
     def from_event(cls, event: GradCheckDone) -> "GradCheck":
         return cls([LayerCheck(**row) for row in event.layers], list(event.pairs), event.overall, dict(event.settings),
                    list(event.notes))
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What one check says, read once: the page's headline and its explanation are both written from it.
+
+    ``cause``: "copy" (the perturbation went to a copy: the check is void), "right", "noise" (dropout drew a
+    new mask per evaluation), "rounded" (float32, or every loss change rounded to 0: rounding cannot be told from
+    a bug), "backward" (a backward bug at ``layer``, the layer nearest the output above 1e-5) or "doubtful"
+    (between 1e-7 and 1e-5 at ``layer``)."""
+
+    cause: str
+    layer: str  # the layer blamed (backward), else the worst layer
+    value: float  # that layer's relative difference
+    layers: tuple[str, ...] = ()  # the layers whose numeric gradient rounded to exactly 0 ("rounded")
+    planted: tuple[str, ...] = ()  # layers carrying a planted bug (by-hand backward), in fcK form
+
+
+def diagnose(result: GradCheck) -> Diagnosis:
+    """The one reading of a check: a void check (a copy perturbed, dropout's noise, rounding to 0) is named
+    before any layer is blamed, since a backward bug cannot be read off a numeric gradient that is not one."""
+    s = result.settings
+    worst = max(result.layers, key=lambda r: r.rel_diff if math.isfinite(r.rel_diff) else math.inf)
+    planted = tuple(f"fc{int(k) + 1}" for k in sorted(s.get("bugs") or {}, key=int))
+    zeroed = tuple(r.layer for r in result.layers if r.numeric_norm == 0 and r.analytic_norm > 0)
+    if s.get("mistake") == "perturb_copy":
+        return Diagnosis("copy", worst.layer, worst.rel_diff, zeroed, planted)
+    if worst.rel_diff < GOOD:
+        return Diagnosis("right", worst.layer, worst.rel_diff, planted=planted)
+    if s.get("dropout_active") and s.get("has_dropout"):
+        return Diagnosis("noise", worst.layer, worst.rel_diff, planted=planted)
+    wrong = result.first_wrong_layer()
+    if wrong is not None and (wrong in zeroed or s.get("dtype") == "float32"):
+        return Diagnosis("rounded", worst.layer, worst.rel_diff, zeroed, planted)
+    if wrong is None:
+        return Diagnosis("doubtful", worst.layer, worst.rel_diff, planted=planted)
+    return Diagnosis("backward", wrong, next(r.rel_diff for r in result.layers if r.layer == wrong), planted=planted)
 
 
 def format_table(result: GradCheck) -> str:
