@@ -443,7 +443,8 @@ class JobManager:
                 group = cobatch.max_group()
             except Refused:  # submit refuses every job while the setting is bad: nothing is queued
                 group = 1
-            self._run(q.get_group(cobatch.compatible(lambda job: job.config), group), slot)
+            self._run(q.get_group(cobatch.compatible(lambda job: job.config), group,
+                                  gather=cobatch.GATHER_SECONDS), slot)
 
     def _run(self, jobs: list[Job], slot: ProcessSlot | None = None) -> None:
         """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each."""
