@@ -18,4 +18,4 @@ VOLUME ["/data/cache"]
 # (README, "Deploying"), e.g. docker run -p 127.0.0.1:8501:8501 ...
 EXPOSE 8501
 HEALTHCHECK CMD python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
-CMD ["python3", "-m", "streamlit", "run", "app/main.py", "--server.address=0.0.0.0", "--server.port=8501"]
+CMD ["python3", "-m", "app.launch", "--server.address=0.0.0.0", "--server.port=8501"]

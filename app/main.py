@@ -1,4 +1,5 @@
-"""Gradient Lab entry point: ``streamlit run app/main.py`` from the repository root.
+"""Gradient Lab's pages: started by ``python3 -m app.launch`` (trainers warm before the first visitor) or
+``streamlit run app/main.py`` (they start with the first page view) from the repository root.
 
 Pages are listed once in :data:`PAGES`; a page whose file is missing is left out, so lessons
 added later only need one line here. Icons are emoji: nothing is fetched from a font host.

@@ -158,7 +158,7 @@ async def lecture(n: int, n_browsers: int, timeout: float) -> dict:
     server = start_server(cache, port, cache / "server.log", {"GRADIENT_LAB_WORKER_PROCESSES": "1"})
     out: dict = {"lesson": [], "variant": [], "errors": [], "health": [], "rss": []}
     try:
-        await instructor_opens(port)  # as before a lecture: the first page view starts the trainers' warm-up
+        await instructor_opens(port)  # as before a lecture: the trainers have warmed up
         rss_before = tree_rss_mb(server.pid)
         stop = asyncio.Event()
         side = [asyncio.create_task(health_pinger(port, out["health"], stop)),

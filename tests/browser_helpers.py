@@ -1,5 +1,6 @@
 """Helpers shared by the real-browser tests and the browser benchmarks (bench/): Debian's Chromium,
-``streamlit run app/main.py`` started and stopped on a free port, the loss chart's point count."""
+the app's launcher (``python -m app.launch``, as README and Dockerfile start it) started and stopped on a
+free port, the loss chart's point count."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,8 @@ from pathlib import Path
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = Path("/tmp/gl_shots")
+LAUNCH = ("-m", "app.launch")  # README's start: the trainers warm up as the server starts
+STREAMLIT_RUN = ("-m", "streamlit", "run", "app/main.py")  # the trainers start with the first page view
 
 # Points of the "train" trace of the loss chart (the largest, since a replaced chart may linger a moment).
 LOSS_POINTS_JS = """() => {
@@ -34,14 +37,17 @@ def free_port() -> int:
 
 
 def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | None = None,
-                 flags: tuple[str, ...] = (), repo: Path = REPO) -> subprocess.Popen:
-    """``streamlit run app/main.py`` of ``repo`` on ``port``, isolated cache, no downloads; waits for health.
+                 flags: tuple[str, ...] = (), repo: Path = REPO, command: tuple[str, ...] | None = None) -> subprocess.Popen:
+    """The app of ``repo`` started by ``command`` (default: its launcher, or ``streamlit run`` in an older tree
+    without one) on ``port``, isolated cache, no downloads; waits for health.
     ``flags`` are more ``streamlit run`` options (e.g. ``--runner.postScriptGC true``)."""
+    if command is None:
+        command = LAUNCH if (repo / "app" / "launch.py").is_file() else STREAMLIT_RUN
     # The server trains in worker processes, as deployed (the in-process tests use threads).
     env = {**os.environ, "GRADIENT_LAB_CACHE_DIR": str(cache_dir), "GRADIENT_LAB_OFFLINE": "1",
            "GRADIENT_LAB_WORKER_PROCESSES": "1", **(extra_env or {})}
     log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+    proc = subprocess.Popen([sys.executable, *command, "--server.port", str(port),
                              "--server.headless", "true", "--server.address", "127.0.0.1", *flags],
                             cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

@@ -103,7 +103,7 @@ def no_mnist(tmp_path, monkeypatch):
 
 @pytest.fixture
 def server(tmp_path):
-    """``streamlit run app/main.py`` on a free port with its own cache: its base URL."""
+    """The app started as README starts it (``python -m app.launch``) on a free port with its own cache: its base URL."""
     port = free_port()
     # One torch thread: the browser shares this machine, and a run on every core would starve it.
     proc = start_server(tmp_path / "cache", port, tmp_path / "streamlit.log", {"OMP_NUM_THREADS": "1"})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -54,6 +55,35 @@ def paused_manager(isolated_cache, monkeypatch):
 
 def _configs(n: int, start: int = 0) -> list[RunConfig]:
     return [RunConfig(dataset="digits", hidden=(8,), epochs=1, seed=start + i) for i in range(n)]
+
+
+def _burst(q: FairQueue, n: int, every: float) -> threading.Thread:
+    """Put ``n`` items, one every ``every`` seconds, each from its own session (students pressing Train)."""
+    def put_all() -> None:
+        for i in range(n):
+            q.put(i, f"student-{i}")
+            time.sleep(every)
+    return threading.Thread(target=put_all)
+
+
+def test_a_gathering_get_takes_a_burst_as_one_group():
+    q = FairQueue()
+    burst = _burst(q, 8, 0.02)
+    burst.start()
+    group = q.get_group(lambda chosen, item: True, 32, timeout=60, gather=1.0)
+    burst.join()
+    assert group == list(range(8))
+
+
+def test_a_gathering_get_is_bounded_while_items_keep_coming():
+    q = FairQueue()
+    burst = _burst(q, 400, 0.01)  # far longer than GATHER_ROUNDS gathers of 0.05 s
+    burst.start()
+    group = q.get_group(lambda chosen, item: True, 1000, timeout=60, gather=0.05)
+    still_coming = burst.is_alive()
+    burst.join()
+    assert still_coming and 1 <= len(group) < 400  # it went with what it had while the burst went on
+    assert len(group) + len(q) == 400
 
 
 def test_the_manager_hands_queued_jobs_out_round_robin(paused_manager):

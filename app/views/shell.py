@@ -43,7 +43,7 @@ def warmup_line(workers: list[dict]) -> str | None:
 def sidebar_status() -> None:
     keep_browser_cookie(st.sidebar)  # a reload is then the same browser: its quota, uploads and runs
     manager = get_manager()
-    manager.start()  # idempotent: the workers start (and warm up) with the server's first page view
+    manager.start()  # idempotent: app.launch started them with the server; plain `streamlit run`, now
     counts = manager.counts()
     st.sidebar.caption(f"Training on {device_label()} · jobs: {counts['running']} running, "
                        f"{counts['queued']} queued")

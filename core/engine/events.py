@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
@@ -320,19 +321,59 @@ def _restore_arrays(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     return value
 
 
+def _pack(arrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
+    """One flat array per dtype (npz member ``p<k>``) holding every array of that dtype, and an index:
+    {"dtypes": [dtype k], "arrays": [[k, offset, shape] per array]}. Hundreds of small arrays become a few."""
+    dtypes: list[str] = []
+    pieces: list[list[np.ndarray]] = []
+    sizes: list[int] = []
+    where = []
+    for a in arrays:
+        if a.dtype.str not in dtypes:
+            dtypes.append(a.dtype.str)
+            pieces.append([])
+            sizes.append(0)
+        k = dtypes.index(a.dtype.str)
+        where.append([k, sizes[k], list(a.shape)])
+        pieces[k].append(a.reshape(-1))
+        sizes[k] += a.size
+    return {f"p{k}": np.concatenate(parts) for k, parts in enumerate(pieces)}, {"dtypes": dtypes, "arrays": where}
+
+
+def _unpack(flats: dict[str, np.ndarray], index: dict) -> dict[str, np.ndarray]:
+    """Inverse of :func:`_pack`: ``a<i>`` -> array i (a view of its dtype's flat array)."""
+    out = {}
+    for i, (k, offset, shape) in enumerate(index["arrays"]):
+        flat = flats[f"p{k}"]
+        size = int(np.prod(shape, dtype=np.int64))
+        if flat.dtype.str != index["dtypes"][k] or offset < 0 or offset + size > flat.size:
+            raise ValueError(f"array {i} lies outside its packed data")
+        out[f"a{i}"] = flat[offset:offset + size].reshape(shape)
+    return out
+
+
 def encode_events(events: list[Event], extra: dict | None = None) -> tuple[str, bytes]:
-    """Events (+ JSON-able extra) -> (JSON text, npz bytes of the numeric arrays)."""
+    """Events (+ JSON-able extra) -> (JSON text, npz bytes of the numeric arrays, packed one flat array per
+    dtype: see :func:`_pack`)."""
     arrays: list[np.ndarray] = []
     payload = {"events": [_strip_arrays(e.to_dict(), arrays) for e in events], "extra": extra or {}}
+    flats, payload["packed"] = _pack(arrays)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{f"a{i}": a for i, a in enumerate(arrays)})
+    # what np.savez_compressed writes, at zlib's fastest level: compressing was most of a run's save time
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, flat in flats.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, flat, allow_pickle=False)
     return json.dumps(payload, allow_nan=True), buf.getvalue()
 
 
 def decode_events(text: str, blob: bytes) -> tuple[list[Event], dict]:
-    """Inverse of :func:`encode_events`; raises ValueError on damaged data. Never unpickles."""
+    """Inverse of :func:`encode_events`; raises ValueError on damaged data. Never unpickles. Reads the
+    earlier format too (one npz member ``a<i>`` per array, no ``packed`` index)."""
     payload = json.loads(text)
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
+    if "packed" in payload:
+        arrays = _unpack(arrays, payload["packed"])
     events = [event_from_dict(_restore_arrays(raw, arrays)) for raw in payload["events"]]
     return events, payload.get("extra", {})

@@ -2,7 +2,8 @@
 
 Thirty students pressing Train on thirty slightly different small networks would otherwise wait
 for each other; the family trainer a grid uses (:func:`core.engine.family.train_family`) trains them
-for a few times the cost of one. A run joins the run at the head of the queue when both are batchable (:func:`core.engine.batched.why_not_batched`, hidden layers
+for a few times the cost of one. A worker that finds a job waits briefly (:data:`GATHER_SECONDS` after
+each submit, bounded) so that a burst of submits is one group, not its first job alone and the rest after. A run joins the run at the head of the queue when both are batchable (:func:`core.engine.batched.why_not_batched`, hidden layers
 at most :data:`core.lab.grid.MAX_GRID_WIDTH` wide), share the grid's data stream
 (:func:`core.engine.family.lockstep_stream`), and the group's estimated memory stays within
 ``GRADIENT_LAB_MAX_JOB_MEMORY_MB``; a group holds at most ``GRADIENT_LAB_MAX_COBATCH`` runs
@@ -28,6 +29,7 @@ from core.engine.task import TaskConfig, reject_unknown
 from core.lab.grid import MAX_GRID_WIDTH
 
 HARD_MAX_COBATCH = 256  # the lanes a worker process has cancel flags for
+GATHER_SECONDS = 0.15  # a worker waits this long for the next of a burst of submits before it starts a group
 
 
 def max_group() -> int:

@@ -46,6 +46,7 @@ import torch
 from core.serve import budget
 from core.serve import cobatch, owners
 from core.serve.budget import Refused
+from core.engine.config import RunConfig
 from core.engine.events import RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSES, Event, RunFailed, status_of, without_weights
 from core.serve.runners import runner_for, store_links
 from core.serve.scheduler import BACKGROUND, FairQueue
@@ -146,6 +147,7 @@ class JobManager:
         self._queues: dict[str, FairQueue] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.RLock()
+        self._warming: threading.Thread | None = None
 
     @property
     def store(self) -> RunStore:
@@ -317,11 +319,23 @@ class JobManager:
             return out
 
     def start(self) -> None:
-        """Start every device's workers now, so they warm up before the first Train."""
+        """Start every device's workers now, so they warm up before the first Train; this process warms up
+        too (in the background): the first submit's estimate then finds the default data loaded."""
         with self._lock:
             self._ensure_workers("cpu")
             if torch.cuda.is_available():
                 self._ensure_workers("cuda")
+            if self._warming is None:
+                self._warming = threading.Thread(target=self._warm_estimates, name="gl-warm-estimates", daemon=True)
+                self._warming.start()
+
+    @staticmethod
+    def _warm_estimates() -> None:
+        """Estimate the default run once: loads its dataset (and the libraries behind it) in this process."""
+        try:
+            budget.check(RunConfig())
+        except Exception:  # noqa: BLE001 - a failed warm-up is no reason not to serve: the real job says why
+            pass
 
     def warmup_status(self) -> list[dict]:
         """Per worker process: its device and {"state", "seconds"} (empty in thread mode)."""
@@ -430,7 +444,8 @@ class JobManager:
                 group = cobatch.max_group()
             except Refused:  # submit refuses every job while the setting is bad: nothing is queued
                 group = 1
-            self._run(q.get_group(cobatch.compatible(lambda job: job.config), group), slot)
+            self._run(q.get_group(cobatch.compatible(lambda job: job.config), group,
+                                  gather=cobatch.GATHER_SECONDS), slot)
 
     def _run(self, jobs: list[Job], slot: ProcessSlot | None = None) -> None:
         """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each."""

@@ -14,6 +14,7 @@ from typing import Any, Callable, Hashable
 
 
 BACKGROUND = ("background",)  # the lane of low-priority work (a lecture being prepared): served when nobody waits
+GATHER_ROUNDS = 10  # a gathering get waits at most this many times its ``gather`` seconds
 
 
 class FairQueue:
@@ -22,11 +23,13 @@ class FairQueue:
     def __init__(self) -> None:
         self._by_session: OrderedDict[Hashable, deque] = OrderedDict()  # rotation order = dict order
         self._ready = threading.Condition()
+        self._puts = 0  # items ever put: a gathering get sees whether more arrived
 
     def put(self, item: Any, session: Hashable = None) -> None:
         with self._ready:
             self._by_session.setdefault(session, deque()).append(item)
-            self._ready.notify()
+            self._puts += 1
+            self._ready.notify_all()
 
     def get(self, timeout: float | None = None) -> Any:
         """The next item (blocks); None after ``timeout`` seconds with nothing queued."""
@@ -34,16 +37,25 @@ class FairQueue:
         return group[0] if group else None
 
     def get_group(self, compatible: Callable[[list, Any], bool], limit: int,
-                  timeout: float | None = None) -> list[Any]:
+                  timeout: float | None = None, gather: float = 0.0) -> list[Any]:
         """The next item (blocks) and up to ``limit - 1`` more that may train with it, as one list.
 
         Candidates are looked at in the order ``get`` would hand them out; ``compatible(chosen, item)``
         says whether ``item`` may join ``chosen`` (the items taken so far, the next item first). Each
         session an item was taken from has been served this round: it goes to the back of the
-        rotation, in turn order, so the others keep their places. [] after ``timeout`` seconds."""
+        rotation, in turn order, so the others keep their places. [] after ``timeout`` seconds.
+
+        ``gather`` > 0 (and ``limit`` > 1): once an item is there, wait while more keep arriving, each within
+        ``gather`` seconds of the last (at most :data:`GATHER_ROUNDS` such waits), so a burst of submits
+        is taken as one group rather than its first item alone."""
         with self._ready:
             if not self._ready.wait_for(lambda: self._by_session, timeout):
                 return []
+            for _ in range(GATHER_ROUNDS if gather > 0 and limit > 1 else 0):
+                seen = self._puts
+                if sum(map(len, self._by_session.values())) >= limit or not self._ready.wait_for(
+                        lambda: self._puts != seen, gather):
+                    break
             chosen, served = [], []
             for session, item in self._turns():
                 if len(chosen) >= limit:
