@@ -37,6 +37,7 @@ from torch import nn
 
 from core.engine.config import ACTIVATIONS, RunConfig
 from core.engine.lanes import EVAL_CHUNK, Scores, data_loss, make_optimizer
+from core.engine.optimizers import LaneRules
 from core.engine.models import build_model, count_parameters, make_activation, weight_layers
 from core.engine.probes import grad_norms, unit_saturation, weight_changes, weight_distribution, weight_penalty
 
@@ -60,10 +61,19 @@ def why_not_batched(cfg: RunConfig) -> str | None:
     return None
 
 
-def stack_key(cfg: RunConfig) -> tuple:
-    """Cells with equal keys share one stack (they may differ in activation, depth and init)."""
+def stack_key(cfg: RunConfig, mixed: bool = False) -> tuple:
+    """Cells with equal keys share one stack (they may differ in activation, depth and init). ``mixed``:
+    they may differ in width (narrower cells padded with units that stay silent; not under LayerNorm,
+    which averages over all units) and in optimizer settings too (:class:`core.engine.optimizers.LaneRules`)."""
     width = cfg.hidden[0] if cfg.hidden else 0
-    return (width, cfg.norm if width else "none", cfg.loss, cfg.l1, cfg.l2) + tuple(getattr(cfg, f) for f in OPTIMIZER_FIELDS)
+    norm = cfg.norm if width else "none"
+    if mixed:  # a network without hidden layers reads its logits from x: it cannot share a stack with others
+        return (width if norm == "layernorm" or not width else None, norm, cfg.loss, cfg.l1, cfg.l2)
+    return (width, norm, cfg.loss, cfg.l1, cfg.l2) + tuple(getattr(cfg, f) for f in OPTIMIZER_FIELDS)
+
+
+def optimizer_key(cfg: RunConfig) -> tuple:
+    return tuple(getattr(cfg, f) for f in OPTIMIZER_FIELDS)
 
 
 # --- activations: the kernels autograd would call, writing into a given slice -------------------
@@ -148,12 +158,13 @@ class _Stack:
     """The cells of one stack, their stacked parameters, and the hand-written forward/backward."""
 
     def __init__(self, cfgs: list[RunConfig], input_shape: tuple[int, ...], n_classes: int, device: torch.device):
-        self.cfg = cfgs[0]  # width, norm, loss, penalties and optimizer are shared (see stack_key)
+        self.cfg = cfgs[0]  # norm, loss and penalties are shared (see stack_key)
         self.cfgs, self.input_shape = cfgs, input_shape
         self.n = n = len(cfgs)
         self.depths = [c.depth for c in cfgs]
+        self.widths = [c.hidden[0] if c.hidden else 0 for c in cfgs]
         self.D = D = max(self.depths)
-        self.W = W = cfgs[0].hidden[0] if D else 0
+        self.W = W = max(self.widths)
         self.K = K = n_classes
         self.IN = IN = math.prod(input_shape)
         self.norm = self.cfg.norm if D else "none"
@@ -173,15 +184,18 @@ class _Stack:
                 layers = weight_layers(model)
                 self.described.append((count_parameters(cfg, input_shape, n_classes), [name for name, _ in layers],
                                        [list(m.weight.shape) for _, m in layers]))
+                # a narrower cell fills the top-left corner; its padded units keep zero weights in and out
                 for j, (_, layer) in enumerate(layers[:-1]):
-                    w[j][c], b[j][c] = layer.weight, layer.bias
-                wo[c], bo[c] = layers[-1][1].weight, layers[-1][1].bias
+                    out, fan_in = layer.weight.shape
+                    w[j][c, :out, :fan_in], b[j][c, :out] = layer.weight, layer.bias
+                wo[c, :, :layers[-1][1].weight.shape[1]], bo[c] = layers[-1][1].weight, layers[-1][1].bias
                 norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
                 for j, m in enumerate(norms):
-                    gamma[j][c], beta[j][c] = m.weight, m.bias
+                    units = m.weight.shape[0]
+                    gamma[j][c, :units], beta[j][c, :units] = m.weight, m.bias
                     self.norm_eps = m.eps
                     if isinstance(m, nn.BatchNorm1d):
-                        running[j][0][c], running[j][1][c] = m.running_mean, m.running_var
+                        running[j][0][c, :units], running[j][1][c, :units] = m.running_mean, m.running_var
                         self.bn_momentum = m.momentum
 
         def param(t: torch.Tensor) -> nn.Parameter:
@@ -225,6 +239,12 @@ class _Stack:
         self.active = [[(s, e) for s, e in layer if e > s] for layer in self.active]
         self.device = device
         self.workspaces: dict[int, _Workspace] = {}  # by training batch size (the last batch may be smaller)
+        # Narrower cells: their padded units have zero weights in, and outputs forced to zero (sigmoid(0) is
+        # not 0), so those units add nothing to any sum forward, get exactly zero gradient in and out, and
+        # never move (weight decay and every rule leave a zero with zero gradient at zero).
+        self.same_width = len(set(self.widths)) == 1
+        self.unit_mask = None if self.same_width else \
+            (torch.arange(W).view(1, W) < torch.tensor(self.widths).view(n, 1)).to(device, torch.float32).view(n, W, 1)
         # cells shallower than D read their logits from their own last layer
         self.uniform = len(set(self.depths)) == 1
         self.ends_here: dict[int, torch.Tensor] = {}  # mixed depths: per hidden layer where cells end, which ones
@@ -239,18 +259,20 @@ class _Stack:
         model = build_model(self.cfgs[c], self.input_shape, self.K)
         layers = weight_layers(model)
         for j, (_, layer) in enumerate(layers[:-1]):
-            layer.weight.copy_(self.w[j][c])
-            layer.bias.copy_(self.b[j][c])
-        layers[-1][1].weight.copy_(self.wo[c])
+            out, fan_in = layer.weight.shape
+            layer.weight.copy_(self.w[j][c, :out, :fan_in])
+            layer.bias.copy_(self.b[j][c, :out])
+        layers[-1][1].weight.copy_(self.wo[c, :, :layers[-1][1].weight.shape[1]])
         layers[-1][1].bias.copy_(self.bo[c])
         norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
         for j, m in enumerate(norms):
-            m.weight.copy_(self.gamma[j][c])
-            m.bias.copy_(self.beta[j][c])
+            units = m.weight.shape[0]
+            m.weight.copy_(self.gamma[j][c, :units])
+            m.bias.copy_(self.beta[j][c, :units])
             if isinstance(m, nn.BatchNorm1d):
                 mean, var = self.running[j]
-                m.running_mean.copy_(mean.view(self.n, self.W)[c])
-                m.running_var.copy_(var.view(self.n, self.W)[c])
+                m.running_mean.copy_(mean.view(self.n, self.W)[c, :units])
+                m.running_var.copy_(var.view(self.n, self.W)[c, :units])
         return model.state_dict()
 
     # --- normalization ------------------------------------------------------------------------
@@ -314,6 +336,8 @@ class _Stack:
                 saved[j] = self._norm(j, ws.z[j], ws.a[j])
             for kernel, a, y in ws.forward_calls[j]:
                 kernel(a, y)
+            if self.unit_mask is not None:
+                ws.y[j].mul_(self.unit_mask)
             if not self.uniform and j in self.ends_here:  # cells whose last hidden layer this is read out here
                 torch.where(self.ends_here[j], ws.y[j], ws.final, out=ws.final)
         logits = torch.baddbmm(self.bo_row, ws.final_t, self.wo_t)
@@ -369,6 +393,14 @@ class _Stack:
         self.forward(x, cache)
         return list(cache["ws"].y) if self.D else []
 
+    def cell_weights(self, c: int, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Cell c's slice ``[1, out, in]`` of each of its layers' stacked weight tensors (layers it has, and
+        the output layer), without the padding of a narrower cell."""
+        d, width = self.depths[c], self.widths[c]
+        shapes = [(width, self.IN if j == 0 else width) for j in range(d)] + [(self.K, width if d else self.IN)]
+        layers = list(range(d)) + [len(tensors) - 1]
+        return [tensors[j][c:c + 1, :out, :fan_in] for j, (out, fan_in) in zip(layers, shapes)]
+
     def penalty(self) -> torch.Tensor | None:
         """Per cell lambda1 * sum|w| + lambda2 * sum w^2 over its weight matrices (zeros add nothing)."""
         return weight_penalty(self.weights, self.cfg.l1, self.cfg.l2)
@@ -394,12 +426,14 @@ class _StackFunction(torch.autograd.Function):
 class StackedLanes:
     """The lanes of one lockstep group of batchable configs (see :func:`core.engine.train.train_lanes`)."""
 
-    @staticmethod
-    def stack_groups(configs: list[RunConfig]) -> list[list[int]]:
+    mixed = False  # stacks by stack_key(cfg, mixed): see MixedStackedLanes
+
+    @classmethod
+    def stack_groups(cls, configs: list[RunConfig]) -> list[list[int]]:
         """Indices of ``configs`` per stack, in the stack's order: activation groups, deepest cells first."""
         by_key: dict[tuple, list[int]] = {}
         for i, cfg in enumerate(configs):
-            by_key.setdefault(stack_key(cfg), []).append(i)
+            by_key.setdefault(stack_key(cfg, cls.mixed), []).append(i)
         for lanes in by_key.values():  # activation groups become slices, deepest cells first within a group
             lanes.sort(key=lambda i: (ACTIVATIONS.index(configs[i].activation), -configs[i].depth))
         return list(by_key.values())
@@ -425,12 +459,18 @@ class StackedLanes:
         position = {lane: p for p, lane in enumerate(order)}
         self.gather = None if order == list(range(self.n)) else \
             torch.tensor([position[i] for i in range(self.n)], device=device)
-        # one optimizer per distinct optimizer setting, over the stacked tensors
+        # one optimizer per distinct optimizer setting, over the stacked tensors; a stack whose cells differ
+        # in optimizer settings gets one per-lane update (LaneRules)
         by_opt: dict[tuple, list[_Stack]] = {}
+        self.optimizers: list[torch.optim.Optimizer] = []
         for stack in self.stacks:
-            by_opt.setdefault(tuple(getattr(stack.cfg, f) for f in OPTIMIZER_FIELDS), []).append(stack)
-        self.optimizers = [make_optimizer(group[0].cfg, [p for s in group for p in s.params])
-                           for group in by_opt.values()]
+            settings = {optimizer_key(c) for c in stack.cfgs}
+            if len(settings) == 1:
+                by_opt.setdefault(settings.pop(), []).append(stack)
+            else:
+                self.optimizers.append(LaneRules(stack.params, stack.cfgs))
+        self.optimizers += [make_optimizer(group[0].cfg, [p for s in group for p in s.params])
+                            for group in by_opt.values()]
         # each lane's layers in the stacks' [layers, cells] gradient-norm tables laid end to end
         self.cell: dict[int, tuple[_Stack, int]] = {}
         index_of: dict[int, list[int]] = {}
@@ -512,6 +552,9 @@ class StackedLanes:
 
     def _stack_stats(self, stack: _Stack, lanes: list[int], wanted: set[int], probe_x: torch.Tensor, heatmaps: bool,
                      out: list[dict | None]) -> None:
+        if not stack.same_width:
+            self._padded_stack_stats(stack, lanes, wanted, probe_x, heatmaps, out)
+            return
         change, delta, maps = weight_changes(stack.weights, stack.initial, stack.previous, heatmaps)
         # saturated (sigmoid, tanh) or dead (ReLU) share of each hidden layer's units; None for other activations
         sat = torch.full((max(stack.D, 1), stack.n), float("nan"), device=self.device)
@@ -534,6 +577,26 @@ class StackedLanes:
                 weight_change=[change_t[j][p] for j in layers], weight_delta=[delta_t[j][p] for j in layers],
                 saturation=[sat_t[j][p] if measured[p] else None for j in range(d)] + [None],
                 heatmaps=[maps[j][p] for j in layers] if heatmaps else [], near_zero=near_zero,
+                weight_absmax=absmax, weight_hist=hists)
+
+    def _padded_stack_stats(self, stack: _Stack, lanes: list[int], wanted: set[int], probe_x: torch.Tensor,
+                            heatmaps: bool, out: list[dict | None]) -> None:
+        """:meth:`_stack_stats` for a stack of mixed widths: each cell measured on its own slices (means,
+        shares and pooled maps over its own units, not the padding)."""
+        hidden = stack.hidden_states(probe_x)
+        for p, lane in enumerate(lanes):
+            weights = stack.cell_weights(p, stack.weights)
+            change, delta, maps = weight_changes(weights, stack.cell_weights(p, stack.initial),
+                                                 stack.cell_weights(p, stack.previous), heatmaps)
+            if lane not in wanted:
+                continue
+            activation, d, width = stack.cfgs[p].activation, stack.depths[p], stack.widths[p]
+            shares = [unit_saturation(activation, h[p:p + 1, :width].transpose(1, 2)) for h in hidden[:d]]
+            near_zero, absmax, hists = weight_distribution([w[0] for w in weights])
+            out[lane] = dict(
+                weight_change=change[:, 0].tolist(), weight_delta=delta[:, 0].tolist(),
+                saturation=[float(s[0]) if s is not None else None for s in shares] + [None],
+                heatmaps=[m[0] for m in maps] if heatmaps else [], near_zero=near_zero,
                 weight_absmax=absmax, weight_hist=hists)
 
     @torch.no_grad()
@@ -575,3 +638,10 @@ class StackedLanes:
         """Lane's weights as the state_dict its config's nn.Module would have."""
         stack, p = self.cell[lane]
         return stack.cell_state(p)
+
+
+class MixedStackedLanes(StackedLanes):
+    """Stacks that also mix widths and optimizer settings (``stack_key(cfg, mixed=True)``): a sweep's trials,
+    which differ in everything Optuna picks, train as one stack per data stream."""
+
+    mixed = True
