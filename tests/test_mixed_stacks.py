@@ -165,3 +165,45 @@ def test_a_mixed_sweep_trains_per_stream_and_files_each_trial_under_its_own_key(
         assert trial.user_attrs["key"] == cfg.key() and filed[cfg.key()] == cfg
         alone = train(cfg)
         assert trial.value == pytest.approx(alone.val_acc, abs=1.5e-3)  # one example of 360 may flip
+
+
+def _steps(lanes, batches, first, total):
+    """What the training loop does per step: forward, backward of the summed losses, scheduled update."""
+    for k, (x, y) in enumerate(batches):
+        loss, _, _ = lanes.losses(x, y)
+        for optimizer in lanes.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        for optimizer in lanes.optimizers:
+            rules.apply_schedule(optimizer, first + k, total)
+            optimizer.step()
+
+
+def test_a_retired_lane_leaves_its_stack_and_the_others_go_on_unchanged():
+    """Oracle: the same lanes trained on without retiring anyone (weights to float tolerance: the cut-down
+    stack multiplies smaller matrices). The deepest cells leave, so the stack loses a layer, and the
+    optimizers' buffers (Adam's moments, momenta, NAdam's mu products) must follow the cells left."""
+    ds = datasets.load_dataset("digits")
+    configs = [MIXED[i] for i in MixedStackedLanes.stacked_order(MIXED)]
+    x, y = datasets.batch_features(ds.x[:256]), ds.y[:256]
+    batches = [(x[k:k + 32], y[k:k + 32]) for k in range(0, 256, 32)]
+    kept, full = (MixedStackedLanes(configs, ds.input_shape, ds.n_classes, torch.device("cpu")) for _ in range(2))
+    _steps(kept, batches, 0, 16)
+    _steps(full, batches, 0, 16)
+    deepest = [i for i, cfg in enumerate(configs) if cfg.depth == 3]
+    for lane in deepest:
+        kept.retire(lane)
+    assert sum(s.n for s in kept.stacks) == len(configs) - len(deepest)
+    assert max(s.D for s in kept.stacks) == 2 < max(s.D for s in full.stacks)
+    _steps(kept, batches, 8, 16)
+    _steps(full, batches, 8, 16)
+    widest = deepest[0]
+    for lane in range(len(configs)):
+        if lane in deepest:
+            continue
+        mine, theirs = kept.state_dict(lane), full.state_dict(lane)
+        for name in theirs:
+            assert torch.allclose(mine[name], theirs[name], rtol=1e-4, atol=1e-5), (configs[lane].optimizer, name)
+    scores = kept.evaluate(x, y)
+    assert np.isnan(scores.loss[widest]) and sum(np.isnan(scores.loss)) == len(deepest)
+    assert torch.isnan(kept.grad_norms()).sum() == len(kept.describe(widest)[1])
