@@ -1,7 +1,10 @@
 """Many small MLPs trained as one: the lanes of a grid, batched into a few tensors.
 
 Cells that share width, normalization, loss, penalties and optimizer settings form a *stack*;
-they may differ in activation, depth and initialization. Layer j of all cells of a stack is
+they may differ in activation, depth and initialization. A *mixed* stack (:class:`MixedStackedLanes`, a
+sweep's trials) may differ in width and optimizer settings too: narrower cells are padded with units
+whose outputs are forced to zero, and :class:`core.engine.optimizers.LaneRules` updates each cell by its
+own rule and knobs. A cell that ends early (pruned, diverged) is cut out (:meth:`StackedLanes.retire`). Layer j of all cells of a stack is
 one weight tensor ``[n, out, in]`` (each cell's slice in the ``nn.Linear`` layout), and one
 training step of the stack is
 
