@@ -127,12 +127,13 @@ def test_batched_trials_equal_the_same_trials_trained_alone(isolated_cache, tmp_
         assert trial.user_attrs["test_acc"] == pytest.approx(alone.test_acc, abs=1.5e-3)
 
 
-def test_only_trials_that_share_a_stack_train_batched():
-    cells = [("a", DIGITS.replace(activation="tanh")), ("b", DIGITS.replace(activation="relu")),  # one stack
-             ("c", DIGITS.replace(optimizer="adam")),  # a stack of its own
-             ("d", DIGITS.replace(batch_size=64)), ("e", DIGITS.replace(batch_size=64, hidden=(16, 16)))]
+def test_trials_that_share_a_data_stream_train_as_one_stack():
+    cells = [("a", DIGITS.replace(activation="tanh")), ("b", DIGITS.replace(activation="relu")),
+             ("c", DIGITS.replace(optimizer="adam", hidden=(32, 32))),  # other optimizer and width: same stack
+             ("d", DIGITS.replace(batch_size=64)), ("e", DIGITS.replace(batch_size=64, hidden=(16, 16))),
+             ("f", DIGITS.replace(batch_size=16))]  # a data stream of its own
     plan = plan_trials(cells)
-    assert (plan.batched, plan.alone) == ([[0, 1], [3, 4]], [2])
+    assert (plan.batched, plan.alone) == ([[0, 1, 2], [3, 4]], [5]) and plan.mixed
 
 
 def test_stored_trial_is_not_retrained(isolated_cache, tmp_path, monkeypatch):

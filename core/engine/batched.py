@@ -1,7 +1,10 @@
 """Many small MLPs trained as one: the lanes of a grid, batched into a few tensors.
 
 Cells that share width, normalization, loss, penalties and optimizer settings form a *stack*;
-they may differ in activation, depth and initialization. Layer j of all cells of a stack is
+they may differ in activation, depth and initialization. A *mixed* stack (:class:`MixedStackedLanes`, a
+sweep's trials) may differ in width and optimizer settings too: narrower cells are padded with units
+whose outputs are forced to zero, and :class:`core.engine.optimizers.LaneRules` updates each cell by its
+own rule and knobs. A cell that ends early (pruned, diverged) is cut out (:meth:`StackedLanes.retire`). Layer j of all cells of a stack is
 one weight tensor ``[n, out, in]`` (each cell's slice in the ``nn.Linear`` layout), and one
 training step of the stack is
 
@@ -37,6 +40,7 @@ from torch import nn
 
 from core.engine.config import ACTIVATIONS, RunConfig
 from core.engine.lanes import EVAL_CHUNK, Scores, data_loss, make_optimizer
+from core.engine.optimizers import LaneRules
 from core.engine.models import build_model, count_parameters, make_activation, weight_layers
 from core.engine.probes import grad_norms, unit_saturation, weight_changes, weight_distribution, weight_penalty
 
@@ -60,10 +64,19 @@ def why_not_batched(cfg: RunConfig) -> str | None:
     return None
 
 
-def stack_key(cfg: RunConfig) -> tuple:
-    """Cells with equal keys share one stack (they may differ in activation, depth and init)."""
+def stack_key(cfg: RunConfig, mixed: bool = False) -> tuple:
+    """Cells with equal keys share one stack (they may differ in activation, depth and init). ``mixed``:
+    they may differ in width (narrower cells padded with units that stay silent; not under LayerNorm,
+    which averages over all units) and in optimizer settings too (:class:`core.engine.optimizers.LaneRules`)."""
     width = cfg.hidden[0] if cfg.hidden else 0
-    return (width, cfg.norm if width else "none", cfg.loss, cfg.l1, cfg.l2) + tuple(getattr(cfg, f) for f in OPTIMIZER_FIELDS)
+    norm = cfg.norm if width else "none"
+    if mixed:  # a network without hidden layers reads its logits from x: it cannot share a stack with others
+        return (width if norm == "layernorm" or not width else None, norm, cfg.loss, cfg.l1, cfg.l2)
+    return (width, norm, cfg.loss, cfg.l1, cfg.l2) + tuple(getattr(cfg, f) for f in OPTIMIZER_FIELDS)
+
+
+def optimizer_key(cfg: RunConfig) -> tuple:
+    return tuple(getattr(cfg, f) for f in OPTIMIZER_FIELDS)
 
 
 # --- activations: the kernels autograd would call, writing into a given slice -------------------
@@ -147,42 +160,27 @@ class _Workspace:
 class _Stack:
     """The cells of one stack, their stacked parameters, and the hand-written forward/backward."""
 
-    def __init__(self, cfgs: list[RunConfig], input_shape: tuple[int, ...], n_classes: int, device: torch.device):
-        self.cfg = cfgs[0]  # width, norm, loss, penalties and optimizer are shared (see stack_key)
+    def __init__(self, cfgs: list[RunConfig], input_shape: tuple[int, ...], n_classes: int, device: torch.device,
+                 source: tuple["_Stack", list[int]] | None = None):
+        """``source``: (a stack, the cells of it to keep): the new stack continues those cells (their current
+        weights, BatchNorm statistics and starting weights), cut to the width and depth they still need."""
+        self.cfg = cfgs[0]  # norm, loss and penalties are shared (see stack_key)
         self.cfgs, self.input_shape = cfgs, input_shape
         self.n = n = len(cfgs)
         self.depths = [c.depth for c in cfgs]
+        self.widths = [c.hidden[0] if c.hidden else 0 for c in cfgs]
         self.D = D = max(self.depths)
-        self.W = W = cfgs[0].hidden[0] if D else 0
-        self.K = K = n_classes
+        self.W = W = max(self.widths)
+        self.K = n_classes
         self.IN = IN = math.prod(input_shape)
         self.norm = self.cfg.norm if D else "none"
         self.training = True
 
-        models = [build_model(c, input_shape, n_classes, torch.Generator().manual_seed(c.seed)) for c in cfgs]
-        self.described = []
-        w = [torch.zeros(n, W, IN if j == 0 else W) for j in range(D)]
-        b = [torch.zeros(n, W) for _ in range(D)]
-        gamma = [torch.ones(n, W) for _ in range(D)]
-        beta = [torch.zeros(n, W) for _ in range(D)]
-        running = [(torch.zeros(n, W), torch.ones(n, W)) for _ in range(D)]
-        wo, bo = torch.zeros(n, K, W if D else IN), torch.zeros(n, K)
-        self.bn_momentum, self.norm_eps = 0.1, 1e-5
-        with torch.no_grad():
-            for c, (cfg, model) in enumerate(zip(cfgs, models)):
-                layers = weight_layers(model)
-                self.described.append((count_parameters(cfg, input_shape, n_classes), [name for name, _ in layers],
-                                       [list(m.weight.shape) for _, m in layers]))
-                for j, (_, layer) in enumerate(layers[:-1]):
-                    w[j][c], b[j][c] = layer.weight, layer.bias
-                wo[c], bo[c] = layers[-1][1].weight, layers[-1][1].bias
-                norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
-                for j, m in enumerate(norms):
-                    gamma[j][c], beta[j][c] = m.weight, m.bias
-                    self.norm_eps = m.eps
-                    if isinstance(m, nn.BatchNorm1d):
-                        running[j][0][c], running[j][1][c] = m.running_mean, m.running_var
-                        self.bn_momentum = m.momentum
+        self.origin: list[tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]] = []  # see kept()
+        if source is None:
+            w, b, gamma, beta, running, wo, bo = self._build(cfgs)
+        else:
+            w, b, gamma, beta, running, wo, bo = self._cut_from(*source)
 
         def param(t: torch.Tensor) -> nn.Parameter:
             return nn.Parameter(t.to(device))
@@ -194,7 +192,7 @@ class _Stack:
         else:
             self.gamma, self.beta = [], []
         self.running = [(m.flatten().to(device), v.flatten().to(device)) for m, v in running] \
-            if self.norm == "batchnorm" else []
+            if self.norm == "batchnorm" else []  # (flatten copies a cut, non-contiguous view)
         self.params = [*self.w, *self.b, *self.gamma, *self.beta, self.wo, self.bo]
         # views used every step, made once (the optimizer updates the parameters in place)
         self.b_col = [t.unsqueeze(2) for t in self.b]  # [n, W, 1]
@@ -203,8 +201,16 @@ class _Stack:
         self.b0_col = self.b[0].view(n * W, 1).detach() if D else None
         self.wo_t, self.bo_row = self.wo.transpose(1, 2), self.bo.unsqueeze(1)
         self.weights = [*self.w, self.wo]  # the weight matrices, layer by layer (what the stats describe)
-        self.initial = [t.detach().clone() for t in self.weights]
-        self.previous = [t.clone() for t in self.initial]
+        if source is None:
+            self.initial = [t.detach().clone() for t in self.weights]
+            self.previous = [t.clone() for t in self.initial]
+        else:
+            old, keep = source
+            cuts = self._weight_cuts(keep, old.device)
+            self.initial = [cut(t) for cut, t in zip(cuts, [*old.initial[:D], old.initial[-1]])]
+            self.previous = [cut(t) for cut, t in zip(cuts, [*old.previous[:D], old.previous[-1]])]
+            olds = [*old.w[:D], *old.b[:D], *old.gamma[:D], *old.beta[:D], old.wo, old.bo]
+            self.origin = list(zip(olds, self._param_cuts(keep, old.device)))
 
         # activation groups: cells arrive sorted by activation, so each group is a slice
         self.groups: list[tuple[int, int, str]] = []
@@ -225,12 +231,86 @@ class _Stack:
         self.active = [[(s, e) for s, e in layer if e > s] for layer in self.active]
         self.device = device
         self.workspaces: dict[int, _Workspace] = {}  # by training batch size (the last batch may be smaller)
+        # Narrower cells: their padded units have zero weights in, and outputs forced to zero (sigmoid(0) is
+        # not 0), so those units add nothing to any sum forward, get exactly zero gradient in and out, and
+        # never move (weight decay and every rule leave a zero with zero gradient at zero).
+        self.same_width = len(set(self.widths)) == 1
+        self.unit_mask = None if self.same_width else \
+            (torch.arange(W).view(1, W) < torch.tensor(self.widths).view(n, 1)).to(device, torch.float32).view(n, W, 1)
         # cells shallower than D read their logits from their own last layer
         self.uniform = len(set(self.depths)) == 1
         self.ends_here: dict[int, torch.Tensor] = {}  # mixed depths: per hidden layer where cells end, which ones
         if not self.uniform:
             depth = torch.tensor(self.depths, device=device)
             self.ends_here = {j: (depth == j + 1).view(n, 1, 1) for j in set(d - 1 for d in self.depths)}
+
+    def _build(self, cfgs: list[RunConfig]) -> tuple:
+        """The stacked tensors of fresh cells, each built by build_model with its own seeded generator."""
+        n, W, D, K, IN, input_shape, n_classes = self.n, self.W, self.D, self.K, self.IN, self.input_shape, self.K
+        models = [build_model(c, input_shape, n_classes, torch.Generator().manual_seed(c.seed)) for c in cfgs]
+        w = [torch.zeros(n, W, IN if j == 0 else W) for j in range(D)]
+        b = [torch.zeros(n, W) for _ in range(D)]
+        gamma = [torch.ones(n, W) for _ in range(D)]
+        beta = [torch.zeros(n, W) for _ in range(D)]
+        running = [(torch.zeros(n, W), torch.ones(n, W)) for _ in range(D)]
+        wo, bo = torch.zeros(n, K, W if D else IN), torch.zeros(n, K)
+        self.bn_momentum, self.norm_eps = 0.1, 1e-5
+        self.described = []
+        with torch.no_grad():
+            for c, (cfg, model) in enumerate(zip(cfgs, models)):
+                layers = weight_layers(model)
+                self.described.append((count_parameters(cfg, input_shape, n_classes), [name for name, _ in layers],
+                                       [list(m.weight.shape) for _, m in layers]))
+                # a narrower cell fills the top-left corner; its padded units keep zero weights in and out
+                for j, (_, layer) in enumerate(layers[:-1]):
+                    out, fan_in = layer.weight.shape
+                    w[j][c, :out, :fan_in], b[j][c, :out] = layer.weight, layer.bias
+                wo[c, :, :layers[-1][1].weight.shape[1]], bo[c] = layers[-1][1].weight, layers[-1][1].bias
+                norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
+                for j, m in enumerate(norms):
+                    units = m.weight.shape[0]
+                    gamma[j][c, :units], beta[j][c, :units] = m.weight, m.bias
+                    self.norm_eps = m.eps
+                    if isinstance(m, nn.BatchNorm1d):
+                        running[j][0][c, :units], running[j][1][c, :units] = m.running_mean, m.running_var
+                        self.bn_momentum = m.momentum
+
+        return w, b, gamma, beta, running, wo, bo
+
+    def _weight_cuts(self, keep: list[int], device: torch.device) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """Per weight matrix of this stack, what cuts it out of the same layer of a stack with more cells."""
+        index = torch.tensor(keep, device=device)
+        shapes = [(self.W, self.IN if j == 0 else self.W) for j in range(self.D)] + \
+                 [(self.K, self.W if self.D else self.IN)]
+        return [lambda t, o=o, i=i: t.detach()[index][:, :o, :i].contiguous() for o, i in shapes]
+
+    def _param_cuts(self, keep: list[int], device: torch.device) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """Per entry of ``params``, what cuts it (or a tensor shaped like it) out of a stack with more cells."""
+        index = torch.tensor(keep, device=device)
+        weights = self._weight_cuts(keep, device)
+        units = [lambda t: t.detach()[index][:, :self.W].contiguous()] * self.D
+        norms = units * 2 if self.norm != "none" else []
+        return [*weights[:-1], *units, *norms, weights[-1], lambda t: t.detach()[index].contiguous()]
+
+    def _cut_from(self, old: "_Stack", keep: list[int]) -> tuple:
+        """The stacked tensors of cells ``keep`` of ``old``, as they are now."""
+        D = self.D
+        cuts = self._param_cuts(keep, old.device)
+        olds = [*old.w[:D], *old.b[:D], *old.gamma[:D], *old.beta[:D], old.wo, old.bo]
+        made = [cut(t) for cut, t in zip(cuts, olds)]
+        w, b = made[:D], made[D:2 * D]
+        gamma, beta = (made[2 * D:3 * D], made[3 * D:4 * D]) if self.norm != "none" else ([], [])
+        index = torch.tensor(keep, device=old.device)
+        running = [(m.view(old.n, old.W)[index][:, :self.W], v.view(old.n, old.W)[index][:, :self.W])
+                   for m, v in old.running[:D]]
+        self.described = [old.described[k] for k in keep]
+        self.bn_momentum, self.norm_eps = old.bn_momentum, old.norm_eps
+        return w, b, gamma, beta, running, made[-2], made[-1]
+
+    def kept(self, keep: list[int]) -> "_Stack":
+        """A stack of cells ``keep`` of this one (a lane that left stops costing anything); ``origin`` pairs each
+        of its parameters with the one it was cut from and the cut (for the optimizer's buffers)."""
+        return _Stack([self.cfgs[k] for k in keep], self.input_shape, self.K, self.device, source=(self, keep))
 
     @torch.no_grad()
     def cell_state(self, c: int) -> dict[str, torch.Tensor]:
@@ -239,18 +319,20 @@ class _Stack:
         model = build_model(self.cfgs[c], self.input_shape, self.K)
         layers = weight_layers(model)
         for j, (_, layer) in enumerate(layers[:-1]):
-            layer.weight.copy_(self.w[j][c])
-            layer.bias.copy_(self.b[j][c])
-        layers[-1][1].weight.copy_(self.wo[c])
+            out, fan_in = layer.weight.shape
+            layer.weight.copy_(self.w[j][c, :out, :fan_in])
+            layer.bias.copy_(self.b[j][c, :out])
+        layers[-1][1].weight.copy_(self.wo[c, :, :layers[-1][1].weight.shape[1]])
         layers[-1][1].bias.copy_(self.bo[c])
         norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))]
         for j, m in enumerate(norms):
-            m.weight.copy_(self.gamma[j][c])
-            m.bias.copy_(self.beta[j][c])
+            units = m.weight.shape[0]
+            m.weight.copy_(self.gamma[j][c, :units])
+            m.bias.copy_(self.beta[j][c, :units])
             if isinstance(m, nn.BatchNorm1d):
                 mean, var = self.running[j]
-                m.running_mean.copy_(mean.view(self.n, self.W)[c])
-                m.running_var.copy_(var.view(self.n, self.W)[c])
+                m.running_mean.copy_(mean.view(self.n, self.W)[c, :units])
+                m.running_var.copy_(var.view(self.n, self.W)[c, :units])
         return model.state_dict()
 
     # --- normalization ------------------------------------------------------------------------
@@ -314,6 +396,8 @@ class _Stack:
                 saved[j] = self._norm(j, ws.z[j], ws.a[j])
             for kernel, a, y in ws.forward_calls[j]:
                 kernel(a, y)
+            if self.unit_mask is not None:
+                ws.y[j].mul_(self.unit_mask)
             if not self.uniform and j in self.ends_here:  # cells whose last hidden layer this is read out here
                 torch.where(self.ends_here[j], ws.y[j], ws.final, out=ws.final)
         logits = torch.baddbmm(self.bo_row, ws.final_t, self.wo_t)
@@ -369,6 +453,14 @@ class _Stack:
         self.forward(x, cache)
         return list(cache["ws"].y) if self.D else []
 
+    def cell_weights(self, c: int, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Cell c's slice ``[1, out, in]`` of each of its layers' stacked weight tensors (layers it has, and
+        the output layer), without the padding of a narrower cell."""
+        d, width = self.depths[c], self.widths[c]
+        shapes = [(width, self.IN if j == 0 else width) for j in range(d)] + [(self.K, width if d else self.IN)]
+        layers = list(range(d)) + [len(tensors) - 1]
+        return [tensors[j][c:c + 1, :out, :fan_in] for j, (out, fan_in) in zip(layers, shapes)]
+
     def penalty(self) -> torch.Tensor | None:
         """Per cell lambda1 * sum|w| + lambda2 * sum w^2 over its weight matrices (zeros add nothing)."""
         return weight_penalty(self.weights, self.cfg.l1, self.cfg.l2)
@@ -394,12 +486,14 @@ class _StackFunction(torch.autograd.Function):
 class StackedLanes:
     """The lanes of one lockstep group of batchable configs (see :func:`core.engine.train.train_lanes`)."""
 
-    @staticmethod
-    def stack_groups(configs: list[RunConfig]) -> list[list[int]]:
+    mixed = False  # stacks by stack_key(cfg, mixed): see MixedStackedLanes
+
+    @classmethod
+    def stack_groups(cls, configs: list[RunConfig]) -> list[list[int]]:
         """Indices of ``configs`` per stack, in the stack's order: activation groups, deepest cells first."""
         by_key: dict[tuple, list[int]] = {}
         for i, cfg in enumerate(configs):
-            by_key.setdefault(stack_key(cfg), []).append(i)
+            by_key.setdefault(stack_key(cfg, cls.mixed), []).append(i)
         for lanes in by_key.values():  # activation groups become slices, deepest cells first within a group
             lanes.sort(key=lambda i: (ACTIVATIONS.index(configs[i].activation), -configs[i].depth))
         return list(by_key.values())
@@ -421,17 +515,30 @@ class StackedLanes:
         self.device = device
         self.lanes_of = self.stack_groups(self.configs)  # per stack, the lane of each of its cells
         self.stacks = [_Stack([configs[i] for i in lanes], input_shape, n_classes, device) for lanes in self.lanes_of]
+        self.described = {lane: stack.described[p] for stack, lanes in zip(self.stacks, self.lanes_of)
+                          for p, lane in enumerate(lanes)}
+        self.retired: set[int] = set()  # lanes that left (see retire)
+        self._arrange()
+        # one optimizer per distinct optimizer setting, over the stacked tensors; a stack whose cells differ
+        # in optimizer settings gets one per-lane update (LaneRules)
+        by_opt: dict[tuple, list[_Stack]] = {}
+        self.optimizers: list[torch.optim.Optimizer] = []
+        for stack in self.stacks:
+            settings = {optimizer_key(c) for c in stack.cfgs}
+            if len(settings) == 1:
+                by_opt.setdefault(settings.pop(), []).append(stack)
+            else:
+                self.optimizers.append(LaneRules(stack.params, stack.cfgs))
+        self.optimizers += [make_optimizer(group[0].cfg, [p for s in group for p in s.params])
+                            for group in by_opt.values()]
+
+    def _arrange(self) -> None:
+        """Where each lane's values sit in the stacks' outputs laid end to end (a lane that left reads a
+        filler row appended after them), and each lane's layers in the [layers, cells] gradient-norm tables."""
         order = [lane for lanes in self.lanes_of for lane in lanes]
         position = {lane: p for p, lane in enumerate(order)}
         self.gather = None if order == list(range(self.n)) else \
-            torch.tensor([position[i] for i in range(self.n)], device=device)
-        # one optimizer per distinct optimizer setting, over the stacked tensors
-        by_opt: dict[tuple, list[_Stack]] = {}
-        for stack in self.stacks:
-            by_opt.setdefault(tuple(getattr(stack.cfg, f) for f in OPTIMIZER_FIELDS), []).append(stack)
-        self.optimizers = [make_optimizer(group[0].cfg, [p for s in group for p in s.params])
-                           for group in by_opt.values()]
-        # each lane's layers in the stacks' [layers, cells] gradient-norm tables laid end to end
+            torch.tensor([position.get(i, len(order)) for i in range(self.n)], device=self.device)
         self.cell: dict[int, tuple[_Stack, int]] = {}
         index_of: dict[int, list[int]] = {}
         offset = 0
@@ -441,15 +548,37 @@ class StackedLanes:
                 index_of[lane] = [offset + j * stack.n + p for j in range(stack.depths[p])] + \
                                  [offset + stack.D * stack.n + p]
             offset += (stack.D + 1) * stack.n
-        self.grad_index = torch.tensor([i for lane in range(self.n) for i in index_of[lane]], device=device)
+        self.grad_index = torch.tensor([i for lane in range(self.n)
+                                        for i in index_of.get(lane, [offset] * len(self.described[lane][1]))],
+                                       device=self.device)
         widest = max(max(s.W, s.K) * s.n for s in self.stacks)
         self.eval_chunk = max(256, min(EVAL_CHUNK, EVAL_FLOATS // widest))
+
+    def retire(self, lane: int) -> None:
+        """Lane ``lane`` has ended (pruned, diverged, cancelled): its cell leaves its stack, which goes on
+        cut to the cells left (their weights and optimizer buffers as they are), so it costs nothing more.
+        Its values read as NaN (counts 0) from now on. The last live lane stays (the run ends with it)."""
+        if lane not in self.cell or len(self.cell) == 1:
+            return
+        stack, p = self.cell[lane]
+        k = self.stacks.index(stack)
+        keep = [q for q in range(stack.n) if q != p]
+        self.retired.add(lane)
+        moved: dict[int, tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]] = {}
+        if keep:
+            self.stacks[k] = smaller = stack.kept(keep)
+            self.lanes_of[k] = [other for other in self.lanes_of[k] if other != lane]
+            moved = {id(old): (new, cut) for new, (old, cut) in zip(smaller.params, smaller.origin)}
+        else:
+            del self.stacks[k], self.lanes_of[k]
+        self._arrange()
+        self.optimizers = [opt for opt in (_moved_optimizer(opt, moved, stack, keep) for opt in self.optimizers)
+                           if opt is not None]
 
     # --- what the loop calls ---------------------------------------------------------------------
     def describe(self, lane: int) -> tuple[int, list[str], list[list[int]]]:
         """(number of parameters, layer names, weight shapes) of a lane, as its nn.Module has them."""
-        stack, p = self.cell[lane]
-        return stack.described[p]
+        return self.described[lane]
 
     def train(self, mode: bool = True) -> None:
         for stack in self.stacks:
@@ -467,6 +596,9 @@ class StackedLanes:
 
     def _cat(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """Per-stack tensors (cells first) -> one tensor in lane order."""
+        if self.retired:
+            filler = parts[0][:1].detach()
+            parts = [*parts, torch.full_like(filler, math.nan) if filler.is_floating_point() else torch.zeros_like(filler)]
         t = parts[0] if len(parts) == 1 else torch.cat(parts)
         return t if self.gather is None else t[self.gather]
 
@@ -489,6 +621,8 @@ class StackedLanes:
     def grad_norms(self) -> torch.Tensor:
         """This step's gradient norm of every lane's weight matrices, lane after lane (before the update)."""
         tables = [grad_norms([w.grad for w in s.weights]).flatten() for s in self.stacks]
+        if self.retired:
+            tables.append(torch.full((1,), math.nan, device=self.device))
         return (tables[0] if len(tables) == 1 else torch.cat(tables))[self.grad_index]
 
     @torch.no_grad()
@@ -512,6 +646,9 @@ class StackedLanes:
 
     def _stack_stats(self, stack: _Stack, lanes: list[int], wanted: set[int], probe_x: torch.Tensor, heatmaps: bool,
                      out: list[dict | None]) -> None:
+        if not stack.same_width:
+            self._padded_stack_stats(stack, lanes, wanted, probe_x, heatmaps, out)
+            return
         change, delta, maps = weight_changes(stack.weights, stack.initial, stack.previous, heatmaps)
         # saturated (sigmoid, tanh) or dead (ReLU) share of each hidden layer's units; None for other activations
         sat = torch.full((max(stack.D, 1), stack.n), float("nan"), device=self.device)
@@ -534,6 +671,26 @@ class StackedLanes:
                 weight_change=[change_t[j][p] for j in layers], weight_delta=[delta_t[j][p] for j in layers],
                 saturation=[sat_t[j][p] if measured[p] else None for j in range(d)] + [None],
                 heatmaps=[maps[j][p] for j in layers] if heatmaps else [], near_zero=near_zero,
+                weight_absmax=absmax, weight_hist=hists)
+
+    def _padded_stack_stats(self, stack: _Stack, lanes: list[int], wanted: set[int], probe_x: torch.Tensor,
+                            heatmaps: bool, out: list[dict | None]) -> None:
+        """:meth:`_stack_stats` for a stack of mixed widths: each cell measured on its own slices (means,
+        shares and pooled maps over its own units, not the padding)."""
+        hidden = stack.hidden_states(probe_x)
+        for p, lane in enumerate(lanes):
+            weights = stack.cell_weights(p, stack.weights)
+            change, delta, maps = weight_changes(weights, stack.cell_weights(p, stack.initial),
+                                                 stack.cell_weights(p, stack.previous), heatmaps)
+            if lane not in wanted:
+                continue
+            activation, d, width = stack.cfgs[p].activation, stack.depths[p], stack.widths[p]
+            shares = [unit_saturation(activation, h[p:p + 1, :width].transpose(1, 2)) for h in hidden[:d]]
+            near_zero, absmax, hists = weight_distribution([w[0] for w in weights])
+            out[lane] = dict(
+                weight_change=change[:, 0].tolist(), weight_delta=delta[:, 0].tolist(),
+                saturation=[float(s[0]) if s is not None else None for s in shares] + [None],
+                heatmaps=[m[0] for m in maps] if heatmaps else [], near_zero=near_zero,
                 weight_absmax=absmax, weight_hist=hists)
 
     @torch.no_grad()
@@ -575,3 +732,39 @@ class StackedLanes:
         """Lane's weights as the state_dict its config's nn.Module would have."""
         stack, p = self.cell[lane]
         return stack.cell_state(p)
+
+
+def _moved_optimizer(optimizer: torch.optim.Optimizer, moved: dict, old: _Stack,
+                     keep: list[int]) -> torch.optim.Optimizer | None:
+    """``optimizer`` itself when none of its parameters moved; else the same optimizer over the parameters
+    that replace them (``moved``: id of an old parameter -> (its cut-down successor, the cut)), carrying
+    every buffer cut the same way; None when nothing is left to update (a stack that emptied)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    old_ids = {id(p) for p in old.params}
+    if not any(id(p) in old_ids for p in params):
+        return optimizer
+    kept = [moved[id(p)][0] if id(p) in moved else p for p in params if id(p) in moved or id(p) not in old_ids]
+    if not kept:
+        return None
+    if isinstance(optimizer, LaneRules):
+        successor = LaneRules(kept, [optimizer.configs[q] for q in keep])
+        successor.t, successor.mu_prod = optimizer.t, [optimizer.mu_prod[q] for q in keep]
+        successor.lrs = [optimizer.lrs[q] for q in keep]
+    else:
+        successor = make_optimizer(optimizer.param_groups[0]["schedule_config"], kept)
+        successor.param_groups[0]["lr"] = optimizer.param_groups[0]["lr"]
+    for p in params:
+        state = optimizer.state.get(p)
+        if not state or (id(p) in old_ids and id(p) not in moved):
+            continue
+        new, cut = moved.get(id(p), (p, None))
+        successor.state[new] = {name: cut(v) if cut is not None and isinstance(v, torch.Tensor) and v.shape == p.shape
+                                else v for name, v in state.items()}
+    return successor
+
+
+class MixedStackedLanes(StackedLanes):
+    """Stacks that also mix widths and optimizer settings (``stack_key(cfg, mixed=True)``): a sweep's trials,
+    which differ in everything Optuna picks, train as one stack per data stream."""
+
+    mixed = True

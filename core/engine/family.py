@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from core.engine import catalog
-from core.engine.batched import StackedLanes, stack_key, why_not_batched
+from core.engine.batched import MixedStackedLanes, StackedLanes, stack_key, why_not_batched
 from core.engine.config import RunConfig, knob_of
 from core.engine.events import RunFailed, RunFinished
 from core.engine.lanes import Lanes
@@ -24,11 +24,17 @@ from core.engine.train import (LOCKSTEP_FIELDS, Callback, WeightsProblem, solo_l
 
 @dataclass
 class FamilyPlan:
-    """Which runs train batched together (lockstep groups, by index) and which alone, and why."""
+    """Which runs train batched together (lockstep groups, by index) and which alone, and why. ``mixed``:
+    a group's runs may differ in width and optimizer settings too (:class:`MixedStackedLanes`)."""
 
     batched: list[list[int]]
     alone: list[int]
     notes: list[str]
+    mixed: bool = False
+
+    @property
+    def lanes(self) -> type[StackedLanes]:
+        return MixedStackedLanes if self.mixed else StackedLanes
 
 
 def lockstep_stream(cfg: RunConfig, n_train: dict | None = None) -> tuple:
@@ -46,9 +52,10 @@ def lockstep_stream(cfg: RunConfig, n_train: dict | None = None) -> tuple:
     return tuple(getattr(cfg, f) for f in LOCKSTEP_FIELDS) + (steps_per_epoch(cfg, n) if n else None,)
 
 
-def plan_family(cells: Sequence[tuple[str, RunConfig]], min_stack: int = 1) -> FamilyPlan:
+def plan_family(cells: Sequence[tuple[str, RunConfig]], min_stack: int = 1, mixed: bool = False) -> FamilyPlan:
     """Batch the batchable runs of ``cells`` (label, config) per data stream. With ``min_stack`` > 1 a
-    run whose stack (:func:`core.engine.batched.stack_key`) would hold fewer runs trains alone."""
+    run whose stack (:func:`core.engine.batched.stack_key`, ``mixed`` or not) would hold fewer runs trains
+    alone."""
     groups: dict[tuple, list[int]] = {}
     alone, notes = [], []
     n_train: dict[tuple, int | None] = {}
@@ -63,8 +70,8 @@ def plan_family(cells: Sequence[tuple[str, RunConfig]], min_stack: int = 1) -> F
     for group in groups.values():
         stacks: dict[tuple, int] = {}
         for i in group:
-            stacks[stack_key(cells[i][1])] = stacks.get(stack_key(cells[i][1]), 0) + 1
-        small = [i for i in group if stacks[stack_key(cells[i][1])] < min_stack]
+            stacks[stack_key(cells[i][1], mixed)] = stacks.get(stack_key(cells[i][1], mixed), 0) + 1
+        small = [i for i in group if stacks[stack_key(cells[i][1], mixed)] < min_stack]
         alone += small
         notes += [f"{cells[i][0]} trains on its own: no other run shares its stack" for i in small]
         if len(small) < len(group):
@@ -73,7 +80,7 @@ def plan_family(cells: Sequence[tuple[str, RunConfig]], min_stack: int = 1) -> F
         shared = ", ".join(knob_of(name).label.lower() for name in LOCKSTEP_FIELDS)
         notes.append(f"These networks train in {len(batched)} separate batched passes: only networks that see the "
                      f"same data in the same order step together (the same {shared})")
-    return FamilyPlan(batched, sorted(alone), notes)
+    return FamilyPlan(batched, sorted(alone), notes, mixed)
 
 
 def train_family(configs: Sequence[RunConfig], emits: Sequence[Callback], plan: FamilyPlan | None = None,
@@ -103,8 +110,8 @@ def train_family(configs: Sequence[RunConfig], emits: Sequence[Callback], plan: 
             ends[i] = end
 
     for group in plan.batched:
-        order = StackedLanes.stacked_order([configs[i] for i in group])  # no per-step reordering
-        train_together([group[k] for k in order], StackedLanes)
+        order = plan.lanes.stacked_order([configs[i] for i in group])  # no per-step reordering
+        train_together([group[k] for k in order], plan.lanes)
     for i in plan.alone:
         train_together([i], solo_lanes(configs[i]))
     return ends

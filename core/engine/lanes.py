@@ -150,6 +150,10 @@ class Lanes(Protocol):
     def state_dict(self, lane: int) -> dict[str, torch.Tensor]:
         """Lane's weights as the state_dict of the model :func:`build_model` builds for its config."""
 
+    def retire(self, lane: int) -> None:
+        """Lane ``lane`` has ended while others train on: it may stop costing anything (its values then
+        read as NaN)."""
+
 
 class ModuleLanes:
     """One ``nn.Module`` built by :func:`build_model`: the single lane of an ordinary run."""
@@ -222,6 +226,9 @@ class ModuleLanes:
 
     def state_dict(self, lane: int = 0) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
+
+    def retire(self, lane: int = 0) -> None:
+        """A single run's lane ends with its run: nothing to free."""
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

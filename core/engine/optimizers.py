@@ -157,6 +157,108 @@ def from_config(cfg: RunConfig, params: Iterable[torch.Tensor]) -> RuleOptimizer
     return RuleOptimizer(params, cfg.optimizer, **knobs)
 
 
+# --- one update for lanes that differ in rule and knobs ---------------------------------------------
+class LaneRules(torch.optim.Optimizer):
+    """Every rule of :data:`RULES` at once over stacked parameters ``[lanes, ...]``, lane i with the
+    rule, knobs and lr schedule of ``configs[i]``: one vectorized update per tensor instead of one
+    optimizer per lane.
+
+    All six rules are one formula with per-lane coefficients (rows of :meth:`coefficients`)::
+
+        g <- g + wd_l2 * p;  p <- p * shrink                      (L2 in the gradient / decoupled decay)
+        s <- s2 * s + c2 * g^2;  d <- sqrt(s * k2) + eps           (second moment; sgd-like: s = 0, eps = 1)
+        m <- a1 * m + c1 * g / d_in                                (first moment / velocity; d_in = d for RMSprop)
+        p <- p - lr * (kg * g + km * m) / d_out                    (d_out = d for Adam and NAdam)
+
+    sgd: m = g; momentum: step m; nesterov: g + momentum m; RMSprop: m is the (momentum) scaled step;
+    Adam: m / (1 - beta1^t); NAdam: its two look-ahead shares. The per-lane values are what
+    :func:`adam`, :func:`nadam` etc. compute; only the order of a few float operations differs from
+    torch.optim's kernels (e.g. sqrt(s / c) instead of sqrt(s) / sqrt(c)), so a lane follows its
+    optimizer alone to float tolerance (tests/test_sweep.py checks heterogeneous stacks)."""
+
+    ROWS = ("lr", "wd_l2", "shrink", "s2", "c2", "k2", "eps", "a1", "c1", "kg", "km")
+
+    def __init__(self, params: Iterable[torch.Tensor], configs: list[RunConfig]):
+        super().__init__(params, {})
+        self.configs = list(configs)
+        for cfg in self.configs:
+            if cfg.optimizer not in RULES:
+                raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: {', '.join(RULES)}")
+        self.t = 0
+        self.mu_prod = [1.0] * len(self.configs)
+        self.lrs = [cfg.lr for cfg in self.configs]
+        self.rms = torch.tensor([cfg.optimizer == "rmsprop" for cfg in self.configs])
+        self.adaptive = torch.tensor([cfg.optimizer in ("adam", "nadam") for cfg in self.configs])
+        self.uses_rms, self.uses_adaptive = bool(self.rms.any()), bool(self.adaptive.any())
+        self.second_moment = self.uses_rms or self.uses_adaptive
+        self.decays = any(cfg.weight_decay for cfg in self.configs)
+
+    def schedule(self, step: int, total_steps: int) -> None:
+        """Each lane's learning rate for update ``step`` (see :func:`lr_at`)."""
+        self.lrs = [lr_at(cfg, step, total_steps) for cfg in self.configs]
+
+    def coefficients(self) -> list[list[float]]:
+        """Per row of ROWS, each lane's value for update number ``self.t`` (1 = the first)."""
+        t, rows = self.t, {name: [] for name in self.ROWS}
+        for i, (cfg, lr) in enumerate(zip(self.configs, self.lrs)):
+            decoupled = cfg.weight_decay_mode == "decoupled" and cfg.optimizer in ("adam", "nadam")
+            wd = cfg.weight_decay
+            row = dict(lr=lr, wd_l2=0.0 if decoupled else wd, shrink=1 - lr * wd if decoupled else 1.0,
+                       s2=1.0, c2=0.0, k2=0.0, eps=1.0, a1=0.0, c1=1.0, kg=0.0, km=1.0)
+            if cfg.optimizer in ("momentum", "nesterov"):
+                row.update(a1=cfg.momentum)
+                if cfg.optimizer == "nesterov":
+                    row.update(kg=1.0, km=cfg.momentum)
+            elif cfg.optimizer == "rmsprop":
+                row.update(s2=cfg.rms_alpha, c2=1 - cfg.rms_alpha, k2=1.0, eps=EPS, a1=cfg.rms_momentum)
+            elif cfg.optimizer in ("adam", "nadam"):
+                b1, b2 = cfg.beta1, cfg.beta2
+                row.update(s2=b2, c2=1 - b2, k2=1 / (1 - b2 ** t), eps=EPS, a1=b1, c1=1 - b1)
+                if cfg.optimizer == "adam":
+                    row.update(km=1 / (1 - b1 ** t))
+                else:
+                    mu = b1 * (1 - 0.5 * 0.96 ** (t * NADAM_MOMENTUM_DECAY))
+                    mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * NADAM_MOMENTUM_DECAY))
+                    self.mu_prod[i] *= mu
+                    row.update(kg=(1 - mu) / (1 - self.mu_prod[i]), km=mu_next / (1 - self.mu_prod[i] * mu_next))
+            for name in self.ROWS:
+                rows[name].append(row[name])
+        return [rows[name] for name in self.ROWS]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.t += 1
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return loss
+        device = params[0].device
+        table = torch.tensor(self.coefficients(), device=device)
+        rms, adaptive = self.rms.to(device), self.adaptive.to(device)
+        for p in params:
+            lane = (-1,) + (1,) * (p.dim() - 1)
+            lr, wd_l2, shrink, s2, c2, k2, eps, a1, c1, kg, km = (row.view(lane) for row in table)
+            g, state = p.grad, self.state[p]
+            if self.decays:
+                g = torch.addcmul(g, wd_l2, p)
+                p.mul_(shrink)
+            d_in = d_out = None
+            if self.second_moment:
+                s = state["s"] = torch.addcmul(s2 * buffer(state, "s", p), c2, g * g)
+                d = (s * k2).sqrt_().add_(eps)
+                d_in = torch.where(rms.view(lane), d, 1.0) if self.uses_rms else None
+                d_out = torch.where(adaptive.view(lane), d, 1.0) if self.uses_adaptive else None
+            m = state["m"] = torch.addcmul(a1 * buffer(state, "m", p), c1, g if d_in is None else g / d_in)
+            update = torch.addcmul(km * m, kg, g)
+            if d_out is not None:
+                update = update / d_out
+            p.sub_(lr * update)
+        return loss
+
+
 # --- learning-rate schedules ------------------------------------------------------------------
 def lr_at(cfg: RunConfig, step: int, total_steps: int) -> float:
     """Learning rate for update number ``step`` (0 = the first) of a run of ``total_steps`` updates.
@@ -186,6 +288,9 @@ def with_schedule(optimizer: torch.optim.Optimizer, cfg: RunConfig) -> torch.opt
 
 def apply_schedule(optimizer: torch.optim.Optimizer, step: int, total_steps: int) -> None:
     """Set each parameter group's lr for update ``step`` (nothing to do for a constant schedule)."""
+    if isinstance(optimizer, LaneRules):
+        optimizer.schedule(step, total_steps)
+        return
     for group in optimizer.param_groups:
         cfg = group.get("schedule_config")
         if cfg is not None and cfg.lr_schedule != "constant":

@@ -394,6 +394,7 @@ class _Run:
         """Lane i stops training (the others go on) and sends its terminal event."""
         self.alive.remove(i)
         self.alive_mask[i] = False
+        self.lanes.retire(i)
         self.emits[i](self.end(i, status, reason, step=step))
 
     def diverge(self, i: int, k: int, value: float) -> None:

@@ -1,7 +1,8 @@
 """A sweep as one job: :func:`run_sweep` drives its Optuna study by ask-and-tell.
 
-It asks a batch of trials, trains them as one family (:func:`core.engine.family.train_family`: those
-that share a data stream and a stack train batched, the others alone, each as
+It asks a batch of trials (in the sampler's own order: asking several at once changes nothing a random
+sampler picks), trains them as one family (:func:`core.engine.family.train_family`: those that share a
+data stream train batched as one mixed stack, see :func:`plan_trials`, the others alone, each as
 :func:`core.engine.train.train` would), reports each trial's validation accuracy at epoch ends to the
 pruner, and tells Optuna the result. A trial whose run is already in the run store is told from the
 store without training; a diverged trial is told as failed and the sweep goes on. A cancelled, killed
@@ -146,10 +147,12 @@ def _run_batch(sweep: SweepConfig, study: optuna.Study, storage: optuna.storages
 
 
 def plan_trials(cells: Sequence[tuple[str, RunConfig]]) -> FamilyPlan:
-    """Which trials train batched (per data stream, those that share a stack: same width and optimizer
-    settings, see core.engine.batched.stack_key) and which alone. Batching a stack of one gains nothing
-    (bench_sweep measured it slower than the single-run lanes), so it trains alone."""
-    return plan_family(cells, min_stack=2)
+    """Which trials train batched and which alone: the trials asked together are grouped by what must be
+    in lockstep (the data stream: batch size, epochs, seed...), and each group is one mixed stack whatever
+    the widths, depths, optimizers, activations and inits Optuna picked (core.engine.batched.stack_key with
+    ``mixed``). Batching a stack of one gains nothing (bench_sweep measured it slower than the single-run
+    lanes), so it trains alone."""
+    return plan_family(cells, min_stack=2, mixed=True)
 
 
 def lane_hooks(sweep: SweepConfig, trial: optuna.Trial, cfg: RunConfig, emit: Callable[[Event], None],

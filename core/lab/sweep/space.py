@@ -39,7 +39,7 @@ MAX_GRID_POINTS = 100_000  # points of a grid search (Optuna's GridSampler lists
 SHOWN = 3  # offenders a refusal names before counting the rest
 MAX_PARALLEL = 32  # trials asked (and trained side by side) at once
 TPE_PARALLEL = 4  # TPE learns from finished trials: ask few at a time
-PRUNE_PARALLEL = 2  # a pruner compares against finished trials: ask few at a time
+PRUNE_PARALLEL = 2  # the median pruner compares against finished trials: ask few at a time
 
 
 # --- the search space --------------------------------------------------------------------------
@@ -320,8 +320,9 @@ class SweepConfig(TaskConfig):
         """Trials asked at once."""
         if self.parallel:
             return self.parallel
-        if self.pruner != "none":
+        if self.pruner == "median":
             return PRUNE_PARALLEL
+        # successive halving compares a trial with every trial that reached the same epoch, finished or not
         return TPE_PARALLEL if self.sampler == "tpe" else min(self.n_trials, MAX_PARALLEL)
 
     def sample_points(self, n: int = 200) -> list[dict]:
