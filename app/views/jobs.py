@@ -38,7 +38,7 @@ from ..text import cache_label, plain, plural, use_viewer_uploads
 POLL_SECONDS = 1.0  # every watching session reruns its fragments this often: the server's main per-viewer cost
 TICK_SECONDS = 0.25  # one manager snapshot per job per tick, shared by every session polling it
 WATCH_SECONDS = 2.0  # the shortest poll interval of a session that only watches a job (did not press Train)
-SECONDS_PER_VIEWER = 0.05  # a watch-only poll interval grows by this per session looking at the job
+SECONDS_PER_VIEWER = 0.1  # a watch-only interval grows by this per session looking: their polls of one job stay under 10 per second
 VIEWER_TTL = 10.0  # seconds a session counts as looking at a job after its last poll
 SEEN = "gl_seen_jobs"  # session: {job key: replayed?} of the jobs this session has looked at
 SESSION = "gl_session_id"  # session: this browser session's id, for the job manager's quotas and watchers
