@@ -200,3 +200,11 @@ def test_the_configured_interval_is_slower_for_a_session_that_only_watches(live,
     assert looking >= 80
     crowded = page_run_every(fragments, job.key)
     assert crowded == views.SECONDS_PER_VIEWER * views.viewers(job.key) > watching
+
+
+def test_a_config_never_trained_here_leaves_nothing_behind(live, snapshots):
+    other = CFG.replace(seed=8)
+    for _ in range(3):  # every page run asks the Train button's status of the settings shown
+        assert views.config_status(other) is None
+    assert other.key() not in views._jobs and other.key() not in views._fetched
+    assert len(snapshots) == 3  # nothing to share: each look asks the manager (and store) again

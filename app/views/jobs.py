@@ -72,7 +72,10 @@ def _fetch(key: str) -> JobState | None:
             return known
         state = _snapshot_state(key, known)
         with _lock:
-            _fetched[key] = _clock()
+            if state is not None and key in _jobs:
+                _fetched[key] = _clock()
+            else:  # unknown here: nothing kept for it
+                _fetched.pop(key, None)
         return state
 
 
