@@ -1,17 +1,19 @@
 """New-page load time and training speed against the number of sessions watching a live run.
 
-    python bench/bench_watchers.py [--sessions 0 2 5 10] [--gc true false] [--preset E2] [--seconds 15]
+    python bench/bench_watchers.py [--sessions 0 30 60] [--gc false] [--preset E2] [--seconds 15]
 
-For each ``runner.postScriptGC`` setting and each count N, a fresh server starts (its own cache,
+For each ``runner.postScriptGC`` setting and each count N (default 0, 30 and 60 sessions, side by side), a fresh server starts (its own cache,
 bound to 127.0.0.1, one torch thread) and a light client (bench/st_client.py) presses Train on a
 long run, then leaves. N light clients open the run and watch it live: they keep its polling
 fragment running as a browser does, so the server does each watcher's work while the machine
 draws nothing. Then two new headless Chromium pages open the run ``--seconds`` apart. A new
 page's load time is from navigation to the live "step n of m" line; the two step numbers give
 the server's training steps/s while N sessions poll, and its ratio to the unwatched rate of
-the same setting is the slowdown (time per epoch, watched / unwatched). ``true`` is Streamlit's
-default (the "before" of issue 14); the app's own config says ``false``. Both run in one go, so
-their rows share the machine's load.
+the same setting is the slowdown (time per epoch, watched / unwatched). Each row also says how many
+of the N sessions saw the live run, and the machine's 1-minute load average when it was measured
+(a loaded machine trains slower whoever watches). ``--gc true false`` compares Streamlit's default
+(the "before" of issue 14) with the app's own config, ``false`` (the default here); both run in one
+go, so their rows share the machine's load.
 
 ``--preset E2`` watches LESSONS E #2 on Fashion-MNIST (needs the course's datasets) instead of
 the default Digits run.
@@ -94,8 +96,8 @@ async def session_step(session: Session, timeout_s: float) -> int | None:
     return None
 
 
-async def level(browser, gc: str, watchers: int, cfg: RunConfig, args) -> tuple[str, float | None]:
-    """One fresh server, one live run, ``watchers`` polling sessions: (load text, steps/s)."""
+async def level(browser, gc: str, watchers: int, cfg: RunConfig, args) -> tuple[str, float | None, int]:
+    """One fresh server, one live run, ``watchers`` polling sessions: (load text, steps/s, sessions that saw it)."""
     tmp = Path(tempfile.mkdtemp(prefix="gl-watchers-"))
     port = free_port()
     env = {"OMP_NUM_THREADS": "1", "GRADIENT_LAB_TORCH_THREADS": "1", "GRADIENT_LAB_MAX_QUEUED_PER_SESSION": "100"}
@@ -111,7 +113,8 @@ async def level(browser, gc: str, watchers: int, cfg: RunConfig, args) -> tuple[
         for _ in range(watchers):
             session = Session(port, "", query(cfg))
             sessions.append(await session.__aenter__())
-        await asyncio.gather(*(session_step(s, args.timeout) for s in sessions))
+        seen = await asyncio.gather(*(session_step(s, args.timeout) for s in sessions))
+        saw = sum(step is not None for step in seen)
         await asyncio.sleep(3)
         url = f"http://127.0.0.1:{port}/?{query(cfg)}"
         load_a, step_a, t_a = await new_page(browser, url, args.timeout)
@@ -120,7 +123,7 @@ async def level(browser, gc: str, watchers: int, cfg: RunConfig, args) -> tuple[
         loads = [x for x in (load_a, load_b) if x is not None]
         load = f"{max(loads):.1f}" if len(loads) == 2 else f"> {args.timeout:.0f}"
         rate = (step_b - step_a) / (t_b - t_a) if step_a is not None and step_b is not None else None
-        return load, rate
+        return load, rate, saw
     finally:
         for session in sessions:
             await session.__aexit__(None, None, None)
@@ -129,8 +132,8 @@ async def level(browser, gc: str, watchers: int, cfg: RunConfig, args) -> tuple[
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, nargs="+", default=[0, 2, 5, 10])
-    parser.add_argument("--gc", nargs="+", choices=["true", "false"], default=["true", "false"],
+    parser.add_argument("--sessions", type=int, nargs="+", default=[0, 30, 60])
+    parser.add_argument("--gc", nargs="+", choices=["true", "false"], default=["false"],
                         help="runner.postScriptGC settings to compare")
     parser.add_argument("--preset", default=None, help="watch this preset's first run (e.g. E2)")
     parser.add_argument("--seconds", type=float, default=15.0, help="between the two new pages")
@@ -139,8 +142,8 @@ async def main() -> None:
     cfg = watched_run(args.preset)
     print(f"watching {cfg.dataset} {cfg.hidden}, batch {cfg.batch_size}; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'postScriptGC':>12} {'watchers':>8} {'new page load (s)':>18} {'training steps/s':>17} "
-          f"{'time per epoch vs unwatched':>28}")
+    print(f"{'postScriptGC':>12} {'watchers':>8} {'saw the run':>11} {'new page load (s)':>18} "
+          f"{'training steps/s':>17} {'time per epoch vs unwatched':>28} {'load average':>12}")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM),
                                           args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -148,7 +151,7 @@ async def main() -> None:
             unwatched = None
             for n in args.sessions:
                 try:
-                    load, rate = await level(browser, gc, n, cfg, args)
+                    load, rate, saw = await level(browser, gc, n, cfg, args)
                 except (RuntimeError, TimeoutError, asyncio.TimeoutError) as exc:
                     print(f"{gc:>12} {n:>8}  failed: {str(exc)[:200]}", flush=True)
                     continue
@@ -156,7 +159,8 @@ async def main() -> None:
                     unwatched = rate
                 slowdown = f"{unwatched / rate:.2f}x" if rate and unwatched else "n/a"
                 shown = f"{rate:.1f}" if rate is not None else "n/a"
-                print(f"{gc:>12} {n:>8} {load:>18} {shown:>17} {slowdown:>28}", flush=True)
+                print(f"{gc:>12} {n:>8} {saw:>11} {load:>18} {shown:>17} {slowdown:>28} "
+                      f"{os.getloadavg()[0]:>12.1f}", flush=True)
         await browser.close()
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 

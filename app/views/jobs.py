@@ -9,13 +9,17 @@
 - :func:`status_line`: queue position, starting, cancelled / diverged / failed, from cache,
   and a Cancel button while the job runs.
 - :func:`polling_fragment`: draws ``draw(polling)`` inside a fragment that reruns every
-  ``every`` seconds while any of its jobs is queued or running, and stops itself after.
+  ``every`` seconds while any of its jobs is queued or running, and stops itself after. A session
+  that only watches (its browser did not press Train) polls every :func:`watch_seconds`, slower
+  the more sessions look at the job; within one :data:`TICK_SECONDS` every poller of a job shares
+  one manager snapshot (:func:`job_state`).
 - :func:`browser_id`: the browser behind this session (a signed cookie, :mod:`core.serve.identity`),
   which a reload keeps: the job manager's quota, who may cancel a run, whose uploads are shown
   (:func:`app.text.use_viewer_uploads`). :func:`keep_browser_cookie` sets that cookie.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -32,6 +36,10 @@ from ..records.run import RunView, reduce_events
 from ..text import cache_label, plain, plural, use_viewer_uploads
 
 POLL_SECONDS = 1.0  # every watching session reruns its fragments this often: the server's main per-viewer cost
+TICK_SECONDS = 0.25  # one manager snapshot per job per tick, shared by every session polling it
+WATCH_SECONDS = 2.0  # the shortest poll interval of a session that only watches a job (did not press Train)
+SECONDS_PER_VIEWER = 0.1  # a watch-only interval grows by this per session looking: their polls of one job stay under 10 per second
+VIEWER_TTL = 10.0  # seconds a session counts as looking at a job after its last poll
 SEEN = "gl_seen_jobs"  # session: {job key: replayed?} of the jobs this session has looked at
 SESSION = "gl_session_id"  # session: this browser session's id, for the job manager's quotas and watchers
 SUBMITTED = "gl_submitted_jobs"  # session: keys this session's Train buttons submitted, oldest first
@@ -47,13 +55,33 @@ ICONS = {"info": "ℹ️", "warning": "⚠️", "error": "🚨"}
 _lock = threading.Lock()
 _jobs: OrderedDict[str, JobState] = OrderedDict()  # job key -> newest state, events shared by every session
 _cache: OrderedDict = OrderedDict()  # (version, name) -> a reduced view or figure
+_fetch_lock = threading.Lock()  # one snapshot at a time: the pollers of one tick wait for it, then share it
+_fetched: dict[str, float] = {}  # job key -> clock time of its last manager snapshot
+_viewers: dict[str, dict[str, float]] = {}  # job key -> {session: clock time of its last look}
+_clock: Callable[[], float] = time.monotonic  # ticks and viewers (tests inject one)
 
 
 # --- job state -----------------------------------------------------------------------------------
 def _fetch(key: str) -> JobState | None:
+    """The job's state, shared by every session: the one fetched within this tick while the job's status
+    is unchanged, else the last one plus a snapshot of only the events after it."""
+    with _fetch_lock:
+        with _lock:
+            known, fetched = _jobs.get(key), _fetched.get(key)
+        if (known is not None and fetched is not None and 0 <= _clock() - fetched < TICK_SECONDS
+                and get_manager().status(key) == known.status):
+            return known
+        state = _snapshot_state(key, known)
+        with _lock:
+            if state is not None and key in _jobs:
+                _fetched[key] = _clock()
+            else:  # unknown here: nothing kept for it
+                _fetched.pop(key, None)
+        return state
+
+
+def _snapshot_state(key: str, known: JobState | None) -> JobState | None:
     manager = get_manager()
-    with _lock:
-        known = _jobs.get(key)
     snap = manager.snapshot(key, since=len(known.events) if known else 0)
     if snap is None:
         with _lock:
@@ -73,14 +101,22 @@ def _fetch(key: str) -> JobState | None:
         _jobs[key] = state
         _jobs.move_to_end(key)
         while len(_jobs) > MAX_JOBS:
-            _jobs.popitem(last=False)
+            gone, _ = _jobs.popitem(last=False)
+            _fetched.pop(gone, None)
     return state
+
+
+def _refetch(key: str) -> None:
+    """This session changed job ``key`` (submitted, cancelled): its next look fetches a new snapshot."""
+    with _lock:
+        _fetched.pop(key, None)
 
 
 def job_state(key: str) -> JobState | None:
     """The job's current state (None when the key is unknown here); marks it seen by this session (a
     watcher that stops looking expires)."""
     get_manager().touch(key, session_id())
+    _look(key)
     state = _fetch(key)
     seen: OrderedDict = st.session_state.setdefault(SEEN, OrderedDict())
     if state is None:
@@ -91,8 +127,27 @@ def job_state(key: str) -> JobState | None:
     seen.move_to_end(key)
     while len(seen) > MAX_SEEN:
         seen.popitem(last=False)
-    state.replayed = bool(seen[key]) and state.done
-    return state
+    return dataclasses.replace(state, replayed=bool(seen[key]) and state.done)  # this session's own view of it
+
+
+def _look(key: str) -> None:
+    """This session looks at job ``key`` now (it counts among its viewers for VIEWER_TTL seconds)."""
+    now = _clock()
+    with _lock:
+        looks = _viewers.setdefault(key, {})
+        looks[session_id()] = now
+        if len(looks) > 1 and now - min(looks.values()) > VIEWER_TTL:
+            for gone in [s for s, seen in looks.items() if now - seen > VIEWER_TTL]:
+                del looks[gone]
+        while len(_viewers) > MAX_JOBS:
+            del _viewers[next(iter(_viewers))]
+
+
+def viewers(key: str) -> int:
+    """How many sessions looked at job ``key`` within the last VIEWER_TTL seconds."""
+    now = _clock()
+    with _lock:
+        return sum(now - seen <= VIEWER_TTL for seen in _viewers.get(key, {}).values())
 
 
 def asked(key: str) -> None:
@@ -177,6 +232,7 @@ def submit(config: Any, force: bool = False) -> str:
     """Queue ``config`` (or join its job) for this session and browser; returns its job key."""
     key = get_manager().submit(config, force=force, session=session_id(), browser=browser_id())
     st.session_state.setdefault(LEFT, set()).discard(key)
+    _refetch(key)
     return key
 
 
@@ -185,7 +241,9 @@ def cancel(key: str, everyone: bool = False) -> bool:
     when nobody else watches it, or at once with ``everyone`` (its starter's choice). True when the job
     itself was asked to stop."""
     st.session_state.setdefault(LEFT, set()).add(key)
-    return get_manager().cancel(key, session=session_id(), everyone=everyone, browser=browser_id())
+    stopped = get_manager().cancel(key, session=session_id(), everyone=everyone, browser=browser_id())
+    _refetch(key)
+    return stopped
 
 
 def submit_job(config: Any, force: bool) -> str:
@@ -198,8 +256,8 @@ def submit_job(config: Any, force: bool) -> str:
 
 def config_status(config: Any) -> str | None:
     """The job status of ``config.key()`` on this server (None when never trained here)."""
-    snap = get_manager().snapshot(config.key())
-    return snap.status if snap is not None else None
+    state = _fetch(config.key())
+    return state.status if state is not None else None
 
 
 def shown_job(config: Any | None, slot: str) -> str | None:
@@ -305,10 +363,26 @@ def _running(keys: Iterable[str]) -> bool:
     for key in keys:
         if key in left:
             continue
-        snap = get_manager().snapshot(key)
-        if snap is not None and not snap.done:
+        state = _fetch(key)
+        if state is not None and not state.done:
             return True
     return False
+
+
+def watch_seconds(every: float, looking: int) -> float:
+    """The poll interval of a session that only watches a job ``looking`` sessions look at: never faster
+    than ``every`` or WATCH_SECONDS, and slower with more of them (the server's polls per second stay bounded)."""
+    return max(every, WATCH_SECONDS, SECONDS_PER_VIEWER * looking)
+
+
+def poll_seconds(keys: Iterable[str], every: float) -> float:
+    """This session's poll interval for ``keys``: ``every`` when its browser started or joined one of the
+    jobs (pressed Train), else the slower :func:`watch_seconds`."""
+    me = browser_id()
+    states = [state for state in map(_fetch, keys) if state is not None]
+    if any(state.started_by == me or me in state.watched_by for state in states):
+        return every
+    return watch_seconds(every, max((viewers(state.key) for state in states), default=0))
 
 
 def _poll_body(keys: tuple[str, ...], draw: Callable[[bool], None], polling: bool) -> None:
@@ -321,7 +395,9 @@ def _poll_body(keys: tuple[str, ...], draw: Callable[[bool], None], polling: boo
 
 def polling_fragment(keys: str | Iterable[str], draw: Callable[[bool], None], *, every: float = POLL_SECONDS,
                      name: str = "") -> None:
-    """Draw ``draw(polling)`` in a fragment that polls every ``every`` s while any job of ``keys`` runs."""
+    """Draw ``draw(polling)`` in a fragment that polls while any job of ``keys`` runs: every ``every`` s for
+    the session that pressed Train, every :func:`watch_seconds` for one that only watches."""
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
     running = _running(keys)
-    st.fragment(run_every=every if running else None, key=f"poll_{name or keys[0]}")(_poll_body)(keys, draw, running)
+    run_every = poll_seconds(keys, every) if running else None
+    st.fragment(run_every=run_every, key=f"poll_{name or keys[0]}")(_poll_body)(keys, draw, running)

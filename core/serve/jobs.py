@@ -280,6 +280,12 @@ class JobManager:
             return Snapshot(key, job.kind, job.status, without_weights(job.events[since:]), len(job.events),
                             job.from_cache, job.saved_at, job.error, position, len(browsers), job.browser, browsers)
 
+    def status(self, key: str) -> str | None:
+        """The status of job ``key`` if it is in memory (None if not): no events copied, no store read."""
+        with self._lock:
+            job = self._jobs.get(key)
+            return job.status if job is not None else None
+
     def touch(self, key: str, session: str) -> None:
         """``session`` has just looked at job ``key``: it still counts as watching it (see WATCHER_TTL)."""
         with self._lock:
