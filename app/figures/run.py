@@ -138,7 +138,7 @@ def loss_figure(view: RunView) -> go.Figure:
     return figure_from_spec(data, uniform_guess_line(layout, data, len(view.classes), view.loss == "mse"))
 
 
-LOSS_HEADROOM = 1.08  # the loss axis ends this far above its highest value (or ln C)
+LOSS_HEADROOM = 1.15  # the loss axis ends this far above its highest value (or ln C): room for the line's label
 
 
 def uniform_guess_line(layout: dict, data: list[dict], n_classes: int, beside_mse: bool) -> dict:
