@@ -16,7 +16,7 @@ from core.lessons.noise import Scored
 from core.lab.gradcheck.result import GradCheck, LayerCheck
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, cell_events, run_grid
-from core.lessons.presets import FALLBACK_DATASET, PRESETS, get_preset
+from core.lessons.presets import A_FALLBACK, FALLBACK_DATASET, PRESETS, get_preset
 from core.engine.train import noisy_labels, train_split
 
 A_PRESETS = [p for p in PRESETS.values() if p.lesson == "A"]
@@ -255,8 +255,8 @@ FIX_LABELS = ("sigmoid", "relu + he", "sigmoid + batchnorm")
 
 
 def _preset_fixes(grid: GridConfig) -> list[tuple[str, RunConfig]]:
-    """The Vanishing page's fixes after the LESSONS A preset (its depth, A_FIXES_DEPTH): the plain sigmoid network
-    and two of its fixes."""
+    """The Vanishing page's fixes after the LESSONS A preset (its depth, A_LESSON_FIXES_DEPTH): the plain sigmoid
+    network and two of its fixes."""
     return [(label, cfg) for label, cfg in families.lesson_fixes(grid).cells() if label in FIX_LABELS]
 
 
@@ -272,7 +272,7 @@ def _assert_a_rescue(ends: dict) -> None:
 
 def test_lesson_a_preset_on_digits_fallback_fixes_a_stuck_sigmoid_network():
     grid = families.vanishing_fallback(families.VANISHING_LESSON)
-    assert grid.base.dataset == FALLBACK_DATASET
+    assert grid.base.dataset == FALLBACK_DATASET and grid.base.epochs == dict(A_FALLBACK.overrides)["epochs"]
     _assert_a_rescue(_train_cells(_preset_fixes(grid)))
 
 

@@ -16,7 +16,7 @@ from core.engine.task import shortened
 from core.lab.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig
 from core.lessons.families import (VANISHING_LESSON, VANISHING_QUICK, lesson_fixes, vanishing_fallback,
                                    vanishing_log_every)
-from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH
+from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH, A_LESSON_FIXES_DEPTH
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label
 from . import url
@@ -67,7 +67,7 @@ def _load(grid: GridConfig, fix_depth: int | None = None, lesson: bool = False) 
 
 def load_lesson() -> None:
     """Callback of the LESSONS A button."""
-    _load(VANISHING_LESSON, lesson=True)
+    _load(VANISHING_LESSON, A_LESSON_FIXES_DEPTH, lesson=True)
 
 
 def _apply_dataset_fallback() -> None:
@@ -132,7 +132,7 @@ def grid_form() -> GridForm:
     notices = _prepare()
     st.button("LESSONS A preset", icon="🎓", on_click=load_lesson, key="vg_preset",
               help="The coursework's setup: MNIST, sigmoid/tanh/ReLU with 1–8 hidden layers of 10 units, "
-                   "SGD lr 0.2, batch 32, 5 epochs.")
+                   f"SGD lr 0.2, batch 32, 5 epochs; the fixes and seeds of sigmoid x{A_LESSON_FIXES_DEPTH}.")
     left, mid, right = st.columns(3)
     with left:
         knob_widget("dataset", "vg_dataset", options=DATASETS, format_func=dataset_label, on_change=_on_dataset)

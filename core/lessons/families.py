@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, overrides
 from core.lab.sweep.space import Dist, SweepConfig
-from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH, A_SEEDS, D_BASE, D_SEARCH_SPACE, FALLBACK_DATASET, get_preset
+from core.lessons.presets import A_FALLBACK, A_LESSON_FIXES_DEPTH, A_SEEDS, D_BASE, D_SEARCH_SPACE, FALLBACK_DATASET, get_preset
 
 
 # --- LESSONS A ----------------------------------------------------------------------------------
@@ -39,9 +39,9 @@ def vanishing_fallback(grid: GridConfig) -> GridConfig:
     return grid.replace(base=base)
 
 
-def lesson_fixes(grid: GridConfig, depth: int = A_FIXES_DEPTH) -> GridConfig:
+def lesson_fixes(grid: GridConfig, depth: int = A_LESSON_FIXES_DEPTH) -> GridConfig:
     """The fixes of ``grid``'s sigmoid network with ``depth`` hidden layers of ``grid.width`` units (the Vanishing
-    page's section 2; the LESSONS A preset's depth is A_FIXES_DEPTH)."""
+    page's section 2; by default the LESSONS A preset's depth)."""
     return fixes_grid(grid.base.replace(hidden=(grid.width,) * depth, activation="sigmoid"))
 
 
