@@ -8,7 +8,7 @@ from app.forms.reported import as_reported_switch
 from app.forms.url import link_notices
 from app.text import dataset_label, plain, plural
 from app.views.data import dataset_fallback_notice
-from app.views.grid import cell_runs, finished_cells, fixes_view, grid_view, stuck_depths
+from app.views.grid import cell_runs, finished_cells, fixes_view, grid_view, stuck_by_depth
 from app.views.jobs import shown_job, train_button
 from app.views.links import open_preset_in_playground
 from core.lessons import families
@@ -59,7 +59,7 @@ if grid_shown is not None:
     grid_view(grid_shown, as_reported)
 
 st.subheader("2 · Fixes for a deep sigmoid network", divider="gray")
-form = fixes_form(form, stuck_depths(grid_shown, grid))
+form = fixes_form(form, stuck_by_depth(grid_shown, grid))
 if form.fixes is not None:
     st.caption(plain("The same network side by side, same seed: sigmoid as it is; ReLU; ReLU with He initialization; "
                      "Xavier initialization; BatchNorm or LayerNorm after every hidden layer; a quarter of the learning "

@@ -171,9 +171,9 @@ def _set_fix_depth(depth: int) -> None:
     st.session_state[FIX_DEPTH] = depth
 
 
-def fixes_form(form: GridForm, stuck: list[int] | None = None) -> GridForm:
+def fixes_form(form: GridForm, stuck: dict[int, bool] | None = None) -> GridForm:
     """The depth of the deep sigmoid network to fix (the fixes grid follows the grid's settings); writes the URL.
-    ``stuck``: the depths at which the grid above left this sigmoid network stuck (None: no such results), read
+    ``stuck``: depth -> whether the grid above left this sigmoid network stuck (None: no such results), read
     against the chosen depth, with a button to the shallowest stuck one."""
     st.slider("Depth of the network to fix", 1, MAX_HIDDEN_LAYERS, key=FIX_DEPTH,
               help="The fixes show a rescue only where the plain sigmoid network is stuck.")
@@ -198,18 +198,20 @@ def fixes_form(form: GridForm, stuck: list[int] | None = None) -> GridForm:
     return form
 
 
-def _stuck_depth_note(stuck: list[int], depth: int) -> None:
+def _stuck_depth_note(stuck: dict[int, bool], depth: int) -> None:
     """Whether the grid above left sigmoid x``depth`` stuck, and a button to the shallowest depth it did."""
-    if not stuck:
+    stuck_depths = [d for d, is_stuck in stuck.items() if is_stuck]
+    if not stuck_depths:
         st.info("No sigmoid network of the grid above is stuck, so its fixes can only show how much faster each "
                 "learns. Deeper networks, or fewer epochs, get stuck.", icon="ℹ️")
         return
-    where = ", ".join(f"x{d}" for d in stuck)
-    if depth in stuck:
+    where = ", ".join(f"x{d}" for d in stuck_depths)
+    if stuck.get(depth):
         st.caption(f"In the grid above sigmoid x{depth} is stuck (⊘; stuck there: {where}): the fixes start from a "
                    "stuck network.")
         return
-    st.warning(f"In the grid above sigmoid x{depth} is not stuck, so its fixes cannot show a rescue. Stuck there: "
-               f"{where}.", icon="⚠️")
-    st.button(f"Fix sigmoid x{stuck[0]}, the shallowest stuck one", key="vg_fix_stuck", on_click=_set_fix_depth,
-              args=(stuck[0],), help="Sets the depth of the network to fix to one the grid above left stuck.")
+    said = (f"In the grid above sigmoid x{depth} is not stuck, so its fixes cannot show a rescue." if depth in stuck
+            else f"The grid above has no sigmoid x{depth}.")
+    st.warning(f"{said} Stuck there: {where}.", icon="⚠️")
+    st.button(f"Fix sigmoid x{stuck_depths[0]}, the shallowest stuck one", key="vg_fix_stuck", on_click=_set_fix_depth,
+              args=(stuck_depths[0],), help="Sets the depth of the network to fix to one the grid above left stuck.")

@@ -150,8 +150,8 @@ def finished_cells(key: str | None) -> list[tuple[str, object]]:
     return [(c.label, c.view.finished) for c in grid_of(state).cells]
 
 
-def stuck_depths(key: str | None, grid: GridConfig | None, activation: str = "sigmoid") -> list[int] | None:
-    """The depths at which the grid job ``key`` left ``grid``'s network with ``activation`` (its base settings,
+def stuck_by_depth(key: str | None, grid: GridConfig | None, activation: str = "sigmoid") -> dict[int, bool] | None:
+    """depth -> whether the grid job ``key`` left ``grid``'s network with ``activation`` (its base settings,
     ``grid.width`` units per hidden layer) stuck (core.lessons.verdicts.is_stuck on the test metrics, as the ⊘
     marks), shallowest first; None when the job holds no such network or until every one of them has finished."""
     state = job_state(key) if key is not None and grid is not None else None
@@ -162,7 +162,7 @@ def stuck_depths(key: str | None, grid: GridConfig | None, activation: str = "si
              and RunConfig.from_dict(c.config).replace(hidden=network.hidden) == network]
     if not cells or any(c.view.finished is None or c.view.finished.test_acc is None for c in cells):
         return None
-    return sorted(c.depth for c in cells if c.stuck)
+    return {c.depth: c.stuck for c in sorted(cells, key=lambda c: c.depth)}
 
 
 def fixes_view(key: str, as_reported: bool = False) -> None:
