@@ -160,11 +160,12 @@ def test_fixes_train_side_by_side(isolated_cache):
     names = [t["name"] for t in profile["data"]]
     assert names[:3] == ["sigmoid", "relu", "relu + he"] and any("batchnorm" in n for n in names)
     assert all(len(t["x"]) == 4 for t in profile["data"])  # 3 hidden layers + the output layer
-    # Issue 26.6: every finished version's first / last gradient is in the table, before the long collapse causes
-    # (which had widened the table until that column fell out of sight).
+    # Issue 26.6: every finished version's first / last gradient is in the table, right after the loss (at the
+    # table's right end, behind the long collapse causes, it was out of sight).
     (table,) = [d.value for d in at.dataframe if "first / last layer gradient" in d.value]
     columns = list(table.columns)
-    assert columns.index("first / last layer gradient") < columns.index("collapse cause") == len(columns) - 1
+    assert columns.index("first / last layer gradient") == columns.index("loss") + 1
+    assert columns.index("collapse cause") == len(columns) - 1
     ratios = table.set_index("network")["first / last layer gradient"]
     assert len(ratios) == 7 and all(math.isfinite(r) and r >= 0 for r in ratios), ratios
 

@@ -30,14 +30,18 @@ TABLE_COLUMNS = {"accuracy": _four, "loss": _four, "ln(classes)": _four,
 REPORTED_COLUMNS = {reported_label("accuracy"): st.column_config.NumberColumn(format="%.4f", help=SWITCH_HELP)}
 
 
+GRADIENT_COLUMNS = ["first / last layer gradient", "vanishing"]  # right after the loss: in view without scrolling
 LAST_COLUMNS = ["collapse cause"]  # long text: last, so it cannot push the numbers out of the table's view
 
 
 def shown_cells_table(grid: GridView, as_reported: bool):
-    """The cells table, with each accuracy as the coursework's reports computed it beside it when asked; the long
-    collapse causes last (before them they widened the table until the gradient column fell out of sight)."""
+    """The cells table, with each accuracy as the coursework's reports computed it beside it when asked; the gradient
+    columns right after the loss and the long collapse causes last (the table is wider than the page: the gradient
+    column had fallen out of sight at its right end)."""
     table = cells_table(grid)
-    table = table[[c for c in table.columns if c not in LAST_COLUMNS] + [c for c in LAST_COLUMNS if c in table]]
+    middle = [c for c in table.columns if c not in GRADIENT_COLUMNS + LAST_COLUMNS]
+    at = middle.index("loss") + 1
+    table = table[middle[:at] + GRADIENT_COLUMNS + middle[at:] + LAST_COLUMNS]
     return with_as_reported(table, "accuracy", [c.n_classes for c in grid.cells]) if as_reported else table
 
 
