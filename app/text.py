@@ -124,6 +124,14 @@ def clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+TRAINING_CLOCK = "queue and data loading not counted"
+
+
+def training_clock(seconds: float | None) -> str:
+    """'0:38 of training (queue and data loading not counted)': what the runs' clock measures, said with it."""
+    return f"{clock(seconds)} of training ({TRAINING_CLOCK})"
+
+
 def ago(seconds: float) -> str:
     """'1 minute ago', '5 minutes ago', '3 hours ago'... with correct plurals."""
     seconds = max(0.0, seconds)

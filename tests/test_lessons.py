@@ -16,7 +16,7 @@ from core.lessons.noise import Scored
 from core.lab.gradcheck.result import GradCheck, LayerCheck
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, cell_events, run_grid
-from core.lessons.presets import FALLBACK_DATASET, PRESETS, get_preset
+from core.lessons.presets import A_FALLBACK, FALLBACK_DATASET, PRESETS, get_preset
 from core.engine.train import noisy_labels, train_split
 
 A_PRESETS = [p for p in PRESETS.values() if p.lesson == "A"]
@@ -251,6 +251,31 @@ def test_a_sigmoid_depth_on_digits_fallback_shallow_learns_deep_is_stuck():
     assert _stuck(ends["sigmoid x4"])
 
 
+FIX_LABELS = ("sigmoid", "relu + he", "sigmoid + batchnorm")
+
+
+def _preset_fixes(grid: GridConfig) -> list[tuple[str, RunConfig]]:
+    """The Vanishing page's fixes after the LESSONS A preset (its depth, A_LESSON_FIXES_DEPTH): the plain sigmoid
+    network and two of its fixes."""
+    return [(label, cfg) for label, cfg in families.lesson_fixes(grid).cells() if label in FIX_LABELS]
+
+
+def _assert_a_rescue(ends: dict) -> None:
+    """Issue 26.1: the preset's plain network is stuck and at least one fix learns, and the sentence says so."""
+    assert _stuck(ends["sigmoid"]), (ends["sigmoid"].test_acc, ends["sigmoid"].test_loss)
+    learned = [label for label, end in ends.items() if label != "sigmoid" and _learned(end, 10)]
+    assert learned, {label: (end.test_acc, end.test_loss) for label, end in ends.items()}
+    text = lessons.fixes_sentence({label: _stuck(end) for label, end in ends.items()}, "sigmoid",
+                                  round(ends["sigmoid"].epoch))
+    assert "the plain network (sigmoid) is stuck." in text and " learned." in text
+
+
+def test_lesson_a_preset_on_digits_fallback_fixes_a_stuck_sigmoid_network():
+    grid = families.vanishing_fallback(families.VANISHING_LESSON)
+    assert grid.base.dataset == FALLBACK_DATASET and grid.base.epochs == dict(A_FALLBACK.overrides)["epochs"]
+    _assert_a_rescue(_train_cells(_preset_fixes(grid)))
+
+
 def test_d_optimizers_on_digits_all_learn():
     family, _ = get_preset("D-optimizers").for_server(available=lambda name: False)
     ends = _train_cells(list(family.runs))
@@ -279,6 +304,12 @@ def test_a_fixes_on_mnist_sigmoid_stuck_while_relu_he_and_batchnorm_learn(shared
     assert _learned(ends["relu + he"], 10) and _learned(ends["sigmoid + batchnorm"], 10)
     text = lessons.fixes_sentence({label: _stuck(end) for label, end in ends.items()}, "sigmoid", 1)
     assert "is stuck" in text and "stays stuck" not in text
+
+
+@pytest.mark.slow
+def test_lesson_a_preset_on_mnist_fixes_a_stuck_sigmoid_network(shared_mnist):
+    """The LESSONS A preset as the coursework ran it: 5 epochs of MNIST (at depth 4 sigmoid escaped, 0.251)."""
+    _assert_a_rescue(_train_cells(_preset_fixes(families.VANISHING_LESSON)))
 
 
 # --- lesson B -------------------------------------------------------------------------------------------

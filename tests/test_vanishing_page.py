@@ -124,6 +124,16 @@ def test_tiny_grid_finishes_with_one_value_per_cell(isolated_cache):
     assert table["network"].tolist() == ["sigmoid x1", "sigmoid x2", "relu x1", "relu x2"]
     assert (table["status"] == "finished").all()
     assert at.button(key="vg_train").label == "Train the grid again"
+    # Issue 26.1: the fixes' depth is read against the grid's own stuck marks (the table's), here x4, not in the grid.
+    marks = table.set_index("network")["stuck"]
+    stuck = [d for d in (1, 2) if marks[f"sigmoid x{d}"]]
+    notes = (texts(at.warning) + texts(at.info)).replace("\\", "")
+    if stuck:
+        assert "The grid above has no sigmoid x4." in notes and f"Stuck there: {', '.join(f'x{d}' for d in stuck)}." in notes
+        at.button(key="vg_fix_stuck").click().run()
+        assert at.slider(key="vg_fix_depth").value == stuck[0]
+    else:
+        assert "No sigmoid network of the grid above is stuck" in notes
 
 
 def test_a_cell_opens_in_the_playground_from_the_store(isolated_cache):
@@ -150,6 +160,14 @@ def test_fixes_train_side_by_side(isolated_cache):
     names = [t["name"] for t in profile["data"]]
     assert names[:3] == ["sigmoid", "relu", "relu + he"] and any("batchnorm" in n for n in names)
     assert all(len(t["x"]) == 4 for t in profile["data"])  # 3 hidden layers + the output layer
+    # Issue 26.6: every finished version's first / last gradient is in the table, right after the loss (at the
+    # table's right end, behind the long collapse causes, it was out of sight).
+    (table,) = [d.value for d in at.dataframe if "first / last layer gradient" in d.value]
+    columns = list(table.columns)
+    assert columns.index("first / last layer gradient") == columns.index("loss") + 1
+    assert columns.index("collapse cause") == len(columns) - 1
+    ratios = table.set_index("network")["first / last layer gradient"]
+    assert len(ratios) == 7 and all(math.isfinite(r) and r >= 0 for r in ratios), ratios
 
 
 # --- the figure builders ----------------------------------------------------------------------------

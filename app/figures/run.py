@@ -95,10 +95,10 @@ def _line(x, y, name: str, color: str, n: int, **extra) -> dict:
             "line": {"color": color}, **extra}
 
 
-def level_line(layout: dict, y: float, text: str, color: str = CHANCE_COLOR) -> dict:
-    """``layout`` with a dotted horizontal line at ``y`` across the plot, labelled at its right end
-    (a layout shape: no trace, no legend entry, no hover, nothing for the browser to pick)."""
-    shape = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y, "layer": "below",
+def level_line(layout: dict, y: float, text: str, color: str = CHANCE_COLOR, yref: str = "y") -> dict:
+    """``layout`` with a dotted horizontal line at ``y`` (on axis ``yref``) across the plot, labelled at its right
+    end (a layout shape: no trace, no legend entry, no hover, nothing for the browser to pick)."""
+    shape = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": yref, "y0": y, "y1": y, "layer": "below",
              "line": {"color": color, "dash": "dot", "width": 1.5},
              "label": {"text": text, "textposition": "end", "yanchor": "bottom", "font": {"size": 11, "color": color}}}
     return {**layout, "shapes": [*layout.get("shapes", []), shape]}
@@ -135,7 +135,28 @@ def loss_figure(view: RunView) -> go.Figure:
                               customdata=steps, **axis, line={"color": color, "dash": "dot"},
                               hovertemplate=f"epoch %{{x:.2f}} (step %{{customdata}})<br>{words} true cross-entropy "
                                             "%{y:.4f}<extra></extra>"))
-    return figure_from_spec(data, layout)
+    return figure_from_spec(data, uniform_guess_line(layout, data, len(view.classes), view.loss == "mse"))
+
+
+LOSS_HEADROOM = 1.15  # the loss axis ends this far above its highest value (or ln C): room for the line's label
+
+
+def uniform_guess_line(layout: dict, data: list[dict], n_classes: int, beside_mse: bool) -> dict:
+    """``layout`` with the cross-entropy of a uniform guess, ln C, drawn on the cross-entropy axis (the right-hand
+    one beside MSE), and every loss axis from 0 to just above its highest value and ln C: a flat loss at ln C
+    stays flat instead of being magnified into oscillation by autoscaling."""
+    ce_axis = "y2" if beside_mse else "y"
+    for axis in ("y", "y2") if beside_mse else ("y",):
+        values = [v for trace in data if trace.get("yaxis", "y") == axis for v in np.asarray(trace["y"], dtype=float)
+                  if math.isfinite(v)]
+        top = max(values + ([math.log(n_classes)] if axis == ce_axis and n_classes > 1 else []), default=0.0)
+        if top > 0:
+            name = "yaxis" if axis == "y" else "yaxis2"
+            layout[name] = {**layout.get(name, {}), "range": [0, top * LOSS_HEADROOM]}
+    if n_classes > 1:
+        ln_c = math.log(n_classes)
+        layout = level_line(layout, ln_c, f"ln {n_classes} = {ln_c:.4f} (uniform guess)", yref=ce_axis)
+    return layout
 
 
 def accuracy_figure(view: RunView) -> go.Figure:

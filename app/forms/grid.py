@@ -14,8 +14,9 @@ from core.engine.config import ACTIVATIONS, BUILTIN_DATASETS, MAX_HIDDEN_LAYERS,
 from core.engine.task import MAX_DIGITS
 from core.engine.task import shortened
 from core.lab.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig
-from core.lessons.families import VANISHING_LESSON, VANISHING_QUICK, fixes_grid, vanishing_log_every
-from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH
+from core.lessons.families import (VANISHING_LESSON, VANISHING_QUICK, lesson_fixes, vanishing_fallback,
+                                   vanishing_log_every)
+from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH, A_LESSON_FIXES_DEPTH
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label
 from . import url
@@ -66,7 +67,7 @@ def _load(grid: GridConfig, fix_depth: int | None = None, lesson: bool = False) 
 
 def load_lesson() -> None:
     """Callback of the LESSONS A button."""
-    _load(VANISHING_LESSON, lesson=True)
+    _load(VANISHING_LESSON, A_LESSON_FIXES_DEPTH, lesson=True)
 
 
 def _apply_dataset_fallback() -> None:
@@ -131,7 +132,7 @@ def grid_form() -> GridForm:
     notices = _prepare()
     st.button("LESSONS A preset", icon="🎓", on_click=load_lesson, key="vg_preset",
               help="The coursework's setup: MNIST, sigmoid/tanh/ReLU with 1–8 hidden layers of 10 units, "
-                   "SGD lr 0.2, batch 32, 5 epochs.")
+                   f"SGD lr 0.2, batch 32, 5 epochs; the fixes and seeds of sigmoid x{A_LESSON_FIXES_DEPTH}.")
     left, mid, right = st.columns(3)
     with left:
         knob_widget("dataset", "vg_dataset", options=DATASETS, format_func=dataset_label, on_change=_on_dataset)
@@ -163,20 +164,24 @@ def grid_form() -> GridForm:
 
 
 def _fallen_back(grid: GridConfig, fallback: str | None) -> GridConfig:
-    if fallback and grid.base.dataset == fallback:
-        base = grid.base.replace(dataset=FALLBACK_DATASET, log_every=vanishing_log_every(FALLBACK_DATASET),
-                                 epochs=FALLBACK_EPOCHS)
-        return grid.replace(base=base)
-    return grid
+    return vanishing_fallback(grid) if fallback and grid.base.dataset == fallback else grid
 
 
-def fixes_form(form: GridForm) -> GridForm:
-    """The depth of the deep sigmoid network to fix (the fixes grid follows the grid's settings); writes the URL."""
-    st.slider("Depth of the network to fix", 1, MAX_HIDDEN_LAYERS, key=FIX_DEPTH)
+def _set_fix_depth(depth: int) -> None:
+    st.session_state[FIX_DEPTH] = depth
+
+
+def fixes_form(form: GridForm, stuck: dict[int, bool] | None = None) -> GridForm:
+    """The depth of the deep sigmoid network to fix (the fixes grid follows the grid's settings); writes the URL.
+    ``stuck``: depth -> whether the grid above left this sigmoid network stuck (None: no such results), read
+    against the chosen depth, with a button to the shallowest stuck one."""
+    st.slider("Depth of the network to fix", 1, MAX_HIDDEN_LAYERS, key=FIX_DEPTH,
+              help="The fixes show a rescue only where the plain sigmoid network is stuck.")
     form.fix_depth = int(st.session_state[FIX_DEPTH])
+    if stuck is not None:
+        _stuck_depth_note(stuck, form.fix_depth)
     if form.grid is not None:
-        form.fixes = fixes_grid(form.grid.base.replace(hidden=(form.grid.width,) * form.fix_depth,
-                                                       activation="sigmoid"))
+        form.fixes = lesson_fixes(form.grid, form.fix_depth)
     url.remember(SAVED, _values())
     if form.grid is not None:
         query = form.grid.to_query()
@@ -191,3 +196,22 @@ def fixes_form(form: GridForm) -> GridForm:
             query["lesson"] = "A"
         url.write_query(PAGE, query)
     return form
+
+
+def _stuck_depth_note(stuck: dict[int, bool], depth: int) -> None:
+    """Whether the grid above left sigmoid x``depth`` stuck, and a button to the shallowest depth it did."""
+    stuck_depths = [d for d, is_stuck in stuck.items() if is_stuck]
+    if not stuck_depths:
+        st.info("No sigmoid network of the grid above is stuck, so its fixes can only show how much faster each "
+                "learns. Deeper networks, or fewer epochs, get stuck.", icon="ℹ️")
+        return
+    where = ", ".join(f"x{d}" for d in stuck_depths)
+    if stuck.get(depth):
+        st.caption(f"In the grid above sigmoid x{depth} is stuck (⊘; stuck there: {where}): the fixes start from a "
+                   "stuck network.")
+        return
+    said = (f"In the grid above sigmoid x{depth} is not stuck, so its fixes cannot show a rescue." if depth in stuck
+            else f"The grid above has no sigmoid x{depth}.")
+    st.warning(f"{said} Stuck there: {where}.", icon="⚠️")
+    st.button(f"Fix sigmoid x{stuck_depths[0]}, the shallowest stuck one", key="vg_fix_stuck", on_click=_set_fix_depth,
+              args=(stuck_depths[0],), help="Sets the depth of the network to fix to one the grid above left stuck.")

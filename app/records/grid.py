@@ -17,7 +17,7 @@ import pandas as pd
 from core.lessons import verdicts
 from core.lessons.sentences import REPORTED_BUG, collapse_cause_words, collapsed_sentence, printed_as_reported
 
-from ..text import clock, epoch_text
+from ..text import epoch_text, training_clock
 from .run import RunView, finite_values, layer_matrix, reduce_events, run_status
 
 STUCK_MARK, COLLAPSED_MARK = "⊘", "↯"
@@ -208,5 +208,5 @@ def grid_progress(grid: GridView) -> tuple[float, str]:
     progress = first.progress() if first is not None else None
     parts = [f"{grid.done_cells} of {total} networks done"] if total else ["starting"]
     if progress is not None:
-        parts += [epoch_text(progress.epoch, progress.total_epochs).lower(), f"{clock(progress.elapsed)} elapsed"]
+        parts += [epoch_text(progress.epoch, progress.total_epochs).lower(), training_clock(progress.elapsed)]
     return (progress.fraction if progress is not None else 0.0), " · ".join(parts)

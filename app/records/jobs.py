@@ -11,7 +11,7 @@ from typing import Any
 
 from core.engine.events import TERMINAL_STATUSES
 
-from ..text import clock, epoch_text, plural
+from ..text import clock, epoch_text, plural, training_clock
 from .run import Progress
 
 
@@ -83,7 +83,7 @@ def status_message(state: JobState, progress: Progress | None = None, reason: st
 def progress_text(progress: Progress, done: bool, device: str = "") -> str:
     """'Epoch 3.4 of 10 · step 1,200 of 3,500 · 0:42 elapsed · about 1:10 left · device: cpu'."""
     parts = [epoch_text(progress.epoch, progress.total_epochs),
-             f"step {progress.step:,} of {progress.total_steps:,}", f"{clock(progress.elapsed)} elapsed"]
+             f"step {progress.step:,} of {progress.total_steps:,}", training_clock(progress.elapsed)]
     if not done:
         parts.append("estimating time left…" if progress.eta is None else f"about {clock(progress.eta)} left")
     if device:

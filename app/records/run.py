@@ -122,13 +122,16 @@ class RunView:
 
     @property
     def chance_accuracy(self) -> float | None:
-        """Accuracy of always guessing the test set's most common class (1/k before the end)."""
+        """Accuracy of always guessing the test set's most common class: from the test set's class counts,
+        known from the start (runs recorded before they were: the test confusion matrix's rows, once finished;
+        None until then, never another definition)."""
+        counts = self.started.dataset.get("test_counts") if self.started is not None else None
         fin = self.finished
-        if fin is not None and fin.confusion:
-            rows = np.asarray(fin.confusion).sum(axis=1)
-            if rows.sum():
-                return float(rows.max() / rows.sum())
-        return 1.0 / len(self.classes) if self.classes else None
+        if not counts and fin is not None and fin.confusion:
+            counts = np.asarray(fin.confusion).sum(axis=1)
+        if counts is None or not len(counts) or not sum(counts):
+            return None
+        return float(max(counts) / sum(counts))
 
     @property
     def seconds_per_epoch(self) -> float | None:
@@ -276,6 +279,16 @@ def metrics_csv(view: RunView) -> str:
 
 def config_json(view: RunView) -> str:
     return json.dumps(view.config, indent=2, sort_keys=True)
+
+
+def scored_accuracies(view: RunView) -> list[tuple[str, float, int]]:
+    """(split, final accuracy, examples it was scored on) of the summary's accuracies that have both."""
+    fin, data = view.finished, view.started.dataset if view.started is not None else {}
+    if fin is None:
+        return []
+    out = [("test", fin.test_acc, data.get("n_test")), ("validation", fin.val_acc, data.get("n_val")),
+           ("train", fin.train_acc, view.train_scored)]
+    return [(split, float(acc), int(n)) for split, acc, n in out if acc is not None and n]
 
 
 # --- captions ----------------------------------------------------------------------------------------

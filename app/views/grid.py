@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.engine.config import RunConfig
+from core.lab.grid import GridConfig
 from core.lessons.verdicts import VANISHING_TEXT
 
 from ..figures import grid as gf
@@ -30,9 +31,18 @@ TABLE_COLUMNS = {"accuracy": _four, "loss": _four, "ln(classes)": _four,
 REPORTED_COLUMNS = {reported_label("accuracy"): st.column_config.NumberColumn(format="%.4f", help=SWITCH_HELP)}
 
 
+GRADIENT_COLUMNS = ["first / last layer gradient", "vanishing"]  # right after the loss: in view without scrolling
+LAST_COLUMNS = ["collapse cause"]  # long text: last, so it cannot push the numbers out of the table's view
+
+
 def shown_cells_table(grid: GridView, as_reported: bool):
-    """The cells table, with each accuracy as the coursework's reports computed it beside it when asked."""
+    """The cells table, with each accuracy as the coursework's reports computed it beside it when asked; the gradient
+    columns right after the loss and the long collapse causes last (the table is wider than the page: the gradient
+    column had fallen out of sight at its right end)."""
     table = cells_table(grid)
+    middle = [c for c in table.columns if c not in GRADIENT_COLUMNS + LAST_COLUMNS]
+    at = middle.index("loss") + 1
+    table = table[middle[:at] + GRADIENT_COLUMNS + middle[at:] + LAST_COLUMNS]
     return with_as_reported(table, "accuracy", [c.n_classes for c in grid.cells]) if as_reported else table
 
 
@@ -144,6 +154,21 @@ def finished_cells(key: str | None) -> list[tuple[str, object]]:
     if state is None:
         return []
     return [(c.label, c.view.finished) for c in grid_of(state).cells]
+
+
+def stuck_by_depth(key: str | None, grid: GridConfig | None, activation: str = "sigmoid") -> dict[int, bool] | None:
+    """depth -> whether the grid job ``key`` left ``grid``'s network with ``activation`` (its base settings,
+    ``grid.width`` units per hidden layer) stuck (core.lessons.verdicts.is_stuck on the test metrics, as the ⊘
+    marks), shallowest first; None when the job holds no such network or until every one of them has finished."""
+    state = job_state(key) if key is not None and grid is not None else None
+    if state is None:
+        return None
+    network = grid.base.replace(activation=activation)
+    cells = [c for c in grid_of(state).cells if c.depth and set(c.config.get("hidden", [])) == {grid.width}
+             and RunConfig.from_dict(c.config).replace(hidden=network.hidden) == network]
+    if not cells or any(c.view.finished is None or c.view.finished.test_acc is None for c in cells):
+        return None
+    return {c.depth: c.stuck for c in sorted(cells, key=lambda c: c.depth)}
 
 
 def fixes_view(key: str, as_reported: bool = False) -> None:

@@ -16,12 +16,13 @@ import streamlit as st
 
 from core.engine.config import TOY_DATASETS
 from core.engine.catalog import load_dataset
-from core.lessons.sentences import REPORTED_BUG
+from core.lessons.noise import Scored
+from core.lessons.sentences import REPORTED_BUG, coarse_accuracy_words, run_outcome
 
 from ..figures import run as figures
 from ..records.jobs import JobState
 from ..records.reported import SUFFIX, SWITCH_HELP, as_reported
-from ..records.run import RunView, config_json, loss_caption, metrics_csv
+from ..records.run import RunView, config_json, loss_caption, metrics_csv, scored_accuracies
 from ..text import number, plain
 from .charts import plotly_chart
 from .jobs import cached, job_state, polling_fragment, run_view, status_line
@@ -89,6 +90,10 @@ def _curves_part(key: str, results: bool, as_reported: bool = False) -> None:
     status_line(state, view)
     if results and view.finished is not None:
         _summary(view, batched_with(key))
+        n = len(state.events)
+        outcome = cached(state.version, "outcome", lambda: run_outcome(state.events[:n]))
+        if outcome:
+            st.markdown(f"**What happened.** {plain(outcome)}")
         if as_reported:
             _as_reported(view)
     _curves(key, view, state.version)
@@ -184,6 +189,10 @@ def _summary(view: RunView, group: int = 1) -> None:
         st.caption(f"Chance level (always guessing the most common test class): {chance:.3f}. {loss_caption(view)}")
     elif view.shows_true_ce:
         st.caption(loss_caption(view))
+    coarse = [coarse_accuracy_words(split, Scored(acc, n)) for split, acc, n in scored_accuracies(view)]
+    if any(coarse):
+        st.warning(plain(" ".join(c for c in coarse if c)), icon="⚠️")
+
 
 
 def _as_reported(view: RunView) -> None:

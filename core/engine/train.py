@@ -274,6 +274,7 @@ class _Run:
         self.log_every, self.heat_every, self.stride, notes = log_plan(cfg.log_every, self.n_steps, cfg.epochs)
         dataset = {"name": ds.name, "title": ds.title, "classes": ds.classes, "n_train": self.n_train,
                    "n_val": len(val_idx), "n_test": len(ds.y_test), "notice": ds.notice,
+                   "test_counts": ds.y_test.bincount(minlength=ds.n_classes).tolist(),
                    "input_shape": list(ds.input_shape)}
         described = [self.lanes.describe(i) for i in range(len(configs))]
         self.layer_names = [names for _, names, _ in described]

@@ -10,7 +10,8 @@ from core.engine import data
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, overrides
 from core.lab.sweep.space import Dist, SweepConfig
-from core.lessons.presets import A_SEEDS, D_BASE, D_SEARCH_SPACE, Preset, get_preset
+from core.lessons.presets import (A_FALLBACK, A_LESSON_FIXES_DEPTH, A_SEEDS, D_BASE, D_SEARCH_SPACE, FALLBACK_DATASET,
+                                   Preset, get_preset)
 
 
 # --- LESSONS A ----------------------------------------------------------------------------------
@@ -31,6 +32,19 @@ def vanishing_grid(epochs: int) -> GridConfig:
 
 VANISHING_QUICK = vanishing_grid(epochs=1)  # the Vanishing page's default: one epoch
 VANISHING_LESSON = vanishing_grid(epochs=5)  # LESSONS A, as the coursework ran it: 5 epochs
+
+
+def vanishing_fallback(grid: GridConfig) -> GridConfig:
+    """A lesson A grid as it trains on Digits: A_FALLBACK's epochs and Digits' log interval."""
+    base = grid.base.replace(dataset=FALLBACK_DATASET, log_every=vanishing_log_every(FALLBACK_DATASET),
+                             epochs=dict(A_FALLBACK.overrides)["epochs"])
+    return grid.replace(base=base)
+
+
+def lesson_fixes(grid: GridConfig, depth: int = A_LESSON_FIXES_DEPTH) -> GridConfig:
+    """The fixes of ``grid``'s sigmoid network with ``depth`` hidden layers of ``grid.width`` units (the Vanishing
+    page's section 2; by default the LESSONS A preset's depth)."""
+    return fixes_grid(grid.base.replace(hidden=(grid.width,) * depth, activation="sigmoid"))
 
 
 def fixes_grid(base: RunConfig) -> GridConfig:

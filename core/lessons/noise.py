@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 NOISE_Z = 2.0  # standard errors in the margin: about a 95% band
+SMALL_SPLIT = 100  # an accuracy scored on fewer examples moves in steps above 1%: say how coarse it is
 
 
 @dataclass(frozen=True)
@@ -41,3 +42,9 @@ def beyond_noise(difference: float, margin: float) -> bool:
     """Whether a difference is an effect: larger in size than the margin (the margin itself is not)."""
     return abs(difference) > margin
 
+
+
+def coarse(scored: Scored) -> bool:
+    """Whether an accuracy is scored on so few examples (fewer than SMALL_SPLIT) that a single one moves it by more
+    than 1%: a lesson shows its noise margin beside it."""
+    return 0 < scored.n < SMALL_SPLIT

@@ -20,8 +20,8 @@ from core.lab import race
 from core.lab.gradcheck.mistakes import NEAR_ONE, SEED_VALUE, reads_one
 from core.lab.gradcheck.result import GOOD, GradCheck, diagnose
 from core.engine.train import VAL_SUBSET, scored_train_examples
-from core.lessons.noise import Scored, beyond_noise, noise_margin
-from core.lessons.verdicts import VANISHING_TEXT, Collapse, is_stuck, run_collapse
+from core.lessons.noise import Scored, beyond_noise, coarse, noise_margin
+from core.lessons.verdicts import VANISHING_TEXT, Collapse, is_stuck, predicted_class_share, run_collapse
 
 
 def join_words(items: Sequence[str]) -> str:
@@ -189,6 +189,75 @@ def stuck_share_on(dataset: str, dataset_title: str) -> str:
     """:func:`stuck_share_text` for ``dataset``'s test set (loaded once per process through the catalog)."""
     used = load_dataset(dataset)
     return stuck_share_text(used.y_test.bincount(minlength=used.n_classes).tolist(), dataset_title)
+
+
+# --- one run (the Playground): what happened, as the lesson pages say it ------------------------------
+def _epochs_done(epoch: float) -> str:
+    done = round(epoch) if abs(epoch - round(epoch)) < 0.05 else round(epoch, 1)
+    return f"{done:g} epoch{'s' if done != 1 else ''}"
+
+
+def run_outcome(events: Sequence[Event]) -> str | None:
+    """What one finished run learned, written from its test results with the lessons' verdicts: stuck
+    (:func:`is_stuck`, with the class it answers against the most common class), collapsed, still on the plateau of
+    a uniform answer (:func:`on_plateau`), or how far above always answering the most common class it got, within
+    or beyond the noise (core.lessons.noise). Losses are the true cross-entropy. None until it has finished with a
+    test (a diverged run has no outcome to read)."""
+    started = next((e for e in events if e.kind == "started"), None)
+    end = next((e for e in reversed(events) if e.kind in ("finished", "failed")), None)
+    if started is None or end is None or end.kind != "finished" or end.status not in ("finished", "cancelled"):
+        return None
+    if end.test_acc is None or not end.confusion:
+        return None
+    trained_on_ce = started.config.get("loss", "cross_entropy") == "cross_entropy"
+    loss = end.test_loss if trained_on_ce else end.test_ce
+    if loss is None or not math.isfinite(loss) or not math.isfinite(end.test_acc):
+        return None
+    loss_words = "test loss" if trained_on_ce else "true test cross-entropy"
+    k = len(end.confusion)
+    rows = [sum(row) for row in end.confusion]
+    chance = max(rows) / sum(rows)
+    acc = end.test_acc
+    when = (f"After {_epochs_done(end.epoch)}" if end.status == "finished"
+            else f"Stopped after {_epochs_done(end.epoch)}")
+    uniform = f"ln {k} = {math.log(k):.4f}, the loss of a uniform guess"
+    found = run_collapse(events)
+    if is_stuck(acc, loss, k, confusion=end.confusion):
+        answers, share = predicted_class_share(end.confusion)
+        versus = (f", below the chance line ({chance:.3f}) because the class it answers is not the most common one"
+                  if share < chance else f", the chance line itself ({chance:.3f})")
+        cause = f" Cause: {collapse_cause_words(found)}." if found is not None else ""
+        return (f"{when} this network is stuck: it learned nothing. {answers:.0%} of its test answers are one class, "
+                f"so its test accuracy {acc:.3f} is that class's share of the test set ({share:.3f}){versus}; its "
+                f"{loss_words} {loss:.4f} sits at {uniform}.{cause}")
+    if found is not None:
+        text = collapse_text("this network", found)
+        return f"{when} {text[:1].lower()}{text[1:]}"
+    if on_plateau(loss, k):
+        return (f"{when} this network has only started to leave the plateau: test accuracy {acc:.3f} (always "
+                f"answering the most common class scores {chance:.3f}), but its {loss_words} {loss:.4f} is still "
+                f"within {PLATEAU_SHARE:.0%} of {uniform}.")
+    n_test = int(started.dataset.get("n_test") or sum(rows))
+    margin = noise_margin(Scored(acc, n_test))
+    noise = f"±{margin:.3f} for an accuracy scored on {n_test:,} test examples"
+    if beyond_noise(acc - chance, margin) and acc > chance:
+        return (f"{when} this network has learned: test accuracy {acc:.3f} against {chance:.3f} for always "
+                f"answering the most common class, more than the noise ({noise}); its {loss_words} {loss:.4f} "
+                f"against {uniform}.")
+    return (f"{when} this network is no better than always answering the most common class: test accuracy "
+            f"{acc:.3f} against {chance:.3f}, within the noise ({noise}); its {loss_words} is {loss:.4f} against "
+            f"{uniform}.")
+
+
+def coarse_accuracy_words(split: str, scored: Scored) -> str | None:
+    """How coarse an accuracy scored on few examples is (core.lessons.noise.coarse): its step and noise margin;
+    None when it is scored on enough examples."""
+    if not coarse(scored) or not math.isfinite(scored.acc):
+        return None
+    n = scored.n
+    return (f"{_cap(split)} accuracy {scored.acc:.3f} is scored on only {n} example{'s' if n != 1 else ''}: it moves "
+            f"in steps of 1/{n} = {1 / n:.0%}, and is known only to ±{noise_margin(scored):.3f} (two standard errors, "
+            "never less than two steps).")
 
 
 # --- LESSONS B -------------------------------------------------------------------------------------
