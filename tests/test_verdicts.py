@@ -15,7 +15,7 @@ from core.engine.models import build_model
 from core.lab.grid import GridConfig, cell_events, run_grid
 from core.lessons import sentences
 from core.lessons.presets import A_BASE, get_preset
-from core.lessons.verdicts import (COLLAPSED_ANSWERS, DEAD_SHARE, DEAD_UNITS, EARLY_LOG_POINTS, SATURATED_SHARE,
+from core.lessons.verdicts import (COLLAPSED_ANSWERS, DEAD_SHARE, Collapse, DEAD_UNITS, EARLY_LOG_POINTS, SATURATED_SHARE,
                                    SATURATION, SIGMOID_LAYERS, SIGMOID_MAX_SLOPE, VANISHING, VANISHING_RATIO, collapse,
                                    is_collapsed, is_stuck, is_vanishing, predicted_class_share, run_collapse,
                                    vanishing_marks)
@@ -254,8 +254,9 @@ def test_lessons_a_relu_x8_on_mnist_collapses_by_dead_units(shared_mnist):
         assert max(s for s in layers[-1].saturation if s is not None) >= DEAD_SHARE, name
     assert any(found.values())
     said = sentences.collapsed_sentence(found)
-    for name, collapsed in found.items():
-        assert (f"{name} collapsed" in said.lower()) == (collapsed is not None)
+    groups = sentences.collapse_groups(found)
+    assert {name for names, _ in groups for name in names} == {name for name, c in found.items() if c is not None}
+    assert all(sentences.collapse_group_text(names, collapsed) in said for names, collapsed in groups)
 
 
 @pytest.mark.slow
@@ -269,6 +270,23 @@ def test_lessons_a_sigmoid_x4_seed_2_on_mnist_collapses_by_vanishing_gradients(s
     stuck = {int(label[-1]): is_stuck(events[-1].test_acc, events[-1].test_loss, 10, confusion=events[-1].confusion)
              for label, events in cells}
     text = sentences.seeds_sentence(stuck, A_BASE.epochs, None, found)
-    for seed, collapsed in found.items():
-        assert (f"Seed {seed} collapsed" in text) == (collapsed is not None), text
-    assert "vanishing gradients" in text.split("Seed 2 collapsed")[1]
+    groups = sentences.collapse_groups(found, lambda seed: f"Seed {seed}")
+    assert {name for names, _ in groups for name in names} == {f"Seed {s}" for s, c in found.items() if c is not None}
+    for names, collapsed in groups:
+        assert sentences.collapse_group_text(names, collapsed) in text, text
+    assert any("Seed 2" in names and "vanishing gradients" in sentences.collapse_group_text(names, collapsed)
+               for names, collapsed in groups)
+
+
+def test_collapsed_runs_that_read_the_same_are_said_once_together():
+    """Five networks collapsed by the same cause at the same shares read as one sentence naming all five; a
+    network with another cause gets its own; a run that did not collapse is not named."""
+    same = Collapse(answers=1.0, class_share=0.07, vanishing=True)
+    other = Collapse(answers=0.97, class_share=0.07, dead=(7, 0.6), vanishing=True)
+    found = {"sigmoid": same, "relu": other, "relu + he": None, "sigmoid + xavier": same,
+             "sigmoid + layernorm": Collapse(answers=1.0, class_share=0.07, vanishing=True)}
+    said = sentences.collapsed_sentence(found)
+    assert said.count("collapsed:") == 2 and said.count("Cause:") == 2
+    assert said.startswith("Sigmoid, sigmoid + xavier and sigmoid + layernorm collapsed: 100% of each one's")
+    assert "Relu collapsed: 97% of its test answers" in said and "relu + he" not in said
+    assert sentences.collapsed_sentence({"relu + he": None}) == ""

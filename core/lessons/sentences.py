@@ -80,11 +80,30 @@ def collapse_text(label: str, found: Collapse) -> str:
             f"{found.class_share:.0%} of the test set). Cause: {collapse_cause_words(found)}.")
 
 
+def collapse_groups(collapsed: Mapping[Any, Collapse | None] | None, name: Any = str) -> list[tuple[list[str], Collapse]]:
+    """The collapsed runs of ``collapsed`` (label -> collapse or None), grouped where the words would repeat: the
+    same share of answers, the same class share and the same cause. Each group: (labels written by ``name``, the
+    first one's collapse), in the order of first appearance."""
+    groups: dict[tuple, tuple[list[str], Collapse]] = {}
+    for label, found in (collapsed or {}).items():
+        if found is not None:
+            said = (f"{found.answers:.0%}", f"{found.class_share:.0%}", collapse_cause_words(found))
+            groups.setdefault(said, ([], found))[0].append(name(label))
+    return list(groups.values())
+
+
+def collapse_group_text(labels: Sequence[str], found: Collapse) -> str:
+    """:func:`collapse_text` for one label; for several, said once for all of them."""
+    if len(labels) == 1:
+        return collapse_text(labels[0], found)
+    return (f"{_cap(join_words(list(labels)))} collapsed: {found.answers:.0%} of each one's test answers are one class "
+            f"(the class each answers is {found.class_share:.0%} of the test set). Cause: {collapse_cause_words(found)}.")
+
+
 def collapsed_sentence(collapsed: Mapping[Any, Collapse | None] | None, name: Any = str) -> str:
-    """:func:`collapse_text` of every collapsed run in ``collapsed`` (label -> collapse or None), each label
-    written by ``name``; empty when none has collapsed."""
-    return " ".join(collapse_text(name(label), found) for label, found in (collapsed or {}).items()
-                    if found is not None)
+    """Every collapsed run in ``collapsed`` (label -> collapse or None) in words, each label written by ``name``,
+    runs that would read the same said together (:func:`collapse_groups`); empty when none has collapsed."""
+    return " ".join(collapse_group_text(labels, found) for labels, found in collapse_groups(collapsed, name))
 
 
 def fixes_sentence(stuck: Mapping[str, bool | None], baseline: str, epochs: int,
