@@ -81,6 +81,19 @@ def test_variant_rows_report_bad_values_by_row():
     assert family[0][1] == base.replace(dropout=0.2)
 
 
+def test_a_run_with_one_evaluation_is_drawn_as_points():
+    """A 1-epoch run has one evaluation: its overlay draws markers at it (a line through one point draws nothing,
+    which left the class board's chart empty)."""
+    _, events = train_events(RunConfig(dataset="digits", hidden=(8,), epochs=1, log_every=1000))
+    one = reduce_events(events)
+    assert len(one.evals) == 1
+    _, events = train_events(RunConfig(dataset="digits", hidden=(8,), epochs=2, log_every=1000))
+    fig = compare_figures.overlay_figure([("one", one), ("two", reduce_events(events))], "acc")
+    modes = [t.mode for t in fig.data]
+    assert modes[:2] == ["markers", "markers"] and modes[2:] == ["lines", "lines"]
+    assert list(fig.data[0].y) == [one.evals["val_acc"][0]]
+
+
 def test_comparison_figures_and_table_from_two_runs(isolated_cache):
     views, snapshots = [], []
     for label, l1 in (("none", 0.0), ("<b>L1</b>", 0.002)):

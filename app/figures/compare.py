@@ -67,17 +67,18 @@ def overlay_figure(runs: list[tuple[str, RunView]], metric: str) -> go.Figure:
         if not len(ev):
             continue
         shown, color, epochs = plain_label(label, 30), variant_color(i), finite_values(ev["epoch"])
+        mode = "lines" if len(ev) > 1 else "markers"  # a 1-epoch run has one point: a line would draw nothing
         for split, dash, width in (("val", None, 2), ("train", "dash", 1.5)):
             words = "validation" if split == "val" else "train"
             data.append({"type": "scatter", "x": epochs, "y": finite_values(ev[f"{split}_{metric}"]), "name": shown,
-                         "legendgroup": str(i), "showlegend": split == "val", "mode": "lines",
+                         "legendgroup": str(i), "showlegend": split == "val", "mode": mode,
                          "line": {"color": color, "width": width, **({"dash": dash} if dash else {})},
                          "hovertemplate": f"{shown}<br>epoch %{{x:.2f}}<br>{words} {name.lower()} %{{y:.4f}}"
                                           "<extra></extra>"})
         if metric == "loss" and view.shows_true_ce:
             data.append({"type": "scatter", "x": epochs, "y": finite_values(ev["val_ce"]),
                          "name": f"{shown} · true cross-entropy", "legendgroup": str(i), "showlegend": False,
-                         "mode": "lines", "line": {"color": color, "width": 2, "dash": "dot"},
+                         "mode": mode, "line": {"color": color, "width": 2, "dash": "dot"},
                          "hovertemplate": f"{shown}<br>epoch %{{x:.2f}}<br>validation true cross-entropy "
                                           "%{y:.4f}<extra></extra>"})
     if metric == "acc":  # zoomed on where the variants differ; drag or double-click to see it all
