@@ -126,7 +126,7 @@ def test_stored_results_show_at_once_on_a_fresh_link(offline_server, path, butto
         browser = launch(p)
         first = browser.new_context(viewport=VIEWPORT).new_page()
         first.goto(f"{offline_server}{path}")
-        name = button or re.compile(r"^Train \d+ variants$")
+        name = button or re.compile(r"^Train \d+ variants( again)?$")  # "again" once every variant is stored
         train = first.get_by_role("button", name=name, exact=button is not None)
         train.wait_for(timeout=240_000)
         assert not re.search(results, _text(first))  # nothing trained yet: no results
@@ -143,7 +143,10 @@ def test_stored_results_show_at_once_on_a_fresh_link(offline_server, path, butto
         fresh.goto(link)
         fresh.get_by_role("button", name=name, exact=False).first.wait_for(timeout=240_000)
         _wait_text(fresh, results, 240)  # at once: nobody pressed a button in this browser
-        assert _settled_charts(fresh) == charts > 0  # the same charts as the browser that trained
+        # the charts of the browser that trained; a new visitor on the Playground also sees the data first (the
+        # moons' scatter), since the stored result is not one they trained
+        preview = 1 if path.startswith("/?") else 0
+        assert _settled_charts(fresh) == charts + preview and charts > 0
         _shot(fresh, f"walk_fresh_link{path.split('?')[0].replace('/', '_') or '_playground'}.png")
         browser.close()
 

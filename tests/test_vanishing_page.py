@@ -23,7 +23,7 @@ from core.lab.grid import GridConfig, run_grid
 from core.engine.data import load_dataset
 from core.lessons import sentences as lessons
 from core.lessons import verdicts
-from core.lessons.presets import A_BASE, A_FALLBACK, get_preset
+from core.lessons.presets import A_BASE, A_FALLBACK, A_LESSON_FIXES_DEPTH
 
 PAGE = "../pages/vanishing.py"
 
@@ -84,7 +84,7 @@ def test_preset_falls_back_to_digits_with_a_notice(isolated_cache, no_mnist):
     assert at.selectbox(key="vg_dataset").value == "digits"
     # the lesson's Digits settings (an epoch of Digits is ~36 steps): the phenomenon still shows there
     assert at.number_input(key="vg_epochs").value == dict(A_FALLBACK.overrides)["epochs"]
-    assert at.slider(key="vg_fix_depth").value == get_preset("A-fixes").config.depth
+    assert at.slider(key="vg_fix_depth").value == A_LESSON_FIXES_DEPTH  # where the plain network is stuck
     assert "MNIST is not available" in texts(at.warning)
     assert f"{dict(A_FALLBACK.overrides)['epochs']} epochs instead of" in texts(at.warning)
     # the lesson box says what a stuck network scores on the dataset actually used (computed from its test set)
