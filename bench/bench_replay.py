@@ -2,9 +2,9 @@
 
     python bench/bench_replay.py [--repeats 5] [--before REF] [--mnist]
 
-Trains the lesson A link's three jobs (the grid, its fixes, the seeds) once into a run store, copies that
-store for a second server running ``--before`` (a git ref, by default main before this benchmark: 6a84b7c),
-then opens the link in a fresh browser context on each server, alternating, and prints per server:
+Trains the lesson A link's three jobs (the grid, its fixes, the seeds) into a run store, and again with the
+tree of ``--before`` (a git ref, by default main before this benchmark: 6a84b7c) into its own store (the stored
+format changed since), starts a server on each, then opens the link in a fresh browser context on each server, alternating, and prints per server:
 page load -> every chart drawn (the 8 charts of the three trained jobs), when the server's last websocket
 message of that load arrived ("server done": the rest is the browser drawing), and the bytes those
 messages carried; then a reload of the same page. Without ``--mnist`` the servers see no data folder, so
@@ -32,7 +32,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from bench_dashboard import old_tree  # noqa: E402
 from core.lessons.families import VANISHING_LESSON  # noqa: E402
-from core.lessons.presets import A_FIXES_DEPTH  # noqa: E402
+from core.lessons.presets import A_LESSON_FIXES_DEPTH  # noqa: E402
 from tests.browser_helpers import free_port, launch, start_server, stop_server  # noqa: E402
 
 BEFORE_REF = "6a84b7c"  # main before this benchmark
@@ -52,7 +52,7 @@ CHARTS_DRAWN_JS = """(n) => {
 TRAIN_SCRIPT = """
 import sys, time
 from core.lessons.families import VANISHING_LESSON, fixes_grid, seeds_grid, vanishing_log_every
-from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH
+from core.lessons.presets import A_FALLBACK
 from core.engine.data import available
 from core.serve.jobs import get_manager
 
@@ -61,7 +61,7 @@ def main():
     if not available(grid.base.dataset):  # what the page does: the lesson on Digits
         grid = grid.replace(base=grid.base.replace(dataset="digits", log_every=vanishing_log_every("digits"),
                                                    epochs=dict(A_FALLBACK.overrides)["epochs"]))
-    fixes = fixes_grid(grid.base.replace(hidden=(grid.width,) * A_FIXES_DEPTH, activation="sigmoid"))
+    fixes = fixes_grid(grid.base.replace(hidden=(grid.width,) * int(sys.argv[1]), activation="sigmoid"))
     manager = get_manager()
     keys = [manager.submit(c, session="bench", browser="bench") for c in (grid, fixes, seeds_grid(fixes.base))]
     while not all(manager.snapshot(k).done for k in keys):
@@ -74,13 +74,17 @@ if __name__ == "__main__":
 
 
 def lesson_link() -> str:
-    """The address the lesson A button writes (core.lessons.families.VANISHING_LESSON, fixes at depth 4)."""
-    return "vanishing?" + urlencode({**VANISHING_LESSON.to_query(), "fix_depth": A_FIXES_DEPTH, "lesson": "A"})
+    """The address the lesson A button writes (core.lessons.families.VANISHING_LESSON, fixes and seeds at the
+    lesson's depth); both trees open the same one."""
+    return "vanishing?" + urlencode({**VANISHING_LESSON.to_query(), "fix_depth": A_LESSON_FIXES_DEPTH, "lesson": "A"})
 
 
-def train(cache: Path, env: dict) -> float:
+def train(cache: Path, env: dict, repo: Path = REPO) -> float:
+    """The lesson's three jobs trained by ``repo``'s own engine into ``cache`` (each tree reads its own store
+    format)."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT], cwd=REPO, check=True, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, str(A_LESSON_FIXES_DEPTH)], cwd=repo, check=True,
+                         capture_output=True, text=True,
                          env={**os.environ, **env, "GRADIENT_LAB_CACHE_DIR": str(cache)})
     if "failed" in out.stdout:
         raise RuntimeError(f"training the lesson failed: {out.stdout}{out.stderr[-2000:]}")
@@ -137,15 +141,16 @@ def main() -> None:
     os.environ.update(env)
     print(f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs; "
           f"before = {before_ref[:10]}; {'MNIST' if args.mnist else 'Digits fallback'}")
+    before_tree = old_tree(before_ref)
     if args.store:
         shutil.copytree(args.store, tmp / "cache")
     else:
         print(f"trained the lesson's three jobs in {train(tmp / 'cache', env):.0f} s")
-    shutil.copytree(tmp / "cache", tmp / "old-cache")
+    print(f"and with the tree before, in its own store format, in {train(tmp / 'old-cache', env, before_tree):.0f} s")
     link = lesson_link()
     port, old_port = free_port(), free_port()
     proc = start_server(tmp / "cache", port, tmp / "streamlit.log", env)
-    old_proc = start_server(tmp / "old-cache", old_port, tmp / "old.log", env, repo=old_tree(before_ref))
+    old_proc = start_server(tmp / "old-cache", old_port, tmp / "old.log", env, repo=before_tree)
     servers = {"before": f"http://127.0.0.1:{old_port}/{link}", "after": f"http://127.0.0.1:{port}/{link}"}
     try:
         with sync_playwright() as p:
