@@ -8,7 +8,7 @@ from app.forms.run import config_sidebar
 from app.forms.url import link_notices
 from app.text import describe_run, plain, with_math
 from app.views.data import dataset_fallback_notice, show_data_preview
-from app.views.jobs import found_job, found_job_notice, shown_job, train_button
+from app.views.jobs import found_job, found_job_notice, job_done, shown_job, train_button
 from app.views.run import job_view
 
 LAST_JOB = "gl_job"  # key of the job this session last started
@@ -45,7 +45,7 @@ shown = shown_job(cfg, LAST_JOB)
 found = found_job(cfg, LAST_JOB)  # e.g. a new visitor on someone's stored run: the setup first, then that result
 if found is not None:
     found_job_notice(found)
-if shown is None or found is not None:
+if shown is None or found is not None and job_done(found):  # someone's live run: straight to it
     st.subheader("The data", divider="gray")
     if cfg is not None:
         show_data_preview(cfg.dataset, cfg.data_noise, cfg.val_fraction, cfg.seed, key="pg_data")

@@ -157,6 +157,24 @@ def test_a_new_visitor_on_a_stored_run_sees_the_setup_and_is_told_it_is_stored(a
     assert "A stored result of exactly these settings" in texts(visitor.info)
 
 
+def test_a_new_visitor_on_someones_live_run_goes_straight_to_it(app_env):
+    """Someone else's run under way: the visitor is told it is shared and sees it live, without the data preview
+    first (which a stored result gets): each new page costs the server less while a class watches one run."""
+    query = {"epochs": "300", "hidden": "8", "batch_size": "8"}
+    first = new_app(query)
+    first.button(key="train").click().run()
+    manager = core.serve.jobs.get_manager()
+    (key,) = list(manager._jobs)
+    try:
+        assert not manager.snapshot(key).done
+        visitor = new_app(query)
+        assert not visitor.exception
+        assert "already training exactly these settings" in texts(visitor.info)
+        assert "The data" not in [s.value for s in visitor.subheader]
+    finally:
+        manager.cancel(key, everyone=True)
+
+
 def test_depth_in_a_link_means_that_many_hidden_layers_of_the_width(app_env):
     at = new_app({"depth": "3", "hidden": "32"})
     assert not at.exception and not at.warning

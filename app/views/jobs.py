@@ -275,6 +275,12 @@ def found_job(config: Any | None, slot: str) -> str | None:
     return key if st.session_state.get(slot) != key else None
 
 
+def job_done(key: str) -> bool:
+    """Whether job ``key`` has ended on this server (a stored result, not a run under way)."""
+    state = job_state(key)
+    return state is not None and state.done
+
+
 def found_job_notice(key: str) -> None:
     """Say that the result below is not one this visitor trained: stored before, or someone else's run under way."""
     state = job_state(key)
