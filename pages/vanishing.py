@@ -8,9 +8,8 @@ from app.forms.reported import as_reported_switch
 from app.forms.url import link_notices
 from app.text import dataset_label, plain, plural
 from app.views.data import dataset_fallback_notice
-from app.views.grid import cell_runs, finished_cells, fixes_view, grid_view, stuck_by_depth
+from app.views.grid import cell_runs, finished_cells, fixes_view, grid_view, lesson_box, stuck_by_depth
 from app.views.jobs import shown_job, train_button
-from app.views.links import open_preset_in_playground
 from core.lessons import families
 from core.lessons import sentences as lessons
 from core.lessons.presets import A_FALLBACK
@@ -31,13 +30,7 @@ if form.dataset_fallback:
     dataset_fallback_notice(form.dataset_fallback, "vg_dataset", changed=A_FALLBACK.why)
 grid = form.grid
 if form.lesson:
-    st.info("**Lesson A: activations and vanishing gradients.** The coursework's grid: sigmoid, tanh and ReLU "
-            "with 1–8 hidden layers of 10 units, SGD lr 0.2, batch 32. "
-            + plain(lessons.stuck_share_on(grid.base.dataset, dataset_label(grid.base.dataset)))
-            + " The report also saw tanh stuck at 14 layers, beyond this grid: open that network on its own.", icon="🎓")
-    if st.button("Open tanh x14 in the Playground", key="vg_tanh14", icon="🧪",
-                 help="The lesson's tanh network with 14 hidden layers, as its preset in the Playground."):
-        open_preset_in_playground("A-tanh-deep")
+    lesson_box(grid)
 col_button, col_text = st.columns([1, 4], vertical_alignment="center")
 with col_button:
     train_button(grid, GRID_JOB, key="vg_train", label="Train the grid",

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig
+from core.lessons.sentences import stuck_share_on
 from core.lessons.verdicts import VANISHING_TEXT
 
 from ..figures import grid as gf
@@ -15,10 +16,10 @@ from ..records.grid import GridView, cells_table, default_cell, grid_progress, r
 from ..records.jobs import JobState
 from ..records.reported import SWITCH_HELP, reported_label, with_as_reported
 from ..records.run import LogPoint
-from ..text import plain
+from ..text import dataset_label, plain
 from .charts import plotly_chart
 from .jobs import cached, job_state, polling_fragment, status_line
-from .links import open_in_playground
+from .links import open_in_playground, open_preset_in_playground
 
 POLL_SECONDS = 1.5
 _four = st.column_config.NumberColumn(format="%.4f")
@@ -199,3 +200,15 @@ def _fixes_part(key: str, polling: bool, as_reported: bool = False) -> None:
         table = cached(vkey, ("cells_table", as_reported), lambda: shown_cells_table(grid, as_reported))
         st.dataframe(table, hide_index=True, width="stretch",
                      key=f"vg_fixtable_{key}", placeholder="n/a", column_config=TABLE_COLUMNS | REPORTED_COLUMNS)
+
+
+def lesson_box(grid: GridConfig) -> None:
+    """Lesson A's box over the grid: the coursework's setup, what a stuck network scores on the data in use, and
+    the way to the report's tanh x14, beyond the grid."""
+    st.info("**Lesson A: activations and vanishing gradients.** The coursework's grid: sigmoid, tanh and ReLU "
+            "with 1–8 hidden layers of 10 units, SGD lr 0.2, batch 32. "
+            + plain(stuck_share_on(grid.base.dataset, dataset_label(grid.base.dataset)))
+            + " The report also saw tanh stuck at 14 layers, beyond this grid: open that network on its own.", icon="🎓")
+    if st.button("Open tanh x14 in the Playground", key="vg_tanh14", icon="🧪",
+                 help="The lesson's tanh network with 14 hidden layers, as its preset in the Playground."):
+        open_preset_in_playground("A-tanh-deep")
