@@ -7,7 +7,9 @@ tree of ``--before`` (a git ref, by default main before this benchmark: 6a84b7c)
 format changed since), starts a server on each, then opens the link in a fresh browser context on each server, alternating, and prints per server:
 page load -> every chart drawn (the 8 charts of the three trained jobs), when the server's last websocket
 message of that load arrived ("server done": the rest is the browser drawing), and the bytes those
-messages carried; then a reload of the same page. Without ``--mnist`` the servers see no data folder, so
+messages carried; then a reload of the same page. In the same run it measures the floor under any such
+page (bench/replay_floor.py): a fresh browser opening a bare Streamlit page, and one with a single trivial
+Plotly chart, on a server of their own, and prints the lesson against that floor. Without ``--mnist`` the servers see no data folder, so
 the link shows the lesson on the Digits fallback (20 epochs, about 2 minutes to train); ``--mnist`` uses
 the real files (GRADIENT_LAB_DATA_DIR or ../shared/datasets), which take far longer to train on a CPU.
 """
@@ -115,6 +117,21 @@ def open_fresh(browser, url: str, n_charts: int) -> tuple[float, float, int, flo
     return drawn, done, size, reload
 
 
+def open_floor(browser, url: str, n_charts: int) -> float:
+    """A new visitor opens the floor page ``url``: seconds until its title (and its ``n_charts`` charts) are drawn."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = context.new_page()
+    t0 = time.perf_counter()
+    page.goto(url)
+    if n_charts:
+        page.wait_for_function(CHARTS_DRAWN_JS, arg=n_charts, timeout=180_000, polling=10)
+    else:
+        page.get_by_role("heading", name="Floor").wait_for(timeout=180_000)
+    seconds = time.perf_counter() - t0
+    context.close()
+    return seconds
+
+
 def summary(label: str, values: list[float], unit: str = "s", digits: int = 2) -> str:
     return (f"{label}: median {statistics.median(values):.{digits}f} {unit}, max {max(values):.{digits}f} {unit} "
             f"({', '.join(f'{v:.{digits}f}' for v in values)})")
@@ -151,27 +168,44 @@ def main() -> None:
     port, old_port = free_port(), free_port()
     proc = start_server(tmp / "cache", port, tmp / "streamlit.log", env)
     old_proc = start_server(tmp / "old-cache", old_port, tmp / "old.log", env, repo=before_tree)
+    floor_port = free_port()
+    floor_proc = start_server(tmp / "floor-cache", floor_port, tmp / "floor.log", env,
+                              command=("-m", "streamlit", "run", "bench/replay_floor.py"))
     servers = {"before": f"http://127.0.0.1:{old_port}/{link}", "after": f"http://127.0.0.1:{port}/{link}"}
+    floors = {"a bare Streamlit page": (f"http://127.0.0.1:{floor_port}/", 0),
+              "one trivial Plotly chart": (f"http://127.0.0.1:{floor_port}/?charts=1", 1)}
     try:
         with sync_playwright() as p:
             browser = launch(p)
             for url in servers.values():  # warm: imports, the store read once, the dataset loaded
                 open_fresh(browser, url, N_CHARTS)
+            for url, n in floors.values():
+                open_floor(browser, url, n)
             results: dict[str, list[tuple[float, float, int, float]]] = {name: [] for name in servers}
-            for _ in range(args.repeats):  # alternating, so both see the same machine load
+            floor_results: dict[str, list[float]] = {name: [] for name in floors}
+            for _ in range(args.repeats):  # alternating, so all see the same machine load
                 for name, url in servers.items():
                     results[name].append(open_fresh(browser, url, N_CHARTS))
+                for name, (url, n) in floors.items():
+                    floor_results[name].append(open_floor(browser, url, n))
             browser.close()
         for name, rows in results.items():
             print(summary(f"{name}: fresh browser, load -> all {N_CHARTS} charts drawn", [r[0] for r in rows]))
             print(summary("   server done (its last websocket message)", [r[1] for r in rows]))
             print(summary("   websocket bytes received", [r[2] / 1024 for r in rows], "KiB", 0))
             print(summary("   reload -> all charts drawn", [r[3] for r in rows]))
-        ratio = statistics.median(r[0] for r in results["before"]) / statistics.median(r[0] for r in results["after"])
+        for name, values in floor_results.items():
+            print(summary(f"floor: fresh browser, load -> {name} drawn", values))
+        after = statistics.median(r[0] for r in results["after"])
+        ratio = statistics.median(r[0] for r in results["before"]) / after
         print(f"before / after, load -> all charts drawn (medians): {ratio:.2f}x")
+        floor = statistics.median(floor_results["one trivial Plotly chart"])
+        print(f"after / floor (one trivial Plotly chart), medians: {after / floor:.2f}x; "
+              f"the lesson's own share: {after - floor:.2f} s")
     finally:
         stop_server(proc)
         stop_server(old_proc)
+        stop_server(floor_proc)
         print(f"load average at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
