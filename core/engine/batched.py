@@ -113,6 +113,7 @@ def _activation_kernels(name: str) -> tuple[Kernel, Kernel]:
 
 
 _KERNELS = {name: _activation_kernels(name) for name in ACTIVATIONS}
+MAX_INFERENCE_WORKSPACES = 8  # evaluation batch sizes a stack keeps tensors for (full batches and each split's remainder)
 
 
 class _Workspace:
@@ -231,6 +232,7 @@ class _Stack:
         self.active = [[(s, e) for s, e in layer if e > s] for layer in self.active]
         self.device = device
         self.workspaces: dict[int, _Workspace] = {}  # by training batch size (the last batch may be smaller)
+        self.inference_workspaces: dict[int, _Workspace] = {}  # by evaluation batch size (at log points)
         # Narrower cells: their padded units have zero weights in, and outputs forced to zero (sigmoid(0) is
         # not 0), so those units add nothing to any sum forward, get exactly zero gradient in and out, and
         # never move (weight decay and every rule leave a zero with zero gradient at zero).
@@ -384,8 +386,14 @@ class _Stack:
         if step:
             ws = self.workspaces.get(B) or self.workspaces.setdefault(B, _Workspace(self, B, self.device))
             ws.step += 1
+        elif cache is None:  # inference: nothing outlives the call, so the next one of this batch size reuses them
+            ws = self.inference_workspaces.get(B)
+            if ws is None:
+                if len(self.inference_workspaces) >= MAX_INFERENCE_WORKSPACES:
+                    self.inference_workspaces.clear()
+                ws = self.inference_workspaces[B] = _Workspace(self, B, self.device, keep=False)
         else:
-            ws = _Workspace(self, B, self.device, keep=cache is not None)
+            ws = _Workspace(self, B, self.device)
         saved = [None] * D
         for j in range(D):
             if j == 0:  # all cells see the same x: one wide matmul
