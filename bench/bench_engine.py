@@ -1,17 +1,20 @@
 """Engine speed vs the seed-style loop, side by side in one process (LESSONS E #2 network).
 
-    python bench/bench_engine.py [--epochs 2] [--device auto] [--gpu-epochs 20]
+    python bench/bench_engine.py [--epochs 2] [--device auto] [--gpu-epochs 20] [--profile]
 
 Prints seconds per epoch for (1) the seed-style loop: torchvision FashionMNIST + ToTensor +
 DataLoader, batch 64, Adam lr 1e-3, 784-128-64-10 ReLU, loss.item() every step; (2) a plain
 in-memory loop over index slices; (3) the engine on the same config with layer stats at the
-default log interval; and the ratios. Reads Fashion-MNIST from GRADIENT_LAB_DATA_DIR or
+default log interval; and the ratios. ``--profile`` adds where one engine epoch's time goes: cProfile's
+table of the engine's own functions (cumulative) and of everything (own time). Reads Fashion-MNIST from GRADIENT_LAB_DATA_DIR or
 ../shared/datasets; copies the raw files to a temp dir for torchvision (never writes there).
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import shutil
 import sys
 import tempfile
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="engine epochs (seconds per epoch are averaged)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gpu-epochs", type=int, default=20, help="on a GPU, also time this many epochs end to end")
+    parser.add_argument("--profile", action="store_true", help="also profile one engine epoch (cProfile)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     cfg = get_preset("E2").config.replace(epochs=args.epochs, device=device.type)
@@ -130,6 +134,16 @@ def main() -> None:
           f"test acc {result.test_acc:.4f} after {args.epochs} epochs)")
     print(f"ratio seed-style / engine : {seed / engine:5.1f}x   (target >= 12x)")
     print(f"ratio plain / engine      : {plain / engine:5.2f}x")
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.enable()
+        engine_epoch(cfg.replace(epochs=1))
+        profile.disable()
+        stats = pstats.Stats(profile).strip_dirs()
+        print("one engine epoch, the engine's functions by cumulative time:")
+        stats.sort_stats("cumulative").print_stats(r"(train|batched|lanes|probes|optimizers|events|data)\.py", 16)
+        print("one engine epoch, every function by its own time:")
+        stats.sort_stats("tottime").print_stats(14)
     if device.type == "cuda" and args.gpu_epochs:
         start = time.perf_counter()
         long = train(cfg.replace(epochs=args.gpu_epochs))

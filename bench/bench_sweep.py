@@ -23,6 +23,7 @@ configs the Sweeps page would move to MNIST.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -80,6 +81,11 @@ def main() -> None:
           f"({torch.get_num_threads()} threads)")
     print(f"sweep: {end.reason}")
     print(f"  batched lanes jobs (trials sharing a stack): {[len(g) for g in plan.batched]}, alone: {len(plan.alone)}")
+    data = datasets.load_dataset(args.dataset)
+    padded, useful = stack_arithmetic(configs, plan.batched, math.prod(data.input_shape), data.n_classes)
+    if useful:
+        print(f"  the stacks' arithmetic per sample: {padded:,} multiply-adds padded against {useful:,} their trials "
+              f"need alone ({padded / useful:.2f}x)")
     seq_s, singles = timed(lambda: [train(c) for c in configs])
     diffs = [abs(t.value - s.val_acc) for t, s in zip(trials, singles)
              if t.state == TrialState.COMPLETE and s.kind == "finished" and s.val_acc is not None]
@@ -89,13 +95,33 @@ def main() -> None:
     print(f"largest |val acc sweep - alone| over {len(diffs)} finished trials: {max(diffs, default=0):.4f}")
 
 
+def multiply_adds(hidden: tuple[int, ...], n_in: int, n_classes: int) -> int:
+    """Multiply-adds of one sample's forward pass through an MLP (its weight matrices)."""
+    widths = [n_in, *hidden, n_classes]
+    return sum(a * b for a, b in zip(widths, widths[1:]))
+
+
+def stack_arithmetic(configs: list, groups: list[list[int]], n_in: int, n_classes: int) -> tuple[int, int]:
+    """(multiply-adds the batched stacks do per sample, multiply-adds their trials need alone): a stack pads every
+    lane to its widest layer and its deepest net (core/engine/batched.py), so on a CPU, where time follows the
+    arithmetic, batching gains only when the padding costs less than the per-step overhead it saves."""
+    padded = useful = 0
+    for group in groups:
+        hidden = [configs[i].hidden for i in group]
+        width, depth = max(max(h, default=0) for h in hidden), max(len(h) for h in hidden)
+        padded += len(group) * multiply_adds((width,) * depth, n_in, n_classes)
+        useful += sum(multiply_adds(h, n_in, n_classes) for h in hidden)
+    return padded, useful
+
+
 def _every_trial_alone(cells) -> FamilyPlan:
     return FamilyPlan([], list(range(len(cells))), [])
 
 
-def _until(sweep: SweepConfig, target: float, limit_s: float) -> tuple[float | None, int, float | None, list]:
-    """Run ``sweep`` until a trial's validation accuracy reaches ``target`` (or ``limit_s`` passes):
-    (seconds to reach it or None, trials told by then, best value, the top three configs)."""
+def _until(sweep: SweepConfig, target: float, limit_s: float) -> tuple[float | None, int, float | None, list, float]:
+    """Run ``sweep`` until a trial's validation accuracy reaches ``target`` (or ``limit_s`` passes, or the
+    sweep's trials run out): (seconds to reach it or None, trials told by then, best value, the top three
+    configs, seconds the sweep ran)."""
     stop, seen = threading.Event(), {"told": 0, "best": None, "at": None}
     t0 = time.perf_counter()
 
@@ -115,10 +141,11 @@ def _until(sweep: SweepConfig, target: float, limit_s: float) -> tuple[float | N
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/bench.db"
             run_sweep(sweep, emit, stop, storage=url)
+            ran = time.perf_counter() - t0
             top = top_configs(sweep, open_study(sweep, url))
     finally:
         timer.cancel()
-    return seen["at"], seen["told"], seen["best"], top
+    return seen["at"], seen["told"], seen["best"], top, ran
 
 
 def to_accuracy(args) -> None:
@@ -136,11 +163,16 @@ def to_accuracy(args) -> None:
     for label, plan in (("batched (mixed stacks)", planner), ("batching off (alone)", _every_trial_alone)):
         core.lab.sweep.runner.plan_trials = plan
         try:
-            at, told, best, top = _until(sweep, args.to_accuracy, args.limit_minutes * 60)
+            at, told, best, top, ran = _until(sweep, args.to_accuracy, args.limit_minutes * 60)
         finally:
             core.lab.sweep.runner.plan_trials = planner
         rows.append((label, at, told, best))
-        when = f"{at:8.1f} s" if at is not None else f"not within {args.limit_minutes:g} min"
+        if at is not None:
+            when = f"{at:8.1f} s"
+        elif ran < args.limit_minutes * 60:  # every trial told before the time limit: the preset's cap
+            when = f"not in {told} trials, {ran:.0f} s"
+        else:
+            when = f"not within {args.limit_minutes:g} min"
         print(f"{label:26s} {when:>22s}   trials told {told:3d}   best {best if best is not None else float('nan'):.4f}"
               f"   load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
         if label.startswith("batched"):
