@@ -79,7 +79,8 @@ def test_closed_groups_build_no_figures_and_opening_one_builds_them(isolated_cac
     at.session_state[group_key("inside")] = False  # closed again: its charts leave the page
     at.run()
     assert not any(t.startswith(TITLES["inside"]) for t in titles(at))
-    assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)"]
+    assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)",
+                                                         "Download the trained model (.zip)"]
 
 
 def test_lesson_a_opens_inside_the_network(isolated_cache, no_mnist):

@@ -16,8 +16,11 @@ import streamlit as st
 
 from core.engine.config import TOY_DATASETS
 from core.engine.catalog import load_dataset
+from core.engine.events import weights_status
+from core.engine.export import take_home_zip
 from core.lessons.noise import Scored
 from core.lessons.sentences import REPORTED_BUG, coarse_accuracy_words, run_outcome
+from core.serve.jobs import get_manager
 
 from ..figures import run as figures
 from ..records.jobs import JobState
@@ -71,6 +74,9 @@ def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
         if view.finished is not None:
             _group("test", opened, lambda: _test_details(key, view, state.version))
             _downloads(key, view)
+    elif results and state is not None and not state.done:
+        st.caption("Once the run finishes, its trained model can be downloaded here: weights, config and a "
+                   "plain-PyTorch script that scores it on the test set.")
     return state
 
 
@@ -234,6 +240,21 @@ def _downloads(key: str, view: RunView) -> None:
                            mime="text/csv", on_click="ignore", key=f"csv_{key}", icon="⬇️")
         st.download_button("Download config (JSON)", config_json(view), file_name=f"{key}-config.json",
                            mime="application/json", on_click="ignore", key=f"json_{key}", icon="⬇️")
+        _model_download(key)
+
+
+def _model_download(key: str) -> None:
+    """The trained model to take home (core.engine.export), built only when asked for; or why there is none."""
+    meta = get_manager().store.meta(key)
+    stored, why = weights_status(meta) if meta is not None else (False, "the run is not in the run store")
+    if not stored:
+        st.caption(plain(f"No trained model to download: {why}."))
+        return
+    st.download_button("Download the trained model (.zip)", lambda: take_home_zip(get_manager().read_run(key)),
+                       file_name=f"{key}-model.zip", mime="application/zip", on_click="ignore", key=f"model_{key}",
+                       icon="⬇️", help="The trained weights (safetensors: they load without pickle), the config JSON, "
+                                       "the test set and evaluate.py, a plain-PyTorch script that rebuilds the "
+                                       "network and prints its test accuracy (needs torch and safetensors).")
 
 
 def _decision_boundary(key: str, view: RunView, vkey: tuple, grid: dict | None) -> None:

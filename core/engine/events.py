@@ -282,6 +282,14 @@ class StoredRun:
     events: list[Event]
 
 
+def weights_status(meta: dict) -> tuple[bool, str]:
+    """(whether a stored run's final weights are in the store, why not) from its summary."""
+    info = meta.get("weights")
+    if not isinstance(info, dict):  # a run stored before runs kept their weights
+        return False, NO_WEIGHTS
+    return bool(info.get("stored")), str(info.get("reason") or "")
+
+
 def status_of(event: Event) -> str | None:
     """The terminal status an event announces (None for the others)."""
     if event.kind == "finished":
