@@ -19,7 +19,8 @@ from core.lessons.presets import PRESETS
 # Which builders draw which part of the view.
 ABOVE = ("loss_figure", "accuracy_figure")
 BUILDERS = {"steps": ("step_loss_figure",),
-            "inside": ("grad_norm_figure", "saturation_figure", "layer_heatmap_figure", "weight_heatmaps_figure"),
+            "inside": ("grad_norm_figure", "saturation_figure", "layer_heatmap_figure", "weight_heatmaps_figure",
+                       "weight_histories_figure"),
             "test": ("confusion_figure", "misclassified_figure")}
 TITLES = {"steps": "Training loss per step", "inside": "Gradient norm per layer (log scale)",
           "test": "Confusion matrix (test set)"}

@@ -25,7 +25,7 @@ from core.serve.jobs import get_manager
 from ..figures import run as figures
 from ..records.jobs import JobState
 from ..records.reported import SUFFIX, SWITCH_HELP, as_reported
-from ..records.run import RunView, config_json, loss_caption, metrics_csv, scored_accuracies
+from ..records.run import RunView, config_json, loss_caption, metrics_csv, scored_accuracies, weight_histories
 from ..text import number, plain
 from .charts import plotly_chart
 from .jobs import cached, job_state, polling_fragment, run_view, status_line
@@ -115,7 +115,7 @@ def _layers_part(key: str) -> None:
     state = job_state(key)
     if state is None:
         return
-    _layers(key, run_view(state), state.version, live=not state.done)
+    _layers(key, run_view(state), state.version, live=not state.done, events=state.events)
 
 
 def _chart(fig, key: str, **kwargs) -> None:
@@ -130,7 +130,7 @@ def _curves(key: str, view: RunView, vkey: tuple) -> None:
         _chart(cached(vkey, "acc", lambda: figures.accuracy_figure(view)), f"acc_{key}")
 
 
-def _layers(key: str, view: RunView, vkey: tuple, live: bool) -> None:
+def _layers(key: str, view: RunView, vkey: tuple, live: bool, events: list) -> None:
     st.caption("One line or row per weight layer, input layer first. Layers whose gradients are orders of "
                "magnitude smaller than the others (dark rows in the maps) barely learn: that is the vanishing "
                "gradient problem. Saturated or dead units pass almost no gradient back.")
@@ -146,6 +146,8 @@ def _layers(key: str, view: RunView, vkey: tuple, live: bool) -> None:
     with right:
         _chart(cached(vkey, "hm_grad", lambda: figures.layer_heatmap_figure(view, "grad_norm")),
                f"hmg_{key}")
+    _chart(cached(vkey, "hist_time", lambda: figures.weight_histories_figure(weight_histories(events))),
+           f"histt_{key}")
     points = view.log_points
     if not points:
         return
