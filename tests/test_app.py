@@ -241,7 +241,8 @@ def test_train_digits_job_finishes_with_learned_result(app_env):
     assert len(evals) > 1  # the chart draws the run's log points, against epochs
     np.testing.assert_allclose(plotly_values(train_trace["x"]), [e.epoch for e in evals], rtol=1e-6)
     np.testing.assert_allclose(plotly_values(train_trace["y"]), [e.train_loss for e in evals], rtol=1e-5)
-    assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)"]
+    assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)",
+                                                         "Download the trained model (.zip)"]
     assert at.button(key="train").label == "Train again"
     assert "From cache" not in texts(at.info)  # this session watched it train
     # "Train again" really trains again (force), and the page follows the new run

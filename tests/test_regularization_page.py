@@ -26,6 +26,7 @@ from app.records import compare as records
 from app.records.run import reduce_events
 from app.views.compare import family_states
 from core.engine.config import RunConfig
+from core.engine.probes import HIST_BINS
 from core.lab.compare import family_from_runs, variant_configs
 from core.lessons.families import TOUR_VARIANTS
 from core.lessons.presets import PRESETS
@@ -100,7 +101,7 @@ def test_comparison_figures_and_table_from_two_runs(isolated_cache):
         _, events = train_events(RunConfig(dataset="digits", hidden=(16,), epochs=3, lr=0.01, log_every=10, l1=l1))
         views.append((label, reduce_events(events)))
         snapshots.append(records.weight_snapshot(events))
-    assert snapshots[0].sizes == [64 * 16, 16 * 10] and len(snapshots[0].hists[0]) == 40
+    assert snapshots[0].sizes == [64 * 16, 16 * 10] and len(snapshots[0].hists[0]) == HIST_BINS
     assert snapshots[1].overall_near_zero > snapshots[0].overall_near_zero
     loss = compare_figures.overlay_figure(views, "loss")
     assert len(loss.data) == 4 and {t.line.dash for t in loss.data} == {None, "dash"}

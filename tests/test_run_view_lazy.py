@@ -19,7 +19,8 @@ from core.lessons.presets import PRESETS
 # Which builders draw which part of the view.
 ABOVE = ("loss_figure", "accuracy_figure")
 BUILDERS = {"steps": ("step_loss_figure",),
-            "inside": ("grad_norm_figure", "saturation_figure", "layer_heatmap_figure", "weight_heatmaps_figure"),
+            "inside": ("grad_norm_figure", "saturation_figure", "layer_heatmap_figure", "weight_heatmaps_figure",
+                       "weight_histories_figure"),
             "test": ("confusion_figure", "misclassified_figure")}
 TITLES = {"steps": "Training loss per step", "inside": "Gradient norm per layer (log scale)",
           "test": "Confusion matrix (test set)"}
@@ -79,7 +80,8 @@ def test_closed_groups_build_no_figures_and_opening_one_builds_them(isolated_cac
     at.session_state[group_key("inside")] = False  # closed again: its charts leave the page
     at.run()
     assert not any(t.startswith(TITLES["inside"]) for t in titles(at))
-    assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)"]
+    assert [b.label for b in at.get("download_button")] == ["Download metrics (CSV)", "Download config (JSON)",
+                                                         "Download the trained model (.zip)"]
 
 
 def test_lesson_a_opens_inside_the_network(isolated_cache, no_mnist):

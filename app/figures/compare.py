@@ -152,8 +152,8 @@ def near_zero_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.F
 def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go.Figure:
     """Small multiples: one row per run, one histogram per weight layer (share of weights per bin)."""
     rows = [(i, label, snap) for i, (label, snap) in enumerate(snapshots) if snap is not None]
-    title = ("Weights of every layer at the latest log point: share of weights per bin, from −max|w| to "
-             "+max|w|")
+    title = ("Weights of every layer at the latest log point: share of weights per bin, from −b to +b "
+             "(b: the power of two just above the largest |w|)")
     if not rows:
         return waiting_figure(_layout(title))
     n_rows, n_cols = len(rows), min(MAX_HIST_LAYERS, max(len(snap.layers) for _, _, snap in rows))
@@ -168,7 +168,7 @@ def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go
             suffix = "" if n == 1 else str(n)
             x0, x1, y0, top_y = domains[r][j]
             counts = np.asarray(snap.hists[j], dtype=float)
-            top = snap.absmax[j] or 1e-12
+            top = snap.bound[j] or 1e-12
             edges = np.linspace(-top, top, len(counts) + 1)
             layer = plain_label(snap.layers[j], 12)
             data.append({"type": "bar", "x": (edges[:-1] + edges[1:]) / 2,

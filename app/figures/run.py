@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.colors import get_colorscale, qualitative, sample_colorscale
 
-from ..records.run import LogPoint, RunView, downsample, finite_values, layer_matrix
+from ..records.run import LogPoint, RunView, WeightHistory, downsample, finite_values, layer_matrix
 from ..text import plain_label
 
 CLASS_COLORS = qualitative.Plotly + qualitative.D3 + qualitative.Set3
@@ -306,6 +306,39 @@ def weight_heatmaps_figure(point: LogPoint, layer_names: list[str], layer_shapes
         data.append({"type": "heatmap", "z": np.round(z, 3), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
                      "coloraxis": "coloraxis",
                      "hovertemplate": "out %{y}, in %{x}<br>log10 |ΔW| = %{z:.2f}<extra></extra>"})
+    return figure_from_spec(data, layout)
+
+
+def weight_histories_figure(histories: list[WeightHistory], per_row: int = 3) -> go.Figure:
+    """Each layer's weight distribution across the log points (TensorBoard's histogram view): a heatmap of the
+    share of the layer's weights per bin (rows: w, fixed bins per layer) against the step."""
+    title = "How each layer's weights spread out while training: share of the layer's weights per bin, per log point"
+    if not histories:
+        return waiting_figure({"title": _title(title), "height": HEIGHT})
+    n = len(histories)
+    cols = max(1, min(n, per_row))
+    rows = math.ceil(n / cols)
+    domains = panel_domains(rows, cols, Fraction(1, 20), Fraction(3, 25 * rows))
+    layout = {"title": _title(title), "height": 80 + 230 * rows, "margin": {"l": 10, "r": 10, "t": 80, "b": 10},
+              "uirevision": "keep", "annotations": [],
+              "coloraxis": {"colorscale": VIRIDIS, "cmin": 0, "colorbar": {"title": {"text": "share"}, "thickness": 12}}}
+    data = []
+    for i, history in enumerate(histories):
+        r, c = divmod(i, cols)
+        x0, x1, y0, y1 = domains[r][c]
+        suffix = "" if i == 0 else str(i + 1)
+        totals = history.counts.sum(axis=0, keepdims=True)
+        share = np.divide(history.counts, totals, out=np.zeros(history.counts.shape), where=totals > 0)
+        centres = (history.edges[:-1] + history.edges[1:]) / 2
+        layout[f"xaxis{suffix}"] = {"domain": [x0, x1], "anchor": f"y{suffix}", "tickfont": {"size": 9},
+                                    "title": {"text": "step", "font": {"size": 10}} if r == rows - 1 else None}
+        layout[f"yaxis{suffix}"] = {"domain": [y0, y1], "anchor": f"x{suffix}", "tickfont": {"size": 9},
+                                    "title": {"text": "w", "font": {"size": 10}} if c == 0 else None}
+        layout["annotations"].append({"text": plain_label(history.layer), "x": (x0 + x1) / 2, "y": y1, "xref": "paper",
+                                      "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False})
+        data.append({"type": "heatmap", "x": history.steps, "y": centres, "z": np.round(share, 4),
+                     "coloraxis": "coloraxis", "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                     "hovertemplate": "step %{x}<br>w ≈ %{y:.3g}<br>%{z:.1%} of the weights<extra></extra>"})
     return figure_from_spec(data, layout)
 
 

@@ -35,8 +35,8 @@ class WeightSnapshot:
     epoch: float
     layers: list[str]
     near_zero: list[float]  # share of |w| < 1e-3 per layer
-    absmax: list[float]
-    hists: list[np.ndarray]  # 40 counts over [-absmax, absmax] per layer
+    bound: list[float]  # each layer's histogram range is [-bound, bound]
+    hists: list[np.ndarray]  # counts over [-bound, bound] per layer
     sizes: list[int]  # weights per layer (0 when unknown)
 
     @property
@@ -59,7 +59,8 @@ def weight_snapshot(events: list) -> WeightSnapshot | None:
     shapes = started.layer_shapes if started is not None else []
     sizes = [int(math.prod(s)) for s in shapes] if len(shapes) == len(stats.layers) else [0] * len(stats.layers)
     return WeightSnapshot(stats.step, stats.epoch, list(stats.layers), list(stats.near_zero),
-                          list(stats.weight_absmax), [np.asarray(h) for h in stats.weight_hist], sizes)
+                          list(stats.hist_bound or stats.weight_absmax),  # records before hist_bound: max|w|
+                          [np.asarray(h) for h in stats.weight_hist], sizes)
 
 
 # --- results -------------------------------------------------------------------------------------

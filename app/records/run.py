@@ -232,6 +232,45 @@ def reduce_events(events: list) -> RunView:
     return view
 
 
+@dataclass
+class WeightHistory:
+    """One weight layer's histograms across the log points on one fixed set of bins (TensorBoard's
+    histogram view): ``counts[b, t]`` weights in bin b (``edges[b]``..``edges[b + 1]``) at ``steps[t]``."""
+
+    layer: str
+    steps: np.ndarray
+    edges: np.ndarray
+    counts: np.ndarray
+
+
+def rebinned(counts: np.ndarray, bound: float, new_bound: float) -> np.ndarray:
+    """A histogram over [-bound, bound] moved onto as many bins over the wider [-new_bound, new_bound]: each
+    bin's count goes to the new bin holding its centre. Exact when new_bound / bound is a power of two of at
+    most bins / 2 (the ranges core.engine.probes.hist_bound records are nested so)."""
+    n = len(counts)
+    centres = -bound + (np.arange(n) + 0.5) * (2 * bound / n)
+    where = np.clip(np.floor((centres + new_bound) * (n / (2 * new_bound))).astype(int), 0, n - 1)
+    return np.bincount(where, weights=np.asarray(counts, dtype=float), minlength=n).round().astype(np.int64)
+
+
+def weight_histories(events: list) -> list[WeightHistory]:
+    """Per weight layer, its weight histograms at every log point re-binned onto the widest range any of them
+    used (history bounded like the log points: core.engine.train.MAX_LOG_POINTS)."""
+    stats = [e for e in events if e.kind == "layers" and e.weight_hist]
+    if not stats:
+        return []
+    names = list(stats[-1].layers)
+    stats = [e for e in stats if list(e.layers) == names and len(e.weight_hist) == len(names)]
+    out = []
+    for i, name in enumerate(names):
+        bounds = [float((e.hist_bound or e.weight_absmax)[i]) or 1e-12 for e in stats]
+        top = max(bounds)
+        columns = [rebinned(np.asarray(e.weight_hist[i]), b, top) for e, b in zip(stats, bounds)]
+        out.append(WeightHistory(name, np.array([e.step for e in stats]), np.linspace(-top, top, len(columns[0]) + 1),
+                                 np.stack(columns, axis=1)))
+    return out
+
+
 def downsample(frame: pd.DataFrame, x: str, y: str, max_points: int = 1500) -> pd.DataFrame:
     """Bin means of ``y`` over ``x`` so a long curve stays cheap to send and draw."""
     n = len(frame)

@@ -16,13 +16,16 @@ import streamlit as st
 
 from core.engine.config import TOY_DATASETS
 from core.engine.catalog import load_dataset
+from core.engine.events import weights_status
+from core.engine.export import take_home_zip
 from core.lessons.noise import Scored
 from core.lessons.sentences import REPORTED_BUG, coarse_accuracy_words, run_outcome
+from core.serve.jobs import get_manager
 
 from ..figures import run as figures
 from ..records.jobs import JobState
 from ..records.reported import SUFFIX, SWITCH_HELP, as_reported
-from ..records.run import RunView, config_json, loss_caption, metrics_csv, scored_accuracies
+from ..records.run import RunView, config_json, loss_caption, metrics_csv, scored_accuracies, weight_histories
 from ..text import number, plain
 from .charts import plotly_chart
 from .jobs import cached, job_state, polling_fragment, run_view, status_line
@@ -71,6 +74,9 @@ def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
         if view.finished is not None:
             _group("test", opened, lambda: _test_details(key, view, state.version))
             _downloads(key, view)
+    elif results and state is not None and not state.done:
+        st.caption("Once the run finishes, its trained model can be downloaded here: weights, config and a "
+                   "plain-PyTorch script that scores it on the test set.")
     return state
 
 
@@ -109,7 +115,7 @@ def _layers_part(key: str) -> None:
     state = job_state(key)
     if state is None:
         return
-    _layers(key, run_view(state), state.version, live=not state.done)
+    _layers(key, run_view(state), state.version, live=not state.done, events=state.events)
 
 
 def _chart(fig, key: str, **kwargs) -> None:
@@ -124,7 +130,7 @@ def _curves(key: str, view: RunView, vkey: tuple) -> None:
         _chart(cached(vkey, "acc", lambda: figures.accuracy_figure(view)), f"acc_{key}")
 
 
-def _layers(key: str, view: RunView, vkey: tuple, live: bool) -> None:
+def _layers(key: str, view: RunView, vkey: tuple, live: bool, events: list) -> None:
     st.caption("One line or row per weight layer, input layer first. Layers whose gradients are orders of "
                "magnitude smaller than the others (dark rows in the maps) barely learn: that is the vanishing "
                "gradient problem. Saturated or dead units pass almost no gradient back.")
@@ -140,6 +146,8 @@ def _layers(key: str, view: RunView, vkey: tuple, live: bool) -> None:
     with right:
         _chart(cached(vkey, "hm_grad", lambda: figures.layer_heatmap_figure(view, "grad_norm")),
                f"hmg_{key}")
+    _chart(cached(vkey, "hist_time", lambda: figures.weight_histories_figure(weight_histories(events))),
+           f"histt_{key}")
     points = view.log_points
     if not points:
         return
@@ -234,6 +242,21 @@ def _downloads(key: str, view: RunView) -> None:
                            mime="text/csv", on_click="ignore", key=f"csv_{key}", icon="⬇️")
         st.download_button("Download config (JSON)", config_json(view), file_name=f"{key}-config.json",
                            mime="application/json", on_click="ignore", key=f"json_{key}", icon="⬇️")
+        _model_download(key)
+
+
+def _model_download(key: str) -> None:
+    """The trained model to take home (core.engine.export), built only when asked for; or why there is none."""
+    meta = get_manager().store.meta(key)
+    stored, why = weights_status(meta) if meta is not None else (False, "the run is not in the run store")
+    if not stored:
+        st.caption(plain(f"No trained model to download: {why}."))
+        return
+    st.download_button("Download the trained model (.zip)", lambda: take_home_zip(get_manager().read_run(key)),
+                       file_name=f"{key}-model.zip", mime="application/zip", on_click="ignore", key=f"model_{key}",
+                       icon="⬇️", help="The trained weights (safetensors: they load without pickle), the config JSON, "
+                                       "the test set and evaluate.py, a plain-PyTorch script that rebuilds the "
+                                       "network and prints its test accuracy (needs torch and safetensors).")
 
 
 def _decision_boundary(key: str, view: RunView, vkey: tuple, grid: dict | None) -> None:

@@ -674,12 +674,12 @@ class StackedLanes:
                 continue
             d = stack.depths[p]
             layers = list(range(d)) + [last]
-            near_zero, absmax, hists = weight_distribution([stack.weights[j][p] for j in layers])
+            near_zero, absmax, bounds, hists = weight_distribution([stack.weights[j][p] for j in layers])
             out[lane] = dict(
                 weight_change=[change_t[j][p] for j in layers], weight_delta=[delta_t[j][p] for j in layers],
                 saturation=[sat_t[j][p] if measured[p] else None for j in range(d)] + [None],
                 heatmaps=[maps[j][p] for j in layers] if heatmaps else [], near_zero=near_zero,
-                weight_absmax=absmax, weight_hist=hists)
+                weight_absmax=absmax, weight_hist=hists, hist_bound=bounds)
 
     def _padded_stack_stats(self, stack: _Stack, lanes: list[int], wanted: set[int], probe_x: torch.Tensor,
                             heatmaps: bool, out: list[dict | None]) -> None:
@@ -694,12 +694,12 @@ class StackedLanes:
                 continue
             activation, d, width = stack.cfgs[p].activation, stack.depths[p], stack.widths[p]
             shares = [unit_saturation(activation, h[p:p + 1, :width].transpose(1, 2)) for h in hidden[:d]]
-            near_zero, absmax, hists = weight_distribution([w[0] for w in weights])
+            near_zero, absmax, bounds, hists = weight_distribution([w[0] for w in weights])
             out[lane] = dict(
                 weight_change=change[:, 0].tolist(), weight_delta=delta[:, 0].tolist(),
                 saturation=[float(s[0]) if s is not None else None for s in shares] + [None],
                 heatmaps=[m[0] for m in maps] if heatmaps else [], near_zero=near_zero,
-                weight_absmax=absmax, weight_hist=hists)
+                weight_absmax=absmax, weight_hist=hists, hist_bound=bounds)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, keep_predictions: bool = False) -> Scores:

@@ -89,7 +89,9 @@ class Evaluation(Event):
 class LayerStats(Event):
     """Per weight layer at a log point: gradient norm, mean |W_t - W_0|, mean |W_t - W_prev_log|,
     fraction of saturated (sigmoid/tanh) or dead (ReLU) units, |W_t - W_0| pooled to <= 64x64,
-    the share of weights with |w| < 1e-3, and a 40-bin histogram of w over [-max|w|, max|w|]."""
+    the share of weights with |w| < 1e-3, and a 64-bin histogram of w over [-hist_bound, hist_bound], the
+    smallest power of two >= max|w| (core.engine.probes.hist_bound). Records made before ``hist_bound``
+    existed have 40 bins over [-max|w|, max|w|]."""
 
     kind: ClassVar[str] = "layers"
     step: int
@@ -103,6 +105,7 @@ class LayerStats(Event):
     near_zero: list[float] = field(default_factory=list)
     weight_absmax: list[float] = field(default_factory=list)
     weight_hist: list[np.ndarray] = field(default_factory=list)
+    hist_bound: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -280,6 +283,14 @@ class StoredRun:
     key: str
     meta: dict
     events: list[Event]
+
+
+def weights_status(meta: dict) -> tuple[bool, str]:
+    """(whether a stored run's final weights are in the store, why not) from its summary."""
+    info = meta.get("weights")
+    if not isinstance(info, dict):  # a run stored before runs kept their weights
+        return False, NO_WEIGHTS
+    return bool(info.get("stored")), str(info.get("reason") or "")
 
 
 def status_of(event: Event) -> str | None:

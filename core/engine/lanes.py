@@ -137,7 +137,7 @@ class Lanes(Protocol):
 
     def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int], heatmaps: bool = True) -> list[dict | None]:
         """For the given lanes (the others get None): weight_change, weight_delta, saturation,
-        heatmaps (empty lists unless ``heatmaps``), near_zero, weight_absmax, weight_hist."""
+        heatmaps (empty lists unless ``heatmaps``), near_zero, weight_absmax, weight_hist, hist_bound."""
 
     def penalties(self) -> list[float]: ...
 
@@ -211,10 +211,11 @@ class ModuleLanes:
     def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int] = (0,), heatmaps: bool = True) -> list[dict | None]:
         change, delta, maps = weight_changes([w.unsqueeze(0) for w in self.weights], self.initial, self.previous,
                                              heatmaps)
-        near_zero, absmax, hists = weight_distribution(self.weights)
+        near_zero, absmax, bounds, hists = weight_distribution(self.weights)
         return [{"weight_change": change[:, 0].tolist(), "weight_delta": delta[:, 0].tolist(),
                  "saturation": self.saturation(probe_x), "heatmaps": [m[0] for m in maps], "near_zero": near_zero,
-                 "weight_absmax": absmax, "weight_hist": hists}]
+                 "weight_absmax": absmax, "weight_hist": hists,
+                 "hist_bound": bounds}]
 
     def penalties(self) -> list[float]:
         with torch.no_grad():

@@ -7,6 +7,7 @@ reductions per weight tensor and one forward pass of a small probe batch.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 HEATMAP_MAX = 64
-HIST_BINS = 40
+HIST_BINS = 64  # a power of two: a histogram over [-b, b] re-bins exactly onto [-2^k b, 2^k b] for 2^k <= HIST_BINS / 2
+SMALLEST_HIST_BOUND = 2.0 ** -24  # the range of a layer whose weights are all zero
 NEAR_ZERO = 1e-3  # |w| below this counts as (near) zero: L1's sparsity
 SIGMOID_SATURATED = 0.025  # sigmoid'(z) = y(1-y) below 10% of its maximum 0.25
 TANH_SATURATED = 0.1  # tanh'(z) = 1 - y^2 below 10% of its maximum 1
@@ -78,14 +80,23 @@ def unit_saturation(activation: str, y: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+def hist_bound(absmax: float) -> float:
+    """The histogram range's half-width for weights up to ``absmax``: the smallest power of two >= it. Ranges
+    of one layer over time are then nested by powers of two, so each log point's bins fit one fixed set."""
+    return 2.0 ** math.ceil(math.log2(max(absmax, SMALLEST_HIST_BOUND)))
+
+
 @torch.no_grad()
-def weight_distribution(weights: Sequence[torch.Tensor]) -> tuple[list[float], list[float], list[np.ndarray]]:
-    """Per weight tensor: share of |w| < NEAR_ZERO, max |w|, and a histogram of w over [-max, max]."""
-    near_zero, absmax, hists = [], [], []
+def weight_distribution(weights: Sequence[torch.Tensor]) -> tuple[list[float], list[float], list[float], list[np.ndarray]]:
+    """Per weight tensor: share of |w| < NEAR_ZERO, max |w|, the histogram's bound b (:func:`hist_bound`) and
+    a HIST_BINS-bin histogram of w over [-b, b]."""
+    near_zero, absmax, bounds, hists = [], [], [], []
     for weight in weights:
         w = weight.detach().flatten().float()
-        top = float(w.abs().max()) or 1e-12
+        top = float(w.abs().max())
+        bound = hist_bound(top)
         near_zero.append(float((w.abs() < NEAR_ZERO).float().mean()))
-        absmax.append(top)
-        hists.append(torch.histc(w, bins=HIST_BINS, min=-top, max=top).cpu().numpy().astype(np.int64))
-    return near_zero, absmax, hists
+        absmax.append(top or 1e-12)
+        bounds.append(bound)
+        hists.append(torch.histc(w, bins=HIST_BINS, min=-bound, max=bound).cpu().numpy().astype(np.int32))
+    return near_zero, absmax, bounds, hists

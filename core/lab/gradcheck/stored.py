@@ -3,13 +3,13 @@
 :class:`~core.engine.events.StoredRun` or None): a job's link to the store, or a store's ``get``."""
 from __future__ import annotations
 
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Protocol
 
 import torch
 
 from core.engine import catalog
 from core.engine.config import RunConfig
-from core.engine.events import NO_WEIGHTS, StoredRun
+from core.engine.events import StoredRun, weights_status
 from core.engine.models import build_model
 from core.lab.gradcheck.numeric import check_gradients
 from core.lab.gradcheck.options import AT_CHOICES
@@ -30,14 +30,6 @@ class RunGone(LookupError):
 
 class NoStoredWeights(LookupError):
     """The stored run has no trained weights in the store (an older run, a grid cell, over the cap)."""
-
-
-def weights_status(meta: Mapping) -> tuple[bool, str]:
-    """(whether the stored run's final weights are in the store, why not) from its summary."""
-    info = meta.get("weights")
-    if not isinstance(info, Mapping):  # a run stored before runs kept their weights
-        return False, NO_WEIGHTS
-    return bool(info.get("stored")), str(info.get("reason") or "")
 
 
 def runs_with_weights(store: RunLister) -> list[dict]:
