@@ -17,43 +17,53 @@ from ..text import plain_label
 from .run import base_layout, figure_from_spec
 
 GAP = 1  # blank cells between tiles
-TILE_PX = 56  # drawn size of one tile
+TILE_PX = 56  # largest drawn size of one tile
+WIDTH_PX = 820  # a mosaic is drawn at most this wide (the tiles shrink, down to MIN_CELL_PX a cell)
+MIN_CELL_PX = 2
+LABEL_PX = 14  # room above each tile for its label
+# Explicit colour scales: the specs go to plotly.js unvalidated, which knows neither "gray" nor a "_r" suffix.
+DIVERGING = [[0.0, "#2166ac"], [0.5, "#f7f7f7"], [1.0, "#b2182b"]]  # negative blue, 0 white, positive red
+GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
 MAX_HAND_CHANNELS = 4  # input channels the hand convolution draws (a deeper layer reads 32)
 
 
-def mosaic(tiles: np.ndarray, cols: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """Tiles [k, h, w] laid out ``cols`` per row with NaN gaps: (the 2-D mosaic, each tile's top-left (x, y))."""
+def mosaic(tiles: np.ndarray, cols: int, row_gap: int = GAP) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Tiles [k, h, w] laid out ``cols`` per row, GAP blank (NaN) columns and ``row_gap`` blank rows between them:
+    (the 2-D mosaic, each tile's top-left (x, y))."""
     tiles = np.asarray(tiles, dtype=float)
     k, h, w = tiles.shape
     cols = max(1, min(cols, k))
     rows = math.ceil(k / cols)
-    out = np.full((rows * (h + GAP) - GAP, cols * (w + GAP) - GAP), np.nan)
+    out = np.full((rows * (h + row_gap) - row_gap, cols * (w + GAP) - GAP), np.nan)
     corners = []
     for i in range(k):
         r, c = divmod(i, cols)
-        y, x = r * (h + GAP), c * (w + GAP)
+        y, x = r * (h + row_gap), c * (w + GAP)
         out[y:y + h, x:x + w] = tiles[i]
         corners.append((x, y))
     return out, corners
 
 
-def _tiled(tiles: np.ndarray, labels: list[str], title: str, cols: int, colorscale: str, zmin: float, zmax: float,
-           hover: str) -> go.Figure:
-    grid, corners = mosaic(tiles, cols)
-    h, w = np.asarray(tiles).shape[1:]
-    scale = max(4, round(TILE_PX / max(h, w)))
-    rows = math.ceil(len(tiles) / max(1, min(cols, len(tiles))))
+def _tiled(tiles: np.ndarray, labels: list[str], title: str, cols: int, colorscale: list | str, zmin: float,
+           zmax: float, hover: str, tile_px: int = TILE_PX) -> go.Figure:
+    """The tiles as one heatmap of fixed pixel size (draw it with width="content"), each label above its tile."""
+    tiles = np.asarray(tiles, dtype=float)
+    k, h, w = tiles.shape
+    cols = max(1, min(cols, k))
+    span = cols * (w + GAP) - GAP
+    scale = max(MIN_CELL_PX, min(round(tile_px / max(h, w)), WIDTH_PX // span))
+    label_rows = math.ceil(LABEL_PX / scale) if any(labels) else 0
+    grid, corners = mosaic(tiles, cols, GAP + label_rows)
     heat = {"type": "heatmap", "z": np.round(grid, 4), "colorscale": colorscale, "zmin": zmin, "zmax": zmax,
-            "hoverongaps": False, "hovertemplate": hover + "<extra></extra>", "xgap": 0, "ygap": 0,
-            "colorbar": {"thickness": 10, "len": 0.8}}
-    notes = [{"x": x + (w - 1) / 2, "y": y - 0.6, "text": plain_label(label, 24), "showarrow": False,
-              "yanchor": "bottom", "font": {"size": 10}} for (x, y), label in zip(corners, labels)]
-    width = grid.shape[1] * scale + 120
-    height = grid.shape[0] * scale + 60 + 14 * rows
-    layout = base_layout(title, height=height, width=width, annotations=notes, plot_bgcolor="white",
-                         margin={"l": 10, "r": 10, "t": 50, "b": 10},
+            "hoverongaps": False, "hovertemplate": hover + "<extra></extra>",
+            "colorbar": {"thickness": 10, "len": 0.9}}
+    notes = [{"x": x + (w - 1) / 2, "y": y - 0.5, "text": plain_label(label, 24), "showarrow": False,
+              "yanchor": "bottom", "font": {"size": 10}} for (x, y), label in zip(corners, labels) if label]
+    top = label_rows
+    layout = base_layout(title, height=(grid.shape[0] + top) * scale + 60, width=grid.shape[1] * scale + 90,
+                         annotations=notes, plot_bgcolor="white", margin={"l": 10, "r": 10, "t": 45, "b": 10},
                          xaxis={"visible": False, "range": [-0.5, grid.shape[1] - 0.5]},
-                         yaxis={"visible": False, "autorange": "reversed", "scaleanchor": "x"})
+                         yaxis={"visible": False, "range": [grid.shape[0] - 0.5, -0.5 - top]})
     return figure_from_spec([heat], layout)
 
 
@@ -64,7 +74,8 @@ def filters_figure(weight: np.ndarray, smoothness: np.ndarray, title: str = "Fir
     tiles = weight.mean(axis=1)
     bound = float(np.abs(tiles).max()) or 1.0
     labels = [f"{i}: I={s:+.2f}" for i, s in enumerate(np.asarray(smoothness))]
-    return _tiled(tiles, labels, title, cols=8, colorscale="RdBu_r", zmin=-bound, zmax=bound, hover="w = %{z:.3f}")
+    return _tiled(tiles, labels, title, cols=16, colorscale=DIVERGING, zmin=-bound, zmax=bound, hover="w = %{z:.3f}",
+                  tile_px=40)
 
 
 def feature_maps_figure(maps: np.ndarray, title: str, cols: int = 8) -> go.Figure:
@@ -81,7 +92,7 @@ def feature_maps_figure(maps: np.ndarray, title: str, cols: int = 8) -> go.Figur
 def image_figure(image: np.ndarray, title: str) -> go.Figure:
     """One input image [channels, H, W] in [0, 1] (its channels averaged), grey."""
     return _tiled(np.asarray(image, dtype=float).mean(axis=0, keepdims=True), [""], title, cols=1,
-                  colorscale="gray", zmin=0.0, zmax=1.0, hover="row %{y}, col %{x}: %{z:.3f}")
+                  colorscale=GREY, zmin=0.0, zmax=1.0, hover="row %{y}, col %{x}: %{z:.3f}", tile_px=168)
 
 
 def probabilities_figure(probabilities: np.ndarray, classes: list[str], true_label: int | None = None,
@@ -114,8 +125,8 @@ def hand_convolution_figure(hand: HandConvolution, layer: int = 1) -> go.Figure:
             y1, y0 = 1 - r / channels - 0.06 / channels, 1 - (r + 1) / channels + 0.02 / channels
             z = np.asarray(values[r], dtype=float)
             bound = float(np.abs(z).max()) or 1.0
-            scale = ("gray", 0.0, max(1.0, float(z.max()))) if name == "input patch" else ("RdBu_r", -bound, bound)
-            data.append({"type": "heatmap", "z": np.round(z, 4), "text": [[f"{v:.2f}" for v in row] for row in z],
+            scale = (GREY, 0.0, max(1.0, float(z.max()))) if name == "input patch" else (DIVERGING, -bound, bound)
+            data.append({"type": "heatmap", "z": np.round(z, 4), "text": [[f"{v:.2f}" if round(v, 2) else "0.00" for v in row] for row in z],
                          "texttemplate": "%{text}", "colorscale": scale[0], "zmin": scale[1], "zmax": scale[2],
                          "showscale": False, "xaxis": f"x{i}", "yaxis": f"y{i}",
                          "hovertemplate": f"{name}<br>%{{z:.4f}}<extra></extra>"})

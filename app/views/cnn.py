@@ -97,11 +97,11 @@ def filters_view(net: TrainedCnn) -> None:
     st.markdown(smoothness_sentence(float(s0.mean()), float(s1.mean())))
     st.caption(f"{int((s1 > s0).sum())} of {len(s1)} filters grew smoother. Blue weights are negative, red positive; "
                "each filter's label gives its number and its smoothness I.")
-    left, right = st.columns(2)
     plotly_chart(cached((net.key, net.step), "cnn_filters_start", lambda: figures.filters_figure(
-        start.detach().numpy(), s0, "At initialization")), key="cnn_fig_filters_start", slot=left)
+        start.detach().numpy(), s0, "At initialization")), key="cnn_fig_filters_start", width="content")
     plotly_chart(cached((net.key, net.step), "cnn_filters_trained", lambda: figures.filters_figure(
-        trained.detach().numpy(), s1, f"After training ({net.step} steps)")), key="cnn_fig_filters_trained", slot=right)
+        trained.detach().numpy(), s1, f"After training ({net.step} steps)")), key="cnn_fig_filters_trained",
+        width="content")
 
 
 def feature_maps_view(net: TrainedCnn, image: int) -> None:
@@ -113,14 +113,14 @@ def feature_maps_view(net: TrainedCnn, image: int) -> None:
     st.markdown(plain(f"Test image {image} is a “{classes[label]}”; the network says “{classes[guess]}” with "
                       f"probability {fm.probabilities[guess]:.1%} ({verdict})."))
     left, right = st.columns([1, 2])
-    plotly_chart(figures.image_figure(picture.numpy(), f"Test image {image}"), key="cnn_fig_image", slot=left)
+    plotly_chart(figures.image_figure(picture.numpy(), f"Test image {image}"), key="cnn_fig_image", slot=left, width="content")
     plotly_chart(figures.probabilities_figure(fm.probabilities, classes, label), key="cnn_fig_probs", slot=right)
     for stage in fm.maps:
         what = "after the activation" if stage.stage == "activation" else "after pooling"
         channels, rows, cols = stage.maps.shape
         plotly_chart(figures.feature_maps_figure(stage.maps, f"Conv layer {stage.layer}, {what}: {channels} maps of "
                                                             f"{rows}×{cols}"),
-                     key=f"cnn_fig_maps_{stage.layer}_{stage.stage}")
+                     key=f"cnn_fig_maps_{stage.layer}_{stage.stage}", width="content")
 
 
 def hand_convolution_view(net: TrainedCnn, image: int, layer: int, channel: int, row: int, col: int) -> None:
