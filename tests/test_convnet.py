@@ -151,3 +151,17 @@ def test_bad_input_gets_a_clear_message():
     fm = convnet.feature_maps(convnet.cnn_model(CNN, ds), convnet.test_image(ds, 0)[0])
     with pytest.raises(ValueError, match="Conv layer 3 is out of range"):
         convnet.hand_convolution_at(fm, 3, 0, 0, 0)
+
+
+@pytest.mark.slow
+def test_first_layer_filters_grow_smoother_on_real_mnist(shared_mnist):
+    """The lesson's CNN on a seeded subset of the real MNIST (skipped where ../shared/datasets lacks it)."""
+    cfg = CNN.replace(dataset="mnist", train_limit=1000, epochs=1, hidden=(64,))
+    end, events = train_events(cfg)
+    assert end.status == "finished" and end.test_acc > 0.5
+    weights = next(e for e in events if e.kind == "weights").weights
+    ds = convnet.image_dataset(cfg)
+    start = convnet.first_conv(convnet.cnn_model(cfg, ds)).weight
+    trained = convnet.first_conv(convnet.cnn_model(cfg, ds, weights)).weight
+    assert convnet.filter_smoothness(trained).mean() > convnet.filter_smoothness(start).mean()
+    assert convnet.filter_smoothness(trained - start).mean() > 0.0
