@@ -32,6 +32,7 @@ PAGES = [
     PageSpec("vanishing.py", "Vanishing gradients", "📉"),
     PageSpec("regularization.py", "Regularization", "🎛️"),
     PageSpec("optimizers.py", "Optimizers", "🏁"),
+    PageSpec("cnn.py", "Inside a CNN", "🧩"),
     PageSpec("gradcheck.py", "Gradient check", "🔬"),
     PageSpec("sweeps.py", "Sweeps", "🔎"),
     PageSpec("data.py", "Data", "🗂️"),

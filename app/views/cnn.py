@@ -1,0 +1,158 @@
+"""Inside a trained CNN (read-only): its first-layer filters before and after training with their smoothness, one
+test image's feature maps and class probabilities, and one convolution worked through by hand.
+
+The trained weights are the run store's (a finished run keeps them); everything drawn is computed by
+core.lab.convnet and built once per process for each run and pick (:func:`app.views.jobs.cached`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core.engine.config import RunConfig
+from core.engine.data import Dataset, DatasetUnavailable
+from core.lab import convnet
+from core.serve.jobs import get_manager
+
+from ..figures import cnn as figures
+from ..text import plain
+from .charts import plotly_chart
+from .jobs import cached, job_state
+
+
+@dataclass(frozen=True)
+class TrainedCnn:
+    """A finished run's CNN at its initialization and with its trained weights, and its data."""
+
+    key: str
+    config: RunConfig
+    data: Dataset
+    start: torch.nn.Sequential
+    trained: torch.nn.Sequential
+    step: int
+
+    def feature_maps(self, image: int) -> tuple[convnet.FeatureMaps, torch.Tensor, int]:
+        """(the trained network's maps of test image ``image``, the image, its label), built once per process."""
+        def build():
+            picture, label = convnet.test_image(self.data, image)
+            return convnet.feature_maps(self.trained, picture), picture, label
+        return cached((self.key, self.step, image), "cnn_maps", build, 64)
+
+    def limits(self, layer: int) -> dict[str, int]:
+        """How many test images, conv layers, and channels, rows and columns of conv layer ``layer``'s output."""
+        convs = [m for m in self.trained.modules() if isinstance(m, torch.nn.Conv2d)]
+        layer = min(max(layer, 1), len(convs))
+        fm, _, _ = self.feature_maps(0)
+        channels, rows, cols = fm.pre_activation[layer - 1].shape
+        return {"image": len(self.data.y_test), "layer": len(convs), "channel": channels, "row": rows, "col": cols}
+
+
+def trained_cnn(key: str) -> TrainedCnn | None:
+    """The finished run ``key`` as a :class:`TrainedCnn`, or None with a message saying why there is none yet."""
+    state = job_state(key)
+    if state is None or not state.done:
+        st.caption("The filters, feature maps and the convolution by hand appear once the run has finished.")
+        return None
+    if state.status != "finished":
+        st.info(f"This run ended as {state.status}: only a finished run keeps its trained weights. Train again to "
+                "look inside it.", icon="ℹ️")
+        return None
+    final = get_manager().store.final_weights(key)
+    if final is None:
+        meta = get_manager().store.meta(key) or {}
+        why = (meta.get("weights") or {}).get("reason") or "the run store holds no weights for it"
+        st.info(plain(f"The trained weights of this run are not stored ({why}), so its filters cannot be drawn. "
+                      "Train again, or a smaller network."), icon="ℹ️")
+        return None
+
+    def build() -> TrainedCnn:
+        cfg = RunConfig.from_dict(get_manager().store.meta(key)["config"], strict=False)
+        ds = convnet.image_dataset(cfg)
+        return TrainedCnn(key, cfg, ds, convnet.cnn_model(cfg, ds), convnet.cnn_model(cfg, ds, final.weights),
+                          final.step)
+
+    try:
+        return cached((key, final.step), "cnn_network", build, 16)
+    except (ValueError, DatasetUnavailable) as exc:
+        st.error(plain(str(exc)))
+        return None
+
+
+def smoothness_sentence(before: float, after: float) -> str:
+    """What training did to the filters' mean smoothness, written from the two numbers."""
+    random = convnet.random_smoothness(3)
+    change = "rose" if after > before else "fell" if after < before else "stayed"
+    return (f"Mean smoothness (Moran's I of each 3×3 filter with its up/down/left/right neighbours): "
+            f"**{before:+.3f}** at initialization, **{after:+.3f}** after training: it {change}. Independent random "
+            f"weights give {random:+.3f} on average; +1 would be perfectly smooth, −1 a checkerboard.")
+
+
+def filters_view(net: TrainedCnn) -> None:
+    """The first layer's filters at initialization and after training, side by side, with their smoothness."""
+    start, trained = convnet.first_conv(net.start).weight, convnet.first_conv(net.trained).weight
+    s0, s1 = convnet.filter_smoothness(start), convnet.filter_smoothness(trained)
+    st.markdown(smoothness_sentence(float(s0.mean()), float(s1.mean())))
+    st.caption(f"{int((s1 > s0).sum())} of {len(s1)} filters grew smoother. Blue weights are negative, red positive; "
+               "each filter's label gives its number and its smoothness I.")
+    plotly_chart(cached((net.key, net.step), "cnn_filters_start", lambda: figures.filters_figure(
+        start.detach().numpy(), s0, "At initialization")), key="cnn_fig_filters_start", width="content")
+    plotly_chart(cached((net.key, net.step), "cnn_filters_trained", lambda: figures.filters_figure(
+        trained.detach().numpy(), s1, f"After training ({net.step} steps)")), key="cnn_fig_filters_trained",
+        width="content")
+
+
+def feature_maps_view(net: TrainedCnn, image: int) -> None:
+    """The image, the predicted probabilities, then every conv layer's maps after activation and pooling."""
+    fm, picture, label = net.feature_maps(image)
+    classes = [str(c) for c in net.data.classes]
+    guess = int(np.argmax(fm.probabilities))
+    verdict = "right" if guess == label else "wrong"
+    st.markdown(plain(f"Test image {image} is a “{classes[label]}”; the network says “{classes[guess]}” with "
+                      f"probability {fm.probabilities[guess]:.1%} ({verdict})."))
+    left, right = st.columns([1, 2])
+    plotly_chart(figures.image_figure(picture.numpy(), f"Test image {image}"), key="cnn_fig_image", slot=left, width="content")
+    plotly_chart(figures.probabilities_figure(fm.probabilities, classes, label), key="cnn_fig_probs", slot=right)
+    for stage in fm.maps:
+        what = "after the activation" if stage.stage == "activation" else "after pooling"
+        channels, rows, cols = stage.maps.shape
+        plotly_chart(figures.feature_maps_figure(stage.maps, f"Conv layer {stage.layer}, {what}: {channels} maps of "
+                                                            f"{rows}×{cols}"),
+                     key=f"cnn_fig_maps_{stage.layer}_{stage.stage}", width="content")
+
+
+def hand_convolution_view(net: TrainedCnn, image: int, layer: int, channel: int, row: int, col: int) -> None:
+    """One output value of one conv layer for the chosen image, written out, and the same value read from the map."""
+    fm, _, _ = net.feature_maps(image)
+    try:
+        hand = convnet.hand_convolution_at(fm, layer, channel, row, col)
+    except ValueError as exc:
+        st.error(plain(str(exc)))
+        return
+    read = float(fm.pre_activation[layer - 1][channel, row, col])
+    after = next((m.maps[channel, row, col] for m in fm.maps if m.layer == layer and m.stage == "activation"), None)
+    conv = fm.convs[layer - 1]
+    st.markdown(plain(f"The kernel of channel {channel} sits on the input rows {hand.top}…{hand.top + conv.kernel_size[0] - 1} "
+                      f"and columns {hand.left}…{hand.left + conv.kernel_size[1] - 1} (stride {conv.stride[0]}, "
+                      f"padding {conv.padding[0]}: rows or columns below 0 or past the edge are the zero padding). "
+                      f"Multiply elementwise, add everything up and add the bias: Σ = {hand.product.sum():+.4f}, "
+                      f"plus bias {hand.bias:+.4f} = {hand.value:+.4f}. The layer's own output at ({row}, {col}) "
+                      f"reads {read:+.4f}" + (f", and after the activation {float(after):+.4f}." if after is not None
+                                               else ".")))
+    plotly_chart(figures.hand_convolution_figure(hand, layer), key="cnn_fig_hand")
+
+
+def inside_view(net: TrainedCnn, picks_form: Callable[[Callable[[int], dict[str, int]]], dict[str, int]]) -> dict[str, int]:
+    """Filters, then the picks (drawn by ``picks_form`` within the network's limits), feature maps and the hand
+    convolution; returns the picks."""
+    st.subheader("Learned filters", divider="gray")
+    filters_view(net)
+    st.subheader("Feature maps of one test image", divider="gray")
+    st.caption("Pick a test image, and a conv layer, channel and output position for the convolution by hand below.")
+    picks = picks_form(net.limits)
+    feature_maps_view(net, picks["image"])
+    st.subheader("One convolution by hand", divider="gray")
+    hand_convolution_view(net, picks["image"], picks["layer"], picks["channel"], picks["row"], picks["col"])
+    return picks

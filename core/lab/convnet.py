@@ -1,0 +1,216 @@
+"""Inside a CNN: one convolution worked through by hand, how much structure first-layer filters have, and the
+feature maps of one image through every conv layer.
+
+The network is the one :func:`core.engine.models.build_model` makes for a ``RunConfig`` with ``arch="cnn"``
+(its initialization, or trained weights loaded into it). Bad input raises ``ValueError`` with a readable
+message: an image index out of range, a dataset that is not images, a kernel larger than its input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.engine import catalog
+from core.engine.config import RunConfig
+from core.engine.data import Dataset, batch_features
+from core.engine.models import build_model
+
+
+# --- one convolution by hand ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HandConvolution:
+    """Output ``(out_channel, row, col)`` of a convolution, written out: the input patch the kernel covers
+    (zeros where it hangs over the padded border), the kernel, their elementwise product, and
+    ``product.sum() + bias``."""
+
+    patch: np.ndarray  # [in_channels, kh, kw]
+    kernel: np.ndarray  # [in_channels, kh, kw]
+    product: np.ndarray  # patch * kernel
+    bias: float
+    value: float  # product.sum() + bias
+    out_channel: int
+    row: int
+    col: int
+    top: int  # the patch's first input row (negative inside the top padding)
+    left: int  # the patch's first input column
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Rows (or columns) of a convolution's output: floor((size + 2 padding - kernel) / stride) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_output_shape(input_hw: tuple[int, int], kernel_hw: tuple[int, int], stride: int, padding: int) -> tuple[int, int]:
+    """(rows, cols) of the output; ValueError when the kernel is larger than the padded input or the stride
+    leaves no output."""
+    if stride < 1 or padding < 0:
+        raise ValueError(f"Stride must be at least 1 and padding at least 0, got stride {stride}, padding {padding}")
+    (h, w), (kh, kw) = input_hw, kernel_hw
+    if kh > h + 2 * padding or kw > w + 2 * padding:
+        raise ValueError(f"The {kh}x{kw} kernel is larger than its {h}x{w} input with padding {padding} "
+                         f"({h + 2 * padding}x{w + 2 * padding}): it has no position to sit at")
+    return output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+
+
+def hand_convolution(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_channel: int,
+                     row: int, col: int, stride: int = 1, padding: int = 0) -> HandConvolution:
+    """One output value of ``conv2d(input, weight, bias, stride, padding)`` computed by hand.
+
+    ``input`` is one image or feature map ``[in_channels, H, W]``; ``weight`` is ``[out, in, kh, kw]``."""
+    if input.dim() != 3 or weight.dim() != 4:
+        raise ValueError(f"hand_convolution needs an input [channels, height, width] and a weight "
+                         f"[out, in, kh, kw]; got shapes {tuple(input.shape)} and {tuple(weight.shape)}")
+    if weight.shape[1] != input.shape[0]:
+        raise ValueError(f"The kernel reads {weight.shape[1]} input channels but the input has {input.shape[0]}")
+    rows, cols = conv_output_shape(tuple(input.shape[1:]), tuple(weight.shape[2:]), stride, padding)
+    _check_index("Output channel", out_channel, weight.shape[0])
+    _check_index("Output row", row, rows)
+    _check_index("Output column", col, cols)
+    kh, kw = weight.shape[2:]
+    padded = nn.functional.pad(input.detach(), (padding, padding, padding, padding))
+    top, left = row * stride, col * stride
+    patch = padded[:, top:top + kh, left:left + kw].double().cpu().numpy()
+    kernel = weight[out_channel].detach().double().cpu().numpy()
+    product = patch * kernel
+    b = float(bias[out_channel].detach()) if bias is not None else 0.0
+    return HandConvolution(patch, kernel, product, b, float(product.sum() + b), out_channel, row, col,
+                           top - padding, left - padding)
+
+
+def _check_index(what: str, index: int, size: int) -> None:
+    if not 0 <= int(index) < size:
+        raise ValueError(f"{what} {index} is out of range: there are {size} (0-{size - 1})")
+
+
+# --- how much structure a filter has ------------------------------------------------------------------
+def random_smoothness(kernel_size: int = 3) -> float:
+    """Moran's I of filters whose weights are independent draws (any initialization): exactly -1/(n-1)
+    in expectation, n = kernel_size**2 weights."""
+    return -1.0 / (kernel_size * kernel_size - 1)
+
+
+def filter_smoothness(weight: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Each filter's spatial smoothness: Moran's I of its kh x kw weights with rook (up/down/left/right)
+    neighbours, averaged over its input channels. [out, in, kh, kw] -> [out].
+
+    I = (n / W) * sum over neighbour pairs (w_i - m)(w_j - m) / sum_i (w_i - m)^2, W = number of ordered
+    pairs. Independent random weights give -1/(n-1) on average (:func:`random_smoothness`); smooth blobs and
+    edges, whose neighbours agree, give values towards +1; a checkerboard gives values near -1."""
+    w = torch.as_tensor(np.asarray(weight) if not isinstance(weight, torch.Tensor) else weight).detach().double()
+    if w.dim() != 4 or w.shape[2] < 2 or w.shape[3] < 2:
+        raise ValueError(f"Filter smoothness needs conv weights [out, in, kh, kw] with kh, kw >= 2, got shape "
+                         f"{tuple(w.shape)}")
+    d = w - w.mean(dim=(2, 3), keepdim=True)
+    across = (d[..., :, 1:] * d[..., :, :-1]).sum(dim=(2, 3))  # left-right pairs, each counted once
+    down = (d[..., 1:, :] * d[..., :-1, :]).sum(dim=(2, 3))
+    kh, kw = w.shape[2:]
+    n = kh * kw
+    pairs = 2 * (kh * (kw - 1) + kw * (kh - 1))  # ordered neighbour pairs
+    spread = (d * d).sum(dim=(2, 3))
+    moran = (n / pairs) * 2 * (across + down) / spread.clamp_min(1e-300)
+    moran = torch.where(spread > 0, moran, torch.zeros_like(moran))  # a constant filter: no structure to measure
+    return moran.mean(dim=1).numpy()
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The model's first convolution (ValueError for a network without one, e.g. an MLP)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise ValueError("This network has no convolution layer: choose the CNN architecture (arch=cnn)")
+
+
+# --- the network and one image ------------------------------------------------------------------------
+def image_dataset(cfg: RunConfig) -> Dataset:
+    """The config's dataset, which must hold images [channels, height, width] (ValueError otherwise)."""
+    ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
+    if not ds.is_image or len(ds.input_shape) != 3:
+        raise ValueError(f"{ds.title} is not an image dataset (its inputs have shape {ds.input_shape}): a CNN "
+                         "needs images; choose MNIST, Fashion-MNIST, Digits or an image upload")
+    return ds
+
+
+def cnn_model(cfg: RunConfig, ds: Dataset, weights: Mapping[str, np.ndarray] | None = None) -> nn.Sequential:
+    """The CNN ``cfg`` builds, at its initialization (same seed as its run) or with ``weights`` (a state_dict of
+    arrays, e.g. a finished run's stored weights) loaded; in eval mode."""
+    if cfg.arch != "cnn":
+        raise ValueError(f"Architecture (arch) = {cfg.arch!r} has no convolution layer: choose cnn")
+    model = build_model(cfg, ds.input_shape, ds.n_classes, torch.Generator().manual_seed(cfg.seed))
+    if weights is not None:
+        try:
+            model.load_state_dict({name: torch.from_numpy(np.asarray(a)) for name, a in weights.items()})
+        except RuntimeError as exc:
+            raise ValueError(f"The stored weights do not fit the network this config builds ({exc})") from None
+    return model.eval()
+
+
+def test_image(ds: Dataset, index: int) -> tuple[torch.Tensor, int]:
+    """Test image ``index`` as floats in [0, 1] [channels, height, width], and its label."""
+    n = len(ds.y_test)
+    if not 0 <= int(index) < n:
+        raise ValueError(f"Test image {index} is out of range: {ds.title} has {n:,} test images (0-{n - 1:,})")
+    return batch_features(ds.x_test[int(index)].unsqueeze(0))[0], int(ds.y_test[int(index)])
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """One stage of one conv layer: its channels' maps [channels, height, width]."""
+
+    layer: int  # 1 = the first conv layer
+    stage: str  # "activation" or "pooling"
+    maps: np.ndarray
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    """One image through a CNN: each conv layer's input (what its kernels slide over) and output maps, and the
+    predicted class probabilities."""
+
+    conv_inputs: list[torch.Tensor]  # [in_channels, H, W] per conv layer
+    convs: list[nn.Conv2d]
+    maps: list[FeatureMap]
+    probabilities: np.ndarray  # [classes]
+    pre_activation: list[torch.Tensor]  # each conv's own output (before norm and activation)
+
+
+def feature_maps(model: nn.Sequential, image: torch.Tensor) -> FeatureMaps:
+    """Run one image [channels, H, W] through ``model`` (eval mode, no gradients), keeping every conv layer's
+    input, its maps after the activation and after pooling (where the network pools), and the softmax."""
+    if image.dim() != 3:
+        raise ValueError(f"feature_maps needs one image [channels, height, width], got shape {tuple(image.shape)}")
+    model.eval()
+    inputs, convs, pre, maps = [], [], [], []
+    x = image.unsqueeze(0)
+    spatial = True
+    with torch.no_grad():
+        for module in model:
+            if isinstance(module, nn.Conv2d):
+                inputs.append(x[0])
+                convs.append(module)
+            x = module(x)
+            if isinstance(module, nn.Flatten):
+                spatial = False
+            if not spatial or not convs:
+                continue
+            if isinstance(module, nn.Conv2d):
+                pre.append(x[0])
+            elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+                maps.append(FeatureMap(len(convs), "pooling", x[0].numpy().copy()))
+            elif not isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.Dropout, nn.Dropout2d)):
+                maps.append(FeatureMap(len(convs), "activation", x[0].numpy().copy()))
+        probabilities = torch.softmax(x[0], dim=0).numpy()
+    return FeatureMaps(inputs, convs, maps, probabilities, pre)
+
+
+def hand_convolution_at(fm: FeatureMaps, layer: int, out_channel: int, row: int, col: int) -> HandConvolution:
+    """:func:`hand_convolution` of conv layer ``layer`` (1-based) at one output position, on the input that layer
+    saw for the image of ``fm``."""
+    if not 1 <= int(layer) <= len(fm.convs):
+        raise ValueError(f"Conv layer {layer} is out of range: the network has {len(fm.convs)} (1-{len(fm.convs)})")
+    conv = fm.convs[layer - 1]
+    stride, padding = conv.stride[0], conv.padding[0]
+    return hand_convolution(fm.conv_inputs[layer - 1], conv.weight, conv.bias, out_channel, row, col, stride, padding)

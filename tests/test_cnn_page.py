@@ -1,0 +1,77 @@
+"""AppTest of the Inside-a-CNN page: train the lesson's CNN on Digits from a link, then the filters with their
+smoothness, the feature maps and probabilities of the linked test image, and the hand convolution whose value equals
+the layer's own output; bad links are said and the rest kept."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from apptest_helpers import MAIN, texts
+from app.forms.cnn import KNOBS, config_from_link, lesson_base, picks_from_link
+from core.serve.jobs import get_manager
+
+PAGE = "../pages/cnn.py"
+
+
+@pytest.fixture
+def app_env(isolated_cache, no_mnist):
+    return isolated_cache
+
+
+def open_cnn(query: dict) -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=180)
+    at.switch_page(PAGE)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def train(at: AppTest) -> AppTest:
+    at.button(key="cnn_train").click().run()
+    for key in list(get_manager()._jobs):
+        assert get_manager().wait(key, timeout=300).status == "finished"
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_page_trains_and_shows_inside_the_cnn(app_env):
+    at = open_cnn({"dataset": "mnist", "epochs": "2", "image": "7", "layer": "2", "channel": "3", "row": "4", "col": "5"})
+    assert at.title[0].value == "Inside a CNN"
+    assert "MNIST is not available on this server" in texts(at.warning)  # Digits trains instead; the link keeps MNIST
+    assert at.selectbox(key="cnn_dataset").value == "digits"
+    assert at.number_input(key="cnn_epochs").value == 2
+    train(at)
+    words = texts(at.markdown).replace("\\", "")
+    before, after = map(float, re.search(r"\*\*([+-][\d.]+)\*\* at initialization, \*\*([+-][\d.]+)\*\* after", words).groups())
+    assert after > before  # a trained first layer is smoother than its random start (see test_convnet.py)
+    assert "Test image 7 is a" in words
+    assert [n.value for n in (at.number_input(key=f"cnn_{p}") for p in ("image", "layer", "channel", "row", "col"))] \
+        == [7, 2, 3, 4, 5]
+    hand = re.search(r"= ([+-][\d.]+)\. The layer's own output at \(4, 5\) reads ([+-][\d.]+)", words)
+    assert hand and float(hand.group(1)) == pytest.approx(float(hand.group(2)), abs=2e-4)
+    assert at.query_params["dataset"] == "mnist" and at.query_params["image"] == "7"
+    at.number_input(key="cnn_layer").set_value(1).run()  # the picks go on working on the trained network
+    assert not at.exception and "layer" not in at.query_params
+
+
+def test_bad_links_are_said_and_the_rest_kept(app_env):
+    at = open_cnn({"dataset": "moons", "epochs": "0", "image": "abc"})
+    warned = texts(at.warning).replace("\\", "")
+    assert "Epochs (epochs) = 0 is out of range" in warned and "Image must be a whole number" in warned
+    assert "needs an image dataset, not the 2-D toy set 'moons'" in warned
+    assert at.number_input(key="cnn_epochs").value == lesson_base().epochs
+    cfg, notices = config_from_link({"dataset": "moons"})
+    assert cfg == lesson_base() and "needs an image dataset" in notices[0]
+    picks, notices = picks_from_link({"image": "-3", "row": "2"})
+    assert picks["row"] == 2 and picks["image"] == 0 and "image" in notices[0]
+    assert set(KNOBS) <= {"dataset", "train_limit", "epochs", "seed"}
+
+
+def test_an_image_out_of_range_is_brought_in_with_a_message(app_env):
+    at = train(open_cnn({"image": "99999"}))
+    assert "Test image 99999 is out of range" in texts(at.warning).replace("\\", "")
+    assert at.number_input(key="cnn_image").value == 0
