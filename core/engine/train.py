@@ -36,7 +36,7 @@ VAL_SUBSET = 2048  # validation examples scored at log points between epoch ends
 # train metrics are scored the same way (eval mode) on a fixed train subset of up to this size at every log point
 PROBE_BATCH = 256
 MAX_MISCLASSIFIED = 36
-DECISION_GRID_SIZE = 60  # points per side of a 2-D set's decision grid (live and final)
+DECISION_GRID_SIZE = 40  # points per side of a 2-D set's decision grid (live and final)
 MAX_LOG_POINTS = 400  # log points per run: a longer run logs less often (and says so)
 MAX_HEATMAP_POINTS = 100  # of those, the ones that carry |W_t - W_0| heatmaps, evenly spread (the last always)
 MAX_STEP_VALUES = 50_000  # per-step losses per run; beyond, each value is the mean of `stride` steps
@@ -238,7 +238,8 @@ class _Run:
         self.clock, self.prune, self.lane_cancels = clock, prune, lane_cancels
         self.final_weights, self.weights_problem = final_weights, weights_problem
         self.live_boundary = live_boundary
-        self.grid_axes: tuple[torch.Tensor, torch.Tensor] | None = None  # a 2-D set's decision grid, when live
+        self.grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # live: xs, ys, grid_inputs
+        self.grid_axes: tuple[numpy.ndarray, numpy.ndarray] | None = None  # xs, ys as every boundary event holds them
         self.cfg = configs[0]
         self.ends: list[RunFinished | RunFailed | None] = [None] * len(configs)
         self.alive = list(range(len(configs)))  # lanes still training
@@ -279,7 +280,9 @@ class _Run:
         self.lanes = self.make_lanes(configs, ds.input_shape, ds.n_classes, device)
         self.probe_x = self.x_val[:PROBE_BATCH] if len(val_idx) else self.x_fit[:PROBE_BATCH]
         if self.live_boundary and ds.input_shape == (2,):
-            self.grid_axes = grid_axes(torch.cat([ds.x, ds.x_test]).to(device))
+            xs, ys = grid_axes(torch.cat([ds.x, ds.x_test]).to(device))
+            self.grid = xs, ys, grid_inputs(xs, ys)
+            self.grid_axes = xs.cpu().numpy(), ys.cpu().numpy()
 
         self.batch = min(cfg.batch_size, self.n_train)
         per_epoch = {steps_per_epoch(c, self.n_train) for c in configs}
@@ -493,13 +496,13 @@ class _Run:
 
     def boundaries(self, epoch_float: float) -> list[DecisionBoundary] | None:
         """Every lane's class regions on the decision grid now (None without a live 2-D grid): one pass for all."""
-        if self.grid_axes is None:
+        if self.grid is None:
             return None
-        xs, ys = self.grid_axes
-        pred, confidence = class_regions(self.lanes, xs, ys)
+        xs, ys, inputs = self.grid
+        pred, confidence = class_regions(self.lanes, xs, ys, inputs)
         pred = pred.to(torch.uint8).cpu().numpy()
         confidence = confidence.mul(255).round_().to(torch.uint8).cpu().numpy()
-        x_axis, y_axis = xs.cpu().numpy(), ys.cpu().numpy()
+        x_axis, y_axis = self.grid_axes
         epoch = round(epoch_float, 4)
         return [DecisionBoundary(self.step, epoch, x_axis, y_axis, pred[i], confidence[i]) for i in range(len(pred))]
 
@@ -558,7 +561,7 @@ class _Run:
     def release(self) -> None:
         """Drop the lanes, data copies and per-step tensors (device memory goes back with them)."""
         for name in ("lanes", "features", "labels", "x_val", "y_val", "x_fit", "y_fit", "probe_x", "train_idx", "bad",
-                     "limit", "first_loss", "alive_mask", "dev_ds", "ds", "grid_axes"):
+                     "limit", "first_loss", "alive_mask", "dev_ds", "ds", "grid", "grid_axes"):
             setattr(self, name, None)
         self.window = _Window(self.step + 1)
 
@@ -590,10 +593,14 @@ def grid_inputs(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def class_regions(lanes: Lanes, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per lane, in one pass: (predicted class, its probability), each [lanes, len(ys), len(xs)]."""
-    confidence, pred = lanes.logits(grid_inputs(xs, ys)).softmax(dim=2).max(dim=2)
-    shape = (len(confidence), len(ys), len(xs))
+def class_regions(lanes: Lanes, xs: torch.Tensor, ys: torch.Tensor,
+                  inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per lane, in one pass: (predicted class, its probability), each [lanes, len(ys), len(xs)]. ``inputs``:
+    :func:`grid_inputs` of the axes, when already made."""
+    logits = lanes.logits(grid_inputs(xs, ys) if inputs is None else inputs)
+    top, pred = logits.max(dim=2)
+    confidence = (logits - top.unsqueeze(2)).exp_().sum(dim=2).reciprocal_()  # the softmax's largest value
+    shape = (len(pred), len(ys), len(xs))
     return pred.reshape(shape), confidence.reshape(shape)
 
 
