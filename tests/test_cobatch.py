@@ -116,6 +116,21 @@ def test_a_co_batched_group_equals_each_run_trained_alone_each_stored_under_its_
             np.testing.assert_allclose(kept[name], alone_weights[name], atol=1e-4, err_msg=name)
 
 
+def test_co_batched_runs_on_a_2d_set_each_send_their_own_live_boundary(isolated_cache):
+    moons = [RunConfig(dataset="moons", hidden=(16,), epochs=3, log_every=10, lr=lr) for lr in (0.01, 0.03)]
+    manager = _manager(isolated_cache)
+    keys = [manager.submit(cfg, session=f"student{i}") for i, cfg in enumerate(moons)]
+    _start(manager)
+    for key, cfg in zip(keys, moons):
+        snap = manager.wait(key, timeout=120)
+        assert snap.status == "finished" and _lanes(manager, key) == len(moons)
+        ours = [e for e in snap.events if e.kind == "boundary"]
+        alone = [e for e in train_events(cfg)[1] if e.kind == "boundary"]
+        assert [e.step for e in ours] == [e.step for e in alone] and [e.kept for e in ours][-1]
+        differ = ours[-1].pred != alone[-1].pred  # two classes: only where alone is a coin flip within rounding
+        assert (np.abs(alone[-1].confidence[differ].astype(int) - 128) <= 2).all()
+
+
 def test_incompatible_runs_train_alone(isolated_cache):
     manager = _manager(isolated_cache)
     configs = [BASE, BASE.replace(seed=7), BASE.replace(dropout=0.2), BASE.replace(batch_size=128)]

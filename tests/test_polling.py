@@ -208,3 +208,19 @@ def test_a_config_never_trained_here_leaves_nothing_behind(live, snapshots):
         assert views.config_status(other) is None
     assert other.key() not in views._jobs and other.key() not in views._fetched
     assert len(snapshots) == 3  # nothing to share: each look asks the manager (and store) again
+
+
+def test_a_watchers_history_keeps_only_the_latest_decision_boundary(live):
+    manager, job, clock = live
+    toy = [e for e in train_events(RunConfig(dataset="moons", hidden=(8,), epochs=3, log_every=5))[1]
+           if e.kind not in ("finished", "weights")]
+    record = manager._recorder(job)  # the worker's emit: the manager thins its own history too
+    for start in range(0, len(toy), 7):
+        for event in toy[start:start + 7]:
+            record(event)
+        clock.now += views.TICK_SECONDS
+        (state,) = poll_all(["watcher"], job.key)
+        kept = [e for e in state.events if e.kind == "boundary" and e.kept]
+        assert [e.kind for e in state.events] == [e.kind for e in job.events]
+        latest = [e for e in job.events if e.kind == "boundary"][-1:]
+        assert [(e.step, e.kept) for e in kept] == [(e.step, e.kept) for e in latest]  # the latest, nothing earlier

@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
-from plotly.colors import get_colorscale, qualitative, sample_colorscale
+from plotly.colors import get_colorscale, hex_to_rgb, qualitative, sample_colorscale, unlabel_rgb
 
 from ..records.run import LogPoint, RunView, WeightHistory, downsample, finite_values, layer_matrix
 from ..text import plain_label
@@ -420,24 +420,44 @@ def examples_figure(images: np.ndarray, classes: list[str], cols: int = 10) -> g
     return image_grid_figure(images, [str(c) for c in classes], "One example per class", cols=cols, label_lines=1)
 
 
-def _class_colorscale(k: int) -> list:
+def _class_shade_colorscale(k: int) -> list:
+    """Per class a band from a pale tint (a coin flip between the classes) to its full colour (certain)."""
     scale = []
     for i in range(k):
         color = CLASS_COLORS[i % len(CLASS_COLORS)]
-        scale += [[i / k, color], [(i + 1) / k, color]]
+        scale += [[i / k, _tint(color, 0.85)], [(i + 1) / k, color]]
     return scale
+
+
+def _tint(color: str, white: float) -> str:
+    """``color`` (#rrggbb or rgb(r, g, b)) mixed with ``white`` parts of white."""
+    rgb = hex_to_rgb(color) if color.startswith("#") else unlabel_rgb(color)
+    return "rgb({}, {}, {})".format(*(round(c + (255 - c) * white) for c in rgb))
+
+
+def region_values(pred: np.ndarray, confidence: np.ndarray | None, k: int) -> np.ndarray:
+    """Heatmap values of class regions: the class, plus how far its probability is from a coin flip (1/k)
+    toward certainty, within the class's band of :func:`_class_shade_colorscale`."""
+    pred = np.asarray(pred, dtype=float)
+    if confidence is None or k < 2:
+        return pred + 0.999
+    sure = (np.asarray(confidence, dtype=float) - 1 / k) / (1 - 1 / k)
+    return pred + np.clip(sure, 0.0, 0.999)
 
 
 def toy_scatter_figure(x: np.ndarray, y: np.ndarray, classes: list[str], title: str = "Data",
                        grid: dict | None = None) -> go.Figure:
-    """2-D points coloured by class; with ``grid`` (RunFinished.decision_grid) the decision regions."""
+    """2-D points coloured by class; with ``grid`` (:attr:`app.records.run.RunView.decision_grid`) the decision
+    regions, paler where the network is less sure."""
     layout = base_layout(title, height=420, x_title="x₁", y_title="x₂", yaxis={"scaleanchor": "x"})
     k = len(classes)
     data = []
     if grid:
-        data.append({"type": "heatmap", "x": np.asarray(grid["xs"]), "y": np.asarray(grid["ys"]),
-                     "z": np.asarray(grid["pred"]), "zmin": -0.5, "zmax": k - 0.5,
-                     "colorscale": _class_colorscale(k), "opacity": 0.35, "showscale": False, "hoverinfo": "skip"})
+        z = region_values(grid["pred"], grid.get("confidence"), k)
+        data.append({"type": "heatmap", "x": np.round(np.asarray(grid["xs"], dtype=float), 4),
+                     "y": np.round(np.asarray(grid["ys"], dtype=float), 4), "z": np.round(z, 3), "zmin": 0, "zmax": k,
+                     "colorscale": _class_shade_colorscale(k), "opacity": 0.6, "showscale": False,
+                     "hoverinfo": "skip"})
     x, y = np.asarray(x, dtype=float), np.asarray(y)
     for i, cls in enumerate(classes):
         pts = x[y == i]

@@ -64,6 +64,7 @@ class RunView:
     step_losses: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["step", "loss"]))
     layers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LAYER_COLUMNS))
     log_points: list[LogPoint] = field(default_factory=list)
+    boundary: object | None = None  # the latest DecisionBoundary holding its grid (2-D sets)
     n_events: int = 0
 
     # --- what the run is ------------------------------------------------------------
@@ -162,6 +163,15 @@ class RunView:
             eta = float(last["elapsed"]) / int(last["step"]) * (total - int(last["step"]))
         return Progress(step, total, step / per_epoch, epochs, elapsed, eta)
 
+    @property
+    def decision_grid(self) -> dict | None:
+        """The latest class regions of a 2-D set as {"xs", "ys", "pred" [ny][nx], "confidence" 0-1 [ny][nx]}: the
+        last log point's, or for a run recorded before they were sent live, its RunFinished's (None: neither)."""
+        b = self.boundary
+        if b is not None:
+            return {"xs": b.xs, "ys": b.ys, "pred": b.pred, "confidence": b.confidence / 255.0}
+        return getattr(self.finished, "decision_grid", None)
+
     def final_ce(self) -> dict[str, float]:
         """The true cross-entropy at the end, per split prefix (train from the last log point; NaN where unknown)."""
         fin = self.finished
@@ -216,6 +226,8 @@ def reduce_events(events: list) -> RunView:
                                    event.weight_delta[i], np.nan if sat is None else sat])
             if event.heatmaps:
                 view.log_points.append(LogPoint(event.step, event.epoch, list(event.heatmaps)))
+        elif kind == "boundary" and event.kept:
+            view.boundary = event
         elif kind in ("finished", "failed"):
             view.end = event
     if evals:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 
 import streamlit as st
 
+from core.engine.events import keep_latest_boundary
 from core.serve import identity, owners
 from core.serve.jobs import get_manager
 
@@ -95,6 +96,8 @@ def _snapshot_state(key: str, known: JobState | None) -> JobState | None:
         events = list(snap.events)
     else:
         events = known.events + list(snap.events)  # a new list: states handed out earlier stay consistent
+        if any(e.kind == "boundary" for e in snap.events):
+            keep_latest_boundary(events)  # as the manager does: the earlier boundaries lose their grids
     state = JobState(key, snap.status, events, snap.from_cache, snap.saved_at, snap.error, snap.queue_position,
                      watchers=snap.watchers, started_by=snap.started_by, watched_by=snap.watched_by)
     with _lock:

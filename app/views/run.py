@@ -1,8 +1,8 @@
 """The run view: one training job drawn live (progress, curves, inside the network, results).
 
 :func:`job_view` draws a job key. Above the fold, in a fragment that polls every
-``poll_seconds`` while the job runs: the status line, the final metrics and the loss and
-accuracy curves. The rest sits in :data:`GROUPS`, expanders whose charts are built (and sent
+``poll_seconds`` while the job runs: the status line, the final metrics, a 2-D set's decision
+regions over its training points (redrawn at each log point) and the loss and accuracy curves. The rest sits in :data:`GROUPS`, expanders whose charts are built (and sent
 to the browser) only while open: the per-step loss, inside the network (polling every
 ``layers_poll_seconds`` while it runs) and, once done, the test-set details. Reduced views and
 figures are cached process-wide per job data version.
@@ -14,10 +14,11 @@ from typing import Callable, Iterable
 import numpy as np
 import streamlit as st
 
-from core.engine.config import TOY_DATASETS
+from core.engine.config import TOY_DATASETS, RunConfig
 from core.engine.catalog import load_dataset
 from core.engine.events import weights_status
 from core.engine.export import take_home_zip
+from core.engine.train import training_examples
 from core.lessons.noise import Scored
 from core.lessons.sentences import REPORTED_BUG, coarse_accuracy_words, run_outcome
 from core.serve.jobs import get_manager
@@ -38,7 +39,6 @@ LAYERS_POLL_SECONDS = 1.5
 GROUPS = {"steps": "Training loss per step",
           "inside": "Inside the network: gradient norms, dead or saturated units, weight change",
           "test": "Results on the test set: confusion matrix, misclassified examples"}
-TOY_GROUPS = frozenset({"test"})  # 2-D data: its decision regions are the picture, shown from the start
 LESSON_GROUPS = {"A": frozenset({"inside"})}  # lesson -> the groups holding its evidence (A: gradient norms)
 
 
@@ -53,16 +53,14 @@ def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
     """Draw one run job (progress, curves, groups on demand); polls while it runs. Returns its state.
 
     ``opened``: names of :data:`GROUPS` open at first, besides those holding ``lesson``'s evidence
-    (:data:`LESSON_GROUPS`) and a 2-D set's decision regions; the reader can open or close any. ``as_reported``:
+    (:data:`LESSON_GROUPS`); the reader can open or close any. ``as_reported``:
     the summary also shows the test accuracy as the coursework's reports computed it (app/forms/reported.py).
     """
     state = job_state(key)
     if state is None:
         st.info("This run is not known on this server (it may have been removed from the run store).")
         return None
-    view = run_view(state)
-    toy = TOY_GROUPS if view.config.get("dataset") in TOY_DATASETS else set()
-    opened = set(opened) | LESSON_GROUPS.get(lesson or "", set()) | toy
+    opened = set(opened) | LESSON_GROUPS.get(lesson or "", set())
     polling_fragment(key, lambda polling: _curves_part(key, results, as_reported), every=poll_seconds, name=f"curves_{key}")
     _group("steps", opened, lambda: polling_fragment(key, lambda polling: _steps_part(key), every=poll_seconds,
                                                       name=f"steps_{key}"))
@@ -102,7 +100,7 @@ def _curves_part(key: str, results: bool, as_reported: bool = False) -> None:
             st.markdown(f"**What happened.** {plain(outcome)}")
         if as_reported:
             _as_reported(view)
-    _curves(key, view, state.version)
+    _curves(key, view, state)
 
 
 def _steps_part(key: str) -> None:
@@ -122,8 +120,15 @@ def _chart(fig, key: str, **kwargs) -> None:
     plotly_chart(fig, key, **kwargs)
 
 
-def _curves(key: str, view: RunView, vkey: tuple) -> None:
-    left, right = st.columns(2)
+def _curves(key: str, view: RunView, state: JobState) -> None:
+    """Loss and accuracy; on a 2-D set its decision regions first."""
+    vkey = state.version
+    if view.config.get("dataset") in TOY_DATASETS:
+        regions, left, right = st.columns(3)
+        with regions:
+            _decision_boundary(key, view, state)
+    else:
+        left, right = st.columns(2)
     with left:
         _chart(cached(vkey, "loss", lambda: figures.loss_figure(view)), f"loss_{key}")
     with right:
@@ -225,9 +230,6 @@ def _test_details(key: str, view: RunView, vkey: tuple) -> None:
         with left:
             _chart(cached(vkey, "confusion", lambda: figures.confusion_figure(fin.confusion, classes)),
                    f"conf_{key}")
-    if view.config.get("dataset") in TOY_DATASETS:
-        with right:
-            _decision_boundary(key, view, vkey, getattr(fin, "decision_grid", None))
     images = getattr(fin, "misclassified_images", None)
     if images is not None and len(images):
         _chart(cached(vkey, "wrong", lambda: figures.misclassified_figure(images, fin.misclassified, classes)),
@@ -259,15 +261,28 @@ def _model_download(key: str) -> None:
                                        "network and prints its test accuracy (needs torch and safetensors).")
 
 
-def _decision_boundary(key: str, view: RunView, vkey: tuple, grid: dict | None) -> None:
-    cfg = view.config
+def _decision_boundary(key: str, view: RunView, state: JobState) -> None:
+    """The class regions of the latest log point over the run's training points (their labels as trained on)."""
     try:
-        ds = load_dataset(cfg["dataset"], cfg.get("data_noise", 0.1))
-    except Exception as exc:  # the data went away: say so, keep the rest of the page
+        cfg = RunConfig.from_dict(view.config, strict=False)  # a run stored by another version still draws
+        x, y = cached(("training points", cfg.key()), "points", lambda: _training_points(cfg))
+    except Exception as exc:  # the data went away, or a config this version cannot read: say so, keep the rest
         st.caption(plain(f"Cannot draw the data: {exc}"))
         return
-    x = np.concatenate([ds.x.numpy(), ds.x_test.numpy()])
-    y = np.concatenate([ds.y.numpy(), ds.y_test.numpy()])
-    title = "Decision regions after training" if grid else "Data (this run has no decision grid recorded)"
-    _chart(cached(vkey, "boundary", lambda: figures.toy_scatter_figure(x, y, ds.classes, title, grid)),
+    grid, boundary = view.decision_grid, view.boundary
+    if grid is None:
+        title = "Training points (the regions appear at the first log point)" if not state.done else \
+            "Training points (this run has no decision grid recorded)"
+    elif view.status == "finished":
+        title = "Decision regions after training"
+    else:
+        step = boundary.step if boundary is not None else view.end.step
+        title = f"Decision regions at step {step:,}"
+    drawn = (state.key, state.token, boundary.step if boundary is not None else None, grid is None, title)
+    _chart(cached(drawn, "boundary", lambda: figures.toy_scatter_figure(x, y, view.classes, title, grid)),
            f"boundary_{key}")
+
+
+def _training_points(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    x, y = training_examples(cfg, load_dataset(cfg.dataset, cfg.data_noise))
+    return x.numpy(), y.numpy()

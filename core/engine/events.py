@@ -109,6 +109,27 @@ class LayerStats(Event):
 
 
 @dataclass
+class DecisionBoundary(Event):
+    """A 2-D set's class regions at a log point, in eval mode, on a grid of ``xs`` (columns) by ``ys`` (rows):
+    ``pred`` the predicted class of each grid point (uint8 [ny, nx]) and ``confidence`` that class's probability
+    (uint8 [ny, nx], 0-255 for 0-1). A run's history keeps only its latest boundary in full: the earlier ones
+    keep their step and lose their arrays (:func:`keep_latest_boundary`)."""
+
+    kind: ClassVar[str] = "boundary"
+    step: int
+    epoch: float
+    xs: np.ndarray | None = None
+    ys: np.ndarray | None = None
+    pred: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+
+    @property
+    def kept(self) -> bool:
+        """Whether it still holds its grid (the latest boundary of a history)."""
+        return self.pred is not None
+
+
+@dataclass
 class RunFinished(Event):
     """End of a run: status is finished, cancelled, diverged or pruned (stopped early by a sweep's
     pruner); history is kept in all of them.
@@ -266,7 +287,7 @@ class GradCheckDone(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
-                                        (RunStarted, StepLosses, Evaluation, LayerStats, FinalWeights, RunFinished,
+                                        (RunStarted, StepLosses, Evaluation, LayerStats, DecisionBoundary, FinalWeights, RunFinished,
                                          RunFailed, GridStarted, CellEvent, SurfaceStarted, SurfaceRow, SweepStarted,
                                          TrialDone, GradCheckDone)}
 # The one list of how a run ends: RunFinished.status is one of RUN_ENDINGS; a RunFailed is "failed".
@@ -303,6 +324,23 @@ def status_of(event: Event) -> str | None:
 def without_weights(events: list[Event]) -> list[Event]:
     """The events with every :class:`FinalWeights` replaced by a copy without its arrays (the others as they are)."""
     return [replace(e, weights={}) if e.kind == "weights" and e.weights else e for e in events]
+
+
+def keep_latest_boundary(events: list[Event]) -> list[tuple[Event, Event]]:
+    """In place: every :class:`DecisionBoundary` of ``events`` but the last loses its arrays (keeps its step).
+    Returns the (old, thinned) pairs. One pass over the list: called once per log point, it costs far less than
+    the log point itself (a history holds at most a few thousand events)."""
+    changed, latest = [], True
+    for i in range(len(events) - 1, -1, -1):
+        event = events[i]
+        if event.kind != "boundary":
+            continue
+        if latest:
+            latest = False
+        elif event.kept:
+            events[i] = replace(event, xs=None, ys=None, pred=None, confidence=None)
+            changed.append((event, events[i]))
+    return changed
 
 
 def event_from_dict(raw: dict[str, Any]) -> Event:

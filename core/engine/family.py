@@ -87,10 +87,10 @@ def train_family(configs: Sequence[RunConfig], emits: Sequence[Callback], plan: 
                  cancel: threading.Event | None = None, keys: Sequence[str] | None = None,
                  prune: Callable[[int], str | None] | None = None, lane_cancels: Sequence[Any] | None = None,
                  final_weights: bool = False, weights_problem: WeightsProblem | None = None,
-                 ) -> list[RunFinished | RunFailed]:
+                 live_boundary: bool = False) -> list[RunFinished | RunFailed]:
     """Train ``configs`` as ``plan`` says (default :func:`plan_family`): batched groups first, then the runs
-    alone. Run i's events go to ``emits[i]``; ``prune(i)``, ``lane_cancels[i]``, ``final_weights`` and
-    ``weights_problem`` mean what they mean for :func:`core.engine.train.train_lanes`, per run.
+    alone. Run i's events go to ``emits[i]``; ``prune(i)``, ``lane_cancels[i]``, ``final_weights``,
+    ``weights_problem`` and ``live_boundary`` mean what they mean for :func:`core.engine.train.train_lanes`, per run.
     Returns each run's terminal event."""
     configs = list(configs)
     keys = list(keys) if keys else [c.key() for c in configs]
@@ -105,7 +105,8 @@ def train_family(configs: Sequence[RunConfig], emits: Sequence[Callback], plan: 
                               [keys[i] for i in members],
                               prune=None if prune is None else lambda lane: prune(members[lane]),
                               lane_cancels=None if lane_cancels is None else [lane_cancels[i] for i in members],
-                              final_weights=final_weights, weights_problem=weights_problem)
+                              final_weights=final_weights, weights_problem=weights_problem,
+                              live_boundary=live_boundary)
         for i, end in zip(members, results):
             ends[i] = end
 

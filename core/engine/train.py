@@ -24,7 +24,8 @@ from core.engine import data as datasets
 from core.engine import optimizers as rules
 from core.engine import catalog
 from core.engine.config import RunConfig
-from core.engine.events import Evaluation, Event, FinalWeights, LayerStats, RunFailed, RunFinished, RunStarted, StepLosses
+from core.engine.events import (DecisionBoundary, Evaluation, Event, FinalWeights, LayerStats, RunFailed, RunFinished,
+                                RunStarted, StepLosses)
 from core.engine.lanes import Lanes, ModuleLanes
 from core.engine.scratch import ScratchLanes
 
@@ -35,7 +36,7 @@ VAL_SUBSET = 2048  # validation examples scored at log points between epoch ends
 # train metrics are scored the same way (eval mode) on a fixed train subset of up to this size at every log point
 PROBE_BATCH = 256
 MAX_MISCLASSIFIED = 36
-DECISION_GRID_SIZE = 60
+DECISION_GRID_SIZE = 40  # points per side of a 2-D set's decision grid (live and final)
 MAX_LOG_POINTS = 400  # log points per run: a longer run logs less often (and says so)
 MAX_HEATMAP_POINTS = 100  # of those, the ones that carry |W_t - W_0| heatmaps, evenly spread (the last always)
 MAX_STEP_VALUES = 50_000  # per-step losses per run; beyond, each value is the mean of `stride` steps
@@ -92,6 +93,12 @@ def noisy_labels(cfg: RunConfig, y: torch.Tensor, train_idx: torch.Tensor, n_cla
     return y
 
 
+def training_examples(cfg: RunConfig, ds: datasets.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) a run of ``cfg`` trains on: its split's training part, with its label noise."""
+    train_idx, _ = train_split(cfg, len(ds.y))
+    return ds.x[train_idx], noisy_labels(cfg, ds.y, train_idx, ds.n_classes)[train_idx]
+
+
 def scored_train_examples(n_train: int) -> int:
     """How many training examples the train metrics are scored on: a fixed subset of VAL_SUBSET, or all of a
     smaller training split."""
@@ -140,11 +147,13 @@ def _failure_message(exc: Exception) -> str:
 
 def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.Event | None = None,
           key: str | None = None, clock: Clock = time.perf_counter,
-          final_weights: bool = True, weights_problem: WeightsProblem | None = None) -> RunFinished | RunFailed:
+          final_weights: bool = True, weights_problem: WeightsProblem | None = None,
+          live_boundary: bool = True) -> RunFinished | RunFailed:
     """Train one run, emitting events to ``callbacks``; returns the terminal event. A finished run sends
     its trained weights (:class:`FinalWeights`, see :func:`weights_event`) just before its RunFinished,
     unless ``final_weights`` is False (a grid's cells); ``weights_problem(nbytes)`` says why weights that
-    large are not kept ("" when they are; the server's cap, see core.serve.budget).
+    large are not kept ("" when they are; the server's cap, see core.serve.budget). ``live_boundary``: a 2-D
+    set's class regions are sent at every log point (:class:`DecisionBoundary`).
 
     Never raises for a training problem: a non-finite or exploding loss ends the run as
     "diverged", a cancel as "cancelled" (history kept), and any exception (CUDA out-of-memory
@@ -153,7 +162,7 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
     callbacks = list(callbacks)
     emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
     return train_lanes([cfg], solo_lanes(cfg), [emit], cancel, [key or cfg.key()], clock, final_weights=final_weights,
-                       weights_problem=weights_problem)[0]
+                       weights_problem=weights_problem, live_boundary=live_boundary)[0]
 
 
 def solo_lanes(cfg: RunConfig) -> Callable[..., Lanes]:
@@ -166,7 +175,8 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
                 cancel: threading.Event | None = None, keys: Sequence[str] | None = None,
                 clock: Clock = time.perf_counter, prune: Callable[[int], str | None] | None = None,
                 lane_cancels: Sequence[threading.Event] | None = None,
-                final_weights: bool = False, weights_problem: WeightsProblem | None = None) -> list[RunFinished | RunFailed]:
+                final_weights: bool = False, weights_problem: WeightsProblem | None = None,
+                live_boundary: bool = False) -> list[RunFinished | RunFailed]:
     """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
 
     ``make_lanes(configs, input_shape, n_classes, device)`` builds what is trained; lane i emits
@@ -175,11 +185,13 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
     asked after each epoch-end evaluation of lane i, may return a reason to end that lane early
     as "pruned" (a sweep's pruner); ``lane_cancels[i]``, checked every step, cancels lane i alone
     (``cancel`` stops them all). ``final_weights``: each finished lane sends its weights
-    (:func:`weights_event`) before its RunFinished. Returns each lane's terminal event.
+    (:func:`weights_event`) before its RunFinished. ``live_boundary``: on a 2-D set every live lane sends its
+    class regions at each log point (:class:`DecisionBoundary`, one evaluation of the grid for all lanes).
+    Returns each lane's terminal event.
     """
     run = _Run(list(configs), make_lanes, list(emits), cancel or threading.Event(),
                list(keys) if keys else [c.key() for c in configs], clock, prune, lane_cancels, final_weights,
-               weights_problem)
+               weights_problem, live_boundary)
     try:
         return run.train()
     except Exception as exc:  # every failure becomes an event; the caller keeps serving
@@ -220,10 +232,14 @@ class _Run:
     def __init__(self, configs: list[RunConfig], make_lanes: Callable[..., Lanes], emits: list[Callback],
                  cancel: threading.Event, keys: list[str], clock: Clock,
                  prune: Callable[[int], str | None] | None = None, lane_cancels: Sequence[threading.Event] | None = None,
-                 final_weights: bool = False, weights_problem: WeightsProblem | None = None):
+                 final_weights: bool = False, weights_problem: WeightsProblem | None = None,
+                 live_boundary: bool = False):
         self.configs, self.make_lanes, self.emits, self.cancel, self.keys = configs, make_lanes, emits, cancel, keys
         self.clock, self.prune, self.lane_cancels = clock, prune, lane_cancels
         self.final_weights, self.weights_problem = final_weights, weights_problem
+        self.live_boundary = live_boundary
+        self.grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # live: xs, ys, grid_inputs
+        self.grid_axes: tuple[numpy.ndarray, numpy.ndarray] | None = None  # xs, ys as every boundary event holds them
         self.cfg = configs[0]
         self.ends: list[RunFinished | RunFailed | None] = [None] * len(configs)
         self.alive = list(range(len(configs)))  # lanes still training
@@ -263,6 +279,10 @@ class _Run:
         self.order_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.lanes = self.make_lanes(configs, ds.input_shape, ds.n_classes, device)
         self.probe_x = self.x_val[:PROBE_BATCH] if len(val_idx) else self.x_fit[:PROBE_BATCH]
+        if self.live_boundary and ds.input_shape == (2,):
+            xs, ys = grid_axes(torch.cat([ds.x, ds.x_test]).to(device))
+            self.grid = xs, ys, grid_inputs(xs, ys)
+            self.grid_axes = xs.cpu().numpy(), ys.cpu().numpy()
 
         self.batch = min(cfg.batch_size, self.n_train)
         per_epoch = {steps_per_epoch(c, self.n_train) for c in configs}
@@ -450,6 +470,7 @@ class _Run:
         val = self.lanes.evaluate(self.x_val[:n_val], self.y_val[:n_val])
         fit = self.lanes.evaluate(self.x_fit, self.y_fit)
         pens = self.lanes.penalties()
+        boundaries = self.boundaries(epoch_float)
         flat = grads.tolist() if grads is not None else None
         elapsed = self.elapsed()
         offset = 0
@@ -462,6 +483,8 @@ class _Run:
             self.last_eval[i] = Evaluation(self.step, epoch, fit.loss[i], fit.acc[i], val.loss[i], val.acc[i], pens[i],
                                            elapsed, running_loss[i], running_acc[i], fit.ce[i], val.ce[i])
             self.emits[i](LayerStats(self.step, epoch, names, grad_norm, **stats[i]))
+            if boundaries is not None:
+                self.emits[i](boundaries[i])
             self.emits[i](self.last_eval[i])
             reason = self.prune(i) if self.prune is not None and epoch_end else None
             if reason:
@@ -470,6 +493,18 @@ class _Run:
             raise _AllEnded  # every lane has ended (pruned)
         self.n_logs += 1
         self.window = _Window(self.step + 1)
+
+    def boundaries(self, epoch_float: float) -> list[DecisionBoundary] | None:
+        """Every lane's class regions on the decision grid now (None without a live 2-D grid): one pass for all."""
+        if self.grid is None:
+            return None
+        xs, ys, inputs = self.grid
+        pred, confidence = class_regions(self.lanes, xs, ys, inputs)
+        pred = pred.to(torch.uint8).cpu().numpy()
+        confidence = confidence.mul(255).round_().to(torch.uint8).cpu().numpy()
+        x_axis, y_axis = self.grid_axes
+        epoch = round(epoch_float, 4)
+        return [DecisionBoundary(self.step, epoch, x_axis, y_axis, pred[i], confidence[i]) for i in range(len(pred))]
 
     # --- the end ------------------------------------------------------------------------------
     def end(self, i: int, status: str, reason: str, step: int | None = None) -> RunFinished:
@@ -526,7 +561,7 @@ class _Run:
     def release(self) -> None:
         """Drop the lanes, data copies and per-step tensors (device memory goes back with them)."""
         for name in ("lanes", "features", "labels", "x_val", "y_val", "x_fit", "y_fit", "probe_x", "train_idx", "bad",
-                     "limit", "first_loss", "alive_mask", "dev_ds", "ds"):
+                     "limit", "first_loss", "alive_mask", "dev_ds", "ds", "grid", "grid_axes"):
             setattr(self, name, None)
         self.window = _Window(self.step + 1)
 
@@ -542,15 +577,36 @@ def weights_event(state: dict[str, torch.Tensor], step: int,
                                for name, t in state.items()}, nbytes)
 
 
-@torch.no_grad()
-def decision_grids(lanes: Lanes, points: torch.Tensor, size: int = DECISION_GRID_SIZE) -> list[dict]:
-    """Per lane: predicted class and confidence on a size x size grid covering 2-D ``points`` (with a margin)."""
+def grid_axes(points: torch.Tensor, size: int = DECISION_GRID_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """(xs, ys): ``size`` coordinates per axis covering 2-D ``points`` with a 10% margin."""
     lo, hi = points.min(dim=0).values, points.max(dim=0).values
     margin = (hi - lo) * 0.1
     xs = torch.linspace(float(lo[0] - margin[0]), float(hi[0] + margin[0]), size, device=points.device)
     ys = torch.linspace(float(lo[1] - margin[1]), float(hi[1] + margin[1]), size, device=points.device)
+    return xs, ys
+
+
+def grid_inputs(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """The grid's points, row by row ([len(ys) * len(xs), 2]: y is the row, x the column)."""
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    probs = lanes.logits(torch.stack([gx.flatten(), gy.flatten()], dim=1)).softmax(dim=2)
-    confidence, pred = probs.max(dim=2)
-    return [{"xs": xs.tolist(), "ys": ys.tolist(), "pred": pred[i].reshape(size, size).tolist(),
-             "confidence": confidence[i].reshape(size, size).tolist()} for i in range(len(probs))]
+    return torch.stack([gx.flatten(), gy.flatten()], dim=1)
+
+
+@torch.no_grad()
+def class_regions(lanes: Lanes, xs: torch.Tensor, ys: torch.Tensor,
+                  inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per lane, in one pass: (predicted class, its probability), each [lanes, len(ys), len(xs)]. ``inputs``:
+    :func:`grid_inputs` of the axes, when already made."""
+    logits = lanes.logits(grid_inputs(xs, ys) if inputs is None else inputs)
+    top, pred = logits.max(dim=2)
+    confidence = (logits - top.unsqueeze(2)).exp_().sum(dim=2).reciprocal_()  # the softmax's largest value
+    shape = (len(pred), len(ys), len(xs))
+    return pred.reshape(shape), confidence.reshape(shape)
+
+
+def decision_grids(lanes: Lanes, points: torch.Tensor, size: int = DECISION_GRID_SIZE) -> list[dict]:
+    """Per lane: predicted class and confidence on a size x size grid covering 2-D ``points`` (with a margin)."""
+    xs, ys = grid_axes(points, size)
+    pred, confidence = class_regions(lanes, xs, ys)
+    return [{"xs": xs.tolist(), "ys": ys.tolist(), "pred": pred[i].tolist(), "confidence": confidence[i].tolist()}
+            for i in range(len(pred))]

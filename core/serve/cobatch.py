@@ -111,9 +111,9 @@ def run_cobatch(group: CoBatch, emit: Callable[[Event], None], cancel: threading
     def lane(i: int) -> Callable[[Event], None]:
         key = runs[i].key()
         return lambda event: emit(CellEvent(i, key, event))
-    # each run keeps its weights, as alone
+    # each run keeps its weights and draws its live decision boundary, as alone
     return train_family(runs, [lane(i) for i in range(len(runs))], None, cancel, lane_cancels=lane_cancels,
-                        final_weights=True, weights_problem=budget.weights_problem)
+                        final_weights=True, weights_problem=budget.weights_problem, live_boundary=True)
 
 
 def dispatch(emits: Sequence[Callable[[Event], None]]) -> Callable[[Event], None]:

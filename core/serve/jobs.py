@@ -14,7 +14,8 @@ A job that trains past ``GRADIENT_LAB_MAX_JOB_MINUTES`` is stopped, saying so.
 Watchers are sessions; one that has not looked at its job for :data:`WATCHER_TTL` seconds (a closed
 tab, a reloaded page) no longer counts, and a browser's Cancel drops all of its own sessions.
 
-Finished jobs stay in memory up to a byte budget of their histories. A run's trained weights
+Finished jobs stay in memory up to a byte budget of their histories. A history keeps only its latest decision
+boundary (:class:`core.engine.events.DecisionBoundary`) in full; the earlier ones keep their step. A run's trained weights
 (:class:`core.engine.events.FinalWeights`) go to the store; the history in memory and every snapshot
 hold that event without its arrays.
 
@@ -47,7 +48,8 @@ from core.serve import budget
 from core.serve import cobatch, owners
 from core.serve.budget import Refused
 from core.engine.config import RunConfig
-from core.engine.events import RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSES, Event, RunFailed, status_of, without_weights
+from core.engine.events import (RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSES, Event, RunFailed, keep_latest_boundary,
+                                status_of, without_weights)
 from core.serve.runners import runner_for, store_links
 from core.serve.scheduler import BACKGROUND, FairQueue
 from core.serve.store import RunStore, StoredRun
@@ -491,6 +493,9 @@ class JobManager:
                     event = dataclasses.replace(event, reason=f"{job.stop_reason}; {event.reason}")
                 job.events.append(event)
                 job.nbytes += event_bytes(event)
+                if event.kind == "boundary":  # only the latest decision boundary is kept in full
+                    for old, thinned in keep_latest_boundary(job.events):
+                        job.nbytes -= event_bytes(old) - event_bytes(thinned)
                 status = status_of(event)
                 if status is not None:
                     job.error = getattr(event, "message", "") or getattr(event, "reason", "")
