@@ -1,0 +1,137 @@
+"""What a page trains for a link's setup on first load, in one place: the page's form reads its link with
+these functions, and preparing a lecture (:func:`core.lessons.lectures.step_jobs`) warms what they return,
+so a warmed key is exactly what the page's Train buttons submit.
+
+``available(dataset)`` says whether a dataset loads on this server; a missing one gets the page's fallback
+(:data:`FALLBACK_DATASET`, with the lesson's Digits settings where the lesson has some) and the setup names
+the dataset it replaced, for the page's notice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from ..engine.config import MAX_HIDDEN_LAYERS, ConfigError, RunConfig
+from ..engine.task import MAX_DIGITS, shortened
+from ..lab.grid import GridConfig
+from .families import lesson_fixes, seeds_grid, vanishing_log_every
+from .presets import A_FALLBACK, A_FIXES_DEPTH, FALLBACK_DATASET
+
+Available = Callable[[str], bool]
+
+
+def _without(query: Mapping[str, str], keys: Sequence[str]) -> dict[str, str]:
+    return {k: v for k, v in query.items() if k not in keys}
+
+
+# --- Playground ------------------------------------------------------------------------------------
+PLAYGROUND_LINK_KEYS = ("preset", "run")  # the preset picker's keys: they name the lesson, not the config
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    config: RunConfig  # as it trains here
+    fallback: str | None = None  # the linked dataset this server lacks
+
+
+def run_on_server(cfg: RunConfig, available: Available) -> RunSetup:
+    """``cfg`` on this server: on the fallback dataset when its own is missing (the Playground's rule)."""
+    if cfg.dataset == FALLBACK_DATASET or available(cfg.dataset):
+        return RunSetup(cfg)
+    return RunSetup(cfg.replace(dataset=FALLBACK_DATASET), cfg.dataset)
+
+
+def playground_setup(query: Mapping[str, str], available: Available) -> RunSetup:
+    """The Playground's run for a link (its preset and run keys only label the lesson)."""
+    return run_on_server(RunConfig.from_query(_without(query, PLAYGROUND_LINK_KEYS)), available)
+
+
+# --- Vanishing gradients ---------------------------------------------------------------------------
+VANISHING_RUN_FIELDS = ("dataset", "lr", "optimizer", "epochs", "batch_size", "init", "norm", "seed")  # its knobs
+VANISHING_LINK_KEYS = ("fix_depth", "lesson")
+A_FALLBACK_EPOCHS = dict(A_FALLBACK.overrides)["epochs"]
+
+
+def vanishing_fields_on_server(fields: Mapping[str, Any], available: Available) -> tuple[dict[str, Any], str | None]:
+    """(the Vanishing form's run fields as they train here, the dataset the fallback replaced or None): a missing
+    dataset becomes Digits with LESSONS A's Digits epochs (:data:`core.lessons.presets.A_FALLBACK`)."""
+    fields = dict(fields)
+    name = fields["dataset"]
+    if name == FALLBACK_DATASET or available(name):
+        return fields, None
+    fields.update(dataset=FALLBACK_DATASET, epochs=A_FALLBACK_EPOCHS)
+    return fields, name
+
+
+def vanishing_grid_of(fields: Mapping[str, Any], activations: Sequence[str], depths: tuple[int, int],
+                      width: int) -> GridConfig:
+    """The grid the Vanishing form trains: its run fields, activations x depths ``lo``-``hi`` of ``width`` units
+    (raises ConfigError)."""
+    lo, hi = depths
+    base = RunConfig(**{name: fields[name] for name in VANISHING_RUN_FIELDS}, val_fraction=0.1,
+                     log_every=vanishing_log_every(fields["dataset"]))
+    return GridConfig(base=base, activations=tuple(activations), depths=tuple(range(lo, hi + 1)), width=int(width))
+
+
+def fix_depth_of(text: str | None) -> int | None:
+    """The link's ``fix_depth`` (None when absent; raises ConfigError when not 1-MAX_HIDDEN_LAYERS)."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    if not (text.isdigit() and len(text) <= MAX_DIGITS and 1 <= int(text) <= MAX_HIDDEN_LAYERS):
+        raise ConfigError({"fix_depth": f"fix_depth = {shortened(text)}: allowed whole numbers 1-{MAX_HIDDEN_LAYERS}"})
+    return int(text)
+
+
+@dataclass(frozen=True)
+class VanishingSetup:
+    grid: GridConfig  # section 1, as it trains here
+    fix_depth: int  # the sigmoid network of sections 2 and 3
+    fallback: str | None = None  # the linked dataset this server lacks
+
+    @property
+    def fixes(self) -> GridConfig:
+        return lesson_fixes(self.grid, self.fix_depth)
+
+    @property
+    def seeds(self) -> GridConfig:
+        return seeds_grid(self.fixes.base)
+
+    def jobs(self) -> list:
+        """The page's three Train buttons: the grid, the fixes, the seeds."""
+        return [self.grid, self.fixes, self.seeds]
+
+
+def vanishing_setup_of(grid: GridConfig, fix_depth: int | None, available: Available) -> VanishingSetup:
+    """The Vanishing form's setup for ``grid`` (its knobs only, on this server) and the depth to fix."""
+    fields, fallback = vanishing_fields_on_server({name: getattr(grid.base, name) for name in VANISHING_RUN_FIELDS},
+                                                  available)
+    depths = grid.depths or (grid.base.depth,)
+    return VanishingSetup(vanishing_grid_of(fields, grid.activations or (grid.base.activation,),
+                                            (min(depths), max(depths)), grid.width),
+                          fix_depth if fix_depth is not None else A_FIXES_DEPTH, fallback)
+
+
+def vanishing_setup(query: Mapping[str, str], available: Available) -> VanishingSetup:
+    """The Vanishing page's setup for a link (raises ConfigError naming the bad setting)."""
+    grid = GridConfig.from_query(_without(query, VANISHING_LINK_KEYS))
+    return vanishing_setup_of(grid, fix_depth_of(query.get("fix_depth")), available)
+
+
+# --- every page ------------------------------------------------------------------------------------
+def _data_jobs(query: Mapping[str, str], available: Available) -> list:
+    return []  # the Data page trains nothing: it draws the dataset when shown
+
+
+PAGE_JOBS: dict[str, Callable[[Mapping[str, str], Available], list]] = {
+    "playground": lambda query, available: [playground_setup(query, available).config],
+    "vanishing": lambda query, available: vanishing_setup(query, available).jobs(),
+    "data": _data_jobs,
+}
+
+
+def page_jobs(page: str, query: Mapping[str, str], available: Available) -> list:
+    """The task configs ``page``'s Train buttons submit on first load of a link holding ``query``, on a server
+    where ``available`` says which datasets load."""
+    jobs = PAGE_JOBS.get(page)
+    return jobs(query, available) if jobs is not None else []

@@ -1,0 +1,71 @@
+"""Preparing a lecture warms exactly what each step's page trains. Oracle: the page itself. Every step of every
+built-in lecture is opened with exactly its link, each Train button the page shows is pressed (the job manager
+records the config instead of training it), and the submitted job keys must equal those of step_jobs(step),
+with the real datasets and offline (the Digits fallback)."""
+from __future__ import annotations
+
+import pytest
+
+from apptest_helpers import open_with_query
+from conftest import SHARED_DATASETS
+from core.engine import data as datasets
+from core.lessons.lectures import BUILTIN, step_jobs
+from core.serve.jobs import JobManager
+
+STEPS = [(name, number) for name, lecture in BUILTIN.items() for number in range(1, len(lecture.steps) + 1)]
+# Pages whose link core.lessons.setups reads for both the form and step_jobs; the others are not prepared yet.
+PREPARED = {"playground", "vanishing", "data"}
+
+
+def _step_params():
+    for name, number in STEPS:
+        page = BUILTIN[name].step(number).page
+        marks = () if page in PREPARED else pytest.mark.xfail(
+            strict=True, reason=f"step_jobs does not read the {page} page's setup yet")
+        yield pytest.param(name, number, marks=marks, id=f"{name}-{number}")
+
+
+@pytest.fixture
+def submitted(isolated_cache, monkeypatch) -> list[str]:
+    """The keys of the configs the pages submit; nothing trains."""
+    keys: list[str] = []
+
+    def record(self, config, force=False, **_):
+        keys.append(config.key())
+        return config.key()
+
+    monkeypatch.setattr(JobManager, "submit", record)
+    return keys
+
+
+@pytest.fixture(params=["datasets", "offline"])
+def server_data(request, tmp_path, monkeypatch) -> str:
+    if request.param == "datasets":
+        if not (SHARED_DATASETS / "MNIST" / "raw").is_dir():
+            pytest.skip(f"real MNIST files not found under {SHARED_DATASETS}")
+        monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(SHARED_DATASETS))
+    else:
+        empty = tmp_path / "no-data"
+        empty.mkdir()
+        monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
+        monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
+    return request.param
+
+
+def _train_buttons(at) -> list[str]:
+    return [b.key for b in at.button if b.proto.type == "primary" and b.proto.icon == "▶️"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, number", _step_params())
+def test_a_prepared_step_warms_exactly_what_its_pages_train_buttons_submit(name, number, server_data, submitted):
+    step = BUILTIN[name].step(number)
+    assert datasets.available("mnist") == (server_data == "datasets")
+    link = {**step.query, "lecture": name, "step": str(number)}
+    buttons = _train_buttons(open_with_query(step.page, link))
+    for key in buttons:
+        at = open_with_query(step.page, link)  # each button pressed on the page's first load
+        at.button(key=key).click().run()
+    warmed = {job.key() for job in step_jobs(step, datasets.available)}
+    assert set(submitted) == warmed, (buttons, len(submitted), len(warmed))
+    assert warmed or step.page == "data"
