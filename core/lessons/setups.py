@@ -13,9 +13,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..engine.config import MAX_HIDDEN_LAYERS, ConfigError, RunConfig
 from ..engine.task import MAX_DIGITS, shortened
+from ..lab.compare import ComparisonConfig, family_jobs
 from ..lab.grid import GridConfig
-from .families import lesson_fixes, seeds_grid, vanishing_log_every
-from .presets import A_FALLBACK, A_FIXES_DEPTH, FALLBACK_DATASET
+from .families import TOUR, lesson_fixes, seeds_grid, vanishing_log_every
+from .presets import A_FALLBACK, A_FIXES_DEPTH, FALLBACK_DATASET, PRESETS
 
 Available = Callable[[str], bool]
 
@@ -118,6 +119,51 @@ def vanishing_setup(query: Mapping[str, str], available: Available) -> Vanishing
     return vanishing_setup_of(grid, fix_depth_of(query.get("fix_depth")), available)
 
 
+# --- Regularization --------------------------------------------------------------------------------
+# The page's family buttons (its ``lesson=`` link key) -> the lesson preset whose runs they load; "" = the tour.
+REGULARIZATION_FAMILIES = {"tour": "", "B": "B-regularization", "B-overfit": "B-overfit", "C": "C-kaggle-mnist",
+                           "E": "E-eight-networks"}
+REGULARIZATION_LINK_KEYS = ("lesson",)
+
+
+def regularization_family(name: str, available: Available) -> tuple[tuple, str | None]:
+    """A family button's runs as they train here (a lesson's Digits settings where its dataset is missing), and the
+    missing dataset's name."""
+    preset = REGULARIZATION_FAMILIES[name]
+    if not preset:
+        return TOUR, None
+    here, missing = PRESETS[preset].for_server(available)
+    return here.runs, missing
+
+
+@dataclass(frozen=True)
+class ComparisonSetup:
+    config: ComparisonConfig  # as it trains here
+    lesson: str | None = None  # the family button the link names
+    fallback: str | None = None  # the linked dataset this server lacks
+
+    def jobs(self) -> list:
+        """The page's Train button on a server that has stored none of the variants."""
+        return family_jobs(self.config.family())
+
+
+def regularization_setup(query: Mapping[str, str], available: Available) -> ComparisonSetup:
+    """The Regularization page's comparison for a link; a link without variants (typed by hand) compares its
+    lesson's family, else the tour's (raises ConfigError naming the bad setting)."""
+    lesson = query.get("lesson")
+    if "variants" not in query:
+        runs, _ = regularization_family(lesson if lesson in REGULARIZATION_FAMILIES else "tour", available)
+        query = {**ComparisonConfig.from_runs(runs).to_query(), **query}
+    linked = ComparisonConfig.from_query(_without(query, REGULARIZATION_LINK_KEYS))
+    if lesson and lesson not in REGULARIZATION_FAMILIES:
+        raise ConfigError({"lesson": f"lesson = {shortened(lesson)}: choose one of {', '.join(REGULARIZATION_FAMILIES)}"})
+    base = run_on_server(linked.base, available)
+    fallback = base.fallback
+    if fallback is None and lesson in REGULARIZATION_FAMILIES and linked.base.dataset == FALLBACK_DATASET:
+        fallback = regularization_family(lesson, available)[1]  # a typed lesson link, filled with its Digits settings
+    return ComparisonSetup(ComparisonConfig.from_rows(base.config, linked.rows()), lesson, fallback)
+
+
 # --- every page ------------------------------------------------------------------------------------
 def _data_jobs(query: Mapping[str, str], available: Available) -> list:
     return []  # the Data page trains nothing: it draws the dataset when shown
@@ -126,6 +172,7 @@ def _data_jobs(query: Mapping[str, str], available: Available) -> list:
 PAGE_JOBS: dict[str, Callable[[Mapping[str, str], Available], list]] = {
     "playground": lambda query, available: [playground_setup(query, available).config],
     "vanishing": lambda query, available: vanishing_setup(query, available).jobs(),
+    "regularization": lambda query, available: regularization_setup(query, available).jobs(),
     "data": _data_jobs,
 }
 
