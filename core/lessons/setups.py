@@ -14,9 +14,12 @@ from typing import Any, Callable, Mapping, Sequence
 from ..engine.config import MAX_HIDDEN_LAYERS, ConfigError, RunConfig
 from ..engine.task import MAX_DIGITS, shortened
 from ..lab.compare import ComparisonConfig, family_jobs
+from ..lab.gradcheck.mistakes import SEED_VARIANTS, VARIANT_SEEDS
+from ..lab.gradcheck.options import CheckOptions
+from ..lab.gradcheck.task import GradCheckConfig
 from ..lab.grid import GridConfig
 from .families import TOUR, lesson_fixes, seeds_grid, vanishing_log_every
-from .presets import A_FALLBACK, A_FIXES_DEPTH, FALLBACK_DATASET, PRESETS
+from .presets import A_FALLBACK, A_FIXES_DEPTH, FALLBACK_DATASET, PRESETS, get_preset
 
 Available = Callable[[str], bool]
 
@@ -164,6 +167,36 @@ def regularization_setup(query: Mapping[str, str], available: Available) -> Comp
     return ComparisonSetup(ComparisonConfig.from_rows(base.config, linked.rows()), lesson, fallback)
 
 
+# --- Gradient check --------------------------------------------------------------------------------
+GRADCHECK_KNOBS = ("dataset", "arch", "hidden", "activation", "norm", "dropout", "dropout_impl", "loss", "l1", "l2",
+                   "init", "init_std", "seed")  # what shapes a network's gradients: the page's knobs
+GRADCHECK_LINK_KEYS = ("preset", "stored_run")
+GRADCHECK_SEED_PRESET = "B-regularization"  # the seed's network, checked three ways
+
+
+def gradcheck_network(query: Mapping[str, str], available: Available) -> RunSetup:
+    """The network a link's check runs on here: its knobs only (raises ConfigError naming the bad setting)."""
+    linked = RunConfig.from_query(query)
+    return run_on_server(RunConfig(**{name: getattr(linked, name) for name in GRADCHECK_KNOBS}), available)
+
+
+def gradcheck_seed_checks(available: Available) -> tuple[GradCheckConfig, ...]:
+    """The B network checked the three ways of SEED_VARIANTS, each at its VARIANT_SEEDS initializations, on the
+    offline fallback dataset where its own is missing."""
+    cfg = run_on_server(get_preset(GRADCHECK_SEED_PRESET).config, available).config
+    return tuple(GradCheckConfig(cfg, options, seeds=VARIANT_SEEDS[label]) for label, options in SEED_VARIANTS.items())
+
+
+def gradcheck_jobs(query: Mapping[str, str], available: Available) -> list:
+    """The page's two buttons: the link's check (unless it checks a stored run, whose weights only the store
+    knows) and the seed's three checks."""
+    options = set(CheckOptions.__dataclass_fields__)
+    network = gradcheck_network(_without(query, tuple(options) + GRADCHECK_LINK_KEYS), available)
+    check = CheckOptions.from_query({k: v for k, v in query.items() if k in options})
+    mine = [] if query.get("stored_run") else [GradCheckConfig(network.config, check, None)]
+    return mine + list(gradcheck_seed_checks(available))
+
+
 # --- every page ------------------------------------------------------------------------------------
 def _data_jobs(query: Mapping[str, str], available: Available) -> list:
     return []  # the Data page trains nothing: it draws the dataset when shown
@@ -173,6 +206,7 @@ PAGE_JOBS: dict[str, Callable[[Mapping[str, str], Available], list]] = {
     "playground": lambda query, available: [playground_setup(query, available).config],
     "vanishing": lambda query, available: vanishing_setup(query, available).jobs(),
     "regularization": lambda query, available: regularization_setup(query, available).jobs(),
+    "gradcheck": gradcheck_jobs,
     "data": _data_jobs,
 }
 
