@@ -14,7 +14,7 @@ from core.serve.jobs import JobManager
 
 STEPS = [(name, number) for name, lecture in BUILTIN.items() for number in range(1, len(lecture.steps) + 1)]
 # Pages whose link core.lessons.setups reads for both the form and step_jobs; the others are not prepared yet.
-PREPARED = {"playground", "vanishing", "regularization", "gradcheck", "data"}
+PREPARED = {"playground", "vanishing", "regularization", "gradcheck", "sweeps", "data"}
 
 
 def _step_params():

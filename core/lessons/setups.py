@@ -18,7 +18,8 @@ from ..lab.gradcheck.mistakes import SEED_VARIANTS, VARIANT_SEEDS
 from ..lab.gradcheck.options import CheckOptions
 from ..lab.gradcheck.task import GradCheckConfig
 from ..lab.grid import GridConfig
-from .families import TOUR, lesson_fixes, seeds_grid, vanishing_log_every
+from ..lab.sweep.space import SweepConfig
+from .families import SWEEP_PRESETS, TOUR, lesson_fixes, seeds_grid, vanishing_log_every
 from .presets import A_FALLBACK, A_FIXES_DEPTH, FALLBACK_DATASET, PRESETS, get_preset
 
 Available = Callable[[str], bool]
@@ -197,6 +198,40 @@ def gradcheck_jobs(query: Mapping[str, str], available: Available) -> list:
     return mine + list(gradcheck_seed_checks(available))
 
 
+# --- Sweeps ----------------------------------------------------------------------------------------
+SWEEP_FIRST_PRESET = "D-sweep-lecture"  # what a first visit loads
+SWEEP_FALLBACK_PRESET = "digits-sweep"  # a preset whose dataset is missing here: the same lesson offline
+
+
+@dataclass(frozen=True)
+class SweepSetup:
+    sweep: SweepConfig
+    fallback: str | None = None  # the preset's dataset this server lacks
+
+    def jobs(self) -> list:
+        """The page's Run button and its "same budget, two samplers" button (random search and TPE; none for a
+        grid search)."""
+        return [self.sweep] + (sweep_pair(self.sweep) if self.sweep.sampler != "grid" else [])
+
+
+def sweep_pair(sweep: SweepConfig) -> list[SweepConfig]:
+    return [sweep.replace(sampler="random"), sweep.replace(sampler="tpe")]
+
+
+def sweep_preset(name: str, available: Available) -> SweepSetup:
+    sweep = SWEEP_PRESETS[name].sweep
+    if available(sweep.base.dataset):
+        return SweepSetup(sweep)
+    return SweepSetup(SWEEP_PRESETS[SWEEP_FALLBACK_PRESET].sweep, sweep.base.dataset)
+
+
+def sweeps_setup(query: Mapping[str, str], available: Available) -> SweepSetup:
+    """A link's sweep (one with a search space), else the first visit's preset (raises on a bad link)."""
+    if any(k.startswith("space_") for k in query):
+        return SweepSetup(SweepConfig.from_query(query))
+    return sweep_preset(SWEEP_FIRST_PRESET, available)
+
+
 # --- every page ------------------------------------------------------------------------------------
 def _data_jobs(query: Mapping[str, str], available: Available) -> list:
     return []  # the Data page trains nothing: it draws the dataset when shown
@@ -207,6 +242,7 @@ PAGE_JOBS: dict[str, Callable[[Mapping[str, str], Available], list]] = {
     "vanishing": lambda query, available: vanishing_setup(query, available).jobs(),
     "regularization": lambda query, available: regularization_setup(query, available).jobs(),
     "gradcheck": gradcheck_jobs,
+    "sweeps": lambda query, available: sweeps_setup(query, available).jobs(),
     "data": _data_jobs,
 }
 
