@@ -9,20 +9,15 @@ import pytest
 from apptest_helpers import open_with_query
 from conftest import SHARED_DATASETS
 from core.engine import data as datasets
-from core.lessons.lectures import BUILTIN, step_jobs
+from core.lessons.lectures import BUILTIN, PAGES, step_jobs
+from core.lessons.setups import PAGE_JOBS
 from core.serve.jobs import JobManager
 
 STEPS = [(name, number) for name, lecture in BUILTIN.items() for number in range(1, len(lecture.steps) + 1)]
-# Pages whose link core.lessons.setups reads for both the form and step_jobs; the others are not prepared yet.
-PREPARED = {"playground", "vanishing", "regularization", "gradcheck", "sweeps", "data"}
 
 
-def _step_params():
-    for name, number in STEPS:
-        page = BUILTIN[name].step(number).page
-        marks = () if page in PREPARED else pytest.mark.xfail(
-            strict=True, reason=f"step_jobs does not read the {page} page's setup yet")
-        yield pytest.param(name, number, marks=marks, id=f"{name}-{number}")
+def test_every_page_a_step_can_name_has_its_reading_of_a_link():
+    assert set(PAGE_JOBS) == set(PAGES)
 
 
 @pytest.fixture
@@ -57,7 +52,7 @@ def _train_buttons(at) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, number", _step_params())
+@pytest.mark.parametrize("name, number", STEPS, ids=[f"{n}-{i}" for n, i in STEPS])
 def test_a_prepared_step_warms_exactly_what_its_pages_train_buttons_submit(name, number, server_data, submitted):
     step = BUILTIN[name].step(number)
     assert datasets.available("mnist") == (server_data == "datasets")

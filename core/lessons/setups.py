@@ -18,8 +18,10 @@ from ..lab.gradcheck.mistakes import SEED_VARIANTS, VARIANT_SEEDS
 from ..lab.gradcheck.options import CheckOptions
 from ..lab.gradcheck.task import GradCheckConfig
 from ..lab.grid import GridConfig
+from ..lab.surface import SurfaceConfig
 from ..lab.sweep.space import SweepConfig
-from .families import SWEEP_PRESETS, TOUR, lesson_fixes, seeds_grid, vanishing_log_every
+from .families import (SWEEP_PRESETS, TOUR, lesson_fixes, optimizer_family_grids, optimizers_fallback, seeds_grid,
+                       surface_networks, vanishing_log_every)
 from .presets import A_FALLBACK, A_FIXES_DEPTH, FALLBACK_DATASET, PRESETS, get_preset
 
 Available = Callable[[str], bool]
@@ -232,6 +234,35 @@ def sweeps_setup(query: Mapping[str, str], available: Available) -> SweepSetup:
     return sweep_preset(SWEEP_FIRST_PRESET, available)
 
 
+# --- Optimizers ------------------------------------------------------------------------------------
+OPTIMIZERS_FIRST_EPOCHS = 1  # the families' epochs on first load (one epoch already separates the optimizers)
+SURFACE_FIRST_DIRECTIONS, SURFACE_FIRST_RESOLUTION = "pca", 41
+
+
+def surface_first_training(on_digits: bool) -> tuple[int, int]:
+    """(epochs, log interval) the loss surface's network trains with on first load: an epoch of Digits is about
+    20 steps, so more epochs and a denser log give the path enough points."""
+    return (10, 10) if on_digits else (2, 100)
+
+
+def surface_of(network: RunConfig, batchnorm: bool, directions: str, resolution: int, epochs: int,
+               log_every: int) -> SurfaceConfig:
+    """The loss-surface job of the Optimizers page's form."""
+    run = network.replace(epochs=int(epochs), log_every=int(log_every), norm="batchnorm" if batchnorm else "none")
+    return SurfaceConfig(run=run, directions=directions, resolution=int(resolution))
+
+
+def optimizers_jobs(query: Mapping[str, str], available: Available) -> list:
+    """The page's Train buttons on first load: the three LESSONS D families and the first network's loss surface.
+    The link holds only the 2-D race's settings, which the page computes as it draws (no job)."""
+    schedule = {"lr_schedule": RunConfig().lr_schedule}
+    grids = optimizer_family_grids(OPTIMIZERS_FIRST_EPOCHS, False, schedule, available)
+    network = next(iter(surface_networks(available).values()))
+    epochs, log_every = surface_first_training(optimizers_fallback(available) is not None)
+    surface = surface_of(network, False, SURFACE_FIRST_DIRECTIONS, SURFACE_FIRST_RESOLUTION, epochs, log_every)
+    return [grid for _, _, grid in grids.values()] + [surface]
+
+
 # --- every page ------------------------------------------------------------------------------------
 def _data_jobs(query: Mapping[str, str], available: Available) -> list:
     return []  # the Data page trains nothing: it draws the dataset when shown
@@ -243,6 +274,7 @@ PAGE_JOBS: dict[str, Callable[[Mapping[str, str], Available], list]] = {
     "regularization": lambda query, available: regularization_setup(query, available).jobs(),
     "gradcheck": gradcheck_jobs,
     "sweeps": lambda query, available: sweeps_setup(query, available).jobs(),
+    "optimizers": optimizers_jobs,
     "data": _data_jobs,
 }
 
