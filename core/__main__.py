@@ -27,7 +27,7 @@ from core.lab.gradcheck.options import AT_CHOICES
 from core.lab.gradcheck.result import format_table
 from core.lab.gradcheck.stored import NoStoredWeights, RunGone, check_stored_run
 from core.engine.task import clipped, shortened
-from core.engine.events import RUN_ENDINGS
+from core.engine.events import RUN_ENDINGS, SERVED_FROM_STORE
 from core.serve.budget import Refused, check_sweep
 from core.serve.jobs import get_manager
 from core.serve.store import RunStore
@@ -230,21 +230,26 @@ def _warm_lecture(name: str) -> int:
         error(f"there is no lecture called {shortened(name)}; lectures: {', '.join(lectures)}")
         return 2
     manager = get_manager()
-    failures, keys = 0, []
+    failures, keys, with_jobs, not_ready = 0, [], set(), set()
     for number, step in enumerate(lecture.steps, start=1):
         jobs = step_jobs(step, _available)
         if not jobs:
-            print(f"step {number} ({step.page}): nothing to prepare, the page computes its demo when shown")
+            print(f"step {number} ({step.page}): nothing to prepare, the page trains nothing for it")
+        with_jobs.update([number] if jobs else [])
         for job in jobs:
             try:
                 keys.append((number, manager.submit(job, background=True)))
             except Refused as exc:
                 error(f"step {number}: {exc}")
                 failures += 1
+                not_ready.add(number)
     for number, key in keys:
         snap = manager.wait(key)
         print(f"step {number}: {snap.status}{' (from cache)' if snap.from_cache else ''}  key={key}")
         failures += snap.status not in RUN_ENDINGS
+        if snap.status not in SERVED_FROM_STORE:
+            not_ready.add(number)
+    print(f"{len(with_jobs - not_ready)} of {len(with_jobs)} steps ready")  # as the presenter view counts them
     return 1 if failures else 0
 
 

@@ -15,12 +15,14 @@ import pandas as pd
 import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, DEPTH, ConfigError, RunConfig, knob_of
-from core.lab.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, variant_configs
+from core.lab.compare import ROW_COLUMNS, ComparisonConfig, family_from_runs, family_jobs, variant_configs
 from core.lab.grid import GridConfig
 from core.engine.events import SERVED_FROM_STORE
 from core.serve.jobs import get_manager
 from core.lessons.families import TOUR, TOUR_BASE
 from core.lessons.presets import PRESETS
+from core.lessons.setups import (REGULARIZATION_FAMILIES, REGULARIZATION_LINK_KEYS, regularization_family,
+                                 regularization_setup)
 
 from ..records.compare import records
 from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain, with_math
@@ -32,7 +34,7 @@ from .fields import knob_widget, validate, widget_value
 BASE_FIELDS = ("dataset", "hidden", "activation", "optimizer", "lr", "batch_size", "epochs", "seed")
 NORM_NAMES = {"none": "none", "batchnorm": "BatchNorm", "layernorm": "LayerNorm"}
 DROPOUT_NAMES = {"torch": "nn.Dropout", "inverted": "ours (inverted)"}
-LINK_KEYS = ("lesson",)
+LINK_KEYS = REGULARIZATION_LINK_KEYS
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,9 @@ class FamilyPreset:
 
 
 def _lesson(name: str, button: str, hint: str = "") -> FamilyPreset:
-    preset = PRESETS[name]
+    preset = PRESETS[REGULARIZATION_FAMILIES[name]]
     return FamilyPreset(button, f"Lesson {preset.lesson}: {preset.title}", preset.runs, preset.lesson,
-                        preset.description, hint, name)
+                        preset.description, hint, preset.name)
 
 
 FAMILY_PRESETS: dict[str, FamilyPreset] = {
@@ -59,12 +61,12 @@ FAMILY_PRESETS: dict[str, FamilyPreset] = {
                          "None, L1, L2, dropout (nn.Dropout and our inverted class), BatchNorm, LayerNorm and "
                          "LayerNorm + dropout on the 8×8 digits: trains in seconds.",
                          TOUR),
-    "B": _lesson("B-regularization", "LESSONS B · your image folder",
+    "B": _lesson("B", "LESSONS B · your image folder",
                  "To use your own images, open “Upload your own data” below, upload a zip with one folder per "
                  "class, and press “Train the variants on this dataset”."),
     "B-overfit": _lesson("B-overfit", "LESSONS B · overfitting on purpose"),
-    "C": _lesson("C-kaggle-mnist", "LESSONS C · LayerNorm + dropout"),
-    "E": _lesson("E-eight-networks", "LESSONS E · eight networks"),
+    "C": _lesson("C", "LESSONS C · LayerNorm + dropout"),
+    "E": _lesson("E", "LESSONS E · eight networks"),
 }
 
 
@@ -127,11 +129,7 @@ def load_family(keys: Keys, runs, preset: str | None = None) -> None:
 def runs_here(name: str) -> tuple[tuple, str | None]:
     """A family's runs as they train on this server (a lesson's Digits settings where its dataset is
     missing), and the missing dataset's name."""
-    family = FAMILY_PRESETS[name]
-    if not family.preset:
-        return family.runs, None
-    here, missing = PRESETS[family.preset].for_server(dataset_available)
-    return here.runs, missing
+    return regularization_family(name, dataset_available)
 
 
 def load_lesson(keys: Keys, name: str) -> None:
@@ -165,18 +163,6 @@ def _apply_dataset_fallback(keys: Keys) -> None:
         st.session_state[field_key] = FALLBACK_DATASET
 
 
-def _parse_link(query: dict) -> tuple[ComparisonConfig, str | None]:
-    """A link's comparison; a link without variants (typed by hand) compares the lesson's, else the tour's."""
-    lesson = query.get("lesson")
-    if "variants" not in query:
-        runs, _ = runs_here(lesson if lesson in FAMILY_PRESETS else "tour")
-        query = {**ComparisonConfig.from_runs(runs).to_query(), **query}
-    cmp = ComparisonConfig.from_query({k: v for k, v in query.items() if k not in LINK_KEYS})
-    if lesson and lesson not in FAMILY_PRESETS:
-        raise ConfigError({"lesson": f"lesson = {lesson!r}: choose one of {', '.join(FAMILY_PRESETS)}"})
-    return cmp, lesson
-
-
 def _prepare(keys: Keys, page: str) -> list[str]:
     """Fill the form from a link, or (first visit) the fast tour, or this session's values; returns notices."""
     state = st.session_state
@@ -184,12 +170,11 @@ def _prepare(keys: Keys, page: str) -> list[str]:
     notices: list[str] = []
     if query:
         known = set(RunConfig.__dataclass_fields__) | {"variants", DEPTH} | set(LINK_KEYS)
-        tour = (ComparisonConfig.from_runs(FAMILY_PRESETS["tour"].runs), "tour")
-        (cmp, lesson), notices = url.parse_link(query, known, _parse_link, lambda: tour)
-        load_rows(keys, cmp.base, cmp.rows(), lesson)
-        missing = runs_here(lesson)[1] if lesson in FAMILY_PRESETS else None
-        if missing and cmp.base.dataset == FALLBACK_DATASET:  # a typed lesson link, filled with its Digits settings
-            state[keys.fallback] = missing
+        setup, notices = url.parse_link(query, known, lambda kept: regularization_setup(kept, dataset_available),
+                                        lambda: regularization_setup({"lesson": "tour"}, dataset_available))
+        load_rows(keys, setup.config.base, setup.config.rows(), setup.lesson)
+        if setup.fallback:
+            state[keys.fallback] = setup.fallback
     elif keys.rows not in state:
         load_family(keys, FAMILY_PRESETS["tour"].runs, "tour")
     saved = state.get(keys.saved, {})
@@ -406,14 +391,10 @@ def submit_family(family: list[tuple[str, RunConfig]], force: bool = False) -> l
             fresh[entry["key"]] = (label, cfg)
     cells: dict[str, int] = {}
     grid_key = None
-    if len(fresh) >= 2:
-        try:
-            grid = GridConfig.from_runs(list(fresh.values()))
-        except ConfigError:  # a family the grid cannot hold: train the variants one by one
-            grid = None
-        if grid is not None:
-            grid_key = submit(grid, force)
-            cells = {key: i for i, key in enumerate(fresh)}
+    together = family_jobs(list(fresh.values())) if len(fresh) >= 2 else []
+    if len(together) == 1 and isinstance(together[0], GridConfig):  # else the variants train one by one
+        grid_key = submit(together[0], force)
+        cells = {key: i for i, key in enumerate(fresh)}
     for (label, cfg), entry in zip(family, entries):
         if entry["key"] in cells:
             entry.update(grid=grid_key, cell=cells[entry["key"]])

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, DEPTH, ConfigError, RunConfig
-from core.lab.gradcheck.mistakes import FLOAT32, SEED_VARIANTS, VARIANT_SEEDS
+from core.lab.gradcheck.mistakes import FLOAT32, VARIANT_SEEDS
 from core.lab.gradcheck.options import AT_CHOICES, MAX_EXAMPLES, CheckOptions
 from core.lab.gradcheck.stored import weights_status
 from core.lab.gradcheck.task import GradCheckConfig
 from core.lessons.presets import PRESETS, get_preset
+from core.lessons.setups import (GRADCHECK_KNOBS, GRADCHECK_LINK_KEYS, GRADCHECK_SEED_PRESET, RunSetup,
+                                 gradcheck_network, gradcheck_seed_checks)
 from core.engine.task import DIGEST_CHARS, shortened
 from core.engine.scratch import BUGS
 from core.serve import owners
@@ -28,14 +30,13 @@ from . import url
 from .fields import knob_widget, shown, validate, widget_value
 
 PAGE = "gradcheck"
-KNOBS = ("dataset", "arch", "hidden", "activation", "norm", "dropout", "dropout_impl", "loss", "l1", "l2", "init",
-         "init_std", "seed")
+KNOBS = GRADCHECK_KNOBS
 OPTION_KEYS = {"precision": "gc_precision", "eps": "gc_eps", "backprop": "gc_backprop", "bug": "gc_bug",
                "bug_layer": "gc_bug_layer", "dropout_on": "gc_dropout_on", "kinks": "gc_kinks",
                "mistake": "gc_mistake", "examples": "gc_examples", "at": "gc_at"}
 PRESET_KEY, RUN_KEY, SAVED, FALLBACK = "gc_preset", "gc_run", "gc_saved", "gc_fallback"
 CHECK_JOB, SEED_JOBS = "gc_job", "gc_seed_jobs"  # session: the key of the last check, the seed's three keys
-SEED_PRESET = "B-regularization"
+SEED_PRESET = GRADCHECK_SEED_PRESET
 DEFAULT_PRESET = "B-regularization/0"
 INIT = "initialization"
 RUN_KEY_PATTERN = re.compile(rf"{RunConfig.KIND}-[0-9a-f]{{{DIGEST_CHARS}}}")  # RunConfig.key(): what stored_run may name
@@ -72,12 +73,15 @@ def preset_config(choice: str) -> RunConfig:
 
 
 def _load_config(cfg: RunConfig) -> None:
+    _load_network(gradcheck_network(cfg.to_query(), dataset_available))
+
+
+def _load_network(network: RunSetup) -> None:
     st.session_state.pop(FALLBACK, None)
-    if not dataset_available(cfg.dataset):
-        st.session_state[FALLBACK] = cfg.dataset
-        cfg = cfg.replace(dataset=FALLBACK_DATASET)
+    if network.fallback:
+        st.session_state[FALLBACK] = network.fallback
     for name in KNOBS:
-        st.session_state[knob_key(name)] = widget_value(cfg, name)
+        st.session_state[knob_key(name)] = widget_value(network.config, name)
 
 
 def _load_options(options: CheckOptions) -> None:
@@ -106,14 +110,16 @@ def _prepare() -> list[str]:
         _load_config(preset_config(DEFAULT_PRESET))
         _load_options(CheckOptions())
         return notices
-    page_keys = set(OPTION_KEYS) | {"preset", "stored_run"}
-    cfg, notices = url.parse_link({k: v for k, v in query.items() if k not in page_keys}, set(KNOBS) | {DEPTH},
-                                  RunConfig.from_query, lambda: preset_config(DEFAULT_PRESET))
+    page_keys = set(OPTION_KEYS) | set(GRADCHECK_LINK_KEYS)
+    network, notices = url.parse_link({k: v for k, v in query.items() if k not in page_keys}, set(KNOBS) | {DEPTH},
+                                      lambda kept: gradcheck_network(kept, dataset_available),
+                                      lambda: gradcheck_network(preset_config(DEFAULT_PRESET).to_query(),
+                                                                dataset_available))
     options, more = url.parse_link({k: v for k, v in query.items() if k in OPTION_KEYS}, set(OPTION_KEYS),
                                    CheckOptions.from_query, CheckOptions)
     notices += more
     st.session_state[PRESET_KEY] = query.get("preset") if query.get("preset") in preset_runs() else None
-    _load_config(cfg)
+    _load_network(network)
     _load_options(options)
     stored = str(query.get("stored_run") or "")
     if stored and not RUN_KEY_PATTERN.fullmatch(stored):
@@ -282,8 +288,7 @@ def seed_checks() -> tuple[GradCheckConfig, ...]:
     if not dataset_available(cfg.dataset):
         st.caption(plain(f"{dataset_title(cfg.dataset)} is not on this server: the same network is checked on "
                          f"{dataset_title(FALLBACK_DATASET)} (64 inputs instead of 784)."))
-        cfg = cfg.replace(dataset=FALLBACK_DATASET)
-    return tuple(GradCheckConfig(cfg, options, seeds=VARIANT_SEEDS[label]) for label, options in SEED_VARIANTS.items())
+    return gradcheck_seed_checks(dataset_available)
 
 
 def _seeds_busy(checks: tuple[GradCheckConfig, ...]) -> str | None:

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from core.engine.config import ACTIVATIONS, BUILTIN_DATASETS, MAX_HIDDEN_LAYERS, ConfigError, RunConfig
-from core.engine.task import MAX_DIGITS
-from core.engine.task import shortened
 from core.lab.grid import MAX_CELLS, MAX_GRID_WIDTH, GridConfig
-from core.lessons.families import (VANISHING_LESSON, VANISHING_QUICK, lesson_fixes, vanishing_fallback,
-                                   vanishing_log_every)
-from core.lessons.presets import A_FALLBACK, A_FIXES_DEPTH, A_LESSON_FIXES_DEPTH
+from core.lessons.families import VANISHING_LESSON, VANISHING_QUICK, lesson_fixes, vanishing_fallback, vanishing_log_every
+from core.lessons.presets import A_FIXES_DEPTH, A_LESSON_FIXES_DEPTH
+from core.lessons.setups import (VANISHING_LINK_KEYS, VanishingSetup, vanishing_fields_on_server, vanishing_grid_of,
+                                 vanishing_setup, vanishing_setup_of)
 
 from ..text import FALLBACK_DATASET, dataset_available, dataset_label
 from . import url
@@ -32,8 +31,7 @@ RUN_KEYS = {"dataset": "vg_dataset", "lr": "vg_lr", "optimizer": "vg_optimizer",
             "batch_size": "vg_batch", "init": "vg_init", "norm": "vg_norm", "seed": "vg_seed"}
 GRID_KEYS = {"activations": "vg_activations", "depths": "vg_depths", "width": "vg_width"}
 FIX_DEPTH = "vg_fix_depth"
-LINK_KEYS = ("fix_depth", "lesson")
-FALLBACK_EPOCHS = dict(A_FALLBACK.overrides)["epochs"]
+LINK_KEYS = VANISHING_LINK_KEYS
 
 
 @dataclass
@@ -57,41 +55,35 @@ def grid_values(grid: GridConfig, fix_depth: int | None = None) -> dict:
     return values
 
 
-def _load(grid: GridConfig, fix_depth: int | None = None, lesson: bool = False) -> None:
-    st.session_state.pop(FALLBACK, None)
-    for key, value in grid_values(grid, fix_depth).items():
+def _load(setup: VanishingSetup, lesson: bool = False) -> None:
+    """Put a setup (as it trains here: core.lessons.setups) into the widgets, with its fallback notice."""
+    for key, value in grid_values(setup.grid, setup.fix_depth).items():
         st.session_state[key] = value
+    if setup.fallback:
+        st.session_state[FALLBACK] = setup.fallback
+    else:
+        st.session_state.pop(FALLBACK, None)
     st.session_state[LESSON] = lesson
-    _apply_dataset_fallback()
 
 
 def load_lesson() -> None:
     """Callback of the LESSONS A button."""
-    _load(VANISHING_LESSON, A_LESSON_FIXES_DEPTH, lesson=True)
+    _load(vanishing_setup_of(VANISHING_LESSON, A_LESSON_FIXES_DEPTH, dataset_available), lesson=True)
 
 
 def _apply_dataset_fallback() -> None:
-    name = st.session_state.get("vg_dataset", FALLBACK_DATASET)
-    if name != FALLBACK_DATASET and not dataset_available(name):
-        st.session_state[FALLBACK] = name
-        st.session_state["vg_dataset"] = FALLBACK_DATASET
-        st.session_state["vg_epochs"] = FALLBACK_EPOCHS  # the lesson's Digits settings (core.lessons.presets.A_FALLBACK)
+    fields = {name: st.session_state.get(key) for name, key in RUN_KEYS.items()}
+    fields["dataset"] = fields["dataset"] or FALLBACK_DATASET
+    fields, fallback = vanishing_fields_on_server(fields, dataset_available)
+    if fallback:
+        st.session_state[FALLBACK] = fallback
+        st.session_state["vg_dataset"] = fields["dataset"]
+        st.session_state["vg_epochs"] = fields["epochs"]
 
 
 def _on_dataset() -> None:
     st.session_state.pop(FALLBACK, None)
     _apply_dataset_fallback()
-
-
-def _parse(query: dict) -> tuple[GridConfig, int | None]:
-    grid = GridConfig.from_query({k: v for k, v in query.items() if k not in LINK_KEYS})
-    fix = query.get("fix_depth")
-    if fix is None:
-        return grid, None
-    text = str(fix).strip()
-    if not (text.isdigit() and len(text) <= MAX_DIGITS and 1 <= int(text) <= MAX_HIDDEN_LAYERS):
-        raise ConfigError({"fix_depth": f"fix_depth = {shortened(text)}: allowed whole numbers 1-{MAX_HIDDEN_LAYERS}"})
-    return grid, int(text)
 
 
 def _prepare() -> list[str]:
@@ -101,11 +93,12 @@ def _prepare() -> list[str]:
         _apply_dataset_fallback()
         return []
     if not query:
-        _load(VANISHING_QUICK)
+        _load(vanishing_setup_of(VANISHING_QUICK, None, dataset_available))
         return []
     known = set(RunConfig.__dataclass_fields__) | set(GRID_KEYS) | {"inits", "norms", "variants"} | set(LINK_KEYS)
-    (grid, fix_depth), notices = url.parse_link(query, known, _parse, lambda: (VANISHING_QUICK, None))
-    _load(grid, fix_depth, lesson=query.get("lesson") == "A" and not notices)
+    setup, notices = url.parse_link(query, known, lambda kept: vanishing_setup(kept, dataset_available),
+                                    lambda: vanishing_setup_of(VANISHING_QUICK, None, dataset_available))
+    _load(setup, lesson=query.get("lesson") == "A" and not notices)
     return notices
 
 
@@ -115,14 +108,11 @@ def _values() -> dict:
 
 def build(values: dict) -> tuple[GridConfig | None, str | None]:
     """(grid, None) or (None, the problem) from the widget values."""
-    lo, hi = values["vg_depths"]
     try:
-        base = RunConfig(**{name: values[key] for name, key in RUN_KEYS.items()}, val_fraction=0.1,
-                         log_every=vanishing_log_every(values["vg_dataset"]))
         if not values["vg_activations"]:
             return None, "Pick at least one activation."
-        return GridConfig(base=base, activations=tuple(values["vg_activations"]), depths=tuple(range(lo, hi + 1)),
-                          width=int(values["vg_width"])), None
+        return vanishing_grid_of({name: values[key] for name, key in RUN_KEYS.items()}, values["vg_activations"],
+                                 values["vg_depths"], values["vg_width"]), None
     except ConfigError as exc:
         return None, f"{' '.join(exc.problems.values())} (at most {MAX_CELLS} networks per grid)."
 

@@ -8,9 +8,11 @@ from core.lab import race
 from core.engine.config import OPTIMIZERS, ConfigError, RunConfig, knob_of
 from core.lab.surface import DIRECTIONS, MAX_RESOLUTION, SurfaceConfig
 from core.lessons import families
+from core.lessons.setups import (OPTIMIZERS_FIRST_EPOCHS, SURFACE_FIRST_DIRECTIONS, SURFACE_FIRST_RESOLUTION,
+                                 surface_first_training, surface_of)
 
 from ..records import optimizers as records
-from ..text import plain
+from ..text import dataset_available, plain
 from ..views.jobs import train_button
 from . import url
 from .fields import knob_widget, shown
@@ -73,7 +75,8 @@ def families_form() -> dict:
     returns slot -> (heading, label, grid) (empty, with an error shown, when the settings cannot train)."""
     epochs_knob = knob_of("epochs")
     e1, e2 = st.columns(2)
-    epochs = e1.number_input("Epochs", int(epochs_knob.lo), int(epochs_knob.hi), 1, key="opt_epochs",
+    epochs = e1.number_input("Epochs", int(epochs_knob.lo), int(epochs_knob.hi), OPTIMIZERS_FIRST_EPOCHS,
+                             key="opt_epochs",
                              help="The preset trains 5 epochs; one epoch already separates the optimizers.")
     ours = e2.toggle("Train with our from-scratch rules (optimizer_impl = ours)", key="opt_ours",
                      help="The same formulas, run by the code above instead of torch.optim: the curves should match.")
@@ -104,14 +107,14 @@ def surface_form() -> SurfaceConfig:
     s1, s2, s3 = st.columns(3)
     network = s1.selectbox("Network", list(networks), key="opt_surface_net")
     batchnorm = s1.toggle("With BatchNorm", key="opt_surface_bn")
-    directions = s2.radio("Directions", DIRECTIONS, index=1, key="opt_surface_dirs", horizontal=True,
-                          format_func=DIRECTION_LABELS.get)
-    resolution = s2.select_slider("Grid points per axis", list(range(11, MAX_RESOLUTION + 1, 10)), value=41,
-                                  key="opt_surface_res")
-    on_digits = families.optimizers_fallback() is not None  # an epoch of Digits is ~20 steps: more epochs, more points
-    epochs = s3.number_input("Epochs", int(epochs_knob.lo), int(epochs_knob.hi), 10 if on_digits else 2,
+    directions = s2.radio("Directions", DIRECTIONS, index=DIRECTIONS.index(SURFACE_FIRST_DIRECTIONS),
+                          key="opt_surface_dirs", horizontal=True, format_func=DIRECTION_LABELS.get)
+    resolution = s2.select_slider("Grid points per axis", list(range(11, MAX_RESOLUTION + 1, 10)),
+                                  value=SURFACE_FIRST_RESOLUTION, key="opt_surface_res")
+    first_epochs, first_log = surface_first_training(families.optimizers_fallback(dataset_available) is not None)
+    epochs = s3.number_input("Epochs", int(epochs_knob.lo), int(epochs_knob.hi), first_epochs,
                              key="opt_surface_epochs")
-    log_every = s3.number_input("Record the weights every (steps)", 10, 1000, 10 if on_digits else 100, step=10,
+    log_every = s3.number_input("Record the weights every (steps)", 10, 1000, first_log, step=10,
                                 key="opt_surface_log",
                                 help="Each log point adds one point to the path (and to the PCA).")
-    return records.surface_config(networks[network], batchnorm, directions, resolution, epochs, log_every)
+    return surface_of(networks[network], batchnorm, directions, resolution, epochs, log_every)

@@ -18,6 +18,7 @@ import streamlit as st
 from core.engine.config import BUILTIN_DATASETS, DEPTH, GROUPS, RunConfig, fields_by_group
 from core.engine.task import clipped
 from core.lessons.presets import PRESETS, Preset
+from core.lessons.setups import PLAYGROUND_LINK_KEYS, RunSetup, playground_setup, run_on_server
 
 from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain
 from . import upload, url
@@ -28,7 +29,7 @@ FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
 SAVED = "gl_run_form"  # this session's widget values
 DATASET_NOTICE = "gl_dataset_fallback"  # the chosen dataset that the fallback replaced
 PRESET_KEY, PRESET_RUN_KEY, PRESET_LOADED = "gl_preset", "gl_preset_run", "gl_preset_loaded"
-LINK_KEYS = ("preset", "run")  # page keys of the URL besides the config's fields
+LINK_KEYS = PLAYGROUND_LINK_KEYS  # page keys of the URL besides the config's fields
 ALWAYS_OPEN = ("Data", "Architecture", "Optimization")
 
 
@@ -50,10 +51,12 @@ class RunForm:
 
 
 # --- where values come from ----------------------------------------------------------------------
-def config_from_query(query: dict) -> tuple[RunConfig, list[str]]:
-    """Config from a query string; a bad or stale one gives the defaults plus a notice."""
+def setup_from_query(query: dict) -> tuple[RunSetup, list[str]]:
+    """The run a link trains here (core.lessons.setups, as a prepared lecture warms it); a bad or stale one gives
+    the defaults plus a notice."""
     return url.parse_link({k: v for k, v in query.items() if k not in LINK_KEYS}, set(FIELD_NAMES) | {DEPTH},
-                          RunConfig.from_query, RunConfig)
+                          lambda kept: playground_setup(kept, dataset_available),
+                          lambda: run_on_server(RunConfig(), dataset_available))
 
 
 def load_into_widgets(cfg: RunConfig) -> None:
@@ -113,8 +116,10 @@ def _current_values() -> dict[str, Any]:
 
 
 def _load_link(query: dict) -> list[str]:
-    cfg, notices = config_from_query(query)
-    load_into_widgets(cfg)
+    setup, notices = setup_from_query(query)
+    load_into_widgets(setup.config)
+    if setup.fallback:
+        st.session_state[DATASET_NOTICE] = setup.fallback
     for key in (PRESET_KEY, PRESET_RUN_KEY, PRESET_LOADED):
         st.session_state.pop(key, None)
     preset = PRESETS.get(query.get("preset") or "")

@@ -15,6 +15,7 @@ import streamlit as st
 from core.engine.config import BUILTIN_DATASETS, FIELDS, MAX_HIDDEN_LAYERS, MAX_WIDTH, TOY_DATASETS, ConfigError, format_value, knob_of
 from core.lab.grid import GridConfig
 from core.lessons.families import SWEEP_PRESETS
+from core.lessons.setups import SWEEP_FIRST_PRESET, SweepSetup, sweep_pair, sweep_preset, sweeps_setup
 from core.lab.sweep.space import (MAX_TRIALS, PRUNER_TITLES, PRUNERS, SAMPLER_TITLES, SAMPLERS, Dist, SweepConfig,
                                   data_shape)
 from core.serve import budget
@@ -78,14 +79,15 @@ def load(sweep: SweepConfig) -> None:
 
 
 def load_preset() -> None:
-    preset = SWEEP_PRESETS[st.session_state[PRESET_KEY]]
-    sweep = preset.sweep
-    if not dataset_available(sweep.base.dataset):  # the lesson without the files: say so, use digits
-        st.session_state["sw_fallback"] = sweep.base.dataset
-        sweep = SWEEP_PRESETS["digits-sweep"].sweep
+    _load_setup(sweep_preset(st.session_state[PRESET_KEY], dataset_available))
+
+
+def _load_setup(setup: SweepSetup) -> None:
+    if setup.fallback:  # the lesson without the files: say so, use digits
+        st.session_state["sw_fallback"] = setup.fallback
     else:
         st.session_state.pop("sw_fallback", None)
-    load(sweep)
+    load(setup.sweep)
 
 
 def _dist_widgets(name: str) -> Dist:
@@ -126,17 +128,17 @@ def _dist_widgets(name: str) -> Dist:
 def sweep_form() -> tuple[SweepConfig | None, dict[str, str]]:
     """Draw the form; returns the sweep (None when invalid) and the problems by field."""
     state = st.session_state
-    state.setdefault(PRESET_KEY, "D-sweep-lecture")
+    state.setdefault(PRESET_KEY, SWEEP_FIRST_PRESET)
     query = url.incoming_query(PAGE)
     if query and any(k.startswith("space_") for k in query):  # a shared link
         try:
-            shared = SweepConfig.from_query(query)
+            setup = sweeps_setup(query, dataset_available)
         except Exception as exc:  # a hostile link may raise anything a parser meets: a notice, never a traceback
             url.link_notices([url.invalid_link_notice(exc, instead="a preset is loaded")])
             load_preset()
         else:
-            load(shared)
-    elif query is not None:  # first visit: the lecture preset
+            _load_setup(setup)
+    elif query is not None:  # first visit: the chosen preset (on a first visit, the one sweeps_setup names)
         load_preset()
     elif "sw_knobs" not in state:  # a page switch dropped the widgets: this session's last sweep
         load(SweepConfig.from_json(state[SAVED_KEY])) if SAVED_KEY in state else load_preset()
@@ -206,8 +208,7 @@ def space_form() -> SweepForm:
     return SweepForm(sweep, sweep.trial_cost(shape))
 
 
-def _pair(sweep: SweepConfig) -> list[SweepConfig]:
-    return [sweep.replace(sampler="random"), sweep.replace(sampler="tpe")]
+_pair = sweep_pair
 
 
 def _busy(configs: list[SweepConfig]) -> str | None:

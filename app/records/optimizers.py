@@ -7,10 +7,9 @@ from typing import Sequence
 
 from app.text import plain
 from core.lab import race
-from core.engine.config import OPTIMIZERS, RunConfig, knob_of
+from core.engine.config import OPTIMIZERS, knob_of
 from core.engine.task import clipped
 from core.lab.grid import GridConfig
-from core.lab.surface import SurfaceConfig
 
 # --- the update rules written out -------------------------------------------------------------------
 FORMULAS = {
@@ -94,12 +93,6 @@ def grid_runs(grid: GridConfig) -> list[dict]:
 
 
 # --- the loss surface -----------------------------------------------------------------------------------
-def surface_config(network: RunConfig, batchnorm: bool, directions: str, resolution: int, epochs: int,
-                   log_every: int) -> SurfaceConfig:
-    run = network.replace(epochs=int(epochs), log_every=int(log_every), norm="batchnorm" if batchnorm else "none")
-    return SurfaceConfig(run=run, directions=directions, resolution=int(resolution))
-
-
 # --- the 2-D race's settings in the URL -------------------------------------------------------------
 RACE_FLOATS = ("kappa", "x0", "y0", "lr", "lr_adaptive", "momentum", "rms_alpha", "beta1", "beta2")
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from core.engine.config import ConfigError, RunConfig, format_value, parse_value
 from core.engine.task import TaskConfig, canonical_json, clipped, query_json, reject_unknown, shortened
+from core.lab.grid import GridConfig
 
 MAX_VARIANTS = 12
 REGULARIZATION_FIELDS = ("norm", "dropout", "dropout_impl", "l1", "l2")
@@ -183,3 +184,18 @@ class ComparisonConfig(TaskConfig):
         if isinstance(variants, list) and len(variants) > MAX_VARIANTS:
             raise ConfigError({"variants": f"The link has {len(variants):,} variants: compare at most {MAX_VARIANTS}"})
         return cls.from_dict({"base": base.to_dict(), "variants": variants})
+
+
+def family_jobs(family: list[tuple[str, RunConfig]]) -> list:
+    """The jobs a family trains as when none of it is stored: its distinct variants (two or more) together as ONE
+    grid job (batched where shapes allow), else each run alone (one variant, or a family a grid cannot hold)."""
+    distinct: dict[str, tuple[str, RunConfig]] = {}
+    for label, cfg in family:
+        distinct.setdefault(cfg.key(), (label, cfg))
+    fresh = list(distinct.values())
+    if len(fresh) >= 2:
+        try:
+            return [GridConfig.from_runs(fresh)]
+        except ConfigError:
+            pass
+    return [cfg for _, cfg in fresh]

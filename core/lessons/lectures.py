@@ -34,8 +34,8 @@ from ..lab.compare import ComparisonConfig
 from ..lab.gradcheck.options import CheckOptions
 from ..lab.grid import GridConfig
 from ..lab.sweep.space import SweepConfig
-from .families import fixes_grid, seeds_grid, vanishing_log_every
-from .presets import A_FALLBACK, A_FIXES_DEPTH, FALLBACK_DATASET, PRESETS
+from .presets import PRESETS
+from .setups import fix_depth_of, page_jobs
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "lectures"
 LECTURES_DIR_ENV = "GRADIENT_LAB_LECTURES_DIR"
@@ -120,9 +120,7 @@ def _run_only(query: Mapping[str, str]) -> None:
 def _vanishing(query: Mapping[str, str]) -> None:
     _known(query, RUN_FIELDS | {"activations", "depths", "width", "inits", "norms", "variants", "fix_depth", "lesson"})
     GridConfig.from_query(_without(query, {"fix_depth", "lesson"}))
-    fix = query.get("fix_depth")
-    if fix is not None and not (fix.isdigit() and 1 <= int(fix) <= 8):
-        raise ConfigError({"fix_depth": f"fix_depth = {shortened(fix)}: allowed whole numbers 1-8"})
+    fix_depth_of(query.get("fix_depth"))
 
 
 def _regularization(query: Mapping[str, str]) -> None:
@@ -176,40 +174,10 @@ def split_link(link: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 
 
 # --- the jobs a step's page trains (preparing a lecture) ---------------------------------------------
-A_FALLBACK_EPOCHS = dict(A_FALLBACK.overrides)["epochs"]
-GRID_RUN_FIELDS = ("dataset", "lr", "optimizer", "epochs", "batch_size", "init", "norm", "seed")  # the Vanishing form's
-
-
-def _playground_jobs(query: Mapping[str, str], available: Callable[[str], bool]) -> list:
-    cfg = RunConfig.from_query(_without(query, {"preset", "run"}))
-    return [cfg if available(cfg.dataset) else cfg.replace(dataset=FALLBACK_DATASET)]
-
-
-def _vanishing_jobs(query: Mapping[str, str], available: Callable[[str], bool]) -> list:
-    """The Vanishing page's three jobs for this setup, as its form builds them: the grid, the fixes, the seeds."""
-    linked = GridConfig.from_query(_without(query, {"fix_depth", "lesson"}))
-    fields = {name: getattr(linked.base, name) for name in GRID_RUN_FIELDS}
-    if not available(fields["dataset"]):
-        fields.update(dataset=FALLBACK_DATASET, epochs=A_FALLBACK_EPOCHS)
-    base = RunConfig(**fields, val_fraction=0.1, log_every=vanishing_log_every(fields["dataset"]))
-    depths = linked.depths or (linked.base.depth,)
-    grid = GridConfig(base=base, activations=linked.activations or (linked.base.activation,),
-                      depths=tuple(range(min(depths), max(depths) + 1)), width=linked.width)
-    fix_depth = int(query.get("fix_depth") or A_FIXES_DEPTH)
-    fixes = fixes_grid(base.replace(hidden=(linked.width,) * fix_depth, activation="sigmoid"))
-    return [grid, fixes, seeds_grid(fixes.base)]
-
-
-# page -> the jobs its form trains for a setup; pages left out compute their demo when shown or train on request
-STEP_JOBS: dict[str, Callable[[Mapping[str, str], Callable[[str], bool]], list]] = {
-    "playground": _playground_jobs, "vanishing": _vanishing_jobs}
-
-
 def step_jobs(step: Step, available: Callable[[str], bool]) -> list:
     """The task configs the step's page trains with exactly its setup on this server (``available``: whether a
-    dataset loads here; a missing one gets the page's fallback); [] for a page whose demo is not prepared."""
-    jobs = STEP_JOBS.get(step.page)
-    return jobs(step.query, available) if jobs is not None else []
+    dataset loads here; a missing one gets the page's fallback): the page's own reading of its link."""
+    return page_jobs(step.page, step.query, available)
 
 
 # --- reading a file ------------------------------------------------------------------------------
