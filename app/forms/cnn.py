@@ -17,6 +17,7 @@ from core.engine.task import query_int
 from core.lab.compare import ComparisonConfig
 from core.lab.convnet import cnn_against_mlp_here
 from core.lessons.presets import CNN_LESSON
+from core.serve import budget
 
 from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain
 from ..views.jobs import submit
@@ -130,8 +131,11 @@ def cnn_form() -> CnnForm:
 
 def submit_each(config: ComparisonConfig, force: bool = False) -> list[dict]:
     """Train-button submit: the CNN and the MLP each as its own run (a grid's cells keep no trained weights, and the
-    page looks inside the CNN's); one seed gives both the same split, subset and batch order. Returns their job
-    ids, ``[{"label", "key"}]``."""
+    page looks inside the CNN's); one seed gives both the same split, subset and batch order. Both are checked
+    against the server's caps first (:class:`core.serve.budget.Refused` names the cap and the estimate), so a refused
+    MLP never leaves its CNN training alone. Returns their job ids, ``[{"label", "key"}]``."""
+    for _, cfg in config.family():
+        budget.check(cfg)
     return [{"label": label, "key": submit(cfg, force)} for label, cfg in config.family()]
 
 
