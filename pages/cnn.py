@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.forms.cnn import cnn_form, picks_form, write_link
+from app.forms.cnn import cnn_form, picks_form, submit_each, write_link
 from app.forms.url import link_notices
 from app.text import describe_run, plain
-from app.views.cnn import inside_view, trained_cnn
+from app.views.cnn import inside_view, trained_cnn, versus_view
+from app.views.compare import family_status, shown_family
 from app.views.data import dataset_fallback_notice
-from app.views.jobs import shown_job, train_button
-from app.views.run import job_view
+from app.views.jobs import train_button
 
-LAST_JOB = "cnn_job"  # session state holds the job key only
+FAMILY = "cnn_family"  # session state holds the job ids only: [{"label", "key"}], the CNN first
 
 st.title("Inside a CNN")
 st.caption("A convolution layer slides small kernels (3×3 weights) over its input; each kernel makes one feature map. "
-           "Train a small CNN (two layers of 32 kernels, then 64 hidden units), then look inside it: its first "
+           "Train a small CNN (two layers of 32 kernels, then 64 hidden units) beside an MLP with at least as many "
+           "parameters, on the same images in the same order; then look inside the CNN: its first "
            "layer's kernels before and after training, what every layer makes of one test image, and one output "
            "value computed by hand. The address bar holds the setup: copy it to share this exact view.")
 
@@ -26,18 +27,27 @@ if form.fallback:
     dataset_fallback_notice(form.fallback, "cnn_dataset")
 left, right = st.columns([1, 5], vertical_alignment="center")
 with left:
-    train_button(form.config, LAST_JOB, key="cnn_train", help="Train the CNN with these settings.")
+    train_button(form.versus, FAMILY, key="cnn_train", label="Train both", submit=submit_each,
+                 status=lambda versus: family_status(st.session_state.get(FAMILY), versus),
+                 help="Trains the CNN and an MLP with at least as many parameters, with the same seed (the same "
+                      "training images in the same order). Runs trained before, by anyone, load from the run store.")
 if form.config is None:
     right.error(plain("Fix these settings to train: " + " ".join(form.problems.values())))
 else:
     subset = f" · a seeded subset of {form.config.train_limit:,} training images" if form.config.train_limit else ""
-    right.caption(plain(describe_run(form.config) + subset))
+    mlp = form.versus.family()[1][1]
+    right.caption(plain(describe_run(form.config) + subset + " · against an MLP of "
+                        + "-".join(str(w) for w in mlp.hidden) + " units"))
 
 picks = None
-shown = shown_job(form.config, LAST_JOB)
-if shown is not None:
-    job_view(shown, results=False)
-    net = trained_cnn(shown)
+runs = shown_family(form.versus.family() if form.versus is not None else [], FAMILY)
+if runs:
+    if form.versus is not None and [r["key"] for r in runs] != [c.key() for _, c in form.versus.family()]:
+        st.info("These are the networks you trained last. The settings above have changed since: press **Train "
+                "both** to run them.", icon="ℹ️")
+    st.subheader("The CNN against an MLP of at least as many parameters", divider="gray")
+    versus_view(runs)
+    net = trained_cnn(runs[0]["key"])
     if net is not None:
         picks = inside_view(net, picks_form)
 write_link(form, picks)

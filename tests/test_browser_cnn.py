@@ -1,5 +1,5 @@
 """Real-browser walk of the Inside-a-CNN page on a server without MNIST (the Digits fallback): a link's setup,
-Train, then the filters, the feature maps and the convolution by hand drawn. Screenshots go to /tmp/hb-shots/."""
+Train both (the CNN and an MLP of at least its parameters), then their outcome sentence, the filters, the feature maps and the convolution by hand drawn. Screenshots go to /tmp/hb-shots/."""
 from __future__ import annotations
 
 import re
@@ -55,8 +55,10 @@ def test_walk_the_cnn_page(offline_server):
         _wait_text(page, "Inside a CNN", 120)
         _wait_text(page, "MNIST is not available on this server", 60)
         page.screenshot(path=str(SHOTS / "cnn-1-setup.png"), full_page=True)
-        page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_role("button", name="Train both", exact=True).click()
         text = _wait_text(page, r"One convolution by hand", 300)
+        assert re.search(r"(The CNN won|The MLP won|Neither won): validation accuracy", text)
+        assert "The CNN against an MLP of at least as many parameters" in text
         _wait_text(page, r"The layer's own output at \(3, 2\) reads", 60)
         assert "after training" in text and "Test image 3 is a" in text
         page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 8", timeout=60_000)

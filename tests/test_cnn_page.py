@@ -10,6 +10,9 @@ from streamlit.testing.v1 import AppTest
 
 from apptest_helpers import MAIN, texts
 from app.forms.cnn import KNOBS, config_from_link, lesson_base, picks_from_link
+from core.engine.models import count_parameters
+from core.lab.convnet import cnn_against_mlp_here
+from core.serve import budget
 from core.serve.jobs import get_manager
 
 PAGE = "../pages/cnn.py"
@@ -75,3 +78,31 @@ def test_an_image_out_of_range_is_brought_in_with_a_message(app_env):
     at = train(open_cnn({"image": "99999"}))
     assert "Test image 99999 is out of range" in texts(at.warning).replace("\\", "")
     assert at.number_input(key="cnn_image").value == 0
+
+
+def test_the_cnn_races_an_mlp_of_at_least_its_parameters(app_env):
+    at = train(open_cnn({}))
+    versus = dict(cnn_against_mlp_here(lesson_base()).family())
+    counts = {label: count_parameters(cfg, (1, 8, 8), 10) for label, cfg in versus.items()}  # Digits: 8x8, 10 classes
+    table = next(d.value for d in at.dataframe if "params" in d.value)
+    shown = dict(zip(table["variant"], table["params"]))
+    assert shown == counts and counts["MLP"] >= counts["CNN"]  # the counts beside the accuracies
+    acc = dict(zip(table["variant"], table["val acc"]))
+    words = texts(at.markdown).replace("\\", "")
+    sentence = next(line for line in words.split("\n") if "won" in line)
+    assert f"{counts['CNN']:,}" in sentence and f"{counts['MLP']:,}" in sentence
+    loser = "MLP" if acc["CNN"] > acc["MLP"] else "CNN"
+    assert not sentence.startswith(f"The {loser} won")  # written from the results on screen
+
+
+def test_a_pair_over_the_cap_is_refused_naming_the_cap_and_the_estimate(app_env, monkeypatch):
+    versus = dict(cnn_against_mlp_here(lesson_base()).family())
+    between = (budget.estimate(versus["CNN"]).cost + budget.estimate(versus["MLP"]).cost) / 2
+    assert budget.estimate(versus["CNN"]).cost < between < budget.estimate(versus["MLP"]).cost
+    monkeypatch.setenv("GRADIENT_LAB_MAX_JOB_COST", str(between))  # the CNN fits, its MLP does not
+    at = open_cnn({})
+    at.button(key="cnn_train").click().run()
+    error = texts(at.error).replace("\\", "")
+    assert "Could not start training" in error and "GRADIENT_LAB_MAX_JOB_COST" in error and "parameters" in error
+    assert not get_manager()._jobs  # neither was queued: the CNN does not train alone
+    assert at.number_input(key="cnn_epochs").value == lesson_base().epochs  # the settings are kept

@@ -12,10 +12,15 @@ from typing import Callable
 import streamlit as st
 
 from core.engine.config import BUILTIN_DATASETS, TOY_DATASETS, ConfigError, RunConfig, format_value
+from core.engine.data import DatasetUnavailable
 from core.engine.task import query_int
+from core.lab.compare import ComparisonConfig
+from core.lab.convnet import cnn_against_mlp_here
 from core.lessons.presets import CNN_LESSON
+from core.serve import budget
 
 from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain
+from ..views.jobs import submit
 from . import url
 from .fields import knob_widget, widget_value
 
@@ -40,6 +45,7 @@ class CnnForm:
     problems: dict[str, str]
     notices: list[str] = field(default_factory=list)
     fallback: str | None = None  # the chosen dataset this server lacks (Digits trains instead)
+    versus: ComparisonConfig | None = None  # the CNN and the MLP of at least as many parameters, trained together
 
 
 def lesson_base() -> RunConfig:
@@ -113,7 +119,24 @@ def cnn_form() -> CnnForm:
         problems = exc.problems
     except TypeError:  # an emptied number box
         problems = {n: f"{n} needs a value" for n, v in values.items() if v is None}
-    return CnnForm(cfg, problems, notices, st.session_state.get(FALLBACK))
+    versus = None
+    if cfg is not None:
+        try:
+            versus = cnn_against_mlp_here(cfg)
+        except (ValueError, ConfigError, DatasetUnavailable) as exc:
+            problems = {"arch": " ".join(exc.problems.values()) if isinstance(exc, ConfigError) else str(exc)}
+            cfg = None
+    return CnnForm(cfg, problems, notices, st.session_state.get(FALLBACK), versus)
+
+
+def submit_each(config: ComparisonConfig, force: bool = False) -> list[dict]:
+    """Train-button submit: the CNN and the MLP each as its own run (a grid's cells keep no trained weights, and the
+    page looks inside the CNN's); one seed gives both the same split, subset and batch order. Both are checked
+    against the server's caps first (:class:`core.serve.budget.Refused` names the cap and the estimate), so a refused
+    MLP never leaves its CNN training alone. Returns their job ids, ``[{"label", "key"}]``."""
+    for _, cfg in config.family():
+        budget.check(cfg)
+    return [{"label": label, "key": submit(cfg, force)} for label, cfg in config.family()]
 
 
 def picks_form(limits_for: Callable[[int], dict[str, int]]) -> dict[str, int]:

@@ -15,11 +15,13 @@ import torch
 from core.engine.config import RunConfig
 from core.engine.data import Dataset, DatasetUnavailable
 from core.lab import convnet
+from core.lessons.sentences import cnn_against_mlp_sentence
 from core.serve.jobs import get_manager
 
 from ..figures import cnn as figures
 from ..text import plain
 from .charts import plotly_chart
+from .compare import comparison_view, family_states, gap_runs
 from .jobs import cached, job_state
 
 
@@ -156,3 +158,23 @@ def inside_view(net: TrainedCnn, picks_form: Callable[[Callable[[int], dict[str,
     st.subheader("One convolution by hand", divider="gray")
     hand_convolution_view(net, picks["image"], picks["layer"], picks["channel"], picks["row"], picks["col"])
     return picks
+
+
+VERSUS_CURVES = ("Both networks see the same training images in the same order, from the same seed; only the "
+                 "architecture differs. The MLP has one hidden layer per CNN layer, all of one width: the smallest "
+                 "width that gives it at least the CNN's parameters.")
+VERSUS_WEIGHTS = ("The weights of every layer of each network; the CNN's include its dense head, which takes the "
+                  "flattened feature maps as input.")
+
+
+def versus_view(runs: list[dict]) -> None:
+    """The CNN against the MLP (``runs``: their job ids, CNN first): the outcome sentence with both parameter counts,
+    then the live comparison, whose results table holds the counts beside the accuracies."""
+    states, _, _ = family_states(runs)
+    params = [next((e.n_params for e in s.events if e.kind == "started"), None) if s is not None else None
+              for s in states]
+    finals = gap_runs(runs)
+    cnn, mlp = (finals.get(r["label"]) for r in runs[:2])
+    if None not in params:
+        st.markdown(plain(cnn_against_mlp_sentence(cnn.val if cnn else None, mlp.val if mlp else None, *params[:2])))
+    comparison_view(runs, prefix="cnn_cmp", curves_words=VERSUS_CURVES, weights_words=VERSUS_WEIGHTS)

@@ -15,9 +15,12 @@ import torch
 from torch import nn
 
 from core.engine import catalog
-from core.engine.config import RunConfig
+from core.engine.config import MAX_HIDDEN_LAYERS, MAX_WIDTH, RunConfig
 from core.engine.data import Dataset, batch_features
-from core.engine.models import build_model
+from core.engine.models import build_model, count_parameters, parameter_shapes
+from core.lab.compare import ComparisonConfig
+
+CNN_LABEL, MLP_LABEL = "CNN", "MLP"
 
 
 # --- one convolution by hand ------------------------------------------------------------------------
@@ -214,3 +217,46 @@ def hand_convolution_at(fm: FeatureMaps, layer: int, out_channel: int, row: int,
     conv = fm.convs[layer - 1]
     stride, padding = conv.stride[0], conv.padding[0]
     return hand_convolution(fm.conv_inputs[layer - 1], conv.weight, conv.bias, out_channel, row, col, stride, padding)
+
+
+# --- the CNN against an MLP of at least as many parameters ----------------------------------------------
+def conv_layer_count(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """How many convolution layers ``cfg`` builds on this input (0 for an MLP)."""
+    return sum(1 for shape in parameter_shapes(cfg, input_shape, n_classes) if len(shape) == 4)
+
+
+def matched_mlp_hidden(cnn: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> tuple[int, ...]:
+    """Hidden widths of the MLP that races ``cnn``: one hidden layer per CNN layer (its convs and its head), all of
+    one width (at most MAX_HIDDEN_LAYERS layers), the smallest width whose parameter count is at least the CNN's
+    (ValueError when even MAX_WIDTH is short of it)."""
+    target = count_parameters(cnn, input_shape, n_classes)
+    depth = min(max(conv_layer_count(cnn, input_shape, n_classes) + len(cnn.hidden), 1), MAX_HIDDEN_LAYERS)
+    mlp = cnn.replace(arch="mlp")
+
+    def count(width: int) -> int:
+        return count_parameters(mlp.replace(hidden=(width,) * depth), input_shape, n_classes)
+
+    if count(MAX_WIDTH) < target:
+        raise ValueError(f"No MLP of {depth} hidden layers up to {MAX_WIDTH:,} wide has the CNN's {target:,} "
+                         "parameters: choose a smaller CNN")
+    low, high = 1, MAX_WIDTH  # the count grows with the width: the smallest width reaching the target
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if count(mid) < target else (low, mid)
+    return (low,) * depth
+
+
+def cnn_against_mlp(cnn: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> ComparisonConfig:
+    """The CNN and the MLP of :func:`matched_mlp_hidden` as one comparison: the same seed (split, subset, batch
+    order), data, optimizer and length; only the architecture differs."""
+    if cnn.arch != "cnn":
+        raise ValueError(f"Architecture (arch) = {cnn.arch!r} has no convolution layer: choose cnn")
+    hidden = matched_mlp_hidden(cnn, input_shape, n_classes)
+    return ComparisonConfig(cnn, ((CNN_LABEL, {}), (MLP_LABEL, {"arch": "mlp", "hidden": hidden})))
+
+
+def cnn_against_mlp_here(cnn: RunConfig) -> ComparisonConfig:
+    """:func:`cnn_against_mlp` on the config's own dataset (loaded once per process; ValueError when it holds no
+    images, DatasetUnavailable when it is missing)."""
+    ds = image_dataset(cnn)
+    return cnn_against_mlp(cnn, ds.input_shape, ds.n_classes)

@@ -641,3 +641,22 @@ REPORTED_BUG = ("the true accuracy divided by the number of classes: what counti
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     """The correct metric: correct answers / examples."""
     return float((logits.argmax(dim=1) == y).sum()) / len(y)
+
+
+def cnn_against_mlp_sentence(cnn: Scored | None, mlp: Scored | None, cnn_params: int, mlp_params: int) -> str:
+    """Which of the CNN and the MLP with at least as many parameters reached the higher validation accuracy, and by
+    how much against the noise (core.lessons.noise); while either is unfinished, what the race tests."""
+    counts = f"the CNN's {cnn_params:,} parameters against the MLP's {mlp_params:,}"
+    if cnn is None or mlp is None:
+        return (f"The race: which reaches the higher validation accuracy after the same steps on the same batches, "
+                f"the CNN with {cnn_params:,} parameters or the MLP with {mlp_params:,}?")
+    margin = noise_margin(cnn, mlp)
+    scored_on = _examples_words({"validation": min(cnn.n, mlp.n)})
+    difference = cnn.acc - mlp.acc
+    if not beyond_noise(difference, margin):
+        return (f"Neither won: validation accuracy {cnn.acc:.3f} for the CNN against {mlp.acc:.3f} for the MLP is "
+                f"within the noise (±{margin:.3f} for accuracies scored on {scored_on}), with {counts}.")
+    winner, loser = ("CNN", "MLP") if difference > 0 else ("MLP", "CNN")
+    return (f"The {winner} won: validation accuracy {max(cnn.acc, mlp.acc):.3f} against {min(cnn.acc, mlp.acc):.3f} "
+            f"for the {loser}, {abs(difference):.3f} ahead, more than the noise (±{margin:.3f} for accuracies scored "
+            f"on {scored_on}), with {counts}.")
