@@ -79,6 +79,15 @@ def knob_widget(name: str, key: str, *, container: Any = None, label: str | None
     if name == "hidden":
         return where.text_input(label, help=help_text + " Leave empty for no hidden layer (a linear model).",
                                 placeholder="e.g. 128,64", **common)
+    if name == "activation" and options is None:  # one name for all layers, or a typed list, one per layer
+        choices = list(k.choices or ())
+        current = st.session_state.get(key)
+        if isinstance(current, str) and current.strip() and current not in choices:
+            choices.append(current)  # a per-layer list (or a typo) stays in the box, never lost
+        elif current not in choices:
+            st.session_state[key] = RunConfig().activation
+        return where.selectbox(label, choices, help=help_text + " Pick one, or type a list such as relu,relu,sigmoid "
+                               "and press Enter.", accept_new_options=True, **common)
     if k.choices or options is not None:
         choices = list(options if options is not None else k.choices)
         if st.session_state.get(key) not in choices:
