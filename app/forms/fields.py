@@ -79,6 +79,8 @@ def knob_widget(name: str, key: str, *, container: Any = None, label: str | None
     if name == "hidden":
         return where.text_input(label, help=help_text + " Leave empty for no hidden layer (a linear model).",
                                 placeholder="e.g. 128,64", **common)
+    if kind == "bool":
+        return where.checkbox(label, help=help_text, **common)
     if name == "activation" and options is None:  # one name for all layers, or a typed list, one per layer
         choices = list(k.choices or ())
         current = st.session_state.get(key)

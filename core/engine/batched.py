@@ -63,6 +63,8 @@ def why_not_batched(cfg: RunConfig) -> str | None:
         return "hidden layers of different widths"
     if "," in cfg.activation:
         return "an activation per layer"
+    if cfg.residual:
+        return "residual connections"
     return None
 
 

@@ -64,6 +64,17 @@ def _dropout(cfg: RunConfig) -> nn.Module | None:
     return InvertedDropout(cfg.dropout) if cfg.dropout_impl == "inverted" else nn.Dropout(cfg.dropout)
 
 
+class Residual(nn.Module):
+    """x + body(x): a hidden layer whose input is added to its output (widths equal)."""
+
+    def __init__(self, *body: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 def _block(layer: nn.Module, width: int, cfg: RunConfig, conv: bool, activation: str) -> list[nn.Module]:
     parts = [layer, _norm(cfg.norm, width, conv), make_activation(activation)]
     if not conv:
@@ -86,8 +97,9 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int,
     else:
         features = math.prod(input_shape)
     layers.append(nn.Flatten())
-    for width, activation in zip(cfg.hidden, cfg.layer_activations):
-        layers += _block(nn.Linear(features, width), width, cfg, conv=False, activation=activation)
+    for k, (width, activation) in enumerate(zip(cfg.hidden, cfg.layer_activations)):
+        block = _block(nn.Linear(features, width), width, cfg, conv=False, activation=activation)
+        layers += [Residual(*block)] if cfg.residual and k > 0 else block
         features = width
     layers.append(nn.Linear(features, n_classes))
     model = nn.Sequential(*layers)
