@@ -126,13 +126,13 @@ def test_per_layer_trains_alone_and_learns():
 def test_playground_takes_a_list_and_keeps_a_bad_one(isolated_cache, no_mnist):
     at = new_app({"hidden": "16,16,16", "activation": "relu,relu,sigmoid"})
     assert not at.exception
-    assert at.sidebar.selectbox(key="cfg_activation").value == "relu,relu,sigmoid"
+    assert at.sidebar.text_input(key="cfg_activation").value == "relu,relu,sigmoid"
     assert at.query_params["activation"] == "relu,relu,sigmoid"
     # one layer fewer: the list no longer fits; the page says so and keeps both entries as typed
     at.sidebar.text_input(key="cfg_hidden").set_value("16,16").run()
     assert not at.exception
     assert "3 activations for 2 hidden layers" in texts(at.sidebar.error)
-    assert at.sidebar.selectbox(key="cfg_activation").value == "relu,relu,sigmoid"
+    assert at.sidebar.text_input(key="cfg_activation").value == "relu,relu,sigmoid"
     assert at.sidebar.text_input(key="cfg_hidden").value == "16,16"
     # a link with a typo in one layer: the notice names the layer, the rest of the link is kept
     typo = new_app({"hidden": "16,16,16", "activation": "relu,swsh,sigmoid", "lr": "0.01"})

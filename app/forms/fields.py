@@ -81,15 +81,9 @@ def knob_widget(name: str, key: str, *, container: Any = None, label: str | None
                                 placeholder="e.g. 128,64", **common)
     if kind == "bool":
         return where.checkbox(label, help=help_text, **common)
-    if name == "activation" and options is None:  # one name for all layers, or a typed list, one per layer
-        choices = list(k.choices or ())
-        current = st.session_state.get(key)
-        if isinstance(current, str) and current.strip() and current not in choices:
-            choices.append(current)  # a per-layer list (or a typo) stays in the box, never lost
-        elif current not in choices:
-            st.session_state[key] = RunConfig().activation
-        return where.selectbox(label, choices, help=help_text + " Pick one, or type a list such as relu,relu,sigmoid "
-                               "and press Enter.", accept_new_options=True, **common)
+    if name == "activation" and options is None:  # one name for all layers, or one per layer, typed like hidden
+        return where.text_input(label, help=f"{help_text} Allowed names: {', '.join(k.choices or ())}.",
+                                placeholder="e.g. relu or relu,relu,sigmoid", **common)
     if k.choices or options is not None:
         choices = list(options if options is not None else k.choices)
         if st.session_state.get(key) not in choices:
