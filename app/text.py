@@ -159,7 +159,8 @@ def describe_run(cfg) -> str:
     arch = "CNN + MLP" if cfg.arch == "cnn" else "MLP"
     layers = "-".join(str(w) for w in cfg.hidden) or "no hidden layer"
     extras = [x for x in (cfg.norm if cfg.norm != "none" else "", f"dropout {cfg.dropout:g}" if cfg.dropout else "",
-                          f"L1 {cfg.l1:g}" if cfg.l1 else "", f"L2 {cfg.l2:g}" if cfg.l2 else "") if x]
+                          f"L1 {cfg.l1:g}" if cfg.l1 else "", f"L2 {cfg.l2:g}" if cfg.l2 else "",
+                          "residual" if cfg.residual else "") if x]
     return " · ".join([dataset_label(cfg.dataset), f"{arch} {layers} {cfg.activation}", *extras,
                        f"{cfg.optimizer} lr {cfg.lr:g}", f"batch {cfg.batch_size}", plural(cfg.epochs, "epoch"),
                        f"seed {cfg.seed}"])

@@ -40,6 +40,11 @@ with summary_col:
                  + plain(" ".join(form.problems.values())))
     else:
         st.caption(plain(describe_run(cfg)))
+if cfg is not None and cfg.residual:
+    st.info("**Residual connections:** every hidden layer after the first adds its input to its output, x + f(x). "
+            "The gradient then has a path around each activation, so in a deep sigmoid or tanh network the first "
+            "layers get far larger gradients than without them: compare the gradient norms per layer with the "
+            "switch off.", icon="↪️")
 
 shown = shown_job(cfg, LAST_JOB)
 found = found_job(cfg, LAST_JOB)  # e.g. a new visitor on someone's stored run: the setup first, then that result

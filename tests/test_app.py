@@ -91,7 +91,7 @@ def test_preset_picker_fills_the_widgets(app_env, no_mnist):
     at.sidebar.selectbox(key="gl_preset").select("A-fixes").run()
     assert not at.exception
     assert at.sidebar.text_input(key="cfg_hidden").value == "10,10,10,10"
-    assert at.sidebar.selectbox(key="cfg_activation").value == "sigmoid"
+    assert at.sidebar.text_input(key="cfg_activation").value == "sigmoid"
     assert at.sidebar.selectbox(key="cfg_optimizer").value == "sgd"
     assert at.sidebar.number_input(key="cfg_lr").value == pytest.approx(0.2)
     assert at.sidebar.number_input(key="cfg_batch_size").value == 32
@@ -106,7 +106,7 @@ def test_preset_picker_fills_the_widgets(app_env, no_mnist):
     run_box = at.sidebar.selectbox(key="gl_preset_run")
     assert "relu + he" in run_box.options
     run_box.select(2).run()
-    assert at.sidebar.selectbox(key="cfg_activation").value == "relu"
+    assert at.sidebar.text_input(key="cfg_activation").value == "relu"
     assert at.sidebar.selectbox(key="cfg_init").value == "he"
     assert at.query_params["init"] == "he" and "activation" not in at.query_params  # relu is the default
 

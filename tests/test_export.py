@@ -34,6 +34,8 @@ RUNS = {  # every kind of layer the take-home script rebuilds, each on a small s
                             epochs=2, batch_size=64, log_every=10, seed=3),
     "spiral-mlp": RunConfig(dataset="spiral", hidden=(16, 16), activation="tanh", norm="layernorm",
                             dropout_impl="inverted", dropout=0.1, epochs=3, batch_size=32, log_every=20, seed=4),
+    "digits-residual": RunConfig(dataset="digits", hidden=(16, 16, 16), activation="relu,tanh,sigmoid",
+                                 residual=True, epochs=2, batch_size=32, log_every=20, seed=6),
     "digits-cnn": RunConfig(dataset="digits", arch="cnn", hidden=(16,), activation="gelu", norm="layernorm",
                             epochs=1, batch_size=64, log_every=10, seed=5),
 }

@@ -27,7 +27,11 @@ def sha_key(prefix: str, name: str, payload: object) -> str:
 
 
 def run_payload(cfg: RunConfig) -> dict:
-    return {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)}, "hidden": list(cfg.hidden)}
+    """Every field, hidden as a list; residual (newer than stored runs) only when on, so older keys stand."""
+    payload = {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)}, "hidden": list(cfg.hidden)}
+    if not cfg.residual:
+        del payload["residual"]
+    return payload
 
 
 GRID = GridConfig(base=BASE, depths=(1, 3), norms=("none", "layernorm"),

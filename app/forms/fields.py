@@ -79,6 +79,11 @@ def knob_widget(name: str, key: str, *, container: Any = None, label: str | None
     if name == "hidden":
         return where.text_input(label, help=help_text + " Leave empty for no hidden layer (a linear model).",
                                 placeholder="e.g. 128,64", **common)
+    if kind == "bool":
+        return where.checkbox(label, help=help_text, **common)
+    if name == "activation" and options is None:  # one name for all layers, or one per layer, typed like hidden
+        return where.text_input(label, help=f"{help_text} Allowed names: {', '.join(k.choices or ())}.",
+                                placeholder="e.g. relu or relu,relu,sigmoid", **common)
     if k.choices or options is not None:
         choices = list(options if options is not None else k.choices)
         if st.session_state.get(key) not in choices:

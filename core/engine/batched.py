@@ -61,6 +61,10 @@ def why_not_batched(cfg: RunConfig) -> str | None:
         return "the by-hand network trains through its own written-out backward"
     if len(set(cfg.hidden)) > 1:
         return "hidden layers of different widths"
+    if "," in cfg.activation:
+        return "an activation per layer"
+    if cfg.residual:
+        return "residual connections"
     return None
 
 

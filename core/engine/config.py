@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 from core.engine.task import MAX_DIGITS, ConfigError, TaskConfig, shortened
 
 
+OMITTED_WHEN_OFF = ("residual",)
 BUILTIN_DATASETS = ("digits", "mnist", "fashion-mnist", "fashion3", "spiral", "moons", "circles", "xor", "blobs")
 TOY_DATASETS = ("spiral", "moons", "circles", "xor", "blobs")
 UPLOAD_PREFIX = "upload:"
@@ -89,7 +90,12 @@ class RunConfig(TaskConfig):
                                    lo=1, hi=MAX_WIDTH,
                                    help=f"Width of each hidden layer, e.g. 128,64 (0-{MAX_HIDDEN_LAYERS} layers).")
     activation: str = knob("relu", group="Architecture", label="Activation", choices=ACTIVATIONS,
-                           help="Non-linearity after every hidden layer.")
+                           help="Non-linearity after every hidden layer, or one per hidden layer, first to last, "
+                                "e.g. relu,relu,sigmoid (MLP only).")
+    residual: bool = knob(False, group="Architecture", label="Residual connections", when=(("arch", ("mlp",)),),
+                          help="Each hidden layer after the first adds its input to its output, x + f(x), so the "
+                               "gradient has a path around every activation and the first layers of a deep sigmoid "
+                               "or tanh network keep learning. Needs an MLP of at least 2 hidden layers of one width.")
     init: str = knob("default", group="Architecture", label="Initialization", choices=INITS,
                      help="default = PyTorch's; xavier (Glorot) suits sigmoid/tanh, he (Kaiming) suits ReLU.")
     init_std: float = knob(0.01, group="Architecture", label="Init std (normal)", lo=0.0, hi=10.0,
@@ -170,6 +176,8 @@ class RunConfig(TaskConfig):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        if isinstance(self.activation, (str, list, tuple)):
+            object.__setattr__(self, "activation", canonical_activation(self.activation, len(self.hidden)))
         problems = _problems(self)
         if problems:
             raise ConfigError(problems)
@@ -180,6 +188,12 @@ class RunConfig(TaskConfig):
         return len(self.hidden)
 
     @property
+    def layer_activations(self) -> tuple[str, ...]:
+        """The activation after each hidden layer, first to last."""
+        names = split_activations(self.activation)
+        return names if len(names) > 1 else names * self.depth
+
+    @property
     def is_toy(self) -> bool:
         return self.dataset in TOY_DATASETS
 
@@ -187,6 +201,9 @@ class RunConfig(TaskConfig):
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        for name in OMITTED_WHEN_OFF:  # knobs newer than stored runs: off, they leave the JSON and key as before
+            if not d[name]:
+                del d[name]
         return d
 
     @classmethod
@@ -254,6 +271,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
 def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     if isinstance(value, float):
@@ -296,12 +315,59 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
+BOOL_WORDS = {"true": True, "1": True, "on": True, "yes": True, "false": False, "0": False, "off": False, "no": False}
+
+
+def split_activations(value: str) -> tuple[str, ...]:
+    """'relu, relu,sigmoid' -> ('relu', 'relu', 'sigmoid'); 'relu' -> ('relu',)."""
+    return tuple(t.strip() for t in value.split(","))
+
+
+def canonical_activation(value: str | list | tuple, depth: int) -> str:
+    """One name for every layer as itself; a per-layer list as 'a,b,c', collapsed to one name when every layer
+    has the same one and the list is as long as the depth (so 'relu,relu' with 2 layers keeps relu's key)."""
+    names = tuple(str(v).strip() for v in value) if isinstance(value, (list, tuple)) else split_activations(value)
+    if len(names) == depth and len(set(names)) == 1:
+        return names[0]
+    return ",".join(names)
+
+
+def activation_problem(cfg: "RunConfig") -> str | None:
+    """Why ``cfg.activation`` is not one known name or a list of one known name per hidden layer."""
+    names = split_activations(cfg.activation)
+    allowed = ", ".join(ACTIVATIONS)
+    if len(names) == 1:
+        return None if names[0] in ACTIVATIONS else (f"Activation (activation) = {_short(cfg.activation)} is not "
+                                                     f"allowed: one of {allowed}, or one per hidden layer")
+    if cfg.arch != "mlp":
+        return ("Activation (activation): one per hidden layer needs the MLP; the CNN takes one activation for "
+                "all its layers")
+    if len(names) != cfg.depth:
+        return (f"Activation (activation) lists {len(names)} activations for {cfg.depth} hidden layers: give one "
+                f"name for all, or exactly one per hidden layer")
+    bad = [f"layer {i} ({_short(n)})" for i, n in enumerate(names, 1) if n not in ACTIVATIONS]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        return f"Activation (activation): unknown activation at hidden {', '.join(bad[:5])}{more}: allowed {allowed}"
+    return None
+
+
 def parse_value(name: str, value: Any) -> Any:
     """Coerce a raw value (e.g. from a URL or CLI) to the field's type."""
     f = FIELDS[name]
     label = f.metadata["knob"].label
     if name == "hidden":
         return parse_hidden(value)
+    if name == "activation" and isinstance(value, (list, tuple)):  # a per-layer list in JSON
+        return ",".join(str(v).strip() for v in value)
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+        if text in BOOL_WORDS:
+            return BOOL_WORDS[text]
+        raise ValueError(f"{label} ({name}) must be on or off (true/false), got {_short(value)}")
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     digits = str(value).strip().lstrip("+-") if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
     if kind in ("int", "float") and digits.isdigit() and len(digits) > MAX_DIGITS:
@@ -355,6 +421,17 @@ def _problems(cfg: RunConfig) -> dict[str, str]:
                 problems[f.name] = (f"{k.label} (dataset) = {_short(value)} is unknown: allowed "
                                     f"{', '.join(BUILTIN_DATASETS)} or an uploaded dataset")
             continue
+        if f.name == "activation":
+            problem = activation_problem(cfg) if isinstance(value, str) else f"{k.label} (activation) must be text"
+            if problem:
+                problems[f.name] = problem
+            continue
+        if f.name == "residual":
+            if not isinstance(value, bool):
+                problems[f.name] = f"{k.label} (residual) = {_short(value)} must be on or off (true/false)"
+            elif value and residual_problem(cfg):
+                problems[f.name] = residual_problem(cfg)
+            continue
         if f.name == "hidden":
             if len(value) > MAX_HIDDEN_LAYERS:
                 problems[f.name] = (f"{k.label} (hidden) has {len(value)} layers: allowed "
@@ -383,6 +460,22 @@ def _problems(cfg: RunConfig) -> dict[str, str]:
     return problems
 
 
+def residual_problem(cfg: RunConfig) -> str | None:
+    """Why residual connections (x + f(x) around each hidden layer after the first) do not fit this network."""
+    if cfg.arch != "mlp":
+        return "Residual connections (residual) are for the MLP; this config is a CNN"
+    if cfg.depth < 2:
+        return (f"Residual connections (residual) add a hidden layer's input to its output, so they need at least 2 "
+                f"hidden layers of one width; hidden = {format_value(cfg.hidden) or 'none'}")
+    unequal = [f"layer {i} ({a}) to layer {i + 1} ({b})" for i, (a, b) in enumerate(zip(cfg.hidden, cfg.hidden[1:]), 1)
+               if a != b]
+    if unequal:
+        return (f"Residual connections (residual) add a hidden layer's input to its output, so consecutive hidden "
+                f"layers need one width: hidden = {_short(format_value(cfg.hidden), 60)} changes width from "
+                f"{', '.join(unequal[:3])}{' and more' if len(unequal) > 3 else ''}")
+    return None
+
+
 def by_hand_problem(cfg: RunConfig, training: bool = True) -> str | None:
     """Why ``backprop="by_hand"`` cannot train this config (None when it can, or autograd is chosen).
 
@@ -393,12 +486,16 @@ def by_hand_problem(cfg: RunConfig, training: bool = True) -> str | None:
     wrong = []
     if cfg.arch != "mlp":
         wrong.append(f"architecture {_short(cfg.arch)} (only mlp)")
-    if cfg.activation not in BY_HAND_ACTIVATIONS:
+    if "," in cfg.activation:
+        wrong.append(f"an activation per layer {_short(cfg.activation)} (only one for all layers)")
+    elif cfg.activation not in BY_HAND_ACTIVATIONS:
         wrong.append(f"activation {_short(cfg.activation)} (only {', '.join(BY_HAND_ACTIVATIONS)})")
     if cfg.norm != "none":
         wrong.append(f"normalization {_short(cfg.norm)} (only none)")
     if cfg.dropout > 0:
         wrong.append(f"dropout {cfg.dropout:g} (only 0)")
+    if cfg.residual:
+        wrong.append("residual connections (only none)")
     if not wrong:
         return None
     return ("Backprop (backprop) = 'by_hand': the by-hand network (core/scratch.py) is a plain MLP trained with "

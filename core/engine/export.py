@@ -17,7 +17,7 @@ from core.engine import catalog
 from core.engine.data import DatasetUnavailable
 from core.engine.config import ConfigError, RunConfig
 from core.engine.events import StoredRun, weights_status
-from core.engine.models import InvertedDropout, build_model
+from core.engine.models import InvertedDropout, Residual, build_model
 
 SCRIPT = Path(__file__).with_name("take_home_evaluate.py")
 FILES = ("model.safetensors", "config.json", "network.json", "test_set.safetensors", "evaluate.py")
@@ -29,6 +29,8 @@ class NotExportable(ValueError):
 
 def layer_spec(layer: nn.Module) -> dict:
     """What ``evaluate.py`` needs to rebuild one layer of a :func:`build_model` network."""
+    if isinstance(layer, Residual):
+        return {"type": "residual", "layers": [layer_spec(inner) for inner in layer.body]}
     if isinstance(layer, nn.Linear):
         return {"type": "linear", "in": layer.in_features, "out": layer.out_features}
     if isinstance(layer, nn.Conv2d):

@@ -170,9 +170,10 @@ class ModuleLanes:
         self.initial = [w.detach().unsqueeze(0).clone() for w in self.weights]
         self.previous = [w.clone() for w in self.initial]
         # the k-th activation module follows the k-th weight layer (the output layer has none)
-        kind = type(make_activation(cfg.activation))
-        self.activations = [m for m in self.model.modules() if isinstance(m, kind)] \
-            if cfg.activation in MEASURED_ACTIVATIONS else []
+        names = [cfg.activation] * (len(self.named_layers) - 1 - cfg.depth) + list(cfg.layer_activations)
+        kinds = tuple({type(make_activation(n)) for n in names})
+        modules = [m for m in self.model.modules() if kinds and isinstance(m, kinds)]
+        self.activations = [(k, n, m) for k, (n, m) in enumerate(zip(names, modules)) if n in MEASURED_ACTIVATIONS]
 
     def describe(self, lane: int) -> tuple[int, list[str], list[list[int]]]:
         return (self.n_params, [n for n, _ in self.named_layers], [list(w.shape) for w in self.weights])
@@ -195,8 +196,9 @@ class ModuleLanes:
     @torch.no_grad()
     def saturation(self, x: torch.Tensor) -> list[float | None]:
         """Saturated / dead share per weight layer for a probe batch (None where none is measured)."""
-        outputs: list[torch.Tensor] = []
-        handles = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach())) for m in self.activations]
+        outputs: dict[int, torch.Tensor] = {}
+        handles = [m.register_forward_hook(lambda _m, _i, out, k=k: outputs.__setitem__(k, out.detach()))
+                   for k, _, m in self.activations]
         was_training = self.model.training
         self.model.eval()
         try:
@@ -205,8 +207,10 @@ class ModuleLanes:
             self.model.train(was_training)
             for handle in handles:
                 handle.remove()
-        measured = [float(unit_saturation(self.cfg.activation, out.unsqueeze(0))[0]) for out in outputs]
-        return measured + [None] * (len(self.weights) - len(measured))
+        measured: list[float | None] = [None] * len(self.weights)
+        for k, name, _ in self.activations:
+            measured[k] = float(unit_saturation(name, outputs[k].unsqueeze(0))[0])
+        return measured
 
     def layer_stats(self, probe_x: torch.Tensor, lanes: Sequence[int] = (0,), heatmaps: bool = True) -> list[dict | None]:
         change, delta, maps = weight_changes([w.unsqueeze(0) for w in self.weights], self.initial, self.previous,

@@ -64,8 +64,19 @@ def _dropout(cfg: RunConfig) -> nn.Module | None:
     return InvertedDropout(cfg.dropout) if cfg.dropout_impl == "inverted" else nn.Dropout(cfg.dropout)
 
 
-def _block(layer: nn.Module, width: int, cfg: RunConfig, conv: bool) -> list[nn.Module]:
-    parts = [layer, _norm(cfg.norm, width, conv), make_activation(cfg.activation)]
+class Residual(nn.Module):
+    """x + body(x): a hidden layer whose input is added to its output (widths equal)."""
+
+    def __init__(self, *body: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _block(layer: nn.Module, width: int, cfg: RunConfig, conv: bool, activation: str) -> list[nn.Module]:
+    parts = [layer, _norm(cfg.norm, width, conv), make_activation(activation)]
     if not conv:
         parts.append(_dropout(cfg))
     return [p for p in parts if p is not None]
@@ -80,13 +91,15 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int,
             raise ValueError(f"The CNN needs image input, got input shape {input_shape}")
         channels, height, width = input_shape
         for c_in in (channels, CNN_CHANNELS):
-            layers += _block(nn.Conv2d(c_in, CNN_CHANNELS, 3, stride=1, padding=1), CNN_CHANNELS, cfg, conv=True)
+            layers += _block(nn.Conv2d(c_in, CNN_CHANNELS, 3, stride=1, padding=1), CNN_CHANNELS, cfg, conv=True,
+                             activation=cfg.activation)
         features = CNN_CHANNELS * height * width
     else:
         features = math.prod(input_shape)
     layers.append(nn.Flatten())
-    for width in cfg.hidden:
-        layers += _block(nn.Linear(features, width), width, cfg, conv=False)
+    for k, (width, activation) in enumerate(zip(cfg.hidden, cfg.layer_activations)):
+        block = _block(nn.Linear(features, width), width, cfg, conv=False, activation=activation)
+        layers += [Residual(*block)] if cfg.residual and k > 0 else block
         features = width
     layers.append(nn.Linear(features, n_classes))
     model = nn.Sequential(*layers)
@@ -105,10 +118,14 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def init_weights(model: nn.Module, cfg: RunConfig, generator: torch.Generator | None) -> None:
-    """Initialise every Linear/Conv per ``cfg.init`` (PyTorch default, xavier, he, normal, zeros)."""
-    gain_name = _GAIN_NAME[cfg.activation]
+    """Initialise every Linear/Conv per ``cfg.init`` (PyTorch default, xavier, he, normal, zeros); xavier's and
+    he's gain follow the activation after the layer (the output layer takes the last hidden layer's)."""
+    layers = weight_layers(model)
+    hidden = cfg.layer_activations or (cfg.activation,)
+    followers = [hidden[0]] * (len(layers) - len(hidden) - 1) + list(hidden) + [hidden[-1]]
     with torch.no_grad():
-        for _, layer in weight_layers(model):
+        for (_, layer), activation in zip(layers, followers):
+            gain_name = _GAIN_NAME[activation]
             w, b = layer.weight, layer.bias
             fan_in = w[0].numel()
             if cfg.init == "default":  # exactly what nn.Linear / nn.Conv2d do, but from our generator

@@ -16,7 +16,21 @@ from safetensors.torch import load_file
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
+
+
+class Residual(nn.Module):
+    """x + body(x): a hidden layer whose input is added to its output."""
+
+    def __init__(self, layers: list) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*[BUILD[layer["type"]](layer) for layer in layers])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 BUILD = {
+    "residual": lambda layer: Residual(layer["layers"]),
     "flatten": lambda layer: nn.Flatten(),
     "linear": lambda layer: nn.Linear(layer["in"], layer["out"]),
     "conv2d": lambda layer: nn.Conv2d(layer["in"], layer["out"], layer["kernel"], stride=layer["stride"],
