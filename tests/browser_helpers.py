@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,18 @@ def start_server(cache_dir: Path, port: int, log_path: Path, extra_env: dict | N
             time.sleep(0.3)
     proc.terminate()
     raise RuntimeError(f"streamlit did not become healthy:\n{log_path.read_text()}")
+
+
+def offline_app(root: Path) -> Iterator[str]:
+    """The app on a free port with an empty data folder and downloads off (the Digits fallback everywhere), its
+    cache and log under ``root``: yields its address, then stops it (a pytest fixture's body)."""
+    empty = root / "no-data"
+    empty.mkdir()
+    port = free_port()
+    proc = start_server(root / "cache", port, root / "streamlit.log",
+                        {"GRADIENT_LAB_DATA_DIR": str(empty), "OMP_NUM_THREADS": "1"})
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import CHROMIUM, free_port, launch, start_server, stop_server
+from browser_helpers import CHROMIUM, launch, offline_app
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
 pytestmark = [pytest.mark.browser,
@@ -22,14 +22,7 @@ TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
 
 @pytest.fixture(scope="module")
 def offline_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cnn")
-    empty = root / "no-data"
-    empty.mkdir()
-    port = free_port()
-    proc = start_server(root / "cache", port, root / "streamlit.log",
-                        {"GRADIENT_LAB_DATA_DIR": str(empty), "OMP_NUM_THREADS": "1"})
-    yield f"http://127.0.0.1:{port}"
-    stop_server(proc)
+    yield from offline_app(tmp_path_factory.mktemp("cnn"))
 
 
 def _wait_text(page, pattern: str, timeout_s: float) -> str:

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from browser_helpers import CHROMIUM, SHOTS, free_port, launch, start_server, stop_server
+from browser_helpers import CHROMIUM, SHOTS, launch, offline_app
 from core.lessons.families import SWEEP_PRESETS
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
@@ -37,14 +37,7 @@ CHARTS_JS = "() => document.querySelectorAll('.js-plotly-plot').length"
 @pytest.fixture(scope="module")
 def offline_server(tmp_path_factory):
     """``streamlit run`` with an empty data folder and downloads off: the Digits fallback everywhere."""
-    root = tmp_path_factory.mktemp("offline")
-    empty = root / "no-data"
-    empty.mkdir()
-    port = free_port()
-    proc = start_server(root / "cache", port, root / "streamlit.log",
-                        {"GRADIENT_LAB_DATA_DIR": str(empty), "OMP_NUM_THREADS": "1"})
-    yield f"http://127.0.0.1:{port}"
-    stop_server(proc)
+    yield from offline_app(tmp_path_factory.mktemp("offline"))
 
 
 def _text(page) -> str:
