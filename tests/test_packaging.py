@@ -50,7 +50,7 @@ def test_requirements_are_pinned_and_dev_includes_runtime():
     for name in ("streamlit", "plotly", "pandas", "diskcache"):
         assert any(line.startswith(name + "==") for line in runtime)
     dev = (REPO / "requirements-dev.txt").read_text().splitlines()
-    assert "-r requirements.txt" in dev and any(line.startswith("playwright==") for line in dev)
+    assert "-r requirements-cluster.txt" in dev and any(line.startswith("playwright==") for line in dev)
 
 
 def test_every_third_party_import_is_in_requirements():
