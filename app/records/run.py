@@ -19,7 +19,7 @@ from core.engine.train import scored_train_examples
 EVAL_COLUMNS = ["step", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "penalty", "elapsed", "train_ce",
                 "val_ce"]
 LAYER_COLUMNS = ["step", "epoch", "layer", "layer_index", "grad_norm", "weight_change", "weight_delta", "saturation"]
-DONE_STATUSES = ("finished", "cancelled", "diverged", "failed")
+DONE_STATUSES = ("finished", "cancelled", "diverged", "failed", "paused")
 # What each configured loss is called beside the true cross-entropy (which cross_entropy itself is).
 LOSS_NAMES = {"cross_entropy": "cross-entropy", "mse": "MSE", "softmax_cross_entropy": "softmax twice"}
 

@@ -67,7 +67,7 @@ def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
     _group("inside", opened, lambda: polling_fragment(key, lambda polling: _layers_part(key),
                                                        every=layers_poll_seconds, name=f"layers_{key}"))
     state = job_state(key)
-    if results and state is not None and state.done and state.status in ("finished", "cancelled", "diverged"):
+    if results and state is not None and state.done and state.status in ("finished", "cancelled", "diverged", "paused"):
         view = run_view(state)
         if view.finished is not None:
             _group("test", opened, lambda: _test_details(key, view, state.version))

@@ -291,7 +291,7 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
                                          RunFailed, GridStarted, CellEvent, SurfaceStarted, SurfaceRow, SweepStarted,
                                          TrialDone, GradCheckDone)}
 # The one list of how a run ends: RunFinished.status is one of RUN_ENDINGS; a RunFailed is "failed".
-RUN_ENDINGS = ("finished", "cancelled", "diverged", "pruned")
+RUN_ENDINGS = ("finished", "cancelled", "diverged", "pruned", "paused")  # paused: a pause outlived its bound
 TERMINAL_STATUSES = RUN_ENDINGS + ("failed",)
 SERVED_FROM_STORE = ("finished", "diverged")  # deterministic outcomes: replayed; a cancelled run trains again
 NO_WEIGHTS = ("no weights were stored with this run: it was stored before runs kept their weights, or it was a "

@@ -31,6 +31,7 @@ from core.engine.scratch import ScratchLanes
 
 Callback = Callable[[Event], None]
 Clock = Callable[[], float]
+Hold = Callable[[int], float]  # waits before step n + 1 while the run is paused; returns the seconds it waited
 WeightsProblem = Callable[[int], str]  # nbytes -> why weights that large are not kept ("" when they are)
 VAL_SUBSET = 2048  # validation examples scored at log points between epoch ends (full split at epoch ends);
 # train metrics are scored the same way (eval mode) on a fixed train subset of up to this size at every log point
@@ -45,7 +46,12 @@ EXPLODED = 100.0  # a loss above this multiple of max(its first value, ln classe
 
 
 class Cancelled(Exception):
-    """The run's cancel flag was set; the loop ends it as "cancelled", history kept."""
+    """The run's cancel flag was set (or its hold ended it, with another ``status``); the loop ends it with that
+    status, history kept."""
+
+    def __init__(self, status: str = "cancelled", reason: str = ""):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
 class _AllEnded(Exception):
@@ -148,12 +154,13 @@ def _failure_message(exc: Exception) -> str:
 def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.Event | None = None,
           key: str | None = None, clock: Clock = time.perf_counter,
           final_weights: bool = True, weights_problem: WeightsProblem | None = None,
-          live_boundary: bool = True) -> RunFinished | RunFailed:
+          live_boundary: bool = True, hold: Hold | None = None) -> RunFinished | RunFailed:
     """Train one run, emitting events to ``callbacks``; returns the terminal event. A finished run sends
     its trained weights (:class:`FinalWeights`, see :func:`weights_event`) just before its RunFinished,
     unless ``final_weights`` is False (a grid's cells); ``weights_problem(nbytes)`` says why weights that
     large are not kept ("" when they are; the server's cap, see core.serve.budget). ``live_boundary``: a 2-D
-    set's class regions are sent at every log point (:class:`DecisionBoundary`).
+    set's class regions are sent at every log point (:class:`DecisionBoundary`). ``hold(steps done)``, called
+    before each step, waits while the run is paused (core.serve.pause); paused time is not training time.
 
     Never raises for a training problem: a non-finite or exploding loss ends the run as
     "diverged", a cancel as "cancelled" (history kept), and any exception (CUDA out-of-memory
@@ -162,7 +169,7 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
     callbacks = list(callbacks)
     emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
     return train_lanes([cfg], solo_lanes(cfg), [emit], cancel, [key or cfg.key()], clock, final_weights=final_weights,
-                       weights_problem=weights_problem, live_boundary=live_boundary)[0]
+                       weights_problem=weights_problem, live_boundary=live_boundary, hold=hold)[0]
 
 
 def solo_lanes(cfg: RunConfig) -> Callable[..., Lanes]:
@@ -176,7 +183,7 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
                 clock: Clock = time.perf_counter, prune: Callable[[int], str | None] | None = None,
                 lane_cancels: Sequence[threading.Event] | None = None,
                 final_weights: bool = False, weights_problem: WeightsProblem | None = None,
-                live_boundary: bool = False) -> list[RunFinished | RunFailed]:
+                live_boundary: bool = False, hold: Hold | None = None) -> list[RunFinished | RunFailed]:
     """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
 
     ``make_lanes(configs, input_shape, n_classes, device)`` builds what is trained; lane i emits
@@ -191,7 +198,7 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
     """
     run = _Run(list(configs), make_lanes, list(emits), cancel or threading.Event(),
                list(keys) if keys else [c.key() for c in configs], clock, prune, lane_cancels, final_weights,
-               weights_problem, live_boundary)
+               weights_problem, live_boundary, hold)
     try:
         return run.train()
     except Exception as exc:  # every failure becomes an event; the caller keeps serving
@@ -233,11 +240,11 @@ class _Run:
                  cancel: threading.Event, keys: list[str], clock: Clock,
                  prune: Callable[[int], str | None] | None = None, lane_cancels: Sequence[threading.Event] | None = None,
                  final_weights: bool = False, weights_problem: WeightsProblem | None = None,
-                 live_boundary: bool = False):
+                 live_boundary: bool = False, hold: Hold | None = None):
         self.configs, self.make_lanes, self.emits, self.cancel, self.keys = configs, make_lanes, emits, cancel, keys
         self.clock, self.prune, self.lane_cancels = clock, prune, lane_cancels
         self.final_weights, self.weights_problem = final_weights, weights_problem
-        self.live_boundary = live_boundary
+        self.live_boundary, self.hold = live_boundary, hold
         self.grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # live: xs, ys, grid_inputs
         self.grid_axes: tuple[numpy.ndarray, numpy.ndarray] | None = None  # xs, ys as every boundary event holds them
         self.cfg = configs[0]
@@ -323,8 +330,8 @@ class _Run:
         try:
             for epoch in range(self.cfg.epochs):
                 self.run_epoch(epoch)
-        except Cancelled:
-            status, reason = "cancelled", f"cancelled at step {self.step}"
+        except Cancelled as stop:
+            status, reason = stop.status, stop.reason or f"cancelled at step {self.step}"
             if len(self.window):
                 try:
                     self.log_point(self.step / self.n_steps, None, final=True)
@@ -340,6 +347,10 @@ class _Run:
         perm = self.train_idx[torch.randperm(self.n_train, generator=self.order_gen).to(self.data_device)]
         move = self.data_device != self.device
         for b in range(self.n_steps):
+            if self.hold is not None:
+                waited = self.hold(self.step)
+                self.t0 += waited
+                start += waited
             if self.cancel.is_set():
                 raise Cancelled
             if self.lane_cancels is not None:

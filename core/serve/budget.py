@@ -16,6 +16,7 @@ One place for every server cap a job meets (the job manager checks them on submi
 - ``GRADIENT_LAB_MAX_SWEEP_COST``: a sweep's estimated GFLOP (trials x 6 x parameters x training examples x
   epochs, see :meth:`core.lab.sweep.SweepConfig.cost`).
 - ``GRADIENT_LAB_MAX_COBATCH``: queued single runs trained together as one job (read by :mod:`core.serve.cobatch`).
+- ``GRADIENT_LAB_MAX_PAUSE_MINUTES``: how long a run may stay paused before it is ended (:mod:`core.serve.pause`).
 
 Every refusal is a :class:`Refused` naming the cap, its variable and the estimate; :func:`cap` is the one
 reader of these settings, and a setting that is not a number >= 0 is refused naming its variable.
@@ -46,6 +47,7 @@ DEFAULTS = {
     "GRADIENT_LAB_MAX_JOB_MINUTES": 60,  # E #8 (a CNN) is estimated at 15; its convolutions take longer
     "GRADIENT_LAB_MAX_SWEEP_COST": 500_000.0,  # GFLOP per sweep
     "GRADIENT_LAB_MAX_COBATCH": 32,
+    "GRADIENT_LAB_MAX_PAUSE_MINUTES": 10,  # a paused run is ended (stored as paused) after this long
 }
 # Cost (parameters x training examples) trained per second: a 1000-1000 MLP on MNIST on one CPU trainer
 # (issue 20) and a deliberately high GPU rate, so an estimate errs short and the running cap decides.

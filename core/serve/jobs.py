@@ -26,6 +26,12 @@ A worker takes the next queued job together with the queued single runs it can t
 (:mod:`core.serve.cobatch`, up to ``GRADIENT_LAB_MAX_COBATCH``) and trains them as one lanes task; each run
 stays its own job (events, stored result, cancel).
 
+A run that trains alone can be paused, stepped k batches and resumed (:meth:`JobManager.pause`, ``step``,
+``resume``) by the browser that started it, through a :class:`core.serve.pause.Hold` the loop waits on between
+steps. A co-batched run cannot (pausing it would hold the runs batched with it); neither can a grid or sweep. A paused
+run still counts against its browser's quota; a pause longer than ``GRADIENT_LAB_MAX_PAUSE_MINUTES`` ends the run,
+stored as "paused" with its history; paused time does not count against the job's time cap.
+
 Workers are processes by default (:mod:`core.serve.workers`): training never shares the web server's
 GIL, and a worker that dies fails only its job. ``processes=False`` (or
 ``GRADIENT_LAB_WORKER_PROCESSES=0``) runs jobs in threads of this process instead, for tests
@@ -52,6 +58,7 @@ from core.engine.events import (RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSE
                                 status_of, without_weights)
 from core.serve.runners import runner_for, store_links
 from core.serve.scheduler import BACKGROUND, FairQueue
+from core.serve.pause import MAX_STEP_BATCHES, Hold
 from core.serve.store import RunStore, StoredRun
 from core.engine.train import resolve_device
 from core.serve.workers import ProcessSlot, default_threads
@@ -95,6 +102,8 @@ class Job:
     stop_reason: str = ""  # why the server stopped it (the time cap), told in its last event
     outcome: str = "failed"  # terminal status announced by the runner; becomes ``status`` once stored
     nbytes: int = 0  # approximate memory of ``events``
+    hold: Hold | None = None  # while it trains alone: its pause state (see pause, step, resume)
+    paused_since: float | None = None  # the manager's clock when it was paused (None while not paused)
 
 
 @dataclass
@@ -113,6 +122,9 @@ class Snapshot:
     watchers: int = 0  # browsers watching it now
     started_by: str | None = None  # the browser that started it
     watched_by: frozenset = frozenset()  # those browsers
+    pausable: bool = False  # it trains alone now: its starter may pause, step and resume it
+    paused: bool = False  # a pause (or a step's pause) is asked for
+    paused_at: int | None = None  # the step the paused run waits at (None while it trains)
 
     @property
     def done(self) -> bool:
@@ -279,8 +291,11 @@ class JobManager:
                 waiting = [j for j in self._queues[job.device].order() if j.status == "queued"]
                 position = next((i for i, j in enumerate(waiting) if j is job), None)
             browsers = frozenset(w.browser for w in self._live(job).values())
+            hold = job.hold
             return Snapshot(key, job.kind, job.status, without_weights(job.events[since:]), len(job.events),
-                            job.from_cache, job.saved_at, job.error, position, len(browsers), job.browser, browsers)
+                            job.from_cache, job.saved_at, job.error, position, len(browsers), job.browser, browsers,
+                            hold is not None, hold is not None and hold.paused,
+                            hold.paused_at if hold is not None else None)
 
     def status(self, key: str) -> str | None:
         """The status of job ``key`` if it is in memory (None if not): no events copied, no store read."""
@@ -317,6 +332,53 @@ class JobManager:
                     return False
             job.cancel_flag.set()
             return True
+
+    def pause(self, key: str, browser: str | None = None) -> None:
+        """Hold job ``key`` before its next step (see :class:`core.serve.pause.Hold`). ``browser``: who asks (None:
+        CLI, tests); only the browser that started it may. Raises :class:`Refused` saying why not."""
+        with self._lock:
+            job = self._pausable(key, browser)
+            job.hold.pause(self._pause_seconds())
+            if job.paused_since is None:
+                job.paused_since = self._clock()
+
+    def step(self, key: str, batches: int, browser: str | None = None) -> None:
+        """Train ``batches`` more batches of job ``key``, then hold it again (a running one is paused after them)."""
+        if not isinstance(batches, int) or not 1 <= batches <= MAX_STEP_BATCHES:
+            raise Refused(f"A step trains 1 to {MAX_STEP_BATCHES} batches, not {batches!r}.")
+        with self._lock:
+            job = self._pausable(key, browser)
+            job.hold.step(batches, self._pause_seconds())
+            if job.paused_since is None:
+                job.paused_since = self._clock()
+
+    def resume(self, key: str, browser: str | None = None) -> None:
+        """Let a paused job ``key`` train on; its time cap moves by the time it was paused."""
+        with self._lock:
+            job = self._pausable(key, browser)
+            job.hold.resume()
+            if job.paused_since is not None and job.deadline is not None:
+                job.deadline += self._clock() - job.paused_since
+            job.paused_since = None
+
+    def _pausable(self, key: str, browser: str | None) -> Job:
+        """Job ``key`` when ``browser`` may pause it now, else :class:`Refused` saying why."""
+        job = self._jobs.get(key)
+        if job is None or job.status != "running":
+            status = "unknown here" if job is None else job.status
+            raise Refused(f"Only a running run can be paused, stepped or resumed; this one is {status}.")
+        if browser is not None and browser != job.browser:
+            raise Refused("Only the browser that started this run can pause, step or resume it: others watch it "
+                          "as it trains. Cancel stops watching it.")
+        if job.hold is None:
+            what = "a run trained in one batch with other runs (pausing it would hold theirs)" \
+                if job.kind == "run" else f"a {job.kind}"
+            raise Refused(f"This is {what}: pause, step and resume work on a run that trains alone.")
+        return job
+
+    @staticmethod
+    def _pause_seconds() -> float:
+        return budget.cap("GRADIENT_LAB_MAX_PAUSE_MINUTES") * 60
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -475,13 +537,22 @@ class JobManager:
             emit = cobatch.dispatch([self._recorder(job, settle=True) for job in live])
             cancel, lanes = threading.Event(), [job.cancel_flag for job in live]
         spec = runner_for(task)
+        hold = None
+        if spec.pausable:  # one run alone: its worker's hold (shared with a worker process), not paused
+            hold = slot.hold if slot is not None else Hold()
+            hold.reset()
+            with self._lock:
+                live[0].hold = hold
         try:
             if slot is not None:
                 slot.run(task, emit, cancel, self.file_run, self.read_run, lanes)
             else:
-                spec.runner(task, emit, cancel, **store_links(spec, self.file_run, self.read_run, lanes))
+                spec.runner(task, emit, cancel, **store_links(spec, self.file_run, self.read_run, lanes, hold))
         except Exception as exc:  # a bug in a runner must not kill the worker
             emit(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
+        with self._lock:  # the slot's hold goes on to its next job
+            for job in live:
+                job.hold, job.paused_since = None, None
         for job in live:
             self._settle(job)
 
@@ -508,7 +579,8 @@ class JobManager:
 
     def _enforce_deadline(self, job: Job) -> None:
         """Stop a running job that has passed its deadline, saying why (its last event tells it)."""
-        if job.status != "running" or job.deadline is None or job.stop_reason or self._clock() <= job.deadline:
+        if (job.status != "running" or job.deadline is None or job.stop_reason or job.paused_since is not None
+                or self._clock() <= job.deadline):  # a paused job has its own bound (GRADIENT_LAB_MAX_PAUSE_MINUTES)
             return
         minutes = budget.cap("GRADIENT_LAB_MAX_JOB_MINUTES")
         job.stop_reason = (f"Stopped by the server: it trained longer than {minutes:g} minutes, the cap on one job "

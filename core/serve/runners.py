@@ -19,6 +19,7 @@ from core.lab.sweep.runner import run_sweep
 from core.lab.sweep.space import SweepConfig
 from core.serve import budget
 from core.serve.cobatch import CoBatch, run_cobatch
+from core.serve.pause import Hold
 
 Runner = Callable[..., Event]
 
@@ -27,21 +28,24 @@ class RunnerSpec(NamedTuple):
     """``uses_store``: the runner hands the runs it is made of (a grid's cells) to ``file_run=``
     (:meth:`core.serve.jobs.JobManager.file_run`), so the manager stays the store's only writer;
     ``reads_store``: it looks runs up with ``read_run=``; ``per_lane``: it gets one cancel flag per
-    lane as ``lane_cancels=`` (a co-batch's runs)."""
+    lane as ``lane_cancels=`` (a co-batch's runs); ``pausable``: it trains one run alone and waits on ``hold=``
+    (:class:`core.serve.pause.Hold`) between steps, so the manager can pause, step and resume it."""
     kind: str
     runner: Runner
     uses_store: bool = False
     reads_store: bool = False
     per_lane: bool = False
+    pausable: bool = False
 
 
-def train_run(cfg: RunConfig, emit: Callable[[Event], None], cancel: threading.Event) -> Event:
-    """One run; its final weights are kept within GRADIENT_LAB_MAX_WEIGHTS_MB."""
-    return train(cfg, [emit], cancel, weights_problem=budget.weights_problem)
+def train_run(cfg: RunConfig, emit: Callable[[Event], None], cancel: threading.Event, hold: Hold | None = None) -> Event:
+    """One run; its final weights are kept within GRADIENT_LAB_MAX_WEIGHTS_MB; it waits on ``hold`` while paused."""
+    wait = (lambda step: hold.wait(step, cancel)) if hold is not None else None
+    return train(cfg, [emit], cancel, weights_problem=budget.weights_problem, hold=wait)
 
 
 RUNNERS: dict[type, RunnerSpec] = {
-    RunConfig: RunnerSpec("run", train_run),
+    RunConfig: RunnerSpec("run", train_run, pausable=True),
     GridConfig: RunnerSpec("grid", run_grid, uses_store=True),
     SurfaceConfig: RunnerSpec("surface", run_surface, uses_store=True),
     SweepConfig: RunnerSpec("sweep", run_sweep, uses_store=True, reads_store=True),
@@ -57,8 +61,10 @@ def runner_for(config: Any) -> RunnerSpec:
     return spec
 
 
-def store_links(spec: RunnerSpec, file_run: Callable, read_run: Callable, lane_cancels: Any = None) -> dict[str, Any]:
-    """The keyword arguments a runner asked for: store links, per-lane cancel flags."""
-    wanted = {"file_run": spec.uses_store, "read_run": spec.reads_store, "lane_cancels": spec.per_lane}
-    given = {"file_run": file_run, "read_run": read_run, "lane_cancels": lane_cancels}
+def store_links(spec: RunnerSpec, file_run: Callable, read_run: Callable, lane_cancels: Any = None,
+                hold: Hold | None = None) -> dict[str, Any]:
+    """The keyword arguments a runner asked for: store links, per-lane cancel flags, the pause hold."""
+    wanted = {"file_run": spec.uses_store, "read_run": spec.reads_store, "lane_cancels": spec.per_lane,
+              "hold": spec.pausable}
+    given = {"file_run": file_run, "read_run": read_run, "lane_cancels": lane_cancels, "hold": hold}
     return {name: given[name] for name, asked in wanted.items() if asked}

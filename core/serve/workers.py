@@ -24,6 +24,7 @@ import torch
 from core.serve.cobatch import HARD_MAX_COBATCH
 from core.engine.config import RunConfig
 from core.engine.events import Event, RunFailed
+from core.serve.pause import Hold
 from core.serve.runners import runner_for, store_links
 from core.serve.store import StoredRun
 from core.engine.train import train
@@ -44,13 +45,14 @@ class _SharedFlag:
         return bool(self.flags[self.i])
 
 
-def _child_main(conn: Connection, cancel: Any, lane_flags: Any, warm: Any, warm_seconds: Any, device: str,
-                threads: int) -> None:
+def _child_main(conn: Connection, cancel: Any, lane_flags: Any, hold_values: Any, warm: Any, warm_seconds: Any,
+                device: str, threads: int) -> None:
     """The child: warm up, then run configs as they arrive until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal stops the parent, which stops us
     if threads > 0:
         torch.set_num_threads(threads)
     lanes = [_SharedFlag(lane_flags, i) for i in range(len(lane_flags))]
+    hold = Hold(hold_values)  # the slot's pause state, set by the parent's job manager
     started = time.perf_counter()
     try:
         train(WARMUP_CONFIG.replace(device=device))
@@ -68,7 +70,7 @@ def _child_main(conn: Connection, cancel: Any, lane_flags: Any, warm: Any, warm_
         send = lambda event: conn.send(("event", event))  # noqa: E731
         try:
             link = _StoreLink(conn)
-            spec.runner(config, send, cancel, **store_links(spec, link.file_run, link.read_run, lanes))
+            spec.runner(config, send, cancel, **store_links(spec, link.file_run, link.read_run, lanes, hold))
         except Exception as exc:  # a bug in a runner must not kill the worker
             send(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
         conn.send(("done", None))
@@ -117,6 +119,7 @@ class ProcessSlot:
         self._conn: Connection | None = None
         self._cancel = _SPAWN.Event()
         self._lane_flags = _SPAWN.RawArray("b", HARD_MAX_COBATCH)  # per-lane cancels of a co-batch
+        self.hold = Hold()  # pause, step, resume of the run it trains alone (shared memory, like the cancels)
         self._warm = _SPAWN.Event()
         self._warm_seconds = _SPAWN.Value("d", 0.0)
         self._lock = threading.Lock()
@@ -135,8 +138,8 @@ class ProcessSlot:
             self._warm.clear()
             parent, child = _SPAWN.Pipe()
             self._proc = _SPAWN.Process(target=_child_main, name=self.name, daemon=True,
-                                        args=(child, self._cancel, self._lane_flags, self._warm, self._warm_seconds,
-                                              self.device, self.threads))
+                                        args=(child, self._cancel, self._lane_flags, self.hold.values, self._warm,
+                                              self._warm_seconds, self.device, self.threads))
             self._proc.start()
             child.close()
             self._conn, self.started_at = parent, time.time()
