@@ -30,6 +30,9 @@ class JobState:
     watchers: int = 0  # browsers watching it (a shared lecture run has many)
     started_by: str | None = None  # the browser that started it
     watched_by: frozenset = frozenset()  # the browsers watching it
+    pausable: bool = False  # it trains alone: its starter may pause, step and resume it
+    paused: bool = False  # a pause (or a step) is asked for
+    paused_at: int | None = None  # the step a paused run waits at (None while it trains)
 
     @property
     def done(self) -> bool:
@@ -58,7 +61,8 @@ def status_message(state: JobState, progress: Progress | None = None, reason: st
                    started: bool = True) -> tuple[str, str] | None:
     """(level, Markdown text) of a job's state, or None when running normally.
 
-    ``level`` is info / warning / error. Cancelled runs say where they stopped, once.
+    ``level`` is info / warning / error. Cancelled runs say where they stopped, once; a paused one says
+    the step it waits at.
     """
     status = state.status
     if status == "queued":
@@ -67,9 +71,18 @@ def status_message(state: JobState, progress: Progress | None = None, reason: st
         return "info", f"Queued: {plural(state.queue_position, 'run')} ahead of this one. It starts by itself."
     if status == "running" and not started:
         return "info", "Starting: loading the data and building the network…"
+    if status == "running" and state.paused:
+        if state.paused_at is None:
+            return "info", "Pausing: it trains the batches asked for, then waits…"
+        total = f" of {progress.total_steps:,}" if progress is not None else ""
+        return "info", (f"**Paused at step {state.paused_at:,}**{total}. **Step** trains the next batches and pauses "
+                        "again; **Resume** trains on.")
+    where = (f" at step {progress.step:,} of {progress.total_steps:,} ({epoch_text(progress.epoch, progress.total_epochs).lower()})"
+             if progress is not None else "")
+    if status == "paused":
+        return "warning", (f"**Paused and ended**{where}. {_sentence(reason or state.error)}. The charts show the "
+                           "run up to that point; press Train to train it from the start.")
     if status == "cancelled":
-        where = (f" at step {progress.step:,} of {progress.total_steps:,} ({epoch_text(progress.epoch, progress.total_epochs).lower()})"
-                 if progress is not None else "")
         why = reason or state.error  # the server's reason (time cap, full queue); a plain Cancel's is not repeated
         told = f" {_sentence(why)}." if why and not why.startswith("cancelled") else ""
         return "warning", f"**Cancelled**{where}. The charts show the run up to that point.{told}"

@@ -6,8 +6,8 @@
 - :func:`train_button`: the one Train / Training… / Train again button for any config with
   ``key()`` (RunConfig, GridConfig, or a task config another page registers with the job
   manager), with its error message; what the submit returns (job keys) goes to a session slot.
-- :func:`status_line`: queue position, starting, cancelled / diverged / failed, from cache,
-  and a Cancel button while the job runs.
+- :func:`status_line`: queue position, starting, paused at step N, cancelled / diverged / failed, from cache,
+  and a Cancel button while the job runs; for a run that trains alone, its starter's Pause / Step k / Resume.
 - :func:`polling_fragment`: draws ``draw(polling)`` inside a fragment that reruns every
   ``every`` seconds while any of its jobs is queued or running, and stops itself after. A session
   that only watches (its browser did not press Train) polls every :func:`watch_seconds`, slower
@@ -29,8 +29,10 @@ from typing import Any, Callable, Iterable
 import streamlit as st
 
 from core.engine.events import keep_latest_boundary
-from core.serve import identity, owners
+from core.serve import budget, identity, owners
+from core.serve.budget import Refused
 from core.serve.jobs import get_manager
+from core.serve.pause import DEFAULT_STEP_BATCHES, MAX_STEP_BATCHES
 
 from ..records.jobs import JobState, progress_text, status_message
 from ..records.run import RunView, reduce_events
@@ -99,7 +101,8 @@ def _snapshot_state(key: str, known: JobState | None) -> JobState | None:
         if any(e.kind == "boundary" for e in snap.events):
             keep_latest_boundary(events)  # as the manager does: the earlier boundaries lose their grids
     state = JobState(key, snap.status, events, snap.from_cache, snap.saved_at, snap.error, snap.queue_position,
-                     watchers=snap.watchers, started_by=snap.started_by, watched_by=snap.watched_by)
+                     watchers=snap.watchers, started_by=snap.started_by, watched_by=snap.watched_by,
+                     pausable=snap.pausable, paused=snap.paused, paused_at=snap.paused_at)
     with _lock:
         _jobs[key] = state
         _jobs.move_to_end(key)
@@ -354,6 +357,8 @@ def status_line(state: JobState, view: RunView | None = None, *, what: str = "ru
                 f"watch{'es' if others == 1 else ''} it, so it goes on for them. Press Train to watch again.",
                 icon="👋")
         return
+    if state.status == "running" and what == "run":
+        _hold_controls(state)
     if st.button("Cancel", key=f"cancel_{state.key}", icon="⏹️",
                  help=(f"Stop watching: {plural(others, 'other browser')} also watch this {what}, "
                        "so it goes on for them (it stops when nobody watches)." if others
@@ -363,6 +368,47 @@ def status_line(state: JobState, view: RunView | None = None, *, what: str = "ru
             "Cancel for everyone", key=f"cancel_all_{state.key}", icon="🛑",
             help=f"You started this {what}: stop it for all {others + 1} browsers watching it."):
         cancel(state.key, everyone=True)
+
+
+def _hold(key: str, action: str) -> None:
+    """Pause, step or resume job ``key`` for this browser; a refusal is kept to be shown under the buttons."""
+    manager = get_manager()
+    try:
+        if action == "step":
+            manager.step(key, int(st.session_state[f"step_batches_{key}"]), browser=browser_id())
+        else:
+            getattr(manager, action)(key, browser=browser_id())
+    except Refused as exc:
+        st.session_state[f"hold_error_{key}"] = str(exc)
+    _refetch(key)
+
+
+def _hold_controls(state: JobState) -> None:
+    """Pause / Step k / Resume for the browser that started a run training alone; why not, for a batched one."""
+    if state.started_by != browser_id():
+        return
+    if not state.pausable:
+        st.caption("Pause and step work on a run that trains alone; this one trains in one batch with other runs "
+                   "(pausing it would hold theirs).")
+        return
+    try:
+        bound = f"A pause longer than {budget.cap('GRADIENT_LAB_MAX_PAUSE_MINUTES'):g} minutes ends the run"
+    except Refused as exc:  # a bad setting: Pause itself says so
+        bound = plain(str(exc))
+    toggle, size, step = st.columns([1, 1, 1], vertical_alignment="bottom")
+    if state.paused:
+        toggle.button("Resume", key=f"resume_{state.key}", icon="▶️", on_click=_hold, args=(state.key, "resume"),
+                      help="Train on from here.")
+    else:
+        toggle.button("Pause", key=f"pause_{state.key}", icon="⏸️", on_click=_hold, args=(state.key, "pause"),
+                      help=f"Wait before the next batch. {bound} (GRADIENT_LAB_MAX_PAUSE_MINUTES); its history is kept.")
+    size.number_input("Batches per step", min_value=1, max_value=MAX_STEP_BATCHES, value=DEFAULT_STEP_BATCHES,
+                      step=1, key=f"step_batches_{state.key}")
+    step.button("Step", key=f"step_{state.key}", icon="⏭️", on_click=_hold, args=(state.key, "step"),
+                help="Train this many batches, then pause again.")
+    error = st.session_state.pop(f"hold_error_{state.key}", None)
+    if error:
+        st.error(plain(error))
 
 
 # --- polling -------------------------------------------------------------------------------------

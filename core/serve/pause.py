@@ -16,7 +16,8 @@ from typing import Any
 
 from core.engine.train import Cancelled
 
-MAX_STEP_BATCHES = 1000  # batches one Step may train (the Playground's number input reads it)
+MAX_STEP_BATCHES = 1000  # batches one Step may train (the Playground's number input reads its bounds here)
+DEFAULT_STEP_BATCHES = 10
 POLL_SECONDS = 0.02  # how often a held loop looks at its flags
 _PAUSED, _LEFT, _LIMIT, _AT, _WAITING = range(5)  # the shared array's slots
 
