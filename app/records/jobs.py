@@ -75,8 +75,10 @@ def status_message(state: JobState, progress: Progress | None = None, reason: st
         if state.paused_at is None:
             return "info", "Pausing: it trains the batches asked for, then waits…"
         total = f" of {progress.total_steps:,}" if progress is not None else ""
+        logged = (f" The charts show its last log point, step {progress.step:,}."
+                  if progress is not None and progress.step != state.paused_at else "")
         return "info", (f"**Paused at step {state.paused_at:,}**{total}. **Step** trains the next batches and pauses "
-                        "again; **Resume** trains on.")
+                        f"again; **Resume** trains on.{logged}")
     where = (f" at step {progress.step:,} of {progress.total_steps:,} ({epoch_text(progress.epoch, progress.total_epochs).lower()})"
              if progress is not None else "")
     if status == "paused":

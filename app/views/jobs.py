@@ -395,7 +395,7 @@ def _hold_controls(state: JobState) -> None:
         bound = f"A pause longer than {budget.cap('GRADIENT_LAB_MAX_PAUSE_MINUTES'):g} minutes ends the run"
     except Refused as exc:  # a bad setting: Pause itself says so
         bound = plain(str(exc))
-    toggle, size, step = st.columns([1, 1, 1], vertical_alignment="bottom")
+    toggle, size, step, _ = st.columns([1, 1.2, 1, 2.5], vertical_alignment="bottom")
     if state.paused:
         toggle.button("Resume", key=f"resume_{state.key}", icon="▶️", on_click=_hold, args=(state.key, "resume"),
                       help="Train on from here.")
