@@ -49,9 +49,9 @@ class Cancelled(Exception):
     """The run's cancel flag was set (or its hold ended it, with another ``status``); the loop ends it with that
     status, history kept."""
 
-    def __init__(self, status: str = "cancelled", reason: str = ""):
+    def __init__(self, status: str = "cancelled", reason: str = "", waited: float = 0.0):
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.waited = status, reason, waited  # waited: paused seconds, not training time
 
 
 class _AllEnded(Exception):
@@ -332,6 +332,7 @@ class _Run:
                 self.run_epoch(epoch)
         except Cancelled as stop:
             status, reason = stop.status, stop.reason or f"cancelled at step {self.step}"
+            self.t0 += stop.waited
             if len(self.window):
                 try:
                     self.log_point(self.step / self.n_steps, None, final=True)

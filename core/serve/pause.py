@@ -27,6 +27,7 @@ class Hold:
 
     def __init__(self, values: Any = None):
         self.values = values if values is not None else mp.get_context("spawn").Array("d", 5)
+        self._raw = self.values.get_obj()  # the same memory without the lock: the loop's read of "paused?"
 
     def reset(self) -> None:
         """Not paused (a new job starts)."""
@@ -62,9 +63,9 @@ class Hold:
     def wait(self, step: int, cancel: threading.Event | Any) -> float:
         """Called by the loop before step ``step + 1``: returns the seconds it waited; raises :class:`Cancelled`
         with status "paused" when one wait passes the bound."""
-        values = self.values
-        if not values[_PAUSED]:  # the common case, read without the lock
+        if not self._raw[_PAUSED]:  # the common case, read without the lock
             return 0.0
+        values = self.values
         since = None
         while True:
             with values.get_lock():
@@ -78,8 +79,8 @@ class Hold:
             now = time.monotonic()
             since = now if since is None else since
             if now - since > limit:
-                raise Cancelled("paused", f"paused at step {step} for longer than {limit / 60:g} minutes, the "
+                raise Cancelled("paused", f"paused at step {step:,} for longer than {limit / 60:g} minutes, the "
                                           "bound on a pause (GRADIENT_LAB_MAX_PAUSE_MINUTES), so the server ended it "
-                                          "to free its worker; its history up to there is kept")
+                                          "to free its worker; its history up to there is kept", now - since)
             time.sleep(POLL_SECONDS)
         return 0.0 if since is None else time.monotonic() - since
