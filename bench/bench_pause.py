@@ -15,8 +15,7 @@ import argparse
 import threading
 import timeit
 
-import benchlib  # noqa: F401  (the repository importable, no downloads)
-from bench_boundary import clock_for, side_by_side
+from bench_boundary import clock_for, side_by_side  # also makes the repository importable
 from core.engine.config import RunConfig
 from core.engine.train import train
 from core.serve.pause import Hold
