@@ -215,6 +215,7 @@ def test_the_playground_pauses_steps_and_resumes_its_run(isolated_cache):
     status_says(f"Paused at step {first + 3:,}")
     other = new_app({"dataset": "spiral", "epochs": "200", "log_every": "5"})  # another browser on the same run
     assert not [b for b in other.button if b.key == f"pause_{key}" or b.key == f"step_{key}"]
+    assert "only it can step or resume it" in texts(other.caption)  # it is told who holds the run
     at.button(key=f"resume_{key}").click().run()
     assert at.button(key=f"pause_{key}").label == "Pause"  # training again
     get_manager().cancel(key)  # for both browsers

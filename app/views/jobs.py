@@ -386,6 +386,8 @@ def _hold(key: str, action: str) -> None:
 def _hold_controls(state: JobState) -> None:
     """Pause / Step k / Resume for the browser that started a run training alone; why not, for a batched one."""
     if state.started_by != browser_id():
+        if state.paused:
+            st.caption("Paused by the browser that started this run: only it can step or resume it.")
         return
     if not state.pausable:
         st.caption("Pause and step work on a run that trains alone; this one trains in one batch with other runs "

@@ -509,16 +509,18 @@ class JobManager:
 
     def _work(self, device: str, slot: ProcessSlot | None) -> None:
         q = self._queue(device)
+        hold = slot.hold if slot is not None else Hold()  # this worker's pause state, handed from job to job
         while True:
             try:
                 group = cobatch.max_group()
             except Refused:  # submit refuses every job while the setting is bad: nothing is queued
                 group = 1
             self._run(q.get_group(cobatch.compatible(lambda job: job.config), group,
-                                  gather=cobatch.GATHER_SECONDS), slot)
+                                  gather=cobatch.GATHER_SECONDS), slot, hold)
 
-    def _run(self, jobs: list[Job], slot: ProcessSlot | None = None) -> None:
-        """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each."""
+    def _run(self, jobs: list[Job], slot: ProcessSlot | None = None, hold: Hold | None = None) -> None:
+        """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each; a run trained
+        alone waits on ``hold`` (default: its slot's, else a new one) while paused."""
         deadline = self._clock() + budget.cap("GRADIENT_LAB_MAX_JOB_MINUTES") * 60  # checked on submit
         with self._lock:
             live = []
@@ -528,6 +530,10 @@ class JobManager:
                 else:
                     job.status, job.started_at, job.deadline = "running", time.time(), deadline
                     live.append(job)
+            if len(live) == 1 and runner_for(live[0].config).pausable:  # pausable from its first moment
+                hold = hold or (slot.hold if slot is not None else Hold())
+                hold.reset()
+                live[0].hold = hold
         if not live:
             return
         if len(live) == 1:
@@ -537,12 +543,6 @@ class JobManager:
             emit = cobatch.dispatch([self._recorder(job, settle=True) for job in live])
             cancel, lanes = threading.Event(), [job.cancel_flag for job in live]
         spec = runner_for(task)
-        hold = None
-        if spec.pausable:  # one run alone: its worker's hold (shared with a worker process), not paused
-            hold = slot.hold if slot is not None else Hold()
-            hold.reset()
-            with self._lock:
-                live[0].hold = hold
         try:
             if slot is not None:
                 slot.run(task, emit, cancel, self.file_run, self.read_run, lanes)
