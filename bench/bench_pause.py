@@ -1,7 +1,7 @@
 """What the pause wait point costs a run that is never paused (issue 24.3): training with a Hold and without, side
 by side.
 
-    python bench/bench_pause.py [--epochs 20] [--repeats 7] [--batch 8] [--device cpu]
+    python bench/bench_pause.py [--epochs 20] [--repeats 7]
 
 Trains a small spiral net (16-16 ReLU, small batches: the cheapest steps, where a per-step check weighs most) with
 the loop waiting on a :class:`core.serve.pause.Hold` before every step ("on") and without one ("off"), alternating,
@@ -35,12 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     args = parser.parse_args()
-    cfg = RunConfig(dataset="spiral", hidden=(16, 16), batch_size=args.batch, epochs=args.epochs, log_every=100,
-                    device=args.device)
-    print(f"spiral, hidden {cfg.hidden}, batch {cfg.batch_size}, {args.epochs} epochs, device {args.device}; "
+    cfg = RunConfig(dataset="spiral", hidden=(16, 16), batch_size=8, epochs=args.epochs, log_every=100, device="cpu")
+    print(f"spiral, hidden {cfg.hidden}, batch {cfg.batch_size}, {args.epochs} epochs, CPU seconds; "
           "off = no hold, on = the loop waits on a Hold (never paused) before each step")
     print(f"{'':<20} {'best of ' + str(args.repeats):^28}   {'median':^28}")
     print(f"{'':<20} " + f"{'off (s)':>9} {'on (s)':>9} {'on/off':>8}   " * 2)

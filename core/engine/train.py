@@ -194,7 +194,7 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
     (``cancel`` stops them all). ``final_weights``: each finished lane sends its weights
     (:func:`weights_event`) before its RunFinished. ``live_boundary``: on a 2-D set every live lane sends its
     class regions at each log point (:class:`DecisionBoundary`, one evaluation of the grid for all lanes).
-    Returns each lane's terminal event.
+    ``hold``: as in :func:`train` (a worker passes one only for a run trained alone). Returns each lane's terminal event.
     """
     run = _Run(list(configs), make_lanes, list(emits), cancel or threading.Event(),
                list(keys) if keys else [c.key() for c in configs], clock, prune, lane_cancels, final_weights,
