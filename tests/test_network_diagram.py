@@ -11,8 +11,11 @@ import pytest
 import torch
 from torch import nn
 
+from app.figures.compare import histogram_overlay_figure
 from app.figures.network import NODES_TRACE, network_figure, neuron_figure
+from app.records.compare import histogram_at, shared_layers
 from app.records.network import network_diagram
+from app.records.run import weight_histories
 from core.engine.batched import StackedLanes
 from core.engine.catalog import load_dataset
 from core.engine.config import RunConfig
@@ -140,3 +143,19 @@ def test_the_figures_draw_the_maps_and_weights_the_run_recorded():
     np.testing.assert_allclose(plotly_values(large["z"]), last.neuron_maps[2][3], atol=5e-5)
     assert diagram.labels[-1] == ["P(upper moon)", "P(lower moon)"] and diagram.neuron(9, 0) is None
 
+
+def test_the_library_overlay_draws_each_runs_stored_histogram_of_the_layer():
+    runs = [train_events(MOONS.replace(hidden=(8,), epochs=2, lr=lr))[1] for lr in (0.01, 0.3)]
+    histories = [weight_histories(events) for events in runs]
+    assert shared_layers(histories) == ["fc1", "fc2"]
+    for at, t in ((1.0, -1), (0.0, 0)):
+        picked = [(i, f"run {i}", histogram_at(next(h for h in hs if h.layer == "fc2"), at))
+                  for i, hs in enumerate(histories)]
+        fig = histogram_overlay_figure("fc2", picked, "at the last log point").to_plotly_json()
+        assert len(fig["data"]) == 2
+        for trace, hs in zip(fig["data"], histories):
+            history = next(h for h in hs if h.layer == "fc2")
+            counts = history.counts[:, t]
+            np.testing.assert_allclose(plotly_values(trace["y"]), counts / counts.sum())
+            np.testing.assert_allclose(plotly_values(trace["x"]), (history.edges[:-1] + history.edges[1:]) / 2)
+            assert str(history.steps[t]) in trace["hovertemplate"].replace(",", "")
