@@ -156,6 +156,8 @@ def test_the_library_overlay_draws_each_runs_stored_histogram_of_the_layer():
         for trace, hs in zip(fig["data"], histories):
             history = next(h for h in hs if h.layer == "fc2")
             counts = history.counts[:, t]
-            np.testing.assert_allclose(plotly_values(trace["y"]), counts / counts.sum())
+            np.testing.assert_allclose(plotly_values(trace["customdata"]), counts / counts.sum())
+            np.testing.assert_allclose(plotly_values(trace["y"]), counts / counts.sum() / np.diff(history.edges))
+            assert (plotly_values(trace["y"]) * np.diff(history.edges)).sum() == pytest.approx(1.0)  # a density
             np.testing.assert_allclose(plotly_values(trace["x"]), (history.edges[:-1] + history.edges[1:]) / 2)
             assert str(history.steps[t]) in trace["hovertemplate"].replace(",", "")

@@ -89,7 +89,7 @@ def network_figure(diagram: NetworkDiagram, selected: tuple[int, int] | None = N
                  "marker": {"symbol": "square", "size": 24, "opacity": 0},
                  "hovertemplate": "%{text}<br>click to see its map large<extra></extra>"})
     span = (tallest - 1) / 2 * ROW_GAP + 0.5
-    layout = base_layout(f"The network at step {diagram.step:,}", height=int(150 + 38 * max(tallest, 4)),
+    layout = base_layout(f"The network at step {diagram.step:,}", height=int(110 + 56 * max(tallest, 4)),
                          xaxis={"visible": False, "range": [-0.8, last * COLUMN_GAP + 0.8]},
                          yaxis={"visible": False, "scaleanchor": "x", "range": [-span - 0.3, span + 0.9]},
                          showlegend=False, hovermode="closest", clickmode="event+select",

@@ -171,12 +171,17 @@ def trained_text(group: int) -> str:
 
 @dataclass
 class HistogramAt:
-    """One run's histogram of one layer's weights at one log point: the share of its weights per bin."""
+    """One run's histogram of one layer's weights at one log point: the share of its weights per bin, and that share
+    per unit of w (``density``: what runs binned differently can be compared by)."""
 
     step: int
     centres: np.ndarray
     widths: np.ndarray
     share: np.ndarray
+
+    @property
+    def density(self) -> np.ndarray:
+        return self.share / self.widths
 
 
 def histogram_at(history: WeightHistory, at: float = 1.0) -> HistogramAt | None:

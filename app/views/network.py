@@ -12,6 +12,7 @@ from core.engine.config import TOY_DATASETS, RunConfig
 from core.engine.neurons import DIAGRAM_LIMIT, diagram_problem
 
 from ..figures.network import network_figure, neuron_figure
+from ..records.jobs import JobState
 from ..records.network import network_diagram
 from ..text import plain
 from .charts import plotly_chart
@@ -27,6 +28,14 @@ def network_view(key: str) -> None:
     if state is None:
         return
     config = run_view(state).config
+    if config and config.get("dataset") not in TOY_DATASETS:
+        return  # known not to be drawn (a job not started yet is decided inside the fragment)
+    polling_fragment(key, lambda polling: _network_part(key), every=LAYERS_POLL_SECONDS, name=f"network_{key}")
+
+
+def _network_part(key: str) -> None:
+    state = job_state(key)
+    config = run_view(state).config if state is not None else {}
     if config.get("dataset") not in TOY_DATASETS:
         return
     try:
@@ -42,7 +51,7 @@ def network_view(key: str) -> None:
                      f"on the left, each class's probability on the right. Each line is a weight: blue positive, "
                      f"orange negative, thicker when larger. Redrawn at every log point. Click a neuron to see its "
                      f"map large. Drawn for networks within a limit: {DIAGRAM_LIMIT}."))
-    polling_fragment(key, lambda polling: _diagram_part(key), every=LAYERS_POLL_SECONDS, name=f"network_{key}")
+    _diagram_part(state)
 
 
 def _chart_key(key: str) -> str:
@@ -60,11 +69,8 @@ def _picked(key: str) -> None:
             return
 
 
-def _diagram_part(key: str) -> None:
-    state = job_state(key)
-    if state is None:
-        return
-    view = run_view(state)
+def _diagram_part(state: JobState) -> None:
+    key, view = state.key, run_view(state)
     diagram = network_diagram(view.boundary, view.config, view.classes)
     if diagram is None:
         st.caption("The diagram appears at the first log point." if not state.done else
