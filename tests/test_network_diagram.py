@@ -23,6 +23,8 @@ from core.engine.events import decode_events, encode_events, keep_latest_boundar
 from core.engine.models import Residual, build_model, weight_layers
 from core.engine.neurons import DIAGRAM_MAX_LAYERS, DIAGRAM_MAX_UNITS, NEURON_GRID_SIZE, diagram_problem
 from core.engine.train import grid_inputs
+from core.serve.jobs import JobManager
+from core.serve.store import RunStore
 from helpers import of_kind, plotly_values, train_events, train_lanes_events
 
 MOONS = RunConfig(dataset="moons", hidden=(16, 16), epochs=6, lr=0.01, log_every=10)
@@ -119,6 +121,19 @@ def test_only_the_latest_diagram_is_kept_and_it_survives_the_store_encoding():
     last, kept = of_kind(decoded, "boundary")[-1], boundaries[-1]
     for a, b in zip(last.neuron_maps + last.edge_weights, kept.neuron_maps + kept.edge_weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_stored_run_keeps_the_final_diagram_only_and_it_is_the_stored_weights_own(isolated_cache):
+    manager = JobManager(RunStore(isolated_cache / "runs"))
+    key = manager.submit(MOONS)
+    assert manager.wait(key, timeout=120).status == "finished"
+    events = manager.store.get(key).events
+    boundaries = of_kind(events, "boundary")
+    assert [b.neuron_maps is not None for b in boundaries] == [False] * (len(boundaries) - 1) + [True]
+    last = boundaries[-1]
+    hidden_and_classes, _ = _oracle(MOONS, of_kind(events, "weights")[0].weights, last.map_xs, last.map_ys)
+    for drawn, oracle in zip(last.neuron_maps[1:], hidden_and_classes, strict=True):
+        np.testing.assert_allclose(drawn, oracle, rtol=1e-4, atol=1e-5)
 
 
 def test_the_figures_draw_the_maps_and_weights_the_run_recorded():
