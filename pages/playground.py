@@ -9,6 +9,7 @@ from app.forms.url import link_notices
 from app.text import describe_run, plain, with_math
 from app.views.data import dataset_fallback_notice, show_data_preview
 from app.views.jobs import found_job, found_job_notice, job_done, shown_job, train_button
+from app.views.network import network_view
 from app.views.run import job_view
 
 LAST_JOB = "gl_job"  # key of the job this session last started
@@ -61,3 +62,4 @@ if shown is not None:
         st.info("These are the results of your last run. The settings in the sidebar have changed since: "
                 "press **Train** to run them.", icon="ℹ️")
     job_view(shown, lesson=form.preset.lesson if form.preset is not None else None, as_reported=as_reported)
+    network_view(shown)

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from ..records.compare import NEAR_ZERO_LABEL, WeightSnapshot
+from ..records.compare import NEAR_ZERO_LABEL, HistogramAt, WeightSnapshot
 from ..records.run import RunView, finite_values
 from ..text import plain_label
 from .run import HEIGHT, base_layout, figure_from_spec, legend_below, panel_domains, waiting_figure
@@ -188,4 +188,20 @@ def weight_hist_figure(snapshots: list[tuple[str, WeightSnapshot | None]]) -> go
                                 "xanchor": "center", "yanchor": "bottom", "showarrow": False,
                                 "font": {"size": 11}})
     layout["annotations"] = annotations
+    return figure_from_spec(data, layout)
+
+
+def histogram_overlay_figure(layer: str, runs: list[tuple[int, str, HistogramAt]], at_words: str) -> go.Figure:
+    """One layer's weight histograms of several runs overlaid, one line per run (its colour in the comparison): each
+    run on its own bins, as a density (the share of the layer's weights per bin over the bin's width), so runs whose
+    weights spread over different ranges (wider bins) compare (``runs``: (colour index, label, histogram))."""
+    title = f"Weights of {plain_label(layer, 16)} {at_words}: how they are spread, one line per run"
+    layout = _layout(title, x_title="w", y_title="share of the weights per unit of w")
+    if not runs:
+        return waiting_figure(layout, f"No selected run has a layer {plain_label(layer, 16)} with weight histograms.")
+    data = [{"type": "scatter", "mode": "lines", "x": hist.centres, "y": hist.density, "customdata": hist.share,
+             "name": plain_label(label, 40), "line": {"shape": "hvh", "color": variant_color(i), "width": 2},
+             "hovertemplate": f"{plain_label(label, 24)} · step {hist.step:,}<br>w ≈ %{{x:.3g}} (bin width "
+                              f"{hist.widths[0]:.3g})<br>%{{customdata:.1%}} of the weights<extra></extra>"}
+            for i, label, hist in runs]
     return figure_from_spec(data, layout)

@@ -14,7 +14,7 @@ import pandas as pd
 from core.lab.compare import ROW_COLUMNS, blank
 
 from .reported import with_as_reported
-from .run import RunView, train_scoring_words as run_scoring_words
+from .run import RunView, WeightHistory, train_scoring_words as run_scoring_words
 
 NEAR_ZERO_LABEL = "|w| < 0.001"
 
@@ -167,3 +167,38 @@ def outcome_summary(labels: list[str], statuses: list[str | None], reasons: list
 def trained_text(group: int) -> str:
     """How a run trained: 'alone', or 'batched, 5 runs' (its time per epoch is then the group's)."""
     return "alone" if group <= 1 else f"batched, {group} runs (time is the group's)"
+
+
+@dataclass
+class HistogramAt:
+    """One run's histogram of one layer's weights at one log point: the share of its weights per bin, and that share
+    per unit of w (``density``: what runs binned differently can be compared by)."""
+
+    step: int
+    centres: np.ndarray
+    widths: np.ndarray
+    share: np.ndarray
+
+    @property
+    def density(self) -> np.ndarray:
+        return self.share / self.widths
+
+
+def histogram_at(history: WeightHistory, at: float = 1.0) -> HistogramAt | None:
+    """``history`` at the log point ``at`` of the way through (0: the first, 1: the last), on its own bins."""
+    n = history.counts.shape[1] if history.counts.ndim == 2 else 0
+    if not n:
+        return None
+    t = min(n - 1, max(0, round(at * (n - 1))))
+    counts = history.counts[:, t].astype(float)
+    total = counts.sum()
+    return HistogramAt(int(history.steps[t]), (history.edges[:-1] + history.edges[1:]) / 2, np.diff(history.edges),
+                       counts / total if total else counts)
+
+
+def shared_layers(histories: list[list[WeightHistory]]) -> list[str]:
+    """Every weight layer some run has histories of, in the order first met (the overlay's choices)."""
+    names: list[str] = []
+    for layers in histories:
+        names += [h.layer for h in layers if h.layer not in names]
+    return names

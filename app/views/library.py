@@ -13,14 +13,17 @@ import streamlit as st
 from core.engine.config import ConfigError, RunConfig
 from core.serve.jobs import get_manager
 
-from ..figures.compare import overlay_figure
+from ..figures.compare import histogram_overlay_figure, overlay_figure
 from ..figures.library import val_ranking_figure
+from ..records.compare import histogram_at, shared_layers
+from ..records.jobs import JobState
 from ..records.library import (MAX_COMPARE, LibraryFilter, LibraryRow, compare_labels, compare_problem, config_diff,
                                filter_rows, grid_cells, library_rows, library_table, picked_keys, selection_update,
                                shared_words, val_ranking)
+from ..records.run import weight_histories
 from ..text import describe_run, plain, plural, upload_is_mine
 from .charts import plotly_chart
-from .jobs import job_state, run_view
+from .jobs import cached, job_state, run_view
 from .links import open_in_playground
 
 SHOWN = "gl_library_shown"  # session: run keys of the table rows as last drawn
@@ -134,7 +137,7 @@ def compare_view(selected: list[LibraryRow]) -> None:
     if problem:
         st.warning(problem, icon="✋")
         return
-    present, views, missing = [], [], 0
+    present, views, states, missing = [], [], [], 0
     for row in selected:
         state = job_state(row.key)
         if state is None or not state.events:
@@ -142,6 +145,7 @@ def compare_view(selected: list[LibraryRow]) -> None:
             continue
         present.append(row)
         views.append(run_view(state))
+        states.append(state)
     if missing:
         st.warning(f"{plural(missing, 'selected run')} could not be read from the store (evicted or damaged "
                    "since the table was listed), so it is left out.", icon="🗑️")
@@ -154,6 +158,7 @@ def compare_view(selected: list[LibraryRow]) -> None:
     left, right = st.columns(2)
     plotly_chart(overlay_figure(runs, "loss"), "library_cmp_loss", left)
     plotly_chart(overlay_figure(runs, "acc"), "library_cmp_acc", right)
+    histogram_overlay_view(labels, states)
     if len(present) > 1:
         diff = config_diff(present, labels)
         if diff.empty:
@@ -161,6 +166,32 @@ def compare_view(selected: list[LibraryRow]) -> None:
         else:
             st.markdown("**Settings that differ** (every other setting is the same in these runs)")
             st.dataframe(diff, hide_index=True, key="library_diff")
+
+
+HIST_AT = {"at the first log point": 0.0, "a quarter of the way through": 0.25, "halfway through": 0.5,
+           "three quarters of the way through": 0.75, "at the last log point": 1.0}  # words -> share of the log points
+
+
+def histogram_overlay_view(labels: list[str], states: list[JobState]) -> None:
+    """One chosen layer's weight histograms of the compared runs overlaid (TensorBoard's runs overlaid), at a
+    chosen point of their training."""
+    histories = [cached(state.version, "weight_histories", lambda n=len(state.events), s=state: weight_histories(
+        s.events[:n])) for state in states]
+    layers = shared_layers(histories)
+    if not layers:
+        return
+    left, right = st.columns([1, 2])
+    layer = left.selectbox("Layer", layers, key="library_hist_layer",
+                           help="Weight layers in forward order: fc1 reads the input, the last one gives the classes.")
+    at = right.select_slider("When", list(HIST_AT), value="at the last log point", key="library_hist_at",
+                             help="Each run's log point this far through its own training.")
+    runs = []
+    for i, (label, layer_histories) in enumerate(zip(labels, histories)):
+        history = next((h for h in layer_histories if h.layer == layer), None)
+        hist = histogram_at(history, HIST_AT[at]) if history is not None else None
+        if hist is not None:
+            runs.append((i, label, hist))
+    plotly_chart(histogram_overlay_figure(layer, runs, at), "library_cmp_hist")
 
 
 def ranking_view(listed: list[LibraryRow]) -> None:

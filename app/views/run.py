@@ -265,7 +265,7 @@ def _decision_boundary(key: str, view: RunView, state: JobState) -> None:
     """The class regions of the latest log point over the run's training points (their labels as trained on)."""
     try:
         cfg = RunConfig.from_dict(view.config, strict=False)  # a run stored by another version still draws
-        x, y = cached(("training points", cfg.key()), "points", lambda: _training_points(cfg))
+        x, y = cached(("training points", cfg.key()), "points", lambda: training_points(cfg))
     except Exception as exc:  # the data went away, or a config this version cannot read: say so, keep the rest
         st.caption(plain(f"Cannot draw the data: {exc}"))
         return
@@ -283,6 +283,6 @@ def _decision_boundary(key: str, view: RunView, state: JobState) -> None:
            f"boundary_{key}")
 
 
-def _training_points(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+def training_points(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     x, y = training_examples(cfg, load_dataset(cfg.dataset, cfg.data_noise))
     return x.numpy(), y.numpy()

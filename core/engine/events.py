@@ -113,7 +113,10 @@ class DecisionBoundary(Event):
     """A 2-D set's class regions at a log point, in eval mode, on a grid of ``xs`` (columns) by ``ys`` (rows):
     ``pred`` the predicted class of each grid point (uint8 [ny, nx]) and ``confidence`` that class's probability
     (uint8 [ny, nx], 0-255 for 0-1). A run's history keeps only its latest boundary in full: the earlier ones
-    keep their step and lose their arrays (:func:`keep_latest_boundary`)."""
+    keep their step and lose their arrays (:func:`keep_latest_boundary`). A network small enough to draw also
+    carries its diagram (core.engine.neurons): each layer's neuron maps on the coarser ``map_xs`` by ``map_ys`` grid
+    of the same plane (float32 [units, ny, nx], inputs first, class probabilities last) and its weight matrices
+    (float32 [out, in] per weight layer)."""
 
     kind: ClassVar[str] = "boundary"
     step: int
@@ -122,6 +125,10 @@ class DecisionBoundary(Event):
     ys: np.ndarray | None = None
     pred: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    map_xs: np.ndarray | None = None
+    map_ys: np.ndarray | None = None
+    neuron_maps: list[np.ndarray] | None = None
+    edge_weights: list[np.ndarray] | None = None
 
     @property
     def kept(self) -> bool:
@@ -338,7 +345,8 @@ def keep_latest_boundary(events: list[Event]) -> list[tuple[Event, Event]]:
         if latest:
             latest = False
         elif event.kept:
-            events[i] = replace(event, xs=None, ys=None, pred=None, confidence=None)
+            events[i] = replace(event, xs=None, ys=None, pred=None, confidence=None, map_xs=None, map_ys=None,
+                                neuron_maps=None, edge_weights=None)
             changed.append((event, events[i]))
     return changed
 

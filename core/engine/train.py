@@ -27,6 +27,7 @@ from core.engine.config import RunConfig
 from core.engine.events import (DecisionBoundary, Evaluation, Event, FinalWeights, LayerStats, RunFailed, RunFinished,
                                 RunStarted, StepLosses)
 from core.engine.lanes import Lanes, ModuleLanes
+from core.engine.neurons import NEURON_GRID_SIZE, NeuronMaps
 from core.engine.scratch import ScratchLanes
 
 Callback = Callable[[Event], None]
@@ -247,6 +248,7 @@ class _Run:
         self.live_boundary, self.hold = live_boundary, hold
         self.grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # live: xs, ys, grid_inputs
         self.grid_axes: tuple[numpy.ndarray, numpy.ndarray] | None = None  # xs, ys as every boundary event holds them
+        self.neurons: NeuronMaps | None = None  # live: the network diagram of the lanes small enough to draw
         self.cfg = configs[0]
         self.ends: list[RunFinished | RunFailed | None] = [None] * len(configs)
         self.alive = list(range(len(configs)))  # lanes still training
@@ -287,9 +289,13 @@ class _Run:
         self.lanes = self.make_lanes(configs, ds.input_shape, ds.n_classes, device)
         self.probe_x = self.x_val[:PROBE_BATCH] if len(val_idx) else self.x_fit[:PROBE_BATCH]
         if self.live_boundary and ds.input_shape == (2,):
-            xs, ys = grid_axes(torch.cat([ds.x, ds.x_test]).to(device))
+            points = torch.cat([ds.x, ds.x_test]).to(device)
+            xs, ys = grid_axes(points)
             self.grid = xs, ys, grid_inputs(xs, ys)
             self.grid_axes = xs.cpu().numpy(), ys.cpu().numpy()
+            map_xs, map_ys = grid_axes(points, NEURON_GRID_SIZE)  # the same plane, coarser
+            neurons = NeuronMaps(configs, map_xs, map_ys, grid_inputs(map_xs, map_ys), ds.n_classes, device)
+            self.neurons = neurons if neurons.any else None
 
         self.batch = min(cfg.batch_size, self.n_train)
         per_epoch = {steps_per_epoch(c, self.n_train) for c in configs}
@@ -507,7 +513,8 @@ class _Run:
         self.window = _Window(self.step + 1)
 
     def boundaries(self, epoch_float: float) -> list[DecisionBoundary] | None:
-        """Every lane's class regions on the decision grid now (None without a live 2-D grid): one pass for all."""
+        """Every lane's class regions on the decision grid now (None without a live 2-D grid): one pass for all; a live
+        lane small enough to draw carries its network diagram too (:class:`core.engine.neurons.NeuronMaps`)."""
         if self.grid is None:
             return None
         xs, ys, inputs = self.grid
@@ -516,7 +523,9 @@ class _Run:
         confidence = confidence.mul(255).round_().to(torch.uint8).cpu().numpy()
         x_axis, y_axis = self.grid_axes
         epoch = round(epoch_float, 4)
-        return [DecisionBoundary(self.step, epoch, x_axis, y_axis, pred[i], confidence[i]) for i in range(len(pred))]
+        drawn = {i: self.neurons.diagram(i, self.lanes.state_dict(i)) for i in self.alive} if self.neurons else {}
+        return [DecisionBoundary(self.step, epoch, x_axis, y_axis, pred[i], confidence[i], **(drawn.get(i) or {}))
+                for i in range(len(pred))]
 
     # --- the end ------------------------------------------------------------------------------
     def end(self, i: int, status: str, reason: str, step: int | None = None) -> RunFinished:
@@ -573,7 +582,7 @@ class _Run:
     def release(self) -> None:
         """Drop the lanes, data copies and per-step tensors (device memory goes back with them)."""
         for name in ("lanes", "features", "labels", "x_val", "y_val", "x_fit", "y_fit", "probe_x", "train_idx", "bad",
-                     "limit", "first_loss", "alive_mask", "dev_ds", "ds", "grid", "grid_axes"):
+                     "limit", "first_loss", "alive_mask", "dev_ds", "ds", "grid", "grid_axes", "neurons"):
             setattr(self, name, None)
         self.window = _Window(self.step + 1)
 
