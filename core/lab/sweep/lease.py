@@ -68,6 +68,10 @@ class Lease:
     def stamp(self, trial: optuna.Trial) -> None:
         trial.set_user_attr(RUNNER_ATTR, self.id)
 
+    def shared(self, study: optuna.Study) -> bool:
+        """Whether another live runner holds the study (a cheap read: the study's system attributes)."""
+        return bool(live_leases(study, self.storage) - {self.id})
+
     def _write(self, ended: bool) -> None:
         record = {"machine": machine(), "pid": os.getpid(), "beat": time.time(), "ended": ended}
         self.storage.set_study_system_attr(self.study_id, LEASE_PREFIX + self.id, record)

@@ -115,7 +115,8 @@ def _ask(study: optuna.Study, sweep: SweepConfig, at_boundary: Boundary, lease: 
     trial = study.ask()
     lease.stamp(trial)
     at_boundary("asked", trial.number)
-    if _past_budget(study, trial.number, sweep.n_trials):
+    # Alone on the study, a runner asks only the room it counted; shared, the last trial may be asked twice.
+    if lease.shared(study) and _past_budget(study, trial.number, sweep.n_trials):
         trial.set_user_attr("outcome", WITHDRAWN)
         study.tell(trial, state=TrialState.FAIL)
         return None
@@ -128,7 +129,8 @@ def _ask(study: optuna.Study, sweep: SweepConfig, at_boundary: Boundary, lease: 
 
 def _past_budget(study: optuna.Study, number: int, budget: int) -> bool:
     """Whether the trials before trial ``number`` that count or run already fill the budget (trial numbers
-    are unique and increasing, so of two runners racing for the last trial exactly one gets it)."""
+    are unique and increasing, so of two runners racing for the last trial exactly one gets it). A runner that
+    joined before this trial was asked had written its lease before asking, so the asker sees it."""
     before = [t for t in study.get_trials(deepcopy=False) if t.number < number]
     return sum(counted(t) or t.state == TrialState.RUNNING for t in before) >= budget
 
