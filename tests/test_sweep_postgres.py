@@ -15,8 +15,9 @@ from optuna.trial import TrialState
 
 import core.lab.sweep.study
 from core.engine.config import RunConfig
+from core.lab.sweep.lease import GRACE_S, LEASE_PREFIX, RUNNER_ATTR, Lease, live_leases, machine, orphans
 from core.lab.sweep.space import Dist, SweepConfig
-from core.lab.sweep.study import SweepStorageError, counted, open_study, with_driver
+from core.lab.sweep.study import SweepStorageError, counted, open_storage, open_study, with_driver
 from tests.conftest import REPO
 
 DIGITS = RunConfig(dataset="digits", epochs=2, batch_size=32, log_every=50, val_fraction=0.2, hidden=(16,),
@@ -121,3 +122,36 @@ def test_two_front_ends_share_one_study_losing_no_trial_and_asking_none_twice(is
     else:
         assert set(points) <= set(GRID)
     assert study.best_value > 0.5  # Digits in two epochs: chance is 0.1
+
+
+def test_only_a_dead_runners_trials_are_orphans(tmp_path):
+    """The rules of core.lab.sweep.lease.orphans, each on a trial of its own (SQLite: the rules are the database's
+    neither way)."""
+    sweep = SweepConfig(DIGITS, SPACE, "random", "none", 8)
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    study = open_study(sweep, storage)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()  # its process id names no process now
+    now = time.time()
+    records = {"away-fresh": {"machine": "another-host/pid:[1]", "pid": 1, "beat": now, "ended": False},
+               "away-silent": {"machine": "another-host/pid:[1]", "pid": 1, "beat": now - GRACE_S - 5, "ended": False},
+               "here-exited": {"machine": machine(), "pid": exited.pid, "beat": now, "ended": False},
+               "here-ended": {"machine": machine(), "pid": os.getpid(), "beat": now, "ended": True}}
+    for lease_id, record in records.items():
+        storage.set_study_system_attr(study_id, LEASE_PREFIX + lease_id, record)
+    with Lease(study, storage) as mine:
+        numbers = {}
+        for owner in [*records, mine.id, None]:
+            trial = study.ask()
+            if owner is not None:
+                trial.set_user_attr(RUNNER_ATTR, owner)
+            numbers[owner] = trial.number
+        assert live_leases(study, storage) == {"away-fresh", mine.id}
+        found = {t.number for t in orphans(study, storage, mine.id)}
+        assert found == {numbers["away-silent"], numbers["here-exited"], numbers["here-ended"]}
+        # an unstamped trial, young, may be a live runner's between asking and stamping: left alone while another
+        # runner lives ("away-fresh"), an orphan once none does
+        storage.set_study_system_attr(study_id, LEASE_PREFIX + "away-fresh", {**records["away-fresh"], "ended": True})
+        assert numbers[None] in {t.number for t in orphans(study, storage, mine.id)}
+    assert numbers[mine.id] in {t.number for t in orphans(study, storage)}  # the lease ended with its runner
