@@ -19,6 +19,7 @@ from core.lab.sweep.lease import GRACE_S, LEASE_PREFIX, RUNNER_ATTR, Lease, live
 from core.lab.sweep.space import Dist, SweepConfig
 from core.lab.sweep.study import SweepStorageError, counted, open_storage, open_study, with_driver
 from tests.conftest import REPO
+from tests.helpers import KILLED_EXIT
 
 DIGITS = RunConfig(dataset="digits", epochs=2, batch_size=32, log_every=50, val_fraction=0.2, hidden=(16,),
                    optimizer="sgd", lr=0.1)
@@ -48,13 +49,15 @@ def test_no_postgresql_driver_is_a_clear_message(monkeypatch):
 
 # One front-end: a sweep job as a server's worker runs it, reporting what it told (and its SweepStarted) as
 # JSON lines. Front-end "a" holds its first asked trial (RUNNING in the study) until "b" has started, so "b"
-# starts while "a" has a trial in flight.
+# starts while "a" has a trial in flight; given a boundary, "a" is then killed there in that trial.
 FRONT_END = """
 import json, sys, time
 from pathlib import Path
 from core.lab.sweep.runner import run_sweep
 from core.lab.sweep.space import SweepConfig
+from tests.helpers import kill_at
 sweep, url, name, folder = SweepConfig.from_json(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
+kill = kill_at(sys.argv[5], 0, exit=True) if name == "a" and len(sys.argv) > 5 else lambda boundary, number: None
 
 def emit(event):
     if event.kind == "sweep_started":
@@ -66,34 +69,40 @@ def hold(boundary, number):
     deadline = time.monotonic() + 120
     while name == "a" and boundary == "asked" and not (folder / "b-started").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    kill(boundary, number)
 
 end = run_sweep(sweep, emit, storage=url, at_boundary=hold)
 print(json.dumps({"kind": "end", "status": end.status, "step": end.step}), flush=True)
 """
 
 
-def front_end(sweep: SweepConfig, url: str, name: str, folder) -> subprocess.Popen:
+def front_end(sweep: SweepConfig, url: str, name: str, folder, *kill: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIENT_LAB_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", FRONT_END, sweep.to_json(), url, name, str(folder)], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", FRONT_END, sweep.to_json(), url, name, str(folder), *kill],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finished(proc: subprocess.Popen) -> list[dict]:
+def finished(proc: subprocess.Popen, returncode: int = 0) -> list[dict]:
     out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == returncode, err[-3000:]
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def a_then_b(sweep: SweepConfig, url: str, folder, *kill: str) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Front-end "a" started, then "b" once "a" has opened the study."""
+    a = front_end(sweep, url, "a", folder, *kill)
+    deadline = time.monotonic() + 180
+    while not (folder / "a-started").exists():  # "a" has opened the study and is asking its first trial
+        assert a.poll() is None and time.monotonic() < deadline, a.stderr.read()[-3000:] if a.poll() else "timeout"
+        time.sleep(0.05)
+    return a, front_end(sweep, url, "b", folder)
 
 
 @pytest.mark.parametrize("sampler", ["grid", "tpe"])
 def test_two_front_ends_share_one_study_losing_no_trial_and_asking_none_twice(isolated_cache, tmp_path,
                                                                                postgres_url, sampler):
     sweep = SweepConfig(DIGITS, SPACE, sampler, "none", 8, parallel=1)
-    a = front_end(sweep, postgres_url, "a", tmp_path)
-    deadline = time.monotonic() + 180
-    while not (tmp_path / "a-started").exists():  # "a" has opened the study and is asking its first trial
-        assert a.poll() is None and time.monotonic() < deadline, a.stderr.read()[-3000:] if a.poll() else "timeout"
-        time.sleep(0.05)
-    b = front_end(sweep, postgres_url, "b", tmp_path)
+    a, b = a_then_b(sweep, postgres_url, tmp_path)
     reports = {"a": finished(a), "b": finished(b)}
 
     told = {name: [r for r in lines if r["kind"] == "trial_done"] for name, lines in reports.items()}
@@ -155,3 +164,20 @@ def test_only_a_dead_runners_trials_are_orphans(tmp_path):
         storage.set_study_system_attr(study_id, LEASE_PREFIX + "away-fresh", {**records["away-fresh"], "ended": True})
         assert numbers[None] in {t.number for t in orphans(study, storage, mine.id)}
     assert numbers[mine.id] in {t.number for t in orphans(study, storage)}  # the lease ended with its runner
+
+
+def test_a_front_end_killed_mid_trial_loses_it_to_the_other_which_asks_it_again(isolated_cache, tmp_path,
+                                                                                postgres_url):
+    sweep = SweepConfig(DIGITS, SPACE, "grid", "none", 8, parallel=1)
+    a, b = a_then_b(sweep, postgres_url, tmp_path, "training")  # "a" dies after trial 0's first epoch
+    finished(a, KILLED_EXIT)
+    told = [r for r in finished(b) if r["kind"] == "trial_done"]
+    trials = open_study(sweep, postgres_url).get_trials()
+    killed = trials[0]
+    assert killed.state == TrialState.FAIL and killed.user_attrs["outcome"] == "interrupted" and not counted(killed)
+    again = [t for t in trials if t.number > 0 and t.params == killed.params]
+    assert len(again) == 1 and again[0].state == TrialState.COMPLETE  # asked again once, by "b", same point
+    assert again[0].number in {r["number"] for r in told} and len(told) == sweep.n_trials  # "b" ran all eight
+    points = [(t.params["activation"], t.params["width"], t.params["lr"]) for t in trials if counted(t)]
+    assert sorted(points) == sorted(GRID)  # every point once, none lost with "a"
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
