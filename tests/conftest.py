@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from browser_helpers import free_port, start_server, stop_server
+from pg_helpers import PostgresUnavailable, start_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -99,6 +100,23 @@ def no_mnist(tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
     monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session (tests/pg_helpers.py); skipped only where it is not installed."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh database on the session's PostgreSQL server: its plain ``postgresql://`` URL."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture

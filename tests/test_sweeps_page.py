@@ -5,6 +5,7 @@ AppTest never fires ``run_every`` timers, so a test waits for the job itself and
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import parse_qs
 
 import pytest
@@ -14,14 +15,18 @@ import core.serve.jobs
 from apptest_helpers import MAIN, open_page, texts
 from core.engine.config import RunConfig
 from core.lab.sweep.space import SweepConfig, trial_config
+from core.lab.sweep.study import load_study
 from core.lessons.families import SWEEP_PRESETS
 
 PAGE = "../pages/sweeps.py"
 
 
 @pytest.fixture
-def page(isolated_cache, tmp_path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("GRADIENT_LAB_SWEEP_DB", f"sqlite:///{tmp_path / 'studies.db'}")
+def page(isolated_cache, tmp_path, monkeypatch, request) -> AppTest:
+    """The page, its studies in SQLite, or on the tests' PostgreSQL server when parametrized (indirect) so."""
+    on_postgres = getattr(request, "param", "sqlite") == "postgresql"
+    db = request.getfixturevalue("postgres_url") if on_postgres else f"sqlite:///{tmp_path / 'studies.db'}"
+    monkeypatch.setenv("GRADIENT_LAB_SWEEP_DB", db)
     return open_page(PAGE)
 
 
@@ -66,7 +71,8 @@ def test_a_preset_whose_dataset_is_missing_says_so_once(isolated_cache, no_mnist
     assert "Fashion-MNIST is not available on this server" in warning and "(not on this server)" not in warning
 
 
-def test_a_sweep_runs_live_with_figures_and_a_trial_table(page):
+@pytest.mark.parametrize("page", ["sqlite", "postgresql"], indirect=True)
+def test_a_sweep_runs_live_with_figures_and_a_trial_table_and_continues_its_study(page):
     at = digits(page)
     at.button(key="sw_run").click().run()
     sweep = SweepConfig.from_json(at.session_state["sw_job"])
@@ -89,6 +95,17 @@ def test_a_sweep_runs_live_with_figures_and_a_trial_table(page):
     link = row["playground"]
     query = {k: v[0] for k, v in parse_qs(link.removeprefix("/?")).items()}
     assert RunConfig.from_query(query) == trial_config(sweep.base, params)  # the link opens this trial's run
+    # a larger budget continues the same study: the four trials kept, two more asked
+    at.number_input(key="sw_trials").set_value(6).run()
+    at.button(key="sw_run").click().run()
+    more = SweepConfig.from_json(at.session_state["sw_job"])
+    assert more.study_name() == sweep.study_name() and more.key() != sweep.key()
+    at = wait(at, more.key())
+    assert not at.exception, at.exception
+    longer = at.dataframe[0].value
+    assert len(longer) == 6 and list(longer["val acc"][:4]) == pytest.approx(list(table["val acc"]))
+    stored = load_study(more, os.environ["GRADIENT_LAB_SWEEP_DB"])  # the study lives in the database configured
+    assert [t.value for t in stored.trials] == pytest.approx(list(longer["val acc"]))
 
 
 def test_same_budget_two_samplers_overlays_and_concludes(page):

@@ -23,11 +23,13 @@ from core.engine.config import ConfigError, RunConfig
 from core.engine.events import (SERVED_FROM_STORE, CellEvent, Event, RunFailed, RunFinished, StoredRun, SweepStarted,
                                TrialDone)
 from core.engine.family import FamilyPlan, plan_family, train_family
-from core.lab.sweep.space import PRUNER_TITLES, Dist, SweepConfig, trial_config
-from core.lab.sweep.study import (SweepStorageError, ask_again, counted, open_storage, open_study, redact,
+from core.lab.sweep.lease import Lease
+from core.lab.sweep.space import PRUNER_TITLES, SweepConfig, trial_config
+from core.lab.sweep.study import (WITHDRAWN, SweepStorageError, ask_again, counted, open_storage, open_study, redact,
                                   requeue_interrupted, storage_url)
 
 BOUNDARIES = ("asked", "suggesting", "training", "telling")  # where a sweep may be killed, for at_boundary
+WAIT_S = 1.0  # how often a sweep whose last trials another front-end is running looks again
 Boundary = Callable[[str, int], None]
 
 
@@ -54,16 +56,36 @@ def run_sweep(sweep: SweepConfig, emit: Callable[[Event], None], cancel: threadi
         end = RunFailed(0, str(exc), type(exc).__name__, time.perf_counter() - t0)
         emit(end)
         return end
-    requeued = requeue_interrupted(study, storage)
-    done = sum(counted(t) for t in study.get_trials(deepcopy=False))
-    notes = []
-    if sweep.sampler == "grid" and sweep.trials > sweep.grid_size:
-        notes.append(f"The grid has {sweep.grid_size:g} points: {sweep.n_trials} trials visit each once")
-    emit(SweepStarted(sweep.key(), sweep.study_name(), storage_text, sweep.n_trials, done, requeued, notes, time.time()))
-    while done < sweep.n_trials and not stop.is_set():
-        asked = [_ask(study, sweep.space, at_boundary) for _ in range(min(sweep.batch, sweep.n_trials - done))]
-        done += _run_batch(sweep, study, storage, asked, emit, stop, file_run, read_run, at_boundary)
+    with Lease(study, storage) as lease:
+        requeued = requeue_interrupted(study, storage, lease.id)
+        done = sum(counted(t) for t in study.get_trials(deepcopy=False))
+        notes = []
+        if sweep.sampler == "grid" and sweep.trials > sweep.grid_size:
+            notes.append(f"The grid has {sweep.grid_size:g} points: {sweep.n_trials} trials visit each once")
+        emit(SweepStarted(sweep.key(), sweep.study_name(), storage_text, sweep.n_trials, done, requeued, notes,
+                          time.time()))
+        while not stop.is_set():
+            room = _room(sweep, study, storage, lease)
+            if room is None:
+                break
+            if room == 0:  # another front-end runs the last trials: wait for them (or for their runner to die)
+                stop.cancel.wait(WAIT_S)
+                continue
+            asked = [_ask(study, sweep, at_boundary, lease) for _ in range(min(sweep.batch, room))]
+            _run_batch(sweep, study, storage, [t for t in asked if t is not None], emit, stop, file_run, read_run,
+                       at_boundary)
     return _finish(sweep, study, stop, t0, emit)
+
+
+def _room(sweep: SweepConfig, study: optuna.Study, storage: optuna.storages.BaseStorage, lease: Lease) -> int | None:
+    """How many trials this runner may ask now: the budget less the trials counted and those other runners
+    (front-ends sharing the study) are running; None when the budget is used up. Orphans are asked again first."""
+    requeue_interrupted(study, storage, lease.id)
+    trials = study.get_trials(deepcopy=False)
+    done = sum(counted(t) for t in trials)
+    if done >= sweep.n_trials:
+        return None
+    return max(0, sweep.n_trials - done - sum(t.state == TrialState.RUNNING for t in trials))
 
 
 class _Stop:
@@ -87,15 +109,30 @@ class _Stop:
         return send
 
 
-def _ask(study: optuna.Study, space: Sequence[Dist], at_boundary: Boundary) -> optuna.Trial:
-    """A new trial with a value for every knob of ``space``."""
+def _ask(study: optuna.Study, sweep: SweepConfig, at_boundary: Boundary, lease: Lease) -> optuna.Trial | None:
+    """A new trial, stamped as this runner's, with a value for every knob of the space; None (the trial
+    withdrawn) when another front-end asked the budget's last trial at the same moment."""
     trial = study.ask()
+    lease.stamp(trial)
     at_boundary("asked", trial.number)
-    for k, dist in enumerate(space):
+    # Alone on the study, a runner asks only the room it counted; shared, the last trial may be asked twice.
+    if lease.shared(study) and _past_budget(study, trial.number, sweep.n_trials):
+        trial.set_user_attr("outcome", WITHDRAWN)
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+    for k, dist in enumerate(sweep.space):
         if k:
             at_boundary("suggesting", trial.number)
         dist.suggest(trial)
     return trial
+
+
+def _past_budget(study: optuna.Study, number: int, budget: int) -> bool:
+    """Whether the trials before trial ``number`` that count or run already fill the budget (trial numbers
+    are unique and increasing, so of two runners racing for the last trial exactly one gets it). A runner that
+    joined before this trial was asked had written its lease before asking, so the asker sees it."""
+    before = [t for t in study.get_trials(deepcopy=False) if t.number < number]
+    return sum(counted(t) or t.state == TrialState.RUNNING for t in before) >= budget
 
 
 def _run_batch(sweep: SweepConfig, study: optuna.Study, storage: optuna.storages.BaseStorage,

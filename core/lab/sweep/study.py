@@ -8,6 +8,7 @@ public API is used: the storage opened here, with trial ids from its public meth
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import threading
@@ -20,11 +21,13 @@ from optuna.trial import TrialState
 
 from core.engine import paths
 from core.engine.config import RunConfig
+from core.lab.sweep.lease import orphans
 from core.lab.sweep.space import SweepConfig, trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported as events, not log lines
 
 INTERRUPTED = "interrupted"  # the outcome of a trial cut short by a cancel or a killed process: asked again
+WITHDRAWN = "withdrawn"  # a trial asked past the budget (two front-ends asked the last one at once): never run
 DB_ENV = "GRADIENT_LAB_SWEEP_DB"
 
 
@@ -39,6 +42,24 @@ def storage_url() -> str:
     return url or f"sqlite:///{paths.private_dir('sweeps') / 'studies.db'}"
 
 
+POSTGRES_DRIVERS = ("psycopg", "psycopg2")  # SQLAlchemy dialect names, preferred first; psycopg is pinned
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # a plain URL names no driver
+
+
+def with_driver(url: str) -> str:
+    """A plain ``postgresql://`` (or ``postgres://``) URL with the PostgreSQL driver that is installed
+    (``postgresql+psycopg://``); other URLs as they are. SweepStorageError when no driver is installed."""
+    scheme = next((s for s in POSTGRES_SCHEMES if url.startswith(s)), None)
+    if scheme is None:
+        return url
+    driver = next((d for d in POSTGRES_DRIVERS if importlib.util.find_spec(d) is not None), None)
+    if driver is None:
+        raise SweepStorageError(f"The sweep database {redact(url)} is PostgreSQL, and no PostgreSQL driver is "
+                                f"installed: python3 -m pip install -r requirements-cluster.txt (psycopg), "
+                                f"or unset {DB_ENV} to use SQLite in the cache folder")
+    return f"postgresql+{driver}://" + url[len(scheme):]
+
+
 def redact(url: str) -> str:
     """The URL with any password hidden."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
@@ -51,7 +72,7 @@ _storages_lock = threading.Lock()
 def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
     """The RDB storage at ``url`` (one per URL and process); raises SweepStorageError with a clear
     message when it cannot be used."""
-    url = url or storage_url()
+    url = with_driver(url or storage_url())
     with _storages_lock:
         if url not in _storages:
             _storages[url] = _connect(url)
@@ -129,9 +150,9 @@ def load_study(sweep: SweepConfig, storage: optuna.storages.BaseStorage | str | 
 
 def counted(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial used up budget: finished, pruned, or failed for a reason of its own
-    (diverged); not one interrupted by a cancel or a restart."""
+    (diverged); not one interrupted by a cancel or a restart, nor one withdrawn."""
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        trial.state == TrialState.FAIL and trial.user_attrs.get("outcome", INTERRUPTED) != INTERRUPTED)
+        trial.state == TrialState.FAIL and trial.user_attrs.get("outcome", INTERRUPTED) not in (INTERRUPTED, WITHDRAWN))
 
 
 def best_so_far(values: Sequence[float | None]) -> list[float | None]:
@@ -154,19 +175,29 @@ def ask_again(study: optuna.Study, storage: optuna.storages.BaseStorage, number:
     """Trial ``number``, cut short, is failed as interrupted (not counted) and queued to be asked again: the
     copy keeps the values it had and what its sampler needs for the rest (a grid search's point, values
     given to enqueue_trial), so one killed before all its values were chosen gets the same point. The copy
-    is queued before the original is failed: a kill in between repeats a point, never loses one."""
+    is queued before the original is failed: a kill in between repeats a point, never loses one. When another
+    runner failed the original first (both took it for an orphan at once), this copy is withdrawn."""
     trial_id = _trial_id(study, storage, number)
     frozen = storage.get_trial(trial_id)
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=frozen.params,
-                                              distributions=frozen.distributions, system_attrs=frozen.system_attrs))
-    storage.set_trial_user_attr(trial_id, "outcome", INTERRUPTED)
-    study.tell(number, state=TrialState.FAIL)
+    if frozen.state != TrialState.RUNNING:
+        return  # told, or asked again by another runner, since it was looked at
+    copy_id = storage.create_new_trial(storage.get_study_id_from_name(study.study_name), optuna.trial.create_trial(
+        state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
+        system_attrs=frozen.system_attrs))
+    try:
+        storage.set_trial_user_attr(trial_id, "outcome", INTERRUPTED)
+        study.tell(number, state=TrialState.FAIL)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attr(copy_id, "outcome", WITHDRAWN)
+        storage.set_trial_state_values(copy_id, TrialState.FAIL)
 
 
-def requeue_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
+def requeue_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage, lease: str | None = None) -> int:
     """Trials left RUNNING by a killed process (at any point: before all their values were chosen, while
-    training, or between recording their outcome and being told) never finished: each is asked again."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    training, or between recording their outcome and being told) never finished: each is asked again. Trials
+    that another live runner (another front-end) is running are its own (:func:`core.lab.sweep.lease.orphans`;
+    ``lease`` is the caller's)."""
+    stale = orphans(study, storage, lease)
     for trial in stale:
         ask_again(study, storage, trial.number)
     return len(stale)
@@ -177,6 +208,8 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     """One row per trial: number, state, value, params, outcome, run key, test accuracy."""
     rows = []
     for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("outcome") == WITHDRAWN:
+            continue
         rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
                      "outcome": t.user_attrs.get("outcome", INTERRUPTED if t.state == TrialState.FAIL else ""),
                      "key": t.user_attrs.get("key", ""), "test_acc": t.user_attrs.get("test_acc"),
