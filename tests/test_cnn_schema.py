@@ -145,7 +145,7 @@ def test_a_stride_that_leaves_no_room_for_the_next_block_is_refused_naming_it():
     with pytest.raises(ConfigError) as err:
         RunConfig(arch="cnn", dataset="digits", conv_stride=4, conv_padding=0, conv_channels=(8, 8))
     message = err.value.problems["conv_kernel"]
-    assert "block 2's input 2x2" in message and "stride 4" in message and "block 1 conv" in message
+    assert "block 2's input 2x2" in message and "stride 4" in message and "input 8x8 -> block 1 2x2" in message
     assert conv_stages(RunConfig(arch="cnn", conv_stride=4, conv_padding=0, conv_channels=(8,)), (1, 8, 8))[0].out_hw \
         == (2, 2)
 

@@ -33,7 +33,7 @@ HEAD_KNOBS = ("hidden", "norm", "dropout")
 KNOBS = DATA_KNOBS + NETWORK_KNOBS + HEAD_KNOBS
 # The presets a click loads into the knobs: label -> config (its KNOBS are read), the fast one first.
 PRESET_BUTTONS = {"The lesson's small CNN (fast)": "lesson",
-                  "Seed 004's Network #8 (slow: for a GPU or patience)": "slow"}
+                  "Seed 004's Network #8 (slow: a GPU or patience)": "slow"}
 PICKS = ("image", "layer", "channel", "row", "col")
 PICK_LABELS = {"image": "Test image", "layer": "Conv layer", "channel": "Output channel", "row": "Output row",
                "col": "Output column"}
@@ -126,7 +126,7 @@ def cnn_form() -> CnnForm:
         base = lesson_base()
         url.restore(SAVED, {**{n: widget_value(base, n) for n in KNOBS}, **PICK_DEFAULTS}, widget_key)
     _apply_fallback()
-    presets = st.columns(len(PRESET_BUTTONS) + 1, vertical_alignment="center")
+    presets = st.columns([1, 2, 3], vertical_alignment="center")
     presets[0].markdown("**Load a network:**")
     for column, (label, which) in zip(presets[1:], PRESET_BUTTONS.items()):
         column.button(label, key=f"cnn_preset_{which}", on_click=_load_preset, args=(which,), width="stretch",

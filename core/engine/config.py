@@ -543,25 +543,25 @@ def conv_stages(cfg: RunConfig, input_shape: tuple[int, ...]) -> list[ConvStage]
                                    "2-D toy set, train only the MLP"})
     k, s, p = cfg.conv_kernel, cfg.conv_stride, cfg.conv_padding
     h, w = input_shape[1:]
-    trace = [f"input {h}x{w}"]
+    trace = [f"kernel {k}, stride {s}, padding {p}: input {h}x{w}"]
     stages = []
     for block, channels in enumerate(cfg.conv_channels, 1):
         if k > min(h, w) + 2 * p:
             raise ConfigError({"conv_kernel": (
                 f"Conv kernel (conv_kernel) = {k} is larger than block {block}'s input {h}x{w} with padding {p} "
-                f"({h + 2 * p}x{w + 2 * p}): it has no position to sit at ({' -> '.join(trace)}). Use a smaller "
-                "kernel or stride, more padding, less pooling or fewer blocks")})
+                f"({h + 2 * p}x{w + 2 * p}): it has no position to sit at. Use a smaller kernel or stride, more "
+                f"padding, less pooling or fewer blocks ({' -> '.join(trace)})")})
         h, w = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
         conv_hw = (h, w)
-        trace.append(f"block {block} conv (kernel {k}, stride {s}, padding {p}) {h}x{w}")
+        trace.append(f"block {block} {h}x{w}")
         if cfg.conv_pool != "none":
             if min(h, w) < POOL_SIZE:
                 raise ConfigError({"conv_pool": (
-                    f"Pooling (conv_pool) = {cfg.conv_pool!r} needs at least {POOL_SIZE}x{POOL_SIZE} maps, but block "
-                    f"{block} leaves {h}x{w} ({' -> '.join(trace)}): pooling would leave no output. Use no pooling, "
-                    "a smaller stride, more padding or fewer blocks")})
+                    f"Pooling (conv_pool) = {cfg.conv_pool!r} needs maps of at least {POOL_SIZE}x{POOL_SIZE}, but "
+                    f"block {block} leaves {h}x{w}: pooling would leave no output. Use no pooling, a smaller stride, "
+                    f"more padding or fewer blocks ({' -> '.join(trace)})")})
             h, w = h // POOL_SIZE, w // POOL_SIZE
-            trace.append(f"{cfg.conv_pool} pool {h}x{w}")
+            trace.append(f"pooled {h}x{w}")
         stages.append(ConvStage(channels, conv_hw, (h, w)))
     return stages
 
