@@ -159,7 +159,7 @@ def _preset_help(which: str) -> str:
     cfg = preset_config(which)
     if which == "slow":
         return ("Seed 004's Network #8: conv 32 3x3 -> conv 32 3x3 -> 128 -> 64 on all of Fashion-MNIST, batch 64, "
-                f"{cfg.epochs} epochs. One epoch took about 4 minutes on one CPU: train it on a GPU, or be patient.")
+                f"{cfg.epochs} epochs. One epoch took 238 s on a two-thread CPU: train it on a GPU, or be patient.")
     return ("The lesson's CNN: small enough to train beside its MLP in about a minute on a CPU "
             f"(conv {format_value(cfg.conv_channels)}, pooling {cfg.conv_pool}, {cfg.epochs} epochs).")
 
