@@ -24,8 +24,8 @@ st.markdown("Each **conv block** is a convolution (its channels, kernel, stride 
             "activation and the pooling; the maps are then flattened into the **hidden layers** of an MLP head. "
             "Stride 2 or 2×2 pooling halves the maps, and with them the time each later block takes. Seed 004's "
             "Network #8 (two blocks of 32 3×3 kernels, no pooling, then 128 and 64 units, on all of Fashion-MNIST) is "
-            "one click away, but is the slow one: one epoch took 238 s on a two-thread CPU, so train it on a GPU or with patience. "
-            "Your own image-folder zip trains here too, at its own image size.")
+            "one click away, but is the slow one: one epoch took 238 s on a two-thread CPU, so train it on a GPU or "
+            "with patience. Your own image-folder zip trains here too, at its own image size.")
 
 form = cnn_form()
 link_notices(form.notices)

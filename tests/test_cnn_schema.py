@@ -75,8 +75,8 @@ def test_the_link_and_the_cli_read_channels_as_a_list():
 def test_the_defaults_build_the_fixed_cnn_of_before():
     """conv 32 3x3 s1 p1 -> ReLU -> conv 32 3x3 s1 p1 -> ReLU -> the head: same modules, same initial weights."""
     cfg = RunConfig(arch="cnn", dataset="mnist", hidden=(64,), seed=3)
-    before = nn.Sequential(nn.Conv2d(1, 32, 3, stride=1, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, stride=1, padding=1),
-                           nn.ReLU(), nn.Flatten(), nn.Linear(32 * 28 * 28, 64), nn.ReLU(), nn.Linear(64, 10))
+    before = nn.Sequential(nn.Conv2d(1, 32, 3, stride=1, padding=1), nn.ReLU(),
+                           nn.Conv2d(32, 32, 3, stride=1, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 28 * 28, 64), nn.ReLU(), nn.Linear(64, 10))
     init_weights(before, cfg, torch.Generator().manual_seed(3))
     built = build_model(cfg, (1, 28, 28), 10, torch.Generator().manual_seed(3))
     assert repr(built) == repr(before)
@@ -232,4 +232,5 @@ def test_the_slow_preset_is_seed_004s_network_8():
     same = ("dataset", "train_limit", "arch", "hidden", "activation", "norm", "dropout", "optimizer", "lr",
             "batch_size", "epochs", "val_fraction", "seed", "init", "loss") + CONV_KNOBS
     assert {k: getattr(CNN_SLOW, k) for k in same} == {k: getattr(E8, k) for k in same}
-    assert count_parameters(CNN_SLOW, (1, 28, 28), 10) == numel(E8, (1, 28, 28)) == 3_229_866  # 320 + 9,248 + 3,211,392 + 8,256 + 650
+    # conv1 320 + conv2 9,248 + 25,088x128 3,211,392 + 128x64 8,256 + 64x10 650
+    assert count_parameters(CNN_SLOW, (1, 28, 28), 10) == numel(E8, (1, 28, 28)) == 3_229_866
