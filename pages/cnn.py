@@ -16,10 +16,16 @@ FAMILY = "cnn_family"  # session state holds the job ids only: [{"label", "key"}
 
 st.title("Inside a CNN")
 st.caption("A convolution layer slides small kernels (3×3 weights) over its input; each kernel makes one feature map. "
-           "Train a small CNN (two layers of 32 kernels, then 64 hidden units) beside an MLP with at least as many "
-           "parameters, on the same images in the same order; then look inside the CNN: its first "
-           "layer's kernels before and after training, what every layer makes of one test image, and one output "
-           "value computed by hand. The address bar holds the setup: copy it to share this exact view.")
+           "Train a small CNN beside an MLP with at least as many parameters, on the same images in the same order; "
+           "then look inside the CNN: its first layer's kernels before and after training, what every layer makes "
+           "of one test image, and one output value computed by hand. The address bar holds the setup: copy it to "
+           "share this exact view.")
+st.markdown("Each **conv block** is a convolution (its channels, kernel, stride and padding), the normalization, the "
+            "activation and the pooling; the maps are then flattened into the **hidden layers** of an MLP head. "
+            "Stride 2 or 2×2 pooling halves the maps, and with them the time each later block takes. Seed 004's "
+            "Network #8 (two blocks of 32 3×3 kernels, no pooling, then 128 and 64 units, on all of Fashion-MNIST) is "
+            "one click away, but is the slow one: one epoch took 238 s on a two-thread CPU, so train it on a GPU or "
+            "with patience. Your own image-folder zip trains here too, at its own image size.")
 
 form = cnn_form()
 link_notices(form.notices)

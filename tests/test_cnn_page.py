@@ -10,6 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from apptest_helpers import MAIN, texts
 from app.forms.cnn import KNOBS, config_from_link, lesson_base, picks_from_link
+from core.engine.config import FIELDS, format_value
+from core.lessons.presets import CNN_SLOW
 from core.engine.models import count_parameters
 from core.lab.convnet import cnn_against_mlp_here
 from core.serve import budget
@@ -71,7 +73,7 @@ def test_bad_links_are_said_and_the_rest_kept(app_env):
     assert cfg == lesson_base() and "needs an image dataset" in notices[0]
     picks, notices = picks_from_link({"image": "-3", "row": "2"})
     assert picks["row"] == 2 and picks["image"] == 0 and "image" in notices[0]
-    assert set(KNOBS) <= {"dataset", "train_limit", "epochs", "seed"}
+    assert set(KNOBS) <= set(FIELDS)  # the page's knobs are the schema's, limits and all
 
 
 def test_an_image_out_of_range_is_brought_in_with_a_message(app_env):
@@ -106,3 +108,27 @@ def test_a_pair_over_the_cap_is_refused_naming_the_cap_and_the_estimate(app_env,
     assert "Could not start training" in error and "GRADIENT_LAB_MAX_JOB_COST" in error and "parameters" in error
     assert not get_manager()._jobs  # neither was queued: the CNN does not train alone
     assert at.number_input(key="cnn_epochs").value == lesson_base().epochs  # the settings are kept
+
+
+def test_the_network_knobs_presets_and_bad_shapes(app_env):
+    """A link's network knobs fill the form; a shape that does not fit is said naming the value and keeps the
+    settings; seed 004's #8 is one click away, and the lesson's CNN one click back."""
+    at = open_cnn({"conv_channels": "8,16", "conv_pool": "max", "hidden": "24", "norm": "batchnorm"})
+    assert at.text_input(key="cnn_conv_channels").value == "8,16" and at.selectbox(key="cnn_conv_pool").value == "max"
+    assert at.text_input(key="cnn_hidden").value == "24" and at.selectbox(key="cnn_norm").value == "batchnorm"
+    assert at.query_params["conv_channels"] == "8,16" and not at.error  # the link keeps what differs from the lesson
+    at.text_input(key="cnn_conv_channels").set_value("8,8,8,8").run()  # Digits: 8 -> 4 -> 2 -> 1, then nothing
+    error = texts(at.error).replace("\\", "")
+    assert "Pooling (conv_pool) = 'max'" in error and "block 4 leaves 1x1" in error
+    assert at.text_input(key="cnn_conv_channels").value == "8,8,8,8"  # nothing lost: fix one value
+    at.button(key="cnn_preset_slow").click().run()
+    assert "slow" in at.button(key="cnn_preset_slow").label and not at.error
+    shown = {n: at.text_input(key=f"cnn_{n}").value for n in ("conv_channels", "hidden")}
+    assert shown == {"conv_channels": format_value(CNN_SLOW.conv_channels), "hidden": format_value(CNN_SLOW.hidden)}
+    assert at.selectbox(key="cnn_conv_pool").value == "none" and at.number_input(key="cnn_epochs").value == 20
+    assert at.number_input(key="cnn_batch_size").value == 64 and at.number_input(key="cnn_train_limit").value == 0
+    assert at.selectbox(key="cnn_dataset").value == "digits"  # Fashion-MNIST is missing here: Digits trains instead
+    assert "Fashion-MNIST is not available on this server" in texts(at.warning).replace("\\", "")
+    at.button(key="cnn_preset_lesson").click().run()
+    assert at.text_input(key="cnn_conv_channels").value == format_value(lesson_base().conv_channels)
+    assert at.number_input(key="cnn_epochs").value == lesson_base().epochs and not at.error

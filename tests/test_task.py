@@ -27,10 +27,15 @@ def sha_key(prefix: str, name: str, payload: object) -> str:
 
 
 def run_payload(cfg: RunConfig) -> dict:
-    """Every field, hidden as a list; residual (newer than stored runs) only when on, so older keys stand."""
-    payload = {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)}, "hidden": list(cfg.hidden)}
-    if not cfg.residual:
-        del payload["residual"]
+    """Every field, hidden as a list; residual and the CNN's conv knobs (newer than stored runs) only when not at
+    their defaults, so older keys stand."""
+    payload = {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)}, "hidden": list(cfg.hidden),
+               "conv_channels": list(cfg.conv_channels)}
+    newer = {"residual": False, "conv_channels": [32, 32], "conv_kernel": 3, "conv_stride": 1, "conv_padding": 1,
+             "conv_pool": "none"}
+    for name, default in newer.items():
+        if payload[name] == default:
+            del payload[name]
     return payload
 
 

@@ -1,8 +1,10 @@
-"""The CNN lesson's forms (writes): the run's data and length (RunConfig knobs over the lesson's CNN preset), and
-what to look inside (test image, conv layer, channel, output position), all in the address bar.
+"""The CNN lesson's forms (writes): the run's data, length and network (RunConfig knobs over the lesson's CNN preset),
+two presets (the lesson's fast CNN, seed 004's Network #8), and what to look inside (test image, conv layer, channel,
+output position), all in the address bar.
 
-The preset (core.lessons.presets.CNN_LESSON) fixes the network; the page's knobs are :data:`KNOBS`. The picks'
-ranges come from the trained network itself (its test set and its maps), never from constants of the page.
+The page's knobs are :data:`KNOBS`; their ranges, help and checks are the schema's (core.engine.config), a shape that
+does not fit the chosen images included. The picks' ranges come from the trained network itself (its test set and
+its maps), never from constants of the page.
 """
 from __future__ import annotations
 
@@ -11,21 +13,27 @@ from typing import Callable
 
 import streamlit as st
 
-from core.engine.config import BUILTIN_DATASETS, TOY_DATASETS, ConfigError, RunConfig, format_value
+from core.engine.config import BUILTIN_DATASETS, TOY_DATASETS, ConfigError, RunConfig, format_value, parse_value
 from core.engine.data import DatasetUnavailable
 from core.engine.task import query_int
 from core.lab.compare import ComparisonConfig
 from core.lab.convnet import cnn_against_mlp_here
-from core.lessons.presets import CNN_LESSON
+from core.lessons.presets import CNN_LESSON, CNN_SLOW
 from core.serve import budget
 
 from ..text import FALLBACK_DATASET, dataset_available, picker_labels, plain
 from ..views.jobs import submit
-from . import url
+from . import upload, url
 from .fields import knob_widget, widget_value
 
 PAGE = "cnn"
-KNOBS = ("dataset", "train_limit", "epochs", "seed")
+DATA_KNOBS = ("dataset", "train_limit", "epochs", "batch_size", "seed")
+NETWORK_KNOBS = ("conv_channels", "conv_kernel", "conv_stride", "conv_padding", "conv_pool")
+HEAD_KNOBS = ("hidden", "norm", "dropout")
+KNOBS = DATA_KNOBS + NETWORK_KNOBS + HEAD_KNOBS
+# The presets a click loads into the knobs: label -> config (its KNOBS are read), the fast one first.
+PRESET_BUTTONS = {"The lesson's small CNN (fast)": "lesson",
+                  "Seed 004's Network #8 (slow: a GPU or patience)": "slow"}
 PICKS = ("image", "layer", "channel", "row", "col")
 PICK_LABELS = {"image": "Test image", "layer": "Conv layer", "channel": "Output channel", "row": "Output row",
                "col": "Output column"}
@@ -51,6 +59,19 @@ class CnnForm:
 def lesson_base() -> RunConfig:
     """The lesson's CNN as it trains here (its Digits settings where MNIST is missing)."""
     return CNN_LESSON.for_server(dataset_available)[0].config
+
+
+def preset_config(which: str) -> RunConfig:
+    """``"lesson"``: the lesson's CNN as it trains here; ``"slow"``: seed 004's Network #8 (E #8)."""
+    return CNN_SLOW if which == "slow" else lesson_base()
+
+
+def _load_preset(which: str) -> None:
+    cfg = preset_config(which)
+    for name in KNOBS:
+        st.session_state[widget_key(name)] = widget_value(cfg, name)
+    st.session_state.pop(FALLBACK, None)
+    _apply_fallback()
 
 
 def config_from_link(query: dict) -> tuple[RunConfig, list[str]]:
@@ -105,20 +126,25 @@ def cnn_form() -> CnnForm:
         base = lesson_base()
         url.restore(SAVED, {**{n: widget_value(base, n) for n in KNOBS}, **PICK_DEFAULTS}, widget_key)
     _apply_fallback()
-    columns = st.columns(len(KNOBS))
-    knob_widget("dataset", widget_key("dataset"), container=columns[0], options=list(IMAGE_DATASETS),
-                format_func=picker_labels(list(IMAGE_DATASETS)), on_change=_on_dataset)
-    for column, name in zip(columns[1:], KNOBS[1:]):
-        knob_widget(name, widget_key(name), container=column)
+    presets = st.columns([1, 2, 3], vertical_alignment="center")
+    presets[0].markdown("**Load a network:**")
+    for column, (label, which) in zip(presets[1:], PRESET_BUTTONS.items()):
+        column.button(label, key=f"cnn_preset_{which}", on_click=_load_preset, args=(which,), width="stretch",
+                      help=_preset_help(which))
+    _dataset_field()
+    for names in (DATA_KNOBS[1:], NETWORK_KNOBS, HEAD_KNOBS):
+        for column, name in zip(st.columns(len(names)), names):
+            knob_widget(name, widget_key(name), container=column)
     values = {n: st.session_state.get(widget_key(n)) for n in KNOBS}
     problems: dict[str, str] = {}
     cfg = None
+    empty = [n for n, v in values.items() if v is None]
     try:
-        cfg = lesson_base().replace(**values)
-    except ConfigError as exc:
-        problems = exc.problems
-    except TypeError:  # an emptied number box
-        problems = {n: f"{n} needs a value" for n, v in values.items() if v is None}
+        if empty:  # an emptied number box
+            raise ConfigError({n: f"{n} needs a value" for n in empty})
+        cfg = lesson_base().replace(**{n: parse_value(n, v) for n, v in values.items()})
+    except ValueError as exc:  # a ConfigError naming each bad knob, or a value that does not parse
+        problems = exc.problems if isinstance(exc, ConfigError) else {"form": str(exc)}
     versus = None
     if cfg is not None:
         try:
@@ -127,6 +153,28 @@ def cnn_form() -> CnnForm:
             problems = {"arch": " ".join(exc.problems.values()) if isinstance(exc, ConfigError) else str(exc)}
             cfg = None
     return CnnForm(cfg, problems, notices, st.session_state.get(FALLBACK), versus)
+
+
+def _preset_help(which: str) -> str:
+    cfg = preset_config(which)
+    if which == "slow":
+        return ("Seed 004's Network #8: conv 32 3x3 -> conv 32 3x3 -> 128 -> 64 on all of Fashion-MNIST, batch 64, "
+                f"{cfg.epochs} epochs. One epoch took 238 s on a two-thread CPU: train it on a GPU, or be patient.")
+    return ("The lesson's CNN: small enough to train beside its MLP in about a minute on a CPU "
+            f"(conv {format_value(cfg.conv_channels)}, pooling {cfg.conv_pool}, {cfg.epochs} epochs).")
+
+
+def _dataset_field() -> None:
+    """The image datasets and this browser's uploads (a CNN trains at an upload's own image size)."""
+    key = widget_key("dataset")
+    options = list(IMAGE_DATASETS) + [n for n in upload.session_dataset_names() if n not in IMAGE_DATASETS]
+    if st.session_state.get(key) not in options:
+        options.append(st.session_state.get(key))
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    knob_widget("dataset", key, container=left, options=options, format_func=picker_labels(options),
+                on_change=_on_dataset)
+    with right:
+        upload.picker_uploader(key)
 
 
 def submit_each(config: ComparisonConfig, force: bool = False) -> list[dict]:

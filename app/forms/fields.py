@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import streamlit as st
 import torch
 
-from core.engine.config import TOY_DATASETS, ConfigError, RunConfig, format_value, knob_applies, knob_of
+from core.engine.config import TOY_DATASETS, WIDTH_LISTS, ConfigError, RunConfig, format_value, knob_applies, knob_of
 
 FLOAT_STEPS = {"data_noise": 0.05, "val_fraction": 0.05, "init_std": 0.01, "dropout": 0.05, "l1": 0.0001,
                "l2": 0.0001, "lr": 0.0001, "momentum": 0.01, "rms_alpha": 0.001, "rms_momentum": 0.01, "beta1": 0.01,
@@ -45,7 +45,7 @@ def field_type(name: str) -> str:
 def widget_value(cfg: RunConfig, name: str) -> Any:
     """A config value in the form its widget holds."""
     value = getattr(cfg, name)
-    if name == "hidden":
+    if name in WIDTH_LISTS:
         return format_value(value)
     kind = field_type(name)
     if kind == "float":
@@ -79,6 +79,8 @@ def knob_widget(name: str, key: str, *, container: Any = None, label: str | None
     if name == "hidden":
         return where.text_input(label, help=help_text + " Leave empty for no hidden layer (a linear model).",
                                 placeholder="e.g. 128,64", **common)
+    if name in WIDTH_LISTS:
+        return where.text_input(label, help=help_text, placeholder="e.g. 32,32", **common)
     if kind == "bool":
         return where.checkbox(label, help=help_text, **common)
     if name == "activation" and options is None:  # one name for all layers, or one per layer, typed like hidden

@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Iterable, Mapping
 from core.engine.task import MAX_DIGITS, ConfigError, TaskConfig, shortened
 
 
-OMITTED_WHEN_OFF = ("residual",)
+# Knobs newer than stored runs: at their default they stay out of the JSON, so every older key and link is unchanged.
+OMITTED_AT_DEFAULT = ("residual", "conv_channels", "conv_kernel", "conv_stride", "conv_padding", "conv_pool")
 BUILTIN_DATASETS = ("digits", "mnist", "fashion-mnist", "fashion3", "spiral", "moons", "circles", "xor", "blobs")
 TOY_DATASETS = ("spiral", "moons", "circles", "xor", "blobs")
 UPLOAD_PREFIX = "upload:"
@@ -35,7 +36,14 @@ BACKPROPS = ("autograd", "by_hand")
 BY_HAND_ACTIVATIONS = ("sigmoid", "tanh", "relu")  # what core/scratch.py writes out
 GROUPS = ("Data", "Architecture", "Regularization", "Optimization")
 
+CONV_POOLS = ("none", "max", "avg")
+POOL_SIZE = 2  # pooling windows are 2x2 with stride 2
+# Image shapes (channels, height, width) of the built-in image sets: the schema checks a CNN's blocks against them.
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "fashion3": (1, 28, 28)}
+
 MAX_HIDDEN_LAYERS = 20
+MAX_CONV_BLOCKS = 6
+MAX_CONV_CHANNELS = 512
 MAX_WIDTH = 4096
 MAX_TRAIN_LIMIT = 10_000_000
 
@@ -85,7 +93,23 @@ class RunConfig(TaskConfig):
                                    "that memorizes its training set learns the wrong labels too.")
     # Architecture
     arch: str = knob("mlp", group="Architecture", label="Architecture", choices=ARCHS,
-                     help="mlp: fully connected; cnn: two 3x3 conv layers (32 filters) before the hidden layers.")
+                     help="mlp: fully connected; cnn: conv blocks (by default two of 32 3x3 filters) before the "
+                          "hidden layers.")
+    conv_channels: tuple[int, ...] = knob((32, 32), group="Architecture", label="Conv channels", lo=1,
+                                          hi=MAX_CONV_CHANNELS, when=(("arch", ("cnn",)),),
+                                          help="Filters of each conv block, first to last, e.g. 32,32 "
+                                               f"(1-{MAX_CONV_BLOCKS} blocks). Each block: convolution, "
+                                               "normalization, activation, pooling.")
+    conv_kernel: int = knob(3, group="Architecture", label="Conv kernel", lo=1, hi=9, when=(("arch", ("cnn",)),),
+                            help="Height and width of every conv block's kernels (3 = 3x3).")
+    conv_stride: int = knob(1, group="Architecture", label="Conv stride", lo=1, hi=4, when=(("arch", ("cnn",)),),
+                            help="How far each kernel moves between outputs: stride 2 halves the maps.")
+    conv_padding: int = knob(1, group="Architecture", label="Conv padding", lo=0, hi=4, when=(("arch", ("cnn",)),),
+                             help="Rings of zeros around each block's input (1 keeps a 3x3 kernel's maps their size).")
+    conv_pool: str = knob("none", group="Architecture", label="Pooling", choices=CONV_POOLS,
+                          when=(("arch", ("cnn",)),),
+                          help=f"After each conv block: none, max or avg over {POOL_SIZE}x{POOL_SIZE} windows "
+                               "(halves the maps, and the cost of the next block).")
     hidden: tuple[int, ...] = knob((64, 64), group="Architecture", label="Hidden layers",
                                    lo=1, hi=MAX_WIDTH,
                                    help=f"Width of each hidden layer, e.g. 128,64 (0-{MAX_HIDDEN_LAYERS} layers).")
@@ -176,6 +200,11 @@ class RunConfig(TaskConfig):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        channels = self.conv_channels
+        if isinstance(channels, int) and not isinstance(channels, bool):
+            channels = (channels,)
+        if isinstance(channels, (list, tuple)):
+            object.__setattr__(self, "conv_channels", tuple(channels))
         if isinstance(self.activation, (str, list, tuple)):
             object.__setattr__(self, "activation", canonical_activation(self.activation, len(self.hidden)))
         problems = _problems(self)
@@ -201,8 +230,9 @@ class RunConfig(TaskConfig):
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
-        for name in OMITTED_WHEN_OFF:  # knobs newer than stored runs: off, they leave the JSON and key as before
-            if not d[name]:
+        d["conv_channels"] = list(self.conv_channels)
+        for name in OMITTED_AT_DEFAULT:
+            if getattr(self, name) == DEFAULTS[name]:
                 del d[name]
         return d
 
@@ -268,6 +298,8 @@ def knob_applies(name: str, values: Mapping[str, Any]) -> bool:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+WIDTH_LISTS = {"hidden": MAX_WIDTH, "conv_channels": MAX_CONV_CHANNELS}  # knobs that hold a list of widths
 
 
 def format_value(value: Any) -> str:
@@ -315,6 +347,15 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
+def parse_channels(value: Any) -> tuple[int, ...]:
+    """'32,64' / [32, 64] / 32 -> the conv blocks' channels (messages name conv_channels)."""
+    try:
+        return parse_hidden(value)
+    except ValueError:
+        raise ValueError(f"Conv channels (conv_channels) must be whole numbers like 32,32 (one per block); got "
+                         f"{_short(value)}") from None
+
+
 BOOL_WORDS = {"true": True, "1": True, "on": True, "yes": True, "false": False, "0": False, "off": False, "no": False}
 
 
@@ -358,6 +399,8 @@ def parse_value(name: str, value: Any) -> Any:
     label = f.metadata["knob"].label
     if name == "hidden":
         return parse_hidden(value)
+    if name == "conv_channels":
+        return parse_channels(value)
     if name == "activation" and isinstance(value, (list, tuple)):  # a per-layer list in JSON
         return ",".join(str(v).strip() for v in value)
     kind = f.type if isinstance(f.type, str) else f.type.__name__
@@ -439,6 +482,14 @@ def _problems(cfg: RunConfig) -> dict[str, str]:
             elif any(not (1 <= w <= MAX_WIDTH) for w in value):
                 problems[f.name] = f"{k.label} (hidden) = {format_value(value)}: each width must be in [1, {MAX_WIDTH}]"
             continue
+        if f.name == "conv_channels":
+            if not isinstance(value, tuple) or not 1 <= len(value) <= MAX_CONV_BLOCKS:
+                problems[f.name] = (f"{k.label} (conv_channels) = {_short(format_value(value), 60)}: give 1-"
+                                    f"{MAX_CONV_BLOCKS} blocks (allowed), e.g. 32,32")
+            elif any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_CONV_CHANNELS for c in value):
+                problems[f.name] = (f"{k.label} (conv_channels) = {_short(format_value(value), 60)}: each block's "
+                                    f"channels allowed in [1, {MAX_CONV_CHANNELS}]")
+            continue
         if k.choices is not None:
             if value not in k.choices:
                 problems[f.name] = f"{k.label} ({f.name}) = {_short(value)} is not allowed: {_allowed(k)}"
@@ -457,7 +508,62 @@ def _problems(cfg: RunConfig) -> dict[str, str]:
         problems["backprop"] = by_hand
     if cfg.arch == "cnn" and cfg.dataset in TOY_DATASETS:
         problems["arch"] = f"Architecture (arch) = 'cnn' needs an image dataset, not the 2-D toy set {cfg.dataset!r}"
+    if cfg.arch == "cnn" and cfg.dataset in IMAGE_SHAPES and not any(n.startswith("conv_") for n in problems):
+        try:
+            conv_stages(cfg, IMAGE_SHAPES[cfg.dataset])
+        except ConfigError as exc:
+            problems.update(exc.problems)
     return problems
+
+
+@dataclass(frozen=True)
+class ConvStage:
+    """One conv block on a given input: its channels, its convolution's map size and its output's (after pooling)."""
+
+    channels: int
+    conv_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.out_hw)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Rows (or columns) of a convolution's output: floor((size + 2 padding - kernel) / stride) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_stages(cfg: RunConfig, input_shape: tuple[int, ...]) -> list[ConvStage]:
+    """Each conv block's shapes on images ``input_shape`` (channels, height, width); a ConfigError naming the block,
+    the value and the shapes so far when a kernel is larger than its padded input or pooling leaves no output."""
+    if len(input_shape) != 3:
+        raise ConfigError({"arch": f"Architecture (arch) = 'cnn' needs images (channels, height, width); these inputs "
+                                   f"have shape {tuple(input_shape)}: CSV features that are not a square image, or a "
+                                   "2-D toy set, train only the MLP"})
+    k, s, p = cfg.conv_kernel, cfg.conv_stride, cfg.conv_padding
+    h, w = input_shape[1:]
+    trace = [f"kernel {k}, stride {s}, padding {p}: input {h}x{w}"]
+    stages = []
+    for block, channels in enumerate(cfg.conv_channels, 1):
+        if k > min(h, w) + 2 * p:
+            raise ConfigError({"conv_kernel": (
+                f"Conv kernel (conv_kernel) = {k} is larger than block {block}'s input {h}x{w} with padding {p} "
+                f"({h + 2 * p}x{w + 2 * p}): it has no position to sit at. Use a smaller kernel or stride, more "
+                f"padding, less pooling or fewer blocks ({' -> '.join(trace)})")})
+        h, w = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
+        conv_hw = (h, w)
+        trace.append(f"block {block} {h}x{w}")
+        if cfg.conv_pool != "none":
+            if min(h, w) < POOL_SIZE:
+                raise ConfigError({"conv_pool": (
+                    f"Pooling (conv_pool) = {cfg.conv_pool!r} needs maps of at least {POOL_SIZE}x{POOL_SIZE}, but "
+                    f"block {block} leaves {h}x{w}: pooling would leave no output. Use no pooling, a smaller stride, "
+                    f"more padding or fewer blocks ({' -> '.join(trace)})")})
+            h, w = h // POOL_SIZE, w // POOL_SIZE
+            trace.append(f"pooled {h}x{w}")
+        stages.append(ConvStage(channels, conv_hw, (h, w)))
+    return stages
 
 
 def residual_problem(cfg: RunConfig) -> str | None:

@@ -10,9 +10,9 @@ import math
 import torch
 from torch import nn
 
-from core.engine.config import RunConfig
+from core.engine.config import POOL_SIZE, RunConfig, conv_stages
 
-CNN_CHANNELS = 32  # LESSONS E #8: conv 32 3x3 s1 p1 -> conv 32 3x3 s1 p1
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 class InvertedDropout(nn.Module):
@@ -87,13 +87,15 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int,
     """MLP (or the small CNN) for ``input_shape`` -> ``n_classes`` logits, initialised per ``cfg.init``."""
     layers: list[nn.Module] = []
     if cfg.arch == "cnn":
-        if len(input_shape) != 3:
-            raise ValueError(f"The CNN needs image input, got input shape {input_shape}")
-        channels, height, width = input_shape
-        for c_in in (channels, CNN_CHANNELS):
-            layers += _block(nn.Conv2d(c_in, CNN_CHANNELS, 3, stride=1, padding=1), CNN_CHANNELS, cfg, conv=True,
-                             activation=cfg.activation)
-        features = CNN_CHANNELS * height * width
+        stages = conv_stages(cfg, input_shape)  # a ConfigError (a ValueError) naming what does not fit
+        c_in = input_shape[0]
+        for stage in stages:
+            conv = nn.Conv2d(c_in, stage.channels, cfg.conv_kernel, stride=cfg.conv_stride, padding=cfg.conv_padding)
+            layers += _block(conv, stage.channels, cfg, conv=True, activation=cfg.activation)
+            if cfg.conv_pool in POOLS:
+                layers.append(POOLS[cfg.conv_pool](POOL_SIZE))
+            c_in = stage.channels
+        features = math.prod(stages[-1].out_shape)
     else:
         features = math.prod(input_shape)
     layers.append(nn.Flatten())
@@ -158,10 +160,13 @@ def parameter_shapes(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: in
     shapes: list[tuple[int, ...]] = []
     features = math.prod(input_shape)
     if cfg.arch == "cnn" and len(input_shape) == 3:
-        channels, height, width = input_shape
-        for c_in in (channels, CNN_CHANNELS):
-            shapes += [(CNN_CHANNELS, c_in, 3, 3), (CNN_CHANNELS,)] + [(CNN_CHANNELS,)] * (2 * norm)
-        features = CNN_CHANNELS * height * width
+        stages = conv_stages(cfg, input_shape)
+        c_in, k = input_shape[0], cfg.conv_kernel
+        for stage in stages:
+            c = stage.channels
+            shapes += [(c, c_in, k, k), (c,)] + [(c,)] * (2 * norm)
+            c_in = c
+        features = math.prod(stages[-1].out_shape)
     for width in cfg.hidden:
         shapes += [(width, features), (width,)] + [(width,)] * (2 * norm)
         features = width

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from core.engine import catalog
-from core.engine.config import MAX_HIDDEN_LAYERS, MAX_WIDTH, RunConfig
+from core.engine.config import MAX_HIDDEN_LAYERS, MAX_WIDTH, RunConfig, conv_output_size
 from core.engine.data import Dataset, batch_features
 from core.engine.models import build_model, count_parameters, parameter_shapes
 from core.lab.compare import ComparisonConfig
@@ -42,11 +42,6 @@ class HandConvolution:
     left: int  # the patch's first input column
 
 
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Rows (or columns) of a convolution's output: floor((size + 2 padding - kernel) / stride) + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def conv_output_shape(input_hw: tuple[int, int], kernel_hw: tuple[int, int], stride: int, padding: int) -> tuple[int, int]:
     """(rows, cols) of the output; ValueError when the kernel is larger than the padded input or the stride
     leaves no output."""
@@ -56,7 +51,7 @@ def conv_output_shape(input_hw: tuple[int, int], kernel_hw: tuple[int, int], str
     if kh > h + 2 * padding or kw > w + 2 * padding:
         raise ValueError(f"The {kh}x{kw} kernel is larger than its {h}x{w} input with padding {padding} "
                          f"({h + 2 * padding}x{w + 2 * padding}): it has no position to sit at")
-    return output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    return conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
 
 
 def hand_convolution(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_channel: int,
@@ -132,8 +127,9 @@ def image_dataset(cfg: RunConfig) -> Dataset:
     """The config's dataset, which must hold images [channels, height, width] (ValueError otherwise)."""
     ds = catalog.load_dataset(cfg.dataset, cfg.data_noise)
     if not ds.is_image or len(ds.input_shape) != 3:
-        raise ValueError(f"{ds.title} is not an image dataset (its inputs have shape {ds.input_shape}): a CNN "
-                         "needs images; choose MNIST, Fashion-MNIST, Digits or an image upload")
+        raise ValueError(f"{ds.title} is not an image dataset (its inputs have shape {ds.input_shape}; CSV pixel "
+                         "columns that are not a square number, or a 2-D toy set): a CNN needs images; choose MNIST, "
+                         "Fashion-MNIST, Digits, an image-folder zip or a CSV of square images")
     return ds
 
 

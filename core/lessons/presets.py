@@ -223,6 +223,13 @@ CNN_LESSON = Preset("cnn", "Inside a CNN", "A small CNN (conv 32 3x3 -> conv 32 
                     Fallback("a seeded subset of 300 training images for 10 epochs, where the CNN's advantage over the "
                              "MLP shows on 8x8 images.", (("train_limit", 300), ("epochs", 10))))
 
+# Seed 004's Network #8 as the CNN page's slow preset: E #8's network, data and training (all of Fashion-MNIST, batch 64,
+# 20 epochs) over the lesson's CNN, so the page's knobs load it. An epoch took 238 s on this CPU: for a GPU or patience.
+E8 = dict(PRESETS["E-eight-networks"].runs)["#8 conv32-conv32-128-64"]
+CNN_SLOW = CNN_LESSON.config.replace(**{name: getattr(E8, name) for name in (
+    "dataset", "train_limit", "arch", "conv_channels", "conv_kernel", "conv_stride", "conv_padding", "conv_pool",
+    "hidden", "norm", "dropout", "batch_size", "epochs")})
+
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:

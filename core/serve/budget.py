@@ -30,8 +30,8 @@ from typing import Any
 
 from core.engine import catalog
 from core.engine import data as datasets
-from core.engine.config import RunConfig
-from core.engine.models import CNN_CHANNELS, count_parameters, parameter_shapes
+from core.engine.config import RunConfig, conv_stages
+from core.engine.models import count_parameters, parameter_shapes
 from core.lab.gradcheck.numeric import CHECK_CHUNK, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_MACS, MEMORY_BUDGET
 from core.lab.gradcheck.options import PRECISIONS
 from core.lab.gradcheck.task import GradCheckConfig
@@ -104,10 +104,13 @@ class Estimate:
 
 
 def activations_per_example(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
-    """Units one example's forward holds: each conv layer's output, the MLP's input (the flattened image or
-    conv output), each hidden layer, the logits."""
+    """Units one example's forward holds: each conv block's output (and its pooled maps), the MLP's input (the
+    flattened image or conv output), each hidden layer, the logits."""
     if cfg.arch == "cnn" and len(input_shape) == 3:
-        return 3 * CNN_CHANNELS * input_shape[1] * input_shape[2] + sum(cfg.hidden) + n_classes
+        stages = conv_stages(cfg, input_shape)
+        maps = sum(s.channels * (math.prod(s.conv_hw) + (math.prod(s.out_hw) if s.out_hw != s.conv_hw else 0))
+                   for s in stages)
+        return maps + math.prod(stages[-1].out_shape) + sum(cfg.hidden) + n_classes
     return math.prod(input_shape) + sum(cfg.hidden) + n_classes
 
 

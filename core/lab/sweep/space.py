@@ -32,7 +32,7 @@ SAMPLER_TITLES = {"grid": "Grid search", "random": "Random search", "tpe": "Baye
 PRUNER_TITLES = {"none": "No pruning", "median": "Median pruner", "halving": "Successive halving"}
 KINDS = ("categorical", "int", "log")
 DERIVED = ("depth", "width")  # build ``hidden`` = (width,) * depth
-NOT_SEARCHABLE = ("dataset", "device", "hidden", "log_every")
+NOT_SEARCHABLE = ("dataset", "device", "hidden", "conv_channels", "log_every")
 MAX_TRIALS = 500
 MAX_CHOICES = 100  # values listed for one searched knob
 MAX_GRID_POINTS = 100_000  # points of a grid search (Optuna's GridSampler lists them all)
