@@ -21,6 +21,7 @@ import inspect
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,6 +42,7 @@ NAMESPACE = "gradient-lab"
 SCHEDULER = "gl-scheduler"
 REPO = Path(__file__).resolve().parents[2]
 CANCEL_POLL_SECONDS = 0.05
+RESTART_WAIT_S = 120.0  # a dead trainer's slot waits this long for Ray to restart it
 CALL_TIMEOUT_S = float(os.environ.get("GRADIENT_LAB_RAY_TIMEOUT_S", "30"))
 
 
@@ -78,7 +80,7 @@ class Trainer:
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = device
-        self._cancel, self._lanes = _Flag(), [_Flag() for _ in range(HARD_MAX_COBATCH)]
+        self._flags: dict[str, tuple[_Flag, list[_Flag]]] = {}  # run id -> its cancel and its lanes' cancels
         started = time.perf_counter()
         try:
             train(WARMUP_CONFIG.replace(device=device))
@@ -88,24 +90,23 @@ class Trainer:
     def ready(self) -> dict:
         return {"seconds": self.warm_seconds, "pid": os.getpid()}
 
-    def cancel(self, lane: int | None = None) -> None:
-        (self._cancel if lane is None else self._lanes[lane]).value = True
+    def cancel(self, run_id: str, lane: int | None = None) -> None:
+        cancel, lanes = self._flags.get(run_id, (_Flag(), [_Flag()] * HARD_MAX_COBATCH))
+        (cancel if lane is None else lanes[lane]).value = True
 
-    def run(self, task: Any) -> Iterator[Event]:
+    def run(self, task: Any, run_id: str) -> Iterator[Event]:
         """The task's events, as they come (a generator: Ray streams each to the caller)."""
-        self._cancel.value = False
-        for flag in self._lanes:
-            flag.value = False
+        cancel, lanes = self._flags.setdefault(run_id, (_Flag(), [_Flag() for _ in range(HARD_MAX_COBATCH)]))
         events: list[Event] = []
         done = threading.Event()
         spec = runner_for(task)
         scheduler = ray.get_actor(SCHEDULER, namespace=NAMESPACE)
         links = store_links(spec, lambda *a: _raise_if(ray.get(scheduler.file_run.remote(*a))),
-                            lambda key: ray.get(scheduler.read_run.remote(key)), self._lanes)
+                            lambda key: ray.get(scheduler.read_run.remote(key)), lanes)
 
         def work() -> None:
             try:
-                spec.runner(task, events.append, self._cancel, **links)
+                spec.runner(task, events.append, cancel, **links)
             except Exception as exc:  # a bug in a runner must not kill the trainer
                 events.append(RunFailed(0, f"{type(exc).__name__}: {exc}", type(exc).__name__, 0.0))
             finally:
@@ -113,10 +114,13 @@ class Trainer:
 
         threading.Thread(target=work, name="gl-train", daemon=True).start()
         sent = 0
-        while not done.wait(CANCEL_POLL_SECONDS) or sent < len(events):
-            while sent < len(events):
-                yield events[sent]
-                sent += 1
+        try:
+            while not done.wait(CANCEL_POLL_SECONDS) or sent < len(events):
+                while sent < len(events):
+                    yield events[sent]
+                    sent += 1
+        finally:
+            self._flags.pop(run_id, None)
 
 
 def _raise_if(error: str) -> None:
@@ -157,28 +161,39 @@ class RaySlot:
         (The trainer files and reads runs through this scheduler actor, whose ``file_run``/``read_run``
         are these.)"""
         self.start()
-        lanes = list(lane_cancels or ())
+        lanes, run_id = list(lane_cancels or ()), uuid.uuid4().hex
         finished = threading.Event()
-        threading.Thread(target=self._forward_cancels, args=(cancel, lanes, finished), daemon=True).start()
+        threading.Thread(target=self._forward_cancels, args=(run_id, cancel, lanes, finished), daemon=True).start()
         step = 0
         try:
-            for ref in self._actor.run.remote(task):
+            for ref in self._actor.run.remote(task, run_id):
                 event = ray.get(ref)
                 step = getattr(event, "step", step) or step
                 emit(event)
         except ray.exceptions.RayActorError:
             self.restarts += 1
             emit(trainer_died(step))
+            self._await_restart()
         finally:
             finished.set()
 
-    def _forward_cancels(self, cancel: threading.Event, lanes: list, finished: threading.Event) -> None:
+    def _await_restart(self, timeout: float = RESTART_WAIT_S) -> None:
+        """Wait until Ray has restarted the trainer (its constructor warms up) before taking the next job."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self._actor.ready.remote(), timeout=timeout)
+                return
+            except ray.exceptions.RayError:  # still dead or restarting: ask again
+                time.sleep(0.5)
+
+    def _forward_cancels(self, run_id: str, cancel: threading.Event, lanes: list, finished: threading.Event) -> None:
         sent: set = set()
         while not finished.wait(CANCEL_POLL_SECONDS):
             for lane, flag in [(None, cancel)] + list(enumerate(lanes)):
                 if flag.is_set() and lane not in sent:
                     sent.add(lane)
-                    self._actor.cancel.remote(lane)
+                    self._actor.cancel.remote(run_id, lane)
 
 
 # --- the scheduler actor -----------------------------------------------------------------------------------
@@ -189,7 +204,10 @@ class Scheduler:
         self.reset(None, workers)
 
     def reset(self, store_dir: str | None, workers: dict[str, int] | None = None) -> None:
-        """A fresh manager (tests: a fresh store); the trainer actors stay and serve it."""
+        """A fresh manager (tests: a fresh store); the old one's jobs are cancelled, the trainer actors stay."""
+        old = getattr(self, "manager", None)
+        for key in list(old._jobs) if old is not None else ():
+            old.cancel(key)
         if workers is None:
             gpus = int(ray.cluster_resources().get("GPU", 0))
             workers = {"cuda": gpus, "cpu": int(os.environ.get("GRADIENT_LAB_CPU_WORKERS", "1"))}
@@ -212,6 +230,9 @@ class Scheduler:
 
     def read_run(self, key: str) -> StoredRun | None:
         return self.manager.read_run(key)
+
+    def set_workers(self, workers: dict[str, int]) -> None:
+        self.manager.workers = workers
 
     def trainer_pids(self) -> list[int | None]:
         for slot in self.manager._slots:
@@ -301,6 +322,15 @@ class RayJobManager:
         """Nothing: the scheduler and its trainers serve the other front-ends."""
 
     wait = JobManager.wait
+
+    @property
+    def workers(self) -> dict[str, int]:
+        return self._call("__getattribute__", "workers")
+
+    @workers.setter
+    def workers(self, workers: dict[str, int]) -> None:
+        """Trainers per device from now on (``start`` starts the missing ones)."""
+        self._ask("set_workers", workers)
 
     def reset(self, store_dir: str | None, workers: dict[str, int] | None = None) -> None:
         """A fresh manager on the scheduler (tests and benchmarks: a fresh store, a number of trainers)."""
