@@ -42,6 +42,7 @@ NAMESPACE = "gradient-lab"
 SCHEDULER = "gl-scheduler"
 REPO = Path(__file__).resolve().parents[2]
 CANCEL_POLL_SECONDS = 0.05
+RECONNECT_S = 10.0  # a front-end that lost the cluster tries to connect again at most this often
 RESTART_WAIT_S = 120.0  # a dead trainer's slot waits this long for Ray to restart it
 CALL_TIMEOUT_S = float(os.environ.get("GRADIENT_LAB_RAY_TIMEOUT_S", "30"))
 
@@ -50,10 +51,12 @@ class ClusterUnavailable(Refused):
     """The Ray cluster (its head or the scheduler actor) cannot be reached now."""
 
 
+UNAVAILABLE = ("The training cluster cannot be reached; nothing stored is lost. Try again in a minute: this "
+               "server reconnects by itself when the cluster is back.")
+
+
 def unavailable(exc: BaseException) -> ClusterUnavailable:
-    return ClusterUnavailable(
-        f"The training cluster cannot be reached ({type(exc).__name__}); nothing stored is lost. Try again in a "
-        "minute: the page reconnects by itself when the cluster is back.")
+    return ClusterUnavailable(f"{UNAVAILABLE} ({type(exc).__name__})")
 
 
 def trainer_died(step: int) -> RunFailed:
@@ -258,27 +261,67 @@ class RemoteStore:
         return self.meta(key) is not None
 
 
+class _Connection:
+    """This process's one connection to the cluster (Ray allows one): made again after the head was lost."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0  # bumped on every (re)connect: front-ends fetch the scheduler's handle again
+        self.lost_at: float | None = None  # when a call found the cluster gone (None: connected)
+
+    def ensure(self, address: str) -> int:
+        with self.lock:
+            if ray.is_initialized() and self.lost_at is None:
+                return self.generation
+            if self.lost_at is not None and time.monotonic() - self.lost_at < RECONNECT_S:
+                raise ClusterUnavailable(UNAVAILABLE)
+            ray.shutdown()
+            try:
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                         _node_ip_address=os.environ.get("GRADIENT_LAB_RAY_NODE_IP", "127.0.0.1"),
+                         runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+            except (ConnectionError, ray.exceptions.RayError) as exc:
+                self.lost_at = time.monotonic()
+                raise unavailable(exc) from None
+            self.lost_at, self.generation = None, self.generation + 1
+            return self.generation
+
+    def lost(self) -> None:
+        with self.lock:
+            self.lost_at = self.lost_at or time.monotonic()
+
+
+CONNECTION = _Connection()
+
+
 class RayJobManager:
-    """A front-end's job manager: JobManager's public API on the cluster's scheduler actor."""
+    """A front-end's job manager: JobManager's public API on the cluster's scheduler actor. A call that finds
+    the cluster gone raises :class:`ClusterUnavailable`; later calls reconnect (every RECONNECT_S at most)."""
 
     def __init__(self, address: str, workers: dict[str, int] | None = None) -> None:
-        self.address = address
-        if not ray.is_initialized():
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                     _node_ip_address=os.environ.get("GRADIENT_LAB_RAY_NODE_IP", "127.0.0.1"),
-                     runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-        self._scheduler = ray.remote(Scheduler).options(
-            name=SCHEDULER, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
-            max_concurrency=64, max_restarts=-1).remote(workers)
+        self.address, self._workers = address, workers
+        self._generation, self._scheduler = 0, None
         self.store = RemoteStore(self)
         self.processes = True
+        self._handle()
+
+    def _handle(self) -> Any:
+        generation = CONNECTION.ensure(self.address)
+        if generation != self._generation:
+            self._scheduler = ray.remote(Scheduler).options(
+                name=SCHEDULER, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
+                max_concurrency=64, max_restarts=-1).remote(self._workers)
+            self._generation = generation
+        return self._scheduler
 
     def _ask(self, method: str, *args, **kwargs) -> Any:
+        scheduler = self._handle()
         try:
-            return ray.get(getattr(self._scheduler, method).remote(*args, **kwargs), timeout=CALL_TIMEOUT_S)
+            return ray.get(getattr(scheduler, method).remote(*args, **kwargs), timeout=CALL_TIMEOUT_S)
         except ray.exceptions.RayTaskError as exc:  # the manager's own error (e.g. Refused): raised as it is
             raise exc.cause from None
         except ray.exceptions.RayError as exc:
+            CONNECTION.lost()
             raise unavailable(exc) from None
 
     def _call(self, name: str, *args, **kwargs) -> Any:
