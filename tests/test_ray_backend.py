@@ -135,18 +135,28 @@ def test_a_second_front_end_process_joins_the_job_and_reads_the_store(cluster, i
     """Another Python (another web server) connects with the token and finds the same job, then its result."""
     one = _ray_manager(cluster, isolated_cache / "runs", 0)  # paused: the job waits while the other joins
     key = one.submit(SMALL.replace(seed=7), session="front-1")
-    script = ("import json, sys\nfrom core.serve.ray_backend import RayJobManager\n"
+    script = ("import json\nfrom core.serve.jobs import get_manager\n"
               "from core.engine.config import RunConfig\n"
-              f"m = RayJobManager({cluster.address!r})\n"
+              "m = get_manager()  # GRADIENT_LAB_RAY_ADDRESS set: the Ray backend, as a page gets it\n"
+              "assert type(m).__name__ == 'RayJobManager', type(m)\n"
               f"cfg = RunConfig.from_dict(json.loads({json.dumps(json.dumps(SMALL.replace(seed=7).to_dict()))}))\n"
               "key = m.submit(cfg, session='front-2')\n"
               "snap = m.snapshot(key)\n"
               "print(json.dumps([key, snap.status, sorted(snap.watched_by)]))\n")
-    env = {**os.environ, **cluster.env}
+    env = {**os.environ, **cluster.env, "GRADIENT_LAB_RAY_ADDRESS": cluster.address}
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [key, "queued", ["front-1", "front-2"]]
+
+
+def test_without_a_ray_address_the_manager_is_local_and_ray_is_never_imported(isolated_cache):
+    script = ("import sys\nfrom core.serve.jobs import JobManager, get_manager\nimport app.main\n"
+              "assert type(get_manager()) is JobManager\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "GRADIENT_LAB_RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_round_robin_between_browsers_of_different_front_ends(cluster, isolated_cache):
