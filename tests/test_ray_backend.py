@@ -129,6 +129,9 @@ def test_the_same_config_pressed_in_two_front_ends_trains_once_and_both_watch_it
     assert [e.kind for e in done.events].count("started") == 1 and seen_by_one.n_events == done.n_events
     assert done.events[-1].test_acc > 0.5 and done.events[-1].test_loss < math.log(10)  # learned
     assert one.store.meta(key)["status"] == "finished"  # stored once, by the scheduler, read by both
+    # what the pages read of the store, through a front-end: methods, and attributes (the sidebar's problems)
+    assert [r["key"] for r in cluster.second.store.list_runs(kind="run")] == [key] and key in cluster.second.store
+    assert cluster.second.store.problems == [] and cluster.second.store.health() is None
 
 
 def test_a_second_front_end_process_joins_the_job_and_reads_the_store(cluster, isolated_cache):

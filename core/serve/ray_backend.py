@@ -251,9 +251,9 @@ class RemoteStore:
         self._front = front
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or not hasattr(RunStore, name):
+        if name.startswith("_"):
             raise AttributeError(name)
-        if inspect.isfunction(inspect.getattr_static(RunStore, name)):
+        if inspect.isfunction(inspect.getattr_static(RunStore, name, None)):
             return lambda *args, **kwargs: self._front._ask("store_call", name, *args, **kwargs)
         return self._front._ask("store_call", name)
 
