@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
+from browser_helpers import CHROMIUM, free_port, launch, start_server, stop_server
 from ray_helpers import REPO, head_env, start_head, stop_head
 
 # Ray reads its token settings once, when it loads: this process's (a front-end's) are set before that.
@@ -228,3 +231,40 @@ def _answers(front: RayJobManager) -> bool:
     except ClusterUnavailable:
         return False
     return True
+
+
+# --- two Streamlit front-ends, one class -------------------------------------------------------------------
+TRAIN = re.compile(r"^(play_arrow)?\s*(Train|Training…)$")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found (apt-get install chromium)")
+def test_two_streamlit_front_ends_serve_one_class(cluster, isolated_cache, tmp_path):
+    """The app started twice (own caches) with GRADIENT_LAB_RAY_ADDRESS: a student presses Train on one, the
+    other front-end's student finds the same run training and then its result, trained once."""
+    _ray_manager(cluster, isolated_cache / "runs", 1)
+    cfg = RunConfig(dataset="digits", hidden=(64, 64), epochs=80, batch_size=16, log_every=20)  # trains ~15 s
+    link = "&".join(f"{k}={v}" for k, v in cfg.to_query().items())
+    env = {**cluster.env, "GRADIENT_LAB_RAY_ADDRESS": cluster.address}
+    ports, servers = [free_port(), free_port()], []
+    try:
+        for port in ports:
+            servers.append(start_server(tmp_path / f"front-{port}", port, tmp_path / f"front-{port}.log", env))
+        with sync_playwright() as p:
+            browser = launch(p)
+            one, two = (browser.new_page(viewport={"width": 1400, "height": 1000}) for _ in ports)
+            one.goto(f"http://127.0.0.1:{ports[0]}/?{link}")
+            one.get_by_role("button", name=TRAIN).first.wait_for(timeout=180_000)
+            one.get_by_role("button", name=TRAIN).first.click()
+            _wait_until(lambda: cluster.front.status(cfg.key()) == "running", timeout=120)
+            two.goto(f"http://127.0.0.1:{ports[1]}/?{link}")
+            two.get_by_text("Training…").first.wait_for(timeout=120_000)  # it watches the run the other started
+            for page in (one, two):
+                page.get_by_text("What happened.").first.wait_for(timeout=240_000)
+            browser.close()
+    finally:
+        for server in servers:
+            stop_server(server)
+    done = cluster.front.snapshot(cfg.key())
+    assert done.status == "finished" and [e.kind for e in done.events].count("started") == 1
+    assert done.events[-1].test_acc > 0.5
