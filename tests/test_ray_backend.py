@@ -68,8 +68,12 @@ class Cluster:
             os.environ.pop("GRADIENT_LAB_MAX_QUEUED_PER_SESSION")
         self.port = int(self.address.rsplit(":", 1)[1])
         if self.front is None:
-            self.front = RayJobManager(self.address, workers={"cpu": 1})
-            self.second = RayJobManager(self.address)
+            try:
+                self.front = RayJobManager(self.address, workers={"cpu": 1})
+                self.second = RayJobManager(self.address)
+            except BaseException:  # a head no test will use: stopped now, not left running
+                stop_head(self.proc)
+                raise
 
     def stop(self) -> None:
         ray.shutdown()
