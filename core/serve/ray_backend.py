@@ -40,6 +40,7 @@ from core.serve.workers import WARMUP_CONFIG, default_threads
 
 NAMESPACE = "gradient-lab"
 SCHEDULER = "gl-scheduler"
+HEAD = "node:__internal_head__"  # the head node's own resource: the scheduler (and so the store) lives there
 REPO = Path(__file__).resolve().parents[2]
 CANCEL_POLL_SECONDS = 0.05
 RECONNECT_S = 10.0  # a front-end that lost the cluster tries to connect again at most this often
@@ -310,7 +311,7 @@ class RayJobManager:
         if generation != self._generation:
             self._scheduler = ray.remote(Scheduler).options(
                 name=SCHEDULER, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
-                max_concurrency=64, max_restarts=-1).remote(self._workers)
+                resources={HEAD: 0.001}, max_concurrency=64, max_restarts=-1).remote(self._workers)
             self._generation = generation
         return self._scheduler
 
