@@ -16,14 +16,26 @@ session follows the script:
 Prints p50 / p95 seconds from Train to the first progress point for both steps, health-check
 latency during the burst, jobs trained against jobs asked for, the server's RSS (with its
 worker processes) before, at peak and after the sessions closed, and the errors seen.
+
+    python bench/bench_lecture.py --backend ray [--jobs 12]
+
+The job manager on a Ray cluster (docs/cluster.md) against the local one, side by side in one run, at the
+job-manager level (no Streamlit): a loopback Ray head with token auth is started; the students' variants are
+pressed one after another, alternately through two front-end objects, and on the local manager (worker
+processes); each backend prints Train -> first point p50 / p95 and the per-job overhead (submit to done,
+less the training's own time). Then 30 presses of one new config are split between this process and a
+second front-end process: the history must show one training.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))  # tests/ray_helpers finds its browser_helpers
 
 from playwright.async_api import async_playwright  # noqa: E402
 from st_client import Session  # noqa: E402
@@ -40,7 +53,9 @@ from st_client import Session  # noqa: E402
 from core.engine.config import RunConfig  # noqa: E402
 from core.lab.grid import GridConfig  # noqa: E402
 from core.serve.store import RunStore  # noqa: E402
+from core.serve.jobs import JobManager, get_manager  # noqa: E402
 from tests.browser_helpers import CHROMIUM, free_port, start_server, stop_server  # noqa: E402
+from tests.ray_helpers import head_env, start_head, stop_head  # noqa: E402
 
 # Small enough that 30 students' worth trains within the bench's time on a 2-core CPU.
 LESSON = GridConfig(base=RunConfig(dataset="digits", epochs=2, batch_size=32, optimizer="sgd", lr=0.2,
@@ -193,12 +208,106 @@ async def lecture(n: int, n_browsers: int, timeout: float) -> dict:
     return out
 
 
+# --- the Ray backend against the local one ----------------------------------------------------------------
+DEDUP_PRESSES = 30
+
+
+def first_point_and_overhead(manager, config, poll: float = 0.005) -> tuple[float, float]:
+    """Seconds from submit to the first progress point, and submit-to-done less the run's own training time."""
+    t0 = time.monotonic()
+    key = manager.submit(config)
+    first = None
+    while True:
+        snap = manager.snapshot(key)
+        if first is None and any(e.kind == "steps" for e in snap.events):
+            first = time.monotonic() - t0
+        if snap.done:
+            break
+        time.sleep(poll)
+    total = time.monotonic() - t0
+    snap = manager.snapshot(key)
+    if snap.status != "finished":
+        raise RuntimeError(f"{config.key()[:8]} ended {snap.status}: {snap.error}")
+    return first if first is not None else total, total - snap.events[-1].elapsed
+
+
+def ready(manager, timeout: float = 300.0) -> None:
+    """Start the trainers and wait until every one has warmed up (as an instructor's first visit does)."""
+    manager.start()
+    deadline = time.monotonic() + timeout
+    while not all(w["state"] == "ready" for w in manager.warmup_status() or [{"state": ""}]):
+        if time.monotonic() > deadline:
+            raise TimeoutError("trainers still warming up")
+        time.sleep(0.5)
+
+
+def presses(manager, config, n: int, who: str) -> list[str]:
+    return [manager.submit(config, session=f"{who}-{i}", browser=f"{who}-{i}") for i in range(n)]
+
+
+def front_end(config_json: str, n: int) -> None:
+    """A second front-end process (GRADIENT_LAB_RAY_ADDRESS set): ``n`` students press Train on one config."""
+    config = RunConfig.from_dict(json.loads(config_json))
+    print(json.dumps(sorted(set(presses(get_manager(), config, n, "second")))))
+
+
+def ray_against_local(n_jobs: int) -> None:
+    temp = Path(tempfile.mkdtemp(prefix="glbench", dir="/tmp"))
+    env = head_env(temp, temp / "cache")
+    os.environ.update({k: v for k, v in env.items() if k.startswith("RAY_")})  # before Ray loads
+    head, address, env = start_head(temp, temp / "cache")
+    configs = [variant(i) for i in range(n_jobs)]
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        local = JobManager(RunStore(temp / "local-runs"), workers={"cpu": 1}, processes=True)
+        ready(local)
+        measured = [first_point_and_overhead(local, c) for c in configs]
+        results["local"] = ([m[0] for m in measured], [m[1] for m in measured])
+        local.shutdown()
+        ray_backend = importlib.import_module("core.serve.ray_backend")  # a plugin, as get_manager loads it
+        fronts = [ray_backend.RayJobManager(address, workers={"cpu": 1}), ray_backend.RayJobManager(address)]
+        ready(fronts[0])
+        measured = [first_point_and_overhead(fronts[i % 2], c) for i, c in enumerate(configs)]
+        results["ray"] = ([m[0] for m in measured], [m[1] for m in measured])
+        print(f"{n_jobs} students' variants pressed one after another, trainers warm; cores: {os.cpu_count()}")
+        print(f"{'backend':8s} {'first point p50':>16s} {'p95':>8s} {'overhead p50':>13s} {'p95':>8s}")
+        for name, (first, overhead) in results.items():
+            print(f"{name:8s} {percentile(first, .5):14.3f} s {percentile(first, .95):6.3f} s "
+                  f"{percentile(overhead, .5):11.3f} s {percentile(overhead, .95):6.3f} s")
+        ratio = percentile(results["ray"][0], .5) / percentile(results["local"][0], .5)
+        print(f"ray / local, first point p50: {ratio:.2f}x (target <= 1.5x)")
+
+        # long enough (several seconds) that the second process's presses find it training, not stored
+        shared = LESSON.base.replace(hidden=(128, 128), batch_size=8, epochs=40, seed=2026)
+        second = subprocess.Popen([sys.executable, __file__, "--front-end", json.dumps(shared.to_dict()),
+                                   "--jobs", str(DEDUP_PRESSES // 2)], env={**os.environ, **env,
+                                  "GRADIENT_LAB_RAY_ADDRESS": address}, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        out, _ = second.communicate(timeout=300)  # its presses start the job; this front-end's join it
+        keys = set(json.loads(out.strip().splitlines()[-1]))
+        keys |= set(presses(fronts[0], shared, DEDUP_PRESSES - DEDUP_PRESSES // 2, "first"))
+        done = fronts[0].wait(shared.key(), timeout=300)
+        trainings = [e.kind for e in done.events].count("started")
+        print(f"dedup across front-ends: {DEDUP_PRESSES} presses ({DEDUP_PRESSES - DEDUP_PRESSES // 2} here, "
+              f"{DEDUP_PRESSES // 2} in a second front-end process) -> {len(keys)} job, {trainings} training, "
+              f"{done.status}; {done.watchers} browsers watched it live")
+    finally:
+        stop_head(head)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 30])
     parser.add_argument("--browsers", type=int, default=2, help="real Chromium pages among the sessions")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per lecture at most")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="ray: the Ray backend against the local one, at the job-manager level")
+    parser.add_argument("--jobs", type=int, default=12, help="--backend ray: jobs timed per backend")
+    parser.add_argument("--front-end", help=argparse.SUPPRESS)  # a second front-end process (a config's JSON)
     args = parser.parse_args()
+    if args.front_end:
+        return front_end(args.front_end, args.jobs)
+    if args.backend == "ray":
+        return ray_against_local(args.jobs)
     print(f"lesson grid: {LESSON.n_cells} cells on digits; cores: {os.cpu_count()}")
     for n in args.sessions:
         r = asyncio.run(lecture(n, min(args.browsers, n), args.timeout))

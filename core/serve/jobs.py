@@ -35,11 +35,17 @@ stored as "paused" with its history; paused time does not count against the job'
 Workers are processes by default (:mod:`core.serve.workers`): training never shares the web server's
 GIL, and a worker that dies fails only its job. ``processes=False`` (or
 ``GRADIENT_LAB_WORKER_PROCESSES=0``) runs jobs in threads of this process instead, for tests
-and notebooks.
+and notebooks. ``slots`` (a function of device and index) supplies other workers with :class:`ProcessSlot`'s
+``run``/``start``/``stop``/``warmup``: the Ray backend's trainer actors (:mod:`core.serve.ray_backend`).
+
+:func:`get_manager` is this manager, unless ``GRADIENT_LAB_RAY_ADDRESS`` names a Ray cluster: then it is the
+backend of :data:`BACKENDS` loaded by name (a plugin: this module never imports Ray), a front-end of the
+cluster's one scheduler, with this manager's public API.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import threading
 import time
@@ -150,10 +156,12 @@ def event_bytes(event: Event) -> int:
 
 class JobManager:
     def __init__(self, store: RunStore | None = None, workers: dict[str, int] | None = None,
-                 processes: bool | None = None, clock: Callable[[], float] = time.monotonic):
+                 processes: bool | None = None, clock: Callable[[], float] = time.monotonic,
+                 slots: Callable[[str, int], ProcessSlot] | None = None):
         self._store = store
         self._clock = clock  # watcher expiry and the time cap (tests inject one)
         self.processes = _processes_by_default() if processes is None else processes
+        self._new_slot = slots or (self._process_slot if self.processes else None)
         self._slots: list[ProcessSlot] = []
         self.workers = workers or {"cpu": int(os.environ.get("GRADIENT_LAB_CPU_WORKERS", "1")),
                                    "cuda": int(os.environ.get("GRADIENT_LAB_GPU_WORKERS", "2"))}
@@ -495,17 +503,21 @@ class JobManager:
     def _ensure_workers(self, device: str) -> None:
         """One thread per worker slot; in process mode each thread feeds its own worker process."""
         alive = [t for t in self._threads if t.is_alive() and t.name.startswith(f"gl-worker-{device}")]
-        if not alive and device == "cpu" and not self.processes:
+        if not alive and device == "cpu" and self._new_slot is None:
             self._share_cpu()
         for i in range(len(alive), self.workers.get(device, 1)):
             slot = None
-            if self.processes:
-                slot = ProcessSlot(device, default_threads(device), name=f"gl-trainer-{device}-{i}")
+            if self._new_slot is not None:
+                slot = self._new_slot(device, i)
                 slot.start()
                 self._slots.append(slot)
             t = threading.Thread(target=self._work, args=(device, slot), name=f"gl-worker-{device}-{i}", daemon=True)
             self._threads.append(t)
             t.start()
+
+    @staticmethod
+    def _process_slot(device: str, index: int) -> ProcessSlot:
+        return ProcessSlot(device, default_threads(device), name=f"gl-trainer-{device}-{index}")
 
     def _work(self, device: str, slot: ProcessSlot | None) -> None:
         q = self._queue(device)
@@ -608,6 +620,8 @@ class JobManager:
 
 _manager: JobManager | None = None
 _manager_lock = threading.Lock()
+# Backends chosen by an environment variable, each a module with ``manager_from_env()`` (loaded by name, only then).
+BACKENDS = {"GRADIENT_LAB_RAY_ADDRESS": "core.serve.ray_backend"}
 
 
 def get_manager() -> JobManager:
@@ -615,5 +629,6 @@ def get_manager() -> JobManager:
     global _manager
     with _manager_lock:
         if _manager is None:
-            _manager = JobManager()
+            chosen = [module for setting, module in BACKENDS.items() if os.environ.get(setting)]
+            _manager = importlib.import_module(chosen[0]).manager_from_env() if chosen else JobManager()
         return _manager
