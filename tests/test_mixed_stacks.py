@@ -15,6 +15,7 @@ from core.engine.config import RunConfig
 from core.engine.family import plan_family, train_family
 from core.engine.lanes import data_loss, make_optimizer
 from core.engine.models import build_model, weight_layers
+from core.lab.sweep.lease import Lease
 from core.lab.sweep.runner import _ask, plan_trials, run_sweep
 from core.lab.sweep.space import Dist, SweepConfig, trial_config
 from core.lab.sweep.study import make_sampler, open_study
@@ -131,14 +132,16 @@ def test_trials_asked_together_are_the_samplers_own_sequence():
         startup = 40 if sampler == "random" else make_sampler(sweep)._n_startup_trials
 
         def study():
-            return optuna.create_study(direction="maximize", sampler=make_sampler(sweep))
+            storage = optuna.storages.InMemoryStorage()
+            made = optuna.create_study(storage=storage, direction="maximize", sampler=make_sampler(sweep))
+            return made, Lease(made, storage)
 
-        one_by_one, grouped = study(), study()
+        (one_by_one, alone), (grouped, lease) = study(), study()
         for k in range(startup):
-            trial = _ask(one_by_one, sweep.space, lambda *_: None)
+            trial = _ask(one_by_one, sweep, lambda *_: None, alone)
             one_by_one.tell(trial, float(k % 7))
         for start in range(0, startup, 8):
-            asked = [_ask(grouped, sweep.space, lambda *_: None) for _ in range(min(8, startup - start))]
+            asked = [_ask(grouped, sweep, lambda *_: None, lease) for _ in range(min(8, startup - start))]
             for k, trial in enumerate(asked, start):
                 grouped.tell(trial, float(k % 7))
         assert [t.params for t in one_by_one.trials] == [t.params for t in grouped.trials]

@@ -41,6 +41,7 @@ from test_jobs_store import (test_a_failing_job_does_not_stop_the_worker,  # noq
                              test_two_submits_train_once_and_the_third_is_served_from_the_store)
 from test_scheduler import (test_a_watchers_cancel_stops_only_their_view_of_a_shared_job,  # noqa: E402
                             test_the_manager_hands_queued_jobs_out_round_robin)
+from test_pause import _assert_identical_when_paused  # noqa: E402
 
 CONTRACT = (test_a_failing_job_does_not_stop_the_worker, test_cancel_a_running_and_a_queued_job,
             test_snapshot_since_returns_only_new_events, test_two_submits_train_once_and_the_third_is_served_from_the_store,
@@ -193,6 +194,11 @@ def test_the_quota_per_browser_counts_across_front_ends_and_refuses_in_plain_wor
     with pytest.raises(Refused) as refused:
         two.submit(SMALL.replace(seed=499), session="tab-x", browser="one-browser")
     assert str(refused.value).startswith(f"You already have {PER_BROWSER} jobs")  # the message, no traceback
+
+
+def test_pause_step_resume_on_a_trainer_actor_gives_the_uninterrupted_run_bit_for_bit(cluster, isolated_cache):
+    """The pause state crosses from the scheduler actor to the trainer actor and back (a front-end asks)."""
+    _assert_identical_when_paused(_ray_manager(cluster, isolated_cache / "runs", 1))
 
 
 def test_a_killed_trainer_fails_only_its_job_and_the_next_job_trains(cluster, isolated_cache):

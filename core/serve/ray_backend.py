@@ -34,6 +34,7 @@ from core.engine.train import train
 from core.serve.budget import Refused
 from core.serve.cobatch import HARD_MAX_COBATCH
 from core.serve.jobs import JobManager, Snapshot
+from core.serve.pause import Hold
 from core.serve.runners import runner_for, store_links
 from core.serve.store import RunStore, StoredRun
 from core.serve.workers import WARMUP_CONFIG, default_threads
@@ -85,6 +86,7 @@ class Trainer:
             torch.set_num_threads(threads)
         self.device = device
         self._flags: dict[str, tuple[_Flag, list[_Flag]]] = {}  # run id -> its cancel and its lanes' cancels
+        self._holds: dict[str, Hold] = {}  # run id -> its pause state (a run trained alone waits on it)
         started = time.perf_counter()
         try:
             train(WARMUP_CONFIG.replace(device=device))
@@ -98,15 +100,25 @@ class Trainer:
         cancel, lanes = self._flags.get(run_id, (_Flag(), [_Flag()] * HARD_MAX_COBATCH))
         (cancel if lane is None else lanes[lane]).value = True
 
+    def hold(self, run_id: str, method: str, *args: Any) -> None:
+        """Pause, step or resume run ``run_id`` (the scheduler forwards its :class:`ForwardedHold`'s calls)."""
+        getattr(self._holds.setdefault(run_id, Hold()), method)(*args)
+
+    def hold_values(self, run_id: str) -> list[float] | None:
+        """Run ``run_id``'s pause state as its loop sees it (where it waits, batches left), None when unknown."""
+        hold = self._holds.get(run_id)
+        return list(hold.values) if hold is not None else None
+
     def run(self, task: Any, run_id: str) -> Iterator[Event]:
         """The task's events, as they come (a generator: Ray streams each to the caller)."""
         cancel, lanes = self._flags.setdefault(run_id, (_Flag(), [_Flag() for _ in range(HARD_MAX_COBATCH)]))
+        hold = self._holds.setdefault(run_id, Hold())
         events: list[Event] = []
         done = threading.Event()
         spec = runner_for(task)
         scheduler = ray.get_actor(SCHEDULER, namespace=NAMESPACE)
         links = store_links(spec, lambda *a: _raise_if(ray.get(scheduler.file_run.remote(*a))),
-                            lambda key: ray.get(scheduler.read_run.remote(key)), lanes)
+                            lambda key: ray.get(scheduler.read_run.remote(key)), lanes, hold)
 
         def work() -> None:
             try:
@@ -125,11 +137,74 @@ class Trainer:
                     sent += 1
         finally:
             self._flags.pop(run_id, None)
+            self._holds.pop(run_id, None)
 
 
 def _raise_if(error: str) -> None:
     if error:
         raise OSError(error)
+
+
+class ForwardedHold(Hold):
+    """The scheduler's copy of the pause state of the run a trainer actor trains: the manager pauses, steps and
+    resumes it here; :meth:`sync` (the slot's forwarding thread) sends those calls to the trainer's own
+    :class:`Hold`, then copies back where the trainer's loop waits, which snapshots read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, tuple]] = []  # calls since the last sync (all of them before the run starts)
+        self._version = 0  # counts calls: a copy fetched before a later call is stale
+        self._target: tuple[Any, str] | None = None  # (trainer actor, run id) while a run trains
+
+    def _call(self, method: str, *args: Any) -> None:
+        with self._lock:
+            getattr(Hold, method)(self, *args)
+            self._pending.append((method, args))
+            self._version += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            Hold.reset(self)
+            self._pending.clear()
+            self._version += 1
+
+    def pause(self, limit_seconds: float) -> None:
+        self._call("pause", limit_seconds)
+
+    def step(self, batches: int, limit_seconds: float) -> None:
+        self._call("step", batches, limit_seconds)
+
+    def resume(self) -> None:
+        self._call("resume")
+
+    def attach(self, actor: Any, run_id: str) -> None:
+        with self._lock:
+            self._target = (actor, run_id)
+
+    def detach(self) -> None:
+        with self._lock:
+            self._target = None
+            self._pending.clear()
+
+    def sync(self) -> None:
+        """Send the calls made since the last sync; while paused, copy the trainer's state back."""
+        with self._lock:
+            target, pending, version = self._target, list(self._pending), self._version
+            if target is not None:
+                self._pending.clear()
+        if target is None:
+            return
+        actor, run_id = target
+        for method, args in pending:
+            ray.get(actor.hold.remote(run_id, method, *args))
+        if not self.paused:
+            return
+        values = ray.get(actor.hold_values.remote(run_id))
+        with self._lock:
+            if values is not None and version == self._version and not self._pending:
+                with self.values.get_lock():
+                    self.values[:] = values
 
 
 class RaySlot:
@@ -139,6 +214,7 @@ class RaySlot:
         self.device, self.name = device, f"gl-trainer-{device}-{index}"
         self.restarts, self.pid = 0, None
         self._actor = None
+        self.hold = ForwardedHold()  # the manager's pause state of the run this slot trains alone
 
     def start(self) -> None:
         if self._actor is None:
@@ -167,7 +243,8 @@ class RaySlot:
         self.start()
         lanes, run_id = list(lane_cancels or ()), uuid.uuid4().hex
         finished = threading.Event()
-        threading.Thread(target=self._forward_cancels, args=(run_id, cancel, lanes, finished), daemon=True).start()
+        self.hold.attach(self._actor, run_id)
+        threading.Thread(target=self._forward, args=(run_id, cancel, lanes, finished), daemon=True).start()
         step = 0
         try:
             for ref in self._actor.run.remote(task, run_id):
@@ -180,6 +257,7 @@ class RaySlot:
             self._await_restart()
         finally:
             finished.set()
+            self.hold.detach()
 
     def _await_restart(self, timeout: float = RESTART_WAIT_S) -> None:
         """Wait until Ray has restarted the trainer (its constructor warms up) before taking the next job."""
@@ -191,13 +269,18 @@ class RaySlot:
             except ray.exceptions.RayError:  # still dead or restarting: ask again
                 time.sleep(0.5)
 
-    def _forward_cancels(self, run_id: str, cancel: threading.Event, lanes: list, finished: threading.Event) -> None:
+    def _forward(self, run_id: str, cancel: threading.Event, lanes: list, finished: threading.Event) -> None:
+        """Until the run finishes: its cancels to the trainer as they are set, and its pause state both ways."""
         sent: set = set()
         while not finished.wait(CANCEL_POLL_SECONDS):
             for lane, flag in [(None, cancel)] + list(enumerate(lanes)):
                 if flag.is_set() and lane not in sent:
                     sent.add(lane)
                     self._actor.cancel.remote(run_id, lane)
+            try:
+                self.hold.sync()
+            except ray.exceptions.RayError:  # the trainer died: its run fails on its own
+                pass
 
 
 # --- the scheduler actor -----------------------------------------------------------------------------------
@@ -343,6 +426,15 @@ class RayJobManager:
 
     def cancel(self, key: str, session: str | None = None, everyone: bool = False, browser: str | None = None) -> bool:
         return self._call("cancel", key, session=session, everyone=everyone, browser=browser)
+
+    def pause(self, key: str, browser: str | None = None) -> None:
+        self._call("pause", key, browser=browser)
+
+    def step(self, key: str, batches: int, browser: str | None = None) -> None:
+        self._call("step", key, batches, browser=browser)
+
+    def resume(self, key: str, browser: str | None = None) -> None:
+        self._call("resume", key, browser=browser)
 
     def counts(self) -> dict[str, int]:
         return self._call("counts")
