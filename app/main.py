@@ -17,7 +17,9 @@ if str(ROOT) not in sys.path:  # Streamlit only puts app/ on sys.path; core/ and
 import streamlit as st  # noqa: E402
 
 from app.forms.lecture import lecture_mode, record_tries  # noqa: E402
+from app.views.jobs import unreachable_notice  # noqa: E402
 from app.views.shell import sidebar_status  # noqa: E402
+from core.serve.budget import Unreachable  # noqa: E402
 
 
 class PageSpec(NamedTuple):
@@ -53,7 +55,16 @@ if __name__ == "__main__":
     st.set_page_config(page_title="Gradient Lab", page_icon="🧠", layout="wide",
                        initial_sidebar_state="collapsed" if presenting else "auto")
     page = st.navigation(available_pages())
-    lecture_mode(page.url_path)
-    sidebar_status()
-    page.run()
-    record_tries()
+    # A cluster's scheduler gone: each part that needed it says so, the page's words and form still show, and a
+    # later run reconnects.
+    try:
+        lecture_mode(page.url_path)
+        sidebar_status()
+    except Unreachable as exc:
+        with st.sidebar:
+            unreachable_notice(exc)
+    try:
+        page.run()
+        record_tries()
+    except Unreachable as exc:
+        unreachable_notice(exc)

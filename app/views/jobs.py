@@ -30,7 +30,7 @@ import streamlit as st
 
 from core.engine.events import keep_latest_boundary
 from core.serve import budget, identity, owners
-from core.serve.budget import Refused
+from core.serve.budget import Refused, Unreachable
 from core.serve.jobs import get_manager
 from core.serve.pause import DEFAULT_STEP_BATCHES, MAX_STEP_BATCHES
 
@@ -443,11 +443,19 @@ def poll_seconds(keys: Iterable[str], every: float) -> float:
 
 
 def _poll_body(keys: tuple[str, ...], draw: Callable[[bool], None], polling: bool) -> None:
-    if polling and not _running(keys):
-        st.rerun()  # a full rerun declares the fragment again without run_every: polling stops
-    draw(polling)
-    if polling and not _running(keys):  # it ended while drawing: redraw the page (buttons, results) once
-        st.rerun()
+    try:
+        if polling and not _running(keys):
+            st.rerun()  # a full rerun declares the fragment again without run_every: polling stops
+        draw(polling)
+        if polling and not _running(keys):  # it ended while drawing: redraw the page (buttons, results) once
+            st.rerun()
+    except Unreachable as exc:
+        unreachable_notice(exc)
+
+
+def unreachable_notice(exc: Unreachable) -> None:
+    """The job manager (a cluster) cannot be reached: said in plain words where the page needed it."""
+    st.error(plain(str(exc)), icon=ICONS["error"])
 
 
 def polling_fragment(keys: str | Iterable[str], draw: Callable[[bool], None], *, every: float = POLL_SECONDS,

@@ -60,6 +60,11 @@ class Refused(ValueError):
     """A job over a server cap; the message names the cap, its variable and the estimate."""
 
 
+class Unreachable(Refused):
+    """The job manager behind this server (a cluster's scheduler) cannot be reached now; the message says so in
+    plain words. Pages show it instead of themselves, and a later call reconnects."""
+
+
 def cap(name: str) -> float:
     """The cap from the environment, else its default; raises :class:`Refused` naming ``name`` when the
     setting is not a number >= 0."""

@@ -31,7 +31,7 @@ import torch
 
 from core.engine.events import Event, RunFailed
 from core.engine.train import train
-from core.serve.budget import Refused
+from core.serve.budget import Unreachable
 from core.serve.cobatch import HARD_MAX_COBATCH
 from core.serve.jobs import JobManager, Snapshot
 from core.serve.pause import Hold
@@ -49,7 +49,7 @@ RESTART_WAIT_S = 120.0  # a dead trainer's slot waits this long for Ray to resta
 CALL_TIMEOUT_S = float(os.environ.get("GRADIENT_LAB_RAY_TIMEOUT_S", "30"))
 
 
-class ClusterUnavailable(Refused):
+class ClusterUnavailable(Unreachable):
     """The Ray cluster (its head or the scheduler actor) cannot be reached now."""
 
 
