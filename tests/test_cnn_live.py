@@ -4,6 +4,10 @@ equal autograd's; dead and saturated units are counted per channel as a forward 
 maps of conv layers are per (output, input) channel; the CNN page shows all of it and checks the CNN's gradients."""
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from apptest_helpers import MAIN, texts
+from browser_helpers import CHROMIUM, free_port, launch, start_server, stop_server
 from core.engine import probes
 from core.engine.config import RunConfig
 from core.engine.data import batch_features
@@ -188,3 +193,65 @@ def test_the_cnn_page_shows_live_filters_inside_the_network_and_checks_conv_grad
     assert all(r.rel_diff < 1e-7 for r in result.layers)  # float64 backprop of conv layers is right
     at.run()
     assert not at.exception, at.exception
+
+
+# --- a real browser, mid-training ---------------------------------------------------------------------------------
+SHOTS = Path("/tmp/h4-shots")
+LIVE_WORDS = r"Mean smoothness of the 32 first-layer filters at step ([\d,]+)"
+
+
+def main_text(page) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text(timeout=30_000)
+
+
+def wait_for(page, pattern: str, timeout_s: float) -> re.Match:
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        found = re.search(pattern, text := main_text(page))
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"{pattern!r} did not appear; the page says:\n{text[-2000:]}")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found (apt-get install chromium)")
+def test_browser_filters_redraw_while_the_cnn_trains_on_mnist(shared_mnist, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
+    SHOTS.mkdir(exist_ok=True)
+    port = free_port()
+    proc = start_server(tmp_path / "cache", port, tmp_path / "streamlit.log", {"OMP_NUM_THREADS": "1"})
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.goto(f"http://127.0.0.1:{port}/cnn")
+            wait_for(page, "Inside a CNN", 120)
+            page.get_by_role("button", name="Train both", exact=True).click()
+            first = int(wait_for(page, LIVE_WORDS, 300).group(1).replace(",", ""))
+            page.get_by_text("Learned filters, live").scroll_into_view_if_needed()
+            time.sleep(1.5)
+            page.screenshot(path=str(SHOTS / "cnn-live-1-mid-training.png"), full_page=True)
+            later = wait_for(page, LIVE_WORDS.replace("([\\d,]+)", f"(?!{first:,}\\b)([\\d,]+)"), 300)
+            assert int(later.group(1).replace(",", "")) > first  # redrawn at a later log point, same fragment
+            page.screenshot(path=str(SHOTS / "cnn-live-2-later.png"), full_page=True)
+            wait_for(page, r"One convolution by hand", 600)
+            wait_for(page, r"after training \(step [\d,]+\)", 60)
+            section = page.get_by_text("Inside the network", exact=True)
+            section.scroll_into_view_if_needed()
+            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 12", timeout=60_000)
+            time.sleep(2)
+            page.screenshot(path=str(SHOTS / "cnn-live-3-inside-network.png"), full_page=True)
+            titles = page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+              .map(g => g.layout && g.layout.title ? String(g.layout.title.text || '') : '')""")
+            assert any("Mean filter smoothness" in t for t in titles)
+            assert any("|W − W₀|" in t for t in titles)
+            page.get_by_role("button", name="Check the gradients", exact=True).click()
+            wait_for(page, r"Relative difference, all checked entries", 300)
+            page.get_by_text("Relative difference, all checked entries").scroll_into_view_if_needed()
+            time.sleep(2)
+            page.screenshot(path=str(SHOTS / "cnn-live-4-gradient-check.png"), full_page=True)
+            browser.close()
+    finally:
+        stop_server(proc)

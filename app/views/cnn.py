@@ -112,18 +112,20 @@ def live_filters_view(states: list[JobState | None], polling: bool) -> None:
         return
     st.markdown(live_sentence(live, state.done))
     drawn = (state.key, state.token, live.step)
-    left, right = st.columns([3, 2])
-    title = f"First conv layer ({plain(live.layer)}) at step {live.step:,}" + (
+    title = f"First conv layer ({live.layer}) at step {live.step:,}" + (
         f": its first {len(live.filters)} of {live.total} filters" if len(live.filters) < live.total else "")
     plotly_chart(cached(drawn, "cnn_live_filters", lambda: figures.filters_figure(live.filters, live.smoothness,
                                                                                    title)),
-                 key="cnn_fig_live_filters", slot=left, width="content")
+                 key="cnn_fig_live_filters", width="content")
+    left, right = st.columns(2, vertical_alignment="center")
     random = convnet.random_smoothness(live.filters.shape[-1])
     plotly_chart(cached(drawn, "cnn_live_smoothness", lambda: figures.smoothness_history_figure(
-        live.steps, live.means, live.initial, random)), key="cnn_fig_live_smoothness", slot=right)
-    if polling:
-        st.caption("Redrawn at each log point while the CNN trains: noise at first, then smoother edge and blob "
-                   "detectors, and the number rises with them.")
+        live.steps, live.means, live.initial, random)), key="cnn_fig_live_smoothness", slot=left)
+    kh, kw = live.filters.shape[-2:]
+    right.caption(f"Each filter's label gives its number and its smoothness I (Moran's I of its {kh}×{kw} weights with "
+                  "their up/down/left/right neighbours): +1 perfectly smooth, −1 a checkerboard."
+                  + (" Redrawn at each log point while the CNN trains: noise at first, then smoother edge and blob "
+                     "detectors, and the number rises with them." if polling else ""))
 
 
 def inside_network_view(net: TrainedCnn) -> None:
