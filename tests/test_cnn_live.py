@@ -179,6 +179,10 @@ def test_the_cnn_page_shows_live_filters_inside_the_network_and_checks_conv_grad
         assert get_manager().wait(key, timeout=300).status == "finished"
     at.run()
     assert not at.exception, at.exception
+    for key in keys:  # the manager's history keeps every log point's numbers, and only the latest filters
+        kept = [e.kept for e in get_manager().snapshot(key).events if e.kind == "filters"]
+        assert kept == [] or (len(kept) > 1 and kept[-1] and not any(kept[:-1]))
+    assert any(e.kind == "filters" for key in keys for e in get_manager().snapshot(key).events)  # the CNN's
     words = texts(at.markdown).replace("\\", "")
     assert "Mean smoothness of the 32 first-layer filters after training" in words
     subheaders = [s.value for s in at.subheader]
