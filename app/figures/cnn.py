@@ -145,3 +145,21 @@ def hand_convolution_figure(hand: HandConvolution, layer: int = 1) -> go.Figure:
     layout.pop("xaxis", None)
     layout.pop("yaxis", None)
     return figure_from_spec(data, layout)
+
+
+def smoothness_history_figure(steps: list[int], means: list[float], initial: float, random: float,
+                              title: str = "Mean filter smoothness while training") -> go.Figure:
+    """The first layer's mean smoothness at each log point, against its value at initialization and the
+    expected value of random filters (two dotted levels)."""
+    line = {"type": "scatter", "mode": "lines+markers" if len(steps) < 60 else "lines", "x": [0] + list(steps),
+            "y": np.round([initial] + list(means), 4), "name": "mean smoothness I", "line": {"color": "#1f77b4"},
+            "hovertemplate": "step %{x}: I = %{y:.3f}<extra></extra>"}
+    levels = [("at initialization", initial, "#7f7f7f"), ("random filters", random, "#d62728")]
+    shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
+               "line": {"dash": "dot", "color": color, "width": 1}} for _, y, color in levels]
+    notes = [{"xref": "paper", "x": 1, "xanchor": "right", "y": y, "yanchor": "bottom" if y >= random else "top",
+              "text": f"{name}: {y:+.3f}", "showarrow": False, "font": {"size": 10, "color": color}}
+             for name, y, color in levels]
+    layout = base_layout(title, height=260, x_title="step", y_title="Moran's I", shapes=shapes, annotations=notes,
+                         showlegend=False)
+    return figure_from_spec([line], layout)

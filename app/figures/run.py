@@ -300,7 +300,8 @@ def weight_heatmaps_figure(point: LogPoint, layer_names: list[str], layer_shapes
                                     "autorange": "reversed"}
         name = layer_names[i] if i < len(layer_names) else f"layer {i + 1}"
         shape = layer_shapes[i] if layer_shapes and i < len(layer_shapes) else None
-        label = plain_label(name) + (f" [{shape[0]}×{math.prod(shape[1:])}]" if shape else "")
+        label = plain_label(name) + (f" [{shape[0]}×{shape[1]} channels]" if shape and len(shape) == 4
+                                     else f" [{shape[0]}×{math.prod(shape[1:])}]" if shape else "")
         layout["annotations"].append({"text": label, "x": (x0 + x1) / 2, "y": y1, "xref": "paper", "yref": "paper",
                                       "xanchor": "center", "yanchor": "bottom", "showarrow": False})
         data.append({"type": "heatmap", "z": np.round(z, 3), "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",

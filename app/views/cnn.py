@@ -15,14 +15,23 @@ import torch
 from core.engine.config import RunConfig
 from core.engine.data import Dataset, DatasetUnavailable
 from core.lab import convnet
+from core.lab.gradcheck.options import CheckOptions
+from core.lab.gradcheck.task import GradCheckConfig
 from core.lessons.sentences import cnn_against_mlp_sentence
 from core.serve.jobs import get_manager
 
 from ..figures import cnn as figures
+from ..records.cnn import LiveFilters, live_filters
+from ..records.jobs import JobState
 from ..text import plain
 from .charts import plotly_chart
 from .compare import comparison_view, family_states, gap_runs
-from .jobs import cached, job_state
+from .gradcheck import check_job_view
+from .jobs import cached, job_state, train_button
+from .links import PAGES_DIR
+from .run import inside_network
+
+CHECK_JOB = "cnn_gradcheck_job"  # session: the key of this page's last gradient check
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,61 @@ def trained_cnn(key: str) -> TrainedCnn | None:
     except (ValueError, DatasetUnavailable) as exc:
         st.error(plain(str(exc)))
         return None
+
+
+def live_sentence(live: LiveFilters, done: bool) -> str:
+    """The filters' mean smoothness now against initialization and random filters, written from the numbers."""
+    now, start, random = live.means[-1], live.initial, convnet.random_smoothness(live.filters.shape[-1])
+    change = "above" if now > start else "below" if now < start else "at"
+    when = f"after training (step {live.step:,})" if done else f"at step {live.step:,}"
+    return (f"Mean smoothness of the {live.total} first-layer filters {when}: **{now:+.3f}**, {change} its "
+            f"**{start:+.3f}** at initialization; independent random weights give {random:+.3f} on average.")
+
+
+def live_filters_view(states: list[JobState | None], polling: bool) -> None:
+    """The CNN's (the first variant's) first-layer filters at its latest log point, redrawn at each one, with the
+    mean smoothness at every log point beside them."""
+    state = states[0] if states else None
+    live = live_filters(state.events) if state is not None else None
+    st.subheader("Learned filters, live", divider="gray")
+    if live is None:
+        st.caption("The CNN's first-layer filters appear here at its first log point, and are redrawn at each one.")
+        return
+    st.markdown(live_sentence(live, state.done))
+    drawn = (state.key, state.token, live.step)
+    title = f"First conv layer ({live.layer}) at step {live.step:,}" + (
+        f": its first {len(live.filters)} of {live.total} filters" if len(live.filters) < live.total else "")
+    plotly_chart(cached(drawn, "cnn_live_filters", lambda: figures.filters_figure(live.filters, live.smoothness,
+                                                                                   title)),
+                 key="cnn_fig_live_filters", width="content")
+    left, right = st.columns(2, vertical_alignment="center")
+    random = convnet.random_smoothness(live.filters.shape[-1])
+    plotly_chart(cached(drawn, "cnn_live_smoothness", lambda: figures.smoothness_history_figure(
+        live.steps, live.means, live.initial, random)), key="cnn_fig_live_smoothness", slot=left)
+    kh, kw = live.filters.shape[-2:]
+    right.caption(f"Each filter's label gives its number and its smoothness I (Moran's I of its {kh}×{kw} weights with "
+                  "their up/down/left/right neighbours): +1 perfectly smooth, −1 a checkerboard."
+                  + (" Redrawn at each log point while the CNN trains: noise at first, then smoother edge and blob "
+                     "detectors, and the number rises with them." if polling else ""))
+
+
+def inside_network_view(net: TrainedCnn) -> None:
+    """The CNN's per-layer gradient norms, dead units and weight change, conv layers per channel; its gradient
+    check at the trained weights, run here or opened on the Gradient check page."""
+    st.caption("Conv layers count per channel: a channel is dead when it is zero at every position for every probe "
+               "image, and its weight change is the mean over its 3×3 kernel for each input channel.")
+    inside_network(net.key)
+    st.markdown("**Gradient check.** Backprop against finite differences, layer by layer, conv layers included, at "
+                "this CNN's trained weights.")
+    meta = get_manager().store.meta(net.key) or {}
+    check = GradCheckConfig(net.config, CheckOptions(at="final"), net.key, meta.get("version"))
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    with left:
+        train_button(check, CHECK_JOB, key="cnn_gradcheck", label="Check the gradients",
+                     help="Finite differences on the server's workers, at this CNN's stored trained weights.")
+    right.page_link(PAGES_DIR / "gradcheck.py", label="Open this check on the Gradient check page", icon="🔎",
+                    query_params={"stored_run": net.key, **check.options.to_query()})
+    check_job_view(check, st.session_state.get(CHECK_JOB))
 
 
 def smoothness_sentence(before: float, after: float) -> str:
@@ -151,6 +215,8 @@ def inside_view(net: TrainedCnn, picks_form: Callable[[Callable[[int], dict[str,
     convolution; returns the picks."""
     st.subheader("Learned filters", divider="gray")
     filters_view(net)
+    st.subheader("Inside the network", divider="gray")
+    inside_network_view(net)
     st.subheader("Feature maps of one test image", divider="gray")
     st.caption("Pick a test image, and a conv layer, channel and output position for the convolution by hand below.")
     picks = picks_form(net.limits)
@@ -177,4 +243,5 @@ def versus_view(runs: list[dict]) -> None:
     cnn, mlp = (finals.get(r["label"]) for r in runs[:2])
     if None not in params:
         st.markdown(plain(cnn_against_mlp_sentence(cnn.val if cnn else None, mlp.val if mlp else None, *params[:2])))
-    comparison_view(runs, prefix="cnn_cmp", curves_words=VERSUS_CURVES, weights_words=VERSUS_WEIGHTS)
+    comparison_view(runs, prefix="cnn_cmp", curves_words=VERSUS_CURVES, weights_words=VERSUS_WEIGHTS,
+                    live=live_filters_view)

@@ -115,13 +115,15 @@ L1_L2_WORDS = ("Compare the shapes: L1 drives many weights to (almost) zero, whi
 
 def comparison_view(runs: list[dict], poll_seconds: float = POLL_SECONDS, prefix: str = "cmp",
                     as_reported: bool = False, curves_words: str = OVERFITTING_WORDS,
-                    weights_words: str = L1_L2_WORDS) -> None:
+                    weights_words: str = L1_L2_WORDS,
+                    live: Callable[[list[JobState | None], bool], None] | None = None) -> None:
     """Live comparison of a family: polls while any of its jobs is queued or running (``as_reported``: the results
     table also shows each test accuracy as the coursework's reports computed it). ``curves_words`` and
-    ``weights_words``: the lesson's captions of the curves and of the weights."""
+    ``weights_words``: the lesson's captions of the curves and of the weights. ``live(states, polling)``: a
+    lesson's own live part, drawn under the curves in the same fragment (a state per variant)."""
     if runs:
         polling_fragment(job_keys(runs), lambda polling: _comparison(runs, polling, prefix, as_reported,
-                                                                     curves_words, weights_words),
+                                                                     curves_words, weights_words, live),
                          every=poll_seconds,
                          name=f"{prefix}_compare")
 
@@ -148,7 +150,8 @@ def _chart_version(family: tuple, version: tuple, polling: bool) -> tuple:
 
 
 def _comparison(runs: list[dict], polling: bool, prefix: str, as_reported: bool = False,
-                curves_words: str = OVERFITTING_WORDS, weights_words: str = L1_L2_WORDS) -> None:
+                curves_words: str = OVERFITTING_WORDS, weights_words: str = L1_L2_WORDS,
+                live: Callable[[list[JobState | None], bool], None] | None = None) -> None:
     states, grid_notes, groups = family_states(runs)
     labels = [r["label"] for r in runs]
     views = [run_view(s) if s is not None else None for s in states]
@@ -193,6 +196,8 @@ def _comparison(runs: list[dict], polling: bool, prefix: str, as_reported: bool 
         st.info(f"The validation set has only {n_val} examples, so validation accuracy moves in steps of "
                 f"1/{n_val} = {1 / n_val:.0%}: small differences between variants are noise. More examples per "
                 "class (or a larger validation fraction) give smoother curves.", icon="ℹ️")
+    if live is not None:
+        live(states, polling)
 
     st.subheader("Results", divider="gray")
     keep = [i for i, v in enumerate(views) if v is not None]

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import streamlit as st
 
-from core.engine.events import keep_latest_boundary
+from core.engine.events import LATEST_ONLY, keep_latest
 from core.serve import budget, identity, owners
 from core.serve.budget import Refused, Unreachable
 from core.serve.jobs import get_manager
@@ -98,8 +98,8 @@ def _snapshot_state(key: str, known: JobState | None) -> JobState | None:
         events = list(snap.events)
     else:
         events = known.events + list(snap.events)  # a new list: states handed out earlier stay consistent
-        if any(e.kind == "boundary" for e in snap.events):
-            keep_latest_boundary(events)  # as the manager does: the earlier boundaries lose their grids
+        for kind in {e.kind for e in snap.events} & LATEST_ONLY.keys():
+            keep_latest(events, kind)  # as the manager does: the earlier boundaries and filters lose their arrays
     state = JobState(key, snap.status, events, snap.from_cache, snap.saved_at, snap.error, snap.queue_position,
                      watchers=snap.watchers, started_by=snap.started_by, watched_by=snap.watched_by,
                      pausable=snap.pausable, paused=snap.paused, paused_at=snap.paused_at)

@@ -64,7 +64,7 @@ def job_view(key: str, poll_seconds: float = POLL_SECONDS, results: bool = True,
     polling_fragment(key, lambda polling: _curves_part(key, results, as_reported), every=poll_seconds, name=f"curves_{key}")
     _group("steps", opened, lambda: polling_fragment(key, lambda polling: _steps_part(key), every=poll_seconds,
                                                       name=f"steps_{key}"))
-    _group("inside", opened, lambda: polling_fragment(key, lambda polling: _layers_part(key),
+    _group("inside", opened, lambda: polling_fragment(key, lambda polling: inside_network(key),
                                                        every=layers_poll_seconds, name=f"layers_{key}"))
     state = job_state(key)
     if results and state is not None and state.done and state.status in ("finished", "cancelled", "diverged", "paused"):
@@ -109,7 +109,8 @@ def _steps_part(key: str) -> None:
         _chart(cached(state.version, "steps", lambda: figures.step_loss_figure(run_view(state))), f"steps_{key}")
 
 
-def _layers_part(key: str) -> None:
+def inside_network(key: str) -> None:
+    """Job ``key``'s per-layer gradient norms, dead or saturated units, weight change (maps and histograms)."""
     state = job_state(key)
     if state is None:
         return

@@ -137,6 +137,29 @@ class DecisionBoundary(Event):
 
 
 @dataclass
+class ConvFilters(Event):
+    """A CNN's first convolution layer at a log point (found by type: core.engine.probes.first_conv): each shown
+    filter's smoothness (Moran's I, core.engine.probes.filter_smoothness), the mean over all the layer's filters
+    now and at initialization, and the first MAX_FILTERS filters themselves (float32 [filters, in, kh, kw]). A
+    run's history keeps only its latest filters (:func:`keep_latest`); the earlier events keep their numbers."""
+
+    kind: ClassVar[str] = "filters"
+    step: int
+    epoch: float
+    layer: str  # the weight layer's name (core.engine.models.weight_layers), e.g. conv1
+    total: int  # filters in the layer (the first MAX_FILTERS are sent)
+    mean_smoothness: float
+    initial_smoothness: float
+    smoothness: list[float]  # per shown filter
+    filters: np.ndarray | None = None
+
+    @property
+    def kept(self) -> bool:
+        """Whether it still holds its filters (the latest of a history)."""
+        return self.filters is not None
+
+
+@dataclass
 class RunFinished(Event):
     """End of a run: status is finished, cancelled, diverged or pruned (stopped early by a sweep's
     pruner); history is kept in all of them.
@@ -294,7 +317,7 @@ class GradCheckDone(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in
-                                        (RunStarted, StepLosses, Evaluation, LayerStats, DecisionBoundary, FinalWeights, RunFinished,
+                                        (RunStarted, StepLosses, Evaluation, LayerStats, DecisionBoundary, ConvFilters, FinalWeights, RunFinished,
                                          RunFailed, GridStarted, CellEvent, SurfaceStarted, SurfaceRow, SweepStarted,
                                          TrialDone, GradCheckDone)}
 # The one list of how a run ends: RunFinished.status is one of RUN_ENDINGS; a RunFailed is "failed".
@@ -333,22 +356,32 @@ def without_weights(events: list[Event]) -> list[Event]:
     return [replace(e, weights={}) if e.kind == "weights" and e.weights else e for e in events]
 
 
-def keep_latest_boundary(events: list[Event]) -> list[tuple[Event, Event]]:
-    """In place: every :class:`DecisionBoundary` of ``events`` but the last loses its arrays (keeps its step).
-    Returns the (old, thinned) pairs. One pass over the list: called once per log point, it costs far less than
-    the log point itself (a history holds at most a few thousand events)."""
+# Events of which a history keeps only the latest in full: kind -> the fields the earlier ones drop.
+LATEST_ONLY = {"boundary": ("xs", "ys", "pred", "confidence", "map_xs", "map_ys", "neuron_maps", "edge_weights"),
+               "filters": ("filters",)}
+
+
+def keep_latest(events: list[Event], kind: str) -> list[tuple[Event, Event]]:
+    """In place: every event of ``kind`` (one of LATEST_ONLY) but the last loses its arrays (keeps its step and
+    numbers). Returns the (old, thinned) pairs. One pass over the list: called once per log point, it costs far
+    less than the log point itself (a history holds at most a few thousand events)."""
     changed, latest = [], True
+    dropped = dict.fromkeys(LATEST_ONLY[kind])
     for i in range(len(events) - 1, -1, -1):
         event = events[i]
-        if event.kind != "boundary":
+        if event.kind != kind:
             continue
         if latest:
             latest = False
         elif event.kept:
-            events[i] = replace(event, xs=None, ys=None, pred=None, confidence=None, map_xs=None, map_ys=None,
-                                neuron_maps=None, edge_weights=None)
+            events[i] = replace(event, **dropped)
             changed.append((event, events[i]))
     return changed
+
+
+def keep_latest_boundary(events: list[Event]) -> list[tuple[Event, Event]]:
+    """:func:`keep_latest` of the decision boundaries (:class:`DecisionBoundary`)."""
+    return keep_latest(events, "boundary")
 
 
 def event_from_dict(raw: dict[str, Any]) -> Event:

@@ -22,10 +22,10 @@ import torch
 
 from core.engine import data as datasets
 from core.engine import optimizers as rules
-from core.engine import catalog
+from core.engine import catalog, probes
 from core.engine.config import RunConfig
-from core.engine.events import (DecisionBoundary, Evaluation, Event, FinalWeights, LayerStats, RunFailed, RunFinished,
-                                RunStarted, StepLosses)
+from core.engine.events import (ConvFilters, DecisionBoundary, Evaluation, Event, FinalWeights, LayerStats, RunFailed,
+                                RunFinished, RunStarted, StepLosses)
 from core.engine.lanes import Lanes, ModuleLanes
 from core.engine.neurons import NEURON_GRID_SIZE, NeuronMaps
 from core.engine.scratch import ScratchLanes
@@ -155,13 +155,14 @@ def _failure_message(exc: Exception) -> str:
 def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.Event | None = None,
           key: str | None = None, clock: Clock = time.perf_counter,
           final_weights: bool = True, weights_problem: WeightsProblem | None = None,
-          live_boundary: bool = True, hold: Hold | None = None) -> RunFinished | RunFailed:
+          live_boundary: bool = True, hold: Hold | None = None, live_filters: bool = True) -> RunFinished | RunFailed:
     """Train one run, emitting events to ``callbacks``; returns the terminal event. A finished run sends
     its trained weights (:class:`FinalWeights`, see :func:`weights_event`) just before its RunFinished,
     unless ``final_weights`` is False (a grid's cells); ``weights_problem(nbytes)`` says why weights that
     large are not kept ("" when they are; the server's cap, see core.serve.budget). ``live_boundary``: a 2-D
     set's class regions are sent at every log point (:class:`DecisionBoundary`). ``hold(steps done)``, called
     before each step, waits while the run is paused (core.serve.pause); paused time is not training time.
+    ``live_filters``: a CNN's first-layer filters are sent at every log point too (:class:`ConvFilters`).
 
     Never raises for a training problem: a non-finite or exploding loss ends the run as
     "diverged", a cancel as "cancelled" (history kept), and any exception (CUDA out-of-memory
@@ -170,7 +171,8 @@ def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.
     callbacks = list(callbacks)
     emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
     return train_lanes([cfg], solo_lanes(cfg), [emit], cancel, [key or cfg.key()], clock, final_weights=final_weights,
-                       weights_problem=weights_problem, live_boundary=live_boundary, hold=hold)[0]
+                       weights_problem=weights_problem, live_boundary=live_boundary, hold=hold,
+                       live_filters=live_filters)[0]
 
 
 def solo_lanes(cfg: RunConfig) -> Callable[..., Lanes]:
@@ -184,7 +186,8 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
                 clock: Clock = time.perf_counter, prune: Callable[[int], str | None] | None = None,
                 lane_cancels: Sequence[threading.Event] | None = None,
                 final_weights: bool = False, weights_problem: WeightsProblem | None = None,
-                live_boundary: bool = False, hold: Hold | None = None) -> list[RunFinished | RunFailed]:
+                live_boundary: bool = False, hold: Hold | None = None,
+                live_filters: bool = True) -> list[RunFinished | RunFailed]:
     """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
 
     ``make_lanes(configs, input_shape, n_classes, device)`` builds what is trained; lane i emits
@@ -195,11 +198,14 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
     (``cancel`` stops them all). ``final_weights``: each finished lane sends its weights
     (:func:`weights_event`) before its RunFinished. ``live_boundary``: on a 2-D set every live lane sends its
     class regions at each log point (:class:`DecisionBoundary`, one evaluation of the grid for all lanes).
-    ``hold``: as in :func:`train` (a worker passes one only for a run trained alone). Returns each lane's terminal event.
+    ``hold``: as in :func:`train` (a worker passes one only for a run trained alone).
+    ``live_filters``: a CNN's first conv layer is sent at each log point (:class:`ConvFilters`); a CNN always
+    trains alone on :class:`ModuleLanes` (core.engine.batched.why_not_batched), so no stack of lanes has one.
+    Returns each lane's terminal event.
     """
     run = _Run(list(configs), make_lanes, list(emits), cancel or threading.Event(),
                list(keys) if keys else [c.key() for c in configs], clock, prune, lane_cancels, final_weights,
-               weights_problem, live_boundary, hold)
+               weights_problem, live_boundary, hold, live_filters)
     try:
         return run.train()
     except Exception as exc:  # every failure becomes an event; the caller keeps serving
@@ -241,11 +247,12 @@ class _Run:
                  cancel: threading.Event, keys: list[str], clock: Clock,
                  prune: Callable[[int], str | None] | None = None, lane_cancels: Sequence[threading.Event] | None = None,
                  final_weights: bool = False, weights_problem: WeightsProblem | None = None,
-                 live_boundary: bool = False, hold: Hold | None = None):
+                 live_boundary: bool = False, hold: Hold | None = None, live_filters: bool = True):
         self.configs, self.make_lanes, self.emits, self.cancel, self.keys = configs, make_lanes, emits, cancel, keys
         self.clock, self.prune, self.lane_cancels = clock, prune, lane_cancels
         self.final_weights, self.weights_problem = final_weights, weights_problem
-        self.live_boundary, self.hold = live_boundary, hold
+        self.live_boundary, self.hold, self.live_filters = live_boundary, hold, live_filters
+        self.conv: tuple[str, torch.nn.Conv2d, float] | None = None  # live filters: layer name, layer, initial mean I
         self.grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # live: xs, ys, grid_inputs
         self.grid_axes: tuple[numpy.ndarray, numpy.ndarray] | None = None  # xs, ys as every boundary event holds them
         self.neurons: NeuronMaps | None = None  # live: the network diagram of the lanes small enough to draw
@@ -288,6 +295,7 @@ class _Run:
         self.order_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.lanes = self.make_lanes(configs, ds.input_shape, ds.n_classes, device)
         self.probe_x = self.x_val[:PROBE_BATCH] if len(val_idx) else self.x_fit[:PROBE_BATCH]
+        self.conv = self.first_filters() if self.live_filters else None
         if self.live_boundary and ds.input_shape == (2,):
             points = torch.cat([ds.x, ds.x_test]).to(device)
             xs, ys = grid_axes(points)
@@ -321,6 +329,14 @@ class _Run:
         self.alive_mask = torch.ones(len(configs), dtype=torch.bool, device=device)
         self.lanes.train()
         self.t0 = self.clock()  # training time starts here
+
+    def first_filters(self) -> tuple[str, torch.nn.Conv2d, float] | None:
+        """A single CNN's first convolution (by type), its name and its filters' mean smoothness at initialization."""
+        conv = probes.first_conv(self.lanes.model) if isinstance(self.lanes, ModuleLanes) else None
+        if conv is None or not probes.smoothable(conv):
+            return None
+        name = next(name for name, layer in self.lanes.named_layers if layer is conv)
+        return name, conv, float(probes.filter_smoothness(conv.weight).mean())
 
     def _examples(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = idx.to(self.data_device)
@@ -489,6 +505,7 @@ class _Run:
         fit = self.lanes.evaluate(self.x_fit, self.y_fit)
         pens = self.lanes.penalties()
         boundaries = self.boundaries(epoch_float)
+        filters = self.filters(epoch_float)
         flat = grads.tolist() if grads is not None else None
         elapsed = self.elapsed()
         offset = 0
@@ -503,6 +520,8 @@ class _Run:
             self.emits[i](LayerStats(self.step, epoch, names, grad_norm, **stats[i]))
             if boundaries is not None:
                 self.emits[i](boundaries[i])
+            if filters is not None:  # a single run's lane (see first_filters)
+                self.emits[i](filters)
             self.emits[i](self.last_eval[i])
             reason = self.prune(i) if self.prune is not None and epoch_end else None
             if reason:
@@ -526,6 +545,17 @@ class _Run:
         drawn = {i: self.neurons.diagram(i, self.lanes.state_dict(i)) for i in self.alive} if self.neurons else {}
         return [DecisionBoundary(self.step, epoch, x_axis, y_axis, pred[i], confidence[i], **(drawn.get(i) or {}))
                 for i in range(len(pred))]
+
+    def filters(self, epoch_float: float) -> ConvFilters | None:
+        """The first conv layer now (None for a network without one): smoothness of all, the first filters."""
+        if self.conv is None:
+            return None
+        name, conv, initial = self.conv
+        weight = conv.weight.detach()
+        smoothness = probes.filter_smoothness(weight)
+        shown = weight[:probes.MAX_FILTERS].to(device="cpu", dtype=torch.float32, copy=True).numpy()
+        return ConvFilters(self.step, round(epoch_float, 4), name, len(weight), float(smoothness.mean()), initial,
+                           smoothness[:probes.MAX_FILTERS].tolist(), shown)
 
     # --- the end ------------------------------------------------------------------------------
     def end(self, i: int, status: str, reason: str, step: int | None = None) -> RunFinished:
@@ -582,7 +612,7 @@ class _Run:
     def release(self) -> None:
         """Drop the lanes, data copies and per-step tensors (device memory goes back with them)."""
         for name in ("lanes", "features", "labels", "x_val", "y_val", "x_fit", "y_fit", "probe_x", "train_idx", "bad",
-                     "limit", "first_loss", "alive_mask", "dev_ds", "ds", "grid", "grid_axes", "neurons"):
+                     "limit", "first_loss", "alive_mask", "dev_ds", "ds", "grid", "grid_axes", "neurons", "conv"):
             setattr(self, name, None)
         self.window = _Window(self.step + 1)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.engine import catalog
+from core.engine import catalog, probes
 from core.engine.config import MAX_HIDDEN_LAYERS, MAX_WIDTH, RunConfig, conv_output_size
 from core.engine.data import Dataset, batch_features
 from core.engine.models import build_model, count_parameters, parameter_shapes
@@ -85,40 +85,16 @@ def _check_index(what: str, index: int, size: int) -> None:
 
 
 # --- how much structure a filter has ------------------------------------------------------------------
-def random_smoothness(kernel_size: int = 3) -> float:
-    """Moran's I of filters whose weights are independent draws (any initialization): exactly -1/(n-1)
-    in expectation, n = kernel_size**2 weights."""
-    return -1.0 / (kernel_size * kernel_size - 1)
-
-
-def filter_smoothness(weight: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Each filter's spatial smoothness: Moran's I of its kh x kw weights with rook (up/down/left/right)
-    neighbours, averaged over its input channels. [out, in, kh, kw] -> [out].
-
-    I = (n / W) * sum over neighbour pairs (w_i - m)(w_j - m) / sum_i (w_i - m)^2, W = number of ordered
-    pairs. Independent random weights give -1/(n-1) on average (:func:`random_smoothness`); smooth blobs and
-    edges, whose neighbours agree, give values towards +1; a checkerboard gives values near -1."""
-    w = torch.as_tensor(np.asarray(weight) if not isinstance(weight, torch.Tensor) else weight).detach().double()
-    if w.dim() != 4 or w.shape[2] < 2 or w.shape[3] < 2:
-        raise ValueError(f"Filter smoothness needs conv weights [out, in, kh, kw] with kh, kw >= 2, got shape "
-                         f"{tuple(w.shape)}")
-    d = w - w.mean(dim=(2, 3), keepdim=True)
-    across = (d[..., :, 1:] * d[..., :, :-1]).sum(dim=(2, 3))  # left-right pairs, each counted once
-    down = (d[..., 1:, :] * d[..., :-1, :]).sum(dim=(2, 3))
-    kh, kw = w.shape[2:]
-    n = kh * kw
-    pairs = 2 * (kh * (kw - 1) + kw * (kh - 1))  # ordered neighbour pairs
-    spread = (d * d).sum(dim=(2, 3))
-    moran = (n / pairs) * 2 * (across + down) / spread.clamp_min(1e-300)
-    moran = torch.where(spread > 0, moran, torch.zeros_like(moran))  # a constant filter: no structure to measure
-    return moran.mean(dim=1).numpy()
+# The measure lives in the engine, which sends it at every log point of a CNN's run (core.engine.events.ConvFilters).
+random_smoothness = probes.random_smoothness
+filter_smoothness = probes.filter_smoothness
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
     """The model's first convolution (ValueError for a network without one, e.g. an MLP)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module
+    conv = probes.first_conv(model)
+    if conv is not None:
+        return conv
     raise ValueError("This network has no convolution layer: choose the CNN architecture (arch=cnn)")
 
 

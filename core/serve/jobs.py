@@ -15,7 +15,8 @@ Watchers are sessions; one that has not looked at its job for :data:`WATCHER_TTL
 tab, a reloaded page) no longer counts, and a browser's Cancel drops all of its own sessions.
 
 Finished jobs stay in memory up to a byte budget of their histories. A history keeps only its latest decision
-boundary (:class:`core.engine.events.DecisionBoundary`) in full; the earlier ones keep their step. A run's trained weights
+boundary (:class:`core.engine.events.DecisionBoundary`) and CNN filters (:class:`core.engine.events.ConvFilters`) in
+full; the earlier ones keep their step and numbers. A run's trained weights
 (:class:`core.engine.events.FinalWeights`) go to the store; the history in memory and every snapshot
 hold that event without its arrays.
 
@@ -60,7 +61,7 @@ from core.serve import budget
 from core.serve import cobatch, owners
 from core.serve.budget import Refused
 from core.engine.config import RunConfig
-from core.engine.events import (RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSES, Event, RunFailed, keep_latest_boundary,
+from core.engine.events import (RUN_ENDINGS, SERVED_FROM_STORE, TERMINAL_STATUSES, Event, RunFailed, LATEST_ONLY, keep_latest,
                                 status_of, without_weights)
 from core.serve.runners import runner_for, store_links
 from core.serve.scheduler import BACKGROUND, FairQueue
@@ -576,8 +577,8 @@ class JobManager:
                     event = dataclasses.replace(event, reason=f"{job.stop_reason}; {event.reason}")
                 job.events.append(event)
                 job.nbytes += event_bytes(event)
-                if event.kind == "boundary":  # only the latest decision boundary is kept in full
-                    for old, thinned in keep_latest_boundary(job.events):
+                if event.kind in LATEST_ONLY:  # only the latest decision boundary and CNN filters are kept in full
+                    for old, thinned in keep_latest(job.events, event.kind):
                         job.nbytes -= event_bytes(old) - event_bytes(thinned)
                 status = status_of(event)
                 if status is not None:
