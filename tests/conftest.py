@@ -11,6 +11,7 @@ import pytest
 
 from browser_helpers import free_port, start_server, stop_server
 from pg_helpers import PostgresUnavailable, start_postgres
+from ray_helpers import Cluster
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -100,6 +101,14 @@ def no_mnist(tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("GRADIENT_LAB_DATA_DIR", str(empty))
     monkeypatch.setenv("GRADIENT_LAB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray head (loopback, token auth) and two front-ends, for the tests that ask for the Ray backend."""
+    running = Cluster()
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")

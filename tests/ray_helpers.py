@@ -6,18 +6,28 @@ from the pid we started, never by name) and kills what is left after a short gra
 """
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
+
+import pytest
 
 from browser_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+PER_BROWSER = 10  # the test cluster's GRADIENT_LAB_MAX_QUEUED_PER_SESSION (the queued tests queue 6 of one browser)
+# The job manager's contract tests run on both backends: ``@pytest.mark.parametrize("manager", BACKENDS,
+# indirect=True)``, the fixture building its manager with :func:`manager_on`.
+BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.slow)]
 
 
 def head_env(temp: Path, cache: Path) -> dict[str, str]:
@@ -73,3 +83,60 @@ def stop_head(proc: subprocess.Popen, grace: float = 3.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # what the head started, once the head itself has gone
     except ProcessLookupError:
         pass
+
+
+def _test_temp() -> Path:
+    """The test session's Ray folder (short: Ray's socket paths must fit 107 bytes), removed at exit; the
+    drivers' token settings point into it before Ray is first imported (Ray reads them once, when it loads)."""
+    temp = Path(tempfile.mkdtemp(prefix="glray", dir="/tmp"))
+    atexit.register(shutil.rmtree, temp, True)
+    os.environ.update({k: v for k, v in head_env(temp, temp / "cache").items() if k.startswith("RAY_")})
+    return temp
+
+
+RAY_TEMP = _test_temp()
+
+
+class Cluster:
+    """A running head and this process's front-end (``front``); ``second`` is another front-end object.
+    Skips (with the reason) where Ray cannot be imported."""
+
+    def __init__(self, temp: Path = RAY_TEMP):
+        self.ray = pytest.importorskip("ray", reason="Ray cannot be imported here (pip install -r requirements-cluster.txt)")
+        self.backend = pytest.importorskip("core.serve.ray_backend")
+        self.temp, self.cache = temp, temp / "cache"
+        self.port, self.front, self.second = None, None, None
+        self.start()
+
+    def start(self) -> None:
+        os.environ["GRADIENT_LAB_MAX_QUEUED_PER_SESSION"] = str(PER_BROWSER)  # the head's env, read by actors
+        try:
+            self.proc, self.address, self.env = start_head(self.temp, self.cache, port=self.port)
+        finally:
+            os.environ.pop("GRADIENT_LAB_MAX_QUEUED_PER_SESSION")
+        self.port = int(self.address.rsplit(":", 1)[1])
+        if self.front is None:
+            try:
+                self.front = self.backend.RayJobManager(self.address, workers={"cpu": 1})
+                self.second = self.backend.RayJobManager(self.address)
+            except BaseException:  # a head no test will use: stopped now, not left running
+                stop_head(self.proc)
+                raise
+
+    def stop(self) -> None:
+        self.ray.shutdown()
+        stop_head(self.proc)
+
+    def manager(self, runs: Path, cpus: int) -> Any:
+        """This process's front-end on a fresh scheduler manager: store ``runs``, ``cpus`` CPU trainers."""
+        self.front.reset(str(runs), {"cpu": cpus})
+        self.front.start()
+        return self.front
+
+
+def manager_on(request: pytest.FixtureRequest, runs: Path, cpus: int, local: Callable[[], Any]) -> Any:
+    """The manager a test asked for by its indirect parameter: ``local()``, or (``"ray"``) the session's test
+    cluster's front-end with ``cpus`` trainers and store ``runs``."""
+    if getattr(request, "param", "local") == "local":
+        return local()
+    return request.getfixturevalue("ray_cluster").manager(runs, cpus)

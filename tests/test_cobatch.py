@@ -17,6 +17,7 @@ from core.engine.models import build_model
 from core.serve.scheduler import FairQueue
 from core.serve.store import RunStore
 from helpers import assert_same_run, train_events
+from ray_helpers import BACKENDS, manager_on
 
 BASE = RunConfig(dataset="digits", hidden=(16,), epochs=2, batch_size=64, optimizer="sgd", lr=0.2, log_every=10)
 # Students' variations of one lesson: activation, depth, width, learning rate (one data stream).
@@ -185,9 +186,16 @@ def _cancel_one_lane(manager: JobManager) -> None:
     assert_same_run(manager.snapshot(keys[2]).events, train_events(configs[2])[1])
 
 
+@pytest.fixture
+def queued_manager(request, isolated_cache):
+    """No trainers yet (see :func:`_start`): local in threads, or (indirect "ray") the Ray test cluster's."""
+    return manager_on(request, isolated_cache / "runs", 0, lambda: _manager(isolated_cache))
+
+
 @pytest.mark.slow  # three lanes trained until one is cancelled
-def test_cancelling_one_lane_leaves_the_others_running_thread_mode(isolated_cache):
-    _cancel_one_lane(_manager(isolated_cache))
+@pytest.mark.parametrize("queued_manager", BACKENDS, indirect=True)
+def test_cancelling_one_lane_leaves_the_others_running(queued_manager):
+    _cancel_one_lane(queued_manager)
 
 
 @pytest.mark.slow  # a worker process

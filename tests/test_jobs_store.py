@@ -17,19 +17,22 @@ from core.serve.jobs import JobManager, get_manager
 from core.lessons.presets import PRESETS
 from core.__main__ import MAX_ERROR_CHARS
 from core.serve.store import RunStore, _part_names
+from ray_helpers import BACKENDS, manager_on
 
 FAST = RunConfig(dataset="digits", hidden=(16,), epochs=4, lr=0.01)
 
 
 @pytest.fixture
-def manager(isolated_cache):
-    return JobManager(RunStore(isolated_cache / "runs"))
+def manager(request, isolated_cache):
+    """A manager with one trainer: local, or (indirect parameter "ray") the Ray test cluster's front-end."""
+    return manager_on(request, isolated_cache / "runs", 1, lambda: JobManager(RunStore(isolated_cache / "runs")))
 
 
 def _started(snapshot):
     return [e for e in snapshot.events if e.kind == "started"]
 
 
+@pytest.mark.parametrize("manager", BACKENDS, indirect=True)
 def test_two_submits_train_once_and_the_third_is_served_from_the_store(manager):
     key = manager.submit(FAST)
     assert manager.submit(FAST) == key
@@ -51,6 +54,7 @@ def test_force_trains_again(manager):
     assert snap.status == "finished" and not snap.from_cache
 
 
+@pytest.mark.parametrize("manager", BACKENDS, indirect=True)
 def test_snapshot_since_returns_only_new_events(manager):
     key = manager.submit(FAST.replace(log_every=5))
     seen, kinds = 0, []
@@ -66,6 +70,7 @@ def test_snapshot_since_returns_only_new_events(manager):
     assert manager.snapshot(key, since=seen).events == []
 
 
+@pytest.mark.parametrize("manager", BACKENDS, indirect=True)
 def test_cancel_a_running_and_a_queued_job(manager):
     slow = RunConfig(dataset="digits", hidden=(64,), epochs=200, log_every=5)
     queued = slow.replace(seed=1)
@@ -81,6 +86,7 @@ def test_cancel_a_running_and_a_queued_job(manager):
     manager.submit(slow.replace(epochs=1))
 
 
+@pytest.mark.parametrize("manager", BACKENDS, indirect=True)
 def test_a_failing_job_does_not_stop_the_worker(manager):
     bad = manager.submit(RunConfig(dataset="upload:00000000deadbeef00000000"))
     good = manager.submit(FAST.replace(seed=3))

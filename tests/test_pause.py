@@ -17,6 +17,7 @@ from core.serve.jobs import JobManager, get_manager
 from core.serve.pause import MAX_STEP_BATCHES
 from core.serve.store import RunStore
 from helpers import of_kind
+from ray_helpers import BACKENDS, manager_on
 
 # Three spiral arms, learned well above chance in a few seconds; 26 steps an epoch, 520 in all.
 SPIRAL = RunConfig(dataset="spiral", hidden=(32, 32), lr=0.01, epochs=20, batch_size=32, log_every=10, seed=2)
@@ -109,8 +110,17 @@ def _assert_identical_when_paused(manager: JobManager) -> None:
     assert of_kind(held, "weights")[0].weights  # the weights were compared, not empty on both sides
 
 
-def test_pause_step_resume_gives_the_uninterrupted_run_bit_for_bit(threads):
-    _assert_identical_when_paused(threads)
+@pytest.fixture
+def manager(request, isolated_cache):
+    """One trainer: local in threads, or (indirect "ray") the Ray test cluster's (the pause crosses from its
+    scheduler actor to its trainer actor and back)."""
+    return manager_on(request, isolated_cache / "runs", 1,
+                      lambda: JobManager(RunStore(isolated_cache / "runs"), workers={"cpu": 1}, processes=False))
+
+
+@pytest.mark.parametrize("manager", BACKENDS, indirect=True)
+def test_pause_step_resume_gives_the_uninterrupted_run_bit_for_bit(manager):
+    _assert_identical_when_paused(manager)
 
 
 @pytest.mark.slow  # starts a worker process

@@ -1,9 +1,9 @@
 """The job manager on a Ray cluster: a local head (loopback, token auth), two front-ends, one scheduler.
 
-The job manager's contract tests of test_jobs_store, test_scheduler and test_cobatch run here again, their
-bodies unchanged, with their ``manager`` / ``paused_manager`` fixtures parametrized over both backends. The
-tests below them are about more than one front-end: dedup, fairness and cancel across front-ends, a trainer
-killed mid-run, and the head killed and started again.
+The job manager's contract tests (test_jobs_store, test_scheduler, test_cobatch, test_pause) run on both
+backends where they live, their fixtures parametrized by ray_helpers.BACKENDS. The tests here are about more
+than one front-end: dedup, fairness and cancel across front-ends, a trainer killed mid-run, and the head killed
+and started again.
 """
 from __future__ import annotations
 
@@ -14,104 +14,29 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
 from browser_helpers import CHROMIUM, free_port, launch, start_server, stop_server
-from ray_helpers import REPO, head_env, start_head, stop_head
+from ray_helpers import PER_BROWSER, REPO, stop_head
 
-# Ray reads its token settings once, when it loads: this process's (a front-end's) are set before that.
-TEMP = Path(tempfile.mkdtemp(prefix="glray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-os.environ.update({k: v for k, v in head_env(TEMP, TEMP / "cache").items() if k.startswith("RAY_")})
 ray = pytest.importorskip("ray", reason="Ray cannot be imported here (pip install -r requirements-cluster.txt)")
 
 from core.engine.config import RunConfig  # noqa: E402
 from core.serve.budget import Refused  # noqa: E402
-from core.serve.jobs import JobManager  # noqa: E402
 from core.serve.ray_backend import ClusterUnavailable, RayJobManager  # noqa: E402
-from core.serve.store import RunStore  # noqa: E402
-# The contract: these bodies run on both backends (collected here with this module's fixtures).
-from test_cobatch import _cancel_one_lane, _manager  # noqa: E402
-from test_jobs_store import (test_a_failing_job_does_not_stop_the_worker,  # noqa: E402
-                             test_cancel_a_running_and_a_queued_job, test_snapshot_since_returns_only_new_events,
-                             test_two_submits_train_once_and_the_third_is_served_from_the_store)
-from test_scheduler import (test_a_watchers_cancel_stops_only_their_view_of_a_shared_job,  # noqa: E402
-                            test_the_manager_hands_queued_jobs_out_round_robin)
-from test_pause import _assert_identical_when_paused  # noqa: E402
 
-CONTRACT = (test_a_failing_job_does_not_stop_the_worker, test_cancel_a_running_and_a_queued_job,
-            test_snapshot_since_returns_only_new_events, test_two_submits_train_once_and_the_third_is_served_from_the_store,
-            test_a_watchers_cancel_stops_only_their_view_of_a_shared_job, test_the_manager_hands_queued_jobs_out_round_robin)
 pytestmark = pytest.mark.slow  # a Ray head, actors that import torch
 
-PER_BROWSER = 10  # the cluster's GRADIENT_LAB_MAX_QUEUED_PER_SESSION (the paused tests queue 6 of one browser)
 SMALL = RunConfig(dataset="digits", hidden=(16,), epochs=3, lr=0.01)
 LONG = RunConfig(dataset="digits", hidden=(256, 256), epochs=200, batch_size=8, log_every=10, seed=4)
 
 
-class Cluster:
-    """A running head and this process's front-end (``front``); ``second`` is another front-end object."""
-
-    def __init__(self, temp: Path):
-        self.temp, self.cache = temp, temp / "cache"
-        self.port, self.front, self.second = None, None, None
-        self.start()
-
-    def start(self) -> None:
-        os.environ["GRADIENT_LAB_MAX_QUEUED_PER_SESSION"] = str(PER_BROWSER)  # the head's env, read by actors
-        try:
-            self.proc, self.address, self.env = start_head(self.temp, self.cache, port=self.port)
-        finally:
-            os.environ.pop("GRADIENT_LAB_MAX_QUEUED_PER_SESSION")
-        self.port = int(self.address.rsplit(":", 1)[1])
-        if self.front is None:
-            try:
-                self.front = RayJobManager(self.address, workers={"cpu": 1})
-                self.second = RayJobManager(self.address)
-            except BaseException:  # a head no test will use: stopped now, not left running
-                stop_head(self.proc)
-                raise
-
-    def stop(self) -> None:
-        ray.shutdown()
-        stop_head(self.proc)
-
-
-@pytest.fixture(scope="session")
-def cluster():
-    running = Cluster(TEMP)
-    yield running
-    running.stop()
-
-
-def _ray_manager(cluster: Cluster, runs: Path, cpus: int) -> RayJobManager:
-    cluster.front.reset(str(runs), {"cpu": cpus})
-    cluster.front.start()
-    return cluster.front
-
-
-@pytest.fixture(params=["local", "ray"])
-def manager(request, isolated_cache):
-    if request.param == "local":
-        return JobManager(RunStore(isolated_cache / "runs"))
-    return _ray_manager(request.getfixturevalue("cluster"), isolated_cache / "runs", 1)
-
-
-@pytest.fixture(params=["local", "ray"])
-def paused_manager(request, isolated_cache, monkeypatch):
-    """No trainers: what is submitted stays queued (a greedy browser may queue 5 here)."""
-    if request.param == "local":
-        monkeypatch.setenv("GRADIENT_LAB_MAX_QUEUED_PER_SESSION", str(PER_BROWSER))
-        return _manager(isolated_cache)
-    return _ray_manager(request.getfixturevalue("cluster"), isolated_cache / "runs", 0)
-
-
-def test_co_batching_and_one_lanes_cancel(paused_manager):
-    _cancel_one_lane(paused_manager)
+@pytest.fixture
+def cluster(ray_cluster):
+    return ray_cluster
 
 
 def _wait_until(predicate, timeout: float = 120.0) -> None:
@@ -127,7 +52,7 @@ def _running_step(manager, key: str) -> int:
 
 # --- more than one front-end -------------------------------------------------------------------------------
 def test_the_same_config_pressed_in_two_front_ends_trains_once_and_both_watch_it(cluster, isolated_cache):
-    one = _ray_manager(cluster, isolated_cache / "runs", 1)
+    one = cluster.manager(isolated_cache / "runs", 1)
     key = one.submit(SMALL, session="teacher")
     assert cluster.second.submit(SMALL, session="student") == key
     assert cluster.second.snapshot(key).watched_by == {"teacher", "student"}
@@ -144,7 +69,7 @@ def test_the_same_config_pressed_in_two_front_ends_trains_once_and_both_watch_it
 
 def test_a_second_front_end_process_joins_the_job_and_reads_the_store(cluster, isolated_cache):
     """Another Python (another web server) connects with the token and finds the same job, then its result."""
-    one = _ray_manager(cluster, isolated_cache / "runs", 0)  # paused: the job waits while the other joins
+    one = cluster.manager(isolated_cache / "runs", 0)  # paused: the job waits while the other joins
     key = one.submit(SMALL.replace(seed=7), session="front-1")
     script = ("import json\nfrom core.serve.jobs import get_manager\n"
               "from core.engine.config import RunConfig\n"
@@ -171,7 +96,7 @@ def test_without_a_ray_address_the_manager_is_local_and_ray_is_never_imported(is
 
 
 def test_round_robin_between_browsers_of_different_front_ends(cluster, isolated_cache):
-    one, two = _ray_manager(cluster, isolated_cache / "runs", 0), cluster.second
+    one, two = cluster.manager(isolated_cache / "runs", 0), cluster.second
     greedy = [one.submit(SMALL.replace(seed=100 + i), session="greedy") for i in range(3)]
     alice = two.submit(SMALL.replace(seed=200), session="alice")
     assert [two.snapshot(k).queue_position for k in greedy] == [0, 2, 3]
@@ -179,7 +104,7 @@ def test_round_robin_between_browsers_of_different_front_ends(cluster, isolated_
 
 
 def test_one_front_ends_cancel_stops_only_its_own_watching(cluster, isolated_cache):
-    one, two = _ray_manager(cluster, isolated_cache / "runs", 0), cluster.second
+    one, two = cluster.manager(isolated_cache / "runs", 0), cluster.second
     key = one.submit(SMALL.replace(seed=300), session="teacher")
     two.submit(SMALL.replace(seed=300), session="student")
     assert two.cancel(key, session="student") is False
@@ -188,7 +113,7 @@ def test_one_front_ends_cancel_stops_only_its_own_watching(cluster, isolated_cac
 
 
 def test_the_quota_per_browser_counts_across_front_ends_and_refuses_in_plain_words(cluster, isolated_cache):
-    one, two = _ray_manager(cluster, isolated_cache / "runs", 0), cluster.second
+    one, two = cluster.manager(isolated_cache / "runs", 0), cluster.second
     for i in range(PER_BROWSER):
         (one, two)[i % 2].submit(SMALL.replace(seed=400 + i), session=f"tab-{i}", browser="one-browser")
     with pytest.raises(Refused) as refused:
@@ -196,13 +121,8 @@ def test_the_quota_per_browser_counts_across_front_ends_and_refuses_in_plain_wor
     assert str(refused.value).startswith(f"You already have {PER_BROWSER} jobs")  # the message, no traceback
 
 
-def test_pause_step_resume_on_a_trainer_actor_gives_the_uninterrupted_run_bit_for_bit(cluster, isolated_cache):
-    """The pause state crosses from the scheduler actor to the trainer actor and back (a front-end asks)."""
-    _assert_identical_when_paused(_ray_manager(cluster, isolated_cache / "runs", 1))
-
-
 def test_a_killed_trainer_fails_only_its_job_and_the_next_job_trains(cluster, isolated_cache):
-    manager = _ray_manager(cluster, isolated_cache / "runs", 1)
+    manager = cluster.manager(isolated_cache / "runs", 1)
     key = manager.submit(LONG)
     _wait_until(lambda: _running_step(manager, key) > 0)
     (pid,) = manager.trainer_pids()
@@ -216,7 +136,7 @@ def test_a_killed_trainer_fails_only_its_job_and_the_next_job_trains(cluster, is
 
 
 def test_the_head_killed_mid_run_says_so_loses_no_stored_run_and_recovers(cluster, isolated_cache):
-    manager = _ray_manager(cluster, isolated_cache / "runs", 1)
+    manager = cluster.manager(isolated_cache / "runs", 1)
     kept = manager.wait(manager.submit(SMALL.replace(seed=11)), timeout=180)
     assert kept.status == "finished"
     running = manager.submit(LONG.replace(seed=12))
@@ -252,7 +172,7 @@ TRAIN = re.compile(r"^(play_arrow)?\s*(Train|Training…)$")
 def test_two_streamlit_front_ends_serve_one_class(cluster, isolated_cache, tmp_path):
     """The app started twice (own caches) with GRADIENT_LAB_RAY_ADDRESS: a student presses Train on one, the
     other front-end's student finds the same run training and then its result, trained once."""
-    _ray_manager(cluster, isolated_cache / "runs", 1)
+    cluster.manager(isolated_cache / "runs", 1)
     cfg = RunConfig(dataset="digits", hidden=(64, 64), epochs=80, batch_size=16, log_every=20)  # trains ~15 s
     link = "&".join(f"{k}={v}" for k, v in cfg.to_query().items())
     env = {**cluster.env, "GRADIENT_LAB_RAY_ADDRESS": cluster.address}

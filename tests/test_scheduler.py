@@ -12,6 +12,7 @@ from core.serve.budget import Refused
 from core.serve.jobs import WATCHER_TTL, JobManager
 from core.serve.scheduler import FairQueue
 from core.serve.store import RunStore
+from ray_helpers import BACKENDS, PER_BROWSER, manager_on
 
 
 def test_round_robin_between_sessions_first_come_first_served_within_one():
@@ -47,10 +48,12 @@ def test_get_blocks_until_an_item_arrives():
 
 
 @pytest.fixture
-def paused_manager(isolated_cache, monkeypatch):
-    """A manager with no workers, so submitted jobs stay queued (a greedy session may queue 5 here)."""
-    monkeypatch.setenv("GRADIENT_LAB_MAX_QUEUED_PER_SESSION", "10")
-    return JobManager(RunStore(isolated_cache / "runs"), workers={"cpu": 0}, processes=False)
+def paused_manager(request, isolated_cache, monkeypatch):
+    """A manager with no workers, so submitted jobs stay queued (a greedy session may queue 5 here): local, or
+    (indirect parameter "ray") the Ray test cluster's front-end, whose head has the same per-browser cap."""
+    monkeypatch.setenv("GRADIENT_LAB_MAX_QUEUED_PER_SESSION", str(PER_BROWSER))
+    return manager_on(request, isolated_cache / "runs", 0,
+                      lambda: JobManager(RunStore(isolated_cache / "runs"), workers={"cpu": 0}, processes=False))
 
 
 def _configs(n: int, start: int = 0) -> list[RunConfig]:
@@ -86,6 +89,7 @@ def test_a_gathering_get_is_bounded_while_items_keep_coming():
     assert len(group) + len(q) == 400
 
 
+@pytest.mark.parametrize("paused_manager", BACKENDS, indirect=True)
 def test_the_manager_hands_queued_jobs_out_round_robin(paused_manager):
     greedy = [paused_manager.submit(c, session="greedy") for c in _configs(5)]
     alice = paused_manager.submit(_configs(1, start=100)[0], session="alice")
@@ -94,6 +98,7 @@ def test_the_manager_hands_queued_jobs_out_round_robin(paused_manager):
     assert paused_manager.snapshot(greedy[4]).queue_position == 5
 
 
+@pytest.mark.parametrize("paused_manager", BACKENDS, indirect=True)
 def test_a_watchers_cancel_stops_only_their_view_of_a_shared_job(paused_manager):
     cfg = _configs(1, start=200)[0]
     key = paused_manager.submit(cfg, session="teacher")
