@@ -12,14 +12,19 @@ from pathlib import Path
 
 from streamlit.web import cli
 
+from core.serve.budget import Unreachable
 from core.serve.jobs import get_manager
 
 MAIN = Path(__file__).resolve().parent / "main.py"
 
 
 def main(options: list[str]) -> None:
-    """Start the trainers (they warm up in the background), then Streamlit on ``app/main.py``."""
-    get_manager().start()
+    """Start the trainers (they warm up in the background), then Streamlit on ``app/main.py``. A cluster that
+    cannot be reached yet is said here and on the pages, which connect once it is up."""
+    try:
+        get_manager().start()
+    except Unreachable as exc:
+        print(f"Gradient Lab: {exc}", file=sys.stderr)
     sys.argv = ["streamlit", "run", str(MAIN), *options]
     cli.main()
 

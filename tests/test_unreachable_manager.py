@@ -6,6 +6,7 @@ import pytest
 
 from streamlit.testing.v1 import AppTest
 
+import app.launch
 import core.serve.jobs
 from apptest_helpers import MAIN, texts
 from app.text import plain
@@ -42,3 +43,14 @@ def test_a_page_says_the_cluster_cannot_be_reached(page, isolated_cache, monkeyp
     assert not at.exception, at.exception
     assert plain(MESSAGE) in texts(at.error)
     assert at.title and at.title[0].value  # the lesson's own words still show
+
+
+def test_the_launcher_starts_the_server_when_the_cluster_is_not_up_yet(monkeypatch, capsys):
+    """``python -m app.launch`` with a cluster down: it says so and serves anyway (the pages connect later)."""
+    started = []
+    monkeypatch.setattr(app.launch, "get_manager", GoneManager)
+    monkeypatch.setattr(app.launch.cli, "main", lambda: started.append(list(app.launch.sys.argv)))
+    monkeypatch.setattr(app.launch.sys, "argv", ["app.launch"])
+    app.launch.main(["--server.port", "8599"])
+    assert started and started[0][-2:] == ["--server.port", "8599"]
+    assert MESSAGE in capsys.readouterr().err
