@@ -12,7 +12,7 @@ from app.records.run import reduce_events
 from core.engine.batched import StackedLanes
 from core.engine.catalog import load_dataset
 from core.engine.config import RunConfig
-from core.engine.events import DecisionBoundary, decode_events, encode_events, keep_latest_boundary
+from core.engine.events import DecisionBoundary, decode_events, encode_events, keep_latest
 from core.engine.models import build_model
 from core.engine.train import DECISION_GRID_SIZE, grid_inputs
 from core.serve.jobs import JobManager
@@ -80,10 +80,10 @@ def test_only_the_latest_boundary_keeps_its_grid():
     grid = np.zeros((DECISION_GRID_SIZE, DECISION_GRID_SIZE), dtype=np.uint8)
     axis = np.linspace(-1, 1, DECISION_GRID_SIZE, dtype=np.float32)
     events = [DecisionBoundary(s, s / 10, axis, axis, grid + s, grid) for s in (10, 20)]
-    assert [old.step for old, _ in keep_latest_boundary(events)] == [10]
+    assert [old.step for old, _ in keep_latest(events, "boundary")] == [10]
     assert [e.kept for e in events] == [False, True] and events[0].step == 10
     events.append(DecisionBoundary(30, 3.0, axis, axis, grid + 30, grid))
-    assert len(keep_latest_boundary(events)) == 1 and [e.kept for e in events] == [False, False, True]
+    assert len(keep_latest(events, "boundary")) == 1 and [e.kept for e in events] == [False, False, True]
     text, blob = encode_events(events)
     decoded, _ = decode_events(text, blob)
     assert [e.kept for e in decoded] == [False, False, True]

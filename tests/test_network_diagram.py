@@ -19,7 +19,7 @@ from app.records.run import weight_histories
 from core.engine.batched import StackedLanes
 from core.engine.catalog import load_dataset
 from core.engine.config import RunConfig
-from core.engine.events import decode_events, encode_events, keep_latest_boundary
+from core.engine.events import decode_events, encode_events, keep_latest
 from core.engine.models import Residual, build_model, weight_layers
 from core.engine.neurons import DIAGRAM_MAX_LAYERS, DIAGRAM_MAX_UNITS, NEURON_GRID_SIZE, diagram_problem
 from core.engine.train import grid_inputs
@@ -113,7 +113,7 @@ def test_a_network_too_large_gets_no_diagram_and_a_reason_naming_the_limit():
 
 def test_only_the_latest_diagram_is_kept_and_it_survives_the_store_encoding():
     _, events = train_events(MOONS.replace(epochs=2))
-    thinned = keep_latest_boundary(events)
+    thinned = keep_latest(events, "boundary")
     boundaries = of_kind(events, "boundary")
     assert len(thinned) == len(boundaries) - 1
     assert all(b.neuron_maps is None and b.edge_weights is None and b.map_xs is None for b in boundaries[:-1])

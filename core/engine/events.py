@@ -113,7 +113,7 @@ class DecisionBoundary(Event):
     """A 2-D set's class regions at a log point, in eval mode, on a grid of ``xs`` (columns) by ``ys`` (rows):
     ``pred`` the predicted class of each grid point (uint8 [ny, nx]) and ``confidence`` that class's probability
     (uint8 [ny, nx], 0-255 for 0-1). A run's history keeps only its latest boundary in full: the earlier ones
-    keep their step and lose their arrays (:func:`keep_latest_boundary`). A network small enough to draw also
+    keep their step and lose their arrays (:func:`keep_latest`). A network small enough to draw also
     carries its diagram (core.engine.neurons): each layer's neuron maps on the coarser ``map_xs`` by ``map_ys`` grid
     of the same plane (float32 [units, ny, nx], inputs first, class probabilities last) and its weight matrices
     (float32 [out, in] per weight layer)."""
@@ -377,11 +377,6 @@ def keep_latest(events: list[Event], kind: str) -> list[tuple[Event, Event]]:
             events[i] = replace(event, **dropped)
             changed.append((event, events[i]))
     return changed
-
-
-def keep_latest_boundary(events: list[Event]) -> list[tuple[Event, Event]]:
-    """:func:`keep_latest` of the decision boundaries (:class:`DecisionBoundary`)."""
-    return keep_latest(events, "boundary")
 
 
 def event_from_dict(raw: dict[str, Any]) -> Event:

@@ -32,7 +32,7 @@ from core.engine.scratch import ScratchLanes
 
 Callback = Callable[[Event], None]
 Clock = Callable[[], float]
-Hold = Callable[[int], float]  # waits before step n + 1 while the run is paused; returns the seconds it waited
+WaitWhilePaused = Callable[[int], float]  # waits before step n + 1 while the run is paused; returns the seconds it waited
 WeightsProblem = Callable[[int], str]  # nbytes -> why weights that large are not kept ("" when they are)
 VAL_SUBSET = 2048  # validation examples scored at log points between epoch ends (full split at epoch ends);
 # train metrics are scored the same way (eval mode) on a fixed train subset of up to this size at every log point
@@ -155,7 +155,7 @@ def _failure_message(exc: Exception) -> str:
 def train(cfg: RunConfig, callbacks: Iterable[Callback] = (), cancel: threading.Event | None = None,
           key: str | None = None, clock: Clock = time.perf_counter,
           final_weights: bool = True, weights_problem: WeightsProblem | None = None,
-          live_boundary: bool = True, hold: Hold | None = None, live_filters: bool = True) -> RunFinished | RunFailed:
+          live_boundary: bool = True, hold: WaitWhilePaused | None = None, live_filters: bool = True) -> RunFinished | RunFailed:
     """Train one run, emitting events to ``callbacks``; returns the terminal event. A finished run sends
     its trained weights (:class:`FinalWeights`, see :func:`weights_event`) just before its RunFinished,
     unless ``final_weights`` is False (a grid's cells); ``weights_problem(nbytes)`` says why weights that
@@ -186,7 +186,7 @@ def train_lanes(configs: Sequence[RunConfig], make_lanes: Callable[..., Lanes], 
                 clock: Clock = time.perf_counter, prune: Callable[[int], str | None] | None = None,
                 lane_cancels: Sequence[threading.Event] | None = None,
                 final_weights: bool = False, weights_problem: WeightsProblem | None = None,
-                live_boundary: bool = False, hold: Hold | None = None,
+                live_boundary: bool = False, hold: WaitWhilePaused | None = None,
                 live_filters: bool = True) -> list[RunFinished | RunFailed]:
     """Train several configs in lockstep (same split, batches and log points; see LOCKSTEP_FIELDS).
 
@@ -247,7 +247,7 @@ class _Run:
                  cancel: threading.Event, keys: list[str], clock: Clock,
                  prune: Callable[[int], str | None] | None = None, lane_cancels: Sequence[threading.Event] | None = None,
                  final_weights: bool = False, weights_problem: WeightsProblem | None = None,
-                 live_boundary: bool = False, hold: Hold | None = None, live_filters: bool = True):
+                 live_boundary: bool = False, hold: WaitWhilePaused | None = None, live_filters: bool = True):
         self.configs, self.make_lanes, self.emits, self.cancel, self.keys = configs, make_lanes, emits, cancel, keys
         self.clock, self.prune, self.lane_cancels = clock, prune, lane_cancels
         self.final_weights, self.weights_problem = final_weights, weights_problem

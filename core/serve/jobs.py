@@ -531,9 +531,9 @@ class JobManager:
             self._run(q.get_group(cobatch.compatible(lambda job: job.config), group,
                                   gather=cobatch.GATHER_SECONDS), slot, hold)
 
-    def _run(self, jobs: list[Job], slot: ProcessSlot | None = None, hold: Hold | None = None) -> None:
+    def _run(self, jobs: list[Job], slot: ProcessSlot | None, hold: Hold) -> None:
         """Train the jobs (one, or compatible runs co-batched as one lanes task), then store each; a run trained
-        alone waits on ``hold`` (default: its slot's, else a new one) while paused."""
+        alone waits on ``hold`` (this worker's: its slot's, or its own in thread mode) while paused."""
         deadline = self._clock() + budget.cap("GRADIENT_LAB_MAX_JOB_MINUTES") * 60  # checked on submit
         with self._lock:
             live = []
@@ -544,7 +544,6 @@ class JobManager:
                     job.status, job.started_at, job.deadline = "running", time.time(), deadline
                     live.append(job)
             if len(live) == 1 and runner_for(live[0].config).pausable:  # pausable from its first moment
-                hold = hold or (slot.hold if slot is not None else Hold())
                 hold.reset()
                 live[0].hold = hold
         if not live:
