@@ -3,9 +3,9 @@ on and off, side by side.
 
     python bench/bench_boundary.py [--epochs 40] [--repeats 5] [--lanes 4] [--device cpu]
 
-Trains the Playground's network (its defaults: 64-64 ReLU, Adam, batch 64, log every 100 steps, so a log
-point at each epoch end) on the spiral set, with the class regions evaluated at every log point
-(``live_boundary``) and without, alternating, ``--repeats`` times each; then the same for ``--lanes`` runs
+Trains the Playground's network (its defaults: 64-64 ReLU, Adam, batch 64, log every 100 steps, and a
+validation point at each epoch end) on the spiral set, with the class regions evaluated every 100 steps and at
+the end (``live_boundary``) and without, alternating, ``--repeats`` times each; then the same for ``--lanes`` runs
 trained together as one batched model (one grid pass for all lanes). The default network is too wide for the
 network diagram (core.engine.neurons: at most 8 hidden layers of 16 units), so the same is then done for
 networks the diagram draws (16-16, and 8 layers of 16: the largest), each three ways: nothing live, the class

@@ -76,10 +76,11 @@ def test_the_last_diagram_is_the_final_models_neurons_and_weights(cfg):
     assert end.test_acc > 1 / k and end.test_loss < math.log(k)  # it learned: the maps are of a trained network
 
 
-def test_every_log_point_draws_the_network_and_earlier_diagrams_are_not_the_last():
+def test_every_log_interval_draws_the_network_and_earlier_diagrams_are_not_the_last():
     _, events = train_events(MOONS)
-    boundaries = of_kind(events, "boundary")
-    assert len(boundaries) == len(of_kind(events, "eval")) > 2
+    boundaries, evals = of_kind(events, "boundary"), of_kind(events, "eval")
+    assert [b.step for b in boundaries] == [e.step for e in evals if e.step % MOONS.log_every == 0 or e is evals[-1]]
+    assert len(boundaries) > 2
     assert all(b.neuron_maps is not None for b in boundaries)
     assert not np.allclose(boundaries[0].edge_weights[0], boundaries[-1].edge_weights[0])  # it moved while training
 

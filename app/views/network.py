@@ -49,8 +49,8 @@ def _network_part(key: str) -> None:
     st.caption(plain(f"Each square is one neuron: its output over the whole input plane (the plane of the decision "
                      f"regions above; blue above 0, orange below, white at 0; each map on its own scale), the inputs "
                      f"on the left, each class's probability on the right. Each line is a weight: blue positive, "
-                     f"orange negative, thicker when larger. Redrawn at every log point. Click a neuron to see its "
-                     f"map large. Drawn for networks within a limit: {DIAGRAM_LIMIT}."))
+                     f"orange negative, thicker when larger. Redrawn every “Log every” steps and at the end. "
+                     f"Click a neuron to see its map large. Drawn for networks within a limit: {DIAGRAM_LIMIT}."))
     _diagram_part(state)
 
 

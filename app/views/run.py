@@ -2,7 +2,7 @@
 
 :func:`job_view` draws a job key. Above the fold, in a fragment that polls every
 ``poll_seconds`` while the job runs: the status line, the final metrics, a 2-D set's decision
-regions over its training points (redrawn at each log point) and the loss and accuracy curves. The rest sits in :data:`GROUPS`, expanders whose charts are built (and sent
+regions over its training points (redrawn at each log interval) and the loss and accuracy curves. The rest sits in :data:`GROUPS`, expanders whose charts are built (and sent
 to the browser) only while open: the per-step loss, inside the network (polling every
 ``layers_poll_seconds`` while it runs) and, once done, the test-set details. Reduced views and
 figures are cached process-wide per job data version.
@@ -272,7 +272,7 @@ def _decision_boundary(key: str, view: RunView, state: JobState) -> None:
         return
     grid, boundary = view.decision_grid, view.boundary
     if grid is None:
-        title = "Training points (the regions appear at the first log point)" if not state.done else \
+        title = "Training points (the regions appear after the first log interval)" if not state.done else \
             "Training points (this run has no decision grid recorded)"
     elif view.status == "finished":
         title = "Decision regions after training"

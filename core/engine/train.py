@@ -383,11 +383,12 @@ class _Run:
             if move:
                 xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             epoch_end = b == self.n_steps - 1
-            is_log = (self.step + 1) % self.log_every == 0 or epoch_end
-            grads = self.train_step(xb, yb, is_log)
-            if is_log:
-                self.log_point(epoch + (b + 1) / self.n_steps, grads, final=epoch_end and epoch == self.cfg.epochs - 1,
-                               epoch_end=epoch_end)
+            on_interval = (self.step + 1) % self.log_every == 0
+            grads = self.train_step(xb, yb, on_interval or epoch_end)
+            if on_interval or epoch_end:
+                final = epoch_end and epoch == self.cfg.epochs - 1
+                self.log_point(epoch + (b + 1) / self.n_steps, grads, final=final, epoch_end=epoch_end,
+                               draw=on_interval or final)
             elif self.step % CHECK_EVERY == 0:
                 self.check_losses()
         self.epoch_seconds.append(self.clock() - start)
@@ -484,8 +485,10 @@ class _Run:
         return values if s == 1 else [sum(values[j:j + s]) / len(values[j:j + s]) for j in range(0, len(values), s)]
 
     def log_point(self, epoch_float: float, grads: torch.Tensor | None, final: bool = False,
-                  epoch_end: bool = True) -> None:
-        """Send the window's losses, then layer stats and scores (train subset, validation) of every live lane."""
+                  epoch_end: bool = True, draw: bool = True) -> None:
+        """Send the window's losses, then layer stats and scores (train subset, validation) of every live lane.
+        ``draw``: the class regions and diagram too (at the log interval and the last step, not at the epoch ends
+        between, which are there for the per-epoch validation scores: on a toy set they are 5 times as many)."""
         self.check_losses()
         w = self.window
         if len(w):
@@ -504,7 +507,7 @@ class _Run:
         val = self.lanes.evaluate(self.x_val[:n_val], self.y_val[:n_val])
         fit = self.lanes.evaluate(self.x_fit, self.y_fit)
         pens = self.lanes.penalties()
-        boundaries = self.boundaries(epoch_float)
+        boundaries = self.boundaries(epoch_float) if draw else None
         filters = self.filters(epoch_float)
         flat = grads.tolist() if grads is not None else None
         elapsed = self.elapsed()
