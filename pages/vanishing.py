@@ -56,9 +56,13 @@ form = fixes_form(form, stuck_by_depth(grid_shown, grid))
 if form.fixes is not None:
     st.caption(plain("The same network side by side, same seed: sigmoid as it is; ReLU; ReLU with He initialization; "
                      "Xavier initialization; BatchNorm or LayerNorm after every hidden layer; a quarter of the learning "
-                     f"rate. {form.fix_depth} hidden layers of {grid.width} units, the data and optimizer settings from above."))
+                     "rate; ReLU in the lower half of the layers with sigmoid above, whose first layers' gradient passes "
+                     "half as many sigmoid derivatives (each at most 1/4) on its way down: compare its bars with "
+                     f"sigmoid's in the gradient chart. {form.fix_depth} hidden layers of {grid.width} units, the data "
+                     "and optimizer settings from above."))
 train_button(form.fixes, FIXES_JOB, key="vg_train_fixes", label="Train the fixes",
-             help="Trains the deep sigmoid network and its fixes together, in one batched job.")
+             help="Trains the deep sigmoid network and its fixes in one job, batched together where the versions "
+                  "allow it.")
 fixes = form.fixes
 shown = shown_job(fixes, FIXES_JOB)
 if fixes is not None:

@@ -4,6 +4,7 @@ mistake reproduced next to the correct metric."""
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from core.lessons.noise import Scored
 from core.lab.gradcheck.result import GradCheck, LayerCheck
 from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, cell_events, run_grid
-from core.lessons.presets import A_FALLBACK, FALLBACK_DATASET, PRESETS, get_preset
+from core.lessons.presets import A_FALLBACK, FALLBACK_DATASET, PRESETS, RELU_BELOW, get_preset
 from core.engine.train import noisy_labels, train_split
 
 A_PRESETS = [p for p in PRESETS.values() if p.lesson == "A"]
@@ -274,6 +275,34 @@ def test_lesson_a_preset_on_digits_fallback_fixes_a_stuck_sigmoid_network():
     grid = families.vanishing_fallback(families.VANISHING_LESSON)
     assert grid.base.dataset == FALLBACK_DATASET and grid.base.epochs == dict(A_FALLBACK.overrides)["epochs"]
     _assert_a_rescue(_train_cells(_preset_fixes(grid)))
+
+
+def _assert_relu_below_passes_more_gradient_down(grid: GridConfig) -> None:
+    """Issue 24.4 on the Vanishing page's fixes: with ReLU in the lower half, the first layer's gradient passes half
+    as many sigmoid derivatives (each at most 1/4) on its way down, so relative to the last hidden layer's it is
+    larger than in the all-sigmoid network (the relation, in the medians over the run's log points)."""
+    fixes = dict(families.lesson_fixes(grid).cells())
+    mixed = fixes[RELU_BELOW]
+    below = mixed.depth // 2
+    assert mixed.layer_activations == ("relu",) * below + ("sigmoid",) * (mixed.depth - below) and below >= 2
+    events: list = []
+    run_grid(GridConfig.from_runs([("sigmoid", fixes["sigmoid"]), (RELU_BELOW, mixed)]), events.append)
+    ratios = []
+    for per_cell in cell_events(events).values():
+        layers = [e for e in per_cell if e.kind == "layers"]
+        assert per_cell[-1].status == "finished" and len(layers) > 3
+        ratios.append(statistics.median(e.grad_norm[0] / e.grad_norm[-2] for e in layers))
+    assert ratios[1] > 3 * ratios[0], ratios
+
+
+def test_relu_below_sigmoid_above_lets_more_gradient_reach_the_first_layers_on_digits():
+    _assert_relu_below_passes_more_gradient_down(families.vanishing_fallback(families.VANISHING_LESSON))
+
+
+@pytest.mark.slow
+def test_relu_below_sigmoid_above_lets_more_gradient_reach_the_first_layers_on_mnist(shared_mnist):
+    lesson = families.VANISHING_LESSON
+    _assert_relu_below_passes_more_gradient_down(lesson.replace(base=lesson.base.replace(epochs=1)))
 
 
 def test_d_optimizers_on_digits_all_learn():

@@ -11,7 +11,7 @@ from core.engine.config import RunConfig
 from core.lab.grid import GridConfig, overrides
 from core.lab.sweep.space import Dist, SweepConfig
 from core.lessons.presets import (A_FALLBACK, A_LESSON_FIXES_DEPTH, A_SEEDS, D_BASE, D_SEARCH_SPACE, FALLBACK_DATASET,
-                                   Preset, get_preset)
+                                   RELU_BELOW, Preset, get_preset, relu_below_sigmoid_above)
 
 
 # --- LESSONS A ----------------------------------------------------------------------------------
@@ -49,7 +49,8 @@ def lesson_fixes(grid: GridConfig, depth: int = A_LESSON_FIXES_DEPTH) -> GridCon
 
 def fixes_grid(base: RunConfig) -> GridConfig:
     """LESSONS A's fixes for a deep sigmoid network, side by side with the same seed: ReLU, ReLU + He,
-    Xavier, BatchNorm, LayerNorm, a smaller learning rate (the overrides of the A-fixes preset)."""
+    Xavier, BatchNorm, LayerNorm, a smaller learning rate, ReLU below and sigmoid above (the overrides of the
+    A-fixes preset, the last two scaled to this base)."""
     runs = get_preset("A-fixes").runs
     first = runs[0][1]
     base = base.replace(activation=first.activation)
@@ -59,6 +60,8 @@ def fixes_grid(base: RunConfig) -> GridConfig:
         if "lr" in diff:  # "a smaller learning rate" relative to this base
             diff["lr"] = base.lr * cfg.lr / first.lr
             label = f"{first.activation}, lr {diff['lr']:g}"
+        if label == RELU_BELOW:  # one activation per layer: as many as this base has
+            diff["activation"] = relu_below_sigmoid_above(base.depth)
         cell = base.replace(**diff)
         if cell not in seen:
             seen.add(cell)

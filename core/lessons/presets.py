@@ -121,9 +121,18 @@ A_LESSON_FIXES_DEPTH = 8
 # On Digits an epoch is ~36 steps instead of ~1700: 20 epochs let the shallow and the fixed networks learn there.
 A_FALLBACK = Fallback("20 epochs instead of 5 (an epoch of Digits is about 36 steps, of MNIST about 1700), "
                       "metrics every 20 steps.", (("epochs", 20), ("log_every", 20)))
+def relu_below_sigmoid_above(depth: int) -> str:
+    """One activation per hidden layer: ReLU in the lower half of ``depth`` layers, sigmoid above. The first layers'
+    gradient then passes half as many sigmoid derivatives (each at most 1/4) on its way down."""
+    below = depth // 2
+    return ",".join(["relu"] * below + ["sigmoid"] * (depth - below))
+
+
+RELU_BELOW = "relu below, sigmoid above"
 A_FIXES = [("sigmoid", {}), ("relu", {"activation": "relu"}), ("relu + he", {"activation": "relu", "init": "he"}),
            ("sigmoid + xavier", {"init": "xavier"}), ("sigmoid + batchnorm", {"norm": "batchnorm"}),
-           ("sigmoid + layernorm", {"norm": "layernorm"}), ("sigmoid, lr 0.05", {"lr": 0.05})]
+           ("sigmoid + layernorm", {"norm": "layernorm"}), ("sigmoid, lr 0.05", {"lr": 0.05}),
+           (RELU_BELOW, {"activation": relu_below_sigmoid_above(A_FIXES_DEPTH)})]
 A_SEEDS = (0, 1, 2)
 STUCK_MEANS = ("Stuck means: the loss stays at ln(classes) and the accuracy at the share of the one class the "
                "network predicts for every input.")
@@ -141,7 +150,8 @@ PRESET_LIST: list[Preset] = [
             "learn?", A_BASE, [("relu x8", {"activation": "relu", "hidden": (10,) * 8})], A_FALLBACK),
     _family("A-fixes", "A", "Fixes for the deep sigmoid network",
             f"The {A_FIXES_DEPTH}-layer sigmoid network and the changes said to make it learn: ReLU, ReLU + He init, "
-            "Xavier init, BatchNorm, LayerNorm, a quarter of the learning rate, all with the same seed. The "
+            "Xavier init, BatchNorm, LayerNorm, a quarter of the learning rate, ReLU in the lower half with sigmoid "
+            "above, all with the same seed. The "
             f"experiment: which of them learn within the epochs given, and which stay stuck? {STUCK_MEANS}",
             A_BASE.replace(hidden=(10,) * A_FIXES_DEPTH), A_FIXES, A_FALLBACK),
     _family("A-sigmoid-seeds", "A", "The deep sigmoid network, three seeds",
