@@ -1,9 +1,9 @@
 """Start Gradient Lab warm: ``python3 -m app.launch [streamlit run options]`` from the repository root.
 
 The job manager, its trainer processes and their warm-up start first, in this process: Streamlit then
-serves ``app/main.py`` from the same process, so its pages find that manager (a module-level singleton)
-already warm, and the first student's Train does not wait for the trainers to start. Options go on to
-``streamlit run`` unchanged (e.g. ``--server.port 8502``).
+serves ``app/asgi.py`` (``app/main.py``'s pages and the students' follow stream) from the same process, so its
+pages find that manager (a module-level singleton) already warm, and the first student's Train does not wait for
+the trainers to start. Options go on to ``streamlit run`` unchanged (e.g. ``--server.port 8502``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from streamlit.web import cli
 from core.serve.budget import Unreachable
 from core.serve.jobs import get_manager
 
-MAIN = Path(__file__).resolve().parent / "main.py"
+SERVER = Path(__file__).resolve().parent / "asgi.py"  # the pages and the students' follow stream
 
 
 def main(options: list[str]) -> None:
@@ -25,7 +25,7 @@ def main(options: list[str]) -> None:
         get_manager().start()
     except Unreachable as exc:
         print(f"Gradient Lab: {exc}", file=sys.stderr)
-    sys.argv = ["streamlit", "run", str(MAIN), *options]
+    sys.argv = ["streamlit", "run", str(SERVER), *options]
     cli.main()
 
 

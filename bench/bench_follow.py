@@ -3,6 +3,9 @@ a real browser presents it with the instructor token (loopback only, offline: th
 
     python bench/bench_follow.py [--sessions 30] [--moves 3] [--idle 20]
 
+Each light session does what a following page's component does in the browser: it listens to the lecture's
+follow stream (app/stream.py) and reruns the page's follow fragment when the stream names a new step.
+
 Prints p50 / p95 seconds from the instructor's Next to each student showing the new step (and to the last
 student of each move), then the server's CPU seconds per second and RSS (with its worker processes) with the
 N sessions following, against the same N sessions idle on the same page without following, measured side by
@@ -28,6 +31,8 @@ from bench_lecture import percentile, tree_rss_mb  # noqa: E402
 from playwright.async_api import async_playwright  # noqa: E402
 from st_client import Session  # noqa: E402
 
+from app.stream import follow_root  # noqa: E402
+from app.views.lecture import FOLLOW_POLL_SECONDS  # noqa: E402
 from core.lessons.lectures import BUILTIN  # noqa: E402
 from tests.browser_helpers import CHROMIUM, free_port, start_server, stop_server  # noqa: E402
 
@@ -63,17 +68,35 @@ def step_query(number: int, mode: str | None) -> str:
     return urllib.parse.urlencode({**step.query, **extra}, safe=",-")
 
 
+async def follow_stream(port: int, s: Session, shown: list[int]) -> None:
+    """What a following page's component does in the browser (app/views/lecture.py): listen to the lecture's
+    stream and, when it names another step than the one shown, rerun the follow fragment."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {follow_root('')}/{LECTURE.name} HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+                 "Accept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        while line := await reader.readline():
+            text = line.decode().strip()
+            if text.startswith("data: ") and int(text.removeprefix("data: ")) != shown[0]:
+                await s.rerun_fragments_every(FOLLOW_POLL_SECONDS)
+    finally:
+        writer.close()
+
+
 async def student(port: int, arrivals: dict, ready: asyncio.Event, stop: asyncio.Event) -> None:
     async with Session(port, "lecture", f"lecture={LECTURE.name}") as s:
         await s.wait_for_text(f"step 1 of {len(LECTURE.steps)}", timeout=300)
+        shown = [1]
+        listening = asyncio.create_task(follow_stream(port, s, shown))
         ready.set()
-        seen = 1
         while not stop.is_set():
-            for number in range(seen + 1, len(LECTURE.steps) + 1):
+            for number in range(shown[0] + 1, len(LECTURE.steps) + 1):
                 if any(f"step {number} of" in text for text in s.state.texts):
                     arrivals.setdefault(number, []).append(time.monotonic())
-                    seen = number
+                    shown[0] = number
             await asyncio.sleep(0.02)
+        listening.cancel()
 
 
 async def idle_student(port: int, ready: asyncio.Event, stop: asyncio.Event) -> None:

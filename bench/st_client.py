@@ -70,6 +70,12 @@ class Session:
             self._finished.clear()
         await self._ws.send(msg.SerializeToString())
 
+    async def rerun_fragments_every(self, interval: float) -> None:
+        """Rerun now the page's fragments that run every ``interval`` seconds (what a component's trigger inside
+        such a fragment does in the browser)."""
+        for fid in [fid for fid, every in self._fragments.items() if abs(every - interval) < 1e-6]:
+            await self.rerun(fragment_id=fid)
+
     async def wait_finished(self, timeout: float = 120.0) -> None:
         await asyncio.wait_for(self._finished.wait(), timeout)
 

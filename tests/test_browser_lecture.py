@@ -26,9 +26,19 @@ pytestmark = [pytest.mark.browser,
 
 TOKEN = "chalk-and-talk-7f3a"
 LECTURE = BUILTIN["vanishing"]
-FOLLOW_POLL_S = 1.0  # app/views/lecture.FOLLOW_POLL_SECONDS
-# The poll interval plus a page switch on a machine shared with other test runs (the bench measures the real time).
+FOLLOW_POLL_S = 10.0  # app/views/lecture.FOLLOW_POLL_SECONDS: the slow poll behind the stream
+# A page switch on a machine shared with other test runs (the bench measures the real time).
 MOVE_BOUND_S = FOLLOW_POLL_S + 25
+# Every message a page's follow stream (app/stream.py) receives, kept in the page (it survives page switches).
+RECORD_STREAM_JS = """
+const NativeEventSource = window.EventSource;
+window.followed = [];
+window.EventSource = function (url, options) {
+  const source = new NativeEventSource(url, options);
+  source.addEventListener('message', (event) => window.followed.push([String(url), event.data]));
+  return source;
+};
+"""
 NICKNAME = "<b>Ada</b> & co"
 MIN_PX = 20
 
@@ -112,8 +122,10 @@ def test_instructor_leads_two_students_and_sees_their_runs(server):
     with sync_api.sync_playwright() as p:
         browser = launch(p)
         teacher = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
-        ada = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
-        bob = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+        students = [browser.new_context(viewport={"width": 1280, "height": 1000}) for _ in range(2)]
+        for context in students:
+            context.add_init_script(RECORD_STREAM_JS)
+        ada, bob = (context.new_page() for context in students)
 
         teacher.goto(step_url(base, 1, "present"))
         shows_step(teacher, 1, 90)
@@ -134,7 +146,7 @@ def test_instructor_leads_two_students_and_sees_their_runs(server):
         shows_step(ada, 1, 60)
         ada.get_by_role("button", name="Next").click()
         shows_step(ada, 2, 60)
-        time.sleep(4 * FOLLOW_POLL_S)
+        time.sleep(4)
         assert "step=1" in bob.url and bob.get_by_text(f"step 1 of {len(LECTURE.steps)}").first.is_visible()
         ada.goto(f"{base}/lecture?lecture={LECTURE.name}")
         shows_step(ada, 1, 60)
@@ -146,6 +158,10 @@ def test_instructor_leads_two_students_and_sees_their_runs(server):
             shows_step(teacher, number, 60)
             for student in (ada, bob):
                 shows_step(student, number, MOVE_BOUND_S)
+                # moved by the stream's push (the slow poll behind it sends nothing to the page)
+                pushed = [step for url, step in student.evaluate("window.followed")
+                          if url.endswith(f"/_gradient_lab/follow/{LECTURE.name}")]
+                assert str(number) in pushed, pushed
         assert LECTURE.step(last).page == "playground"
 
         # Ada tries the last step herself under a hostile-looking nickname; her run reaches the board.

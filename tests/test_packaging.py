@@ -55,7 +55,7 @@ def test_requirements_are_pinned_and_dev_includes_runtime():
 
 def test_every_third_party_import_is_in_requirements():
     known = {"torch", "torchvision", "streamlit", "plotly", "pandas", "numpy", "diskcache", "sklearn", "PIL",
-             "tqdm", "pytest", "playwright", "optuna", "sqlalchemy"}
+             "tqdm", "pytest", "playwright", "optuna", "sqlalchemy", "starlette"}
     stdlib_or_local = {"core", "app", "tests", "bench", "pages"}
     names = set()
     for path in list(REPO.glob("core/*.py")) + list(REPO.glob("app/*.py")) + list(REPO.glob("pages/*.py")):

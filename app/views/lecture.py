@@ -1,5 +1,6 @@
 """Lecture mode, drawn: the step's card (title, talking points, what to look at), its link as a QR code,
-the presenter view's styling, the students' cheap poll of the class's step, and the class board."""
+the presenter view's styling, the students' follow of the class's step (a stream, app/stream.py), and the class
+board."""
 from __future__ import annotations
 
 import io
@@ -16,13 +17,14 @@ from core.serve.classroom import CLASSROOM
 from core.serve.jobs import get_manager
 
 from ..figures.compare import overlay_figure
+from ..stream import follow_root
 from ..records.run import RunView
 from ..text import dataset_available, describe_run, plain, plural
 from .charts import plotly_chart
 from .jobs import job_state, run_view
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
-FOLLOW_POLL_SECONDS = 1.0  # a following student's page reads the class's step this often (a dict lookup)
+FOLLOW_POLL_SECONDS = 10.0  # a following page's slow poll, for when its stream (app/stream.py) is not there
 BOARD_POLL_SECONDS = 2.0  # the presenter's class board refreshes this often (one session per lecture)
 QR_SCALE = 8  # pixels per QR module
 # Streamlit's chrome hidden, every text scaled from a larger root size, none below 20 px (the room's minimum).
@@ -95,12 +97,39 @@ def qr_panel(lecture: Lecture, number: int) -> None:
     st.markdown(f"**{plain(lecture_link(lecture).split('://', 1)[-1])}**")
 
 
+# The browser's side of the follow stream: it reruns the page's follow fragment when the class's step is no longer
+# the one shown. Without the stream (no such route, a refusal, no EventSource) the fragment's slow poll remains.
+FOLLOW_JS = """
+export default function(component) {
+  const { data, setTriggerValue } = component;
+  if (!data || !data.url || typeof EventSource === "undefined") return;
+  const source = new EventSource(data.url);
+  source.onmessage = (event) => {
+    const step = parseInt(event.data, 10);
+    if (Number.isFinite(step) && step !== data.shown) {
+      source.close();
+      setTriggerValue("moved", step);
+    }
+  };
+  return () => source.close();
+}
+"""
+_follow_stream = st.components.v2.component("gradient_lab_follow", js=FOLLOW_JS)
+
+
+def follow_url(lecture: Lecture) -> str:
+    """The path of ``lecture``'s follow stream on this server."""
+    return f"{follow_root(str(st.get_option('server.baseUrlPath') or ''))}/{urllib.parse.quote(lecture.name, safe='')}"
+
+
 def follow_poll(lecture: Lecture, shown: int) -> None:
-    """A student's page moves when the class does: a fragment that reads the class's step (a dict lookup)
-    every FOLLOW_POLL_SECONDS and reruns nothing else until the step changes."""
+    """A student's page moves when the class does: a fragment that listens to the class's stream and reruns when
+    the instructor moves (and, as a fallback, reads the class's step every FOLLOW_POLL_SECONDS)."""
 
     @st.fragment(run_every=FOLLOW_POLL_SECONDS)
     def poll() -> None:
+        _follow_stream(key="lecture_follow", data={"url": follow_url(lecture), "shown": shown},
+                       on_moved_change=lambda: None, height=0)
         current = CLASSROOM.position(lecture.name).step
         if current != shown and 1 <= current <= len(lecture.steps):
             go_to_step(lecture, current, "follow")

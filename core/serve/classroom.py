@@ -1,6 +1,7 @@
 """The class in each lecture, kept by the server: the step everyone is on, and the board of students' runs.
 
-Following a lecture is a cheap poll: :meth:`Classroom.position` is a dict lookup under a lock. Moving the
+Following a lecture costs a student's page nothing while the class stays: its stream (app/stream.py) wakes on
+:meth:`Classroom.on_move`, and :meth:`Classroom.position` is a dict lookup under a lock. Moving the
 class, clearing the board and hiding names need the instructor token (``GRADIENT_LAB_INSTRUCTOR_TOKEN``),
 compared in constant time and never logged or echoed; without a token set on the server nobody can move a
 class. Nicknames are cleaned and bounded here, kept beside a run's job key (never in its config, so runs
@@ -14,6 +15,7 @@ import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Callable
 
 TOKEN_ENV = "GRADIENT_LAB_INSTRUCTOR_TOKEN"
 MAX_TOKEN_CHARS = 256
@@ -78,6 +80,19 @@ class Classroom:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rooms: dict[str, _Room] = {}
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_move(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(lecture)`` after every move of a class, in the mover's thread (the students' stream
+        wakes on it: app/stream.py). Returns the call that removes it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+        return remove
 
     def _room(self, lecture: str) -> _Room:
         room = self._rooms.get(lecture)
@@ -101,6 +116,9 @@ class Classroom:
         with self._lock:
             room = self._room(lecture)
             room.position = Position(int(step), room.position.version + 1, time.time())
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(lecture)
         return True
 
     def add_run(self, lecture: str, step: int, nickname: str, job_key: str) -> None:
