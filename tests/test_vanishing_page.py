@@ -23,7 +23,7 @@ from core.lab.grid import GridConfig, run_grid
 from core.engine.data import load_dataset
 from core.lessons import sentences as lessons
 from core.lessons import verdicts
-from core.lessons.presets import A_BASE, A_FALLBACK, A_LESSON_FIXES_DEPTH
+from core.lessons.presets import A_BASE, A_FALLBACK, A_LESSON_FIXES_DEPTH, get_preset
 
 PAGE = "../pages/vanishing.py"
 
@@ -167,7 +167,8 @@ def test_fixes_train_side_by_side(isolated_cache):
     assert columns.index("first / last layer gradient") == columns.index("loss") + 1
     assert columns.index("collapse cause") == len(columns) - 1
     ratios = table.set_index("network")["first / last layer gradient"]
-    assert len(ratios) == 7 and all(math.isfinite(r) and r >= 0 for r in ratios), ratios
+    assert len(ratios) == len(names) == len(get_preset("A-fixes").runs), ratios  # every version of the preset
+    assert all(math.isfinite(r) and r >= 0 for r in ratios), ratios
 
 
 # --- the figure builders ----------------------------------------------------------------------------
