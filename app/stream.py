@@ -1,7 +1,7 @@
 """The students' follow stream: a lecture's class step as server-sent events, pushed when the instructor moves.
 
-A following page (app/views/lecture.py) listens to ``<base path>/{FOLLOW_PATH}/<lecture>`` and reruns only when the step it
-shows is no longer the class's, so a class that stays on a step costs the server nothing per student. The route
+A following page (app/views/lecture.py) listens to ``<base path>/{FOLLOW_PATH}/<lecture>`` and reruns only when
+the step it shows is no longer the class's, so a class that stays on a step costs the server nothing per student. The route
 is served by :mod:`app.asgi`; where it is missing (``streamlit run app/main.py``) the page's slow poll still moves.
 Streams are bounded in number (:data:`MAX_STREAMS`) and in their lecture name; each sends the step again every
 :data:`HEARTBEAT_SECONDS` so that proxies keep it open.

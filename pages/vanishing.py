@@ -61,8 +61,7 @@ if form.fixes is not None:
                      f"sigmoid's in the gradient chart. {form.fix_depth} hidden layers of {grid.width} units, the data "
                      "and optimizer settings from above."))
 train_button(form.fixes, FIXES_JOB, key="vg_train_fixes", label="Train the fixes",
-             help="Trains the deep sigmoid network and its fixes in one job, batched together where the versions "
-                  "allow it.")
+             help="Trains the deep sigmoid network and its fixes in one job (batched where the versions allow).")
 fixes = form.fixes
 shown = shown_job(fixes, FIXES_JOB)
 if fixes is not None:

@@ -17,8 +17,8 @@ from core.serve.classroom import CLASSROOM
 from core.serve.jobs import get_manager
 
 from ..figures.compare import overlay_figure
-from ..stream import follow_root
 from ..records.run import RunView
+from ..stream import follow_root
 from ..text import dataset_available, describe_run, plain, plural
 from .charts import plotly_chart
 from .jobs import job_state, run_view

@@ -121,6 +121,8 @@ A_LESSON_FIXES_DEPTH = 8
 # On Digits an epoch is ~36 steps instead of ~1700: 20 epochs let the shallow and the fixed networks learn there.
 A_FALLBACK = Fallback("20 epochs instead of 5 (an epoch of Digits is about 36 steps, of MNIST about 1700), "
                       "metrics every 20 steps.", (("epochs", 20), ("log_every", 20)))
+
+
 def relu_below_sigmoid_above(depth: int) -> str:
     """One activation per hidden layer: ReLU in the lower half of ``depth`` layers, sigmoid above. The first layers'
     gradient then passes half as many sigmoid derivatives (each at most 1/4) on its way down."""
