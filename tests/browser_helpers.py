@@ -85,6 +85,37 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def record_websockets(page) -> list[str]:
+    """A growing log of ``page``'s websocket opens and closes (Streamlit disables every widget while its
+    socket is down), to read when a test fails."""
+    start, log = time.monotonic(), []
+
+    def opened(ws) -> None:
+        log.append(f"{time.monotonic() - start:.1f}s open {ws.url}")
+        ws.on("close", lambda closed: log.append(f"{time.monotonic() - start:.1f}s close {closed.url}"))
+
+    page.on("websocket", opened)
+    return log
+
+
+def click_when_enabled(page, locator, timeout_s: float, name: str, websockets: list[str] = ()) -> None:
+    """Click ``locator``; if it stays disabled, fail with what the page showed: its address, Streamlit's status
+    widget, its messages, its websocket log and a screenshot ``SHOTS/<name>.png``."""
+    try:
+        locator.click(timeout=timeout_s * 1000)
+    except Exception as exc:
+        if "Timeout" not in type(exc).__name__:
+            raise
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        status = page.locator('[data-testid="stStatusWidget"]')
+        alerts = page.locator('[data-testid="stAlert"]').all_inner_texts()
+        raise AssertionError(
+            f"{name}: not clickable within {timeout_s:.0f} s at {page.url}; status widget: "
+            f"{status.inner_text() if status.count() else 'none'!r}; messages: {alerts!r}; "
+            f"websockets: {list(websockets)!r}; screenshot: {SHOTS / name}.png") from exc
+
+
 def launch(p):
     """Debian's Chromium for Playwright ``p``, headless, no sandbox, GPU or background traffic."""
     return p.chromium.launch(executable_path=str(CHROMIUM),

@@ -16,7 +16,8 @@ import urllib.parse
 import pytest
 from PIL import Image
 
-from browser_helpers import CHROMIUM, SHOTS, free_port, launch, start_server, stop_server
+from browser_helpers import (CHROMIUM, SHOTS, click_when_enabled, free_port, launch, record_websockets, start_server,
+                             stop_server)
 from core.lessons.lectures import BUILTIN
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
@@ -126,6 +127,7 @@ def test_instructor_leads_two_students_and_sees_their_runs(server):
         for context in students:
             context.add_init_script(RECORD_STREAM_JS)
         ada, bob = (context.new_page() for context in students)
+        ada_sockets = record_websockets(ada)
 
         teacher.goto(step_url(base, 1, "present"))
         shows_step(teacher, 1, 90)
@@ -172,7 +174,8 @@ def test_instructor_leads_two_students_and_sees_their_runs(server):
         ada.get_by_role("button", name="Try it yourself").click()
         ada.get_by_text("Your own copy of step").wait_for(timeout=60_000)
         assert "lecture=" not in ada.url and "init=he" in ada.url  # her own copy: the step's setup, not following
-        ada.get_by_role("button", name=re.compile(r"^(▶️\s*)?Train$")).click()
+        click_when_enabled(ada, ada.get_by_role("button", name=re.compile(r"^(▶️\s*)?Train$")), 60,
+                           "lecture_try_train", ada_sockets)
         ada.get_by_role("button", name=re.compile("Train again")).wait_for(timeout=300_000)  # trained
 
         teacher.get_by_text(re.compile(r"1 run by the class")).wait_for(timeout=60_000)
